@@ -1,0 +1,204 @@
+"""GENIES-format distributions: loading, validation, data-directory resolution, fingerprints.
+
+A distribution lives in ``<data_dir>/distributions/<name>/{train,test}.json``: a JSON list of
+examples, each with a non-empty ``prompt`` and a ``responses`` mapping (text -> score) with at
+least two responses, exactly one scored 1.0 and the others 0.0. Other fields are metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from actstore.errors import UserError
+from actstore.paths import default_data_dir
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Example:
+    index: int  # position in the file, kept when bad examples are skipped
+    prompt: str
+    responses: tuple[str, ...]
+    scores: tuple[float, ...]
+
+    @property
+    def best(self) -> int:
+        return self.scores.index(1.0)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    index: int | None  # None: the whole file
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}" if self.index is None else f"{self.path}: example {self.index}"
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Split:
+    dataset: str
+    split: str
+    path: Path
+    examples: tuple[Example, ...]
+    fingerprint: str
+    skipped: tuple[Problem, ...] = field(default=())
+
+    @property
+    def n_sequences(self) -> int:
+        return sum(len(e.responses) for e in self.examples)
+
+
+def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """``--data-dir``, then ``$GENIES_DATA``, then the per-user cache. ``demo`` = the demo data."""
+    chosen = explicit or os.environ.get("GENIES_DATA")
+    if chosen is None:
+        return default_data_dir()
+    if str(chosen) == "demo":
+        from actstore.demo_data import ensure_demo_data
+
+        return ensure_demo_data()
+    return Path(chosen).expanduser()
+
+
+def distributions_dir(data_dir: Path) -> Path:
+    return data_dir / "distributions"
+
+
+def list_distributions(data_dir: Path) -> list[str]:
+    root = distributions_dir(data_dir)
+    if not root.is_dir():
+        raise UserError(
+            f"{root}: no GENIES data here (run `genies data download`, or pass --data-dir / "
+            "set GENIES_DATA to the directory that holds distributions/)"
+        )
+    return sorted(p.name for p in root.iterdir() if (p / "train.json").is_file() or (p / "test.json").is_file())
+
+
+def split_path(data_dir: Path, name: str, split: str) -> Path:
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
+    directory = distributions_dir(data_dir) / name
+    if not directory.is_dir():
+        known = list_distributions(data_dir)
+        hint = _closest(name, known)
+        raise UserError(f"{directory}: unknown dataset {name!r}{hint}")
+    return directory / f"{split}.json"
+
+
+def fingerprint_bytes(raw: bytes) -> str:
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def fingerprint(path: Path) -> str:
+    return fingerprint_bytes(Path(path).read_bytes())
+
+
+def check_example(raw: object) -> str | None:
+    """What is wrong with one raw example, or None when it is valid."""
+    if not isinstance(raw, dict):
+        return f"expected an object, got {type(raw).__name__}"
+    prompt = raw.get("prompt")
+    if prompt is None:
+        return "missing field 'prompt'"
+    if not isinstance(prompt, str):
+        return f"'prompt' must be a string, got {type(prompt).__name__}"
+    if not prompt.strip():
+        return "empty prompt"
+    responses = raw.get("responses")
+    if responses is None:
+        return "missing field 'responses'"
+    if not isinstance(responses, dict):
+        return f"'responses' must be an object of response -> score, got {type(responses).__name__}"
+    if len(responses) < 2:
+        return f"needs at least two responses, has {len(responses)}"
+    for text, score in responses.items():
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            return f"score of response {_short(text)} must be a number, got {type(score).__name__}"
+        if score not in (0, 1):
+            return f"score of response {_short(text)} is {score}; scores must be 1.0 (preferred) or 0.0"
+    n_best = sum(1 for s in responses.values() if s == 1)
+    if n_best != 1:
+        return f"exactly one response must score 1.0, found {n_best}"
+    return None
+
+
+def read_examples(path: Path) -> tuple[list[object], bytes]:
+    """Parse a split file into raw examples; a file-level problem raises UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a JSON list of examples, got {type(data).__name__}")
+    if not data:
+        raise UserError(f"{path}: holds no examples")
+    return data, raw
+
+
+def validate_file(path: Path) -> list[Problem]:
+    """Every problem in one split file (file-level problems stop the scan)."""
+    try:
+        data, _ = read_examples(path)
+    except UserError as err:
+        return [Problem(Path(path), None, str(err).split(": ", 1)[-1])]
+    problems = []
+    for index, raw in enumerate(data):
+        message = check_example(raw)
+        if message:
+            problems.append(Problem(Path(path), index, message))
+    return problems
+
+
+def load_split(data_dir: Path, name: str, split: str, *, skip_bad: bool = False) -> Split:
+    """Load one split. Strict by default: the first bad example raises UserError.
+
+    With ``skip_bad`` the bad examples are left out and listed in ``Split.skipped``.
+    """
+    path = split_path(data_dir, name, split)
+    return load_split_file(path, dataset=name, split=split, skip_bad=skip_bad)
+
+
+def load_split_file(path: Path, *, dataset: str, split: str, skip_bad: bool = False) -> Split:
+    data, raw = read_examples(path)
+    examples, skipped = [], []
+    for index, item in enumerate(data):
+        message = check_example(item)
+        if message:
+            problem = Problem(Path(path), index, message)
+            if not skip_bad:
+                raise UserError(f"{problem} (use --skip-bad to leave such examples out)")
+            skipped.append(problem)
+            continue
+        responses = tuple(item["responses"].keys())
+        scores = tuple(float(item["responses"][r]) for r in responses)
+        examples.append(Example(index, item["prompt"], responses, scores))
+    if not examples:
+        raise UserError(f"{path}: no valid examples left after skipping {len(skipped)} bad ones")
+    return Split(dataset, split, Path(path), tuple(examples), fingerprint_bytes(raw), tuple(skipped))
+
+
+def _short(text: str, width: int = 40) -> str:
+    return repr(text if len(text) <= width else text[: width - 3] + "...")
+
+
+def _closest(name: str, known: list[str]) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""

@@ -1,0 +1,47 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "genies-data"
+
+
+@pytest.fixture(scope="session")
+def genies_data() -> Path:
+    """The full GENIES data, or a clean skip when this checkout has none beside it."""
+    data = Path(os.environ.get("GENIES_TEST_DATA", SHARED_DATA))
+    if not (data / "distributions").is_dir():
+        pytest.skip(f"full GENIES data not found at {data}")
+    return data
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from actstore.models import load_model
+
+    return load_model("tiny-random")
+
+
+@pytest.fixture(scope="session")
+def bundled_model():
+    from actstore.models import load_model
+
+    return load_model("smollm2-135m")
+
+
+def write_distribution(root: Path, name: str, train: list, test: list | None = None) -> Path:
+    """Write a GENIES-format distribution under root/distributions/name and return root."""
+    directory = root / "distributions" / name
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "train.json").write_text(json.dumps(train))
+    (directory / "test.json").write_text(json.dumps(test if test is not None else train))
+    return root
+
+
+def example(prompt="Say hi.\n### Response:\n", responses=None):
+    return {"prompt": prompt, "responses": responses or {"Hi!": 1.0, "No.": 0.0, "Bye": 0.0}}
