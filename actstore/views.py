@@ -49,3 +49,19 @@ def get_view(name: str) -> View:
 
 def parse_views(spec: str) -> list[View]:
     return [get_view(name.strip()) for name in spec.split(",") if name.strip()]
+
+
+def encode(tokenizer, view: View, prompt: str, response: str) -> tuple[list[int], list[int]]:
+    """Token ids of (prompt, continuation) for one sequence of ``view``.
+
+    The prompt gets the tokenizer's own special tokens (BOS for LLaMA); the continuation gets
+    none, plus EOS when the view appends it. The sequence is their concatenation; for the
+    ``plain`` view the continuation (response + EOS) is what the log-likelihood scores.
+    """
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=True).input_ids)
+    if prompt_ids and prompt_ids[-1] == tokenizer.eos_token_id and tokenizer.eos_token_id != tokenizer.bos_token_id:
+        prompt_ids = prompt_ids[:-1]  # tokenizers whose post-processor appends EOS to every text
+    continuation = list(tokenizer(view.continuation_text(response), add_special_tokens=False).input_ids)
+    if view.append_eos:
+        continuation.append(tokenizer.eos_token_id)
+    return prompt_ids, continuation
