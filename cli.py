@@ -49,7 +49,7 @@ def _fmt(value) -> str:
 @click.group(cls=Group)
 @click.version_option(package_name="genies-toolkit")
 def genies():
-    """GENIES benchmark: data, shift manifests and (later) the benchmark runner."""
+    """GENIES benchmark: data, shift manifests, reports and run comparisons (the runner comes next)."""
 
 
 @genies.group(cls=Group)
@@ -136,6 +136,35 @@ def shifts_ls(manifest, as_json):
     click.echo(f"{len(rows)} shifts")
 
 
+@genies.command("report")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def genies_report(run_dir):
+    """Rebuild RUN_DIR/report.md and its plots from RUN_DIR/results.csv."""
+    from dataclasses import asdict
+
+    from genies.report import write_report
+
+    report = write_report(run_dir)
+    print_table([asdict(s) for s in report.summaries],
+                ["method", "n_shifts", "generalization_accuracy", "source_accuracy", "differential_elicitation", "elicitation"])
+    click.echo(f"generalization vs zero-shot: Pearson r = {report.correlation.pearson_r:.3f} (n = {report.correlation.n})")
+    click.echo(f"wrote {report.path}")
+
+
+@genies.command("compare")
+@click.argument("run_a", type=click.Path(path_type=Path))
+@click.argument("run_b", type=click.Path(path_type=Path))
+def genies_compare(run_a, run_b):
+    """Correlate per-shift generalization accuracy of two runs, per method and overall."""
+    from dataclasses import asdict
+
+    from genies.compare import compare_run_dirs
+
+    rows = [asdict(c) for c in compare_run_dirs(run_a, run_b)]
+    print_table(rows, ["method", "n", "pearson_r", "mean_a", "mean_b"])
+    click.echo(f"A = {run_a}, B = {run_b}; pearson_r over per-shift generalization accuracy")
+
+
 # ----------------------------------------------------------------------------- actstore
 
 
@@ -143,6 +172,74 @@ def shifts_ls(manifest, as_json):
 @click.version_option(package_name="genies-toolkit")
 def actstore():
     """Run a model once per dataset and keep its activations in Zarr stores."""
+
+
+@actstore.command("extract")
+@click.option("--model", required=True, help="smollm2-135m, tiny-random, a local directory or .gguf file, or a cached hub id.")
+@click.option("--dataset", "datasets", required=True, help="NAME[,NAME...] of distributions under the data directory.")
+@click.option("--data-dir", help=DATA_DIR_HELP)
+@click.option("--split", "splits", default="train,test", show_default=True, help="train, test or both.")
+@click.option("--views", default="plain", show_default=True, help="plain, stim, yes, no (comma-separated).")
+@click.option("--layers", default="all", show_default=True,
+              help="all, a list 0,10,20, or inclusive ranges 10:20 (0 = embeddings, l = output of block l-1).")
+@click.option("--limit", type=int, help="Only the first N examples of each split.")
+@click.option("--dtype", default="float16", show_default=True, type=click.Choice(["float16", "float32"]),
+              help="Storage dtype (the model computes in float32).")
+@click.option("--site", default="residual", show_default=True, type=click.Choice(["residual", "heads"]),
+              help="heads: also keep per-head attention outputs (input of o_proj).")
+@click.option("--out", help="Store root: a directory or fsspec URL (default: the per-user store directory).")
+@click.option("--batch-tokens", default=4096, show_default=True, type=int, help="Padded tokens per forward pass.")
+@click.option("--block-size", default=512, show_default=True, type=int,
+              help="Sequences per chunk-aligned block: the unit of writing and of resuming.")
+@click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).")
+@click.option("--skip-bad", is_flag=True, help="Leave out invalid examples (counted in the store) instead of stopping.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store that holds a different extraction.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dtype, site, out, batch_tokens,
+                     block_size, device, skip_bad, overwrite, no_progress):
+    """Run MODEL once over each (dataset, split, view) and write one store each; print their paths."""
+    from actstore.extract import ExtractConfig, extract, parse_names
+
+    config = ExtractConfig(
+        model=model, datasets=parse_names(datasets), splits=parse_names(splits), views=parse_names(views),
+        layers=layers, limit=limit, dtype=dtype, site=site, out=out, data_dir=data_dir, batch_tokens=batch_tokens,
+        block_size=block_size, device=device, overwrite=overwrite, skip_bad=skip_bad, progress=not no_progress,
+    )
+
+    def report(result):
+        rate = f", {result.sequences_per_second:.1f} seq/s" if result.sequences_per_second else ""
+        click.echo(f"{result.url}  ({result.status}: {result.n_sequences} sequences{rate})")
+
+    extract(config, on_result=report)
+
+
+@actstore.command("info")
+@click.argument("store")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def actstore_info(store, as_json):
+    """What STORE holds: model, dataset, split, view, layers, sizes, completeness."""
+    from actstore.info import human_bytes, store_info
+
+    info = store_info(store)
+    if as_json:
+        click.echo(json.dumps(info.as_dict(), indent=1))
+        return
+    for key, value in info.as_dict().items():
+        if key == "size_bytes":
+            key, value = "size on disk", f"{human_bytes(value)} ({value} bytes)"
+        click.echo(f"{key:>12}: {value}")
+
+
+@actstore.command("ls")
+@click.argument("root", required=False)
+def actstore_ls(root):
+    """One line per store under ROOT (default: the per-user store directory)."""
+    from actstore.info import list_stores
+    from actstore.paths import default_store_root
+
+    infos = list_stores(root or str(default_store_root()))
+    print_table([info.as_row() for info in infos])
+    click.echo(f"{len(infos)} stores")
 
 
 # ----------------------------------------------------------------------------- probes
@@ -161,3 +258,72 @@ def probes():
 @click.version_option(package_name="genies-toolkit")
 def finetune():
     """Live reward models (LoRA, prompt tuning) and live zero-/few-shot baselines."""
+
+
+@finetune.command("train")
+@click.option("--method", required=True, help="lora or prompt-tuning.")
+@click.option("--model", default="smollm2-135m", show_default=True, help="Base model: alias, local path or cached hub id.")
+@click.option("--dataset", required=True, help="Source distribution; its train split is used.")
+@click.option("--data-dir", help=DATA_DIR_HELP)
+@click.option("--out", help="Run directory (default: <cache>/finetune/<method>-<model>-<dataset>).")
+@click.option("--steps", type=int, help="Optimizer steps (default: about 3 epochs, at most 150).")
+@click.option("--lr", "learning_rate", type=float, help="Learning rate (default: 2e-4 for lora, 5.2e-3 for prompt-tuning).")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Pairs per step (per process).")
+@click.option("--limit", type=int, help="Use only the first N training examples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds pair sampling, initialization and shuffling.")
+@click.option("--precision", default="fp32", show_default=True, help="fp32, or bf16 (autocast; weights stay fp32).")
+@click.option("--json", "as_json", is_flag=True, help="Print the training result as JSON.")
+def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, batch_size, limit, seed, precision, as_json):
+    """Train a reward model (scalar head on the last token) on one (best, other) pair per example."""
+    from finetune.train import TrainConfig, train_reward_model
+
+    config = TrainConfig(
+        method=method, model=model, dataset=dataset, data_dir=data_dir, out=out, steps=steps,
+        learning_rate=learning_rate, batch_size=batch_size, limit=limit, seed=seed, precision=precision,
+    )
+    result = train_reward_model(config)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=1))
+        return
+    click.echo(
+        f"{result.method} on {dataset}: {result.steps} steps x {result.batch_size} pairs "
+        f"({result.n_train_pairs} training pairs, lr {result.learning_rate:g}), "
+        f"loss {result.mean_loss('first'):.4f} -> {result.mean_loss('last'):.4f} (first/last 20% of steps), "
+        f"{result.train_seconds:.1f} s training, {result.total_seconds:.1f} s total"
+    )
+    if result.dropped_examples:
+        click.echo(f"dropped {result.dropped_examples} training example(s) longer than the model's context")
+    click.echo(f"saved to {result.out_dir}")
+
+
+@finetune.command("eval")
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--method", help="zero-shot or few-shot for a live baseline (a run directory knows its own method).")
+@click.option("--model", help="Base model of a baseline (default: smollm2-135m).")
+@click.option("--dataset", required=True, help="Distribution to evaluate on.")
+@click.option("--data-dir", help=DATA_DIR_HELP)
+@click.option("--split", default="test", show_default=True)
+@click.option("--limit", type=int, help="Use only the first N examples.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Sequences per forward pass.")
+@click.option("--shots-from", help="few-shot: distribution whose train split gives the shots.")
+@click.option("--shots", "n_shots", type=int, default=4, show_default=True, help="few-shot: shots per prompt.")
+@click.option("--seed", type=int, default=0, show_default=True, help="few-shot: seeds the choice of shots.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def finetune_eval(run_dir, method, model, dataset, data_dir, split, limit, batch_size, shots_from, n_shots, seed, as_json):
+    """Accuracy (all best-vs-other pairs), CI, AUROC, Brier and RMS calibration error."""
+    from finetune.eval_request import EvalRequest, run_eval
+    from finetune.evaluate import TABLE_COLUMNS
+
+    result = run_eval(EvalRequest(
+        dataset=dataset, run_dir=run_dir, method=method, model=model, data_dir=data_dir, split=split,
+        limit=limit, batch_size=batch_size, shots_from=shots_from, n_shots=n_shots, seed=seed,
+    ))
+    if as_json:
+        click.echo(json.dumps(result.row(), indent=1))
+        return
+    print_table([result.row()], TABLE_COLUMNS)
+    if result.dropped_examples:
+        click.echo(
+            f"dropped {result.dropped_examples} of {result.n_examples} examples "
+            f"({result.dropped_pairs} pairs) longer than the model's context"
+        )

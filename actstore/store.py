@@ -7,7 +7,9 @@ reads and never touches the other layers):
 - ``residual``   (n_layers_stored, n_sequences, hidden)  residual stream at the last real token;
   ``meta["layers"][i]`` names row i in the layer convention (0 = embeddings, i+1 = output of
   block i).
-- ``final_norm`` (n_sequences, hidden)  the final RMSNorm output at the last real token.
+- ``final_norm`` (n_sequences, hidden)  the final RMSNorm output at the last real token; present
+  only when the extraction ran the full depth (the deepest layer or the ``plain`` view's
+  log-likelihood needs it), since extraction stops after the deepest requested layer.
 - ``heads``      (n_head_layers, n_sequences, n_heads, head_dim), only with site ``heads``:
   per-head attention outputs (input of ``o_proj``) of block l-1 for layer l in
   ``meta["head_layers"]``.
@@ -49,6 +51,7 @@ class StoreLayout:
     n_heads: int | None = None  # set for site "heads"
     head_dim: int | None = None
     with_loglik: bool = False
+    with_final_norm: bool = True
     compressor: str | None = "blosc-zstd"  # or None
 
     @property
@@ -62,6 +65,10 @@ class StoreLayout:
     def block_range(self, block: int) -> tuple[int, int]:
         start = block * self.block_size
         return start, min(start + self.block_size, self.n_sequences)
+
+    def block_length(self, block: int) -> int:
+        start, stop = self.block_range(block)
+        return stop - start
 
 
 def _compressors(name: str | None):
@@ -109,6 +116,10 @@ class ActivationStore:
         return np.asarray(self.group["residual"][self._row(layer, self.layers, "layers")], dtype=np.float32)
 
     def final_norm(self) -> np.ndarray:
+        """Final-norm output at the last real token, float32 ``(n_sequences, hidden)``."""
+        if "final_norm" not in self.group:
+            raise UserError(f"{self.url}: no final-norm activations (extraction stopped before the last block; "
+                            "request the last layer to get them)")
         return np.asarray(self.group["final_norm"][:], dtype=np.float32)
 
     def head_activations(self, layer: int) -> np.ndarray:
@@ -125,17 +136,26 @@ class ActivationStore:
     def blocks_done(self) -> np.ndarray:
         return np.asarray(self.group["block_done"][:], dtype=bool)
 
-    def write_block(self, block: int, *, residual: np.ndarray, final_norm: np.ndarray, n_tokens: np.ndarray,
-                    last_token: np.ndarray, heads: np.ndarray | None = None, loglik: np.ndarray | None = None) -> None:
-        """Write one chunk-aligned block of sequences, then flag it done."""
+    def write_block(self, block: int, *, residual: np.ndarray, n_tokens: np.ndarray, last_token: np.ndarray,
+                    final_norm: np.ndarray | None = None, heads: np.ndarray | None = None,
+                    loglik: np.ndarray | None = None) -> None:
+        """Write one chunk-aligned block of sequences, then flag it done.
+
+        A float16 store checks every value first, so a refused block leaves nothing behind.
+        """
         layout = self.layout
         start, stop = layout.block_range(block)
+        if layout.with_final_norm and final_norm is None:
+            raise ValueError(f"{self.url}: this store keeps the final norm; block {block} came without it")
         if layout.dtype == "float16":
-            for name, values in (("residual", residual), ("final_norm", final_norm), ("heads", heads)):
+            # (array, axis along sequences): the error names the sequence and, where there is one, the layer.
+            for name, values, axis in (("residual", residual, 1), ("final_norm", final_norm, 0), ("heads", heads, 1)):
                 if values is not None:
-                    check_float16_range(values, name, self.url, start)
+                    check_float16_range(values, name, self.url, start, sequence_axis=axis,
+                                        layers=layout.layers if name == "residual" else layout.head_layers)
         self.group["residual"][:, start:stop] = residual
-        self.group["final_norm"][start:stop] = final_norm
+        if final_norm is not None and layout.with_final_norm:
+            self.group["final_norm"][start:stop] = final_norm
         if heads is not None:
             self.group["heads"][:, start:stop] = heads
         self.group["n_tokens"][start:stop] = n_tokens
@@ -150,7 +170,8 @@ class ActivationStore:
         return StoreLayout(
             n_sequences=m["n_sequences"], layers=tuple(m["layers"]), hidden_size=m["hidden_size"], dtype=m["dtype"],
             block_size=m["block_size"], n_heads=m.get("n_heads"), head_dim=m.get("head_dim"),
-            with_loglik=m.get("with_loglik", False), compressor=m.get("compressor"),
+            with_loglik=m.get("with_loglik", False), with_final_norm=m.get("with_final_norm", True),
+            compressor=m.get("compressor"),
         )
 
     def mark_complete(self, **record: Any) -> None:
@@ -171,8 +192,9 @@ def create_store(url: str, layout: StoreLayout, per_sequence: dict[str, np.ndarr
     compressors = _compressors(layout.compressor)
     group.create_array("residual", shape=(len(layout.layers), n, layout.hidden_size), chunks=(1, b, layout.hidden_size),
                        dtype=dtype, fill_value=0, compressors=compressors)
-    group.create_array("final_norm", shape=(n, layout.hidden_size), chunks=(b, layout.hidden_size), dtype=dtype,
-                       fill_value=0, compressors=compressors)
+    if layout.with_final_norm:
+        group.create_array("final_norm", shape=(n, layout.hidden_size), chunks=(b, layout.hidden_size), dtype=dtype,
+                           fill_value=0, compressors=compressors)
     if layout.n_heads:
         group.create_array("heads", shape=(len(layout.head_layers), n, layout.n_heads, layout.head_dim),
                            chunks=(1, b, layout.n_heads, layout.head_dim), dtype=dtype, fill_value=0, compressors=compressors)
@@ -197,6 +219,7 @@ def create_store(url: str, layout: StoreLayout, per_sequence: dict[str, np.ndarr
         "block_size": layout.block_size,
         "compressor": layout.compressor,
         "with_loglik": layout.with_loglik,
+        "with_final_norm": layout.with_final_norm,
         "n_sequences": n,
         "n_examples": int(len(np.unique(per_sequence["example"]))),
         "complete": False,
@@ -221,14 +244,32 @@ def open_for_writing(url: str) -> ActivationStore:
     return ActivationStore(url, _open_group(url, "r+"))
 
 
-def check_float16_range(values: np.ndarray, name: str, url: str, first_sequence: int) -> None:
-    """Refuse values that float16 would turn into infinities."""
+def find_store(url: str) -> ActivationStore | None:
+    """The store at ``url`` in any state (complete or not), or None when nothing is there.
+
+    Something at ``url`` that is not an activation store is a UserError, so that extraction
+    never overwrites an unrelated directory without ``--overwrite``.
+    """
+    try:
+        group = zarr.open_group(store=str(url), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        return None
+    if "format" not in group.attrs:
+        raise UserError(f"{url}: exists but is not an activation store (no format attribute)")
+    return ActivationStore(url, group)
+
+
+def check_float16_range(values: np.ndarray, name: str, url: str, first_sequence: int, *, sequence_axis: int = 0,
+                        layers: tuple[int, ...] | None = None) -> None:
+    """Refuse values that float16 would turn into infinities (or that are already not finite)."""
     bad = ~np.isfinite(values) | (np.abs(values) > FLOAT16_MAX)
     if bad.any():
-        where = np.argwhere(bad)[0]
+        where = tuple(np.argwhere(bad)[0])
+        sequence = first_sequence + int(where[sequence_axis])
+        layer = f" layer {layers[where[0]]}," if layers and sequence_axis == 1 else ""
         raise UserError(
-            f"{url}: {name} value {float(values[tuple(where)]):.4g} is outside the float16 range "
-            f"(near sequence {first_sequence}); re-run with --dtype float32"
+            f"{url}: {name}{layer} sequence {sequence}: value {float(values[where]):.4g} is outside the float16 "
+            f"range (max {FLOAT16_MAX:.0f}); re-run with --dtype float32 --overwrite"
         )
 
 

@@ -1,0 +1,136 @@
+"""Forward hooks that keep only the last real token of each row, and stop the pass early.
+
+The model's own ``forward`` builds the causal mask and rotary embeddings; these hooks only
+read what passes through its modules (see ``DecoderParts``), so any LLaMA-family model of
+transformers works without copying its code:
+
+- layer 0 (embeddings): the input of block 0 (a forward pre-hook, so that models that scale
+  their embeddings inside ``forward`` are read after the scaling);
+- layer l >= 1: the output of block l-1;
+- heads of layer l: the input of block l-1's ``o_proj``, split into heads;
+- the final norm: the output of the model's last norm.
+
+When the deepest requested layer is not the last one, the hook that reads it raises
+``StopForward``: the blocks above it are never run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+class StopForward(Exception):
+    """Raised from a hook once everything requested has been read."""
+
+
+@dataclass(frozen=True)
+class DecoderParts:
+    body: torch.nn.Module  # the decoder (LlamaModel): embeddings, blocks, final norm
+    blocks: torch.nn.ModuleList
+    norm: torch.nn.Module
+    lm_head: torch.nn.Module
+
+    @classmethod
+    def of(cls, causal_lm: torch.nn.Module) -> "DecoderParts":
+        body = causal_lm.get_decoder() if hasattr(causal_lm, "get_decoder") else causal_lm.model
+        return cls(body=body, blocks=body.layers, norm=body.norm, lm_head=causal_lm.get_output_embeddings())
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.blocks)
+
+
+@dataclass(frozen=True)
+class CapturePlan:
+    layers: tuple[int, ...]  # residual layers to keep, in the layer convention
+    head_layers: tuple[int, ...] = ()
+    final_norm: bool = False
+    stop_after: int | None = None  # stop once this layer is read; None: run the whole model
+
+    @classmethod
+    def for_request(cls, layers: tuple[int, ...], n_blocks: int, *, heads: bool, full_depth: bool) -> "CapturePlan":
+        return cls(
+            layers=layers,
+            head_layers=tuple(layer for layer in layers if layer >= 1) if heads else (),
+            final_norm=full_depth,
+            stop_after=None if full_depth else max(layers),
+        )
+
+
+@dataclass
+class Captured:
+    """What one forward pass left behind, one ``(batch, ...)`` float32 tensor per site."""
+
+    residual: dict[int, torch.Tensor] = field(default_factory=dict)
+    heads: dict[int, torch.Tensor] = field(default_factory=dict)
+    final_norm: torch.Tensor | None = None
+
+
+class LastTokenCapture:
+    """Context manager installing the hooks of a ``CapturePlan`` on a model.
+
+    Call ``begin(last_positions)`` before each forward pass; read ``captured`` after it.
+    """
+
+    def __init__(self, parts: DecoderParts, plan: CapturePlan, n_heads: int | None = None):
+        self.parts, self.plan, self.n_heads = parts, plan, n_heads
+        self.captured = Captured()
+        self._rows: torch.Tensor | None = None
+        self._positions: torch.Tensor | None = None
+        self._handles: list = []
+
+    def begin(self, last_positions: torch.Tensor) -> None:
+        self._positions = last_positions
+        self._rows = torch.arange(len(last_positions), device=last_positions.device)
+        self.captured = Captured()
+
+    def __enter__(self) -> "LastTokenCapture":
+        blocks, plan = self.parts.blocks, self.plan
+        for layer in plan.layers:
+            if layer == 0:
+                self._add(blocks[0].register_forward_pre_hook(self._embeddings_hook, with_kwargs=True))
+            else:
+                self._add(blocks[layer - 1].register_forward_hook(self._block_output_hook(layer)))
+        for layer in plan.head_layers:
+            self._add(blocks[layer - 1].self_attn.o_proj.register_forward_pre_hook(self._heads_hook(layer)))
+        if plan.final_norm:
+            self._add(self.parts.norm.register_forward_hook(self._final_norm_hook))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    # -- hooks ----------------------------------------------------------------------------
+    def _add(self, handle) -> None:
+        self._handles.append(handle)
+
+    def _last(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden[self._rows, self._positions].float()
+
+    def _keep_residual(self, layer: int, hidden: torch.Tensor) -> None:
+        self.captured.residual[layer] = self._last(hidden)
+        if layer == self.plan.stop_after:
+            raise StopForward
+
+    def _embeddings_hook(self, module, args, kwargs):
+        self._keep_residual(0, args[0] if args else kwargs["hidden_states"])
+
+    def _block_output_hook(self, layer: int):
+        def hook(module, args, output):
+            self._keep_residual(layer, output[0] if isinstance(output, tuple) else output)
+
+        return hook
+
+    def _heads_hook(self, layer: int):
+        def hook(module, args):
+            last = self._last(args[0])
+            self.captured.heads[layer] = last.reshape(last.shape[0], self.n_heads, -1)
+
+        return hook
+
+    def _final_norm_hook(self, module, args, output):
+        self.captured.final_norm = self._last(output)

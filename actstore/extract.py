@@ -1,0 +1,308 @@
+"""``actstore extract``: one forward pass per (dataset, split, view) into one store each.
+
+For every store: find it, reuse it when complete, resume it when it holds some flagged blocks
+of the same extraction, refuse it when it comes from another extraction (unless
+``overwrite``); then compute the missing blocks one at a time (bounded memory), write and flag
+each, and mark the store complete at the end. The model is loaded only when some store needs
+work, so re-running a finished command costs no model load.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+from actstore.data import Split, load_split, resolve_data_dir, split_path
+from actstore.errors import UserError
+from actstore.layers import needs_full_depth, parse_layers
+from actstore.locations import store_url
+from actstore.models import LoadedModel
+from actstore.paths import default_store_root
+from actstore.sequence_table import SequenceTable, encode_rows, sequence_table
+from actstore.store import ActivationStore, StoreLayout, create_store, find_store, open_for_writing
+from actstore.views import View, parse_views
+
+SITES = ("residual", "heads")
+STORAGE_DTYPES = ("float16", "float32")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    model: str
+    datasets: tuple[str, ...]
+    splits: tuple[str, ...] = ("train", "test")
+    views: tuple[str, ...] = ("plain",)
+    layers: str = "all"  # see actstore.layers.parse_layers
+    limit: int | None = None  # first N examples of each split
+    dtype: str = "float16"  # storage dtype; the model always computes in float32 here
+    site: str = "residual"  # "heads" adds per-head attention outputs
+    out: str | None = None  # store root (directory or fsspec URL); default: the per-user store root
+    data_dir: str | None = None
+    batch_tokens: int = 4096  # padded tokens per forward pass
+    block_size: int = 512  # sequences per chunk-aligned block (the unit of writing and resuming)
+    padding_side: str = "right"
+    compressor: str | None = "blosc-zstd"
+    device: str | None = None  # None: cuda when available, else cpu
+    overwrite: bool = False
+    skip_bad: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.dtype not in STORAGE_DTYPES:
+            raise UserError(f"unknown --dtype {self.dtype!r} (choose {' or '.join(STORAGE_DTYPES)})")
+        if self.site not in SITES:
+            raise UserError(f"unknown --site {self.site!r} (choose {' or '.join(SITES)})")
+        for name in ("batch_tokens", "block_size", "limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if not self.datasets:
+            raise UserError("no dataset named (--dataset NAME[,NAME...])")
+        parse_views(",".join(self.views))  # unknown views fail before any work
+
+    @property
+    def root(self) -> str:
+        return str(self.out) if self.out else str(default_store_root())
+
+
+@dataclass(frozen=True)
+class Timings:
+    tokenize_s: float = 0.0
+    forward_s: float = 0.0
+    write_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    url: str
+    dataset: str
+    split: str
+    view: str
+    status: str  # "complete" (found finished, nothing done), "created" or "resumed"
+    n_sequences: int
+    blocks_computed: int
+    blocks_total: int
+    sequences_computed: int
+    seconds: float
+    timings: Timings = field(default_factory=Timings)
+
+    @property
+    def sequences_per_second(self) -> float | None:
+        return self.sequences_computed / self.seconds if self.sequences_computed and self.seconds else None
+
+
+class ModelOnDemand:
+    """Loads the model the first time a store needs it (or wraps one already loaded)."""
+
+    def __init__(self, name: str, device: str | None, loaded: LoadedModel | None = None):
+        self.name, self.device, self._loaded = name, device, loaded
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._loaded is not None
+
+    def get(self) -> LoadedModel:
+        if self._loaded is None:
+            import torch
+
+            from actstore.models import load_model
+
+            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            self._loaded = load_model(self.name, dtype=torch.float32, device=device)
+        return self._loaded
+
+
+def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_result=None) -> list[StoreResult]:
+    """Extract every (dataset, split, view) of ``config``; ``on_result`` sees each store as it finishes."""
+    data_dir = resolve_data_dir(config.data_dir)
+    views = parse_views(",".join(config.views))
+    for dataset in config.datasets:  # unknown datasets and splits fail before the long work starts
+        for split in config.splits:
+            split_path(data_dir, dataset, split)
+    model = ModelOnDemand(config.model, config.device, loaded)
+    results = []
+    for dataset in config.datasets:
+        for split_name in config.splits:
+            split = load_split(data_dir, dataset, split_name, skip_bad=config.skip_bad)
+            table = sequence_table(split, config.limit)
+            for view in views:
+                result = extract_store(config, model, split, table, view)
+                results.append(result)
+                if on_result:
+                    on_result(result)
+    return results
+
+
+def extract_store(config: ExtractConfig, model: ModelOnDemand, split: Split, table: SequenceTable, view: View) -> StoreResult:
+    url = store_url(config.root, config.model, split.dataset, split.split, view.name, limit=config.limit, site=config.site)
+    existing = None if config.overwrite else find_store(url)
+    if existing is not None and existing.meta.get("complete") and not model.is_loaded:
+        if _matches_before_loading(existing, config, split, view):
+            return _finished(existing, url, split, view)
+    loaded = model.get()
+    n_blocks = loaded.model.config.num_hidden_layers
+    layers = parse_layers(config.layers, n_blocks, model=config.model)
+    identity = store_identity(config, split, view, loaded.model_id, layers)
+    if existing is not None:
+        _refuse_other_extraction(existing, identity)
+        if existing.meta.get("complete"):
+            return _finished(existing, url, split, view)
+        store, status = open_for_writing(url), "resumed"
+    else:
+        layout = _layout(config, loaded, layers, view, len(table))
+        store = create_store(url, layout, table.labels(), _attributes(config, loaded, split, view, identity))
+        status = "created"
+    return _fill(store, status, config, loaded, split, table, view)
+
+
+def store_identity(config: ExtractConfig, split: Split, view: View, model_id: str, layers: tuple[int, ...]) -> dict:
+    """What makes two extractions the same: a store is reused or resumed only when this matches."""
+    return {
+        "model": config.model,
+        "model_id": model_id,
+        "dataset": split.dataset,
+        "split": split.split,
+        "fingerprint": split.fingerprint,
+        "view": view.name,
+        "view_template": view.continuation,
+        "view_appends_eos": view.append_eos,
+        "layers": list(layers),
+        "dtype": config.dtype,
+        "site": config.site,
+        "limit": config.limit,
+        "skip_bad": config.skip_bad,
+    }
+
+
+def _matches_before_loading(store: ActivationStore, config: ExtractConfig, split: Split, view: View) -> bool:
+    """A complete store is reused without loading the model when everything but the model id
+    matches and it was made from the same model name (layers resolved with its recorded depth)."""
+    recorded = store.meta.get("identity") or {}
+    try:
+        layers = parse_layers(config.layers, int(store.meta["model_n_blocks"]), model=config.model)
+    except (UserError, KeyError, TypeError, ValueError):
+        return False
+    wanted = store_identity(config, split, view, recorded.get("model_id"), layers)
+    return recorded == wanted
+
+
+def _refuse_other_extraction(store: ActivationStore, identity: dict) -> None:
+    recorded = store.meta.get("identity") or {}
+    differing = [key for key in identity if recorded.get(key) != identity[key]]
+    if differing:
+        what = "; ".join(f"{key}: stored {_short(recorded.get(key))}, requested {_short(identity[key])}"
+                         for key in differing)
+        raise UserError(f"{store.url}: holds a different extraction ({what}); pass --overwrite to replace it, "
+                        "or --out for another store root")
+
+
+def _layout(config: ExtractConfig, loaded: LoadedModel, layers: tuple[int, ...], view: View, n: int) -> StoreLayout:
+    model_config = loaded.model.config
+    n_heads = model_config.num_attention_heads if config.site == "heads" else None
+    head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // model_config.num_attention_heads
+    with_loglik = view.name == "plain"
+    return StoreLayout(
+        n_sequences=n, layers=layers, hidden_size=model_config.hidden_size, dtype=config.dtype,
+        block_size=config.block_size, n_heads=n_heads, head_dim=head_dim if n_heads else None,
+        with_loglik=with_loglik, with_final_norm=needs_full_depth(layers, model_config.num_hidden_layers, with_loglik),
+        compressor=config.compressor,
+    )
+
+
+def _attributes(config: ExtractConfig, loaded: LoadedModel, split: Split, view: View, identity: dict) -> dict:
+    import torch
+    import transformers
+
+    tokenizer = loaded.tokenizer
+    return {
+        "model": config.model,
+        "model_id": loaded.model_id,
+        "model_class": type(loaded.model).__name__,
+        "model_n_blocks": loaded.model.config.num_hidden_layers,
+        "tokenizer": getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
+        "tokenizer_class": type(tokenizer).__name__,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "dataset": split.dataset,
+        "split": split.split,
+        "data_file": str(split.path),
+        "fingerprint": split.fingerprint,
+        "view": view.name,
+        "view_template": view.continuation,
+        "view_appends_eos": view.append_eos,
+        "view_description": view.description,
+        "site": config.site,
+        "limit": config.limit,
+        "n_examples_in_split": len(split.examples),
+        "skipped_examples": [str(problem) for problem in split.skipped],
+        "identity": identity,
+        "config": {
+            "batch_tokens": config.batch_tokens,
+            "padding_side": config.padding_side,
+            "compute_dtype": "float32",
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+    }
+
+
+def _fill(store: ActivationStore, status: str, config: ExtractConfig, loaded: LoadedModel, split: Split,
+          table: SequenceTable, view: View) -> StoreResult:
+    """Compute, write and flag every block not yet flagged; then mark the store complete."""
+    import torch
+    from tqdm import tqdm
+
+    from actstore.blocks import run_block
+    from actstore.capture import CapturePlan, DecoderParts, LastTokenCapture
+
+    layout = store.layout
+    parts = DecoderParts.of(loaded.model)
+    plan = CapturePlan.for_request(layout.layers, parts.n_blocks, heads=bool(layout.n_heads),
+                                   full_depth=layout.with_final_norm)
+    done = store.blocks_done()
+    todo = [block for block in range(layout.n_blocks) if not done[block]]
+    max_tokens = getattr(loaded.model.config, "max_position_embeddings", None)
+    timings = {"tokenize_s": 0.0, "forward_s": 0.0, "write_s": 0.0}
+    already = sum(layout.block_length(b) for b in range(layout.n_blocks) if done[b])
+    started = time.perf_counter()
+    bar = tqdm(total=layout.n_sequences, initial=already, unit="seq", desc=f"{split.dataset}/{split.split}.{view.name}",
+               disable=not config.progress, file=sys.stderr, dynamic_ncols=True)
+    with bar, torch.inference_mode(), LastTokenCapture(parts, plan, layout.n_heads) as capture:
+        for block in todo:
+            start, stop = layout.block_range(block)
+            tick = time.perf_counter()
+            sequences = encode_rows(table, start, stop, loaded.tokenizer, view, max_tokens=max_tokens, source=str(split.path))
+            timings["tokenize_s"] += time.perf_counter() - tick
+            tick = time.perf_counter()
+            out = run_block(parts, capture, sequences, pad_id=loaded.tokenizer.pad_token_id,
+                            batch_tokens=config.batch_tokens, padding_side=config.padding_side,
+                            with_loglik=layout.with_loglik, on_batch=bar.update)
+            timings["forward_s"] += time.perf_counter() - tick
+            tick = time.perf_counter()
+            store.write_block(block, **asdict(out))
+            timings["write_s"] += time.perf_counter() - tick
+    seconds = time.perf_counter() - started
+    computed = sum(layout.block_length(b) for b in todo)
+    store.mark_complete(run_status=status, blocks_computed=len(todo), sequences_computed=computed,
+                        seconds=round(seconds, 3), sequences_per_second=round(computed / seconds, 3) if seconds else None,
+                        timings={k: round(v, 3) for k, v in timings.items()})
+    return StoreResult(store.url, split.dataset, split.split, view.name, status, layout.n_sequences, len(todo),
+                       layout.n_blocks, computed, seconds, Timings(**timings))
+
+
+def _finished(store: ActivationStore, url: str, split: Split, view: View) -> StoreResult:
+    layout = store.layout
+    return StoreResult(url, split.dataset, split.split, view.name, "complete", layout.n_sequences, 0, layout.n_blocks, 0, 0.0)
+
+
+def _short(value) -> str:
+    if isinstance(value, list) and len(value) > 6 and value == list(range(value[0], value[-1] + 1)):
+        return f"{value[0]}..{value[-1]}"
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_names(spec: str) -> tuple[str, ...]:
+    """``a,b , c`` -> ("a", "b", "c"): the comma lists of the command line."""
+    return tuple(name.strip() for name in str(spec).split(",") if name.strip())

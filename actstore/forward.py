@@ -1,0 +1,85 @@
+"""One forward pass over a padded batch: last-token activations and continuation log-likelihoods."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from actstore.batching import PaddedBatch
+from actstore.capture import DecoderParts, LastTokenCapture, StopForward
+
+# Rows of LM-head logits computed at once: bounds the (rows, vocab) float32 block to ~128 MB.
+LOGIT_ELEMENTS_PER_CHUNK = 1 << 25
+
+
+@dataclass(frozen=True)
+class BatchActivations:
+    residual: np.ndarray  # (n_layers, batch, hidden) float32, layers as in the capture plan
+    n_tokens: np.ndarray  # (batch,) int32
+    last_token: np.ndarray  # (batch,) int32
+    final_norm: np.ndarray | None = None  # (batch, hidden)
+    heads: np.ndarray | None = None  # (n_head_layers, batch, n_heads, head_dim)
+    loglik: np.ndarray | None = None  # (batch,) float64
+
+
+def run_batch(parts: DecoderParts, capture: LastTokenCapture, batch: PaddedBatch, *, with_loglik: bool) -> BatchActivations:
+    """Run the decoder on ``batch`` (inside ``capture``'s hooks) and collect what the plan asks for."""
+    device = parts.lm_head.weight.device
+    input_ids = batch.input_ids.to(device)
+    mask = batch.attention_mask.to(device)
+    last = batch.last_positions.to(device)
+    capture.begin(last)
+    try:
+        output = parts.body(input_ids=input_ids, attention_mask=mask, position_ids=batch.position_ids.to(device),
+                            use_cache=False)
+    except StopForward:
+        output = None
+    plan, captured = capture.plan, capture.captured
+    loglik = None
+    if with_loglik:
+        if output is None:
+            raise RuntimeError("the log-likelihood needs the full forward pass; the capture plan stopped early")
+        loglik = continuation_loglik(output.last_hidden_state, input_ids, batch.offsets.to(device),
+                                     batch.prompt_lengths.to(device), batch.lengths.to(device), parts.lm_head)
+    return BatchActivations(
+        residual=torch.stack([captured.residual[layer] for layer in plan.layers]).cpu().numpy(),
+        n_tokens=batch.lengths.numpy().astype(np.int32),
+        last_token=batch.input_ids[torch.arange(len(last)), batch.last_positions].numpy().astype(np.int32),
+        final_norm=captured.final_norm.cpu().numpy() if plan.final_norm else None,
+        heads=torch.stack([captured.heads[layer] for layer in plan.head_layers]).cpu().numpy() if plan.head_layers else None,
+        loglik=loglik,
+    )
+
+
+def continuation_loglik(final_hidden: torch.Tensor, input_ids: torch.Tensor, offsets: torch.Tensor,
+                        prompt_lengths: torch.Tensor, lengths: torch.Tensor, lm_head: torch.nn.Module) -> np.ndarray:
+    """Sum over continuation tokens of log p(token | everything before it), per row.
+
+    The token at column ``c`` is predicted from the hidden state at ``c - 1``; only those
+    hidden states are gathered and sent through the LM head (in chunks), never every position.
+    """
+    rows, predicted_columns = continuation_positions(offsets, prompt_lengths, lengths)
+    hidden = final_hidden[rows, predicted_columns - 1]
+    targets = input_ids[rows, predicted_columns]
+    token_logprobs = torch.empty(len(rows), dtype=torch.float64, device=final_hidden.device)
+    chunk = max(1, LOGIT_ELEMENTS_PER_CHUNK // lm_head.weight.shape[0])
+    for start in range(0, len(rows), chunk):
+        logits = lm_head(hidden[start:start + chunk]).float()
+        picked = logits.gather(1, targets[start:start + chunk, None])[:, 0]
+        token_logprobs[start:start + chunk] = (picked - torch.logsumexp(logits, dim=1)).double()
+    totals = torch.zeros(len(lengths), dtype=torch.float64, device=final_hidden.device)
+    totals.index_add_(0, rows, token_logprobs)
+    return totals.cpu().numpy()
+
+
+def continuation_positions(offsets: torch.Tensor, prompt_lengths: torch.Tensor,
+                           lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) of every continuation token in a padded batch, row-major."""
+    counts = lengths - prompt_lengths
+    rows = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), counts)
+    first = torch.repeat_interleave(offsets + prompt_lengths, counts)
+    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    within = torch.arange(int(counts.sum()), device=lengths.device) - starts
+    return rows, first + within

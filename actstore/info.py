@@ -1,0 +1,102 @@
+"""What a store holds (``actstore info``) and which stores lie under a root (``actstore ls``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import fsspec
+
+from actstore.errors import UserError
+from actstore.locations import STORE_SUFFIX
+from actstore.store import find_store
+
+# model/dataset/store under a root; one more level lets ``ls`` also take a model directory's parent.
+MAX_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    url: str
+    model: str
+    model_id: str
+    dataset: str
+    split: str
+    view: str
+    site: str
+    layers: str  # compact, e.g. "0..30"
+    hidden_size: int
+    dtype: str
+    sequences: int
+    examples: int
+    blocks_done: int
+    blocks: int
+    size_bytes: int
+    complete: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def as_row(self) -> dict:
+        return {
+            "store": self.url, "model": self.model, "dataset": self.dataset, "split": self.split, "view": self.view,
+            "layers": self.layers, "dtype": self.dtype, "sequences": self.sequences, "size": human_bytes(self.size_bytes),
+            "state": "complete" if self.complete else f"incomplete {self.blocks_done}/{self.blocks} blocks",
+        }
+
+
+def store_info(url: str) -> StoreInfo:
+    store = find_store(url)
+    if store is None:
+        raise UserError(f"{url}: no activation store here")
+    meta = store.meta
+    done = store.blocks_done()
+    return StoreInfo(
+        url=str(url), model=str(meta.get("model", "")), model_id=str(meta.get("model_id", "")),
+        dataset=str(meta.get("dataset", "")), split=str(meta.get("split", "")), view=str(meta.get("view", "")),
+        site=str(meta.get("site", "residual")), layers=compact_layers(list(meta["layers"])),
+        hidden_size=int(meta["hidden_size"]), dtype=str(meta["dtype"]), sequences=int(meta["n_sequences"]),
+        examples=int(meta["n_examples"]), blocks_done=int(done.sum()), blocks=len(done),
+        size_bytes=size_on_disk(url), complete=bool(meta.get("complete")),
+    )
+
+
+def list_stores(root: str) -> list[StoreInfo]:
+    """Every store under ``root`` (a directory or fsspec URL), sorted by location."""
+    fs, path = fsspec.core.url_to_fs(str(root))
+    if not fs.isdir(path):
+        raise UserError(f"{root}: no such directory")
+    base = path.rstrip("/")
+    urls = [str(root).rstrip("/") + found[len(base):] for found in _store_dirs(fs, base, depth=0)]
+    return [store_info(url) for url in sorted(urls)]
+
+
+def _store_dirs(fs, path: str, depth: int):
+    """Directories named ``*.zarr`` under ``path``, never descending into one."""
+    for entry in fs.ls(path, detail=True):
+        name = entry["name"].rstrip("/")
+        if entry["type"] != "directory":
+            continue
+        if name.endswith(STORE_SUFFIX):
+            yield name
+        elif depth < MAX_DEPTH:
+            yield from _store_dirs(fs, name, depth + 1)
+
+
+def size_on_disk(url: str) -> int:
+    fs, path = fsspec.core.url_to_fs(str(url))
+    return int(fs.du(path, total=True))
+
+
+def compact_layers(layers: list[int]) -> str:
+    if layers and layers == list(range(layers[0], layers[-1] + 1)) and len(layers) > 2:
+        return f"{layers[0]}..{layers[-1]}"
+    return ",".join(map(str, layers))
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"

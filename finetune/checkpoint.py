@@ -1,0 +1,97 @@
+"""Saving and loading trained reward models: safetensors and JSON only, never pickles.
+
+A run directory holds ``finetune.json`` (format, base model, adapter settings, training config
+and losses), ``adapter/`` (peft ``save_pretrained``: ``adapter_config.json`` plus
+``adapter_model.safetensors``) and ``head.safetensors`` (the scalar head's weight).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from actstore.errors import UserError
+from finetune.reward_model import AdapterSettings, RewardModel
+
+FORMAT = 1
+RECORD_FILE = "finetune.json"
+HEAD_FILE = "head.safetensors"
+ADAPTER_DIR = "adapter"
+
+
+@dataclass
+class LoadedRewardModel:
+    model: RewardModel
+    tokenizer: object
+    record: dict  # the contents of finetune.json
+
+    @property
+    def settings(self) -> AdapterSettings:
+        return self.model.settings
+
+
+def save_reward_model(directory: Path, reward_model: RewardModel, record: dict) -> Path:
+    """Write the adapter, the head and ``record`` (plus format and settings) into ``directory``."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    reward_model.peft_model.save_pretrained(str(directory / ADAPTER_DIR), safe_serialization=True)
+    save_file({"weight": reward_model.head.weight.detach().float().cpu().contiguous()}, str(directory / HEAD_FILE))
+    full = {"format": FORMAT, **record, "settings": reward_model.settings.as_dict()}
+    (directory / RECORD_FILE).write_text(json.dumps(full, indent=1) + "\n")
+    return directory
+
+
+def read_record(directory: Path) -> dict:
+    directory = Path(directory)
+    path = directory / RECORD_FILE
+    if not path.is_file():
+        raise UserError(f"{directory}: not a finetune run directory (no {RECORD_FILE}; train one with `finetune train`)")
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise UserError(f"{path}: unsupported run format {record.get('format') if isinstance(record, dict) else None!r} (expected {FORMAT})")
+    for key in ("model", "model_id", "settings"):
+        if key not in record:
+            raise UserError(f"{path}: missing field {key!r}")
+    return record
+
+
+def load_reward_model(directory: Path, *, device: str | torch.device | None = None) -> LoadedRewardModel:
+    """Rebuild a saved reward model on its base model (loaded by name, checked by identity)."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from actstore.models import load_model
+    from finetune.devices import default_device
+
+    directory = Path(directory)
+    record = read_record(directory)
+    settings = AdapterSettings.from_dict(record["settings"])
+    device = device or default_device()
+    loaded = load_model(record["model"], device=device)
+    if loaded.model_id != record["model_id"]:
+        raise UserError(
+            f"{directory}: trained on {record['model_id']!r}, but {record['model']!r} now resolves to {loaded.model_id!r}"
+        )
+    for required in (directory / ADAPTER_DIR / "adapter_config.json", directory / HEAD_FILE):
+        if not required.is_file():
+            raise UserError(f"{directory}: incomplete run directory, {required.name} is missing")
+    peft_model = PeftModel.from_pretrained(loaded.model, str(directory / ADAPTER_DIR), is_trainable=False)
+    weight = load_file(str(directory / HEAD_FILE))["weight"]
+    hidden = loaded.model.config.hidden_size
+    if tuple(weight.shape) != (1, hidden):
+        raise UserError(f"{directory / HEAD_FILE}: head shape {tuple(weight.shape)} does not fit hidden size {hidden}")
+    head = nn.Linear(hidden, 1, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+    head.to(device=loaded.model.device, dtype=next(loaded.model.parameters()).dtype)
+    model = RewardModel(peft_model, head, settings).eval()
+    return LoadedRewardModel(model, loaded.tokenizer, record)

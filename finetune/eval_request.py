@@ -1,0 +1,81 @@
+"""What ``finetune eval`` was asked for, checked, and sent to the right evaluator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from actstore.errors import UserError
+from finetune.evaluate import EvalResult
+
+BASELINES = ("zero-shot", "few-shot")
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    dataset: str
+    run_dir: Path | None = None  # a trained reward model; None for a live baseline
+    method: str | None = None  # zero-shot / few-shot, or the run's own method
+    model: str | None = None  # base model of a baseline (default: the bundled model)
+    data_dir: str | None = None
+    split: str = "test"
+    limit: int | None = None
+    batch_size: int = 16
+    shots_from: str | None = None
+    n_shots: int = 4
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"--limit must be at least 1, got {self.limit}")
+        if self.run_dir is not None:
+            if self.method in BASELINES:
+                raise UserError(f"--method {self.method} evaluates a base model: give --model, not a run directory")
+            if self.model is not None or self.shots_from is not None:
+                raise UserError("a run directory already names its base model; --model and --shots-from do not apply")
+            return
+        if self.method not in BASELINES:
+            raise UserError(
+                "give a run directory (from `finetune train`) or --method zero-shot / few-shot"
+                + (f"; got --method {self.method}" if self.method else "")
+            )
+        if self.method == "few-shot" and not self.shots_from:
+            raise UserError("--method few-shot needs --shots-from SOURCE (the distribution whose train split gives the shots)")
+        if self.method == "zero-shot" and self.shots_from:
+            raise UserError("--shots-from applies to --method few-shot only")
+
+
+def run_eval(request: EvalRequest) -> EvalResult:
+    request.check()
+    if request.run_dir is not None:
+        from finetune.checkpoint import read_record
+        from finetune.evaluate import evaluate_reward_model
+
+        record = read_record(request.run_dir)
+        trained_method = record["settings"]["method"]
+        if request.method is not None and request.method != trained_method:
+            raise UserError(f"{request.run_dir}: holds a {trained_method} model, not {request.method}")
+        return evaluate_reward_model(
+            request.run_dir,
+            request.dataset,
+            data_dir=request.data_dir,
+            split=request.split,
+            limit=request.limit,
+            batch_size=request.batch_size,
+        )
+    from finetune.baselines import evaluate_loglik_baseline
+
+    return evaluate_loglik_baseline(
+        request.model or DEFAULT_MODEL,
+        request.dataset,
+        data_dir=request.data_dir,
+        split=request.split,
+        limit=request.limit,
+        batch_size=request.batch_size,
+        shots_from=request.shots_from if request.method == "few-shot" else None,
+        n_shots=request.n_shots,
+        seed=request.seed,
+    )

@@ -1,0 +1,114 @@
+"""Evaluating live methods: per-sequence scores -> all (best, other) pairs -> the shared metrics.
+
+Every live method here has a natural probability scale, so P(best) = sigmoid(margin) with
+temperature 1: a reward model is trained on exactly that Bradley-Terry probability, and for
+zero-/few-shot sigmoid(log-likelihood difference) is the two-response softmax of likelihoods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from finetune.sequences import EncodedSplit, TokenSequence, pad_right, score_in_batches
+from probes.metrics import Metrics, compute_metrics, pair_indices, pair_margins
+
+TABLE_COLUMNS = [
+    "method", "dataset", "split", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
+    "auroc", "brier", "rms_calibration_error", "n_pairs", "dropped_pairs",
+]
+
+
+@dataclass
+class EvalResult:
+    method: str
+    dataset: str
+    split: str
+    metrics: Metrics
+    scores: np.ndarray  # one per sequence kept, ordered by example then response
+    example: np.ndarray  # Example.index per sequence
+    is_best: np.ndarray
+    n_examples: int  # examples in the split (after --limit), kept or not
+    dropped_examples: int  # longer than the model's context
+    dropped_pairs: int
+
+    def row(self) -> dict:
+        return {
+            "method": self.method,
+            "dataset": self.dataset,
+            "split": self.split,
+            **self.metrics.as_dict(),
+            "dropped_examples": self.dropped_examples,
+            "dropped_pairs": self.dropped_pairs,
+        }
+
+
+def metrics_from_scores(scores: np.ndarray, example: np.ndarray, is_best: np.ndarray, *, seed: int = 0) -> Metrics:
+    best, _ = pair_indices(example, is_best)
+    margins = pair_margins(scores, example, is_best)
+    return compute_metrics(margins, temperature=1.0, seed=seed, pair_example=example[best])
+
+
+def result_from_scores(method: str, dataset: str, split: str, encoded: EncodedSplit, scores: np.ndarray) -> EvalResult:
+    from actstore.errors import UserError
+
+    if not encoded.sequences:
+        raise UserError(f"{dataset}/{split}: no example fits the model's context ({encoded.max_length} tokens)")
+    example, is_best = encoded.arrays()
+    return EvalResult(
+        method=method,
+        dataset=dataset,
+        split=split,
+        metrics=metrics_from_scores(scores, example, is_best),
+        scores=scores,
+        example=example,
+        is_best=is_best,
+        n_examples=encoded.n_examples,
+        dropped_examples=len(encoded.dropped_examples),
+        dropped_pairs=encoded.dropped_pairs,
+    )
+
+
+@torch.no_grad()
+def reward_scores(reward_model, sequences: list[TokenSequence], *, pad_id: int, batch_size: int = 32) -> np.ndarray:
+    """The reward of every sequence (batched; each sequence's reward does not depend on its batch)."""
+    reward_model.eval()
+    device = reward_model.head.weight.device
+
+    def score_rows(rows: list[TokenSequence]) -> np.ndarray:
+        input_ids, attention_mask = pad_right([r.input_ids for r in rows], pad_id)
+        rewards = reward_model(input_ids.to(device), attention_mask.to(device))
+        return rewards.double().cpu().numpy()
+
+    return score_in_batches(sequences, batch_size, score_rows)
+
+
+def evaluate_reward_model(
+    run_dir: Path,
+    dataset: str,
+    *,
+    data_dir: str | None = None,
+    split: str = "test",
+    limit: int | None = None,
+    batch_size: int = 32,
+) -> EvalResult:
+    """Score every response of ``dataset``'s ``split`` with a saved reward model."""
+    from actstore.data import load_split, resolve_data_dir
+    from finetune.checkpoint import load_reward_model
+    from finetune.sequences import context_length, encode_examples
+
+    trained = load_reward_model(Path(run_dir))
+    examples = load_split(resolve_data_dir(data_dir), dataset, split).examples
+    examples = examples[:limit] if limit else examples
+    causal_lm = trained.model.causal_lm
+    encoded = encode_examples(
+        trained.tokenizer,
+        examples,
+        max_length=context_length(causal_lm, trained.tokenizer),
+        extra_tokens=trained.settings.extra_tokens,
+    )
+    scores = reward_scores(trained.model, list(encoded.sequences), pad_id=trained.tokenizer.pad_token_id, batch_size=batch_size)
+    return result_from_scores(trained.settings.method, dataset, split, encoded, scores)

@@ -1,0 +1,47 @@
+"""Training pairs: one (best, other) pair per training example, drawn with a seed.
+
+The reference draws the dispreferred response with an unseeded ``random.choice``; here the
+draw is a function of the seed, so a run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from finetune.sequences import EncodedSplit, TokenSequence, pad_right
+
+
+@dataclass(frozen=True)
+class TrainingPair:
+    chosen: TokenSequence
+    rejected: TokenSequence
+
+
+def sample_training_pairs(encoded: EncodedSplit, seed: int) -> list[TrainingPair]:
+    """For each example, its best response against one other response chosen at random."""
+    rng = random.Random(seed)
+    by_example: dict[int, list[TokenSequence]] = {}
+    for sequence in encoded.sequences:
+        by_example.setdefault(sequence.example, []).append(sequence)
+    pairs = []
+    for example in sorted(by_example):
+        sequences = by_example[example]
+        best = next(s for s in sequences if s.is_best)
+        others = [s for s in sequences if not s.is_best]
+        pairs.append(TrainingPair(best, rng.choice(others)))
+    return pairs
+
+
+class PairCollator:
+    """A batch of B pairs -> 2B right-padded rows: chosen responses first, then rejected ones."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, pairs: list[TrainingPair]) -> dict[str, torch.Tensor]:
+        rows = [p.chosen.input_ids for p in pairs] + [p.rejected.input_ids for p in pairs]
+        input_ids, attention_mask = pad_right(rows, self.pad_id)
+        return {"input_ids": input_ids, "attention_mask": attention_mask}

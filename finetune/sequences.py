@@ -1,0 +1,135 @@
+"""Token sequences for live scoring: one per (example, response), in store order, and batching.
+
+Every live method reads the ``plain`` view, encoded by ``actstore.views.encode``: the prompt
+with the tokenizer's own special tokens, then response + EOS. The reward models score the last
+real token (the EOS); zero-/few-shot score the log-likelihood of response + EOS. Sequences are
+ordered by example, then by response in file order, like the activation store.
+
+Nothing is truncated: a sequence longer than the model's context is dropped together with its
+whole example (as the reference's length filter does), and the drop is counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from actstore.data import Example
+from actstore.views import VIEWS, encode
+
+PromptBuilder = Callable[[Example], str]
+
+
+@dataclass(frozen=True)
+class TokenSequence:
+    example: int  # Example.index: position in the split file
+    response: int  # index of the response within its example
+    is_best: bool
+    prompt_ids: tuple[int, ...]
+    continuation_ids: tuple[int, ...]  # response tokens + EOS
+
+    @property
+    def input_ids(self) -> tuple[int, ...]:
+        return self.prompt_ids + self.continuation_ids
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids) + len(self.continuation_ids)
+
+
+@dataclass(frozen=True)
+class EncodedSplit:
+    """The sequences of the examples that fit the context, and what was dropped."""
+
+    sequences: tuple[TokenSequence, ...]
+    n_examples: int
+    dropped_examples: tuple[int, ...]  # Example.index of each example left out
+    dropped_pairs: int
+    max_length: int
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-sequence (example index, is_best), the layout the shared metrics read."""
+        example = np.array([s.example for s in self.sequences], dtype=np.int64)
+        is_best = np.array([s.is_best for s in self.sequences], dtype=bool)
+        return example, is_best
+
+
+def context_length(model, tokenizer) -> int:
+    """The longest sequence the model takes: its position limit, or the tokenizer's if smaller."""
+    limit = int(getattr(model.config, "max_position_embeddings", 0) or 0) or 1 << 62
+    tokenizer_limit = int(getattr(tokenizer, "model_max_length", 0) or 0)
+    if 0 < tokenizer_limit < 1_000_000:  # transformers uses a huge sentinel for "unset"
+        limit = min(limit, tokenizer_limit)
+    return limit
+
+
+def encode_examples(
+    tokenizer,
+    examples: Sequence[Example],
+    *,
+    max_length: int,
+    prompt_for: PromptBuilder | None = None,
+    extra_tokens: int = 0,
+) -> EncodedSplit:
+    """Encode every response of every example; drop examples with a sequence over ``max_length``.
+
+    ``prompt_for`` replaces an example's prompt (few-shot prefixes); ``extra_tokens`` counts
+    tokens the model adds in front (prompt tuning's virtual tokens) against the limit.
+    """
+    view = VIEWS["plain"]
+    kept: list[TokenSequence] = []
+    dropped: list[int] = []
+    dropped_pairs = 0
+    for example in examples:
+        prompt = prompt_for(example) if prompt_for else example.prompt
+        encoded = []
+        for r, response in enumerate(example.responses):
+            prompt_ids, continuation_ids = encode(tokenizer, view, prompt, response)
+            encoded.append(
+                TokenSequence(example.index, r, r == example.best, tuple(prompt_ids), tuple(continuation_ids))
+            )
+        if max(len(s) for s in encoded) + extra_tokens > max_length:
+            dropped.append(example.index)
+            dropped_pairs += len(example.responses) - 1
+            continue
+        kept.extend(encoded)
+    return EncodedSplit(tuple(kept), len(examples), tuple(dropped), dropped_pairs, max_length)
+
+
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask). Right padding keeps positions 0..n-1 for every real token,
+    so a sequence scores the same whatever it is batched with."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        attention_mask[i, : len(row)] = 1
+    return input_ids, attention_mask
+
+
+def last_real_position(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last attended token of each row (right or left padding)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions * attention_mask).argmax(dim=1)
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices in batches of similar length (less padding); callers put results back by index."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def score_in_batches(
+    sequences: Sequence[TokenSequence],
+    batch_size: int,
+    score_rows: Callable[[list[TokenSequence]], np.ndarray],
+) -> np.ndarray:
+    """One float per sequence, in the order given, computed ``batch_size`` sequences at a time."""
+    scores = np.empty(len(sequences), dtype=np.float64)
+    for indices in length_sorted_batches([len(s) for s in sequences], batch_size):
+        scores[indices] = score_rows([sequences[i] for i in indices])
+    return scores

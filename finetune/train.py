@@ -1,0 +1,198 @@
+"""Training LoRA and prompt-tuning reward models on a source distribution's train split.
+
+One (best, other) pair per training example (seeded), loss -log sigmoid(r_best - r_other),
+AdamW with a constant learning rate and gradient clipping at 0.3 (the reference's settings).
+accelerate places the model and, under ``accelerate launch``, shards batches over processes;
+``--batch-size`` is pairs per process.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from actstore.errors import UserError
+from finetune.reward_model import DEFAULT_LEARNING_RATES, AdapterSettings, check_method
+
+DEFAULT_EPOCHS = 3  # the paper's runs saw about 2.7 to 5.3 epochs of a 600-example source
+MAX_DEFAULT_STEPS = 150  # the paper's longest runs
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: str  # "lora" or "prompt-tuning"
+    model: str
+    dataset: str
+    data_dir: str | None = None
+    out: str | None = None  # None: <cache>/finetune/<method>-<model>-<dataset>
+    steps: int | None = None  # None: default_steps()
+    learning_rate: float | None = None  # None: the paper's rate for the method
+    batch_size: int = 16  # pairs per process per step
+    limit: int | None = None  # use only the first N training examples
+    seed: int = 0
+    precision: str = "fp32"  # or "bf16" (autocast; master weights stay fp32)
+    max_grad_norm: float = 0.3
+    lora_r: int = 64
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    n_virtual_tokens: int = 10
+
+    def __post_init__(self):
+        check_method(self.method)
+        for name in ("steps", "batch_size", "limit", "lora_r", "n_virtual_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise UserError(f"--lr must be positive, got {self.learning_rate}")
+
+    @property
+    def settings(self) -> AdapterSettings:
+        return AdapterSettings(
+            self.method,
+            lora_r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            n_virtual_tokens=self.n_virtual_tokens,
+        )
+
+    @property
+    def resolved_learning_rate(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATES[self.method]
+
+    def out_dir(self) -> Path:
+        if self.out:
+            return Path(self.out).expanduser()
+        from actstore.paths import user_cache_dir
+
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).name or self.model)
+        return user_cache_dir() / "finetune" / f"{self.method}-{slug}-{self.dataset}"
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    method: str
+    steps: int
+    learning_rate: float
+    batch_size: int
+    n_processes: int
+    n_train_pairs: int
+    dropped_examples: int
+    losses: list[float] = field(default_factory=list)  # mean pair loss per step
+    train_seconds: float = 0.0  # the optimization loop
+    total_seconds: float = 0.0  # including model loading and tokenization
+
+    def mean_loss(self, which: str, fraction: float = 0.2) -> float:
+        """Mean loss over the first or last ``fraction`` of the steps (single steps are noisy)."""
+        k = max(1, int(len(self.losses) * fraction))
+        window = self.losses[:k] if which == "first" else self.losses[-k:]
+        return float(sum(window) / len(window))
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "out_dir": str(self.out_dir)}
+
+
+def default_steps(n_pairs: int, pairs_per_step: int) -> int:
+    """About DEFAULT_EPOCHS passes over the pairs, at most MAX_DEFAULT_STEPS."""
+    return max(1, min(MAX_DEFAULT_STEPS, math.ceil(DEFAULT_EPOCHS * n_pairs / pairs_per_step)))
+
+
+def train_reward_model(config: TrainConfig, *, progress: bool = True) -> TrainResult:
+    """Train, save into ``config.out_dir()`` and return the losses and timings."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from actstore.data import load_split, resolve_data_dir
+    from actstore.models import load_model
+    from finetune.checkpoint import save_reward_model
+    from finetune.devices import mixed_precision
+    from finetune.pairs import PairCollator, sample_training_pairs
+    from finetune.reward_model import new_reward_model, pair_loss
+    from finetune.sequences import context_length, encode_examples
+
+    started = time.perf_counter()
+    accelerator = Accelerator(mixed_precision=mixed_precision(config.precision))
+    set_seed(config.seed)
+    data_dir = resolve_data_dir(config.data_dir)
+    split = load_split(data_dir, config.dataset, "train")
+    examples = split.examples[: config.limit] if config.limit else split.examples
+    loaded = load_model(config.model, device=accelerator.device)
+    settings = config.settings
+    encoded = encode_examples(
+        loaded.tokenizer,
+        examples,
+        max_length=context_length(loaded.model, loaded.tokenizer),
+        extra_tokens=settings.extra_tokens,
+    )
+    if not encoded.sequences:
+        raise UserError(f"{config.dataset}: every training example is longer than the model's context ({encoded.max_length} tokens)")
+    pairs = sample_training_pairs(encoded, config.seed)
+    steps = config.steps or default_steps(len(pairs), config.batch_size * accelerator.num_processes)
+    learning_rate = config.resolved_learning_rate
+
+    reward_model = new_reward_model(loaded.model, settings, seed=config.seed)
+    trainable = [p for p in reward_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.0)
+    loader = DataLoader(
+        pairs,
+        batch_size=config.batch_size,
+        shuffle=True,
+        collate_fn=PairCollator(loaded.tokenizer.pad_token_id),
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    model, optimizer, loader = accelerator.prepare(reward_model, optimizer, loader)
+
+    losses: list[float] = []
+    loop_started = time.perf_counter()
+    model.train()
+    bar = tqdm(total=steps, desc=f"{config.method} {config.dataset}", disable=not (progress and accelerator.is_main_process))
+    while len(losses) < steps:
+        for batch in loader:
+            loss = pair_loss(model(batch["input_ids"], batch["attention_mask"]))
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(accelerator.reduce(loss.detach(), reduction="mean")))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if len(losses) == steps:
+                break
+    bar.close()
+    train_seconds = time.perf_counter() - loop_started
+
+    result = TrainResult(
+        out_dir=config.out_dir(),
+        method=config.method,
+        steps=steps,
+        learning_rate=learning_rate,
+        batch_size=config.batch_size,
+        n_processes=accelerator.num_processes,
+        n_train_pairs=len(pairs),
+        dropped_examples=len(encoded.dropped_examples),
+        losses=losses,
+        train_seconds=train_seconds,
+    )
+    accelerator.wait_for_everyone()
+    result.total_seconds = time.perf_counter() - started
+    if accelerator.is_main_process:
+        record = {
+            "model": config.model,
+            "model_id": loaded.model_id,
+            "dataset": config.dataset,
+            "data_dir": str(data_dir),
+            "data_fingerprint": split.fingerprint,
+            "config": asdict(config),
+            "result": {k: v for k, v in result.as_dict().items() if k != "out_dir"},
+        }
+        save_reward_model(result.out_dir, accelerator.unwrap_model(model).eval(), record)
+    accelerator.wait_for_everyone()
+    return result

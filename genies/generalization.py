@@ -1,0 +1,161 @@
+"""Generalization metrics per shift and method (DESIGN §8, reference §2.5): pure functions.
+
+For a shift (source S, target T, reference R = target_reference or T) and a method M:
+
+- generalization accuracy: M trained on S, tested on T's test split;
+- source accuracy: the same fit tested on S's test split;
+- zero-shot accuracy: the untrained zero-shot baseline on T's test split;
+- target-tuned capability (TTC): the best method trained on R's train split and tested on R's
+  test split (the reference's shipped tables take this best-of-methods maximum too);
+- differential elicitation DE = (generalization - zero-shot) / TTC; elicitation El =
+  generalization / TTC.
+
+Evaluations are the runner's raw material: one per (method, training set, tested-on
+distribution). Methods that train on nothing (zero-shot) use ``UNTRAINED`` as their training set.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
+
+from manifests import Shift
+
+ZERO_SHOT = "zero-shot"
+UNTRAINED = ""
+# Chance baselines measure no capability, so they never count as the target-tuned capability.
+NOT_A_CAPABILITY = frozenset({"random"})
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One fitted method tested on one distribution's test split."""
+
+    method: str
+    trained_on: str  # a training-set name (usually the source distribution) or UNTRAINED
+    tested_on: str
+    accuracy: float
+    layer: int | None = None
+    auroc: float | None = None
+    brier: float | None = None
+    rms_calibration_error: float | None = None
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One row of results.csv: one shift x one method."""
+
+    source: str
+    target: str
+    target_reference: str
+    label: str
+    category: str
+    method: str
+    layer: int | None
+    generalization_accuracy: float
+    source_accuracy: float
+    zero_shot_accuracy: float
+    target_tuned_capability: float
+    differential_elicitation: float
+    elicitation: float
+    auroc: float | None = None
+    brier: float | None = None
+    rms_calibration_error: float | None = None
+    target_tuned_method: str = ""
+
+    @property
+    def shift_name(self) -> str:
+        return f"{self.source}->{self.target}"
+
+
+def differential_elicitation(generalization: float, zero_shot: float, target_tuned_capability: float) -> float:
+    """(generalization - zero-shot) / TTC; exactly 0.0 when the method equals zero-shot."""
+    return (generalization - zero_shot) / target_tuned_capability
+
+
+def elicitation(generalization: float, target_tuned_capability: float) -> float:
+    return generalization / target_tuned_capability
+
+
+def target_tuned_capability(in_distribution: Mapping[str, float]) -> tuple[str, float]:
+    """The best (method, accuracy) among methods trained and tested on the reference.
+
+    Chance baselines are left out; ties go to the first method in the mapping's order.
+    """
+    candidates = {m: a for m, a in in_distribution.items() if m not in NOT_A_CAPABILITY and not math.isnan(a)}
+    if not candidates:
+        raise ValueError("no method was trained and tested on the target reference")
+    best = max(candidates, key=lambda method: candidates[method])
+    return best, candidates[best]
+
+
+class EvaluationIndex:
+    """Evaluations by (method, trained_on, tested_on); untrained methods match any training set."""
+
+    def __init__(self, evaluations: Iterable[Evaluation] = ()) -> None:
+        self._by_key: dict[tuple[str, str, str], Evaluation] = {}
+        for evaluation in evaluations:
+            self.add(evaluation)
+
+    def add(self, evaluation: Evaluation) -> None:
+        self._by_key[(evaluation.method, evaluation.trained_on, evaluation.tested_on)] = evaluation
+
+    def get(self, method: str, trained_on: str, tested_on: str) -> Evaluation | None:
+        return self._by_key.get((method, trained_on, tested_on)) or self._by_key.get((method, UNTRAINED, tested_on))
+
+    @property
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(method for method, _, _ in self._by_key))
+
+
+class MissingEvaluation(LookupError):
+    """A result row needs an evaluation that was not run."""
+
+
+def _need(index: EvaluationIndex, method: str, trained_on: str, tested_on: str) -> Evaluation:
+    found = index.get(method, trained_on, tested_on)
+    if found is None:
+        raise MissingEvaluation(f"no evaluation of {method} trained on {trained_on or '(nothing)'} tested on {tested_on}")
+    return found
+
+
+def result_rows(
+    shifts: Iterable[Shift],
+    evaluations: Iterable[Evaluation],
+    methods: Iterable[str] | None = None,
+    training_set: Callable[[Shift], str] = lambda shift: shift.source,
+) -> list[ResultRow]:
+    """One ResultRow per shift x method, from the runner's evaluations.
+
+    ``training_set`` names what each method was fitted on for a shift (the source, or the source
+    mixed with a few target examples in the sensitivity analysis). TTC is taken over every
+    method that has an in-distribution evaluation on the reference.
+    """
+    index = evaluations if isinstance(evaluations, EvaluationIndex) else EvaluationIndex(evaluations)
+    methods = list(methods) if methods is not None else index.methods
+    rows = []
+    for shift in shifts:
+        reference = shift.reference
+        in_distribution = {}
+        for method in index.methods:
+            found = index.get(method, reference, reference)
+            if found is not None:
+                in_distribution[method] = found.accuracy
+        ttc_method, ttc = target_tuned_capability(in_distribution)
+        zero_shot = _need(index, ZERO_SHOT, UNTRAINED, shift.target).accuracy
+        trained_on = training_set(shift)
+        for method in methods:
+            target = _need(index, method, trained_on, shift.target)
+            source = _need(index, method, trained_on, shift.source)
+            rows.append(ResultRow(
+                source=shift.source, target=shift.target, target_reference=reference, label=shift.label,
+                category=shift.category, method=method, layer=target.layer,
+                generalization_accuracy=target.accuracy, source_accuracy=source.accuracy,
+                zero_shot_accuracy=zero_shot, target_tuned_capability=ttc,
+                differential_elicitation=differential_elicitation(target.accuracy, zero_shot, ttc),
+                elicitation=elicitation(target.accuracy, ttc),
+                auroc=target.auroc, brier=target.brier, rms_calibration_error=target.rms_calibration_error,
+                target_tuned_method=ttc_method,
+            ))
+    return rows

@@ -1,0 +1,252 @@
+"""What `genies run` has to do: stores to extract, probes to fit, reward models to train,
+evaluations to make, each with a "done" flag, so a repeated run does no model work.
+
+The plan is worked out from the evaluations the result rows need (genies/generalization.py):
+per shift and method, the method trained on the source's training set and tested on the
+target and on the source; zero-shot on the target; every method trained and tested on the
+target reference (TTC). A done evaluation needs nothing else; an evaluation still to do needs
+its fit (or trained reward model) and its stores, which may themselves be done already.
+
+Building the plan is pure given the ``DoneChecks``, so it is tested without any model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from actstore.errors import UserError
+from actstore.locations import store_url
+from actstore.paths import default_store_root
+from genies.generalization import NOT_A_CAPABILITY, UNTRAINED, ZERO_SHOT
+from manifests import Shift
+
+# How each method gets its scores. Probes read stores of these views; live methods run the model.
+PROBE_VIEWS: dict[str, tuple[str, ...]] = {
+    "mms": ("plain",), "lat": ("plain",), "lat-stim": ("stim",), "ccs": ("yes", "no"), "cra": ("yes", "no"),
+    "logreg": ("plain",), "random": ("plain",),
+}
+STORE_BASELINES = frozenset({ZERO_SHOT})  # scored from the plain store's log-likelihoods
+LIVE_TRAINED = frozenset({"lora", "prompt-tuning"})  # finetune train, then finetune eval
+LIVE_UNTRAINED = frozenset({"few-shot"})  # its "training set" gives the shots
+METHODS = (ZERO_SHOT, *PROBE_VIEWS, "few-shot", "lora", "prompt-tuning")
+DEFAULT_METHODS = (ZERO_SHOT, "mms", "lat", "ccs", "cra", "logreg", "random")
+EVAL_SPLIT, TRAIN_SPLIT = "test", "train"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str
+    shifts: str = "genies"  # manifest name or path
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    layer: int | str = "best"  # a layer number, or "best": chosen on the source's validation split
+    limit: int | None = None  # examples per split
+    data_dir: str | None = None
+    out: Path = Path("genies-run")
+    store_root: str | None = None  # default: actstore's per-user store directory
+    mix_target: int = 0  # K target training examples mixed into each source (sensitivity analysis)
+    seed: int = 0
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise UserError(f"unknown method(s) {', '.join(unknown)} (choose from {', '.join(METHODS)})")
+        if not self.methods:
+            raise UserError("--methods is empty")
+        if not (self.layer == "best" or (isinstance(self.layer, int) and self.layer >= 0)):
+            raise UserError(f"--layer must be a layer number or 'best', got {self.layer!r}")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"--limit must be at least 1, got {self.limit}")
+        if self.mix_target < 0:
+            raise UserError(f"--mix-target must be 0 or more, got {self.mix_target}")
+
+    @property
+    def resolved_store_root(self) -> str:
+        return self.store_root or str(default_store_root())
+
+    @property
+    def layer_tag(self) -> str:
+        return "layer-best" if self.layer == "best" else f"layer{self.layer}"
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What a method is fitted on: a dataset's train split, plus K examples of another's."""
+
+    dataset: str
+    mixed_with: str | None = None
+    n_mixed: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}+{self.n_mixed}x{self.mixed_with}" if self.mixed_with else self.dataset
+
+
+def training_set_for(shift: Shift, mix_target: int) -> TrainingSet:
+    return TrainingSet(shift.source, shift.target, mix_target) if mix_target else TrainingSet(shift.source)
+
+
+@dataclass(frozen=True)
+class StoreStep:
+    dataset: str
+    split: str
+    view: str
+    url: str
+    done: bool
+
+
+@dataclass(frozen=True)
+class FitStep:
+    """A probe fitted from stores (probe methods) or a reward model trained live (lora, prompt-tuning)."""
+
+    method: str
+    training: TrainingSet
+    path: Path
+    done: bool
+
+    @property
+    def live(self) -> bool:
+        return self.method in LIVE_TRAINED
+
+
+@dataclass(frozen=True)
+class EvalStep:
+    method: str
+    training: TrainingSet | None  # None: untrained (zero-shot)
+    tested_on: str
+    path: Path
+    done: bool
+
+    @property
+    def trained_on(self) -> str:
+        return self.training.name if self.training else UNTRAINED
+
+
+@dataclass(frozen=True)
+class DoneChecks:
+    """How the planner learns what exists; the runner passes real checks, tests pass sets."""
+
+    store_complete: Callable[[str], bool]
+    path_exists: Callable[[Path], bool] = Path.exists
+
+
+@dataclass
+class Plan:
+    config: RunConfig
+    shifts: list[Shift]
+    stores: list[StoreStep] = field(default_factory=list)
+    fits: list[FitStep] = field(default_factory=list)
+    evaluations: list[EvalStep] = field(default_factory=list)
+
+    @property
+    def stores_to_extract(self) -> list[StoreStep]:
+        return [s for s in self.stores if not s.done]
+
+    @property
+    def fits_to_run(self) -> list[FitStep]:
+        return [f for f in self.fits if not f.done]
+
+    @property
+    def evaluations_to_run(self) -> list[EvalStep]:
+        return [e for e in self.evaluations if not e.done]
+
+    @property
+    def needs_model(self) -> bool:
+        """Whether executing the plan loads the language model at all."""
+        return bool(self.stores_to_extract or any(f.live for f in self.fits_to_run)
+                    or any(e.method in LIVE_TRAINED | LIVE_UNTRAINED for e in self.evaluations_to_run))
+
+    def summary_lines(self) -> list[str]:
+        def count(what: str, steps: list, todo: list) -> str:
+            return f"{what}: {len(todo)} to do, {len(steps) - len(todo)} reused"
+
+        lines = [f"plan for {len(self.shifts)} shifts x {len(self.config.methods)} methods ({self.config.layer_tag}):",
+                 "  " + count("stores", self.stores, self.stores_to_extract),
+                 "  " + count("fits", self.fits, self.fits_to_run),
+                 "  " + count("evaluations", self.evaluations, self.evaluations_to_run)]
+        lines += [f"    extract {s.dataset}/{s.split} view {s.view}" for s in self.stores_to_extract]
+        lines += [f"    {'train' if f.live else 'fit'} {f.method} on {f.training.name}" for f in self.fits_to_run]
+        if not (self.stores_to_extract or self.fits_to_run or self.evaluations_to_run):
+            lines.append("  everything is done already: reusing all stores, fits and evaluations (no model work)")
+        return lines
+
+
+def run_paths(out: Path):
+    """Where a run keeps its fits and evaluations (inside RUN_DIR, so one run never reuses another's)."""
+    out = Path(out)
+    return out / "fits", out / "evaluations"
+
+
+def needed_evaluations(shifts: Iterable[Shift], methods: Iterable[str], mix_target: int = 0) -> list[tuple[str, TrainingSet | None, str]]:
+    """(method, training set or None, tested_on) for every evaluation the result rows need, deduplicated."""
+    methods = list(methods)
+    wanted: dict[tuple[str, TrainingSet | None, str], None] = {}
+
+    def add(method: str, training: TrainingSet | None, tested_on: str) -> None:
+        wanted[(method, None if method in STORE_BASELINES else training, tested_on)] = None
+
+    for shift in shifts:
+        training = training_set_for(shift, mix_target)
+        add(ZERO_SHOT, None, shift.target)
+        for method in methods:
+            add(method, training, shift.target)
+            add(method, training, shift.source)
+        reference = TrainingSet(shift.reference)
+        for method in [ZERO_SHOT, *methods]:
+            if method not in NOT_A_CAPABILITY:
+                add(method, reference, shift.reference)
+    return list(wanted)
+
+
+def build_plan(config: RunConfig, shifts: list[Shift], done: DoneChecks) -> Plan:
+    fits_dir, evals_dir = run_paths(config.out)
+    plan = Plan(config, shifts)
+    stores: dict[tuple[str, str, str], StoreStep] = {}
+    fits: dict[tuple[str, TrainingSet], FitStep] = {}
+
+    def need_store(dataset: str, split: str, view: str) -> None:
+        if (dataset, split, view) not in stores:
+            url = store_url(config.resolved_store_root, config.model, dataset, split, view, limit=config.limit)
+            stores[(dataset, split, view)] = StoreStep(dataset, split, view, url, done.store_complete(url))
+
+    def need_fit(method: str, training: TrainingSet) -> None:
+        if (method, training) in fits:
+            return
+        path = fits_dir / method / layer_tag(config, method) / training.name
+        fits[(method, training)] = step = FitStep(method, training, path, done.path_exists(path))
+        if not step.done and not step.live:
+            for view in PROBE_VIEWS[method]:
+                need_store(training.dataset, TRAIN_SPLIT, view)
+                if training.mixed_with:
+                    need_store(training.mixed_with, TRAIN_SPLIT, view)
+
+    for method, training, tested_on in needed_evaluations(shifts, config.methods, config.mix_target):
+        path = evals_dir / method / layer_tag(config, method) / (training.name if training else "untrained") / f"{tested_on}.json"
+        step = EvalStep(method, training, tested_on, path, done.path_exists(path))
+        plan.evaluations.append(step)
+        if step.done:
+            continue
+        for view in ("plain",) if method in STORE_BASELINES else PROBE_VIEWS.get(method, ()):
+            need_store(tested_on, EVAL_SPLIT, view)
+        if method in PROBE_VIEWS or method in LIVE_TRAINED:
+            need_fit(method, training)
+    plan.stores = list(stores.values())
+    plan.fits = list(fits.values())
+    return plan
+
+
+def layer_tag(config: RunConfig, method: str) -> str:
+    """Probe fits and evaluations depend on the layer choice; zero-shot and live methods do not."""
+    return config.layer_tag if method in PROBE_VIEWS else ""
+
+
+RESULT_SETTINGS = ("model", "limit", "seed", "data_dir")
+
+
+def check_reusable(recorded: dict, config: RunConfig) -> None:
+    """Refuse to mix into RUN_DIR results made with other settings (stale fits and evaluations)."""
+    differing = [name for name in RESULT_SETTINGS if name in recorded and recorded[name] != getattr(config, name)]
+    if differing:
+        what = ", ".join(f"{n} {recorded[n]!r} (now {getattr(config, n)!r})" for n in differing)
+        raise UserError(f"{config.out}: made with different settings: {what}; use another --out")

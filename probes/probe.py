@@ -1,0 +1,102 @@
+"""A fitted probe (scorer + temperature + provenance) and its files: PROBE/probe.json + PROBE/tensors.safetensors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from actstore import __version__
+from actstore.errors import UserError
+from probes.scorers import SCORERS, Scorer
+from probes.sources import MODEL_KEYS, FeatureSource
+
+PROBE_FORMAT = 1
+CONFIG_FILE = "probe.json"
+TENSORS_FILE = "tensors.safetensors"
+
+
+@dataclass(eq=False)
+class Probe:
+    method: str
+    scorer: Scorer
+    temperature: float = 1.0
+    trained_on: dict = field(default_factory=dict)  # model, model_id, hidden_size, dataset, split, fingerprint, url
+    config: dict = field(default_factory=dict)  # the fit configuration, for the record
+
+    def score(self, source: FeatureSource) -> np.ndarray:
+        self.check_compatible(source)
+        needs = self.scorer.needs()
+        source.require(needs.views, heads=needs.heads, loglik=needs.loglik)
+        return np.asarray(self.scorer.score(source), dtype=np.float64)
+
+    def margins(self, source: FeatureSource) -> np.ndarray:
+        return source.labels.margins(self.score(source))
+
+    def check_compatible(self, source: FeatureSource) -> None:
+        """Refuse activations from another model or of another width than the training store's."""
+        mine, theirs = self.trained_on, source.meta
+        for key in MODEL_KEYS:
+            if mine.get(key) and theirs.get(key) and mine[key] != theirs[key]:
+                raise UserError(f"{source.name}: store is from model {theirs[key]!r}, "
+                                f"but the {self.method} probe was fit on {mine[key]!r}")
+        if mine.get("hidden_size") and theirs.get("hidden_size") and mine["hidden_size"] != theirs["hidden_size"]:
+            raise UserError(f"{source.name}: store has hidden size {theirs['hidden_size']}, "
+                            f"but the {self.method} probe was fit on hidden size {mine['hidden_size']}")
+
+
+PROVENANCE_KEYS = (*MODEL_KEYS, "hidden_size", "n_heads", "head_dim", "dataset", "split", "fingerprint")
+
+
+def provenance(source: FeatureSource) -> dict:
+    record = {key: source.meta[key] for key in PROVENANCE_KEYS if key in source.meta}
+    url = getattr(source, "primary_url", None)
+    return {**record, **({"url": url} if url else {})}
+
+
+def save_probe(probe: Probe, directory: str | Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    scorer_config, tensors = probe.scorer.state()
+    document = {
+        "format": PROBE_FORMAT,
+        "software_version": __version__,
+        "method": probe.method,
+        "scorer": probe.scorer.kind,
+        "scorer_config": scorer_config,
+        "temperature": probe.temperature,
+        "trained_on": probe.trained_on,
+        "config": probe.config,
+    }
+    save_file({name: np.ascontiguousarray(value, dtype=np.float32) for name, value in tensors.items()},
+              str(directory / TENSORS_FILE))
+    (directory / CONFIG_FILE).write_text(json.dumps(document, indent=1, default=_json_default) + "\n")
+    return directory
+
+
+def load_probe(directory: str | Path) -> Probe:
+    directory = Path(directory)
+    config_path, tensors_path = directory / CONFIG_FILE, directory / TENSORS_FILE
+    if not config_path.is_file() or not tensors_path.is_file():
+        raise UserError(f"{directory}: not a saved probe (expected {CONFIG_FILE} and {TENSORS_FILE})")
+    try:
+        document = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{config_path}: not valid JSON ({err})") from None
+    if document.get("format") != PROBE_FORMAT or document.get("scorer") not in SCORERS:
+        raise UserError(f"{config_path}: unknown probe format {document.get('format')!r} / scorer {document.get('scorer')!r}")
+    tensors = load_file(str(tensors_path)) if tensors_path.stat().st_size else {}
+    scorer = SCORERS[document["scorer"]].from_state(document["scorer_config"], tensors)
+    return Probe(document["method"], scorer, float(document["temperature"]), document.get("trained_on", {}),
+                 document.get("config", {}))
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in probe.json")

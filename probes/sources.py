@@ -1,0 +1,280 @@
+"""Where probes get activations: the sibling view stores of one dataset split, or arrays in memory.
+
+Extraction writes one store per view at ``ROOT/<model>/<dataset>/<split>.<view>.zarr``, so
+the views of a split are found from any one of them by swapping the ``.<view>.zarr`` suffix;
+explicit URLs (one per view) work too. A method asks a source for ``residual(view, layer)``,
+``heads(view, layer)`` or ``loglik()``; a store source reads each array once and keeps it
+until ``release()``, so a layer sweep reads every layer of every store exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from actstore.errors import UserError
+from probes.labels import Labels
+
+STORE_NAME = re.compile(r"^(?P<prefix>.*?)(?P<split>[^/]+)\.(?P<view>[^./]+)\.zarr/?$")
+MODEL_KEYS = ("model_id", "model")
+
+
+class FeatureSource(ABC):
+    """Activations and labels of one dataset split (possibly several views)."""
+
+    labels: Labels
+    meta: dict  # meta of the split's stores: model, model_id, dataset, split, hidden_size, ...
+
+    @property
+    def name(self) -> str:
+        if self.meta.get("dataset") and self.meta.get("split"):
+            return f"{self.meta['dataset']}/{self.meta['split']}"
+        return str(self.meta.get("name", "arrays"))
+
+    @abstractmethod
+    def residual(self, view: str, layer: int) -> np.ndarray: ...
+
+    @abstractmethod
+    def heads(self, view: str, layer: int) -> np.ndarray: ...
+
+    @abstractmethod
+    def loglik(self) -> np.ndarray: ...
+
+    @abstractmethod
+    def layers(self, view: str) -> list[int]: ...
+
+    @abstractmethod
+    def head_layers(self, view: str) -> list[int]: ...
+
+    @abstractmethod
+    def require(self, views: tuple[str, ...], *, heads: bool = False, loglik: bool = False) -> None:
+        """Raise a UserError naming what is missing and how to extract it."""
+
+    def subset(self, rows: np.ndarray) -> "FeatureSource":
+        return SubsetSource(self, np.asarray(rows))
+
+    def release(self) -> None:
+        """Drop cached arrays."""
+
+
+def extract_command(meta: dict, views: tuple[str, ...] | list[str], *, heads: bool = False) -> str:
+    model = meta.get("model") or meta.get("model_id") or "MODEL"
+    command = (f"actstore extract --model {model} --dataset {meta.get('dataset', 'DATASET')} "
+               f"--split {meta.get('split', 'SPLIT')} --views {','.join(views)}")
+    return command + (" --site heads" if heads else "")
+
+
+def sibling_url(url: str, *, view: str | None = None, split: str | None = None) -> str | None:
+    """``url`` with its view and/or split swapped, or None when the name is not ``<split>.<view>.zarr``."""
+    match = STORE_NAME.match(str(url))
+    if not match:
+        return None
+    return f"{match['prefix']}{split or match['split']}.{view or match['view']}.zarr"
+
+
+def _find(url: str):
+    from actstore.store import find_store, open_store
+
+    return open_store(url) if find_store(url) is not None else None
+
+
+def _model(meta: dict) -> str | None:
+    for key in MODEL_KEYS:
+        if meta.get(key):
+            return str(meta[key])
+    return None
+
+
+class StoreSource(FeatureSource):
+    """The view stores of one (model, dataset, split): one URL, or explicit URLs of several views."""
+
+    def __init__(self, urls: str | list[str]):
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        if not urls:
+            raise UserError("no store given")
+        self._stores: dict[str, object] = {}
+        self._urls: dict[str, str] = {}
+        for url in urls:
+            store = _find(url)
+            if store is None:
+                raise UserError(f"{url}: no activation store here")
+            match = STORE_NAME.match(str(url))
+            view = store.meta.get("view") or (match["view"] if match else "plain")
+            if view in self._stores:
+                raise UserError(f"{url}: a second store for view {view!r} (first: {self._urls[view]})")
+            self._add(view, url, store)
+        self.primary_url = urls[0]
+        self.meta = dict(self._stores[next(iter(self._stores))].meta)
+        self.labels = Labels.from_sequences(self._sequences(next(iter(self._stores))))
+        self._cache: dict[tuple, np.ndarray] = {}
+
+    def _add(self, view: str, url: str, store) -> None:
+        if self._stores:
+            first = next(iter(self._stores.values()))
+            _check_siblings(first, store)
+        self._stores[view] = store
+        self._urls[view] = url
+
+    def _sequences(self, view: str) -> dict[str, np.ndarray]:
+        return self._stores[view].sequences()
+
+    def _store(self, view: str):
+        if view not in self._stores:
+            self.require((view,))
+        return self._stores[view]
+
+    def url(self, view: str) -> str:
+        self._store(view)
+        return self._urls[view]
+
+    @property
+    def views(self) -> list[str]:
+        return list(self._stores)
+
+    def _try_sibling(self, view: str) -> bool:
+        url = sibling_url(self.primary_url, view=view)
+        if url is None:
+            return False
+        store = _find(url)
+        if store is None:
+            return False
+        if store.meta.get("view", view) != view:
+            raise UserError(f"{url}: holds view {store.meta.get('view')!r}, expected {view!r}")
+        self._add(view, url, store)
+        return True
+
+    def require(self, views: tuple[str, ...], *, heads: bool = False, loglik: bool = False) -> None:
+        missing = [v for v in views if v not in self._stores and not self._try_sibling(v)]
+        if missing:
+            where = sibling_url(self.primary_url, view=missing[0])
+            looked = f"looked for {where}" if where else f"{self.primary_url} is not named <split>.<view>.zarr, so pass each view's store explicitly"
+            raise UserError(f"{self.name}: missing view(s) {','.join(missing)} ({looked}); add them with: "
+                            f"{extract_command(self.meta, missing)}")
+        if heads:
+            lacking = [v for v in views if "heads" not in self._stores[v].group]
+            if lacking:
+                raise UserError(f"{self.name}: view(s) {','.join(lacking)} extracted without per-head activations; "
+                                f"add them with: {extract_command(self.meta, lacking, heads=True)}")
+        if loglik and "loglik" not in self._store("plain").group:
+            raise UserError(f"{self.name}: the plain store has no log-likelihoods; "
+                            f"re-extract with: {extract_command(self.meta, ['plain'])}")
+
+    def _cached(self, key: tuple, read) -> np.ndarray:
+        if key not in self._cache:
+            self._cache[key] = read()
+        return self._cache[key]
+
+    def residual(self, view: str, layer: int) -> np.ndarray:
+        return self._cached(("residual", view, layer), lambda: self._store(view).activations(layer))
+
+    def heads(self, view: str, layer: int) -> np.ndarray:
+        self.require((view,), heads=True)
+        return self._cached(("heads", view, layer), lambda: self._store(view).head_activations(layer))
+
+    def loglik(self) -> np.ndarray:
+        self.require(("plain",), loglik=True)
+        return self._cached(("loglik",), lambda: np.asarray(self._store("plain").sequences()["loglik"], dtype=np.float64))
+
+    def layers(self, view: str) -> list[int]:
+        return list(self._store(view).meta["layers"])
+
+    def head_layers(self, view: str) -> list[int]:
+        return list(self._store(view).meta.get("head_layers") or [])
+
+    def release(self) -> None:
+        self._cache.clear()
+
+    def test_split(self) -> "StoreSource | None":
+        """The same dataset's test split (same views found the same way), if it was extracted."""
+        if self.meta.get("split") == "test":
+            return None
+        url = sibling_url(self.primary_url, split="test")
+        if url is None or _find(url) is None:
+            return None
+        return StoreSource(url)
+
+
+def _check_siblings(first, other) -> None:
+    """Views of one split must describe the same sequences, from the same model."""
+    a, b = first.meta, other.meta
+    for key in ("n_sequences", "hidden_size", *MODEL_KEYS, "dataset", "split"):
+        if key in a and key in b and a[key] != b[key]:
+            raise UserError(f"{other.url} does not match {first.url}: {key} {b[key]!r} vs {a[key]!r}")
+    sa, sb = first.sequences(), other.sequences()
+    for key in ("example", "response", "score"):
+        if not np.array_equal(sa[key], sb[key]):
+            raise UserError(f"{other.url} does not match {first.url}: different {key} per sequence")
+
+
+@dataclass(eq=False)
+class ArraySource(FeatureSource):
+    """In-memory activations, for tests and for callers that already hold arrays."""
+
+    labels: Labels
+    residual_by_view: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+    heads_by_view: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+    loglik_values: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    def require(self, views: tuple[str, ...], *, heads: bool = False, loglik: bool = False) -> None:
+        available = self.heads_by_view if heads else self.residual_by_view
+        missing = [v for v in views if v not in available]
+        if missing:
+            raise UserError(f"{self.name}: missing view(s) {','.join(missing)}; add them with: "
+                            f"{extract_command(self.meta, missing, heads=heads)}")
+        if loglik and self.loglik_values is None:
+            raise UserError(f"{self.name}: no log-likelihoods")
+
+    def residual(self, view: str, layer: int) -> np.ndarray:
+        self.require((view,))
+        if layer not in self.residual_by_view[view]:
+            raise UserError(f"{self.name}: layer {layer} not in view {view}")
+        return np.asarray(self.residual_by_view[view][layer], dtype=np.float32)
+
+    def heads(self, view: str, layer: int) -> np.ndarray:
+        self.require((view,), heads=True)
+        return np.asarray(self.heads_by_view[view][layer], dtype=np.float32)
+
+    def loglik(self) -> np.ndarray:
+        self.require((), loglik=True)
+        return np.asarray(self.loglik_values, dtype=np.float64)
+
+    def layers(self, view: str) -> list[int]:
+        self.require((view,))
+        return sorted(self.residual_by_view[view])
+
+    def head_layers(self, view: str) -> list[int]:
+        return sorted(self.heads_by_view.get(view, {}))
+
+
+class SubsetSource(FeatureSource):
+    """Some rows (sequences) of another source; the parent keeps the cache."""
+
+    def __init__(self, parent: FeatureSource, rows: np.ndarray):
+        self.parent, self.rows = parent, rows
+        self.labels = parent.labels.subset(rows)
+        self.meta = parent.meta
+
+    def residual(self, view: str, layer: int) -> np.ndarray:
+        return self.parent.residual(view, layer)[self.rows]
+
+    def heads(self, view: str, layer: int) -> np.ndarray:
+        return self.parent.heads(view, layer)[self.rows]
+
+    def loglik(self) -> np.ndarray:
+        return self.parent.loglik()[self.rows]
+
+    def layers(self, view: str) -> list[int]:
+        return self.parent.layers(view)
+
+    def head_layers(self, view: str) -> list[int]:
+        return self.parent.head_layers(view)
+
+    def require(self, views: tuple[str, ...], *, heads: bool = False, loglik: bool = False) -> None:
+        self.parent.require(views, heads=heads, loglik=loglik)
+
+    def release(self) -> None:
+        self.parent.release()

@@ -1,0 +1,141 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from actstore.errors import UserError
+from cli import genies
+from genies.generalization import ZERO_SHOT, ResultRow, differential_elicitation, elicitation
+from genies.report import write_report
+from genies.results_csv import load_run, write_results
+from genies.summary import compare_runs, group_means, method_summaries, pearson, zero_shot_correlation
+from manifests import load_manifest
+
+
+def synthetic_rows(scale: float = 1.0, offset: float = 0.0, methods=(ZERO_SHOT, "mms", "lat")) -> list[ResultRow]:
+    """GENIES shifts with made-up accuracies: zero-shot z_i, method m = z_i * scale + offset + k * 0.01."""
+    rows = []
+    for i, shift in enumerate(load_manifest("genies")):
+        zero_shot = 0.3 + 0.04 * i
+        ttc = 0.95
+        for k, method in enumerate(methods):
+            gen = zero_shot if method == ZERO_SHOT else min(1.0, zero_shot * scale + offset + 0.01 * k + 0.02 * (i % 3))
+            rows.append(ResultRow(
+                source=shift.source, target=shift.target, target_reference=shift.reference, label=shift.label,
+                category=shift.category, method=method, layer=None if method == ZERO_SHOT else 12,
+                generalization_accuracy=gen, source_accuracy=0.9, zero_shot_accuracy=zero_shot,
+                target_tuned_capability=ttc, differential_elicitation=differential_elicitation(gen, zero_shot, ttc),
+                elicitation=elicitation(gen, ttc), auroc=None if method == ZERO_SHOT else 0.8, brier=0.2,
+                rms_calibration_error=0.1, target_tuned_method="lora"))
+    return rows
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    directory = tmp_path / "run"
+    write_results(directory / "results.csv", synthetic_rows())
+    (directory / "run.json").write_text(json.dumps({"command": "genies run --model tiny-random", "model": "tiny-random"}))
+    return directory
+
+
+def test_results_csv_round_trip(run_dir):
+    assert load_run(run_dir) == synthetic_rows()
+
+
+def test_summaries_and_group_means():
+    rows = synthetic_rows()
+    summary = {s.method: s for s in method_summaries(rows)}
+    assert summary[ZERO_SHOT].differential_elicitation == 0.0
+    assert summary["mms"].n_shifts == 15
+    assert summary["mms"].generalization_accuracy == pytest.approx(
+        np.mean([r.generalization_accuracy for r in rows if r.method == "mms"]))
+    assert summary[ZERO_SHOT].auroc != summary[ZERO_SHOT].auroc  # all missing -> NaN
+    by_label = group_means(rows, lambda r: r.label, "generalization_accuracy")
+    extreme = [r.generalization_accuracy for r in rows if r.method == "lat" and r.label == "extreme"]
+    assert by_label["lat"]["extreme"] == pytest.approx(sum(extreme) / len(extreme))
+    assert set(by_label["lat"]) == {"extreme", "probing"}
+
+
+def test_pearson_hand_computed_and_degenerate():
+    assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # x = (-1, 0, 1) centred, y = (1, -1, 0) centred: sum xy = -1, |x|^2 = 2, |y|^2 = 2
+    assert pearson([0, 1, 2], [2, 0, 1]) == pytest.approx(-0.5)
+    assert np.isnan(pearson([1, 1, 1], [1, 2, 3])) and np.isnan(pearson([1], [1]))
+
+
+def test_zero_shot_correlation_leaves_zero_shot_out():
+    rows = synthetic_rows()
+    corr = zero_shot_correlation(rows)
+    points = [(r.zero_shot_accuracy, r.generalization_accuracy) for r in rows if r.method != ZERO_SHOT]
+    assert corr.n == 30
+    assert corr.pearson_r == pytest.approx(np.corrcoef(np.array(points).T)[0, 1])
+
+
+def test_report_has_sections_plots_and_paper_figures(run_dir):
+    report = write_report(run_dir)
+    text = report.path.read_text()
+    for heading in ("Per-method means over the manifest", "Extreme vs probing", "Per category", "Per-shift results",
+                    "Generalization vs zero-shot"):
+        assert heading in text
+    for png in ("generalization_vs_zero_shot.png", "methods.png"):
+        assert (run_dir / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in text
+    assert "`genies run --model tiny-random`" in text
+    # the paper's llama-30b mms figure for GENIES shift 1 (0.964) and its GENIES mean (0.620) appear
+    assert "0.964" in text and "mms, 15 | 0.620" in text
+    # the paper's own generalization-vs-zero-shot r on the GENIES shifts is about 0.74
+    assert report.paper_correlation.pearson_r == pytest.approx(0.74, abs=0.01)
+    assert report.correlation.pearson_r == pytest.approx(zero_shot_correlation(synthetic_rows()).pearson_r)
+    shift_lines = [line for line in text.splitlines() if line.startswith("| alpaca_short -> alpaca_long [ref alpaca_mmlu]")]
+    assert len(shift_lines) == 3
+
+
+def test_cli_report_rebuilds(run_dir):
+    result = CliRunner().invoke(genies, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "mms" in result.output and (run_dir / "report.md").is_file()
+
+
+def test_cli_report_bad_input_is_one_line_exit_2(tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(genies, ["report", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "no such run directory" in missing.output and "Traceback" not in missing.output
+    (tmp_path / "results.csv").write_text("source,target\nA,B\n")
+    bad = runner.invoke(genies, ["report", str(tmp_path)])
+    assert bad.exit_code == 2 and str(tmp_path / "results.csv") in bad.output and "missing column" in bad.output
+    rows = synthetic_rows()[:2]
+    write_results(tmp_path / "results.csv", rows)
+    lines = (tmp_path / "results.csv").read_text().splitlines()
+    header, cells = lines[0].split(","), lines[2].split(",")
+    cells[header.index("generalization_accuracy")] = "abc"
+    (tmp_path / "results.csv").write_text("\n".join(lines[:2] + [",".join(cells)]) + "\n")
+    with pytest.raises(UserError, match=r"results.csv: line 3: generalization_accuracy is not a number"):
+        load_run(tmp_path)
+
+
+def test_compare_runs_per_method_and_overall():
+    a = synthetic_rows()
+    b = synthetic_rows(scale=0.5, offset=0.2)  # every method affine in zero-shot -> per-method r = 1
+    comparisons = {c.method: c for c in compare_runs(a, b)}
+    assert comparisons["mms"].n == 15 and comparisons["mms"].pearson_r == pytest.approx(pearson(
+        [r.generalization_accuracy for r in a if r.method == "mms"],
+        [r.generalization_accuracy for r in b if r.method == "mms"]))
+    assert comparisons[ZERO_SHOT].pearson_r == pytest.approx(1.0)
+    assert comparisons["all"].n == 45
+    flipped = synthetic_rows(scale=-1.0, offset=1.0, methods=(ZERO_SHOT, "mms"))
+    assert {c.method for c in compare_runs(a, flipped)} == {ZERO_SHOT, "mms", "all"}
+
+
+def test_cli_compare_prints_correlations(tmp_path):
+    write_results(tmp_path / "a" / "results.csv", synthetic_rows())
+    write_results(tmp_path / "b" / "results.csv", synthetic_rows(scale=0.5, offset=0.2))
+    result = CliRunner().invoke(genies, ["compare", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip()}
+    assert lines["zero-shot"][1:3] == ["15", "1.0000"]
+    assert lines["all"][1] == "45"
+    write_results(tmp_path / "c" / "results.csv", [r for r in synthetic_rows() if r.method == "mms"][:1])
+    write_results(tmp_path / "d" / "results.csv", [r for r in synthetic_rows() if r.method == "lat"][:1])
+    disjoint = CliRunner().invoke(genies, ["compare", str(tmp_path / "c"), str(tmp_path / "d")])
+    assert disjoint.exit_code == 2 and "share no" in disjoint.output
