@@ -251,6 +251,109 @@ def probes():
     """Fit representation probes on activation stores (never loads a model)."""
 
 
+STORE_HELP = "Store URL (its sibling views are found by name) or comma-separated URLs of one split's views."
+
+
+def _probe_fit_options(command):
+    """Options shared by `probes fit` and `probes sweep` (how methods fit and how metrics are computed)."""
+    for option in reversed([
+        click.option("--seed", type=int, default=0, show_default=True, help="Seeds every random choice (splits, orientations, restarts, bootstrap)."),
+        click.option("--normalize", type=click.Choice(["none", "center", "standardize"]), help="Override the method's default normalization (fitted on train)."),
+        click.option("--alpha", type=float, default=1.0, show_default=True, help="cra: contrast h_yes - alpha * h_no."),
+        click.option("--top-k", type=int, default=16, show_default=True, help="lat-stim / head-wise methods: layers or heads kept."),
+        click.option("--calibration", type=click.Choice(["binned", "reference"]), default="binned", show_default=True, help="RMS calibration error formula (reference = the GENIES code's, for comparison)."),
+        click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _fit_config(seed, normalize, alpha, top_k):
+    from probes.methods import FitConfig
+
+    return FitConfig(seed=seed, normalize=normalize, alpha=alpha, top_k=top_k)
+
+
+@probes.command("methods")
+def probes_methods():
+    """List the methods, the views they read and whether they take --layer."""
+    from probes.methods import METHODS
+
+    print_table([{"method": m.name, "views": ",".join(m.views) + (" (heads)" if m.heads else ""),
+                  "layer": "--layer" if m.per_layer else "chooses its own", "what": m.summary} for m in METHODS.values()])
+
+
+@probes.command("fit")
+@click.option("--method", required=True, help="See `probes methods`.")
+@click.option("--layer", type=int, help="Layer (0 = embeddings, l = output of block l); per-layer methods only.")
+@click.option("--train", "train_spec", required=True, help=STORE_HELP)
+@click.option("--eval", "eval_specs", multiple=True, help="Store to evaluate on (repeatable). " + STORE_HELP)
+@click.option("--out", type=click.Path(path_type=Path), help="Save the probe in this directory (probe.json + tensors.safetensors).")
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for the accuracy CI (0 = none).")
+@_probe_fit_options
+def probes_fit(method, layer, train_spec, eval_specs, out, bootstrap, seed, normalize, alpha, top_k, calibration, as_json):
+    """Fit METHOD on the train store; metrics on its test split (if extracted) and on each --eval store."""
+    from probes.commands import TABLE_COLUMNS, fit_command, jsonable
+
+    report = fit_command(method, train_spec, layer, eval_specs, out, _fit_config(seed, normalize, alpha, top_k),
+                         calibration=calibration, n_bootstrap=bootstrap)
+    if as_json:
+        click.echo(json.dumps(jsonable(report.as_dict()), indent=1))
+        return
+    where = f"layer {layer}" if layer is not None else "its own layers"
+    click.echo(f"{report.probe.method} at {where}, fit on {report.probe.trained_on.get('dataset', train_spec)}"
+               f"/{report.probe.trained_on.get('split', '')}; temperature {report.probe.temperature:.4g}")
+    print_table(report.rows, TABLE_COLUMNS)
+    if report.saved:
+        click.echo(f"saved {report.saved}")
+
+
+@probes.command("eval")
+@click.argument("probe_path", type=click.Path(path_type=Path))
+@click.option("--eval", "eval_specs", multiple=True, required=True, help="Store to evaluate on (repeatable). " + STORE_HELP)
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for the accuracy CI (0 = none).")
+@click.option("--calibration", type=click.Choice(["binned", "reference"]), default="binned", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def probes_eval(probe_path, eval_specs, bootstrap, calibration, seed, as_json):
+    """Score a saved probe on each --eval store (same model and hidden size only)."""
+    from probes.commands import TABLE_COLUMNS, eval_command, jsonable
+
+    probe, rows = eval_command(probe_path, eval_specs, calibration=calibration, n_bootstrap=bootstrap, seed=seed)
+    if as_json:
+        click.echo(json.dumps(jsonable({"method": probe.method, "results": rows}), indent=1))
+        return
+    print_table(rows, TABLE_COLUMNS)
+
+
+@probes.command("sweep")
+@click.option("--methods", "methods_spec", default="mms,lat,ccs,cra,logreg", show_default=True, help="Comma-separated per-layer methods.")
+@click.option("--train", "train_spec", required=True, help=STORE_HELP)
+@click.option("--eval", "eval_specs", multiple=True, help="Store to evaluate on (repeatable). " + STORE_HELP)
+@click.option("--layers", "layers_spec", default="all", show_default=True, help="all, 0,10,20, 10:20 (inclusive) or a mix.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Directory for sweep.csv and sweep.png.")
+@click.option("--val-fraction", type=float, default=0.3, show_default=True, help="Share of training examples held out to choose layers.")
+@click.option("--refit", is_flag=True, help="Refit on all training data before scoring eval stores (twice the fits).")
+@click.option("--bootstrap", type=int, default=200, show_default=True, help="Bootstrap resamples per row (0 = none).")
+@_probe_fit_options
+def probes_sweep(methods_spec, train_spec, eval_specs, layers_spec, out_dir, val_fraction, refit, bootstrap, seed,
+                 normalize, alpha, top_k, calibration, as_json):
+    """Every method at every layer; best layer per method chosen on a validation split of the train store."""
+    from probes.commands import best_layer_rows, jsonable, sweep_command
+    from probes.sweep import SweepConfig
+
+    config = SweepConfig(fit=_fit_config(seed, normalize, alpha, top_k), val_fraction=val_fraction, seed=seed,
+                         refit=refit, n_bootstrap=bootstrap, calibration=calibration)
+    result, csv_path, png_path = sweep_command(methods_spec, train_spec, eval_specs, out_dir, layers_spec, config)
+    best = best_layer_rows(result)
+    if as_json:
+        click.echo(json.dumps(jsonable({"best": best, "csv": str(csv_path), "png": str(png_path),
+                                        "seconds": result.seconds}), indent=1))
+        return
+    print_table(best)
+    click.echo(f"{len(result.rows)} rows in {csv_path}; plot {png_path}; {result.seconds:.1f} s")
+
+
 # ----------------------------------------------------------------------------- finetune
 
 
@@ -271,7 +374,7 @@ def finetune():
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Pairs per step (per process).")
 @click.option("--limit", type=int, help="Use only the first N training examples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds pair sampling, initialization and shuffling.")
-@click.option("--precision", default="fp32", show_default=True, help="fp32, or bf16 (autocast; weights stay fp32).")
+@click.option("--precision", default="auto", show_default=True, help="fp32, bf16 (autocast; weights stay fp32), or auto (bf16 where the hardware runs it natively).")
 @click.option("--json", "as_json", is_flag=True, help="Print the training result as JSON.")
 def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, batch_size, limit, seed, precision, as_json):
     """Train a reward model (scalar head on the last token) on one (best, other) pair per example."""

@@ -10,8 +10,8 @@ import torch
 from actstore.batching import PaddedBatch
 from actstore.capture import DecoderParts, LastTokenCapture, StopForward
 
-# Rows of LM-head logits computed at once: bounds the (rows, vocab) float32 block to ~128 MB.
-LOGIT_ELEMENTS_PER_CHUNK = 1 << 25
+# Rows of LM-head logits computed at once: bounds the (rows, vocab) float32 block to ~16 MB (~85 rows of a 49k vocabulary: still a good matmul).
+LOGIT_ELEMENTS_PER_CHUNK = 1 << 22
 
 
 @dataclass(frozen=True)

@@ -18,39 +18,27 @@ import torch
 from actstore.data import Example
 from actstore.errors import UserError
 from finetune.evaluate import EvalResult, result_from_scores
-from finetune.sequences import PromptBuilder, TokenSequence, pad_right, score_in_batches
+from finetune.sequences import PromptBuilder, TokenSequence
+from finetune.shared_prompts import continuation_logliks, run_shared, score_grouped
 
 DEFAULT_SHOTS = 4
 
 
 @torch.no_grad()
 def response_logliks(causal_lm, sequences: Sequence[TokenSequence], *, pad_id: int, batch_size: int = 16) -> np.ndarray:
-    """sum_t log p(continuation token t | everything before it), one value per sequence.
-
-    The LM head runs only on the positions that predict continuation tokens.
-    """
+    """sum_t log p(continuation token t | everything before it), one float64 per sequence."""
+    if any(len(s.prompt_ids) == 0 for s in sequences):
+        raise UserError("a prompt encodes to no tokens; its response has nothing to be conditioned on")
     causal_lm.eval()
     body, lm_head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
     device = next(causal_lm.parameters()).device
 
-    def score_rows(rows: list[TokenSequence]) -> np.ndarray:
-        input_ids, attention_mask = pad_right([r.input_ids for r in rows], pad_id)
-        hidden = body(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False).last_hidden_state
-        row_of, position, target = [], [], []
-        for i, r in enumerate(rows):
-            start, end = len(r.prompt_ids), len(r)
-            row_of += [i] * (end - start)
-            position += range(start - 1, end - 1)  # position t-1 predicts token t
-            target += r.continuation_ids
-        row_of_t = torch.tensor(row_of, device=device)
-        logits = lm_head(hidden[row_of_t, torch.tensor(position, device=device)]).float()
-        token_logp = logits.log_softmax(-1).gather(1, torch.tensor(target, device=device)[:, None]).squeeze(1)
-        totals = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, row_of_t, token_logp.double())
-        return totals.cpu().numpy()
+    def score_batch(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch = {name: t.to(device) for name, t in batch.items()}
+        output = run_shared(body, **batch)
+        return continuation_logliks(output, batch["continuation_ids"], lm_head)
 
-    if any(len(s.prompt_ids) == 0 for s in sequences):
-        raise UserError("a prompt encodes to no tokens; its response has nothing to be conditioned on")
-    return score_in_batches(sequences, batch_size, score_rows)
+    return score_grouped(sequences, batch_size, score_batch, pad_id)
 
 
 def few_shot_prompts(shots: Sequence[Example], *, n_shots: int, seed: int, exclude_self: bool) -> PromptBuilder:

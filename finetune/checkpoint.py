@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from actstore.errors import UserError
-from finetune.reward_model import AdapterSettings, RewardModel
+from finetune.reward_model import AdapterSettings, RewardModel, quiet_peft
 
 FORMAT = 1
 RECORD_FILE = "finetune.json"
@@ -40,7 +40,10 @@ def save_reward_model(directory: Path, reward_model: RewardModel, record: dict) 
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    reward_model.peft_model.save_pretrained(str(directory / ADAPTER_DIR), safe_serialization=True)
+    # The embeddings are never trained here; saying so spares peft a look for the base model's files.
+    reward_model.peft_model.save_pretrained(
+        str(directory / ADAPTER_DIR), safe_serialization=True, save_embedding_layers=False
+    )
     save_file({"weight": reward_model.head.weight.detach().float().cpu().contiguous()}, str(directory / HEAD_FILE))
     full = {"format": FORMAT, **record, "settings": reward_model.settings.as_dict()}
     (directory / RECORD_FILE).write_text(json.dumps(full, indent=1) + "\n")
@@ -84,7 +87,8 @@ def load_reward_model(directory: Path, *, device: str | torch.device | None = No
     for required in (directory / ADAPTER_DIR / "adapter_config.json", directory / HEAD_FILE):
         if not required.is_file():
             raise UserError(f"{directory}: incomplete run directory, {required.name} is missing")
-    peft_model = PeftModel.from_pretrained(loaded.model, str(directory / ADAPTER_DIR), is_trainable=False)
+    with quiet_peft():
+        peft_model = PeftModel.from_pretrained(loaded.model, str(directory / ADAPTER_DIR), is_trainable=False)
     weight = load_file(str(directory / HEAD_FILE))["weight"]
     hidden = loaded.model.config.hidden_size
     if tuple(weight.shape) != (1, hidden):

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from finetune.sequences import EncodedSplit, TokenSequence, pad_right, score_in_batches
+from finetune.sequences import EncodedSplit, TokenSequence
+from finetune.shared_prompts import score_grouped
 from probes.metrics import Metrics, compute_metrics, pair_indices, pair_margins
 
 TABLE_COLUMNS = [
@@ -73,17 +74,15 @@ def result_from_scores(method: str, dataset: str, split: str, encoded: EncodedSp
 
 
 @torch.no_grad()
-def reward_scores(reward_model, sequences: list[TokenSequence], *, pad_id: int, batch_size: int = 32) -> np.ndarray:
-    """The reward of every sequence (batched; each sequence's reward does not depend on its batch)."""
+def reward_scores(reward_model, sequences: list[TokenSequence], *, pad_id: int, batch_size: int = 16) -> np.ndarray:
+    """The reward of every sequence; a sequence's reward does not depend on what it is batched with."""
     reward_model.eval()
     device = reward_model.head.weight.device
 
-    def score_rows(rows: list[TokenSequence]) -> np.ndarray:
-        input_ids, attention_mask = pad_right([r.input_ids for r in rows], pad_id)
-        rewards = reward_model(input_ids.to(device), attention_mask.to(device))
-        return rewards.double().cpu().numpy()
+    def score_batch(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return reward_model(**{name: t.to(device) for name, t in batch.items()})
 
-    return score_in_batches(sequences, batch_size, score_rows)
+    return score_grouped(sequences, batch_size, score_batch, pad_id)
 
 
 def evaluate_reward_model(
@@ -93,7 +92,7 @@ def evaluate_reward_model(
     data_dir: str | None = None,
     split: str = "test",
     limit: int | None = None,
-    batch_size: int = 32,
+    batch_size: int = 16,
 ) -> EvalResult:
     """Score every response of ``dataset``'s ``split`` with a saved reward model."""
     from actstore.data import load_split, resolve_data_dir

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from finetune.sequences import EncodedSplit, TokenSequence, pad_right
+from finetune.sequences import EncodedSplit, TokenSequence
+from finetune.shared_prompts import collate_groups
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,10 @@ def sample_training_pairs(encoded: EncodedSplit, seed: int) -> list[TrainingPair
 
 
 class PairCollator:
-    """A batch of B pairs -> 2B right-padded rows: chosen responses first, then rejected ones."""
+    """A batch of B pairs -> B shared prompts and 2B continuation rows: chosen, rejected, chosen, ..."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
     def __call__(self, pairs: list[TrainingPair]) -> dict[str, torch.Tensor]:
-        rows = [p.chosen.input_ids for p in pairs] + [p.rejected.input_ids for p in pairs]
-        input_ids, attention_mask = pad_right(rows, self.pad_id)
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+        return collate_groups([(p.chosen, p.rejected) for p in pairs], self.pad_id)

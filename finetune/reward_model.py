@@ -2,11 +2,14 @@
 
 Unlike the reference (a two-logit ``SequenceClassification`` head whose logits trl averages),
 the head has one output: reward = w . h, with h the final (normed) hidden state at the last
-real token of prompt + response + EOS, i.e. at the EOS. The LM head is never run.
+real token of prompt + response + EOS, i.e. at the EOS. The LM head is never run, and each
+prompt runs once for all its responses (``shared_prompts``).
 """
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -14,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from actstore.errors import UserError
-from finetune.sequences import last_real_position
+from finetune.shared_prompts import run_shared
 
 METHODS = ("lora", "prompt-tuning")
 DEFAULT_LEARNING_RATES = {"lora": 2e-4, "prompt-tuning": 5.2e-3}  # the paper's settings
@@ -78,19 +81,23 @@ class RewardModel(nn.Module):
     def causal_lm(self) -> nn.Module:
         return self.peft_model.get_base_model()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        body = self.causal_lm.get_decoder()
+    def forward(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        continuation_ids: torch.Tensor,
+        continuation_mask: torch.Tensor,
+        group: torch.Tensor,
+    ) -> torch.Tensor:
+        """Rewards of a batch from ``shared_prompts.collate_groups``, one per continuation row."""
+        virtual = None
         if self.settings.method == "prompt-tuning":
-            embeds = self.causal_lm.get_input_embeddings()(input_ids)
-            virtual = self.peft_model.get_prompt(batch_size=input_ids.shape[0]).to(embeds.dtype)
-            embeds = torch.cat([virtual, embeds], dim=1)
-            attention_mask = torch.cat([attention_mask.new_ones(virtual.shape[:2]), attention_mask], dim=1)
-            hidden = body(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        else:
-            hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        last = last_real_position(attention_mask)
-        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)
+            virtual = self.peft_model.get_prompt(batch_size=prompt_ids.shape[0])
+        output = run_shared(
+            self.causal_lm.get_decoder(), prompt_ids, prompt_mask, continuation_ids, continuation_mask, group,
+            prefix_embeds=virtual,
+        )
+        return self.head(output.last_hidden().to(self.head.weight.dtype)).squeeze(-1)
 
 
 def new_reward_model(causal_lm: nn.Module, settings: AdapterSettings, *, seed: int) -> RewardModel:
@@ -98,14 +105,24 @@ def new_reward_model(causal_lm: nn.Module, settings: AdapterSettings, *, seed: i
     from peft import get_peft_model
 
     torch.manual_seed(seed)
-    peft_model = get_peft_model(causal_lm, settings.peft_config())
+    with quiet_peft():
+        peft_model = get_peft_model(causal_lm, settings.peft_config())
     head = nn.Linear(causal_lm.config.hidden_size, 1, bias=False)
     nn.init.zeros_(head.weight)
     head.to(device=causal_lm.device, dtype=next(causal_lm.parameters()).dtype)
     return RewardModel(peft_model, head, settings)
 
 
+@contextmanager
+def quiet_peft():
+    """peft calls a transformers method that transformers itself marks deprecated; the warning
+    is about peft's internals, not anything a user can change."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def pair_loss(rewards: torch.Tensor) -> torch.Tensor:
-    """-log sigmoid(r_chosen - r_rejected), averaged; rows are [chosen..., rejected...]."""
-    chosen, rejected = rewards.chunk(2)
-    return -F.logsigmoid(chosen - rejected).mean()
+    """-log sigmoid(r_chosen - r_rejected), averaged; rows come in (chosen, rejected) twos."""
+    pairs = rewards.view(-1, 2)
+    return -F.logsigmoid(pairs[:, 0] - pairs[:, 1]).mean()

@@ -12,7 +12,7 @@ whole example (as the reference's length filter does), and the drop is counted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -108,28 +108,3 @@ def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
         input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         attention_mask[i, : len(row)] = 1
     return input_ids, attention_mask
-
-
-def last_real_position(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last attended token of each row (right or left padding)."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    return (positions * attention_mask).argmax(dim=1)
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
-    """Indices in batches of similar length (less padding); callers put results back by index."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
-
-
-def score_in_batches(
-    sequences: Sequence[TokenSequence],
-    batch_size: int,
-    score_rows: Callable[[list[TokenSequence]], np.ndarray],
-) -> np.ndarray:
-    """One float per sequence, in the order given, computed ``batch_size`` sequences at a time."""
-    scores = np.empty(len(sequences), dtype=np.float64)
-    for indices in length_sorted_batches([len(s) for s in sequences], batch_size):
-        scores[indices] = score_rows([sequences[i] for i in indices])
-    return scores

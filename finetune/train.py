@@ -35,7 +35,7 @@ class TrainConfig:
     batch_size: int = 16  # pairs per process per step
     limit: int | None = None  # use only the first N training examples
     seed: int = 0
-    precision: str = "fp32"  # or "bf16" (autocast; master weights stay fp32)
+    precision: str = "auto"  # "fp32", "bf16" (autocast over fp32 weights), or auto: bf16 where fast
     max_grad_norm: float = 0.3
     lora_r: int = 64
     lora_alpha: int = 16
@@ -82,6 +82,7 @@ class TrainResult:
     learning_rate: float
     batch_size: int
     n_processes: int
+    precision: str  # what ran: "fp32" or "bf16"
     n_train_pairs: int
     dropped_examples: int
     losses: list[float] = field(default_factory=list)  # mean pair loss per step
@@ -156,7 +157,7 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True) -> TrainRe
     bar = tqdm(total=steps, desc=f"{config.method} {config.dataset}", disable=not (progress and accelerator.is_main_process))
     while len(losses) < steps:
         for batch in loader:
-            loss = pair_loss(model(batch["input_ids"], batch["attention_mask"]))
+            loss = pair_loss(model(**batch))
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
             optimizer.step()
@@ -176,6 +177,7 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True) -> TrainRe
         learning_rate=learning_rate,
         batch_size=config.batch_size,
         n_processes=accelerator.num_processes,
+        precision="fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision,
         n_train_pairs=len(pairs),
         dropped_examples=len(encoded.dropped_examples),
         losses=losses,

@@ -1,14 +1,18 @@
 """ccs: Contrast-Consistent Search (Burns et al.) on the ``yes`` / ``no`` views.
 
-p = sigmoid(w . x + b); loss = mean((p_yes - (1 - p_no))^2) + mean(min(p_yes, p_no)^2).
-Each view is normalized with its own TRAINING statistics. The fit never sees a label: all
-restarts are optimised together (one (d, restarts) weight matrix, independent AdamW updates)
-and the restart with the lowest loss wins. Only the final sign comes from the training labels.
+p = sigmoid(w . x + b); loss = mean((p_yes - (1 - p_no))^2) + mean(min(p_yes, p_no)^2), plus a
+small L2 penalty on w. Each view is normalized with its own TRAINING statistics. The fit never
+sees a label. All restarts are optimised at once by L-BFGS on the sum of their losses (the
+restarts share no parameters, so the sum's minimum is every restart's minimum; one
+(d, restarts) matrix product serves them all), as EleutherAI's elk does with L-BFGS; the
+restart with the lowest loss wins. Only the final sign comes from the training labels.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit
 
 from probes.methods.common import FitConfig, label_sign
 from probes.normalize import Normalizer
@@ -16,34 +20,44 @@ from probes.scorers import CCSScorer
 from probes.sources import FeatureSource
 
 
-def ccs_loss(p_yes, p_no):
-    """Per-restart CCS loss for probabilities of shape (n, restarts) (torch or numpy)."""
-    consistency = ((p_yes - (1 - p_no)) ** 2).mean(0)
-    confidence = (p_yes.minimum(p_no) if hasattr(p_yes, "minimum") else np.minimum(p_yes, p_no)) ** 2
-    return consistency + confidence.mean(0)
+def ccs_losses(p_yes: np.ndarray, p_no: np.ndarray) -> np.ndarray:
+    """CCS loss per column (restart) of probabilities shaped (n, restarts)."""
+    return ((p_yes + p_no - 1.0) ** 2).mean(axis=0) + (np.minimum(p_yes, p_no) ** 2).mean(axis=0)
+
+
+def _objective(x_yes: np.ndarray, x_no: np.ndarray, restarts: int, l2: float):
+    n, d = x_yes.shape
+
+    def value_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        weight = theta[: d * restarts].reshape(d, restarts).astype(np.float32)
+        bias = theta[d * restarts:].astype(np.float32)
+        p_yes, p_no = expit(x_yes @ weight + bias), expit(x_no @ weight + bias)
+        inconsistency, smaller = p_yes + p_no - 1.0, np.minimum(p_yes, p_no)
+        # d loss / d logit, for each view: the min term only flows into the smaller probability.
+        grad_yes = (2 * inconsistency + 2 * smaller * (p_yes <= p_no)) * (p_yes * (1 - p_yes) / n)
+        grad_no = (2 * inconsistency + 2 * smaller * (p_no < p_yes)) * (p_no * (1 - p_no) / n)
+        loss = ccs_losses(p_yes, p_no).sum() + 0.5 * l2 * float((weight.astype(np.float64) ** 2).sum())
+        grad_weight = x_yes.T @ grad_yes + x_no.T @ grad_no + l2 * weight
+        grad_bias = grad_yes.sum(axis=0) + grad_no.sum(axis=0)
+        return float(loss), np.concatenate([grad_weight.ravel(), grad_bias]).astype(np.float64)
+
+    return value_and_gradient
 
 
 def train_ccs(x_yes: np.ndarray, x_no: np.ndarray, config: FitConfig) -> tuple[np.ndarray, float, float]:
-    """Unsupervised CCS fit on normalized activations; returns (weight, bias, loss) of the best restart."""
-    import torch
-
-    generator = torch.Generator().manual_seed(config.seed)
-    yes = torch.as_tensor(np.ascontiguousarray(x_yes), dtype=torch.float32)
-    no = torch.as_tensor(np.ascontiguousarray(x_no), dtype=torch.float32)
-    d, restarts = yes.shape[1], config.ccs_restarts
+    """Unsupervised CCS fit on normalized activations; (weight, bias, loss) of the best restart."""
+    x_yes = np.ascontiguousarray(x_yes, dtype=np.float32)
+    x_no = np.ascontiguousarray(x_no, dtype=np.float32)
+    d, restarts = x_yes.shape[1], config.ccs_restarts
     bound = 1.0 / np.sqrt(d)  # torch.nn.Linear's default initialisation range
-    weight = ((torch.rand(d, restarts, generator=generator) * 2 - 1) * bound).requires_grad_()
-    bias = ((torch.rand(restarts, generator=generator) * 2 - 1) * bound).requires_grad_()
-    optimizer = torch.optim.AdamW([weight, bias], lr=config.ccs_lr, weight_decay=config.ccs_weight_decay)
-    for _ in range(config.ccs_steps):
-        optimizer.zero_grad(set_to_none=True)
-        losses = ccs_loss(torch.sigmoid(yes @ weight + bias), torch.sigmoid(no @ weight + bias))
-        losses.sum().backward()  # restarts do not interact, so each gets its own gradient
-        optimizer.step()
-    with torch.no_grad():
-        losses = ccs_loss(torch.sigmoid(yes @ weight + bias), torch.sigmoid(no @ weight + bias))
-        best = int(torch.argmin(losses))
-        return weight[:, best].numpy().copy(), float(bias[best]), float(losses[best])
+    start = np.random.default_rng(config.seed).uniform(-bound, bound, d * restarts + restarts)
+    result = minimize(_objective(x_yes, x_no, restarts, config.ccs_l2), start, jac=True, method="L-BFGS-B",
+                      options={"maxiter": config.ccs_max_iter})
+    weight = result.x[: d * restarts].reshape(d, restarts).astype(np.float32)
+    bias = result.x[d * restarts:].astype(np.float32)
+    losses = ccs_losses(expit(x_yes @ weight + bias), expit(x_no @ weight + bias))
+    best = int(np.argmin(losses))
+    return weight[:, best].copy(), float(bias[best]), float(losses[best])
 
 
 def fit(source: FeatureSource, layer: int, config: FitConfig) -> CCSScorer:
@@ -51,6 +65,6 @@ def fit(source: FeatureSource, layer: int, config: FitConfig) -> CCSScorer:
     raw_yes, raw_no = source.residual("yes", layer), source.residual("no", layer)
     normalize_yes, normalize_no = Normalizer.fit(raw_yes, kind), Normalizer.fit(raw_no, kind)
     weight, bias, _ = train_ccs(normalize_yes(raw_yes), normalize_no(raw_no), config)
-    scorer = CCSScorer(layer, normalize_yes, normalize_no, weight.astype(np.float32), bias, 1.0)
+    scorer = CCSScorer(layer, normalize_yes, normalize_no, weight, bias, 1.0)
     scorer.sign = label_sign(scorer.score(source), source.labels)
     return scorer

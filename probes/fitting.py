@@ -1,0 +1,50 @@
+"""Fit a method on a training source and evaluate probes: the library calls behind `probes fit/eval`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from actstore.errors import UserError
+from probes.methods import FitConfig, Method, get_method
+from probes.metrics import Metrics, compute_metrics, fit_temperature
+from probes.probe import Probe, provenance
+from probes.sources import FeatureSource
+
+
+def check_layer(method: Method, source: FeatureSource, layer: int | None) -> None:
+    if not method.per_layer:
+        if layer is not None:
+            raise UserError(f"{method.name} chooses its own layers/heads on a validation split; drop --layer")
+        return
+    if layer is None:
+        raise UserError(f"{method.name} needs --layer")
+    for view in method.views:
+        layers = source.layers(view)
+        if layer not in layers:
+            raise UserError(f"layer {layer} is out of range for {source.name} ({view} view has layers "
+                            f"{_span(layers)}; 0 = embeddings)")
+
+
+def fit_probe(method_name: str, source: FeatureSource, layer: int | None = None,
+              config: FitConfig = FitConfig()) -> Probe:
+    """Fit on ``source`` (its training labels only); temperature from the training margins."""
+    method = get_method(method_name)
+    source.require(method.views, heads=method.heads, loglik=method.loglik)
+    check_layer(method, source, layer)
+    scorer = method.fit(source, layer, config)
+    train_margins = source.labels.margins(scorer.score(source))
+    return Probe(method.name, scorer, fit_temperature(train_margins), provenance(source),
+                 {**config.as_dict(), "layer": layer})
+
+
+def evaluate(probe: Probe, source: FeatureSource, *, calibration: str = "binned", n_bootstrap: int = 1000,
+             seed: int = 0) -> Metrics:
+    margins = probe.margins(source)
+    return compute_metrics(margins, temperature=probe.temperature, calibration=calibration,
+                           n_bootstrap=n_bootstrap, seed=seed, pair_example=source.labels.pair_example)
+
+
+def _span(layers: list[int]) -> str:
+    if layers and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}..{layers[-1]}"
+    return ",".join(map(str, layers)) or "none"

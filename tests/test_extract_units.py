@@ -1,0 +1,61 @@
+"""Pure pieces of extraction: layer specs, batch planning, padding, positions, store names."""
+
+import pytest
+import torch
+
+from actstore.batching import EncodedSequence, pad_batch, plan_batches
+from actstore.errors import UserError
+from actstore.forward import continuation_positions
+from actstore.layers import parse_layers
+from actstore.locations import model_slug, sibling_view_url, store_name, store_url
+
+
+def test_parse_layers_forms():
+    assert parse_layers("all", 4) == (0, 1, 2, 3, 4)
+    assert parse_layers("3,0,3", 4) == (0, 3)
+    assert parse_layers("1:3", 4) == (1, 2, 3)  # inclusive
+    assert parse_layers("0, 2:3 ,4", 4) == (0, 2, 3, 4)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("5", "layer 5 is out of range for m: layers are 0..4"),
+    ("-1", "layer -1 is out of range"),
+    ("3:1", "range '3:1' is empty"),
+    ("ten", "'ten' is not a layer number"),
+    (",", "no layers named"),
+])
+def test_parse_layers_errors(spec, message):
+    with pytest.raises(UserError, match=message):
+        parse_layers(spec, 4, model="m")
+
+
+def test_plan_batches_fills_budget_longest_first():
+    lengths = [5, 9, 3, 9, 7, 2]
+    batches = plan_batches(lengths, batch_tokens=20)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert batches[0] == [1, 3]  # the two longest, in file order among equals
+    for batch in batches:
+        assert len(batch) * max(lengths[i] for i in batch) <= 20
+    assert plan_batches([50, 3], batch_tokens=10) == [[0], [1]]  # too long: a batch of its own
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_pad_batch_positions_and_last_token(side):
+    sequences = [EncodedSequence((1, 2), (3,)), EncodedSequence((1, 4, 5, 6), (7, 8))]
+    batch = pad_batch(sequences, pad_id=0, side=side)
+    assert batch.input_ids.shape == (2, 6)
+    last = batch.last_positions
+    assert batch.input_ids[torch.arange(2), last].tolist() == [3, 8]
+    positions = batch.position_ids[batch.attention_mask.bool()]
+    assert positions.tolist() == [0, 1, 2, 0, 1, 2, 3, 4, 5]
+    rows, columns = continuation_positions(batch.offsets, batch.prompt_lengths, batch.lengths)
+    assert batch.input_ids[rows, columns].tolist() == [3, 7, 8]
+
+
+def test_store_names_keep_the_view_last():
+    assert store_name("test", "plain") == "test.plain.zarr"
+    assert store_name("train", "yes", limit=62, site="heads") == "train.limit62.heads.yes.zarr"
+    url = store_url("memory://root/", "org/Model-7B", "alpaca_mmlu", "test", "yes", limit=5)
+    assert url == "memory://root/org--Model-7B/alpaca_mmlu/test.limit5.yes.zarr"
+    assert sibling_view_url(url, "yes", "no") == "memory://root/org--Model-7B/alpaca_mmlu/test.limit5.no.zarr"
+    assert model_slug("smollm2-135m") == "smollm2-135m"
