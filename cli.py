@@ -262,6 +262,7 @@ def _probe_fit_options(command):
         click.option("--alpha", type=float, default=1.0, show_default=True, help="cra: contrast h_yes - alpha * h_no."),
         click.option("--top-k", type=int, default=16, show_default=True, help="lat-stim / head-wise methods: layers or heads kept."),
         click.option("--calibration", type=click.Choice(["binned", "reference"]), default="binned", show_default=True, help="RMS calibration error formula (reference = the GENIES code's, for comparison)."),
+        click.option("--threads", type=int, default=1, show_default=True, help="BLAS threads while fitting (1 is fastest on a busy machine; 0 = library default)."),
         click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables."),
     ]):
         command = option(command)
@@ -291,19 +292,22 @@ def probes_methods():
 @click.option("--out", type=click.Path(path_type=Path), help="Save the probe in this directory (probe.json + tensors.safetensors).")
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for the accuracy CI (0 = none).")
 @_probe_fit_options
-def probes_fit(method, layer, train_spec, eval_specs, out, bootstrap, seed, normalize, alpha, top_k, calibration, as_json):
+def probes_fit(method, layer, train_spec, eval_specs, out, bootstrap, seed, normalize, alpha, top_k, calibration, threads,
+               as_json):
     """Fit METHOD on the train store; metrics on its test split (if extracted) and on each --eval store."""
     from probes.commands import TABLE_COLUMNS, fit_command, jsonable
 
     report = fit_command(method, train_spec, layer, eval_specs, out, _fit_config(seed, normalize, alpha, top_k),
-                         calibration=calibration, n_bootstrap=bootstrap)
+                         calibration=calibration, n_bootstrap=bootstrap, threads=threads or None)
     if as_json:
         click.echo(json.dumps(jsonable(report.as_dict()), indent=1))
         return
-    where = f"layer {layer}" if layer is not None else "its own layers"
-    click.echo(f"{report.probe.method} at {where}, fit on {report.probe.trained_on.get('dataset', train_spec)}"
-               f"/{report.probe.trained_on.get('split', '')}; temperature {report.probe.temperature:.4g}")
+    probe = report.probe
+    click.echo(f"{probe.method} on {probe.scorer.describe()}, fit on {probe.trained_on.get('dataset', train_spec)}"
+               f"/{probe.trained_on.get('split', '')}; temperature {probe.temperature:.4g}")
     print_table(report.rows, TABLE_COLUMNS)
+    for note in report.notes:
+        click.echo(f"note: {note}")
     if report.saved:
         click.echo(f"saved {report.saved}")
 
@@ -337,20 +341,23 @@ def probes_eval(probe_path, eval_specs, bootstrap, calibration, seed, as_json):
 @click.option("--bootstrap", type=int, default=200, show_default=True, help="Bootstrap resamples per row (0 = none).")
 @_probe_fit_options
 def probes_sweep(methods_spec, train_spec, eval_specs, layers_spec, out_dir, val_fraction, refit, bootstrap, seed,
-                 normalize, alpha, top_k, calibration, as_json):
+                 normalize, alpha, top_k, calibration, threads, as_json):
     """Every method at every layer; best layer per method chosen on a validation split of the train store."""
     from probes.commands import best_layer_rows, jsonable, sweep_command
     from probes.sweep import SweepConfig
 
     config = SweepConfig(fit=_fit_config(seed, normalize, alpha, top_k), val_fraction=val_fraction, seed=seed,
                          refit=refit, n_bootstrap=bootstrap, calibration=calibration)
-    result, csv_path, png_path = sweep_command(methods_spec, train_spec, eval_specs, out_dir, layers_spec, config)
+    result, csv_path, png_path = sweep_command(methods_spec, train_spec, eval_specs, out_dir, layers_spec, config,
+                                               threads=threads or None)
     best = best_layer_rows(result)
     if as_json:
         click.echo(json.dumps(jsonable({"best": best, "csv": str(csv_path), "png": str(png_path),
-                                        "seconds": result.seconds}), indent=1))
+                                        "seconds": result.seconds, "notes": result.notes}), indent=1))
         return
     print_table(best)
+    for note in result.notes:
+        click.echo(f"note: {note}")
     click.echo(f"{len(result.rows)} rows in {csv_path}; plot {png_path}; {result.seconds:.1f} s")
 
 
@@ -385,6 +392,8 @@ def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, 
         learning_rate=learning_rate, batch_size=batch_size, limit=limit, seed=seed, precision=precision,
     )
     result = train_reward_model(config)
+    if not result.is_main_process:
+        return
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=1))
         return

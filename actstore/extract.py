@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
+from actstore.batching import PADDING_SIDES
 from actstore.data import Split, load_split, resolve_data_dir, split_path
 from actstore.errors import UserError
 from actstore.layers import needs_full_depth, parse_layers
@@ -57,6 +58,8 @@ class ExtractConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.padding_side not in PADDING_SIDES:
+            raise UserError(f"unknown padding side {self.padding_side!r} (choose {' or '.join(PADDING_SIDES)})")
         if not self.datasets:
             raise UserError("no dataset named (--dataset NAME[,NAME...])")
         parse_views(",".join(self.views))  # unknown views fail before any work
@@ -136,7 +139,7 @@ def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_resu
 
 def extract_store(config: ExtractConfig, model: ModelOnDemand, split: Split, table: SequenceTable, view: View) -> StoreResult:
     url = store_url(config.root, config.model, split.dataset, split.split, view.name, limit=config.limit, site=config.site)
-    existing = None if config.overwrite else find_store(url)
+    existing = _existing_store(url, config.overwrite)
     if existing is not None and existing.meta.get("complete") and not model.is_loaded:
         if _matches_before_loading(existing, config, split, view):
             return _finished(existing, url, split, view)
@@ -144,8 +147,9 @@ def extract_store(config: ExtractConfig, model: ModelOnDemand, split: Split, tab
     n_blocks = loaded.model.config.num_hidden_layers
     layers = parse_layers(config.layers, n_blocks, model=config.model)
     identity = store_identity(config, split, view, loaded.model_id, layers)
+    if existing is not None and not _same_extraction(existing, identity, overwrite=config.overwrite):
+        existing = None  # --overwrite: replaced below
     if existing is not None:
-        _refuse_other_extraction(existing, identity)
         if existing.meta.get("complete"):
             return _finished(existing, url, split, view)
         store, status = open_for_writing(url), "resumed"
@@ -187,14 +191,26 @@ def _matches_before_loading(store: ActivationStore, config: ExtractConfig, split
     return recorded == wanted
 
 
-def _refuse_other_extraction(store: ActivationStore, identity: dict) -> None:
+def _existing_store(url: str, overwrite: bool) -> ActivationStore | None:
+    try:
+        return find_store(url)
+    except UserError:
+        if overwrite:  # something that is not a store: --overwrite replaces it
+            return None
+        raise
+
+
+def _same_extraction(store: ActivationStore, identity: dict, *, overwrite: bool) -> bool:
+    """True when ``store`` holds this extraction; a different one is refused unless ``overwrite``."""
     recorded = store.meta.get("identity") or {}
     differing = [key for key in identity if recorded.get(key) != identity[key]]
-    if differing:
-        what = "; ".join(f"{key}: stored {_short(recorded.get(key))}, requested {_short(identity[key])}"
-                         for key in differing)
-        raise UserError(f"{store.url}: holds a different extraction ({what}); pass --overwrite to replace it, "
-                        "or --out for another store root")
+    if not differing:
+        return True
+    if overwrite:
+        return False
+    what = "; ".join(f"{key}: stored {_short(recorded.get(key))}, requested {_short(identity[key])}" for key in differing)
+    raise UserError(f"{store.url}: holds a different extraction ({what}); pass --overwrite to replace it, "
+                    "or --out for another store root")
 
 
 def _layout(config: ExtractConfig, loaded: LoadedModel, layers: tuple[int, ...], view: View, n: int) -> StoreLayout:
@@ -280,7 +296,7 @@ def _fill(store: ActivationStore, status: str, config: ExtractConfig, loaded: Lo
                             with_loglik=layout.with_loglik, on_batch=bar.update)
             timings["forward_s"] += time.perf_counter() - tick
             tick = time.perf_counter()
-            store.write_block(block, **asdict(out))
+            store.write_block(block, **{f.name: getattr(out, f.name) for f in fields(out)})
             timings["write_s"] += time.perf_counter() - tick
     seconds = time.perf_counter() - started
     computed = sum(layout.block_length(b) for b in todo)

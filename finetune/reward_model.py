@@ -69,7 +69,7 @@ def check_method(method: str) -> str:
 
 
 class RewardModel(nn.Module):
-    """``forward(input_ids, attention_mask) -> rewards`` of shape (batch,)."""
+    """``forward(**batch) -> rewards``, one per continuation row of a ``collate_groups`` batch."""
 
     def __init__(self, peft_model: nn.Module, head: nn.Linear, settings: AdapterSettings):
         super().__init__()

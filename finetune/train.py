@@ -88,6 +88,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # mean pair loss per step
     train_seconds: float = 0.0  # the optimization loop
     total_seconds: float = 0.0  # including model loading and tokenization
+    is_main_process: bool = True  # under `accelerate launch`, only the main process reports
 
     def mean_loss(self, which: str, fraction: float = 0.2) -> float:
         """Mean loss over the first or last ``fraction`` of the steps (single steps are noisy)."""
@@ -96,7 +97,9 @@ class TrainResult:
         return float(sum(window) / len(window))
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "out_dir": str(self.out_dir)}
+        record = {**asdict(self), "out_dir": str(self.out_dir)}
+        del record["is_main_process"]
+        return record
 
 
 def default_steps(n_pairs: int, pairs_per_step: int) -> int:
@@ -182,6 +185,7 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True) -> TrainRe
         dropped_examples=len(encoded.dropped_examples),
         losses=losses,
         train_seconds=train_seconds,
+        is_main_process=accelerator.is_main_process,
     )
     accelerator.wait_for_everyone()
     result.total_seconds = time.perf_counter() - started

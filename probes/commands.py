@@ -6,17 +6,23 @@ the same split's views joined by commas.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from threadpoolctl import threadpool_limits
 
 from actstore.errors import UserError
 from probes.fitting import evaluate, fit_probe
-from probes.methods import FitConfig, parse_methods
+from probes.methods import FitConfig, Method, get_method, parse_methods
 from probes.metrics import Metrics
-from probes.plot import plot_sweep
 from probes.probe import Probe, load_probe, save_probe
 from probes.sources import FeatureSource, StoreSource
 from probes.sweep import VALIDATION, SweepConfig, SweepResult, run_sweep, sweep_layers, write_csv
+
+# BLAS threads while fitting. One is the default: on a shared 2-core machine multi-threaded BLAS
+# spins while the other core is busy and a sweep ran 7x slower with 2 threads than with 1.
+DEFAULT_THREADS = 1
 
 TABLE_COLUMNS = ["store", "role", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "auroc", "brier",
                  "rms_calibration_error", "n_pairs"]
@@ -27,11 +33,12 @@ class FitReport:
     probe: Probe
     rows: list[dict]
     saved: Path | None = None
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"method": self.probe.method, "temperature": self.probe.temperature, "config": self.probe.config,
                 "trained_on": self.probe.trained_on, "saved": str(self.saved) if self.saved else None,
-                "results": self.rows}
+                "results": self.rows, "notes": self.notes}
 
 
 def open_source(spec: str) -> StoreSource:
@@ -49,25 +56,41 @@ def evaluate_all(probe: Probe, sources: list[tuple[str, FeatureSource]], *, cali
             for role, source in sources]
 
 
-def eval_sources(train: StoreSource | None, eval_specs: list[str]) -> list[tuple[str, StoreSource]]:
-    """(role, source): the training store's own test split first (when extracted), then each --eval."""
-    sources = []
+def eval_sources(train: StoreSource | None, eval_specs: list[str],
+                 methods: list[Method] = ()) -> tuple[list[tuple[str, StoreSource]], list[str]]:
+    """(role, source) pairs and notes: the training store's own test split first, then each --eval.
+
+    The test split is found, not asked for: it is used when it has what ``methods`` read, and
+    otherwise skipped with a note (an explicit --eval store that lacks a view is an error).
+    """
+    sources, notes = [], []
     test = train.test_split() if train is not None else None
     if test is not None:
-        sources.append(("source test", test))
+        try:
+            for method in methods:
+                test.require(method.views, heads=method.heads, loglik=method.loglik)
+            sources.append(("source test", test))
+        except UserError as missing:
+            notes.append(f"source test split skipped: {missing}")
     sources += [("eval", open_source(spec)) for spec in eval_specs]
-    return sources
+    return sources, notes
+
+
+def blas_threads(threads: int | None):
+    return threadpool_limits(threads) if threads else nullcontext()
 
 
 def fit_command(method: str, train_spec: str, layer: int | None = None, eval_specs: tuple[str, ...] = (),
                 out: str | Path | None = None, config: FitConfig = FitConfig(), *, calibration: str = "binned",
-                n_bootstrap: int = 1000) -> FitReport:
+                n_bootstrap: int = 1000, threads: int | None = DEFAULT_THREADS) -> FitReport:
     train = open_source(train_spec)
-    probe = fit_probe(method, train, layer, config)
-    sources = [("train (in-sample)", train), *eval_sources(train, list(eval_specs))]
-    rows = evaluate_all(probe, sources, calibration=calibration, n_bootstrap=n_bootstrap, seed=config.seed)
+    evals, notes = eval_sources(train, list(eval_specs), [get_method(method)])
+    with blas_threads(threads):
+        probe = fit_probe(method, train, layer, config)
+        rows = evaluate_all(probe, [("train (in-sample)", train), *evals], calibration=calibration,
+                            n_bootstrap=n_bootstrap, seed=config.seed)
     saved = save_probe(probe, out) if out else None
-    return FitReport(probe, rows, saved)
+    return FitReport(probe, rows, saved, notes)
 
 
 def eval_command(probe_path: str | Path, eval_specs: tuple[str, ...], *, calibration: str = "binned",
@@ -75,8 +98,8 @@ def eval_command(probe_path: str | Path, eval_specs: tuple[str, ...], *, calibra
     if not eval_specs:
         raise UserError("give at least one --eval STORE")
     probe = load_probe(probe_path)
-    return probe, evaluate_all(probe, eval_sources(None, list(eval_specs)), calibration=calibration,
-                               n_bootstrap=n_bootstrap, seed=seed)
+    sources, _ = eval_sources(None, list(eval_specs))
+    return probe, evaluate_all(probe, sources, calibration=calibration, n_bootstrap=n_bootstrap, seed=seed)
 
 
 def parse_sweep_layers(spec: str, available: list[int]) -> list[int]:
@@ -84,6 +107,8 @@ def parse_sweep_layers(spec: str, available: list[int]) -> list[int]:
 
     if not available:
         raise UserError("the training stores share no layer across the views these methods need")
+    if str(spec).strip().lower() == "all":
+        return list(available)  # every layer the stores hold, which need not be contiguous
     chosen = parse_layers(spec, max(available), model="these stores")
     missing = [layer for layer in chosen if layer not in available]
     if missing:
@@ -92,14 +117,18 @@ def parse_sweep_layers(spec: str, available: list[int]) -> list[int]:
 
 
 def sweep_command(methods_spec: str, train_spec: str, eval_specs: tuple[str, ...], out_dir: str | Path,
-                  layers_spec: str = "all", config: SweepConfig = SweepConfig()) -> tuple[SweepResult, Path, Path]:
+                  layers_spec: str = "all", config: SweepConfig = SweepConfig(),
+                  threads: int | None = DEFAULT_THREADS) -> tuple[SweepResult, Path, Path]:
     methods = parse_methods(methods_spec)
     train = open_source(train_spec)
-    evals = eval_sources(train, list(eval_specs))
+    evals, notes = eval_sources(train, list(eval_specs), methods)
     for method in methods:
         train.require(method.views, heads=method.heads, loglik=method.loglik)
     layers = parse_sweep_layers(layers_spec, sweep_layers(train, methods))
-    result = run_sweep(train, evals, methods, layers, config)
+    with blas_threads(threads):
+        result = run_sweep(train, evals, methods, layers, config)
+    result.notes = notes
+    from probes.plot import plot_sweep  # matplotlib only where a plot is drawn
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = write_csv(result.rows, out_dir / "sweep.csv")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from actstore.errors import UserError
 from probes.methods import FitConfig, Method, get_method
 from probes.metrics import Metrics, compute_metrics, fit_temperature
@@ -27,14 +25,19 @@ def check_layer(method: Method, source: FeatureSource, layer: int | None) -> Non
 
 def fit_probe(method_name: str, source: FeatureSource, layer: int | None = None,
               config: FitConfig = FitConfig()) -> Probe:
-    """Fit on ``source`` (its training labels only); temperature from the training margins."""
+    """Fit on ``source`` (its training labels only).
+
+    P(best) = sigmoid(margin / T): T = 1 where score differences are logits already (logreg,
+    zero-shot: log-likelihood ratio), else a Platt temperature fitted on the training margins.
+    """
     method = get_method(method_name)
     source.require(method.views, heads=method.heads, loglik=method.loglik)
     check_layer(method, source, layer)
-    scorer = method.fit(source, layer, config)
-    train_margins = source.labels.margins(scorer.score(source))
-    return Probe(method.name, scorer, fit_temperature(train_margins), provenance(source),
-                 {**config.as_dict(), "layer": layer})
+    probe = Probe(method.name, method.fit(source, layer, config), 1.0, provenance(source),
+                  {**config.as_dict(), "layer": layer})
+    margins = probe.margins(source)  # also checks that the training scores are finite
+    probe.temperature = 1.0 if method.natural_scale else fit_temperature(margins)
+    return probe
 
 
 def evaluate(probe: Probe, source: FeatureSource, *, calibration: str = "binned", n_bootstrap: int = 1000,

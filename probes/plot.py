@@ -8,13 +8,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_sweep(rows: list[dict], panels: list[str], path: str | Path, *, best: dict[str, int] | None = None,
                title: str = "") -> Path:
     """One panel per name in ``panels`` (the rows' ``eval`` column); a dot marks each method's chosen layer."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    columns = min(len(panels), 3)
+    columns = 2 if len(panels) == 4 else min(len(panels), 3)
     n_rows = -(-len(panels) // columns)
     figure, axes = plt.subplots(n_rows, columns, figsize=(5 * columns, 3.6 * n_rows), squeeze=False, sharey=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -32,6 +33,7 @@ def plot_sweep(rows: list[dict], panels: list[str], path: str | Path, *, best: d
         ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
         ax.set_title(panel, fontsize=10)
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if index % columns == 0:
             ax.set_ylabel("pairwise accuracy")

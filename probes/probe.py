@@ -31,7 +31,12 @@ class Probe:
         self.check_compatible(source)
         needs = self.scorer.needs()
         source.require(needs.views, heads=needs.heads, loglik=needs.loglik)
-        return np.asarray(self.scorer.score(source), dtype=np.float64)
+        scores = np.asarray(self.scorer.score(source), dtype=np.float64)
+        bad = int((~np.isfinite(scores)).sum())
+        if bad:
+            raise UserError(f"{source.name}: {bad} of {len(scores)} {self.method} scores are not finite "
+                            "(NaN or infinite activations or log-likelihoods in the store)")
+        return scores
 
     def margins(self, source: FeatureSource) -> np.ndarray:
         return source.labels.margins(self.score(source))
@@ -88,7 +93,10 @@ def load_probe(directory: str | Path) -> Probe:
         raise UserError(f"{config_path}: not valid JSON ({err})") from None
     if document.get("format") != PROBE_FORMAT or document.get("scorer") not in SCORERS:
         raise UserError(f"{config_path}: unknown probe format {document.get('format')!r} / scorer {document.get('scorer')!r}")
-    tensors = load_file(str(tensors_path)) if tensors_path.stat().st_size else {}
+    try:
+        tensors = load_file(str(tensors_path))
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise UserError(f"{tensors_path}: not a readable safetensors file ({err})") from None
     scorer = SCORERS[document["scorer"]].from_state(document["scorer_config"], tensors)
     return Probe(document["method"], scorer, float(document["temperature"]), document.get("trained_on", {}),
                  document.get("config", {}))

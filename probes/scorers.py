@@ -60,6 +60,9 @@ class LinearScorer:
     def needs(self) -> Needs:
         return Needs(self.feature.views, (self.layer,), heads=self.feature.site == "heads")
 
+    def describe(self) -> str:
+        return f"layer {self.layer}"
+
     def score(self, source: FeatureSource) -> np.ndarray:
         x = self.normalizer(self.feature.read(source, self.layer))
         return x.reshape(len(x), -1) @ self.direction.ravel()
@@ -91,6 +94,9 @@ class CCSScorer:
 
     def needs(self) -> Needs:
         return Needs(("yes", "no"), (self.layer,))
+
+    def describe(self) -> str:
+        return f"layer {self.layer}"
 
     def probabilities(self, source: FeatureSource) -> tuple[np.ndarray, np.ndarray]:
         p_yes = expit(self.normalize_yes(source.residual("yes", self.layer)) @ self.weight + self.bias)
@@ -135,6 +141,11 @@ class CosineScorer:
         return Needs(self.feature.views, tuple(sorted({layer for layer, _ in self.sites})),
                      heads=self.feature.site == "heads")
 
+    def describe(self) -> str:
+        if self.feature.site == "heads":
+            return "heads " + " ".join(f"{layer}.{head}" for layer, head in self.sites) + " (layer.head)"
+        return "layers " + ",".join(str(layer) for layer, _ in self.sites)
+
     def score(self, source: FeatureSource) -> np.ndarray:
         total = 0.0
         for layer in sorted({layer for layer, _ in self.sites}):
@@ -169,6 +180,9 @@ class LoglikScorer:
 
     def needs(self) -> Needs:
         return Needs(("plain",), loglik=True)
+
+    def describe(self) -> str:
+        return "stored log-likelihoods"
 
     def score(self, source: FeatureSource) -> np.ndarray:
         return source.loglik()

@@ -1,8 +1,9 @@
 """Where probes get activations: the sibling view stores of one dataset split, or arrays in memory.
 
-Extraction writes one store per view at ``ROOT/<model>/<dataset>/<split>.<view>.zarr``, so
-the views of a split are found from any one of them by swapping the ``.<view>.zarr`` suffix;
-explicit URLs (one per view) work too. A method asks a source for ``residual(view, layer)``,
+Extraction writes one store per view at ``ROOT/<model>/<dataset>/<split>[.limit<N>][.heads].<view>.zarr``
+(actstore/locations.py), so the views of a split are found from any one of them by swapping
+the ``.<view>.zarr`` suffix, its test split by swapping ``<split>`` (same extras), and its
+per-head store by adding ``.heads``; explicit URLs (one per view) work too. A method asks a source for ``residual(view, layer)``,
 ``heads(view, layer)`` or ``loglik()``; a store source reads each array once and keeps it
 until ``release()``, so a layer sweep reads every layer of every store exactly once.
 """
@@ -18,7 +19,7 @@ import numpy as np
 from actstore.errors import UserError
 from probes.labels import Labels
 
-STORE_NAME = re.compile(r"^(?P<prefix>.*?)(?P<split>[^/]+)\.(?P<view>[^./]+)\.zarr/?$")
+STORE_NAME = re.compile(r"^(?P<prefix>.*/)?(?P<split>[^/.]+)(?P<extras>(?:\.[^/.]+)*?)\.(?P<view>[^/.]+)\.zarr/?$")
 MODEL_KEYS = ("model_id", "model")
 
 
@@ -64,15 +65,21 @@ def extract_command(meta: dict, views: tuple[str, ...] | list[str], *, heads: bo
     model = meta.get("model") or meta.get("model_id") or "MODEL"
     command = (f"actstore extract --model {model} --dataset {meta.get('dataset', 'DATASET')} "
                f"--split {meta.get('split', 'SPLIT')} --views {','.join(views)}")
-    return command + (" --site heads" if heads else "")
+    if meta.get("limit"):
+        command += f" --limit {meta['limit']}"
+    return command + (" --site heads" if heads or meta.get("site") == "heads" else "")
 
 
-def sibling_url(url: str, *, view: str | None = None, split: str | None = None) -> str | None:
-    """``url`` with its view and/or split swapped, or None when the name is not ``<split>.<view>.zarr``."""
+def sibling_url(url: str, *, view: str | None = None, split: str | None = None, heads: bool = False) -> str | None:
+    """``url`` with its view and/or split swapped (``heads``: the ``--site heads`` store), or None
+    when the name is not ``<split>[.extras].<view>.zarr``."""
     match = STORE_NAME.match(str(url))
     if not match:
         return None
-    return f"{match['prefix']}{split or match['split']}.{view or match['view']}.zarr"
+    extras = match["extras"]
+    if heads and "heads" not in extras.split("."):
+        extras += ".heads"
+    return f"{match['prefix'] or ''}{split or match['split']}{extras}.{view or match['view']}.zarr"
 
 
 def _find(url: str):
@@ -109,6 +116,10 @@ class StoreSource(FeatureSource):
         self.primary_url = urls[0]
         self.meta = dict(self._stores[next(iter(self._stores))].meta)
         self.labels = Labels.from_sequences(self._sequences(next(iter(self._stores))))
+        try:
+            self.labels.pairs
+        except ValueError as err:
+            raise UserError(f"{self.primary_url}: {err}") from None
         self._cache: dict[tuple, np.ndarray] = {}
 
     def _add(self, view: str, url: str, store) -> None:
@@ -146,15 +157,27 @@ class StoreSource(FeatureSource):
         self._add(view, url, store)
         return True
 
+    def _try_heads_store(self, view: str) -> bool:
+        """Switch ``view`` to its ``--site heads`` store (same sequences, plus per-head outputs) if one exists."""
+        url = sibling_url(self._urls[view], heads=True)
+        store = _find(url) if url and url != self._urls[view] else None
+        if store is None or "heads" not in store.group:
+            return False
+        _check_siblings(self._stores[view], store)
+        self._stores[view], self._urls[view] = store, url
+        self._cache.clear()
+        return True
+
     def require(self, views: tuple[str, ...], *, heads: bool = False, loglik: bool = False) -> None:
         missing = [v for v in views if v not in self._stores and not self._try_sibling(v)]
         if missing:
             where = sibling_url(self.primary_url, view=missing[0])
-            looked = f"looked for {where}" if where else f"{self.primary_url} is not named <split>.<view>.zarr, so pass each view's store explicitly"
+            looked = (f"looked for {where}" if where else
+                      f"{self.primary_url} is not named <split>.<view>.zarr, so pass each view's store explicitly")
             raise UserError(f"{self.name}: missing view(s) {','.join(missing)} ({looked}); add them with: "
                             f"{extract_command(self.meta, missing)}")
         if heads:
-            lacking = [v for v in views if "heads" not in self._stores[v].group]
+            lacking = [v for v in views if "heads" not in self._stores[v].group and not self._try_heads_store(v)]
             if lacking:
                 raise UserError(f"{self.name}: view(s) {','.join(lacking)} extracted without per-head activations; "
                                 f"add them with: {extract_command(self.meta, lacking, heads=True)}")

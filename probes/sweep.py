@@ -49,6 +49,7 @@ class SweepResult:
     best: list[BestLayer]
     eval_names: list[str]  # panels, in order: validation first
     seconds: float
+    notes: list[str] = field(default_factory=list)
 
 
 def check_sweepable(methods: list[Method]) -> None:

@@ -40,14 +40,15 @@ class Planted:
 
 
 def planted(*, n_examples: int = 120, n_responses: int = 3, hidden: int = 24, layers: tuple[int, ...] = (0, 1, 2, 3),
-            signal_layers: tuple[int, ...] | None = None, strength: float = 3.0, noise: float = 1.0,
+            signal_layers: tuple[int, ...] | None = None, strength: float | dict[int, float] = 3.0, noise: float = 1.0,
             views: tuple[str, ...] = ("plain", "yes", "no", "stim"), n_heads: int = 0, head_dim: int = 4,
             signal_heads: tuple[tuple[int, int], ...] = (), seed: int = 0, model: str = "synthetic-model",
             dataset: str = "planted", split: str = "train", direction: np.ndarray | None = None) -> Planted:
     """Sequences ordered by example then response; the best response sits at a random position.
 
     Every sequence shares a large per-example offset (as real prompts do). On signal layers the
-    ``plain``/``stim`` activation of a preferred response is shifted by ``strength`` along the
+    ``plain``/``stim`` activation of a preferred response is shifted by ``strength`` (or
+    ``strength[layer]``, a dict giving each signal layer its own) along the
     planted direction; the ``yes``/``no`` views carry +-strength/2 along it with opposite signs
     (truth t = +1 for preferred, -1 otherwise), so their contrast h_yes - h_no holds t*strength.
     """
@@ -62,13 +63,17 @@ def planted(*, n_examples: int = 120, n_responses: int = 3, hidden: int = 24, la
     if direction is None:
         direction = rng.standard_normal(hidden)
     direction = np.asarray(direction, dtype=np.float64) / np.linalg.norm(direction)
-    signal_layers = tuple(layers if signal_layers is None else signal_layers)
+    if isinstance(strength, dict):
+        signal_layers, strength_of = tuple(strength), dict(strength)
+    else:
+        signal_layers = tuple(layers if signal_layers is None else signal_layers)
+        strength_of = {layer: strength for layer in signal_layers}
 
     residual: dict[str, dict[int, np.ndarray]] = {view: {} for view in views}
     for layer in layers:
         offset = 5.0 * rng.standard_normal((n_examples, hidden))[example]
         shared = offset + noise * rng.standard_normal((n, hidden))
-        on = strength if layer in signal_layers else 0.0
+        on = strength_of.get(layer, 0.0)
         for view in views:
             own = noise * rng.standard_normal((n, hidden))
             if view in ("yes", "no"):
@@ -92,7 +97,7 @@ def planted(*, n_examples: int = 120, n_responses: int = 3, hidden: int = 24, la
                     if signal_layer == layer:
                         shift = truth if view in ("yes", "no") else preferred.astype(np.float64)
                         sign = -0.5 if view == "no" else (0.5 if view == "yes" else 1.0)
-                        value[:, head] += sign * strength * shift[:, None] * head_direction[head]
+                        value[:, head] += sign * strength_of.get(layer, 3.0) * shift[:, None] * head_direction[head]
                 heads[view][layer] = value.astype(np.float32)
 
     loglik = (-20.0 + 2.0 * preferred + rng.standard_normal(n)).astype(np.float64)
@@ -102,12 +107,14 @@ def planted(*, n_examples: int = 120, n_responses: int = 3, hidden: int = 24, la
                    tuple(signal_heads))
 
 
-def store_url(root: str | Path, model: str, dataset: str, split: str, view: str) -> str:
-    return f"{root}/{model}/{dataset}/{split}.{view}.zarr"
+def store_url(root: str | Path, model: str, dataset: str, split: str, view: str, extras: str = "") -> str:
+    """The extraction layout; ``extras`` e.g. ".heads" or ".limit10.heads" (actstore/locations.py)."""
+    return f"{root}/{model}/{dataset}/{split}{extras}.{view}.zarr"
 
 
 def write_stores(data: Planted, root: str | Path, *, views: tuple[str, ...] | None = None,
-                 with_heads: bool = True, block_size: int = 128, dtype: str = "float32") -> dict[str, str]:
+                 with_heads: bool = True, block_size: int = 128, dtype: str = "float32",
+                 extras: str = "") -> dict[str, str]:
     """Write each view as a complete store in the extraction layout; returns {view: url}."""
     urls = {}
     layers = tuple(sorted(next(iter(data.residual.values()))))
@@ -119,7 +126,7 @@ def write_stores(data: Planted, root: str | Path, *, views: tuple[str, ...] | No
             _, n_heads, head_dim = next(iter(head_arrays.values())).shape
         layout = StoreLayout(n_sequences=n, layers=layers, hidden_size=hidden, dtype=dtype, block_size=block_size,
                              n_heads=n_heads, head_dim=head_dim, with_loglik=view == "plain", compressor=None)
-        url = store_url(root, data.meta["model"], data.meta["dataset"], data.meta["split"], view)
+        url = store_url(root, data.meta["model"], data.meta["dataset"], data.meta["split"], view, extras)
         store = create_store(url, layout, {"example": data.example, "response": data.response, "score": data.score},
                              {**data.meta, "view": view})
         residual = np.stack([data.residual[view][layer] for layer in layers])

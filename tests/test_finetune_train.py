@@ -145,7 +145,7 @@ def test_lora_adapter_itself_is_trained(toy_data, tmp_path):
 def test_training_is_reproducible_with_seed(toy_data, tmp_path):
     a = train_reward_model(toy_config(toy_data, tmp_path / "a", steps=4), progress=False)
     b = train_reward_model(toy_config(toy_data, tmp_path / "b", steps=4), progress=False)
-    assert a.losses == b.losses
+    assert a.losses == pytest.approx(b.losses, abs=1e-6)  # bitwise on CPU; GPU kernels may reorder sums
 
 
 def test_limit_and_default_steps(toy_data, tmp_path):

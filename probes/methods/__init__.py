@@ -18,6 +18,7 @@ class Method:
     per_layer: bool = True  # False: the method picks its own layers/heads (no --layer)
     heads: bool = False  # needs per-head activations (extract with --site heads)
     loglik: bool = False
+    natural_scale: bool = False  # score differences are already logits: temperature 1, no Platt fit
     summary: str = ""
 
 
@@ -28,9 +29,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            summary="GENIES lat_stim: mass-mean on the stim view, top-k layers, cosine scoring"),
     Method("ccs", ("yes", "no"), ccs.fit, summary="contrast-consistent search (unsupervised; sign from train labels)"),
     Method("cra", ("yes", "no"), cra.fit, summary="contrastive representation arithmetic: mass-mean of h_yes - alpha h_no"),
-    Method("logreg", ("plain",), logreg.fit, summary="L2 logistic regression on paired differences (scikit-learn)"),
+    Method("logreg", ("plain",), logreg.fit, natural_scale=True,
+           summary="L2 logistic regression on paired differences (scikit-learn)"),
     Method("random", ("plain",), random_direction.fit, summary="a seeded random direction (baseline)"),
-    Method("zero-shot", ("plain",), zero_shot.fit, per_layer=False, loglik=True,
+    Method("zero-shot", ("plain",), zero_shot.fit, per_layer=False, loglik=True, natural_scale=True,
            summary="total log-likelihood of response + EOS given the prompt"),
     Method("mms-heads", ("plain",), heads.fit_mms, per_layer=False, heads=True,
            summary="GENIES mms: mass-mean on per-head outputs, top-k heads, cosine scoring"),

@@ -27,19 +27,20 @@ def ccs_losses(p_yes: np.ndarray, p_no: np.ndarray) -> np.ndarray:
 
 def _objective(x_yes: np.ndarray, x_no: np.ndarray, restarts: int, l2: float):
     n, d = x_yes.shape
+    stacked = np.concatenate([x_yes, x_no])  # one product per direction serves both views and all restarts
 
     def value_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
         weight = theta[: d * restarts].reshape(d, restarts).astype(np.float32)
         bias = theta[d * restarts:].astype(np.float32)
-        p_yes, p_no = expit(x_yes @ weight + bias), expit(x_no @ weight + bias)
+        p = expit(stacked @ weight + bias)
+        p_yes, p_no = p[:n], p[n:]
         inconsistency, smaller = p_yes + p_no - 1.0, np.minimum(p_yes, p_no)
         # d loss / d logit, for each view: the min term only flows into the smaller probability.
-        grad_yes = (2 * inconsistency + 2 * smaller * (p_yes <= p_no)) * (p_yes * (1 - p_yes) / n)
-        grad_no = (2 * inconsistency + 2 * smaller * (p_no < p_yes)) * (p_no * (1 - p_no) / n)
+        grad = np.concatenate([2 * inconsistency + 2 * smaller * (p_yes <= p_no),
+                               2 * inconsistency + 2 * smaller * (p_no < p_yes)]) * (p * (1 - p) / n)
         loss = ccs_losses(p_yes, p_no).sum() + 0.5 * l2 * float((weight.astype(np.float64) ** 2).sum())
-        grad_weight = x_yes.T @ grad_yes + x_no.T @ grad_no + l2 * weight
-        grad_bias = grad_yes.sum(axis=0) + grad_no.sum(axis=0)
-        return float(loss), np.concatenate([grad_weight.ravel(), grad_bias]).astype(np.float64)
+        grad_weight = stacked.T @ grad + l2 * weight
+        return float(loss), np.concatenate([grad_weight.ravel(), grad.sum(axis=0)]).astype(np.float64)
 
     return value_and_gradient
 
@@ -52,7 +53,7 @@ def train_ccs(x_yes: np.ndarray, x_no: np.ndarray, config: FitConfig) -> tuple[n
     bound = 1.0 / np.sqrt(d)  # torch.nn.Linear's default initialisation range
     start = np.random.default_rng(config.seed).uniform(-bound, bound, d * restarts + restarts)
     result = minimize(_objective(x_yes, x_no, restarts, config.ccs_l2), start, jac=True, method="L-BFGS-B",
-                      options={"maxiter": config.ccs_max_iter})
+                      options={"maxiter": config.ccs_max_iter, "ftol": 1e-7})
     weight = result.x[: d * restarts].reshape(d, restarts).astype(np.float32)
     bias = result.x[d * restarts:].astype(np.float32)
     losses = ccs_losses(expit(x_yes @ weight + bias), expit(x_no @ weight + bias))

@@ -19,7 +19,7 @@ class FitConfig:
     val_fraction: float = 0.3  # train-internal validation split that picks layers / heads
     logreg_c: float = 1.0  # inverse L2 strength of logreg
     ccs_restarts: int = 10
-    ccs_max_iter: int = 200  # L-BFGS iterations (all restarts optimised jointly)
+    ccs_max_iter: int = 100  # L-BFGS iterations (all restarts optimised jointly)
     ccs_l2: float = 1e-3  # keeps the weights finite when the contrast pairs are separable
 
     def as_dict(self) -> dict:

@@ -8,6 +8,7 @@ the direction. Only its sign comes from the training labels.
 from __future__ import annotations
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from probes.methods.common import FitConfig, label_sign, pair_differences
 from probes.normalize import Normalizer
@@ -18,7 +19,10 @@ from probes.sources import FeatureSource
 def first_principal_component(rows: np.ndarray) -> np.ndarray:
     centred = np.asarray(rows, dtype=np.float64)
     centred = centred - centred.mean(axis=0)
-    _, vectors = np.linalg.eigh(centred.T @ centred)  # d x d is cheaper than the SVD of (pairs x d)
+    # The d x d eigenproblem is cheaper than the SVD of (pairs x d). One BLAS thread: LAPACK's many
+    # small steps make multi-threaded BLAS crawl (seconds instead of 0.1 s) when cores are shared.
+    with threadpool_limits(1):
+        _, vectors = np.linalg.eigh(centred.T @ centred)
     return vectors[:, -1].astype(np.float32)
 
 
