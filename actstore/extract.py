@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 from actstore.batching import PADDING_SIDES
+from actstore.compute_dtype import COMPUTE_DTYPES, resolve_compute_dtype, torch_dtype
 from actstore.data import Split, load_split, resolve_data_dir, split_path
 from actstore.errors import UserError
 from actstore.layers import needs_full_depth, parse_layers
@@ -36,7 +37,8 @@ class ExtractConfig:
     views: tuple[str, ...] = ("plain",)
     layers: str = "all"  # see actstore.layers.parse_layers
     limit: int | None = None  # first N examples of each split
-    dtype: str = "float16"  # storage dtype; the model always computes in float32 here
+    dtype: str = "float16"  # storage dtype
+    compute_dtype: str = "auto"  # the model's dtype; auto: bfloat16 where the device runs it natively, else float32
     site: str = "residual"  # "heads" adds per-head attention outputs
     out: str | None = None  # store root (directory or fsspec URL); default: the per-user store root
     data_dir: str | None = None
@@ -52,6 +54,8 @@ class ExtractConfig:
     def __post_init__(self):
         if self.dtype not in STORAGE_DTYPES:
             raise UserError(f"unknown --dtype {self.dtype!r} (choose {' or '.join(STORAGE_DTYPES)})")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise UserError(f"unknown --compute-dtype {self.compute_dtype!r} (choose {', '.join(COMPUTE_DTYPES)})")
         if self.site not in SITES:
             raise UserError(f"unknown --site {self.site!r} (choose {' or '.join(SITES)})")
         for name in ("batch_tokens", "block_size", "limit"):
@@ -98,8 +102,8 @@ class StoreResult:
 class ModelOnDemand:
     """Loads the model the first time a store needs it (or wraps one already loaded)."""
 
-    def __init__(self, name: str, device: str | None, loaded: LoadedModel | None = None):
-        self.name, self.device, self._loaded = name, device, loaded
+    def __init__(self, name: str, device: str | None, loaded: LoadedModel | None = None, compute_dtype: str = "float32"):
+        self.name, self.device, self._loaded, self.compute_dtype = name, device, loaded, compute_dtype
 
     @property
     def is_loaded(self) -> bool:
@@ -112,7 +116,7 @@ class ModelOnDemand:
             from actstore.models import load_model
 
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            self._loaded = load_model(self.name, dtype=torch.float32, device=device)
+            self._loaded = load_model(self.name, dtype=torch_dtype(self.compute_dtype), device=device)
         return self._loaded
 
 
@@ -123,7 +127,8 @@ def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_resu
     for dataset in config.datasets:  # unknown datasets and splits fail before the long work starts
         for split in config.splits:
             split_path(data_dir, dataset, split)
-    model = ModelOnDemand(config.model, config.device, loaded)
+    config = replace(config, compute_dtype=concrete_compute_dtype(config, loaded))
+    model = ModelOnDemand(config.model, config.device, loaded, config.compute_dtype)
     results = []
     for dataset in config.datasets:
         for split_name in config.splits:
@@ -135,6 +140,16 @@ def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_resu
                 if on_result:
                     on_result(result)
     return results
+
+
+def concrete_compute_dtype(config: ExtractConfig, loaded: LoadedModel | None) -> str:
+    """``auto`` resolved for the device; a model passed in already computes in its own dtype."""
+    if loaded is None:
+        return resolve_compute_dtype(config.compute_dtype, config.device)
+    own = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+    if config.compute_dtype not in ("auto", own):
+        raise UserError(f"the model passed in computes in {own}, not the requested --compute-dtype {config.compute_dtype}")
+    return own
 
 
 def extract_store(config: ExtractConfig, model: ModelOnDemand, split: Split, table: SequenceTable, view: View) -> StoreResult:
@@ -173,6 +188,7 @@ def store_identity(config: ExtractConfig, split: Split, view: View, model_id: st
         "view_appends_eos": view.append_eos,
         "layers": list(layers),
         "dtype": config.dtype,
+        "compute_dtype": config.compute_dtype,
         "site": config.site,
         "limit": config.limit,
         "skip_bad": config.skip_bad,
@@ -256,7 +272,7 @@ def _attributes(config: ExtractConfig, loaded: LoadedModel, split: Split, view: 
         "config": {
             "batch_tokens": config.batch_tokens,
             "padding_side": config.padding_side,
-            "compute_dtype": "float32",
+            "compute_dtype": config.compute_dtype,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
         },

@@ -21,12 +21,16 @@ from actstore.locations import store_url
 from actstore.paths import default_store_root
 from genies.generalization import NOT_A_CAPABILITY, UNTRAINED, ZERO_SHOT
 from manifests import Shift
+from probes.methods import METHODS as PROBE_METHODS
 
-# How each method gets its scores. Probes read stores of these views; live methods run the model.
+# How each method gets its scores. Probes read residual stores of the views the probe registry
+# names (per-head methods need `--site heads` stores, which the runner does not extract); live
+# methods run the model.
 PROBE_VIEWS: dict[str, tuple[str, ...]] = {
-    "mms": ("plain",), "lat": ("plain",), "lat-stim": ("stim",), "ccs": ("yes", "no"), "cra": ("yes", "no"),
-    "logreg": ("plain",), "random": ("plain",),
+    name: method.views for name, method in PROBE_METHODS.items() if name != ZERO_SHOT and not method.heads
 }
+# Methods that choose their own layers (lat-stim): fitted without --layer, so no layer tag either.
+FIXED_LAYER_METHODS = frozenset(name for name in PROBE_VIEWS if not PROBE_METHODS[name].per_layer)
 STORE_BASELINES = frozenset({ZERO_SHOT})  # scored from the plain store's log-likelihoods
 LIVE_TRAINED = frozenset({"lora", "prompt-tuning"})  # finetune train, then finetune eval
 LIVE_UNTRAINED = frozenset({"few-shot"})  # its "training set" gives the shots
@@ -238,7 +242,7 @@ def build_plan(config: RunConfig, shifts: list[Shift], done: DoneChecks) -> Plan
 
 def layer_tag(config: RunConfig, method: str) -> str:
     """Probe fits and evaluations depend on the layer choice; zero-shot and live methods do not."""
-    return config.layer_tag if method in PROBE_VIEWS else ""
+    return config.layer_tag if method in PROBE_VIEWS and method not in FIXED_LAYER_METHODS else ""
 
 
 RESULT_SETTINGS = ("model", "limit", "seed", "data_dir")

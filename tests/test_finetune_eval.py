@@ -18,7 +18,7 @@ from finetune.evaluate import evaluate_reward_model, reward_scores
 from finetune.reward_model import AdapterSettings, new_reward_model
 from finetune.sequences import encode_examples
 from finetune.train import TrainConfig, train_reward_model
-from probes.metrics import compute_metrics, pair_margins
+from probes.metrics import compute_metrics, pair_indices, pair_margins
 from test_finetune_train import learnable_examples
 
 TOY = [
@@ -119,9 +119,8 @@ def test_trained_model_evaluates_over_all_pairs(tmp_path):
     result = evaluate_reward_model(tmp_path / "run", "learnable", data_dir=str(data), split="test")
     assert result.metrics.n_pairs == 2 * 10 and result.metrics.n_examples == 10
     assert result.metrics.accuracy >= 0.9  # both dispreferred responses of every example, not only the trained one
-    expected = compute_metrics(pair_margins(result.scores, result.example, result.is_best),
-                               pair_example=result.example[result.is_best.nonzero()[0][np.searchsorted(
-                                   result.example[result.is_best], result.example[~result.is_best])]])
+    best, _ = pair_indices(result.example, result.is_best)
+    expected = compute_metrics(pair_margins(result.scores, result.example, result.is_best), pair_example=result.example[best])
     assert result.metrics == expected
 
 

@@ -1,0 +1,151 @@
+"""`genies run`: plan, print the plan, execute it with progress, then results.csv + report.md.
+
+Everything lives in RUN_DIR (fits/, evaluations/, sweeps/, results.csv, report.md, run.json)
+except the activation stores, which are shared under the store root. A second identical run
+finds every evaluation done, so it neither loads the model nor extracts nor fits.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from actstore.errors import UserError
+from genies.evaluations import filesystem_checks, load_evaluation
+from genies.generalization import ResultRow, result_rows
+from genies.plan import (LIVE_UNTRAINED, PROBE_VIEWS, RESULT_SETTINGS, Plan, RunConfig, build_plan, check_reusable,
+                         training_set_for)
+from genies.report import RUN_INFO_FILE, Report, read_run_info, write_report
+from genies.results_csv import RESULTS_FILE, write_results
+from genies.steps import ChosenLayer, LazyModel, extract_stores, fit_probes, run_evaluations, train_live
+from manifests import load_manifest
+
+SWEEPS_DIR = "sweeps"  # per training set: the layer sweep that chose each method's layer
+MIXED_DATA_DIR = "mixed-data"  # --mix-target: mixed training distributions for live methods
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    plan_lines: list[str]
+    rows: list[ResultRow]
+    report: Report
+    stores_extracted: int
+    fits_run: int
+    evaluations_run: int
+    model_loads: int
+    wall_seconds: float
+    chosen_layers: list[ChosenLayer] = field(default_factory=list)
+
+    @property
+    def reused_everything(self) -> bool:
+        return not (self.stores_extracted or self.fits_run or self.evaluations_run or self.model_loads)
+
+    @property
+    def results_path(self) -> Path:
+        return self.run_dir / RESULTS_FILE
+
+
+def resolve_config(config: RunConfig) -> RunConfig:
+    """`--shifts demo` reads the bundled demo data unless told otherwise."""
+    if config.shifts == "demo" and config.data_dir is None:
+        return replace(config, data_dir="demo")
+    return config
+
+
+def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callable[[str], None] = print,
+                  progress: bool | None = None) -> RunSummary:
+    started, started_at = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
+    config = resolve_config(config)
+    if config.mix_target and any(m in LIVE_UNTRAINED for m in config.methods):
+        raise UserError("few-shot takes its shots from one distribution; run it without --mix-target")
+    shifts = load_manifest(config.shifts)
+    out = Path(config.out)
+    check_reusable(read_run_info(out), config)
+    _write_run_info(out, config, command, started_at, {})  # settings first, so a crashed run is not mixed with others
+
+    plan = build_plan(config, shifts, filesystem_checks())
+    plan_lines = plan.summary_lines()
+    for line in plan_lines:
+        log(line)
+    work = _execute(plan, out, log, sys.stderr.isatty() if progress is None else progress)
+
+    evaluations = [load_evaluation(step.path) for step in plan.evaluations]
+    rows = result_rows(shifts, evaluations, config.methods,
+                       training_set=lambda shift: training_set_for(shift, config.mix_target).name)
+    write_results(out / RESULTS_FILE, rows)
+    wall = time.perf_counter() - started
+    _write_run_info(out, config, command, started_at, {**work.record(), "wall_time_s": round(wall, 1)})
+    report = write_report(out)
+    if not (plan.stores_to_extract or plan.fits_to_run or plan.evaluations_to_run):
+        log(f"reused everything: no model loaded, no extraction, no fitting ({wall:.1f}s)")
+    log(f"wrote {out / RESULTS_FILE} ({len(rows)} rows) and {report.path} in {wall:.1f}s")
+    return RunSummary(out, plan_lines, rows, report, work.stores, work.fits, work.evaluations, work.model_loads, wall,
+                      work.chosen_layers)
+
+
+@dataclass
+class Work:
+    stores: int = 0
+    fits: int = 0
+    evaluations: int = 0
+    model_loads: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    chosen_layers: list[ChosenLayer] = field(default_factory=list)
+
+    def record(self) -> dict:
+        return {"stores_extracted": self.stores, "fits_run": self.fits, "evaluations_run": self.evaluations,
+                "model_loads": self.model_loads, "phase_seconds": {k: round(v, 1) for k, v in self.seconds.items()},
+                "chosen_layers": [vars(c) for c in self.chosen_layers]}
+
+
+def _execute(plan: Plan, out: Path, log: Callable[[str], None], progress: bool) -> Work:
+    config, work = plan.config, Work()
+    model = LazyModel(config.model, log)
+
+    def phase(name: str, action: Callable[[], object]) -> None:
+        began = time.perf_counter()
+        action()
+        work.seconds[name] = time.perf_counter() - began
+        log(f"  {name} done in {work.seconds[name]:.1f}s")
+
+    if plan.stores_to_extract:
+        phase("extraction", lambda: extract_stores(config, plan.stores_to_extract, model, log, progress=progress))
+        work.stores = len(plan.stores_to_extract)
+    probe_fits = [f for f in plan.fits_to_run if f.method in PROBE_VIEWS]
+    live_fits = [f for f in plan.fits_to_run if f.live]
+    if probe_fits:
+        phase("probe fitting", lambda: work.chosen_layers.extend(fit_probes(config, probe_fits, out / SWEEPS_DIR, log)))
+    if live_fits:
+        phase("live training", lambda: train_live(config, live_fits, out / MIXED_DATA_DIR, log))
+    work.fits = len(probe_fits) + len(live_fits)
+    if plan.evaluations_to_run:
+        fits = {(f.method, f.training): f.path for f in plan.fits}
+        phase("evaluation", lambda: run_evaluations(config, plan.evaluations_to_run, fits, log))
+        work.evaluations = len(plan.evaluations_to_run)
+    work.model_loads = model.load_count
+    return work
+
+
+def _write_run_info(out: Path, config: RunConfig, command: str | None, started_at: str, work: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    info = {
+        "command": command or "",
+        "model": config.model,
+        "manifest": config.shifts,
+        "methods": list(config.methods),
+        "layer": config.layer,
+        "mix_target": config.mix_target,
+        "store_root": config.resolved_store_root,
+        "started_at": started_at,
+        **{name: getattr(config, name) for name in RESULT_SETTINGS},
+        **work,
+    }
+    tmp = out / (RUN_INFO_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(out / RUN_INFO_FILE)

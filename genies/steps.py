@@ -1,0 +1,220 @@
+"""Executing the plan's steps: extract stores, fit probes (choosing layers on source validation
+data), train live reward models, and evaluate. genies/runner.py orders and reports them.
+
+Module attributes (``models.load_model``, ``extraction.extract``) are looked up at call time, so
+a test can make any model work fail loudly.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import actstore.extract as extraction
+import actstore.models as models
+from actstore.errors import UserError
+from actstore.locations import store_url
+from genies.evaluations import evaluation_from_metrics, save_evaluation
+from genies.generalization import Evaluation
+from genies.mixing import MixedSource, write_mixed_distribution
+from genies.plan import (EVAL_SPLIT, FIXED_LAYER_METHODS, LIVE_TRAINED, LIVE_UNTRAINED, PROBE_VIEWS,
+                         STORE_BASELINES, TRAIN_SPLIT, EvalStep, FitStep, RunConfig, StoreStep, TrainingSet)
+from probes.fitting import evaluate, fit_probe
+from probes.methods import FitConfig, get_method
+from probes.probe import Probe, load_probe, save_probe
+from probes.sources import FeatureSource, StoreSource
+from probes.sweep import CSV_COLUMNS, SweepConfig, run_sweep, sweep_layers
+
+Log = Callable[[str], None]
+N_BOOTSTRAP = 200  # evaluations keep accuracy, AUROC, Brier and calibration; the CI is not reported
+
+
+class LazyModel:
+    """The language model, loaded the first time a store needs it and at most once per run."""
+
+    def __init__(self, name: str, log: Log):
+        self.name, self.log, self.loaded, self.load_count = name, log, None, 0
+
+    def get(self):
+        if self.loaded is None:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            self.log(f"loading model {self.name} on {device}")
+            self.loaded = models.load_model(self.name, dtype=torch.float32, device=device)
+            self.load_count += 1
+        return self.loaded
+
+
+def extract_stores(config: RunConfig, steps: list[StoreStep], model: LazyModel, log: Log, *,
+                   progress: bool = False) -> None:
+    """One extraction per (dataset, split), all its missing views at once (they share tokenization)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for step in steps:
+        groups.setdefault((step.dataset, step.split), []).append(step.view)
+    for index, ((dataset, split), views) in enumerate(groups.items(), start=1):
+        log(f"[extract {index}/{len(groups)}] {dataset}/{split} views {','.join(views)}")
+        results = extraction.extract(
+            extraction.ExtractConfig(model=config.model, datasets=(dataset,), splits=(split,), views=tuple(views),
+                                     layers="all", limit=config.limit, out=config.resolved_store_root,
+                                     data_dir=config.data_dir, progress=progress),
+            loaded=model.get())
+        for result in results:
+            rate = f", {result.sequences_per_second:.1f} seq/s" if result.sequences_per_second else ""
+            log(f"    {result.view}: {result.status}, {result.n_sequences} sequences in {result.seconds:.1f}s{rate}")
+
+
+class Sources:
+    """Store sources by (dataset, split), opened once per phase and released together."""
+
+    def __init__(self, config: RunConfig):
+        self.config, self._open = config, {}
+
+    def get(self, dataset: str, split: str, views: tuple[str, ...]) -> StoreSource:
+        key = (dataset, split, views)
+        if key not in self._open:
+            urls = [store_url(self.config.resolved_store_root, self.config.model, dataset, split, view,
+                              limit=self.config.limit) for view in views]
+            self._open[key] = StoreSource(urls)
+        return self._open[key]
+
+    def training(self, training: TrainingSet, views: tuple[str, ...]) -> FeatureSource:
+        source = self.get(training.dataset, TRAIN_SPLIT, views)
+        if not training.mixed_with:
+            return source
+        target = self.get(training.mixed_with, TRAIN_SPLIT, views)
+        return MixedSource(source, target, training.n_mixed, self.config.seed)
+
+    def release(self) -> None:
+        for source in self._open.values():
+            source.release()
+        self._open.clear()
+
+
+@dataclass(frozen=True)
+class ChosenLayer:
+    method: str
+    training: str
+    layer: int
+    validation_accuracy: float
+
+
+def fit_probes(config: RunConfig, steps: list[FitStep], sweeps_dir: Path, log: Log) -> list[ChosenLayer]:
+    """Fit every probe step; with ``--layer best`` one sweep per training set picks each method's
+    layer on a validation split carved from that training set (never from any test split)."""
+    by_training: dict[TrainingSet, list[FitStep]] = {}
+    for step in steps:
+        by_training.setdefault(step.training, []).append(step)
+    chosen: list[ChosenLayer] = []
+    sources = Sources(config)
+    for index, (training, group) in enumerate(by_training.items(), start=1):
+        log(f"[fit {index}/{len(by_training)}] {', '.join(s.method for s in group)} on {training.name}")
+        views = tuple(dict.fromkeys(v for s in group for v in PROBE_VIEWS[s.method]))
+        train = sources.training(training, views)
+        layers = _layers(config, training, group, train, sweeps_dir, chosen, log)
+        for step in group:
+            probe = fit_probe(step.method, train, layers.get(step.method), _fit_config(config))
+            save_probe(probe, step.path)
+        sources.release()
+    return chosen
+
+
+def _fit_config(config: RunConfig) -> FitConfig:
+    return FitConfig(seed=config.seed)
+
+
+def _layers(config: RunConfig, training: TrainingSet, group: list[FitStep], train: FeatureSource, sweeps_dir: Path,
+            chosen: list[ChosenLayer], log: Log) -> dict[str, int | None]:
+    per_layer = [s.method for s in group if s.method not in FIXED_LAYER_METHODS]
+    layers: dict[str, int | None] = {s.method: None for s in group}
+    if config.layer != "best":
+        return {**layers, **{m: int(config.layer) for m in per_layer}}
+    if not per_layer:
+        return layers
+    methods = [get_method(m) for m in per_layer]
+    sweep = run_sweep(train, [], methods, sweep_layers(train, methods),
+                      SweepConfig(fit=_fit_config(config), seed=config.seed))
+    write_sweep_csv(sweep.rows, sweeps_dir / f"{training.name}.csv")
+    for best in sweep.best:
+        layers[best.method] = best.layer
+        chosen.append(ChosenLayer(best.method, training.name, best.layer, best.validation_accuracy))
+    log("    best layers (source validation): " + ", ".join(f"{b.method} {b.layer} ({b.validation_accuracy:.3f})"
+                                                         for b in sweep.best) + f" in {sweep.seconds:.1f}s")
+    return layers
+
+
+def write_sweep_csv(rows: list[dict], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    return path
+
+
+def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, log: Log) -> None:
+    """LoRA / prompt-tuning reward models via finetune (which loads the model for itself)."""
+    from finetune.train import TrainConfig, train_reward_model
+
+    for index, step in enumerate(steps, start=1):
+        log(f"[train {index}/{len(steps)}] {step.method} on {step.training.name}")
+        dataset, data_dir, limit = _live_training_data(config, step.training, mixed_data_dir)
+        result = train_reward_model(TrainConfig(method=step.method, model=config.model, dataset=dataset,
+                                                data_dir=data_dir, out=str(step.path), limit=limit, seed=config.seed),
+                                    progress=False)
+        log(f"    {result.steps} steps, loss {result.mean_loss('first'):.3f} -> {result.mean_loss('last'):.3f}, "
+            f"{result.total_seconds:.0f}s")
+
+
+def _live_training_data(config: RunConfig, training: TrainingSet, mixed_data_dir: Path) -> tuple[str, str | None, int | None]:
+    if not training.mixed_with:
+        return training.dataset, config.data_dir, config.limit
+    from actstore.data import resolve_data_dir
+
+    name = write_mixed_distribution(resolve_data_dir(config.data_dir), training.dataset, training.mixed_with,
+                                    training.n_mixed, config.seed, mixed_data_dir, limit=config.limit)
+    return name, str(mixed_data_dir), None  # the mixed training split is limited already
+
+
+def run_evaluations(config: RunConfig, steps: list[EvalStep], fits: dict[tuple[str, TrainingSet], Path],
+                    log: Log) -> None:
+    """Score every evaluation step and save it; stores of one test split are read once for all methods."""
+    by_tested: dict[str, list[EvalStep]] = {}
+    for step in steps:
+        by_tested.setdefault(step.tested_on, []).append(step)
+    sources = Sources(config)
+    for index, (tested_on, group) in enumerate(by_tested.items(), start=1):
+        fitted = ", ".join(f"{s.method} ({s.trained_on or 'untrained'})" for s in group)
+        log(f"[evaluate {index}/{len(by_tested)}] on {tested_on}: {fitted}")
+        for step in group:
+            save_evaluation(step.path, _evaluate(config, step, fits, sources))
+        sources.release()
+
+
+def _evaluate(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path], sources: Sources) -> Evaluation:
+    if step.method in STORE_BASELINES or step.method in PROBE_VIEWS:
+        views = ("plain",) if step.method in STORE_BASELINES else PROBE_VIEWS[step.method]
+        test = sources.get(step.tested_on, EVAL_SPLIT, views)
+        probe: Probe = fit_probe(step.method, test) if step.method in STORE_BASELINES else load_probe(fits[(step.method, step.training)])
+        metrics = evaluate(probe, test, n_bootstrap=N_BOOTSTRAP, seed=config.seed)
+        return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, metrics, probe.config.get("layer"))
+    if step.method in LIVE_TRAINED | LIVE_UNTRAINED:
+        return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, _live_metrics(config, step, fits))
+    raise UserError(f"no way to evaluate method {step.method!r}")
+
+
+def _live_metrics(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path]):
+    from finetune.eval_request import EvalRequest, run_eval
+
+    if step.method in LIVE_TRAINED:
+        request = EvalRequest(dataset=step.tested_on, run_dir=fits[(step.method, step.training)],
+                              data_dir=config.data_dir, limit=config.limit, seed=config.seed)
+    else:  # few-shot: the training set gives the shots (the runner refuses it with --mix-target)
+        request = EvalRequest(dataset=step.tested_on, method="few-shot", model=config.model,
+                              shots_from=step.training.dataset, data_dir=config.data_dir, limit=config.limit,
+                              seed=config.seed)
+    return run_eval(request).metrics
