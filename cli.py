@@ -49,7 +49,7 @@ def _fmt(value) -> str:
 @click.group(cls=Group)
 @click.version_option(package_name="genies-toolkit")
 def genies():
-    """GENIES benchmark: data, shift manifests, reports and run comparisons (the runner comes next)."""
+    """GENIES benchmark: data, shift manifests, the benchmark runner, reports and run comparisons."""
 
 
 @genies.group(cls=Group)
@@ -136,6 +136,44 @@ def shifts_ls(manifest, as_json):
     click.echo(f"{len(rows)} shifts")
 
 
+@genies.command("run")
+@click.option("--model", required=True, help="Model alias (tiny-random, smollm2-135m, ...), hub id or local path.")
+@click.option("--shifts", default="genies", show_default=True, help="genies, all, demo, or a manifest JSON file.")
+@click.option("--methods", default="zero-shot,mms,lat,ccs,cra,logreg,random", show_default=True,
+              help="Comma-separated: zero-shot, mms, lat, lat-stim, ccs, cra, logreg, random, few-shot, lora, prompt-tuning.")
+@click.option("--layer", default="best", show_default=True,
+              help="Probe layer number, or 'best': chosen per method on a validation split of the source's train data.")
+@click.option("--limit", type=int, help="First N examples of each split.")
+@click.option("--data-dir", help=DATA_DIR_HELP + " Default with --shifts demo: demo.")
+@click.option("--store-root", help="Where activation stores live (default: the per-user store directory).")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Run directory (RUN_DIR).")
+@click.option("--mix-target", type=int, default=0, show_default=True,
+              help="Add K target training examples to each source before fitting (sensitivity analysis).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, mix_target, seed):
+    """Run the benchmark: plan, extract, fit, evaluate; write RUN_DIR/results.csv and report.md."""
+    import shlex
+    from dataclasses import asdict
+
+    from genies.plan import RunConfig
+    from genies.runner import run_benchmark
+
+    if layer != "best" and not layer.lstrip("-").isdigit():
+        raise UserError(f"--layer must be a layer number or 'best', got {layer!r}")
+    config = RunConfig(model=model, shifts=shifts, methods=tuple(dict.fromkeys(m.strip() for m in methods.split(",") if m.strip())),
+                       layer=layer if layer == "best" else int(layer), limit=limit, data_dir=data_dir, out=out,
+                       store_root=store_root, mix_target=mix_target, seed=seed)
+    command = "genies " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    summary = run_benchmark(config, command=command, log=click.echo)
+    click.echo("")
+    print_table([asdict(s) for s in summary.report.summaries],
+                ["method", "n_shifts", "generalization_accuracy", "source_accuracy", "zero_shot_accuracy",
+                 "differential_elicitation", "elicitation", "auroc", "brier", "rms_calibration_error"])
+    click.echo(f"generalization vs zero-shot: Pearson r = {summary.report.correlation.pearson_r:.3f} "
+               f"(n = {summary.report.correlation.n})")
+    click.echo(f"report: {summary.report.path}  results: {summary.results_path}")
+
+
 @genies.command("report")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def genies_report(run_dir):
@@ -184,7 +222,12 @@ def actstore():
               help="all, a list 0,10,20, or inclusive ranges 10:20 (0 = embeddings, l = output of block l-1).")
 @click.option("--limit", type=int, help="Only the first N examples of each split.")
 @click.option("--dtype", default="float16", show_default=True, type=click.Choice(["float16", "float32"]),
-              help="Storage dtype (the model computes in float32).")
+              help="Storage dtype (see --compute-dtype for the model's).")
+@click.option("--compute-dtype", default="auto", show_default=True,
+              type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+              help="Dtype the model computes in; auto: bfloat16 where the device runs it natively, else float32.")
+@click.option("--prompt-reuse/--no-prompt-reuse", default=True, show_default=True,
+              help="Encode each example's prompt once and run only its responses' tokens on the cached keys/values.")
 @click.option("--site", default="residual", show_default=True, type=click.Choice(["residual", "heads"]),
               help="heads: also keep per-head attention outputs (input of o_proj).")
 @click.option("--out", help="Store root: a directory or fsspec URL (default: the per-user store directory).")
@@ -192,18 +235,22 @@ def actstore():
 @click.option("--block-size", default=512, show_default=True, type=int,
               help="Sequences per chunk-aligned block: the unit of writing and of resuming.")
 @click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).")
-@click.option("--skip-bad", is_flag=True, help="Leave out invalid examples (counted in the store) instead of stopping.")
+@click.option("--strict/--skip-bad", "strict", default=True, show_default=True,
+              help="--strict: stop at the first invalid example; --skip-bad: leave invalid examples out (counted in the "
+                   "store's attributes n_skipped_examples / skipped_examples). Sequences longer than the model's "
+                   "context are always refused.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store that holds a different extraction.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dtype, site, out, batch_tokens,
-                     block_size, device, skip_bad, overwrite, no_progress):
+def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dtype, compute_dtype, prompt_reuse, site,
+                     out, batch_tokens, block_size, device, strict, overwrite, no_progress):
     """Run MODEL once over each (dataset, split, view) and write one store each; print their paths."""
     from actstore.extract import ExtractConfig, extract, parse_names
 
     config = ExtractConfig(
         model=model, datasets=parse_names(datasets), splits=parse_names(splits), views=parse_names(views),
-        layers=layers, limit=limit, dtype=dtype, site=site, out=out, data_dir=data_dir, batch_tokens=batch_tokens,
-        block_size=block_size, device=device, overwrite=overwrite, skip_bad=skip_bad, progress=not no_progress,
+        layers=layers, limit=limit, dtype=dtype, compute_dtype=compute_dtype, prompt_reuse=prompt_reuse, site=site,
+        out=out, data_dir=data_dir, batch_tokens=batch_tokens,
+        block_size=block_size, device=device, overwrite=overwrite, skip_bad=not strict, progress=not no_progress,
     )
 
     def report(result):

@@ -19,9 +19,12 @@ from actstore.data import Split, load_split, resolve_data_dir, split_path
 from actstore.errors import UserError
 from actstore.layers import needs_full_depth, parse_layers
 from actstore.locations import store_url
+from actstore.lock import ExtractionLock
 from actstore.models import LoadedModel
 from actstore.paths import default_store_root
+from actstore.preflight import check_context
 from actstore.sequence_table import SequenceTable, encode_rows, sequence_table
+from actstore.sharding import Shard, default_device, wait_for_creation
 from actstore.store import ActivationStore, StoreLayout, create_store, find_store, open_for_writing
 from actstore.views import View, parse_views
 
@@ -45,6 +48,7 @@ class ExtractConfig:
     batch_tokens: int = 4096  # padded tokens per forward pass
     block_size: int = 512  # sequences per chunk-aligned block (the unit of writing and resuming)
     padding_side: str = "right"
+    prompt_reuse: bool = True  # one prompt pass per example, its responses run on the cached keys/values
     compressor: str | None = "blosc-zstd"
     device: str | None = None  # None: cuda when available, else cpu
     overwrite: bool = False
@@ -115,7 +119,7 @@ class ModelOnDemand:
 
             from actstore.models import load_model
 
-            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            device = self.device or default_device()
             self._loaded = load_model(self.name, dtype=torch_dtype(self.compute_dtype), device=device)
         return self._loaded
 
@@ -154,6 +158,13 @@ def concrete_compute_dtype(config: ExtractConfig, loaded: LoadedModel | None) ->
 
 def extract_store(config: ExtractConfig, model: ModelOnDemand, split: Split, table: SequenceTable, view: View) -> StoreResult:
     url = store_url(config.root, config.model, split.dataset, split.split, view.name, limit=config.limit, site=config.site)
+    shard = Shard.from_environment()
+    with ExtractionLock(url, shard):
+        return _extract_locked(url, shard, config, model, split, table, view)
+
+
+def _extract_locked(url: str, shard: Shard, config: ExtractConfig, model: ModelOnDemand, split: Split,
+                    table: SequenceTable, view: View) -> StoreResult:
     existing = _existing_store(url, config.overwrite)
     if existing is not None and existing.meta.get("complete") and not model.is_loaded:
         if _matches_before_loading(existing, config, split, view):
@@ -162,6 +173,12 @@ def extract_store(config: ExtractConfig, model: ModelOnDemand, split: Split, tab
     n_blocks = loaded.model.config.num_hidden_layers
     layers = parse_layers(config.layers, n_blocks, model=config.model)
     identity = store_identity(config, split, view, loaded.model_id, layers)
+    check_context(table, loaded.tokenizer, view, max_tokens=getattr(loaded.model.config, "max_position_embeddings", None),
+                  source=str(split.path))
+    if not shard.is_main:  # rank 0 creates (or re-creates) the store; the others use it once it is this extraction
+        existing = wait_for_creation(url, lambda: _created_for(url, identity, config.overwrite), rank=shard.rank)
+    if existing is not None and existing.meta.get("creating"):
+        existing = None  # a creation that was killed: start again
     if existing is not None and not _same_extraction(existing, identity, overwrite=config.overwrite):
         existing = None  # --overwrite: replaced below
     if existing is not None:
@@ -172,7 +189,18 @@ def extract_store(config: ExtractConfig, model: ModelOnDemand, split: Split, tab
         layout = _layout(config, loaded, layers, view, len(table))
         store = create_store(url, layout, table.labels(), _attributes(config, loaded, split, view, identity))
         status = "created"
-    return _fill(store, status, config, loaded, split, table, view)
+    return _fill(store, status, config, loaded, split, table, view, shard=shard)
+
+
+def _created_for(url: str, identity: dict, overwrite: bool) -> ActivationStore | None:
+    """The store at ``url`` once it holds this extraction (a different one is refused without --overwrite)."""
+    try:
+        store = find_store(url)
+    except UserError:  # caught between rank 0 emptying the directory and writing the group
+        return None
+    if store is None or store.meta.get("creating"):
+        return None
+    return store if _same_extraction(store, identity, overwrite=overwrite) else None
 
 
 def store_identity(config: ExtractConfig, split: Split, view: View, model_id: str, layers: tuple[int, ...]) -> dict:
@@ -267,6 +295,7 @@ def _attributes(config: ExtractConfig, loaded: LoadedModel, split: Split, view: 
         "site": config.site,
         "limit": config.limit,
         "n_examples_in_split": len(split.examples),
+        "n_skipped_examples": len(split.skipped),
         "skipped_examples": [str(problem) for problem in split.skipped],
         "identity": identity,
         "config": {
@@ -280,8 +309,9 @@ def _attributes(config: ExtractConfig, loaded: LoadedModel, split: Split, view: 
 
 
 def _fill(store: ActivationStore, status: str, config: ExtractConfig, loaded: LoadedModel, split: Split,
-          table: SequenceTable, view: View) -> StoreResult:
-    """Compute, write and flag every block not yet flagged; then mark the store complete."""
+          table: SequenceTable, view: View, *, shard: Shard = Shard()) -> StoreResult:
+    """Compute, write and flag every block of this shard not yet flagged; then mark the store complete
+    if every block (of all shards) is flagged, else report it ``partial``."""
     import torch
     from tqdm import tqdm
 
@@ -293,7 +323,7 @@ def _fill(store: ActivationStore, status: str, config: ExtractConfig, loaded: Lo
     plan = CapturePlan.for_request(layout.layers, parts.n_blocks, heads=bool(layout.n_heads),
                                    full_depth=layout.with_final_norm)
     done = store.blocks_done()
-    todo = [block for block in range(layout.n_blocks) if not done[block]]
+    todo = [block for block in range(layout.n_blocks) if not done[block] and shard.owns(block)]
     max_tokens = getattr(loaded.model.config, "max_position_embeddings", None)
     timings = {"tokenize_s": 0.0, "forward_s": 0.0, "write_s": 0.0}
     already = sum(layout.block_length(b) for b in range(layout.n_blocks) if done[b])
@@ -316,6 +346,9 @@ def _fill(store: ActivationStore, status: str, config: ExtractConfig, loaded: Lo
             timings["write_s"] += time.perf_counter() - tick
     seconds = time.perf_counter() - started
     computed = sum(layout.block_length(b) for b in todo)
+    if not store.blocks_done().all():  # other processes still write their blocks; the last one marks it
+        return StoreResult(store.url, split.dataset, split.split, view.name, "partial", layout.n_sequences, len(todo),
+                           layout.n_blocks, computed, seconds, Timings(**timings))
     store.mark_complete(run_status=status, blocks_computed=len(todo), sequences_computed=computed,
                         seconds=round(seconds, 3), sequences_per_second=round(computed / seconds, 3) if seconds else None,
                         timings={k: round(v, 3) for k, v in timings.items()})

@@ -26,6 +26,7 @@ the completion record; ``complete`` is set last, only when every block is done.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,8 @@ def _compressors(name: str | None):
 
 
 def _open_group(url: str, mode: str):
+    if "://" not in str(url):
+        url = os.path.expanduser(str(url))
     try:
         return zarr.open_group(store=str(url), mode=mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
@@ -185,8 +188,13 @@ class ActivationStore:
 
 
 def create_store(url: str, layout: StoreLayout, per_sequence: dict[str, np.ndarray], attrs: dict[str, Any]) -> ActivationStore:
-    """Create an empty store (overwriting whatever is at ``url``) with its per-sequence labels."""
-    group = zarr.open_group(store=str(url), mode="w")
+    """Create an empty store (overwriting whatever is at ``url``) with its per-sequence labels.
+
+    The group is marked ``creating`` until its arrays and attributes are all written, so a store
+    whose creation was killed is recognised (and re-created) rather than taken for a foreign one.
+    """
+    group = zarr.open_group(store=str(url), mode="w", attributes={"format": STORE_FORMAT, "creating": True,
+                                                                  "complete": False})
     n, b = layout.n_sequences, layout.block_size
     dtype = np.dtype(layout.dtype)
     compressors = _compressors(layout.compressor)
@@ -223,6 +231,7 @@ def create_store(url: str, layout: StoreLayout, per_sequence: dict[str, np.ndarr
         "n_sequences": n,
         "n_examples": int(len(np.unique(per_sequence["example"]))),
         "complete": False,
+        "creating": False,
     })
     return ActivationStore(url, group)
 
@@ -233,6 +242,9 @@ def open_store(url: str, *, require_complete: bool = True) -> ActivationStore:
     if "format" not in group.attrs:
         raise UserError(f"{url}: not an activation store (no format attribute)")
     store = ActivationStore(url, group)
+    if require_complete and store.meta.get("creating"):
+        raise UserError(f"{url}: incomplete store (its creation was interrupted); "
+                        "re-run the same `actstore extract` command to finish it")
     if require_complete and not store.meta.get("complete"):
         done = store.blocks_done()
         raise UserError(f"{url}: incomplete store ({int(done.sum())}/{len(done)} blocks written); "

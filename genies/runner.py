@@ -135,7 +135,7 @@ def _execute(plan: Plan, out: Path, log: Callable[[str], None], progress: bool) 
 def _write_run_info(out: Path, config: RunConfig, command: str | None, started_at: str, work: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     info = {
-        "command": command or "",
+        **({"command": command} if command else {}),
         "model": config.model,
         "manifest": config.shifts,
         "methods": list(config.methods),

@@ -39,7 +39,7 @@ def data_dir(tmp_path):
 
 def config(data_dir, out, **overrides) -> ExtractConfig:
     settings = dict(model="tiny-random", datasets=("toy",), splits=("test",), data_dir=str(data_dir), out=str(out),
-                    block_size=4, progress=False)
+                    block_size=4, progress=False, compute_dtype="float32")
     return ExtractConfig(**{**settings, **overrides})
 
 
@@ -120,6 +120,38 @@ def test_tiny_parity_float16_heads_and_views(tiny_model, data_dir, tmp_path, pad
         assert store.meta["dtype"] == "float16" and store.meta["head_layers"] == [1, 2, 3, 4]
         assert store.head_activations(2).shape == (13, 4, 16)
         assert_matches_reference(store, reference(tiny_model, view), "float16", loglik=view == "plain")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_bfloat16():
+    from actstore.models import load_model
+
+    return load_model("tiny-random", dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_tiny_parity_bfloat16_compute(tiny_model, tiny_model_bfloat16, data_dir, tmp_path, padding_side):
+    """bfloat16 keeps 8 significant bits: each value within ~2% of its layer's scale of the float32 reference."""
+    cfg = config(data_dir, tmp_path / "stores", dtype="float32", compute_dtype="bfloat16", padding_side=padding_side,
+                 batch_tokens=90)
+    [result] = extract(cfg, loaded=tiny_model_bfloat16)
+    store = open_store(result.url)
+    assert store.meta["identity"]["compute_dtype"] == store.meta["config"]["compute_dtype"] == "bfloat16"
+    rows = reference(tiny_model, "plain")
+    for layer in store.layers:
+        expected = np.stack([r["hidden"][layer] for r in rows])
+        np.testing.assert_allclose(store.activations(layer), expected, rtol=0.02, atol=0.02 * np.abs(expected).max(),
+                                   err_msg=f"layer {layer}")
+    expected = np.stack([r["final_norm"] for r in rows])
+    np.testing.assert_allclose(store.final_norm(), expected, rtol=0.02, atol=0.02 * np.abs(expected).max())
+    np.testing.assert_allclose(store.sequences()["loglik"], [r["loglik"] for r in rows], rtol=2e-3, atol=0.05)
+
+
+def test_compute_dtype_of_a_passed_model_must_match(tiny_model, data_dir, tmp_path):
+    with pytest.raises(UserError, match="computes in float32, not the requested --compute-dtype bfloat16"):
+        extract(config(data_dir, tmp_path / "s", compute_dtype="bfloat16"), loaded=tiny_model)
+    [result] = extract(config(data_dir, tmp_path / "s", compute_dtype="auto"), loaded=tiny_model)
+    assert open_store(result.url).meta["identity"]["compute_dtype"] == "float32"
 
 
 def test_forward_stops_after_deepest_requested_layer(tiny_model, data_dir, tmp_path):
