@@ -24,6 +24,8 @@ from actstore.models import LoadedModel
 from actstore.paths import default_store_root
 from actstore.preflight import check_context
 from actstore.sequence_table import SequenceTable, encode_rows, sequence_table
+from actstore.stage_clock import clock_for
+from actstore.writer import BackgroundWriter
 from actstore.sharding import Shard, default_device, wait_for_creation
 from actstore.store import ActivationStore, StoreLayout, create_store, find_store, open_for_writing
 from actstore.views import View, parse_views
@@ -81,7 +83,9 @@ class ExtractConfig:
 class Timings:
     tokenize_s: float = 0.0
     forward_s: float = 0.0
-    write_s: float = 0.0
+    gather_s: float = 0.0  # log-likelihood head, copies to the host, placing rows in the block
+    write_s: float = 0.0  # time the model waited for the writer
+    write_background_s: float = 0.0  # time the writer thread spent compressing and writing
 
 
 @dataclass(frozen=True)
@@ -253,6 +257,8 @@ def _same_extraction(store: ActivationStore, identity: dict, *, overwrite: bool)
     if overwrite:
         return False
     what = "; ".join(f"{key}: stored {_short(recorded.get(key))}, requested {_short(identity[key])}" for key in differing)
+    if "fingerprint" in differing:
+        what += f"; the data file {store.meta.get('data_file', '')} changed since this store was extracted"
     raise UserError(f"{store.url}: holds a different extraction ({what}); pass --overwrite to replace it, "
                     "or --out for another store root")
 
@@ -325,26 +331,28 @@ def _fill(store: ActivationStore, status: str, config: ExtractConfig, loaded: Lo
     done = store.blocks_done()
     todo = [block for block in range(layout.n_blocks) if not done[block] and shard.owns(block)]
     max_tokens = getattr(loaded.model.config, "max_position_embeddings", None)
-    timings = {"tokenize_s": 0.0, "forward_s": 0.0, "write_s": 0.0}
+    clock = clock_for(parts.lm_head.weight.device)
     already = sum(layout.block_length(b) for b in range(layout.n_blocks) if done[b])
     started = time.perf_counter()
     bar = tqdm(total=layout.n_sequences, initial=already, unit="seq", desc=f"{split.dataset}/{split.split}.{view.name}",
                disable=not config.progress, file=sys.stderr, dynamic_ncols=True)
-    with bar, torch.inference_mode(), LastTokenCapture(parts, plan, layout.n_heads) as capture:
+    with bar, torch.inference_mode(), LastTokenCapture(parts, plan, layout.n_heads) as capture, \
+            BackgroundWriter(store.write_block) as writer:
         for block in todo:
             start, stop = layout.block_range(block)
-            tick = time.perf_counter()
-            sequences = encode_rows(table, start, stop, loaded.tokenizer, view, max_tokens=max_tokens, source=str(split.path))
-            timings["tokenize_s"] += time.perf_counter() - tick
-            tick = time.perf_counter()
+            with clock.stage("tokenize"):
+                sequences = encode_rows(table, start, stop, loaded.tokenizer, view, max_tokens=max_tokens,
+                                        source=str(split.path))
             out = run_block(parts, capture, sequences, pad_id=loaded.tokenizer.pad_token_id,
                             batch_tokens=config.batch_tokens, padding_side=config.padding_side,
-                            with_loglik=layout.with_loglik, on_batch=bar.update)
-            timings["forward_s"] += time.perf_counter() - tick
-            tick = time.perf_counter()
-            store.write_block(block, **{f.name: getattr(out, f.name) for f in fields(out)})
-            timings["write_s"] += time.perf_counter() - tick
+                            with_loglik=layout.with_loglik, on_batch=bar.update, prompt_reuse=config.prompt_reuse,
+                            clock=clock)
+            with clock.stage("write"):  # only the wait for the previous block's write
+                writer.submit(block, {f.name: getattr(out, f.name) for f in fields(out)})
+        with clock.stage("write"):
+            writer.wait()
     seconds = time.perf_counter() - started
+    timings = {**clock.totals(), "write_background_s": writer.busy_s}
     computed = sum(layout.block_length(b) for b in todo)
     if not store.blocks_done().all():  # other processes still write their blocks; the last one marks it
         return StoreResult(store.url, split.dataset, split.split, view.name, "partial", layout.n_sequences, len(todo),

@@ -9,6 +9,7 @@ import torch
 
 from actstore.batching import PaddedBatch
 from actstore.capture import DecoderParts, LastTokenCapture, StopForward
+from actstore.stage_clock import StageClock
 
 # Rows of LM-head logits computed at once: bounds the (rows, vocab) float32 block to ~16 MB (~85 rows of a 49k vocabulary: still a good matmul).
 LOGIT_ELEMENTS_PER_CHUNK = 1 << 22
@@ -24,25 +25,35 @@ class BatchActivations:
     loglik: np.ndarray | None = None  # (batch,) float64
 
 
-def run_batch(parts: DecoderParts, capture: LastTokenCapture, batch: PaddedBatch, *, with_loglik: bool) -> BatchActivations:
+def run_batch(parts: DecoderParts, capture: LastTokenCapture, batch: PaddedBatch, *, with_loglik: bool,
+              clock: StageClock | None = None) -> BatchActivations:
     """Run the decoder on ``batch`` (inside ``capture``'s hooks) and collect what the plan asks for."""
+    clock = clock or StageClock()
     device = parts.lm_head.weight.device
     input_ids = batch.input_ids.to(device)
     mask = batch.attention_mask.to(device)
     last = batch.last_positions.to(device)
     capture.begin(last)
-    try:
-        output = parts.body(input_ids=input_ids, attention_mask=mask, position_ids=batch.position_ids.to(device),
-                            use_cache=False)
-    except StopForward:
-        output = None
+    with clock.stage("forward"):
+        try:
+            output = parts.body(input_ids=input_ids, attention_mask=mask, position_ids=batch.position_ids.to(device),
+                                use_cache=False)
+        except StopForward:
+            output = None
+    with clock.stage("gather"):
+        loglik = None
+        if with_loglik:
+            if output is None:
+                raise RuntimeError("the log-likelihood needs the full forward pass; the capture plan stopped early")
+            loglik = continuation_loglik(output.last_hidden_state, input_ids, batch.offsets.to(device),
+                                         batch.prompt_lengths.to(device), batch.lengths.to(device), parts.lm_head)
+        return collect(capture, batch, loglik)
+
+
+def collect(capture: LastTokenCapture, batch: PaddedBatch, loglik: np.ndarray | None) -> BatchActivations:
+    """The captured activations of one pass, on the host, with the per-sequence facts of ``batch``."""
     plan, captured = capture.plan, capture.captured
-    loglik = None
-    if with_loglik:
-        if output is None:
-            raise RuntimeError("the log-likelihood needs the full forward pass; the capture plan stopped early")
-        loglik = continuation_loglik(output.last_hidden_state, input_ids, batch.offsets.to(device),
-                                     batch.prompt_lengths.to(device), batch.lengths.to(device), parts.lm_head)
+    last = batch.last_positions
     return BatchActivations(
         residual=torch.stack([captured.residual[layer] for layer in plan.layers]).cpu().numpy(),
         n_tokens=batch.lengths.numpy().astype(np.int32),
@@ -63,13 +74,19 @@ def continuation_loglik(final_hidden: torch.Tensor, input_ids: torch.Tensor, off
     rows, predicted_columns = continuation_positions(offsets, prompt_lengths, lengths)
     hidden = final_hidden[rows, predicted_columns - 1]
     targets = input_ids[rows, predicted_columns]
-    token_logprobs = torch.empty(len(rows), dtype=torch.float64, device=final_hidden.device)
+    return summed_token_logprobs(hidden, targets, rows, len(lengths), lm_head)
+
+
+def summed_token_logprobs(hidden: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, n_rows: int,
+                          lm_head: torch.nn.Module) -> np.ndarray:
+    """Per row, the sum of log p(target) from the final hidden state that predicts it."""
+    token_logprobs = torch.empty(len(rows), dtype=torch.float64, device=hidden.device)
     chunk = max(1, LOGIT_ELEMENTS_PER_CHUNK // lm_head.weight.shape[0])
     for start in range(0, len(rows), chunk):
         logits = lm_head(hidden[start:start + chunk]).float()
         picked = logits.gather(1, targets[start:start + chunk, None])[:, 0]
         token_logprobs[start:start + chunk] = (picked - torch.logsumexp(logits, dim=1)).double()
-    totals = torch.zeros(len(lengths), dtype=torch.float64, device=final_hidden.device)
+    totals = torch.zeros(n_rows, dtype=torch.float64, device=hidden.device)
     totals.index_add_(0, rows, token_logprobs)
     return totals.cpu().numpy()
 

@@ -49,6 +49,9 @@ def store_info(url: str) -> StoreInfo:
     if store is None:
         raise UserError(f"{url}: no activation store here")
     meta = store.meta
+    if meta.get("creating"):
+        raise UserError(f"{url}: incomplete store (its creation was interrupted); "
+                        "re-run the same `actstore extract` command to finish it")
     done = store.blocks_done()
     return StoreInfo(
         url=str(url), model=str(meta.get("model", "")), model_id=str(meta.get("model_id", "")),

@@ -19,9 +19,16 @@ def check_context(table: SequenceTable, tokenizer, view: View, *, max_tokens: in
     """Raise the UserError of ``encode_rows`` for the first sequence the model cannot read."""
     if max_tokens is None:
         return
+    from transformers.utils import logging as hf_logging
+
     template_bytes = len(view.continuation.encode("utf-8"))
     budget = max_tokens - SPECIAL_TOKEN_ALLOWANCE - template_bytes
-    for i in range(len(table)):
-        n_bytes = len(table.prompts[i].encode("utf-8")) + len(table.responses[i].encode("utf-8"))
-        if n_bytes > budget:
-            encode_rows(table, i, i + 1, tokenizer, view, max_tokens=max_tokens, source=source)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the tokenizer's own "longer than the maximum" warning would precede our error
+    try:
+        for i in range(len(table)):
+            n_bytes = len(table.prompts[i].encode("utf-8")) + len(table.responses[i].encode("utf-8"))
+            if n_bytes > budget:
+                encode_rows(table, i, i + 1, tokenizer, view, max_tokens=max_tokens, source=source)
+    finally:
+        hf_logging.set_verbosity(verbosity)

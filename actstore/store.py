@@ -265,10 +265,22 @@ def find_store(url: str) -> ActivationStore | None:
     try:
         group = zarr.open_group(store=str(url), mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        if _holds_files(url):  # creating a store there would delete them
+            raise UserError(f"{url}: exists but is not an activation store (no zarr.json)") from None
         return None
     if "format" not in group.attrs:
         raise UserError(f"{url}: exists but is not an activation store (no format attribute)")
     return ActivationStore(url, group)
+
+
+def _holds_files(url: str) -> bool:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(str(url))
+    try:
+        return bool(fs.isdir(path) and fs.ls(path)) or fs.isfile(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def check_float16_range(values: np.ndarray, name: str, url: str, first_sequence: int, *, sequence_axis: int = 0,

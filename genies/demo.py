@@ -1,31 +1,100 @@
-"""`make demo`: the toolkit end to end on the bundled model and the bundled demo data."""
+"""`make demo`: the toolkit end to end on the bundled model and the bundled demo data.
+
+It runs `genies run --model smollm2-135m --shifts demo --data-dir demo --layer best` with the
+representation methods that read the plain view (one extraction per split), on the first
+DEMO_LIMIT examples of each split so it finishes in a few minutes on a 2-core CPU, then draws a
+layer sweep for one shift. Everything goes under ./demo-out (stores included), so a second
+`make demo` reuses every store, fit and evaluation.
+"""
 
 from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
 
 import click
 
 from actstore.demo_data import ensure_demo_data
+from actstore.errors import UserError
 from actstore.inventory import summarize
-from actstore.models import load_model
 from cli import print_table
+from genies.plan import RunConfig
+from genies.runner import RunSummary, run_benchmark
 from manifests import load_manifest
+from probes.methods import get_method
+from probes.plot import plot_sweep
+from probes.sources import StoreSource
+from probes.sweep import SweepConfig, run_sweep, sweep_layers
 
 MODEL = "smollm2-135m"
+DEMO_METHODS = ("zero-shot", "mms", "lat", "logreg", "random")
+DEMO_LIMIT = 40  # examples per split: 1,000 sequences, about 3 minutes of extraction on a busy 2-core CPU
+OUT = Path("demo-out")
+SWEEP_SHIFT = ("arith_easy", "arith_hard")  # source, target of the layer-sweep plot
+
+
+def demo_config(out: Path = OUT, limit: int | None = DEMO_LIMIT) -> RunConfig:
+    return RunConfig(model=MODEL, shifts="demo", methods=DEMO_METHODS, layer="best", limit=limit, data_dir="demo",
+                     out=out / (f"run-limit{limit}" if limit else "run"), store_root=str(out / "stores"))
+
+
+def demo_command(config: RunConfig) -> str:
+    return (f"genies run --model {config.model} --shifts {config.shifts} --data-dir {config.data_dir} "
+            f"--methods {','.join(config.methods)} --layer {config.layer} --limit {config.limit} "
+            f"--store-root {config.store_root} --out {config.out}")
+
+
+def layer_sweep_plot(config: RunConfig, out: Path) -> Path:
+    """Accuracy by layer on the source's validation split, its test split and the target's test split."""
+    from actstore.locations import store_url
+
+    source, target = SWEEP_SHIFT
+
+    def store(dataset: str, split: str) -> StoreSource:
+        return StoreSource(store_url(config.resolved_store_root, config.model, dataset, split, "plain", limit=config.limit))
+
+    methods = [get_method(m) for m in DEMO_METHODS if m != "zero-shot"]
+    train = store(source, "train")
+    sweep = run_sweep(train, [("source test", store(source, "test")), ("target", store(target, "test"))], methods,
+                      sweep_layers(train, methods), SweepConfig(seed=config.seed))
+    return plot_sweep(sweep.rows, sweep.eval_names, out / f"sweep-{source}-to-{target}.png",
+                      best={b.method: b.layer for b in sweep.best},
+                      title=f"{config.model}: {source} -> {target} (layer chosen on {source} validation)")
+
+
+def print_summary(summary: RunSummary) -> None:
+    click.echo("\nPer-method means over the demo shifts:")
+    print_table([asdict(s) for s in summary.report.summaries],
+                ["method", "n_shifts", "generalization_accuracy", "source_accuracy", "zero_shot_accuracy",
+                 "differential_elicitation", "elicitation", "auroc", "brier", "rms_calibration_error"])
+    click.echo("\nPer shift:")
+    print_table([{"shift": r.shift_name, "method": r.method, "layer": r.layer, "generalization": r.generalization_accuracy,
+                  "source": r.source_accuracy, "zero_shot": r.zero_shot_accuracy,
+                  "ttc": r.target_tuned_capability, "de": r.differential_elicitation} for r in summary.rows])
 
 
 def main() -> None:
+    started = time.perf_counter()
     data_dir = ensure_demo_data()
     click.echo(f"Demo data: {data_dir}")
     print_table([s.as_row() for s in summarize(data_dir)])
     click.echo("\nDemo shifts (manifests/demo.json):")
     print_table([vars(s) for s in load_manifest("demo")], ["source", "target", "target_reference", "label", "category"])
-    loaded = load_model(MODEL)
-    config = loaded.model.config
-    click.echo(
-        f"\nModel {MODEL}: {type(loaded.model).__name__}, {config.num_hidden_layers} layers, "
-        f"d={config.hidden_size}, {config.num_attention_heads} heads, vocab {config.vocab_size}"
-    )
+
+    config = demo_config()
+    command = demo_command(config)
+    click.echo(f"\n$ {command}")
+    summary = run_benchmark(config, command=command, log=click.echo)
+    print_summary(summary)
+    plot = layer_sweep_plot(config, OUT)
+    click.echo(f"\nreport: {summary.report.path} (plots beside it: {', '.join(p.name for p in sorted(summary.run_dir.glob('*.png')))})")
+    click.echo(f"layer sweep for {' -> '.join(SWEEP_SHIFT)}: {plot}")
+    click.echo(f"demo finished in {time.perf_counter() - started:.0f}s")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as err:
+        raise SystemExit(f"error: {err}") from None

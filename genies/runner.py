@@ -27,6 +27,7 @@ from manifests import load_manifest
 
 SWEEPS_DIR = "sweeps"  # per training set: the layer sweep that chose each method's layer
 MIXED_DATA_DIR = "mixed-data"  # --mix-target: mixed training distributions for live methods
+HISTORY_KEYS = ("stores_extracted", "fits_run", "evaluations_run", "model_loads")
 
 
 @dataclass
@@ -146,6 +147,10 @@ def _write_run_info(out: Path, config: RunConfig, command: str | None, started_a
         **{name: getattr(config, name) for name in RESULT_SETTINGS},
         **work,
     }
+    # One entry per finished run, so a rerun that reuses everything keeps the first run's cost on record.
+    info["history"] = read_run_info(out).get("history", [])
+    if work:
+        info["history"].append({k: info[k] for k in ("started_at", "wall_time_s", *HISTORY_KEYS) if k in info})
     tmp = out / (RUN_INFO_FILE + ".tmp")
     tmp.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
     tmp.replace(out / RUN_INFO_FILE)

@@ -39,11 +39,13 @@ class LazyModel:
 
     def get(self):
         if self.loaded is None:
-            import torch
+            from actstore.compute_dtype import default_device, resolve_compute_dtype, torch_dtype
 
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            self.log(f"loading model {self.name} on {device}")
-            self.loaded = models.load_model(self.name, dtype=torch.float32, device=device)
+            # The dtype `actstore extract` picks by default, so stores made by either are the same extraction.
+            device = default_device()
+            dtype = resolve_compute_dtype("auto", device)
+            self.log(f"loading model {self.name} on {device} ({dtype})")
+            self.loaded = models.load_model(self.name, dtype=torch_dtype(dtype), device=device)
             self.load_count += 1
         return self.loaded
 

@@ -221,11 +221,15 @@ class StoreSource(FeatureSource):
 
 
 def _check_siblings(first, other) -> None:
-    """Views of one split must describe the same sequences, from the same model."""
+    """Views of one split must describe the same sequences, from the same model and the same data file."""
     a, b = first.meta, other.meta
     for key in ("n_sequences", "hidden_size", *MODEL_KEYS, "dataset", "split"):
         if key in a and key in b and a[key] != b[key]:
             raise UserError(f"{other.url} does not match {first.url}: {key} {b[key]!r} vs {a[key]!r}")
+    if a.get("fingerprint") and b.get("fingerprint") and a["fingerprint"] != b["fingerprint"]:
+        raise UserError(f"{other.url} does not match {first.url}: extracted from another version of the data file "
+                        f"(fingerprint {b['fingerprint'][:19]}... vs {a['fingerprint'][:19]}...); "
+                        "re-extract both views from the same file with --overwrite")
     sa, sb = first.sequences(), other.sequences()
     for key in ("example", "response", "score"):
         if not np.array_equal(sa[key], sb[key]):

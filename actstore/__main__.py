@@ -1,0 +1,6 @@
+"""``python -m actstore ...`` is the ``actstore`` command; with accelerate, one process per GPU:
+``accelerate launch --num_processes N -m actstore extract ...`` (see README, "Several processes")."""
+
+from cli import actstore
+
+actstore(prog_name="actstore")

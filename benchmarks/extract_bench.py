@@ -1,0 +1,282 @@
+"""Extraction speed, side by side with the naive loop, in one process and one run.
+
+    python benchmarks/extract_bench.py [--model M] [--dataset alpaca_mmlu] [--split test] [--limit N]
+        [--device D] [--data-dir D] [--json-out PATH] [--ablations]
+
+(a) the naive loop: one sequence per forward pass, float32, ``output_hidden_states=True``, the
+LM head over every position, the last token of every hidden state kept (and the response's
+log-likelihood read from the full logits);
+(b) ``actstore extract`` (all layers, plain view) on the same sequences, with its defaults
+(compute dtype auto, prompt reuse on); ``--ablations`` adds runs without prompt reuse and in
+float32, so each speed-up is measured on its own in the same run.
+
+Printed as a table and written as JSON: sequences/s, tokens/s, the ratio to the naive loop,
+the prefill FLOP rate (2 x non-embedding parameters x tokens / time) as a fraction of a matrix
+multiply rate measured here for the dtype in use, peak memory, store bytes per sequence and the
+time split. The device is chosen like ``actstore extract`` does (``--device`` overrides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from actstore.compute_dtype import default_device, resolve_compute_dtype, torch_dtype  # noqa: E402
+from actstore.data import load_split, resolve_data_dir  # noqa: E402
+from actstore.extract import ExtractConfig, extract  # noqa: E402
+from actstore.models import load_model  # noqa: E402
+from actstore.sequence_table import sequence_table  # noqa: E402
+from actstore.stage_clock import clock_for  # noqa: E402
+from actstore.views import VIEWS, encode  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "genies-data"
+
+
+@dataclass
+class Run:
+    name: str
+    dtype: str
+    sequences: int
+    tokens: int  # tokens of the full sequences
+    computed_tokens: int  # tokens the model actually ran (fewer with prompt reuse)
+    seconds: float
+    matmul_flops: float  # measured just before this run, for its dtype
+    body_parameters: int
+    peak_memory_bytes: int | None
+    peak_gpu_bytes: int | None = None
+    store_bytes_per_sequence: float | None = None
+    time_split_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def sequences_per_second(self) -> float:
+        return self.sequences / self.seconds
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds
+
+    @property
+    def prefill_flops(self) -> float:
+        """Useful work per second: the prefill of every sequence's tokens, however it was computed."""
+        return 2 * self.body_parameters * self.tokens / self.seconds
+
+    @property
+    def computed_flops(self) -> float:
+        return 2 * self.body_parameters * self.computed_tokens / self.seconds
+
+    def summary(self) -> dict:
+        return {**asdict(self), "sequences_per_second": self.sequences_per_second,
+                "tokens_per_second": self.tokens_per_second, "prefill_flops": self.prefill_flops,
+                "prefill_fraction_of_matmul": self.prefill_flops / self.matmul_flops,
+                "computed_flops": self.computed_flops,
+                "computed_fraction_of_matmul": self.computed_flops / self.matmul_flops}
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+def matmul_flops(dtype: torch.dtype, device: torch.device, seconds: float = 1.0) -> float:
+    """Sustained rate of square matrix multiplies in ``dtype`` (best of a few timed stretches)."""
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    clock = clock_for(device)
+    best = 0.0
+    for _ in range(3):
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 3:
+            a @ b
+            count += 1
+            if clock.synchronize:
+                clock.synchronize()
+        best = max(best, 2 * n ** 3 * count / (time.perf_counter() - start))
+    return best
+
+
+class PeakMemory:
+    """Peak resident memory of this process since ``reset`` (Linux), and the GPU's peak allocation."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def reset(self) -> None:
+        gc.collect()
+        try:  # "5" resets the high-water mark VmHWM to the current RSS
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_rss(self) -> int | None:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
+
+    def peak_gpu(self) -> int | None:
+        return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+
+
+def body_parameters(model: torch.nn.Module) -> int:
+    """Parameters of the transformer blocks and final norm: what a token's prefill multiplies by."""
+    body = model.get_decoder()
+    return sum(p.numel() for name, p in body.named_parameters() if not name.startswith("embed_tokens"))
+
+
+# ----------------------------------------------------------------------------- the two contenders
+
+
+def naive_loop(loaded, prompts, responses, device: torch.device) -> tuple[float, dict[str, float]]:
+    """One sequence per forward pass through the whole causal LM, everything kept."""
+    view, model, tokenizer = VIEWS["plain"], loaded.model, loaded.tokenizer
+    clock = clock_for(device)
+    kept = []
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for prompt, response in zip(prompts, responses):
+            with clock.stage("tokenize"):
+                prompt_ids, continuation = encode(tokenizer, view, prompt, response)
+                ids = torch.tensor([prompt_ids + continuation], device=device)
+            with clock.stage("forward"):
+                out = model(ids, output_hidden_states=True)
+            with clock.stage("gather"):
+                hidden = torch.stack([h[0, -1] for h in out.hidden_states]).float().cpu().numpy()
+                logprobs = torch.log_softmax(out.logits[0].float(), dim=-1)
+                targets = ids[0, len(prompt_ids):]
+                loglik = float(logprobs[len(prompt_ids) - 1:-1].gather(1, targets[:, None]).sum())
+                kept.append((hidden, loglik))
+    return time.perf_counter() - started, clock.totals()
+
+
+def store_size(url: str) -> int:
+    return sum(path.stat().st_size for path in Path(url).rglob("*") if path.is_file())
+
+
+def run_extract(name: str, args, out_root: Path, device: torch.device, memory: PeakMemory, n_tokens: int,
+                computed_tokens: int, *, compute_dtype: str, prompt_reuse: bool) -> Run:
+    config = ExtractConfig(model=args.model, datasets=(args.dataset,), splits=(args.split,), views=("plain",),
+                           limit=args.limit, data_dir=str(args.data_dir), out=str(out_root / name), device=str(device),
+                           compute_dtype=compute_dtype, prompt_reuse=prompt_reuse, batch_tokens=args.batch_tokens,
+                           progress=False)
+    dtype = resolve_compute_dtype(compute_dtype, str(device))
+    rate = matmul_flops(torch_dtype(dtype), device)
+    loaded = load_model(args.model, dtype=torch_dtype(dtype), device=device)
+    parameters = body_parameters(loaded.model)
+    memory.reset()
+    [result] = extract(config, loaded=loaded)
+    run = Run(name, dtype, result.sequences_computed, n_tokens, computed_tokens if prompt_reuse else n_tokens,
+              result.seconds, rate, parameters, memory.peak_rss(), memory.peak_gpu(),
+              store_size(result.url) / result.n_sequences, asdict(result.timings))
+    del loaded
+    return run
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def table(runs: list[Run]) -> str:
+    naive = runs[0]
+    header = ["run", "dtype", "seq/s", "tokens/s", "x naive", "prefill GFLOP/s", "matmul GFLOP/s", "prefill/matmul",
+              "computed/matmul", "peak RSS MiB", "peak GPU MiB", "store B/seq", "tokenize/forward/gather/write s"]
+    rows = [header]
+    for run in runs:
+        split = run.time_split_s
+        rows.append([
+            run.name, run.dtype, f"{run.sequences_per_second:.2f}", f"{run.tokens_per_second:.0f}",
+            f"{run.sequences_per_second / naive.sequences_per_second:.2f}", f"{run.prefill_flops / 1e9:.1f}",
+            f"{run.matmul_flops / 1e9:.1f}", f"{run.prefill_flops / run.matmul_flops:.0%}",
+            f"{run.computed_flops / run.matmul_flops:.0%}",
+            f"{run.peak_memory_bytes / 2**20:.0f}" if run.peak_memory_bytes else "-",
+            f"{run.peak_gpu_bytes / 2**20:.0f}" if run.peak_gpu_bytes else "-",
+            f"{run.store_bytes_per_sequence:.0f}" if run.store_bytes_per_sequence else "-",
+            "/".join(f"{split.get(k + '_s', 0.0):.2f}" for k in ("tokenize", "forward", "gather", "write")),
+        ])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in rows]
+    lines.insert(1, "| " + " | ".join("-" * width for width in widths) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--dataset", default="alpaca_mmlu")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int, help="first N examples (all when omitted)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--data-dir", help=f"GENIES data directory (default: {SHARED_DATA} if present)")
+    parser.add_argument("--batch-tokens", type=int, default=ExtractConfig.batch_tokens)
+    parser.add_argument("--ablations", action="store_true",
+                        help="also run extraction without prompt reuse, and in float32 without prompt reuse")
+    parser.add_argument("--json-out", type=Path, help="write the results here as JSON")
+    args = parser.parse_args(argv)
+    args.data_dir = args.data_dir or (SHARED_DATA if SHARED_DATA.is_dir() else None)
+    args.data_dir = resolve_data_dir(args.data_dir)
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    device = torch.device(args.device or default_device())
+    memory = PeakMemory(device)
+    split = load_split(args.data_dir, args.dataset, args.split)
+    rows = sequence_table(split, args.limit)
+
+    loaded = load_model(args.model, dtype=torch.float32, device=device)
+    view = VIEWS["plain"]
+    encoded = [encode(loaded.tokenizer, view, p, r) for p, r in zip(rows.prompts, rows.responses)]
+    n_tokens = sum(len(p) + len(c) for p, c in encoded)
+    # With prompt reuse, each example's prompt runs once, plus every response.
+    first_of_example = [i == 0 or rows.example[i] != rows.example[i - 1] for i in range(len(encoded))]
+    computed_tokens = sum(len(c) + (len(p) if first else 0) for (p, c), first in zip(encoded, first_of_example))
+
+    rate = matmul_flops(torch.float32, device)
+    memory.reset()
+    seconds, split_s = naive_loop(loaded, rows.prompts, rows.responses, device)
+    runs = [Run("naive loop", "float32", len(encoded), n_tokens, n_tokens, seconds, rate, body_parameters(loaded.model),
+                memory.peak_rss(), memory.peak_gpu(), None, split_s)]
+    del loaded
+
+    variants = [("actstore extract", "auto", True)]
+    if args.ablations:
+        variants += [("  --no-prompt-reuse", "auto", False), ("  float32, --no-prompt-reuse", "float32", False)]
+    with tempfile.TemporaryDirectory(prefix="extract-bench-") as out_root:
+        for name, compute_dtype, reuse in variants:
+            runs.append(run_extract(name, args, Path(out_root), device, memory, n_tokens, computed_tokens,
+                                    compute_dtype=compute_dtype, prompt_reuse=reuse))
+
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    report = {
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "model": args.model, "dataset": args.dataset, "split": args.split, "limit": args.limit,
+        "device": device_name, "torch": torch.__version__, "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "sequences": len(encoded), "tokens": n_tokens, "computed_tokens_with_prompt_reuse": computed_tokens,
+        "runs": [run.summary() for run in runs],
+    }
+    print(f"{args.model} on {device_name}: {args.dataset}/{args.split}, {len(encoded)} sequences, {n_tokens} tokens "
+          f"({computed_tokens} with prompt reuse)")
+    print(table(runs))
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()

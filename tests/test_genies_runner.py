@@ -1,0 +1,125 @@
+"""`genies run` end to end with the tiny random model on tiny generated GENIES-format data."""
+
+import csv
+import json
+
+import pytest
+
+import actstore.extract
+import actstore.models
+import genies.steps
+from actstore.errors import UserError
+from conftest import write_distribution
+from genies.plan import RunConfig
+from genies.runner import run_benchmark
+from probes.sweep import VALIDATION, read_csv
+
+METHODS = ("zero-shot", "mms", "logreg", "random")
+SHIFTS = [
+    {"source": "easy", "target": "hard", "label": "extreme", "category": "difficulty"},
+    {"source": "easy", "target": "trap", "target_reference": "ref", "label": "probing", "category": "unwanted_personas"},
+]
+
+
+def arithmetic(n: int, offset: int, wrong_by: int) -> list[dict]:
+    return [{"prompt": f"What is {i + offset} + {i}?\n### Response:\n",
+             "responses": {f"{2 * i + offset}": 1.0, f"{2 * i + offset + wrong_by}": 0.0, "I do not know.": 0.0}}
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def benchmark(tmp_path_factory):
+    root = tmp_path_factory.mktemp("genies-run")
+    for name, (offset, wrong_by) in {"easy": (1, 1), "hard": (40, 7), "trap": (3, 2), "ref": (5, 3)}.items():
+        write_distribution(root / "data", name, arithmetic(14, offset, wrong_by), arithmetic(10, offset + 100, wrong_by))
+    manifest = root / "shifts.json"
+    manifest.write_text(json.dumps(SHIFTS))
+    return root, manifest
+
+
+def config_for(benchmark, **overrides) -> RunConfig:
+    root, manifest = benchmark
+    settings = dict(model="tiny-random", shifts=str(manifest), methods=METHODS, layer="best", data_dir=str(root / "data"),
+                    store_root=str(root / "stores"), out=root / "run")
+    return RunConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def first_run(benchmark):
+    return run_benchmark(config_for(benchmark), command="genies run (test)", log=lambda line: None)
+
+
+def test_run_writes_one_row_per_shift_and_method_and_a_report(first_run):
+    assert first_run.model_loads == 1
+    assert first_run.stores_extracted > 0 and first_run.fits_run > 0 and first_run.evaluations_run > 0
+    with first_run.results_path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted((r["source"], r["target"], r["method"]) for r in rows) == sorted(
+        (s["source"], s["target"], m) for s in SHIFTS for m in METHODS)
+    for row in rows:
+        for column in ("generalization_accuracy", "source_accuracy", "zero_shot_accuracy", "target_tuned_capability",
+                       "auroc", "brier", "rms_calibration_error"):
+            assert 0.0 <= float(row[column]) <= 1.0, (column, row)
+        assert row["target_tuned_method"] != "random"  # a chance baseline is never the TTC
+    report = (first_run.run_dir / "report.md").read_text()
+    assert "genies run (test)" in report and "easy -> trap [ref ref]" in report
+    assert (first_run.run_dir / "generalization_vs_zero_shot.png").stat().st_size > 0
+
+
+def test_zero_shot_has_differential_elicitation_exactly_zero(first_run):
+    zero_shot = [r for r in first_run.rows if r.method == "zero-shot"]
+    assert len(zero_shot) == len(SHIFTS)
+    assert all(r.differential_elicitation == 0.0 and r.generalization_accuracy == r.zero_shot_accuracy for r in zero_shot)
+    for row in first_run.rows:
+        assert row.elicitation == pytest.approx(row.generalization_accuracy / row.target_tuned_capability)
+
+
+def test_best_layer_is_chosen_on_source_validation_only(first_run):
+    sweep = read_csv(first_run.run_dir / "sweeps" / "easy.csv")
+    assert sweep and {r["role"] for r in sweep} == {VALIDATION}
+    assert {r["eval"] for r in sweep} == {"easy/train validation"}
+    for method in ("mms", "logreg", "random"):
+        candidates = [r for r in sweep if r["method"] == method]
+        best = max(candidates, key=lambda r: (r["accuracy"], -r["layer"]))["layer"]
+        assert len(candidates) == 5  # tiny-random: embeddings + 4 blocks
+        assert {r.layer for r in first_run.rows if r.method == method and r.source == "easy"} == {best}
+    assert {(c.method, c.training) for c in first_run.chosen_layers} >= {("mms", "easy"), ("mms", "hard"), ("mms", "ref")}
+
+
+def test_second_identical_run_reuses_everything_without_the_model(benchmark, first_run, monkeypatch):
+    def no_model_work(*args, **kwargs):
+        raise AssertionError("the second run did model work")
+
+    monkeypatch.setattr(actstore.models, "load_model", no_model_work)
+    monkeypatch.setattr(actstore.extract, "extract", no_model_work)
+    monkeypatch.setattr(genies.steps, "fit_probe", no_model_work)
+    lines = []
+    again = run_benchmark(config_for(benchmark), command="genies run (test)", log=lines.append)
+    assert again.reused_everything and again.model_loads == 0
+    assert any("reused everything" in line for line in lines)
+    assert again.rows == first_run.rows
+    info = json.loads((again.run_dir / "run.json").read_text())
+    assert [h["model_loads"] for h in info["history"]] == [1, 0]
+
+
+def test_fixed_layer_with_mixed_target_examples(benchmark, first_run):
+    summary = run_benchmark(config_for(benchmark, methods=("zero-shot", "mms"), layer=2, mix_target=3),
+                            log=lambda line: None)
+    assert summary.stores_extracted == 1  # trap's training split; every other store is reused
+    mms = [r for r in summary.rows if r.method == "mms"]
+    assert len(mms) == len(SHIFTS) and {r.layer for r in mms} == {2}
+    fits = {p.name for p in (summary.run_dir / "fits" / "mms" / "layer2").iterdir()}
+    assert fits == {"easy+3xhard", "easy+3xtrap", "hard", "ref"}
+
+
+def test_run_dir_of_other_settings_is_refused(benchmark, first_run):
+    with pytest.raises(UserError, match="different settings"):
+        run_benchmark(config_for(benchmark, limit=5), log=lambda line: None)
+
+
+def test_shifts_demo_defaults_to_demo_data():
+    from genies.runner import resolve_config
+
+    assert resolve_config(RunConfig(model="m", shifts="demo")).data_dir == "demo"
+    assert resolve_config(RunConfig(model="m", shifts="demo", data_dir="x")).data_dir == "x"
+    assert resolve_config(RunConfig(model="m")).data_dir is None
