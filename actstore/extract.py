@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field, fields, replace
 
 from actstore.batching import PADDING_SIDES
-from actstore.compute_dtype import COMPUTE_DTYPES, resolve_compute_dtype, torch_dtype
+from actstore.compute_dtype import COMPUTE_DTYPES, default_device, resolve_compute_dtype, torch_dtype
 from actstore.data import Split, load_split, resolve_data_dir, split_path
 from actstore.errors import UserError
 from actstore.layers import needs_full_depth, parse_layers
@@ -22,6 +22,7 @@ from actstore.locations import store_url
 from actstore.lock import ExtractionLock
 from actstore.models import LoadedModel
 from actstore.paths import default_store_root
+from actstore.prompt_reuse import reuses_prompts
 from actstore.preflight import check_context
 from actstore.sequence_table import SequenceTable, encode_rows, sequence_table
 from actstore.stage_clock import clock_for
@@ -50,7 +51,7 @@ class ExtractConfig:
     batch_tokens: int = 4096  # padded tokens per forward pass
     block_size: int = 512  # sequences per chunk-aligned block (the unit of writing and resuming)
     padding_side: str = "right"
-    prompt_reuse: bool = True  # one prompt pass per example, its responses run on the cached keys/values
+    prompt_reuse: bool | None = None  # one prompt pass per example, responses on its keys/values; None: where it helps
     compressor: str | None = "blosc-zstd"
     device: str | None = None  # None: cuda when available, else cpu
     overwrite: bool = False
@@ -135,7 +136,8 @@ def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_resu
     for dataset in config.datasets:  # unknown datasets and splits fail before the long work starts
         for split in config.splits:
             split_path(data_dir, dataset, split)
-    config = replace(config, compute_dtype=concrete_compute_dtype(config, loaded))
+    config = replace(config, compute_dtype=concrete_compute_dtype(config, loaded),
+                     prompt_reuse=reuses_prompts(config.prompt_reuse, _device(config, loaded)))
     model = ModelOnDemand(config.model, config.device, loaded, config.compute_dtype)
     results = []
     for dataset in config.datasets:
@@ -148,6 +150,10 @@ def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_resu
                 if on_result:
                     on_result(result)
     return results
+
+
+def _device(config: ExtractConfig, loaded: LoadedModel | None) -> str:
+    return str(next(loaded.model.parameters()).device) if loaded is not None else config.device or default_device()
 
 
 def concrete_compute_dtype(config: ExtractConfig, loaded: LoadedModel | None) -> str:

@@ -26,6 +26,16 @@ from actstore.forward import BatchActivations, continuation_positions, summed_to
 from actstore.stage_clock import StageClock
 
 
+def reuses_prompts(requested: bool | None, device: str) -> bool:
+    """``None`` (the default) turns reuse on where it was measured to help: on CPUs, where the time
+    is the tokens' arithmetic (1.4-2x, benchmarks/RESULTS.md). On GPUs a small model's passes are
+    bound by kernel launches, not arithmetic, and reuse's extra, smaller passes made SmolLM2-135M
+    2-3x slower on an H200; ``--prompt-reuse`` turns it on there for models large enough to gain."""
+    if requested is not None:
+        return requested
+    return torch.device(device).type == "cpu"
+
+
 @dataclass(frozen=True)
 class PromptGroup:
     prompt_ids: tuple[int, ...]

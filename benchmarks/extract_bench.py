@@ -7,8 +7,9 @@
 LM head over every position, the last token of every hidden state kept (and the response's
 log-likelihood read from the full logits);
 (b) ``actstore extract`` (all layers, plain view) on the same sequences, with its defaults
-(compute dtype auto, prompt reuse on); ``--ablations`` adds runs without prompt reuse and in
-float32, so each speed-up is measured on its own in the same run.
+(compute dtype and prompt reuse chosen for the device); ``--ablations`` adds a run with prompt
+reuse switched the other way and one in float32 without it, so each speed-up is measured on its
+own in the same run. Each extraction gets an untimed warm-up on a few examples first.
 
 Printed as a table and written as JSON: sequences/s, tokens/s, the ratio to the naive loop,
 the prefill FLOP rate (2 x non-embedding parameters x tokens / time) as a fraction of a matrix
@@ -22,10 +23,11 @@ import argparse
 import gc
 import json
 import os
+import re
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,10 +39,12 @@ from actstore.compute_dtype import default_device, resolve_compute_dtype, torch_
 from actstore.data import load_split, resolve_data_dir  # noqa: E402
 from actstore.extract import ExtractConfig, extract  # noqa: E402
 from actstore.models import load_model  # noqa: E402
+from actstore.prompt_reuse import reuses_prompts  # noqa: E402
 from actstore.sequence_table import sequence_table  # noqa: E402
 from actstore.stage_clock import clock_for  # noqa: E402
 from actstore.views import VIEWS, encode  # noqa: E402
 
+WARMUP_EXAMPLES = 2
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "genies-data"
 
 
@@ -48,6 +52,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "genies-data"
 class Run:
     name: str
     dtype: str
+    prompt_reuse: bool
     sequences: int
     tokens: int  # tokens of the full sequences
     computed_tokens: int  # tokens the model actually ran (fewer with prompt reuse)
@@ -133,6 +138,24 @@ class PeakMemory:
         return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
 
 
+def load(args, dtype: torch.dtype, device: torch.device):
+    """The model; with ``--random-init``, its architecture only (``--model`` is then a directory with
+    config and tokenizer), for timing on a machine the weights cannot be copied to."""
+    if not args.random_init:
+        return load_model(args.model, dtype=dtype, device=device)
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from actstore.models import LoadedModel
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(args.model), dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model.eval(), tokenizer, args.model, f"{args.model} (random init)")
+
+
 def body_parameters(model: torch.nn.Module) -> int:
     """Parameters of the transformer blocks and final norm: what a token's prefill multiplies by."""
     body = model.get_decoder()
@@ -164,23 +187,31 @@ def naive_loop(loaded, prompts, responses, device: torch.device) -> tuple[float,
     return time.perf_counter() - started, clock.totals()
 
 
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
 def store_size(url: str) -> int:
     return sum(path.stat().st_size for path in Path(url).rglob("*") if path.is_file())
 
 
 def run_extract(name: str, args, out_root: Path, device: torch.device, memory: PeakMemory, n_tokens: int,
-                computed_tokens: int, *, compute_dtype: str, prompt_reuse: bool) -> Run:
+                computed_tokens: int, *, compute_dtype: str, prompt_reuse: bool | None) -> Run:
     config = ExtractConfig(model=args.model, datasets=(args.dataset,), splits=(args.split,), views=("plain",),
-                           limit=args.limit, data_dir=str(args.data_dir), out=str(out_root / name), device=str(device),
+                           limit=args.limit, data_dir=str(args.data_dir), out=str(out_root / slug(name)), device=str(device),
                            compute_dtype=compute_dtype, prompt_reuse=prompt_reuse, batch_tokens=args.batch_tokens,
                            progress=False)
     dtype = resolve_compute_dtype(compute_dtype, str(device))
+    prompt_reuse = reuses_prompts(prompt_reuse, str(device))
     rate = matmul_flops(torch_dtype(dtype), device)
-    loaded = load_model(args.model, dtype=torch_dtype(dtype), device=device)
+    loaded = load(args, torch_dtype(dtype), device)
     parameters = body_parameters(loaded.model)
+    # Untimed warm-up on a few examples: kernel selection and allocator growth happen once per
+    # process, and the naive loop amortizes them over its many passes.
+    extract(replace(config, limit=WARMUP_EXAMPLES, out=str(out_root / f"{slug(name)}-warmup")), loaded=loaded)
     memory.reset()
     [result] = extract(config, loaded=loaded)
-    run = Run(name, dtype, result.sequences_computed, n_tokens, computed_tokens if prompt_reuse else n_tokens,
+    run = Run(name, dtype, prompt_reuse, result.sequences_computed, n_tokens, computed_tokens if prompt_reuse else n_tokens,
               result.seconds, rate, parameters, memory.peak_rss(), memory.peak_gpu(),
               store_size(result.url) / result.n_sequences, asdict(result.timings))
     del loaded
@@ -192,13 +223,13 @@ def run_extract(name: str, args, out_root: Path, device: torch.device, memory: P
 
 def table(runs: list[Run]) -> str:
     naive = runs[0]
-    header = ["run", "dtype", "seq/s", "tokens/s", "x naive", "prefill GFLOP/s", "matmul GFLOP/s", "prefill/matmul",
+    header = ["run", "dtype", "reuse", "seq/s", "tokens/s", "x naive", "prefill GFLOP/s", "matmul GFLOP/s", "prefill/matmul",
               "computed/matmul", "peak RSS MiB", "peak GPU MiB", "store B/seq", "tokenize/forward/gather/write s"]
     rows = [header]
     for run in runs:
         split = run.time_split_s
         rows.append([
-            run.name, run.dtype, f"{run.sequences_per_second:.2f}", f"{run.tokens_per_second:.0f}",
+            run.name, run.dtype, "yes" if run.prompt_reuse else "no", f"{run.sequences_per_second:.2f}", f"{run.tokens_per_second:.0f}",
             f"{run.sequences_per_second / naive.sequences_per_second:.2f}", f"{run.prefill_flops / 1e9:.1f}",
             f"{run.matmul_flops / 1e9:.1f}", f"{run.prefill_flops / run.matmul_flops:.0%}",
             f"{run.computed_flops / run.matmul_flops:.0%}",
@@ -224,6 +255,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-tokens", type=int, default=ExtractConfig.batch_tokens)
     parser.add_argument("--ablations", action="store_true",
                         help="also run extraction without prompt reuse, and in float32 without prompt reuse")
+    parser.add_argument("--random-init", action="store_true",
+                        help="random weights of --model's architecture (a directory with config.json and tokenizer)")
     parser.add_argument("--json-out", type=Path, help="write the results here as JSON")
     args = parser.parse_args(argv)
     args.data_dir = args.data_dir or (SHARED_DATA if SHARED_DATA.is_dir() else None)
@@ -238,7 +271,7 @@ def main(argv=None) -> dict:
     split = load_split(args.data_dir, args.dataset, args.split)
     rows = sequence_table(split, args.limit)
 
-    loaded = load_model(args.model, dtype=torch.float32, device=device)
+    loaded = load(args, torch.float32, device)
     view = VIEWS["plain"]
     encoded = [encode(loaded.tokenizer, view, p, r) for p, r in zip(rows.prompts, rows.responses)]
     n_tokens = sum(len(p) + len(c) for p, c in encoded)
@@ -247,15 +280,18 @@ def main(argv=None) -> dict:
     computed_tokens = sum(len(c) + (len(p) if first else 0) for (p, c), first in zip(encoded, first_of_example))
 
     rate = matmul_flops(torch.float32, device)
+    naive_loop(loaded, rows.prompts[:WARMUP_EXAMPLES * 4], rows.responses[:WARMUP_EXAMPLES * 4], device)
     memory.reset()
     seconds, split_s = naive_loop(loaded, rows.prompts, rows.responses, device)
-    runs = [Run("naive loop", "float32", len(encoded), n_tokens, n_tokens, seconds, rate, body_parameters(loaded.model),
+    runs = [Run("naive loop", "float32", False, len(encoded), n_tokens, n_tokens, seconds, rate, body_parameters(loaded.model),
                 memory.peak_rss(), memory.peak_gpu(), None, split_s)]
     del loaded
 
-    variants = [("actstore extract", "auto", True)]
+    variants = [("actstore extract", "auto", None)]
     if args.ablations:
-        variants += [("  --no-prompt-reuse", "auto", False), ("  float32, --no-prompt-reuse", "float32", False)]
+        other = not reuses_prompts(None, str(device))
+        variants += [("  --prompt-reuse" if other else "  --no-prompt-reuse", "auto", other),
+                     ("  float32, --no-prompt-reuse", "float32", False)]
     with tempfile.TemporaryDirectory(prefix="extract-bench-") as out_root:
         for name, compute_dtype, reuse in variants:
             runs.append(run_extract(name, args, Path(out_root), device, memory, n_tokens, computed_tokens,
@@ -264,7 +300,7 @@ def main(argv=None) -> dict:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     report = {
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-        "model": args.model, "dataset": args.dataset, "split": args.split, "limit": args.limit,
+        "model": args.model, "random_init": args.random_init, "dataset": args.dataset, "split": args.split, "limit": args.limit,
         "device": device_name, "torch": torch.__version__, "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "sequences": len(encoded), "tokens": n_tokens, "computed_tokens_with_prompt_reuse": computed_tokens,
         "runs": [run.summary() for run in runs],

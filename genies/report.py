@@ -91,6 +91,11 @@ def _run_lines(run_dir: Path, info: dict, rows: Sequence[ResultRow]) -> list[str
         if key in info:
             value = f"`{info[key]}`" if key == "command" else info[key]
             lines.append(f"- {key.replace('_', ' ')}: {value}")
+    for number, run in enumerate(info.get("history", []), start=1):
+        work = ("reused everything" if not any(run.get(k) for k in ("stores_extracted", "fits_run", "evaluations_run"))
+                else f"{run.get('stores_extracted', 0)} stores extracted, {run.get('fits_run', 0)} fits, "
+                     f"{run.get('evaluations_run', 0)} evaluations")
+        lines.append(f"- run {number} ({run.get('started_at', '?')}): {run.get('wall_time_s', '?')} s, {work}")
     n_shifts = len({(r.source, r.target) for r in rows})
     lines += [f"- run directory: `{run_dir}`", f"- {n_shifts} shifts x {len(methods_in_order(rows))} methods "
               f"({len(rows)} rows of `results.csv`)", ""]

@@ -100,6 +100,23 @@ def test_second_identical_run_reuses_everything_without_the_model(benchmark, fir
     assert again.rows == first_run.rows
     info = json.loads((again.run_dir / "run.json").read_text())
     assert [h["model_loads"] for h in info["history"]] == [1, 0]
+    assert "run 2 (" in (again.run_dir / "report.md").read_text()
+
+
+def test_cli_run_prints_the_summary_table(benchmark, first_run):
+    from click.testing import CliRunner
+
+    from cli import genies
+
+    root, manifest = benchmark
+    args = ["run", "--model", "tiny-random", "--shifts", str(manifest), "--methods", ",".join(METHODS),
+            "--data-dir", str(root / "data"), "--store-root", str(root / "stores"), "--out", str(root / "run")]
+    result = CliRunner().invoke(genies, args)
+    assert result.exit_code == 0, result.output
+    assert "everything is done already" in result.output
+    assert all(method in result.output for method in METHODS) and "report.md" in result.output
+    refused = CliRunner().invoke(genies, [*args, "--layer", "top"])
+    assert refused.exit_code == 2 and "--layer must be a layer number or 'best'" in refused.output
 
 
 def test_fixed_layer_with_mixed_target_examples(benchmark, first_run):
