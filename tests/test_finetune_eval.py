@@ -145,7 +145,7 @@ def test_live_zero_shot_equals_store_zero_shot(tmp_path, toy_data):
 
     [stored] = extract(ExtractConfig(model="tiny-random", datasets=("toy",), splits=("test",), layers="1",
                                      data_dir=str(toy_data), out=str(tmp_path / "stores"), dtype="float32",
-                                     progress=False))
+                                     compute_dtype="float32", progress=False))
     sequences = open_store(stored.url).sequences()
     live = evaluate_loglik_baseline("tiny-random", "toy", data_dir=str(toy_data), split="test", batch_size=4)
     assert np.array_equal(live.example, sequences["example"])
