@@ -39,6 +39,12 @@ def test_plan_batches_fills_budget_longest_first():
     assert plan_batches([50, 3], batch_tokens=10) == [[0], [1]]  # too long: a batch of its own
 
 
+def test_plan_batches_starts_a_new_batch_below_min_fill():
+    # 10 < 0.75 x 100: the short rows are not padded to the outlier's length, although they would fit
+    assert plan_batches([100, 10, 10, 80], batch_tokens=1000) == [[0, 3], [1, 2]]
+    assert plan_batches([100, 10, 10, 80], batch_tokens=1000, min_fill=0.0) == [[0, 3, 1, 2]]
+
+
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_pad_batch_positions_and_last_token(side):
     sequences = [EncodedSequence((1, 2), (3,)), EncodedSequence((1, 4, 5, 6), (7, 8))]
