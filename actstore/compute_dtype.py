@@ -12,14 +12,11 @@ from pathlib import Path
 import torch
 
 from actstore.errors import UserError
+from actstore.sharding import default_device
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 # CPU flags of native bfloat16 matrix multiplies (AVX512-BF16 dot products, AMX tiles).
 NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_compute_dtype(requested: str, device: str | torch.device | None) -> str:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field, fields, replace
 
 from actstore.batching import PADDING_SIDES
-from actstore.compute_dtype import COMPUTE_DTYPES, default_device, resolve_compute_dtype, torch_dtype
+from actstore.compute_dtype import COMPUTE_DTYPES, resolve_compute_dtype, torch_dtype
 from actstore.data import Split, load_split, resolve_data_dir, split_path
 from actstore.errors import UserError
 from actstore.layers import needs_full_depth, parse_layers
@@ -120,8 +120,6 @@ class ModelOnDemand:
 
     def get(self) -> LoadedModel:
         if self._loaded is None:
-            import torch
-
             from actstore.models import load_model
 
             device = self.device or default_device()

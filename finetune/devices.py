@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
+from actstore.compute_dtype import runs_bfloat16_fast
+
 PRECISIONS = ("auto", "fp32", "bf16")
-_CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 
 def default_device() -> torch.device:
@@ -18,14 +17,9 @@ def default_device() -> torch.device:
 
 
 def fast_bf16() -> bool:
-    """Whether this machine runs bf16 matmuls natively (a GPU that supports it, or a CPU with
-    AVX512-BF16/AMX); elsewhere bf16 autocast is emulated and slower than fp32."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return False
-    return bool(_CPU_BF16_FLAGS & set(cpuinfo.read_text(errors="replace").split()))
+    """Whether this process's device runs bf16 matmuls natively; elsewhere bf16 autocast is
+    emulated and slower than fp32."""
+    return runs_bfloat16_fast(default_device())
 
 
 def mixed_precision(precision: str) -> str:

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 import zarr
 from click.testing import CliRunner
 
@@ -15,13 +14,6 @@ from conftest import example, write_distribution
 
 GOOD = [example(f"Question {i}?\n### Response:\n", {f"right {i}": 1.0, f"wrong {i}": 0.0}) for i in range(4)]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def fails(command, args, *fragments):

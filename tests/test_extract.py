@@ -10,7 +10,7 @@ from actstore import open_store
 from actstore.errors import UserError
 from actstore.extract import ExtractConfig, extract
 from actstore.models import tiny_random_llama
-from actstore.store import ActivationStore, open_for_writing
+from actstore.store import ActivationStore
 from actstore.views import VIEWS, encode
 from conftest import write_distribution
 
@@ -22,14 +22,6 @@ TOY = [
     {"prompt": "Is ice cold?\n### Response:\n", "responses": {"No": 0.0, "Yes": 1.0, "Maybe": 0.0, "Sometimes": 0.0}},
 ]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model is fastest on one thread, and the machine's two cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -32,13 +32,6 @@ TOY = [
 N_TOY_PAIRS = 2 + 1 + 1 + 1 + 3 + 1
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture
 def toy_data(tmp_path):

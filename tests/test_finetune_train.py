@@ -28,14 +28,6 @@ def learnable_examples(n: int = 24) -> list[dict]:
     ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model is fastest on one thread, and the machine's two cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture
 def toy_data(tmp_path):

@@ -8,7 +8,7 @@ from actstore import open_store
 from actstore.batching import EncodedSequence
 from actstore.extract import extract
 from actstore.prompt_reuse import group_by_prompt, plan_continuation_batches
-from test_extract import config, data_dir, one_thread  # noqa: F401  (fixtures)
+from test_extract import config, data_dir  # noqa: F401, F811  (data_dir is a fixture)
 
 
 def test_group_by_prompt_keeps_runs_of_one_prompt():

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from actstore import open_store
@@ -33,13 +32,6 @@ EXAMPLES = [
 ]  # 18 sequences; block size 3 -> 6 blocks
 ARRAYS = ("residual", "final_norm", "loglik", "n_tokens", "last_token", "example", "response", "score", "block_done")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

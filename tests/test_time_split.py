@@ -5,7 +5,7 @@ import time
 from actstore import open_store
 from actstore.extract import extract
 from actstore.stage_clock import StageClock
-from test_extract import config, data_dir, one_thread  # noqa: F401  (fixtures)
+from test_extract import config, data_dir  # noqa: F401, F811  (data_dir is a fixture)
 
 
 def test_stage_clock_accumulates_per_stage_and_synchronizes_at_boundaries():
