@@ -282,11 +282,11 @@ def actstore_info(store, as_json):
 @click.argument("root", required=False)
 def actstore_ls(root):
     """One line per store under ROOT (default: the per-user store directory)."""
-    from actstore.info import list_stores
+    from actstore.info import LS_COLUMNS, list_stores
     from actstore.paths import default_store_root
 
     infos = list_stores(root or str(default_store_root()))
-    print_table([info.as_row() for info in infos])
+    print_table([info.as_row() for info in infos], LS_COLUMNS)
     click.echo(f"{len(infos)} stores")
 
 

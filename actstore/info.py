@@ -44,6 +44,20 @@ class StoreInfo:
         }
 
 
+@dataclass(frozen=True)
+class UnreadableStore:
+    """A ``*.zarr`` directory under the root that ``actstore info`` cannot describe."""
+
+    url: str
+    reason: str
+
+    def as_row(self) -> dict:
+        return {"store": self.url, "state": self.reason}
+
+
+LS_COLUMNS = ["store", "model", "dataset", "split", "view", "layers", "dtype", "sequences", "size", "state"]
+
+
 def store_info(url: str) -> StoreInfo:
     store = find_store(url)
     if store is None:
@@ -63,14 +77,22 @@ def store_info(url: str) -> StoreInfo:
     )
 
 
-def list_stores(root: str) -> list[StoreInfo]:
-    """Every store under ``root`` (a directory or fsspec URL), sorted by location."""
+def list_stores(root: str) -> list[StoreInfo | UnreadableStore]:
+    """Every store under ``root`` (a directory or fsspec URL), sorted by location; a store that
+    cannot be read (e.g. its creation was interrupted) is listed with the reason."""
     fs, path = fsspec.core.url_to_fs(str(root))
     if not fs.isdir(path):
         raise UserError(f"{root}: no such directory")
     base = path.rstrip("/")
     urls = [str(root).rstrip("/") + found[len(base):] for found in _store_dirs(fs, base, depth=0)]
-    return [store_info(url) for url in sorted(urls)]
+    return [_info_or_reason(url) for url in sorted(urls)]
+
+
+def _info_or_reason(url: str) -> StoreInfo | UnreadableStore:
+    try:
+        return store_info(url)
+    except UserError as err:
+        return UnreadableStore(url, str(err).removeprefix(f"{url}: "))
 
 
 def _store_dirs(fs, path: str, depth: int):

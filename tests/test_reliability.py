@@ -137,6 +137,8 @@ def test_killed_store_creation_is_redone(data_dir, tmp_path, monkeypatch):
     url = store_url(tmp_path / "s")
     result = CliRunner().invoke(actstore, ["info", url])
     assert result.exit_code == 2 and "creation was interrupted" in result.output
+    listing = CliRunner().invoke(actstore, ["ls", str(tmp_path / "s")])
+    assert listing.exit_code == 0 and "creation was interrupted" in listing.output and "1 stores" in listing.output
     with pytest.raises(UserError, match="creation was interrupted"):
         open_store(url)
     assert "(created: 18 sequences" in run_here(extract_args(data_dir, tmp_path / "s"))
