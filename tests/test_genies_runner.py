@@ -140,3 +140,20 @@ def test_shifts_demo_defaults_to_demo_data():
     assert resolve_config(RunConfig(model="m", shifts="demo")).data_dir == "demo"
     assert resolve_config(RunConfig(model="m", shifts="demo", data_dir="x")).data_dir == "x"
     assert resolve_config(RunConfig(model="m")).data_dir is None
+
+
+def test_live_methods_run_through_the_runner_and_are_reused(benchmark):
+    """lora and few-shot go through finetune; a second run trains and evaluates nothing."""
+    root, _ = benchmark
+    config = config_for(benchmark, methods=("zero-shot", "lora", "few-shot"), out=root / "live-run")
+    first = run_benchmark(config, command="genies run (live)", log=lambda line: None)
+    assert first.fits_run > 0 and list((root / "live-run").rglob("head.safetensors"))  # lora really trained
+    rows = {(r.source, r.target, r.method): r for r in first.rows}
+    assert {m for _, _, m in rows} == {"zero-shot", "lora", "few-shot"}
+    assert len(rows) == 3 * len(SHIFTS)
+    for row in rows.values():
+        assert 0.0 <= row.generalization_accuracy <= 1.0 and 0.0 <= row.source_accuracy <= 1.0
+    assert (root / "live-run" / "results.csv").is_file()
+    again = run_benchmark(config, command="genies run (live)", log=lambda line: None)
+    assert again.model_loads == 0 and again.fits_run == 0 and again.evaluations_run == 0
+    assert [r.generalization_accuracy for r in again.rows] == [r.generalization_accuracy for r in first.rows]
