@@ -110,6 +110,7 @@ def default_steps(n_pairs: int, pairs_per_step: int) -> int:
 def train_reward_model(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     """Train, save into ``config.out_dir()`` and return the losses and timings."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -123,6 +124,10 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True) -> TrainRe
     from finetune.sequences import context_length, encode_examples
 
     started = time.perf_counter()
+    # accelerate keeps its precision in process-wide state and refuses a second Accelerator with
+    # another one; each training run here is self-contained, so start from a fresh state (the
+    # process-group state, PartialState, is kept).
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=mixed_precision(config.precision))
     set_seed(config.seed)
     data_dir = resolve_data_dir(config.data_dir)

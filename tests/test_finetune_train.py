@@ -166,3 +166,10 @@ def test_bad_config_is_a_user_error(toy_data, tmp_path, overrides, message):
 def test_unknown_dataset_is_a_user_error(toy_data, tmp_path):
     with pytest.raises(UserError, match="unknown dataset 'nope'"):
         train_reward_model(toy_config(toy_data, tmp_path, dataset="nope"), progress=False)
+
+
+def test_two_trainings_with_different_precisions_in_one_process(toy_data, tmp_path):
+    """accelerate's process-wide precision must not leak from one training run into the next."""
+    fp32 = train_reward_model(toy_config(toy_data, tmp_path / "a", steps=2, precision="fp32"), progress=False)
+    bf16 = train_reward_model(toy_config(toy_data, tmp_path / "b", steps=2, precision="bf16"), progress=False)
+    assert len(fp32.losses) == len(bf16.losses) == 2
