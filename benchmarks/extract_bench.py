@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from actstore.compute_dtype import default_device, resolve_compute_dtype, torch_dtype  # noqa: E402
+from actstore.compute_dtype import resolve_compute_dtype, torch_dtype  # noqa: E402
+from actstore.sharding import default_device  # noqa: E402
 from actstore.data import load_split, resolve_data_dir  # noqa: E402
 from actstore.extract import ExtractConfig, extract  # noqa: E402
 from actstore.models import load_model  # noqa: E402

@@ -39,7 +39,8 @@ class LazyModel:
 
     def get(self):
         if self.loaded is None:
-            from actstore.compute_dtype import default_device, resolve_compute_dtype, torch_dtype
+            from actstore.compute_dtype import resolve_compute_dtype, torch_dtype
+            from actstore.sharding import default_device
 
             # The dtype `actstore extract` picks by default, so stores made by either are the same extraction.
             device = default_device()
