@@ -157,3 +157,15 @@ def test_live_methods_run_through_the_runner_and_are_reused(benchmark):
     again = run_benchmark(config, command="genies run (live)", log=lambda line: None)
     assert again.model_loads == 0 and again.fits_run == 0 and again.evaluations_run == 0
     assert [r.generalization_accuracy for r in again.rows] == [r.generalization_accuracy for r in first.rows]
+
+
+def test_contrast_methods_extract_yes_no_views_and_score(benchmark):
+    """ccs and cra need the yes/no views: the runner extracts them and scores every shift."""
+    root, _ = benchmark
+    summary = run_benchmark(config_for(benchmark, methods=("zero-shot", "ccs", "cra"), layer=2, out=root / "contrast"),
+                            command="genies run (contrast)", log=lambda line: None)
+    assert sorted({r.method for r in summary.rows}) == ["ccs", "cra", "zero-shot"]
+    assert list((root / "stores").rglob("train.yes.zarr")) and list((root / "stores").rglob("test.no.zarr"))
+    for row in summary.rows:
+        assert 0.0 <= row.generalization_accuracy <= 1.0
+        assert row.layer == (None if row.method == "zero-shot" else 2)
