@@ -241,8 +241,13 @@ def build_plan(config: RunConfig, shifts: list[Shift], done: DoneChecks) -> Plan
 
 
 def layer_tag(config: RunConfig, method: str) -> str:
-    """Probe fits and evaluations depend on the layer choice; zero-shot and live methods do not."""
-    return config.layer_tag if method in PROBE_VIEWS and method not in FIXED_LAYER_METHODS else ""
+    """Probe fits and evaluations depend on the layer choice; zero-shot and live methods do not.
+    Under ``--layer best`` a chance baseline takes the middle layer (see probes.sweep.best_layers)."""
+    if method not in PROBE_VIEWS or method in FIXED_LAYER_METHODS:
+        return ""
+    if config.layer == "best" and PROBE_METHODS[method].chance_baseline:
+        return "layer-middle"
+    return config.layer_tag
 
 
 RESULT_SETTINGS = ("model", "limit", "seed", "data_dir")

@@ -110,13 +110,19 @@ def _row(method: Method, layer: int, name: str, role: str, probe, source: Featur
 
 
 def best_layers(rows: list[dict], methods: list[Method]) -> list[BestLayer]:
-    """Per method, the layer with the highest validation accuracy (the shallowest on ties)."""
+    """Per method, the layer with the highest validation accuracy (the shallowest on ties); for a
+    chance baseline, the middle swept layer whatever its accuracy."""
     best = []
     for method in methods:
         candidates = [r for r in rows if r["method"] == method.name and r["role"] == VALIDATION]
-        if candidates:
+        if not candidates:
+            continue
+        if method.chance_baseline:
+            layers = sorted(r["layer"] for r in candidates)
+            top = next(r for r in candidates if r["layer"] == layers[len(layers) // 2])
+        else:
             top = max(candidates, key=lambda r: (r["accuracy"], -r["layer"]))
-            best.append(BestLayer(method.name, top["layer"], top["accuracy"]))
+        best.append(BestLayer(method.name, top["layer"], top["accuracy"]))
     return best
 
 

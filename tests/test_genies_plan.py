@@ -57,6 +57,14 @@ def test_second_plan_reuses_everything_and_needs_no_model(tmp_path):
     assert "no model work" in second.summary_lines()[-1]
 
 
+def test_random_under_layer_best_is_cached_apart_from_chosen_layers(tmp_path):
+    best = build_plan(RunConfig(model="m", methods=("mms", "random"), out=tmp_path), SHIFTS, nothing_done())
+    tags = {f.method: f.path.parent.name for f in best.fits}
+    assert tags == {"mms": "layer-best", "random": "layer-middle"}
+    fixed = build_plan(RunConfig(model="m", methods=("random",), layer=4, out=tmp_path), SHIFTS, nothing_done())
+    assert {f.path.parent.name for f in fixed.fits} == {"layer4"}
+
+
 def test_done_fits_and_stores_are_reused(tmp_path):
     config = RunConfig(model="m", methods=("zero-shot", "mms"), out=tmp_path)
     first = build_plan(config, SHIFTS, nothing_done())

@@ -82,7 +82,8 @@ def test_best_layer_is_chosen_on_source_validation_only(first_run):
         candidates = [r for r in sweep if r["method"] == method]
         best = max(candidates, key=lambda r: (r["accuracy"], -r["layer"]))["layer"]
         assert len(candidates) == 5  # tiny-random: embeddings + 4 blocks
-        assert {r.layer for r in first_run.rows if r.method == method and r.source == "easy"} == {best}
+        expected = 2 if method == "random" else best  # the chance baseline takes the middle layer
+        assert {r.layer for r in first_run.rows if r.method == method and r.source == "easy"} == {expected}
     assert {(c.method, c.training) for c in first_run.chosen_layers} >= {("mms", "easy"), ("mms", "hard"), ("mms", "ref")}
 
 

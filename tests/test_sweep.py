@@ -7,7 +7,7 @@ from actstore.errors import UserError
 from probes.commands import best_layer_rows, parse_sweep_layers, sweep_command
 from probes.methods import parse_methods
 from probes.sources import StoreSource
-from probes.sweep import CSV_COLUMNS, SweepConfig, read_csv, run_sweep
+from probes.sweep import CSV_COLUMNS, VALIDATION, SweepConfig, best_layers, read_csv, run_sweep
 from synthetic import planted, write_stores
 
 LAYERS = (0, 1, 2, 3, 4)
@@ -46,6 +46,15 @@ def test_sweep_rows_and_best_layer_from_validation_only(stores):
         assert eval_accuracy[1] < 0.75
         assert by_key[(method, 1, "planted/test")]["accuracy"] > 0.95
     assert {r["fitted_on"] for r in result.rows} == {"train-70%"}
+
+
+def test_chance_baseline_takes_the_middle_layer_not_the_luckiest():
+    accuracy = {0: 0.9, 1: 0.5, 2: 0.4, 3: 0.6, 4: 0.55}  # layer 0 looks best on validation
+    methods = parse_methods("mms,random")
+    rows = [{"method": m.name, "layer": layer, "role": VALIDATION, "accuracy": a}
+            for m in methods for layer, a in accuracy.items()]
+    best = {b.method: (b.layer, b.validation_accuracy) for b in best_layers(rows, methods)}
+    assert best == {"mms": (0, 0.9), "random": (2, 0.4)}
 
 
 def test_validation_split_is_carved_from_train_examples(stores):

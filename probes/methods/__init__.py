@@ -19,6 +19,9 @@ class Method:
     heads: bool = False  # needs per-head activations (extract with --site heads)
     loglik: bool = False
     natural_scale: bool = False  # score differences are already logits: temperature 1, no Platt fit
+    # A chance baseline never has its layer chosen on labels (the luckiest of many random
+    # directions beats chance): a sweep's "best" layer for it is the middle swept layer.
+    chance_baseline: bool = False
     summary: str = ""
 
 
@@ -31,7 +34,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("cra", ("yes", "no"), cra.fit, summary="contrastive representation arithmetic: mass-mean of h_yes - alpha h_no"),
     Method("logreg", ("plain",), logreg.fit, natural_scale=True,
            summary="L2 logistic regression on paired differences (scikit-learn)"),
-    Method("random", ("plain",), random_direction.fit, summary="a seeded random direction (baseline)"),
+    Method("random", ("plain",), random_direction.fit, chance_baseline=True, summary="a seeded random direction (baseline)"),
     Method("zero-shot", ("plain",), zero_shot.fit, per_layer=False, loglik=True, natural_scale=True,
            summary="total log-likelihood of response + EOS given the prompt"),
     Method("mms-heads", ("plain",), heads.fit_mms, per_layer=False, heads=True,
