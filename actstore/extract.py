@@ -167,12 +167,12 @@ def concrete_compute_dtype(config: ExtractConfig, loaded: LoadedModel | None) ->
 def extract_store(config: ExtractConfig, model: ModelOnDemand, split: Split, table: SequenceTable, view: View) -> StoreResult:
     url = store_url(config.root, config.model, split.dataset, split.split, view.name, limit=config.limit, site=config.site)
     shard = Shard.from_environment()
-    with ExtractionLock(url, shard):
-        return _extract_locked(url, shard, config, model, split, table, view)
+    with ExtractionLock(url, shard) as lock:
+        return _extract_locked(url, shard, lock, config, model, split, table, view)
 
 
-def _extract_locked(url: str, shard: Shard, config: ExtractConfig, model: ModelOnDemand, split: Split,
-                    table: SequenceTable, view: View) -> StoreResult:
+def _extract_locked(url: str, shard: Shard, lock: ExtractionLock, config: ExtractConfig, model: ModelOnDemand,
+                    split: Split, table: SequenceTable, view: View) -> StoreResult:
     existing = _existing_store(url, config.overwrite)
     if existing is not None and existing.meta.get("complete") and not model.is_loaded:
         if _matches_before_loading(existing, config, split, view):
@@ -184,7 +184,8 @@ def _extract_locked(url: str, shard: Shard, config: ExtractConfig, model: ModelO
     check_context(table, loaded.tokenizer, view, max_tokens=getattr(loaded.model.config, "max_position_embeddings", None),
                   source=str(split.path))
     if not shard.is_main:  # rank 0 creates (or re-creates) the store; the others use it once it is this extraction
-        existing = wait_for_creation(url, lambda: _created_for(url, identity, config.overwrite), rank=shard.rank)
+        existing = wait_for_creation(url, lambda: _created_for(url, identity, config.overwrite), rank=shard.rank,
+                                     main_gone=lock.main_rank_gone)
     if existing is not None and existing.meta.get("creating"):
         existing = None  # a creation that was killed: start again
     if existing is not None and not _same_extraction(existing, identity, overwrite=config.overwrite):

@@ -72,6 +72,8 @@ class ExtractionLock:
         self.path = None if self.directory is None else self.directory / f"rank{shard.rank}-of{shard.world_size}.json"
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
+        self._seen_main = False
+        self._started = time.time()
 
     def __enter__(self) -> "ExtractionLock":
         if self.directory is not None:
@@ -119,6 +121,20 @@ class ExtractionLock:
         if age > self.stale_after_s:
             return True
         return holder.host == socket.gethostname() and not _pid_running(holder.pid)
+
+    def main_rank_gone(self) -> bool:
+        """For another rank waiting on rank 0: whether rank 0 of this run has stopped (its lock file
+        is stale, or was seen and is now gone). Never True for remote stores (no lock files)."""
+        if self.directory is None:
+            return False
+        path = self.directory / f"rank0-of{self.shard.world_size}.json"
+        if not path.exists():
+            return self._seen_main
+        holder = _read_holder(path)
+        if holder is not None and holder.started < self._started - self.stale_after_s:
+            return False  # left by an earlier run: this run's rank 0 has not taken it over yet
+        self._seen_main = True
+        return self._is_stale(path, holder)
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):

@@ -56,14 +56,22 @@ def default_device(environ: dict | None = None) -> str:
     return "cuda"
 
 
-def wait_for_creation(url: str, ready: Callable[[], object | None], *, rank: int, timeout_s: float = CREATION_WAIT_S,
+def wait_for_creation(url: str, ready: Callable[[], object | None], *, rank: int,
+                      main_gone: Callable[[], bool] = lambda: False, timeout_s: float = CREATION_WAIT_S,
                       poll_s: float = 0.5) -> object:
-    """Poll ``ready()`` (which returns the store once rank 0 has created it, else None) until it does."""
+    """Poll ``ready()`` (which returns the store once rank 0 has created it, else None) until it does;
+    give up at once when ``main_gone()`` says rank 0 has stopped."""
     deadline = time.monotonic() + timeout_s
     while True:
         found = ready()
         if found is not None:
             return found
+        if main_gone():
+            found = ready()  # rank 0 may have created the store, filled its blocks and left since
+            if found is not None:
+                return found
+            raise UserError(f"{url}: process rank {rank} stops: rank 0 of this run stopped before creating the store "
+                            "(see rank 0's error)")
         if time.monotonic() > deadline:
             raise UserError(f"{url}: process rank {rank} waited {timeout_s:.0f} s for rank 0 to create this store; "
                             "is rank 0 running?")

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from actstore import open_store
 from actstore.errors import UserError
 from actstore.lock import ExtractionLock, lock_dir
-from actstore.sharding import Shard
+from actstore.sharding import Shard, wait_for_creation
 from actstore.store import find_store
 from cli import actstore
 from conftest import REPO, write_distribution
@@ -228,6 +228,38 @@ def test_stale_locks_are_taken_over_and_live_ones_refused(tmp_path):
         pass
     with pytest.raises(UserError, match="rank 0 of 2"):
         ExtractionLock(url, Shard(2, 3)).__enter__()
+
+
+def test_a_waiting_rank_sees_rank_0_stop(tmp_path):
+    url = str(tmp_path / "a.plain.zarr")
+    with ExtractionLock(url, Shard(1, 2)) as lock:
+        assert not lock.main_rank_gone()  # rank 0 has not started: keep waiting
+        main = write_lock(url, rank=0, world_size=2)  # rank 0 alive (this process)
+        assert not lock.main_rank_gone()
+        main.unlink()  # rank 0 released its lock without creating the store
+        with pytest.raises(UserError, match=r"rank 1 stops: rank 0 of this run stopped before creating the store"):
+            wait_for_creation(url, lambda: None, rank=1, main_gone=lock.main_rank_gone, timeout_s=60, poll_s=0.01)
+        # ...unless the store is there after all
+        assert wait_for_creation(url, lambda: "store", rank=1, main_gone=lambda: True) == "store"
+    url = str(tmp_path / "b.plain.zarr")
+    write_lock(url, rank=0, world_size=2, pid=dead_pid(), age_s=7200)  # left by an earlier run
+    with ExtractionLock(url, Shard(1, 2)) as lock:
+        assert not lock.main_rank_gone()
+        write_lock(url, rank=0, world_size=2, pid=dead_pid())  # this run's rank 0, died
+        assert lock.main_rank_gone()
+
+
+def test_extraction_on_rank_1_stops_at_once_when_rank_0_died(data_dir, tmp_path, monkeypatch):
+    write_lock(store_url(tmp_path / "s"), rank=0, world_size=2, pid=dead_pid())
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    began = time.monotonic()
+    result = CliRunner().invoke(actstore, extract_args(data_dir, tmp_path / "s"))
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "rank 0 of this run stopped before creating the store" in lines[0]
+    assert time.monotonic() - began < 120  # not the 30-minute creation wait
+    assert find_store(store_url(tmp_path / "s")) is None
 
 
 def test_lock_heartbeat_keeps_the_file_fresh(tmp_path):
