@@ -148,6 +148,8 @@ NOTES = [
     "- generalization: trained on the source, tested on the target's test split; source: the same fit on the source's "
     "test split; zero-shot: the untrained log-likelihood baseline on the target; TTC: the best method trained and "
     "tested on the target reference's own splits; DE = (generalization - zero-shot) / TTC; El = generalization / TTC.",
+    "- layer: the probe's layer; with `--layer best`, chosen per method and source on a validation split of the "
+    "source's training data (never a test split), except the chance baseline random, which takes the middle layer.",
     "- Paper figures: llama-30b from the GENIES reference results (`manifests/paper-results.csv`). Method "
     "counterparts: " + ", ".join(f"{m} = {i}" for m, i in PAPER_INTERVENTION.items()) + ". The paper's LAT "
     "(lat_stim_1) is a class-mean difference, not PCA; its ccs accuracy is per response with the sign chosen on the "
