@@ -87,7 +87,7 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
 
 def _run_lines(run_dir: Path, info: dict, rows: Sequence[ResultRow]) -> list[str]:
     lines = ["# GENIES run report", ""]
-    for key in ("command", "model", "manifest", "wall_time_s", "started_at"):
+    for key in ("command", "model", "manifest"):  # each run's start and wall time: the history below
         if key in info:
             value = f"`{info[key]}`" if key == "command" else info[key]
             lines.append(f"- {key.replace('_', ' ')}: {value}")
