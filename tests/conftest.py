@@ -45,6 +45,16 @@ def bundled_model():
     return load_model("smollm2-135m")
 
 
+# Toy examples of uneven lengths (1 to 4 responses), shared by the extraction and evaluation tests.
+TOY_EXAMPLES = [
+    {"prompt": "Add 2 and 3.\n### Response:\n", "responses": {"5": 1.0, "6": 0.0, "It is twenty-three.": 0.0}},
+    {"prompt": "Name a colour.\n### Response:\n", "responses": {"Blue, like the sky on a clear day.": 1.0, "Seven": 0.0}},
+    {"prompt": "Q\n### Response:\n", "responses": {"A rather long answer that pads everything else.": 0.0, "B": 1.0}},
+    {"prompt": "Spell cat backwards, please, letter by letter.\n### Response:\n", "responses": {"t-a-c": 1.0, "c-a-t": 0.0}},
+    {"prompt": "Is ice cold?\n### Response:\n", "responses": {"No": 0.0, "Yes": 1.0, "Maybe": 0.0, "Sometimes": 0.0}},
+]
+
+
 def write_distribution(root: Path, name: str, train: list, test: list | None = None) -> Path:
     """Write a GENIES-format distribution under root/distributions/name and return root."""
     directory = root / "distributions" / name

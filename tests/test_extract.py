@@ -12,16 +12,9 @@ from actstore.extract import ExtractConfig, extract
 from actstore.models import tiny_random_llama
 from actstore.store import ActivationStore
 from actstore.views import VIEWS, encode
-from conftest import write_distribution
+from conftest import TOY_EXAMPLES, write_distribution
 
-TOY = [
-    {"prompt": "Add 2 and 3.\n### Response:\n", "responses": {"5": 1.0, "6": 0.0, "It is twenty-three.": 0.0}},
-    {"prompt": "Name a colour.\n### Response:\n", "responses": {"Blue, like the sky on a clear day.": 1.0, "Seven": 0.0}},
-    {"prompt": "Q\n### Response:\n", "responses": {"A rather long answer that pads everything else.": 0.0, "B": 1.0}},
-    {"prompt": "Spell cat backwards, please, letter by letter.\n### Response:\n", "responses": {"t-a-c": 1.0, "c-a-t": 0.0}},
-    {"prompt": "Is ice cold?\n### Response:\n", "responses": {"No": 0.0, "Yes": 1.0, "Maybe": 0.0, "Sometimes": 0.0}},
-]
-
+TOY = TOY_EXAMPLES
 
 
 @pytest.fixture

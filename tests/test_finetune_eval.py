@@ -11,7 +11,7 @@ from actstore.data import load_split
 from actstore.errors import UserError
 from actstore.models import load_model
 from cli import finetune
-from conftest import write_distribution
+from conftest import TOY_EXAMPLES, write_distribution
 from finetune.baselines import evaluate_loglik_baseline, few_shot_prompts, response_logliks
 from finetune.checkpoint import load_reward_model, save_reward_model
 from finetune.evaluate import evaluate_reward_model, reward_scores
@@ -21,16 +21,8 @@ from finetune.train import TrainConfig, train_reward_model
 from probes.metrics import compute_metrics, pair_indices, pair_margins
 from test_finetune_train import learnable_examples
 
-TOY = [
-    {"prompt": "Add 2 and 3.\n### Response:\n", "responses": {"5": 1.0, "6": 0.0, "It is twenty-three.": 0.0}},
-    {"prompt": "Name a colour.\n### Response:\n", "responses": {"Blue, like the sky on a clear day.": 1.0, "Seven": 0.0}},
-    {"prompt": "Q\n### Response:\n", "responses": {"A rather long answer that pads everything else.": 0.0, "B": 1.0}},
-    {"prompt": "Spell cat backwards, please.\n### Response:\n", "responses": {"t-a-c": 1.0, "c-a-t": 0.0}},
-    {"prompt": "Is ice cold?\n### Response:\n", "responses": {"No": 0.0, "Yes": 1.0, "Maybe": 0.0, "Sometimes": 0.0}},
-    {"prompt": "Say hi.\n### Response:\n", "responses": {"Hi!": 1.0, "Bye.": 0.0}},
-]
+TOY = [*TOY_EXAMPLES, {"prompt": "Say hi.\n### Response:\n", "responses": {"Hi!": 1.0, "Bye.": 0.0}}]
 N_TOY_PAIRS = 2 + 1 + 1 + 1 + 3 + 1
-
 
 
 @pytest.fixture
