@@ -241,9 +241,11 @@ def actstore():
                    "store's attributes n_skipped_examples / skipped_examples). Sequences longer than the model's "
                    "context are always refused.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store that holds a different extraction.")
+@click.option("--repair", is_flag=True,
+              help="Check every block of existing stores against its checksums and recompute the damaged ones.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dtype, compute_dtype, prompt_reuse, site,
-                     out, batch_tokens, block_size, device, strict, overwrite, no_progress):
+                     out, batch_tokens, block_size, device, strict, overwrite, repair, no_progress):
     """Run MODEL once over each (dataset, split, view) and write one store each; print their paths."""
     from actstore.extract import ExtractConfig, extract, parse_names
 
@@ -251,7 +253,8 @@ def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dt
         model=model, datasets=parse_names(datasets), splits=parse_names(splits), views=parse_names(views),
         layers=layers, limit=limit, dtype=dtype, compute_dtype=compute_dtype, prompt_reuse=prompt_reuse, site=site,
         out=out, data_dir=data_dir, batch_tokens=batch_tokens,
-        block_size=block_size, device=device, overwrite=overwrite, skip_bad=not strict, progress=not no_progress,
+        block_size=block_size, device=device, overwrite=overwrite, repair=repair, skip_bad=not strict,
+        progress=not no_progress,
     )
 
     def report(result):
@@ -264,18 +267,26 @@ def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dt
 @actstore.command("info")
 @click.argument("store")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def actstore_info(store, as_json):
+@click.option("--verify", is_flag=True,
+              help="Also read every chunk and check each written block against its checksum (exit 2 on damage).")
+def actstore_info(store, as_json, verify):
     """What STORE holds: model, dataset, split, view, layers, sizes, completeness."""
-    from actstore.info import human_bytes, store_info
+    from dataclasses import asdict
+
+    from actstore.info import human_bytes, store_info, verify_store
 
     info = store_info(store)
+    verified = verify_store(store) if verify else None
     if as_json:
-        click.echo(json.dumps(info.as_dict(), indent=1))
+        click.echo(json.dumps({**info.as_dict(), **({"verified": asdict(verified)} if verified else {})}, indent=1))
         return
     for key, value in info.as_dict().items():
         if key == "size_bytes":
             key, value = "size on disk", f"{human_bytes(value)} ({value} bytes)"
         click.echo(f"{key:>12}: {value}")
+    if verified:
+        click.echo(f"{'verified':>12}: {verified.blocks_checked} written blocks x {verified.columns} arrays match "
+                   f"their checksums ({verified.seconds:.2f}s)")
 
 
 @actstore.command("ls")

@@ -55,6 +55,7 @@ class ExtractConfig:
     compressor: str | None = "blosc-zstd"
     device: str | None = None  # None: cuda when available, else cpu
     overwrite: bool = False
+    repair: bool = False  # verify every block of an existing store and recompute the damaged ones
     skip_bad: bool = False
     progress: bool = True
 
@@ -174,9 +175,16 @@ def extract_store(config: ExtractConfig, model: ModelOnDemand, split: Split, tab
 def _extract_locked(url: str, shard: Shard, lock: ExtractionLock, config: ExtractConfig, model: ModelOnDemand,
                     split: Split, table: SequenceTable, view: View) -> StoreResult:
     existing = _existing_store(url, config.overwrite)
+    repaired = False
     if existing is not None and existing.meta.get("complete") and not model.is_loaded:
         if _matches_before_loading(existing, config, split, view):
-            return _finished(existing, url, split, view)
+            if config.repair:
+                repaired = True
+                if not _repair(url, table):
+                    return _finished(existing, url, split, view)
+                existing = find_store(url)
+            else:
+                return _finished(existing, url, split, view)
     loaded = model.get()
     n_blocks = loaded.model.config.num_hidden_layers
     layers = parse_layers(config.layers, n_blocks, model=config.model)
@@ -191,6 +199,9 @@ def _extract_locked(url: str, shard: Shard, lock: ExtractionLock, config: Extrac
     if existing is not None and not _same_extraction(existing, identity, overwrite=config.overwrite):
         existing = None  # --overwrite: replaced below
     if existing is not None:
+        if config.repair and not repaired and shard.is_main:
+            _repair(url, table)
+            existing = find_store(url)
         if existing.meta.get("complete"):
             return _finished(existing, url, split, view)
         store, status = open_for_writing(url), "resumed"
@@ -199,6 +210,15 @@ def _extract_locked(url: str, shard: Shard, lock: ExtractionLock, config: Extrac
         store = create_store(url, layout, table.labels(), _attributes(config, loaded, split, view, identity))
         status = "created"
     return _fill(store, status, config, loaded, split, table, view, shard=shard)
+
+
+def _repair(url: str, table: SequenceTable) -> bool:
+    """Unflag the damaged blocks of the store at ``url`` (same extraction); True when any were."""
+    store = open_for_writing(url)
+    damage = store.repair(table.labels())
+    for found in damage:
+        print(f"repair: {url}: {found}", file=sys.stderr)
+    return not store.meta.get("complete")
 
 
 def _created_for(url: str, identity: dict, overwrite: bool) -> ActivationStore | None:

@@ -58,14 +58,16 @@ class UnreadableStore:
 LS_COLUMNS = ["store", "model", "dataset", "split", "view", "layers", "dtype", "sequences", "size", "state"]
 
 
+@dataclass(frozen=True)
+class Verification:
+    blocks_checked: int
+    columns: int  # arrays (one per layer of the layered ones) checked block by block
+    seconds: float
+
+
 def store_info(url: str) -> StoreInfo:
-    store = find_store(url)
-    if store is None:
-        raise UserError(f"{url}: no activation store here")
+    store = _readable(url)
     meta = store.meta
-    if meta.get("creating"):
-        raise UserError(f"{url}: incomplete store (its creation was interrupted); "
-                        "re-run the same `actstore extract` command to finish it")
     done = store.blocks_done()
     return StoreInfo(
         url=str(url), model=str(meta.get("model", "")), model_id=str(meta.get("model_id", "")),
@@ -75,6 +77,31 @@ def store_info(url: str) -> StoreInfo:
         examples=int(meta["n_examples"]), blocks_done=int(done.sum()), blocks=len(done),
         size_bytes=size_on_disk(url), complete=bool(meta.get("complete")),
     )
+
+
+def verify_store(url: str) -> Verification:
+    """Read every block of every array and check it against its recorded checksum; the first
+    damaged block (and how many there are) is a UserError naming the repair command."""
+    import time
+
+    started = time.perf_counter()
+    store = _readable(url)
+    damage = store.verify()
+    if damage:
+        raise store.damaged_error(damage)
+    layout = store.layout
+    return Verification(int(store.blocks_done().sum()), len(layout.checksum_columns) + 3, time.perf_counter() - started)
+
+
+def _readable(url: str):
+    store = find_store(url)
+    if store is None:
+        raise UserError(f"{url}: no activation store here")
+    if store.meta.get("creating"):
+        raise UserError(f"{url}: incomplete store (its creation was interrupted); "
+                        "re-run the same `actstore extract` command to finish it")
+    store.check_consistent()
+    return store
 
 
 def list_stores(root: str) -> list[StoreInfo | UnreadableStore]:

@@ -18,6 +18,9 @@ reads and never touches the other layers):
 - ``block_done`` (n_blocks,) one flag per block, written after the block's data, so a killed
   run resumes at the first block without a flag and parallel writers never share a chunk.
 
+- ``block_checksums`` (n_blocks, columns) the crc32 of what each block wrote to each array (and
+  layer), written with the block before its flag (see actstore/integrity.py); every read checks it.
+
 Sequences are ordered by example, then by response in file order. Attributes hold the model,
 tokenizer, view template, layer convention, dtype, dataset fingerprint, software version and
 the completion record; ``complete`` is set last, only when every block is done.
@@ -35,8 +38,10 @@ import zarr
 
 from actstore import __version__
 from actstore.errors import UserError
+from actstore.hints import extract_command
+from actstore.integrity import LABEL_ARRAYS, MISMATCH, Column, Damage, block_crcs, crc32
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: chunk and block checksums
 LAYER_CONVENTION = "0 = token embeddings; l = output of transformer block l-1 (1-based); final norm stored separately"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 PER_SEQUENCE = {"example": "int32", "response": "int32", "score": "float32", "n_tokens": "int32", "last_token": "int32"}
@@ -71,12 +76,37 @@ class StoreLayout:
         start, stop = self.block_range(block)
         return stop - start
 
+    @property
+    def checksum_columns(self) -> tuple[Column, ...]:
+        """What ``block_checksums`` holds, column by column: every array a block writes."""
+        columns = [Column("residual", row) for row in range(len(self.layers))]
+        if self.with_final_norm:
+            columns.append(Column("final_norm"))
+        columns += [Column("heads", row) for row in range(len(self.head_layers))]
+        columns += [Column("n_tokens"), Column("last_token")] + ([Column("loglik")] if self.with_loglik else [])
+        return tuple(columns)
 
-def _compressors(name: str | None):
+    def array_shapes(self) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+        """(shape, chunks) of every array of a store with this layout."""
+        n, b, d = self.n_sequences, self.block_size, self.hidden_size
+        shapes = {"residual": ((len(self.layers), n, d), (1, b, d))}
+        if self.with_final_norm:
+            shapes["final_norm"] = ((n, d), (b, d))
+        if self.n_heads:
+            shapes["heads"] = ((len(self.head_layers), n, self.n_heads, self.head_dim), (1, b, self.n_heads, self.head_dim))
+        for name in [*PER_SEQUENCE, *(["loglik"] if self.with_loglik else [])]:
+            shapes[name] = ((n,), (b,))
+        shapes["block_done"] = ((self.n_blocks,), (1,))
+        shapes["block_checksums"] = ((self.n_blocks, len(self.checksum_columns)), (1, len(self.checksum_columns)))
+        return shapes
+
+
+def _compressors(name: str | None) -> list:
+    """The codecs after serialization: the compressor, then a crc32c of each chunk."""
     if name is None or name == "none":
-        return None
+        return [zarr.codecs.Crc32cCodec()]
     if name == "blosc-zstd":
-        return zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")
+        return [zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"), zarr.codecs.Crc32cCodec()]
     raise UserError(f"unknown compressor {name!r} (choose blosc-zstd or none)")
 
 
@@ -87,6 +117,9 @@ def _open_group(url: str, mode: str):
         return zarr.open_group(store=str(url), mode=mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
         raise UserError(f"{url}: no activation store here") from None
+    except ValueError as err:  # a zarr.json that is not valid JSON or not zarr metadata
+        raise UserError(f"{url}: damaged store metadata (zarr.json: {_first_line(err)}); "
+                        "re-extract it with the same command and --overwrite") from None
 
 
 class ActivationStore:
@@ -95,6 +128,8 @@ class ActivationStore:
     def __init__(self, url: str, group):
         self.url = str(url)
         self.group = group
+        self._cached_checksums: np.ndarray | None = None
+        self._cached_flags: np.ndarray | None = None
 
     # -- reading ------------------------------------------------------------------------
     @property
@@ -116,28 +151,186 @@ class ActivationStore:
 
     def activations(self, layer: int) -> np.ndarray:
         """Residual stream at ``layer`` for all sequences, float32 ``(n_sequences, hidden)``."""
-        return np.asarray(self.group["residual"][self._row(layer, self.layers, "layers")], dtype=np.float32)
+        return np.asarray(self.read("residual", self._row(layer, self.layers, "layers")), dtype=np.float32)
 
     def final_norm(self) -> np.ndarray:
         """Final-norm output at the last real token, float32 ``(n_sequences, hidden)``."""
         if "final_norm" not in self.group:
             raise UserError(f"{self.url}: no final-norm activations (extraction stopped before the last block; "
                             "request the last layer to get them)")
-        return np.asarray(self.group["final_norm"][:], dtype=np.float32)
+        return np.asarray(self.read("final_norm"), dtype=np.float32)
 
     def head_activations(self, layer: int) -> np.ndarray:
         """Per-head attention outputs of block ``layer - 1``: float32 ``(n_sequences, heads, head_dim)``."""
         if "heads" not in self.group:
             raise UserError(f"{self.url}: extracted without --site heads; no per-head activations")
-        return np.asarray(self.group["heads"][self._row(layer, list(self.meta["head_layers"]), "head layers")], dtype=np.float32)
+        return np.asarray(self.read("heads", self._row(layer, list(self.meta["head_layers"]), "head layers")),
+                          dtype=np.float32)
 
     def sequences(self) -> dict[str, np.ndarray]:
         names = list(PER_SEQUENCE) + (["loglik"] if "loglik" in self.group else [])
-        return {name: np.asarray(self.group[name][:]) for name in names}
+        return {name: self.read(name) for name in names}
+
+    # -- integrity ----------------------------------------------------------------------
+    def read(self, name: str, row: int | None = None) -> np.ndarray:
+        """One array (one row of a layered array) in its stored dtype, every flagged block checked
+        against the checksum recorded when it was written; anything else is a UserError."""
+        array = self._array(name)
+        try:
+            values = np.asarray(array[row] if row is not None else array[:])
+        except Exception as err:  # noqa: BLE001 - zarr, codecs and the file system each raise their own
+            raise self.damaged_error([self._unreadable_block(name, row, err)]) from None
+        damage = self._check(name, row, values)
+        if damage:
+            raise self.damaged_error(damage)
+        return values
+
+    def verify(self) -> list[Damage]:
+        """Every damaged block of every array (``actstore info --verify``, ``extract --repair``)."""
+        damage = []
+        for name in [*self.layout.array_shapes()]:
+            if name in ("block_done", "block_checksums"):
+                continue
+            rows = range(self._array(name).shape[0]) if name in ("residual", "heads") else [None]
+            for row in rows:
+                try:
+                    values = np.asarray(self._array(name)[row] if row is not None else self._array(name)[:])
+                except Exception as err:  # noqa: BLE001
+                    damage.append(self._unreadable_block(name, row, err))
+                    continue
+                damage += self._check(name, row, values)
+        return damage
+
+    def _check(self, name: str, row: int | None, values: np.ndarray) -> list[Damage]:
+        layout = self.layout
+        expected = self._expected_checksums(name, row)
+        flagged = np.ones(layout.n_blocks, dtype=bool) if name in LABEL_ARRAYS else self._flags()
+        damage = []
+        for block, (crc, wanted) in enumerate(zip(block_crcs(values, layout.block_size), expected)):
+            if flagged[block] and crc != wanted:
+                damage.append(self._damage(name, row, block, MISMATCH))
+        return damage
+
+    def _expected_checksums(self, name: str, row: int | None) -> list[int]:
+        if name in LABEL_ARRAYS:
+            return list(self.meta["label_checksums"][name])
+        keys = [column.key for column in self.layout.checksum_columns]
+        column = keys.index(Column(name, row).key)
+        table = self._checksum_table()
+        return [int(value) for value in table[:, column]]
+
+    def _checksum_table(self) -> np.ndarray:
+        if self._cached_checksums is not None:
+            return self._cached_checksums
+        table = self._read_per_block("block_checksums", fill=0)
+        if self.meta.get("complete"):
+            self._cached_checksums = table
+        return table
+
+    def _read_per_block(self, name: str, fill: int) -> np.ndarray:
+        """A small bookkeeping array; a block whose chunk cannot be read reads as ``fill`` (so its
+        checksums mismatch or its flag is down: the block is treated as not written, never as data)."""
+        array = self._array(name)
+        try:
+            return np.asarray(array[:])
+        except Exception:  # noqa: BLE001
+            values = np.full(array.shape, fill, dtype=array.dtype)
+            for block in range(array.shape[0]):
+                try:
+                    values[block] = array[block]
+                except Exception:  # noqa: BLE001
+                    pass
+            return values
+
+    def _flags(self) -> np.ndarray:
+        if self.meta.get("complete"):
+            if self._cached_flags is None:
+                self._cached_flags = self.blocks_done()
+            return self._cached_flags
+        return self.blocks_done()
+
+    def _unreadable_block(self, name: str, row: int | None, err: Exception) -> Damage:
+        """The first block of ``name`` (row ``row``) that fails to read, for the message."""
+        array = self._array(name)
+        for block in range(self.layout.n_blocks):
+            start, stop = self.layout.block_range(block)
+            try:
+                array[(row, slice(start, stop)) if row is not None else slice(start, stop)]
+            except Exception as block_err:  # noqa: BLE001
+                return self._damage(name, row, block, f"chunk unreadable ({_first_line(block_err)})")
+        return self._damage(name, row, 0, f"unreadable ({_first_line(err)})")
+
+    def _damage(self, name: str, row: int | None, block: int, reason: str) -> Damage:
+        start, stop = self.layout.block_range(block)
+        layers = {"residual": self.meta["layers"], "heads": self.meta.get("head_layers") or []}.get(name)
+        layer = layers[row] if layers is not None and row is not None else None
+        return Damage(name, block, start, stop - 1, reason, layer)
+
+    def damaged_error(self, damage: list[Damage]) -> UserError:
+        more = f" (and {len(damage) - 1} more damaged blocks)" if len(damage) > 1 else ""
+        return UserError(f"{self.url}: {damage[0]}{more}; repair with: {self.repair_command()}")
+
+    def repair_command(self) -> str:
+        root = self.url.rstrip("/").rsplit("/", 3)[0]
+        return extract_command(self.meta, [self.meta.get("view", "plain")], root=root, repair=True)
+
+    def _array(self, name: str):
+        try:
+            return self.group[name]
+        except Exception as err:  # noqa: BLE001 - a missing or damaged array zarr.json
+            if isinstance(err, FileNotFoundError):
+                raise UserError(f"{self.url}: the store changed while it was read (array {name} disappeared; "
+                                "another process is overwriting it?); try again when it is done") from None
+            raise UserError(f"{self.url}: array {name} is missing or its metadata is damaged ({_first_line(err)}); "
+                            "re-extract the store with the same command and --overwrite") from None
+
+    def check_consistent(self) -> None:
+        """Metadata, array shapes and flags agree; a UserError names the first thing that does not."""
+        meta = self.meta
+        if meta.get("format") != STORE_FORMAT:
+            raise UserError(f"{self.url}: store format {meta.get('format')!r} (this toolkit reads format {STORE_FORMAT}, "
+                            "which checksums every block); re-extract it with the same command and --overwrite")
+        try:
+            layout = self.layout
+            shapes = layout.array_shapes()
+        except (KeyError, TypeError, ValueError) as err:
+            raise UserError(f"{self.url}: damaged store attributes (zarr.json: {_first_line(err)}); "
+                            "re-extract it with the same command and --overwrite") from None
+        for name, (shape, chunks) in shapes.items():
+            array = self._array(name)
+            if tuple(array.shape) != shape or tuple(array.chunks) != chunks:
+                raise UserError(f"{self.url}: array {name} has shape {tuple(array.shape)} and chunks {tuple(array.chunks)}, "
+                                f"but the store's attributes say {shape} and {chunks} (damaged zarr.json); "
+                                "re-extract it with the same command and --overwrite")
+        if meta.get("complete"):
+            done = self.blocks_done()
+            if not done.all():
+                missing = np.flatnonzero(~done)
+                raise UserError(f"{self.url}: inconsistent store: marked complete, but block {int(missing[0])} "
+                                f"({len(missing)} in all) is not flagged as written; repair with: {self.repair_command()}")
 
     # -- writing ------------------------------------------------------------------------
     def blocks_done(self) -> np.ndarray:
-        return np.asarray(self.group["block_done"][:], dtype=bool)
+        return self._read_per_block("block_done", fill=0).astype(bool)
+
+    def unflag(self, blocks: list[int]) -> None:
+        """Mark ``blocks`` as not written (and the store incomplete), so extraction computes them again."""
+        self.group.attrs["complete"] = False
+        for block in blocks:
+            self.group["block_done"][block] = 0
+        self._cached_checksums = self._cached_flags = None
+
+    def repair(self, per_sequence: dict[str, np.ndarray]) -> list[Damage]:
+        """Unflag every damaged block (and a store marked complete with blocks unflagged), and
+        rewrite damaged labels from ``per_sequence`` (the same data, by the caller's identity check)."""
+        damage = self.verify()
+        if any(d.array in LABEL_ARRAYS for d in damage):
+            for name in LABEL_ARRAYS:
+                self.group[name][:] = np.asarray(per_sequence[name], dtype=PER_SEQUENCE[name])
+        blocks = sorted({d.block for d in damage if d.array not in LABEL_ARRAYS})
+        if blocks or (self.meta.get("complete") and not self.blocks_done().all()):
+            self.unflag(blocks)
+        return damage
 
     def write_block(self, block: int, *, residual: np.ndarray, n_tokens: np.ndarray, last_token: np.ndarray,
                     final_norm: np.ndarray | None = None, heads: np.ndarray | None = None,
@@ -156,15 +349,14 @@ class ActivationStore:
                 if values is not None:
                     check_float16_range(values, name, self.url, start, sequence_axis=axis,
                                         layers=layout.layers if name == "residual" else layout.head_layers)
-        self.group["residual"][:, start:stop] = residual
-        if final_norm is not None and layout.with_final_norm:
-            self.group["final_norm"][start:stop] = final_norm
-        if heads is not None:
-            self.group["heads"][:, start:stop] = heads
-        self.group["n_tokens"][start:stop] = n_tokens
-        self.group["last_token"][start:stop] = last_token
-        if loglik is not None:
-            self.group["loglik"][start:stop] = loglik
+        written = {"residual": residual, "final_norm": final_norm if layout.with_final_norm else None, "heads": heads,
+                   "n_tokens": n_tokens, "last_token": last_token, "loglik": loglik}
+        stored = {name: np.asarray(values, dtype=self.group[name].dtype) for name, values in written.items()
+                  if values is not None}
+        for name, values in stored.items():
+            self.group[name][(slice(None), slice(start, stop)) if name in ("residual", "heads") else slice(start, stop)] = values
+        self.group["block_checksums"][block] = [
+            crc32(stored[c.array][c.row] if c.row is not None else stored[c.array]) for c in layout.checksum_columns]
         self.group["block_done"][block] = 1
 
     @property
@@ -207,12 +399,16 @@ def create_store(url: str, layout: StoreLayout, per_sequence: dict[str, np.ndarr
         group.create_array("heads", shape=(len(layout.head_layers), n, layout.n_heads, layout.head_dim),
                            chunks=(1, b, layout.n_heads, layout.head_dim), dtype=dtype, fill_value=0, compressors=compressors)
     for name, kind in PER_SEQUENCE.items():
-        group.create_array(name, shape=(n,), chunks=(b,), dtype=kind, fill_value=0)
+        group.create_array(name, shape=(n,), chunks=(b,), dtype=kind, fill_value=0, compressors=compressors)
     if layout.with_loglik:
-        group.create_array("loglik", shape=(n,), chunks=(b,), dtype="float64", fill_value=np.nan)
+        group.create_array("loglik", shape=(n,), chunks=(b,), dtype="float64", fill_value=np.nan, compressors=compressors)
     group.create_array("block_done", shape=(layout.n_blocks,), chunks=(1,), dtype="uint8", fill_value=0, compressors=None)
-    for name in ("example", "response", "score"):
-        group[name][:] = per_sequence[name]
+    columns = layout.checksum_columns
+    group.create_array("block_checksums", shape=(layout.n_blocks, len(columns)), chunks=(1, len(columns)), dtype="uint32",
+                       fill_value=0, compressors=_compressors(None))
+    labels = {name: np.asarray(per_sequence[name], dtype=PER_SEQUENCE[name]) for name in LABEL_ARRAYS}
+    for name, values in labels.items():
+        group[name][:] = values
     group.attrs.update({
         **attrs,
         "format": STORE_FORMAT,
@@ -228,6 +424,8 @@ def create_store(url: str, layout: StoreLayout, per_sequence: dict[str, np.ndarr
         "compressor": layout.compressor,
         "with_loglik": layout.with_loglik,
         "with_final_norm": layout.with_final_norm,
+        "checksum_columns": [column.key for column in columns],
+        "label_checksums": {name: block_crcs(values, b) for name, values in labels.items()},
         "n_sequences": n,
         "n_examples": int(len(np.unique(per_sequence["example"]))),
         "complete": False,
@@ -242,6 +440,8 @@ def open_store(url: str, *, require_complete: bool = True) -> ActivationStore:
     if "format" not in group.attrs:
         raise UserError(f"{url}: not an activation store (no format attribute)")
     store = ActivationStore(url, group)
+    if not store.meta.get("creating"):
+        store.check_consistent()
     if require_complete and store.meta.get("creating"):
         raise UserError(f"{url}: incomplete store (its creation was interrupted); "
                         "re-run the same `actstore extract` command to finish it")
@@ -263,14 +463,31 @@ def find_store(url: str) -> ActivationStore | None:
     never overwrites an unrelated directory without ``--overwrite``.
     """
     try:
-        group = zarr.open_group(store=str(url), mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
-        if _holds_files(url):  # creating a store there would delete them
-            raise UserError(f"{url}: exists but is not an activation store (no zarr.json)") from None
-        return None
+        group = _open_group(url, "r")
+    except UserError:
+        if not _holds_files(url):
+            return None
+        if _is_file(url, "zarr.json"):  # damaged metadata: _open_group's message says how to replace it
+            raise
+        raise UserError(f"{url}: exists but is not an activation store (no zarr.json)") from None
     if "format" not in group.attrs:
         raise UserError(f"{url}: exists but is not an activation store (no format attribute)")
+    if group.attrs["format"] != STORE_FORMAT:
+        raise UserError(f"{url}: store format {group.attrs['format']!r} (this toolkit reads format {STORE_FORMAT}, "
+                        "which checksums every block); re-extract it with the same command and --overwrite")
     return ActivationStore(url, group)
+
+
+def _is_file(url: str, name: str) -> bool:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(str(url))
+    return bool(fs.isfile(path.rstrip("/") + "/" + name))
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def _holds_files(url: str) -> bool:

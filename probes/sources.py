@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from actstore.errors import UserError
+from actstore.hints import extract_command
 from probes.labels import Labels
 
 STORE_NAME = re.compile(r"^(?P<prefix>.*/)?(?P<split>[^/.]+)(?P<extras>(?:\.[^/.]+)*?)\.(?P<view>[^/.]+)\.zarr/?$")
@@ -59,15 +60,6 @@ class FeatureSource(ABC):
 
     def release(self) -> None:
         """Drop cached arrays."""
-
-
-def extract_command(meta: dict, views: tuple[str, ...] | list[str], *, heads: bool = False) -> str:
-    model = meta.get("model") or meta.get("model_id") or "MODEL"
-    command = (f"actstore extract --model {model} --dataset {meta.get('dataset', 'DATASET')} "
-               f"--split {meta.get('split', 'SPLIT')} --views {','.join(views)}")
-    if meta.get("limit"):
-        command += f" --limit {meta['limit']}"
-    return command + (" --site heads" if heads or meta.get("site") == "heads" else "")
 
 
 def sibling_url(url: str, *, view: str | None = None, split: str | None = None, heads: bool = False) -> str | None:

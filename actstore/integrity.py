@@ -1,0 +1,65 @@
+"""Checksums that make a store's reads return exactly what was written, or fail.
+
+Every data array's chunks carry zarr's crc32c codec, so a truncated or altered chunk fails to
+decode. That alone cannot see a chunk that is missing (zarr reads its fill value) or one copied
+from another block, so each block also records, when it is flagged, the crc32 of the bytes it
+wrote: one column per (array, layer row) in the store's ``block_checksums`` array, one row per
+block. The labels written at creation (example, response, score) record theirs in the
+attributes. A read compares every flagged block it returns with its recorded checksum.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+LABEL_ARRAYS = ("example", "response", "score")
+
+
+def crc32(values: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(values).view(np.uint8).reshape(-1)) & 0xFFFFFFFF
+
+
+def block_crcs(values: np.ndarray, block_size: int) -> list[int]:
+    """crc32 of each ``block_size`` slice of ``values`` along its first axis."""
+    return [crc32(values[start:start + block_size]) for start in range(0, len(values), block_size)]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One checksum column: an array, and its row along the first axis for layered arrays."""
+
+    array: str
+    row: int | None = None
+
+    @property
+    def key(self) -> str:
+        return self.array if self.row is None else f"{self.array}[{self.row}]"
+
+    @classmethod
+    def parse(cls, key: str) -> "Column":
+        if key.endswith("]"):
+            name, row = key[:-1].split("[")
+            return cls(name, int(row))
+        return cls(key)
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A block of one array whose bytes are not the ones that were written."""
+
+    array: str
+    block: int
+    first: int  # first and last sequence of the block
+    last: int
+    reason: str
+    layer: int | None = None  # the layer (convention of the store) of a layered array
+
+    def __str__(self) -> str:
+        layer = f" layer {self.layer}" if self.layer is not None else ""
+        return f"array {self.array}{layer} block {self.block} (sequences {self.first}-{self.last}): {self.reason}"
+
+
+MISMATCH = "data does not match the checksum recorded when it was written (chunk missing, truncated or changed)"

@@ -1,0 +1,173 @@
+"""A store read returns exactly what was written, or fails in one line naming the store, the array,
+the block and the repair command: missing, truncated and altered chunks, damaged metadata, flags
+that disagree with the completion record; `--repair` restores the store bitwise."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from actstore.errors import UserError
+from actstore.store import open_store
+from cli import actstore, probes
+from conftest import example, write_distribution
+from test_bad_input import fails
+
+EXAMPLES = [example(f"Question {i}?\n### Response:\n", {f"right {i}": 1.0, f"wrong answer {i}": 0.0}) for i in range(8)]
+LAYER_ROW = {0: 0, 2: 1}  # --layers 0,2: row of each layer in the residual array
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """A complete plain store of 16 sequences in 8 blocks of 2, and the command that made it."""
+    root = tmp_path_factory.mktemp("integrity")
+    data = write_distribution(root / "data", "good", train=EXAMPLES, test=EXAMPLES)
+    args = ["extract", "--model", "tiny-random", "--dataset", "good", "--split", "train", "--data-dir", str(data),
+            "--out", str(root / "s"), "--layers", "0,2", "--block-size", "2", "--no-progress"]
+    result = CliRunner().invoke(actstore, args)
+    assert result.exit_code == 0, result.output
+    return {"url": root / "s" / "tiny-random" / "good" / "train.plain.zarr", "args": args, "root": root}
+
+
+@pytest.fixture
+def store(pristine, tmp_path):
+    """A fresh copy of the pristine store (and its extract command, pointed at the copy)."""
+    root = tmp_path / "s"
+    shutil.copytree(pristine["root"] / "s", root)
+    args = [str(root) if a == str(pristine["root"] / "s") else a for a in pristine["args"]]
+    return {"url": root / "tiny-random" / "good" / "train.plain.zarr", "args": args, "pristine": pristine["url"]}
+
+
+def chunk(url, array, *index):
+    return url / array / "c" / "/".join(map(str, index))
+
+
+def delete(path):
+    path.unlink()
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+
+
+def flip_byte(path):
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    path.write_bytes(bytes(raw))
+
+
+def fit(url):
+    return ["fit", "--method", "mms", "--layer", "2", "--train", url, "--bootstrap", "0"]
+
+
+@pytest.mark.parametrize("damage", [delete, truncate, flip_byte], ids=lambda f: f.__name__)
+def test_damaged_activation_chunk_fails_every_read_and_repair_restores_it(store, damage):
+    url = store["url"]
+    damage(chunk(url, "residual", LAYER_ROW[2], 3, 0))
+    where = ("array residual layer 2 block 3 (sequences 6-7)", "repair with: actstore extract", "--repair")
+    fails(probes, fit(url), str(url), *where)
+    fails(actstore, ["info", url, "--verify"], *where)
+    with pytest.raises(UserError, match="block 3"):
+        open_store(str(url)).activations(2)
+    assert open_store(str(url)).activations(0).shape == (16, 64)  # the other layer's chunks are intact
+
+    repaired = CliRunner().invoke(actstore, store["args"] + ["--repair"])
+    assert repaired.exit_code == 0, repaired.output
+    assert "repair:" in repaired.output and "block 3" in repaired.output
+    verified = CliRunner().invoke(actstore, ["info", str(url), "--verify"])
+    assert verified.exit_code == 0 and "8 written blocks" in verified.output, verified.output
+    original, fixed = open_store(str(store["pristine"])), open_store(str(url))
+    for layer in (0, 2):
+        assert np.array_equal(original.activations(layer), fixed.activations(layer))
+    assert CliRunner().invoke(probes, fit(str(url))).exit_code == 0
+
+
+def test_chunk_from_another_block_is_caught(store):
+    """Bytes that decode fine but belong elsewhere: only the per-block checksum can tell."""
+    url = store["url"]
+    target = chunk(url, "residual", LAYER_ROW[2], 5, 0)
+    shutil.copyfile(chunk(url, "residual", LAYER_ROW[2], 4, 0), target)
+    fails(probes, fit(url), "array residual layer 2 block 5", "checksum")
+
+
+@pytest.mark.parametrize("array,index,fragment", [
+    ("score", (1,), "array score block 1"),
+    ("n_tokens", (2,), "array n_tokens block 2"),
+    ("loglik", (0,), "array loglik block 0"),
+    ("final_norm", (4, 0), "array final_norm block 4"),
+])
+def test_damaged_per_sequence_arrays_fail(store, array, index, fragment):
+    url = store["url"]
+    if array == "final_norm" and not chunk(url, array, *index).exists():
+        pytest.skip("this store keeps no final norm")
+    delete(chunk(url, array, *index))
+    fails(actstore, ["info", url, "--verify"], fragment)
+    if array != "final_norm":
+        fails(probes, fit(url), fragment)
+    repaired = CliRunner().invoke(actstore, store["args"] + ["--repair"])
+    assert repaired.exit_code == 0, repaired.output
+    assert CliRunner().invoke(actstore, ["info", str(url), "--verify"]).exit_code == 0
+
+
+def test_deleted_block_flag_of_a_complete_store_is_an_inconsistency(store):
+    url = store["url"]
+    delete(chunk(url, "block_done", 6))
+    fails(probes, fit(url), "inconsistent store: marked complete, but block 6", "--repair")
+    fails(actstore, ["info", url], "inconsistent store")
+    assert CliRunner().invoke(actstore, store["args"] + ["--repair"]).exit_code == 0
+    assert CliRunner().invoke(actstore, ["info", str(url), "--verify"]).exit_code == 0
+
+
+def test_deleted_checksum_chunk_counts_as_damage(store):
+    url = store["url"]
+    delete(chunk(url, "block_checksums", 2, 0))
+    fails(probes, fit(url), "block 2")
+    assert CliRunner().invoke(actstore, store["args"] + ["--repair"]).exit_code == 0
+    assert CliRunner().invoke(actstore, ["info", str(url), "--verify"]).exit_code == 0
+
+
+def test_corrupt_group_metadata_is_one_line_everywhere_and_overwrite_replaces_it(store):
+    url = store["url"]
+    (url / "zarr.json").write_text('{"zarr_format": 3, "node_type": "gr')
+    fails(actstore, ["info", url], "damaged store metadata", "--overwrite")
+    fails(probes, fit(url), "damaged store metadata")
+    listed = CliRunner().invoke(actstore, ["ls", str(url.parents[2])])
+    assert listed.exit_code == 0 and "damaged store metadata" in listed.output, listed.output
+    fails(actstore, store["args"], "damaged store metadata")
+    replaced = CliRunner().invoke(actstore, store["args"] + ["--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert CliRunner().invoke(actstore, ["info", str(url), "--verify"]).exit_code == 0
+
+
+def test_edited_array_shape_is_one_line(store):
+    url = store["url"]
+    meta_path = url / "residual" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["shape"][1] = 40
+    meta_path.write_text(json.dumps(meta))
+    fails(probes, fit(url), "array residual has shape (2, 40, 64)", "damaged zarr.json")
+    fails(actstore, ["info", url, "--verify"], "array residual has shape")
+
+
+def test_corrupt_array_metadata_is_one_line(store):
+    url = store["url"]
+    (url / "residual" / "zarr.json").write_text("not json")
+    fails(probes, fit(url), "array residual is missing or its metadata is damaged")
+
+
+def test_store_removed_under_a_reader_is_refused_not_a_traceback(store):
+    """What a reader sees when `extract --overwrite` replaces the store it has open."""
+    opened = open_store(str(store["url"]))
+    shutil.rmtree(store["url"])
+    with pytest.raises(UserError):
+        opened.activations(2)
+
+
+def test_repair_of_a_healthy_store_changes_nothing(store):
+    before = {p.relative_to(store["url"]): p.read_bytes() for p in store["url"].rglob("*") if p.is_file()}
+    result = CliRunner().invoke(actstore, store["args"] + ["--repair"])
+    assert result.exit_code == 0 and "complete" in result.output, result.output
+    after = {p.relative_to(store["url"]): p.read_bytes() for p in store["url"].rglob("*") if p.is_file()}
+    assert before == after
