@@ -101,6 +101,28 @@ def fingerprint(path: Path) -> str:
     return fingerprint_bytes(Path(path).read_bytes())
 
 
+_seen_fingerprints: dict[tuple[str, int, int], str] = {}
+
+
+def check_data_unchanged(meta: dict, url: str) -> None:
+    """Refuse a store whose data file, where it exists on this machine, changed since extraction.
+
+    The store's labels are its own copy, so its numbers describe the file as it was; a user who
+    edited the file expects them to describe the file as it is. Without the file (a laptop that
+    holds only the stores) there is nothing to compare, and the store's own labels are used.
+    """
+    path = Path(str(meta.get("data_file") or ""))
+    if not meta.get("fingerprint") or not path.is_file():
+        return
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _seen_fingerprints:
+        _seen_fingerprints[key] = fingerprint(path)
+    if _seen_fingerprints[key] != meta["fingerprint"]:
+        raise UserError(f"{url}: the data file {path} changed since this store was extracted from it; re-extract "
+                        "with the same `actstore extract` command and --overwrite")
+
+
 def check_example(raw: object) -> str | None:
     """What is wrong with one raw example, or None when it is valid."""
     if not isinstance(raw, dict):

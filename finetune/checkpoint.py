@@ -2,7 +2,9 @@
 
 A run directory holds ``finetune.json`` (format, base model, adapter settings, training config
 and losses), ``adapter/`` (peft ``save_pretrained``: ``adapter_config.json`` plus
-``adapter_model.safetensors``) and ``head.safetensors`` (the scalar head's weight).
+``adapter_model.safetensors``) and ``head.safetensors`` (the scalar head's weight), sealed by
+``complete.json`` (actstore/atomic.py): a run directory is replaced whole or not at all, and one
+whose files do not match its seal is refused.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from actstore.atomic import atomic_directory, verify_directory
 from actstore.errors import UserError
 from finetune.reward_model import AdapterSettings, RewardModel, quiet_peft
 
@@ -34,19 +37,20 @@ class LoadedRewardModel:
         return self.model.settings
 
 
-def save_reward_model(directory: Path, reward_model: RewardModel, record: dict) -> Path:
-    """Write the adapter, the head and ``record`` (plus format and settings) into ``directory``."""
+def save_reward_model(directory: Path, reward_model: RewardModel, record: dict, *, seal: dict | None = None) -> Path:
+    """Write the adapter, the head and ``record`` (plus format and settings) into ``directory``,
+    replacing what is there in one step; ``seal`` goes into the completion marker."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    # The embeddings are never trained here; saying so spares peft a look for the base model's files.
-    reward_model.peft_model.save_pretrained(
-        str(directory / ADAPTER_DIR), safe_serialization=True, save_embedding_layers=False
-    )
-    save_file({"weight": reward_model.head.weight.detach().float().cpu().contiguous()}, str(directory / HEAD_FILE))
     full = {"format": FORMAT, **record, "settings": reward_model.settings.as_dict()}
-    (directory / RECORD_FILE).write_text(json.dumps(full, indent=1) + "\n")
+    with atomic_directory(directory, seal) as staging:
+        # The embeddings are never trained here; saying so spares peft a look for the base model's files.
+        reward_model.peft_model.save_pretrained(
+            str(staging / ADAPTER_DIR), safe_serialization=True, save_embedding_layers=False
+        )
+        save_file({"weight": reward_model.head.weight.detach().float().cpu().contiguous()}, str(staging / HEAD_FILE))
+        (staging / RECORD_FILE).write_text(json.dumps(full, indent=1) + "\n")
     return directory
 
 
@@ -55,6 +59,7 @@ def read_record(directory: Path) -> dict:
     path = directory / RECORD_FILE
     if not path.is_file():
         raise UserError(f"{directory}: not a finetune run directory (no {RECORD_FILE}; train one with `finetune train`)")
+    verify_directory(directory)
     try:
         record = json.loads(path.read_text())
     except json.JSONDecodeError as err:

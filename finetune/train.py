@@ -107,8 +107,9 @@ def default_steps(n_pairs: int, pairs_per_step: int) -> int:
     return max(1, min(MAX_DEFAULT_STEPS, math.ceil(DEFAULT_EPOCHS * n_pairs / pairs_per_step)))
 
 
-def train_reward_model(config: TrainConfig, *, progress: bool = True) -> TrainResult:
-    """Train, save into ``config.out_dir()`` and return the losses and timings."""
+def train_reward_model(config: TrainConfig, *, progress: bool = True, seal: dict | None = None) -> TrainResult:
+    """Train, save into ``config.out_dir()`` and return the losses and timings; ``seal`` is kept
+    in the run directory's completion marker (the benchmark runner records data fingerprints there)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
@@ -204,6 +205,6 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True) -> TrainRe
             "config": asdict(config),
             "result": {k: v for k, v in result.as_dict().items() if k != "out_dir"},
         }
-        save_reward_model(result.out_dir, accelerator.unwrap_model(model).eval(), record)
+        save_reward_model(result.out_dir, accelerator.unwrap_model(model).eval(), record, seal=seal)
     accelerator.wait_for_everyone()
     return result

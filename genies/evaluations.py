@@ -1,8 +1,9 @@
 """The runner's cache of finished work: one JSON file per evaluation, and the "done" checks.
 
 An evaluation file is written only after its metrics are computed (via a temporary file and a
-rename), so its presence means the step is done; a second run reads these files and does no
-model work.
+rename) and records the fingerprints of the data files it depends on; it is done while those
+files are unchanged, so a second run reads these files and does no model work. A fit directory
+is done when it is sealed (actstore/atomic.py) with the same fingerprints.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
+from actstore.atomic import is_complete, read_marker, write_text_atomic
+from actstore.data import fingerprint, resolve_data_dir, split_path
 from actstore.errors import UserError
 from actstore.store import find_store
 from genies.generalization import Evaluation
-from genies.plan import DoneChecks
+from genies.plan import DataFingerprints, DoneChecks
 from probes.metrics import Metrics
 
 
@@ -25,20 +28,19 @@ def evaluation_from_metrics(method: str, trained_on: str, tested_on: str, metric
                       auroc=metrics.auroc, brier=metrics.brier, rms_calibration_error=metrics.rms_calibration_error)
 
 
-def save_evaluation(path: Path, evaluation: Evaluation) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+DATA_KEY = "data"  # the data fingerprints an evaluation was computed from
+
+
+def save_evaluation(path: Path, evaluation: Evaluation, data: DataFingerprints | None = None) -> Path:
     record = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(evaluation).items()}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps({**record, DATA_KEY: data or {}}, indent=1) + "\n")
 
 
 def load_evaluation(path: Path) -> Evaluation:
     path = Path(path)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
+        record.pop(DATA_KEY, None)
         return Evaluation(**record)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as err:
         raise UserError(f"{path}: not a saved evaluation ({err}); delete it to recompute") from None
@@ -49,6 +51,41 @@ def store_is_complete(url: str) -> bool:
     return bool(store is not None and store.meta.get("complete"))
 
 
-def filesystem_checks() -> DoneChecks:
-    """Done = a complete store at the URL; a file or directory at the path."""
-    return DoneChecks(store_complete=store_is_complete, path_exists=Path.exists)
+def recorded_data(where: str | Path) -> DataFingerprints | None:
+    """The data fingerprints recorded by a store (URL), a sealed fit directory or an evaluation file."""
+    if isinstance(where, str):
+        store = find_store(where)
+        meta = store.meta if store is not None else {}
+        return {f"{meta['dataset']}/{meta['split']}": meta["fingerprint"]} if meta.get("fingerprint") else None
+    if where.is_dir():
+        return read_marker(where).get(DATA_KEY) if is_complete(where) else None
+    try:
+        return json.loads(where.read_text(encoding="utf-8")).get(DATA_KEY)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+class DataFiles:
+    """Fingerprints of the data files as they are now, each file hashed once per run."""
+
+    def __init__(self, data_dir: str | None):
+        self.data_dir = resolve_data_dir(data_dir)
+        self._known: dict[tuple[str, str], str | None] = {}
+
+    def fingerprint(self, dataset: str, split: str) -> str | None:
+        if (dataset, split) not in self._known:
+            path = split_path(self.data_dir, dataset, split)
+            self._known[(dataset, split)] = fingerprint(path) if path.is_file() else None
+        return self._known[(dataset, split)]
+
+
+def filesystem_checks(data_dir: str | None = None) -> DoneChecks:
+    """Done = a complete store at the URL, a sealed directory or a file at the path; each made from
+    the data files as they are now in ``data_dir``."""
+    files = DataFiles(data_dir)
+    return DoneChecks(store_complete=store_is_complete, path_exists=_finished, recorded_data=recorded_data,
+                      data_fingerprint=files.fingerprint)
+
+
+def _finished(path: Path) -> bool:
+    return is_complete(path) if path.is_dir() else path.is_file()

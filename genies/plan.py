@@ -7,6 +7,11 @@ target and on the source; zero-shot on the target; every method trained and test
 target reference (TTC). A done evaluation needs nothing else; an evaluation still to do needs
 its fit (or trained reward model) and its stores, which may themselves be done already.
 
+Done means current, not only present: every store, fit and evaluation records the fingerprints
+of the data files it was computed from, and a step whose recorded fingerprints differ from the
+data files' fingerprints now is redone (a store extracted again, over the stale one), so an
+edited train.json or test.json never leaves an old number in the results.
+
 Building the plan is pure given the ``DoneChecks``, so it is tested without any model.
 """
 
@@ -98,6 +103,7 @@ class StoreStep:
     view: str
     url: str
     done: bool
+    stale: bool = False  # complete, but extracted from another version of the data file
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,7 @@ class FitStep:
     training: TrainingSet
     path: Path
     done: bool
+    data: dict = field(default_factory=dict, compare=False)  # fingerprints of the data files it is fitted on
 
     @property
     def live(self) -> bool:
@@ -121,18 +128,39 @@ class EvalStep:
     tested_on: str
     path: Path
     done: bool
+    data: dict = field(default_factory=dict, compare=False)  # fingerprints of the data files it depends on
 
     @property
     def trained_on(self) -> str:
         return self.training.name if self.training else UNTRAINED
 
 
+DataFingerprints = dict[str, str]  # "dataset/split" -> fingerprint of that data file
+
+
 @dataclass(frozen=True)
 class DoneChecks:
-    """How the planner learns what exists; the runner passes real checks, tests pass sets."""
+    """How the planner learns what exists; the runner passes real checks, tests pass sets.
+
+    ``recorded_data`` gives the data fingerprints a store (by URL) or a saved fit or evaluation
+    (by path) was computed from (None: none recorded); ``data_fingerprint`` the fingerprint of a
+    data file now (None: not known, e.g. in tests). A step is done when it exists and every
+    fingerprint it depends on matches.
+    """
 
     store_complete: Callable[[str], bool]
     path_exists: Callable[[Path], bool] = Path.exists
+    recorded_data: Callable[[str | Path], DataFingerprints | None] = lambda where: {}
+    data_fingerprint: Callable[[str, str], str | None] = lambda dataset, split: None
+
+    def data(self, *files: tuple[str, str]) -> DataFingerprints:
+        """The current fingerprints of ``(dataset, split)`` files, as recorded with results."""
+        found = {f"{dataset}/{split}": self.data_fingerprint(dataset, split) for dataset, split in files}
+        return {key: value for key, value in found.items() if value is not None}
+
+    def current(self, where: str | Path, depends_on: DataFingerprints) -> bool:
+        recorded = self.recorded_data(where)
+        return recorded is not None and all(recorded.get(key) == value for key, value in depends_on.items())
 
 
 @dataclass
@@ -212,13 +240,17 @@ def build_plan(config: RunConfig, shifts: list[Shift], done: DoneChecks) -> Plan
     def need_store(dataset: str, split: str, view: str) -> None:
         if (dataset, split, view) not in stores:
             url = store_url(config.resolved_store_root, config.model, dataset, split, view, limit=config.limit)
-            stores[(dataset, split, view)] = StoreStep(dataset, split, view, url, done.store_complete(url))
+            complete = done.store_complete(url)
+            current = complete and done.current(url, done.data((dataset, split)))
+            stores[(dataset, split, view)] = StoreStep(dataset, split, view, url, current, stale=complete and not current)
 
     def need_fit(method: str, training: TrainingSet) -> None:
         if (method, training) in fits:
             return
         path = fits_dir / method / layer_tag(config, method) / training.name
-        fits[(method, training)] = step = FitStep(method, training, path, done.path_exists(path))
+        depends_on = done.data(*training_files(training))
+        finished = done.path_exists(path) and done.current(path, depends_on)
+        fits[(method, training)] = step = FitStep(method, training, path, finished, depends_on)
         if not step.done and not step.live:
             for view in PROBE_VIEWS[method]:
                 need_store(training.dataset, TRAIN_SPLIT, view)
@@ -227,7 +259,9 @@ def build_plan(config: RunConfig, shifts: list[Shift], done: DoneChecks) -> Plan
 
     for method, training, tested_on in needed_evaluations(shifts, config.methods, config.mix_target):
         path = evals_dir / method / layer_tag(config, method) / (training.name if training else "untrained") / f"{tested_on}.json"
-        step = EvalStep(method, training, tested_on, path, done.path_exists(path))
+        depends_on = done.data(*evaluation_files(training, tested_on))
+        step = EvalStep(method, training, tested_on, path, done.path_exists(path) and done.current(path, depends_on),
+                        depends_on)
         plan.evaluations.append(step)
         if step.done:
             continue
@@ -238,6 +272,16 @@ def build_plan(config: RunConfig, shifts: list[Shift], done: DoneChecks) -> Plan
     plan.stores = list(stores.values())
     plan.fits = list(fits.values())
     return plan
+
+
+def training_files(training: TrainingSet) -> list[tuple[str, str]]:
+    """The data files a fit on ``training`` reads."""
+    return [(training.dataset, TRAIN_SPLIT)] + ([(training.mixed_with, TRAIN_SPLIT)] if training.mixed_with else [])
+
+
+def evaluation_files(training: TrainingSet | None, tested_on: str) -> list[tuple[str, str]]:
+    """The data files an evaluation depends on: its fit's, and the test split it scores."""
+    return [*(training_files(training) if training else []), (tested_on, EVAL_SPLIT)]
 
 
 def layer_tag(config: RunConfig, method: str) -> str:

@@ -70,7 +70,7 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     check_reusable(read_run_info(out), config)
     _write_run_info(out, config, command, started_at, {})  # settings first, so a crashed run is not mixed with others
 
-    plan = build_plan(config, shifts, filesystem_checks())
+    plan = build_plan(config, shifts, filesystem_checks(config.data_dir))
     plan_lines = plan.summary_lines()
     for line in plan_lines:
         log(line)

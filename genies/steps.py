@@ -54,15 +54,19 @@ class LazyModel:
 def extract_stores(config: RunConfig, steps: list[StoreStep], model: LazyModel, log: Log, *,
                    progress: bool = False) -> None:
     """One extraction per (dataset, split), all its missing views at once (they share tokenization)."""
-    groups: dict[tuple[str, str], list[str]] = {}
+    groups: dict[tuple[str, str], list[StoreStep]] = {}
     for step in steps:
-        groups.setdefault((step.dataset, step.split), []).append(step.view)
-    for index, ((dataset, split), views) in enumerate(groups.items(), start=1):
+        groups.setdefault((step.dataset, step.split), []).append(step)
+    for index, ((dataset, split), group) in enumerate(groups.items(), start=1):
+        views = tuple(step.view for step in group)
         log(f"[extract {index}/{len(groups)}] {dataset}/{split} views {','.join(views)}")
+        stale = [step for step in group if step.stale]
+        for step in stale:
+            log(f"    the data file of {dataset}/{split} changed since {step.url} was extracted: extracting it again")
         results = extraction.extract(
-            extraction.ExtractConfig(model=config.model, datasets=(dataset,), splits=(split,), views=tuple(views),
+            extraction.ExtractConfig(model=config.model, datasets=(dataset,), splits=(split,), views=views,
                                      layers="all", limit=config.limit, out=config.resolved_store_root,
-                                     data_dir=config.data_dir, progress=progress),
+                                     data_dir=config.data_dir, overwrite=bool(stale), progress=progress),
             loaded=model.get())
         for result in results:
             rate = f", {result.sequences_per_second:.1f} seq/s" if result.sequences_per_second else ""
@@ -119,7 +123,7 @@ def fit_probes(config: RunConfig, steps: list[FitStep], sweeps_dir: Path, log: L
         layers = _layers(config, training, group, train, sweeps_dir, chosen, log)
         for step in group:
             probe = fit_probe(step.method, train, layers.get(step.method), _fit_config(config))
-            save_probe(probe, step.path)
+            save_probe(probe, step.path, record={"data": step.data})
         sources.release()
     return chosen
 
@@ -168,7 +172,7 @@ def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, lo
         dataset, data_dir, limit = _live_training_data(config, step.training, mixed_data_dir)
         result = train_reward_model(TrainConfig(method=step.method, model=config.model, dataset=dataset,
                                                 data_dir=data_dir, out=str(step.path), limit=limit, seed=config.seed),
-                                    progress=False)
+                                    progress=False, seal={"data": step.data})
         log(f"    {result.steps} steps, loss {result.mean_loss('first'):.3f} -> {result.mean_loss('last'):.3f}, "
             f"{result.total_seconds:.0f}s")
 
@@ -194,7 +198,7 @@ def run_evaluations(config: RunConfig, steps: list[EvalStep], fits: dict[tuple[s
         fitted = ", ".join(f"{s.method} ({s.trained_on or 'untrained'})" for s in group)
         log(f"[evaluate {index}/{len(by_tested)}] on {tested_on}: {fitted}")
         for step in group:
-            save_evaluation(step.path, _evaluate(config, step, fits, sources))
+            save_evaluation(step.path, _evaluate(config, step, fits, sources), step.data)
         sources.release()
 
 

@@ -1,4 +1,6 @@
-"""A fitted probe (scorer + temperature + provenance) and its files: PROBE/probe.json + PROBE/tensors.safetensors."""
+"""A fitted probe (scorer + temperature + provenance) and its files: PROBE/probe.json +
+PROBE/tensors.safetensors, sealed by PROBE/complete.json (actstore/atomic.py): a probe is saved
+whole or not at all, and loading refuses one whose files changed since."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from actstore import __version__
+from actstore.atomic import atomic_directory, verify_directory
 from actstore.errors import UserError
 from probes.scorers import SCORERS, Scorer
 from probes.sources import MODEL_KEYS, FeatureSource
@@ -62,9 +65,10 @@ def provenance(source: FeatureSource) -> dict:
     return {**record, **({"url": url} if url else {})}
 
 
-def save_probe(probe: Probe, directory: str | Path) -> Path:
+def save_probe(probe: Probe, directory: str | Path, record: dict | None = None) -> Path:
+    """Save into ``directory`` (replacing what is there in one step); ``record`` goes into its
+    completion marker (the runner keeps the data fingerprints the probe was fitted on there)."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     scorer_config, tensors = probe.scorer.state()
     document = {
         "format": PROBE_FORMAT,
@@ -76,17 +80,19 @@ def save_probe(probe: Probe, directory: str | Path) -> Path:
         "trained_on": probe.trained_on,
         "config": probe.config,
     }
-    save_file({name: np.ascontiguousarray(value, dtype=np.float32) for name, value in tensors.items()},
-              str(directory / TENSORS_FILE))
-    (directory / CONFIG_FILE).write_text(json.dumps(document, indent=1, default=_json_default) + "\n")
+    with atomic_directory(directory, record) as staging:
+        save_file({name: np.ascontiguousarray(value, dtype=np.float32) for name, value in tensors.items()},
+                  str(staging / TENSORS_FILE))
+        (staging / CONFIG_FILE).write_text(json.dumps(document, indent=1, default=_json_default) + "\n")
     return directory
 
 
 def load_probe(directory: str | Path) -> Probe:
     directory = Path(directory)
     config_path, tensors_path = directory / CONFIG_FILE, directory / TENSORS_FILE
-    if not config_path.is_file() or not tensors_path.is_file():
+    if not config_path.is_file() and not tensors_path.is_file():
         raise UserError(f"{directory}: not a saved probe (expected {CONFIG_FILE} and {TENSORS_FILE})")
+    verify_directory(directory)
     try:
         document = json.loads(config_path.read_text())
     except json.JSONDecodeError as err:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from actstore.data import check_data_unchanged
 from actstore.errors import UserError
 from actstore.hints import extract_command
 from probes.labels import Labels
@@ -115,6 +116,7 @@ class StoreSource(FeatureSource):
         self._cache: dict[tuple, np.ndarray] = {}
 
     def _add(self, view: str, url: str, store) -> None:
+        check_data_unchanged(store.meta, url)
         if self._stores:
             first = next(iter(self._stores.values()))
             _check_siblings(first, store)

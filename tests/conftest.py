@@ -66,3 +66,13 @@ def write_distribution(root: Path, name: str, train: list, test: list | None = N
 
 def example(prompt="Say hi.\n### Response:\n", responses=None):
     return {"prompt": prompt, "responses": responses or {"Hi!": 1.0, "No.": 0.0, "Bye": 0.0}}
+
+
+def reseal(directory: Path, **record) -> None:
+    """Re-write a saved directory's completion marker over its current files: a probe or reward
+    model that is complete and consistent, but whose contents are wrong (what a buggy writer makes)."""
+    from actstore.atomic import MARKER, file_sha256
+
+    files = {p.relative_to(directory).as_posix(): file_sha256(p) for p in sorted(Path(directory).rglob("*"))
+             if p.is_file() and p.name != MARKER}
+    (Path(directory) / MARKER).write_text(json.dumps({"format": 1, "files": files, **record}))

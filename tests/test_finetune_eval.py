@@ -11,7 +11,7 @@ from actstore.data import load_split
 from actstore.errors import UserError
 from actstore.models import load_model
 from cli import finetune
-from conftest import TOY_EXAMPLES, write_distribution
+from conftest import TOY_EXAMPLES, write_distribution, reseal
 from finetune.baselines import evaluate_loglik_baseline, few_shot_prompts, response_logliks
 from finetune.checkpoint import load_reward_model, save_reward_model
 from finetune.evaluate import evaluate_reward_model, reward_scores
@@ -81,6 +81,9 @@ def test_reload_errors_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="not a finetune run directory"):
         load_reward_model(tmp_path)
     (tmp_path / "finetune.json").write_text("{broken")
+    with pytest.raises(UserError, match="incomplete"):  # no completion marker: a save that did not finish
+        load_reward_model(tmp_path)
+    reseal(tmp_path)
     with pytest.raises(UserError, match="not valid JSON"):
         load_reward_model(tmp_path)
 

@@ -10,6 +10,7 @@ from probes.fitting import evaluate, fit_probe
 from probes.methods import METHODS, FitConfig
 from probes.probe import CONFIG_FILE, TENSORS_FILE, load_probe, save_probe
 from probes.sources import StoreSource, extract_command, sibling_url
+from conftest import reseal
 from synthetic import planted, store_url, write_stores
 
 
@@ -129,7 +130,7 @@ def test_saved_probe_scores_identically(method, stores, tmp_path):
     layer = 2 if METHODS[method].per_layer else None
     probe = fit_probe(method, source, layer, FitConfig(top_k=2))
     directory = save_probe(probe, tmp_path / "probe")
-    assert sorted(p.name for p in directory.iterdir()) == [CONFIG_FILE, TENSORS_FILE]
+    assert sorted(p.name for p in directory.iterdir()) == ["complete.json", CONFIG_FILE, TENSORS_FILE]
     document = json.loads((directory / CONFIG_FILE).read_text())
     assert document["method"] == method and document["trained_on"]["model"] == "synthetic-model"
     loaded = load_probe(directory)
@@ -159,6 +160,9 @@ def test_load_probe_errors(tmp_path):
         load_probe(tmp_path)
     (tmp_path / CONFIG_FILE).write_text("{not json")
     (tmp_path / TENSORS_FILE).write_bytes(b"")
+    with pytest.raises(UserError, match="incomplete"):
+        load_probe(tmp_path)
+    reseal(tmp_path)
     with pytest.raises(UserError, match="not valid JSON"):
         load_probe(tmp_path)
 
