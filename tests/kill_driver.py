@@ -1,10 +1,13 @@
-"""Run ``actstore`` with arguments from the command line, SIGKILLing itself at a chosen moment.
+"""Run a CLI (``actstore``, or ``$KILL_CLI``) with arguments from the command line, SIGKILLing
+itself at a chosen moment.
 
 ``KILL_AT`` picks the moment (a real SIGKILL: no exception handlers, no ``finally``, no lock release):
 - ``forward:N``  at the N-th forward call of decoder block 1 (in the middle of a batch),
 - ``write:N``    at the N-th array write inside ``ActivationStore.write_block`` (the block's data
   partly written, its flag not yet),
-- ``complete``   when the store is about to be marked complete (every block flagged).
+- ``complete``   when the store is about to be marked complete (every block flagged),
+- ``seal``       when a saved directory (probe, reward model) has all its files in its staging
+  directory and is about to be sealed and moved into place.
 Before dying it prints ``killed at ...`` on stderr so the test can check where it died.
 """
 
@@ -66,14 +69,20 @@ def kill_before_complete() -> None:
     ActivationStore.mark_complete = lambda self, **record: die("complete")
 
 
+def kill_before_seal() -> None:
+    import actstore.atomic
+
+    actstore.atomic._write_marker = lambda directory, record: die(f"seal {directory.name}")
+
+
 def main() -> None:
     torch.set_num_threads(1)
     phase, _, count = os.environ["KILL_AT"].partition(":")
     {"forward": lambda: kill_in_forward(int(count)), "write": lambda: kill_in_write(int(count)),
-     "complete": kill_before_complete}[phase]()
-    from cli import actstore
+     "complete": kill_before_complete, "seal": kill_before_seal}[phase]()
+    import cli
 
-    actstore(sys.argv[1:])
+    getattr(cli, os.environ.get("KILL_CLI", "actstore"))(sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,164 @@
+"""Every result comes from the data it claims: data files edited after extraction are noticed by
+`probes fit`, `probes sweep` and `genies run` (which redoes exactly what the edit invalidates);
+probes and reward models are replaced whole or not at all, even under SIGKILL."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from cli import actstore, finetune, probes
+from conftest import REPO, example, write_distribution
+from genies.plan import RunConfig
+from genies.runner import run_benchmark
+from test_bad_input import fails
+from test_genies_runner import SHIFTS, arithmetic
+from test_reliability import subprocess_env
+
+EXAMPLES = [example(f"Question {i}?\n### Response:\n", {f"right {i}": 1.0, f"wrong answer {i}": 0.0}) for i in range(6)]
+
+
+def flip_labels(path):
+    """The same prompts and responses, another response preferred: the store's labels are now wrong."""
+    data = json.loads(path.read_text())
+    for item in data:
+        texts = list(item["responses"])
+        best = [item["responses"][t] for t in texts].index(1.0)
+        item["responses"] = {text: float(i == (best + 1) % len(texts)) for i, text in enumerate(texts)}
+    path.write_text(json.dumps(data))
+
+
+# ----------------------------------------------------------------------------- probes
+
+
+@pytest.fixture
+def extracted(tmp_path):
+    data = write_distribution(tmp_path / "data", "good", train=EXAMPLES, test=EXAMPLES)
+    args = ["extract", "--model", "tiny-random", "--dataset", "good", "--data-dir", str(data), "--out",
+            str(tmp_path / "s"), "--layers", "0,2", "--no-progress"]
+    assert CliRunner().invoke(actstore, args).exit_code == 0
+    return {"data": data, "train": str(tmp_path / "s" / "tiny-random" / "good" / "train.plain.zarr"), "tmp": tmp_path}
+
+
+def test_probes_refuse_stores_whose_data_file_changed(extracted):
+    train = extracted["train"]
+    assert CliRunner().invoke(probes, ["fit", "--method", "mms", "--layer", "2", "--train", train,
+                                       "--bootstrap", "0"]).exit_code == 0
+    flip_labels(extracted["data"] / "distributions" / "good" / "train.json")
+    changed = ("train.plain.zarr: the data file", "good/train.json changed since this store was extracted", "--overwrite")
+    fails(probes, ["fit", "--method", "mms", "--layer", "2", "--train", train, "--bootstrap", "0"], *changed)
+    fails(probes, ["sweep", "--methods", "mms", "--layers", "0,2", "--train", train, "--out", extracted["tmp"] / "sw"],
+          *changed)
+    assert not (extracted["tmp"] / "sw" / "sweep.csv").exists()
+
+
+def test_probes_use_the_stores_own_labels_where_the_data_file_is_absent(extracted):
+    """A laptop with only the stores: nothing to compare, the labels copied at extraction are used."""
+    before = CliRunner().invoke(probes, ["fit", "--method", "mms", "--layer", "2", "--train", extracted["train"],
+                                         "--bootstrap", "0", "--json"])
+    shutil.rmtree(extracted["data"])
+    after = CliRunner().invoke(probes, ["fit", "--method", "mms", "--layer", "2", "--train", extracted["train"],
+                                        "--bootstrap", "0", "--json"])
+    assert after.exit_code == 0, after.output
+    assert json.loads(after.output) == json.loads(before.output)
+
+
+# ----------------------------------------------------------------------------- genies run
+
+
+def make_benchmark(root):
+    for name, (offset, wrong_by) in {"easy": (1, 1), "hard": (40, 7), "trap": (3, 2), "ref": (5, 3)}.items():
+        write_distribution(root / "data", name, arithmetic(14, offset, wrong_by), arithmetic(10, offset + 100, wrong_by))
+    (root / "shifts.json").write_text(json.dumps(SHIFTS))
+
+
+def run(root, out="run", stores="stores"):
+    config = RunConfig(model="tiny-random", shifts=str(root / "shifts.json"), methods=("zero-shot", "mms"), layer=2,
+                       data_dir=str(root / "data"), store_root=str(root / stores), out=root / out)
+    lines = []
+    return run_benchmark(config, log=lines.append), lines
+
+
+def rows_by_key(summary):
+    return {(r.source, r.target, r.method): r for r in summary.rows}
+
+
+def test_genies_run_redoes_exactly_what_an_edited_data_file_invalidates(tmp_path):
+    make_benchmark(tmp_path)
+    first, _ = run(tmp_path)
+    evaluations = sorted((tmp_path / "run" / "evaluations").rglob("*.json"))
+    assert all(json.loads(p.read_text())["data"] for p in evaluations)  # each records its data fingerprints
+
+    flip_labels(tmp_path / "data" / "distributions" / "hard" / "test.json")
+    second, lines = run(tmp_path)
+    assert second.stores_extracted == 1  # hard/test's plain store, extracted again over the stale one
+    assert any("the data file of hard/test changed" in line for line in lines)
+    assert second.fits_run == 0  # no fit reads hard/test
+    assert second.evaluations_run == 3  # tested on hard/test: zero-shot, mms from easy, mms from hard (TTC)
+    before, after = rows_by_key(first), rows_by_key(second)
+    for method in ("mms", "zero-shot"):
+        assert after[("easy", "hard", method)] != before[("easy", "hard", method)]
+        assert after[("easy", "trap", method)] == before[("easy", "trap", method)]
+
+    flip_labels(tmp_path / "data" / "distributions" / "easy" / "train.json")
+    third, _ = run(tmp_path)
+    assert third.stores_extracted == 1 and third.fits_run == 1  # easy/train and the mms fit on it
+    # the same numbers as runs from scratch on the data as it is now
+    assert second.rows != third.rows
+    assert third.rows == run(tmp_path, out="fresh-run", stores="fresh-stores")[0].rows
+
+
+def test_genies_run_redoes_a_fit_directory_left_incomplete(tmp_path):
+    make_benchmark(tmp_path)
+    first, _ = run(tmp_path)
+    fit = tmp_path / "run" / "fits" / "mms" / "layer2" / "easy"
+    (fit / "probe.json").unlink()
+    (fit / "complete.json").unlink()
+    for evaluation in (tmp_path / "run" / "evaluations" / "mms" / "layer2" / "easy").glob("*.json"):
+        evaluation.unlink()  # as if killed after the fit directory appeared and before its evaluations
+    again, _ = run(tmp_path)
+    assert again.fits_run == 1 and (fit / "complete.json").is_file()
+    assert again.rows == first.rows
+
+
+# ----------------------------------------------------------------------------- SIGKILL while saving
+
+
+def killed_while_sealing(cli_name, args, tmp_path):
+    died = subprocess.run([sys.executable, str(REPO / "tests" / "kill_driver.py"), *map(str, args)], cwd=REPO,
+                          env=subprocess_env(KILL_AT="seal", KILL_CLI=cli_name), capture_output=True, text=True,
+                          timeout=300)
+    assert died.returncode == -9 and "killed at seal" in died.stderr, died.stderr
+
+
+def test_probe_fit_killed_while_saving_leaves_the_previous_probe_whole(extracted, tmp_path):
+    out = tmp_path / "probe"
+    fit = ["fit", "--method", "mms", "--layer", "2", "--train", extracted["train"], "--bootstrap", "0"]
+    assert CliRunner().invoke(probes, [*fit, "--out", str(out)]).exit_code == 0
+    evaluated = CliRunner().invoke(probes, ["eval", str(out), "--eval", extracted["train"], "--json", "--bootstrap", "0"])
+    killed_while_sealing("probes", [*fit[:4], "0", *fit[5:], "--out", out], tmp_path)  # a layer-0 probe, killed
+    again = CliRunner().invoke(probes, ["eval", str(out), "--eval", extracted["train"], "--json", "--bootstrap", "0"])
+    assert again.exit_code == 0 and again.output == evaluated.output  # still the layer-2 probe, whole
+    assert json.loads((out / "probe.json").read_text())["config"]["layer"] == 2
+
+
+def test_finetune_train_killed_while_saving_leaves_the_previous_model_whole(tmp_path):
+    data = write_distribution(tmp_path / "data", "easy", arithmetic(8, 1, 1), arithmetic(4, 50, 1))
+    out = tmp_path / "rm"
+    train = ["train", "--method", "lora", "--model", "tiny-random", "--dataset", "easy", "--data-dir", str(data),
+             "--out", str(out), "--batch-size", "4", "--precision", "fp32"]
+    assert CliRunner().invoke(finetune, [*train, "--steps", "2"]).exit_code == 0
+    evaluate = ["eval", str(out), "--dataset", "easy", "--data-dir", str(data), "--json"]
+    before = CliRunner().invoke(finetune, evaluate)
+    assert before.exit_code == 0, before.output
+    record = json.loads((out / "finetune.json").read_text())
+    killed_while_sealing("finetune", [*train, "--steps", "3", "--seed", "1"], tmp_path)
+    after = CliRunner().invoke(finetune, evaluate)
+    assert after.exit_code == 0 and after.output == before.output
+    assert json.loads((out / "finetune.json").read_text()) == record  # the old config with the old adapter and head
+
+    (out / "head.safetensors").write_bytes(b"\0" * 8)  # a damaged copy
+    fails(finetune, evaluate, "head.safetensors changed after it was saved")
