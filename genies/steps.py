@@ -8,12 +8,14 @@ a test can make any model work fail loudly.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import actstore.extract as extraction
 import actstore.models as models
+from actstore.atomic import write_text_atomic
 from actstore.errors import UserError
 from actstore.locations import store_url
 from genies.evaluations import evaluation_from_metrics, save_evaluation
@@ -25,7 +27,7 @@ from probes.fitting import evaluate, fit_probe
 from probes.methods import FitConfig, get_method
 from probes.probe import Probe, load_probe, save_probe
 from probes.sources import FeatureSource, StoreSource
-from probes.sweep import CSV_COLUMNS, SweepConfig, run_sweep, sweep_layers
+from probes.sweep import CSV_COLUMNS, SweepConfig, read_csv, run_sweep, sweep_layers
 
 Log = Callable[[str], None]
 N_BOOTSTRAP = 200  # evaluations keep accuracy, AUROC, Brier and calibration; the CI is not reported
@@ -153,14 +155,14 @@ def _layers(config: RunConfig, training: TrainingSet, group: list[FitStep], trai
 
 
 def write_sweep_csv(rows: list[dict], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-    return path
+    """Write the sweep's rows, keeping the rows of other methods from an earlier (interrupted) run."""
+    swept = {row["method"] for row in rows}
+    kept = [row for row in read_csv(path) if row["method"] not in swept] if path.is_file() else []
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(kept + rows)
+    return write_text_atomic(path, text.getvalue())
 
 
 def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, log: Log) -> None:

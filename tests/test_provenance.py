@@ -162,3 +162,24 @@ def test_finetune_train_killed_while_saving_leaves_the_previous_model_whole(tmp_
 
     (out / "head.safetensors").write_bytes(b"\0" * 8)  # a damaged copy
     fails(finetune, evaluate, "head.safetensors changed after it was saved")
+
+
+def test_rerun_after_a_kill_between_fits_keeps_every_methods_sweep_rows(tmp_path):
+    make_benchmark(tmp_path)
+    config = RunConfig(model="tiny-random", shifts=str(tmp_path / "shifts.json"), methods=("zero-shot", "mms", "logreg"),
+                       data_dir=str(tmp_path / "data"), store_root=str(tmp_path / "stores"), out=tmp_path / "run")
+    first = run_benchmark(config, log=lambda line: None)
+    sweep = tmp_path / "run" / "sweeps" / "easy.csv"
+    rows = without_timings(sweep)
+    # as if killed after the mms fit on easy was saved and before the logreg one was
+    shutil.rmtree(tmp_path / "run" / "fits" / "logreg" / "layer-best" / "easy")
+    shutil.rmtree(tmp_path / "run" / "evaluations" / "logreg" / "layer-best" / "easy")
+    again = run_benchmark(config, log=lambda line: None)
+    assert again.fits_run == 1 and again.rows == first.rows
+    assert without_timings(sweep) == rows
+
+
+def without_timings(path):
+    from probes.sweep import read_csv
+
+    return sorted(tuple(sorted((k, str(v)) for k, v in row.items() if k != "fit_seconds")) for row in read_csv(path))
