@@ -28,7 +28,8 @@ from actstore.sequence_table import SequenceTable, encode_rows, sequence_table
 from actstore.stage_clock import clock_for
 from actstore.writer import BackgroundWriter
 from actstore.sharding import Shard, default_device, wait_for_creation
-from actstore.store import ActivationStore, StoreLayout, create_store, find_store, open_for_writing
+from actstore.store import (DISK_FULL, ActivationStore, StoreLayout, create_store, disk_full_message, find_store,
+                            open_for_writing)
 from actstore.views import View, parse_views
 
 SITES = ("residual", "heads")
@@ -168,8 +169,13 @@ def concrete_compute_dtype(config: ExtractConfig, loaded: LoadedModel | None) ->
 def extract_store(config: ExtractConfig, model: ModelOnDemand, split: Split, table: SequenceTable, view: View) -> StoreResult:
     url = store_url(config.root, config.model, split.dataset, split.split, view.name, limit=config.limit, site=config.site)
     shard = Shard.from_environment()
-    with ExtractionLock(url, shard) as lock:
-        return _extract_locked(url, shard, lock, config, model, split, table, view)
+    try:
+        with ExtractionLock(url, shard) as lock:
+            return _extract_locked(url, shard, lock, config, model, split, table, view)
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise UserError(disk_full_message(url)) from None
+        raise
 
 
 def _extract_locked(url: str, shard: Shard, lock: ExtractionLock, config: ExtractConfig, model: ModelOnDemand,

@@ -29,7 +29,9 @@ the completion record; ``complete`` is set last, only when every block is done.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -349,15 +351,30 @@ class ActivationStore:
                 if values is not None:
                     check_float16_range(values, name, self.url, start, sequence_axis=axis,
                                         layers=layout.layers if name == "residual" else layout.head_layers)
-        written = {"residual": residual, "final_norm": final_norm if layout.with_final_norm else None, "heads": heads,
-                   "n_tokens": n_tokens, "last_token": last_token, "loglik": loglik}
+        try:
+            self._write_and_checksum(layout, block, start, stop, residual=residual, final_norm=final_norm, heads=heads,
+                                     n_tokens=n_tokens, last_token=last_token, loglik=loglik)
+            self.group["block_done"][block] = 1
+        except OSError as err:
+            if err.errno in DISK_FULL:
+                raise UserError(self._disk_full_message(block)) from None
+            raise
+
+    def _write_and_checksum(self, layout: StoreLayout, block: int, start: int, stop: int, **written) -> None:
         stored = {name: np.asarray(values, dtype=self.group[name].dtype) for name, values in written.items()
-                  if values is not None}
+                  if values is not None and (name != "final_norm" or layout.with_final_norm)}
         for name, values in stored.items():
             self.group[name][(slice(None), slice(start, stop)) if name in ("residual", "heads") else slice(start, stop)] = values
         self.group["block_checksums"][block] = [
             crc32(stored[c.array][c.row] if c.row is not None else stored[c.array]) for c in layout.checksum_columns]
-        self.group["block_done"][block] = 1
+
+    def _disk_full_message(self, block: int) -> str:
+        layout = self.layout
+        left = int((~self.blocks_done()).sum())
+        per_sequence = (len(layout.layers) + layout.with_final_norm) * layout.hidden_size * np.dtype(layout.dtype).itemsize
+        per_sequence += len(layout.head_layers) * (layout.n_heads or 0) * (layout.head_dim or 0) * np.dtype(layout.dtype).itemsize
+        needed = per_sequence * layout.block_size * left
+        return disk_full_message(self.url, f"while writing block {block}", needed, left)
 
     @property
     def layout(self) -> StoreLayout:
@@ -483,6 +500,30 @@ def _is_file(url: str, name: str) -> bool:
 
     fs, path = fsspec.core.url_to_fs(str(url))
     return bool(fs.isfile(path.rstrip("/") + "/" + name))
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_message(url: str, when: str = "", needed: int | None = None, blocks_left: int | None = None) -> str:
+    from actstore.info import human_bytes
+
+    free = _free_bytes(url)
+    message = f"{url}: disk full{' ' + when if when else ''}"
+    if free is not None:
+        message += f" ({human_bytes(free)} free)"
+    if needed is not None:
+        message += f"; the {blocks_left} blocks still to write need up to {human_bytes(needed)} (uncompressed)"
+    return message + "; free some space and re-run the same command to resume (the blocks written so far are kept)"
+
+
+def _free_bytes(url: str) -> int | None:
+    if "://" in str(url):
+        return None
+    path = os.path.expanduser(str(url))
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path or ".").free
 
 
 def _first_line(err: Exception) -> str:

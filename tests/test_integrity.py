@@ -171,3 +171,34 @@ def test_repair_of_a_healthy_store_changes_nothing(store):
     assert result.exit_code == 0 and "complete" in result.output, result.output
     after = {p.relative_to(store["url"]): p.read_bytes() for p in store["url"].rglob("*") if p.is_file()}
     assert before == after
+
+
+def test_disk_full_is_one_line_and_the_store_resumes(tmp_path, monkeypatch):
+    """The file system refuses a write in the middle of extraction (simulated where zarr writes)."""
+    import errno
+
+    import zarr.storage
+
+    data = write_distribution(tmp_path / "data", "good", train=EXAMPLES, test=EXAMPLES)
+    args = ["extract", "--model", "tiny-random", "--dataset", "good", "--split", "train", "--data-dir", str(data),
+            "--out", str(tmp_path / "s"), "--layers", "0,2", "--block-size", "2", "--no-progress"]
+    real_set, writes = zarr.storage.LocalStore.set, [0]
+
+    async def set_until_full(self, key, value):
+        if "/c/" in key:
+            writes[0] += 1
+            if writes[0] > 30:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return await real_set(self, key, value)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", set_until_full)
+    line = fails(actstore, args, "train.plain.zarr: disk full while writing block", "free)", "blocks still to write",
+                 "re-run the same command to resume")
+    assert "complete" not in line
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", real_set)
+    url = tmp_path / "s" / "tiny-random" / "good" / "train.plain.zarr"
+    with pytest.raises(UserError, match="incomplete store"):
+        open_store(str(url))
+    resumed = CliRunner().invoke(actstore, args)
+    assert resumed.exit_code == 0 and "resumed" in resumed.output, resumed.output
+    assert CliRunner().invoke(actstore, ["info", str(url), "--verify"]).exit_code == 0
