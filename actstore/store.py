@@ -132,6 +132,7 @@ class ActivationStore:
         self.group = group
         self._cached_checksums: np.ndarray | None = None
         self._cached_flags: np.ndarray | None = None
+        self._arrays: dict[str, Any] = {}
 
     # -- reading ------------------------------------------------------------------------
     @property
@@ -269,16 +270,31 @@ class ActivationStore:
         return Damage(name, block, start, stop - 1, reason, layer)
 
     def damaged_error(self, damage: list[Damage]) -> UserError:
+        if self._replaced():
+            return UserError(f"{self.url}: the store was replaced while it was read (another process re-extracted it "
+                             "with --overwrite?); run the command again once that extraction is done")
         more = f" (and {len(damage) - 1} more damaged blocks)" if len(damage) > 1 else ""
         return UserError(f"{self.url}: {damage[0]}{more}; repair with: {self.repair_command()}")
+
+    def _replaced(self) -> bool:
+        """Whether the store's metadata on disk is no longer the one this reader opened."""
+        try:
+            return dict(zarr.open_group(store=self.group.store, mode="r").attrs) != self.meta
+        except Exception:  # noqa: BLE001 - gone, or half re-created
+            return True
 
     def repair_command(self) -> str:
         root = self.url.rstrip("/").rsplit("/", 3)[0]
         return extract_command(self.meta, [self.meta.get("view", "plain")], root=root, repair=True)
 
     def _array(self, name: str):
+        """The array ``name``, its metadata read once: a store replaced under a reader keeps the
+        reader's shapes, so new chunks are checked against the old checksums (and refused)."""
+        if name in self._arrays:
+            return self._arrays[name]
         try:
-            return self.group[name]
+            self._arrays[name] = self.group[name]
+            return self._arrays[name]
         except Exception as err:  # noqa: BLE001 - a missing or damaged array zarr.json
             if isinstance(err, FileNotFoundError):
                 raise UserError(f"{self.url}: the store changed while it was read (array {name} disappeared; "
@@ -305,7 +321,8 @@ class ActivationStore:
                                 f"but the store's attributes say {shape} and {chunks} (damaged zarr.json); "
                                 "re-extract it with the same command and --overwrite")
         if meta.get("complete"):
-            done = self.blocks_done()
+            done = self._flags()
+            self._checksum_table()  # pinned now, like the array shapes
             if not done.all():
                 missing = np.flatnonzero(~done)
                 raise UserError(f"{self.url}: inconsistent store: marked complete, but block {int(missing[0])} "

@@ -202,3 +202,12 @@ def test_disk_full_is_one_line_and_the_store_resumes(tmp_path, monkeypatch):
     resumed = CliRunner().invoke(actstore, args)
     assert resumed.exit_code == 0 and "resumed" in resumed.output, resumed.output
     assert CliRunner().invoke(actstore, ["info", str(url), "--verify"]).exit_code == 0
+
+
+def test_store_replaced_under_a_reader_says_so(store):
+    """`extract --overwrite` re-creates the store while a reader has it open."""
+    opened = open_store(str(store["url"]))
+    result = CliRunner().invoke(actstore, store["args"] + ["--overwrite", "--layers", "0:2"])
+    assert result.exit_code == 0, result.output
+    with pytest.raises(UserError, match="was replaced while it was read"):
+        opened.activations(2)
