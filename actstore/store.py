@@ -308,6 +308,9 @@ class ActivationStore:
         if meta.get("format") != STORE_FORMAT:
             raise UserError(f"{self.url}: store format {meta.get('format')!r} (this toolkit reads format {STORE_FORMAT}, "
                             "which checksums every block); re-extract it with the same command and --overwrite")
+        if meta.get("attrs_checksum") != attrs_checksum(meta):
+            raise UserError(f"{self.url}: the store's attributes changed since it was extracted (zarr.json edited or "
+                            "damaged); re-extract it with the same command and --overwrite")
         try:
             layout = self.layout
             shapes = layout.array_shapes()
@@ -465,7 +468,20 @@ def create_store(url: str, layout: StoreLayout, per_sequence: dict[str, np.ndarr
         "complete": False,
         "creating": False,
     })
+    group.attrs["attrs_checksum"] = attrs_checksum(dict(group.attrs))
     return ActivationStore(url, group)
+
+
+MUTABLE_ATTRS = ("complete", "completion", "creating", "attrs_checksum")
+
+
+def attrs_checksum(attrs: dict) -> str:
+    """sha256 of every attribute written at creation (not the completion record, set later)."""
+    import hashlib
+    import json
+
+    fixed = {key: value for key, value in attrs.items() if key not in MUTABLE_ATTRS}
+    return "sha256:" + hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()
 
 
 def open_store(url: str, *, require_complete: bool = True) -> ActivationStore:

@@ -10,7 +10,7 @@ import zarr
 from click.testing import CliRunner
 
 from cli import actstore, probes
-from conftest import example, write_distribution
+from conftest import edit_store_attrs, example, write_distribution
 
 GOOD = [example(f"Question {i}?\n### Response:\n", {f"right {i}": 1.0, f"wrong {i}": 0.0}) for i in range(4)]
 
@@ -158,8 +158,7 @@ def test_unknown_method_and_layers_in_probes(stores):
 
 def test_probe_from_another_model_is_refused(stores, tmp_path):
     other = copy_store(stores["test"].replace("test.plain", "test.plain"), tmp_path / "test.plain.zarr")
-    group = zarr.open_group(other, mode="r+")
-    group.attrs.update({"model": "other-model", "model_id": "other-model@abc"})
+    edit_store_attrs(other, model="other-model", model_id="other-model@abc")
     fails(probes, ["eval", stores["probe"], "--eval", other, "--bootstrap", "0"], "other-model", "mms probe was fit on")
 
 
@@ -184,8 +183,8 @@ def test_views_from_another_dataset_version_are_refused(stores, tmp_path):
     for view in ("yes", "no"):
         copy_store(stores["train"].replace(".plain.", f".{view}."), tmp_path / f"train.{view}.zarr")
     # extracted elsewhere from another version of the file (not on this machine, so only the views disagree)
-    zarr.open_group(str(tmp_path / "train.no.zarr"), mode="r+").attrs.update(
-        {"fingerprint": "sha256:" + "0" * 64, "data_file": str(tmp_path / "elsewhere" / "train.json")})
+    edit_store_attrs(tmp_path / "train.no.zarr", fingerprint="sha256:" + "0" * 64,
+                     data_file=str(tmp_path / "elsewhere" / "train.json"))
     fails(probes, ["fit", "--method", "ccs", "--layer", "2", "--train", tmp_path / "train.yes.zarr", "--bootstrap", "0"],
           "train.no.zarr does not match", "another version of the data file")
 

@@ -211,3 +211,15 @@ def test_store_replaced_under_a_reader_says_so(store):
     assert result.exit_code == 0, result.output
     with pytest.raises(UserError, match="was replaced while it was read"):
         opened.activations(2)
+
+
+@pytest.mark.parametrize("key,value", [("layers", [0, 1]), ("fingerprint", "sha256:" + "0" * 64), ("dataset", "other"),
+                                       ("label_checksums", {"example": [0] * 8, "response": [0] * 8, "score": [0] * 8})])
+def test_edited_store_attributes_are_refused(store, key, value):
+    """An edit that keeps the shapes (layer 2's row relabelled layer 1) would otherwise read as other data."""
+    meta_path = store["url"] / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["attributes"][key] = value
+    meta_path.write_text(json.dumps(meta))
+    fails(probes, fit(store["url"]), "attributes changed since it was extracted", "--overwrite")
+    fails(actstore, ["info", store["url"]], "attributes changed since it was extracted")
