@@ -8,6 +8,7 @@ is done when it is sealed (actstore/atomic.py) with the same fingerprints.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict
@@ -29,20 +30,41 @@ def evaluation_from_metrics(method: str, trained_on: str, tested_on: str, metric
 
 
 DATA_KEY = "data"  # the data fingerprints an evaluation was computed from
+CHECKSUM_KEY = "checksum"  # sha256 of the rest of the record: an edited or damaged file is never used
 
 
 def save_evaluation(path: Path, evaluation: Evaluation, data: DataFingerprints | None = None) -> Path:
     record = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(evaluation).items()}
-    return write_text_atomic(path, json.dumps({**record, DATA_KEY: data or {}}, indent=1) + "\n")
+    record[DATA_KEY] = data or {}
+    record[CHECKSUM_KEY] = _checksum(record)
+    return write_text_atomic(path, json.dumps(record, indent=1) + "\n")
+
+
+def _checksum(record: dict) -> str:
+    body = {key: value for key, value in record.items() if key != CHECKSUM_KEY}
+    return "sha256:" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _read_record(path: Path) -> dict | None:
+    """The saved record, or None when it is unreadable or does not match its checksum."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(record, dict) or record.get(CHECKSUM_KEY) != _checksum(record):
+        return None
+    return record
 
 
 def load_evaluation(path: Path) -> Evaluation:
     path = Path(path)
+    record = _read_record(path)
+    if record is None:
+        raise UserError(f"{path}: not a saved evaluation, or changed since it was saved (checksum mismatch); "
+                        "delete it to recompute")
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        record.pop(DATA_KEY, None)
-        return Evaluation(**record)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as err:
+        return Evaluation(**{k: v for k, v in record.items() if k not in (DATA_KEY, CHECKSUM_KEY)})
+    except TypeError as err:
         raise UserError(f"{path}: not a saved evaluation ({err}); delete it to recompute") from None
 
 
@@ -59,10 +81,8 @@ def recorded_data(where: str | Path) -> DataFingerprints | None:
         return {f"{meta['dataset']}/{meta['split']}": meta["fingerprint"]} if meta.get("fingerprint") else None
     if where.is_dir():
         return read_marker(where).get(DATA_KEY) if is_complete(where) else None
-    try:
-        return json.loads(where.read_text(encoding="utf-8")).get(DATA_KEY)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return None
+    record = _read_record(where)
+    return record.get(DATA_KEY) if record is not None else None
 
 
 class DataFiles:

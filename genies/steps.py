@@ -75,6 +75,30 @@ def extract_stores(config: RunConfig, steps: list[StoreStep], model: LazyModel, 
             log(f"    {result.view}: {result.status}, {result.n_sequences} sequences in {result.seconds:.1f}s{rate}")
 
 
+def _holding(source: StoreSource, **claimed) -> StoreSource:
+    """``source``, once its stores say they hold what their location claims (a store copied or
+    moved to another dataset's place is refused, not read as that dataset)."""
+    for key, value in claimed.items():
+        if source.meta.get(key) != value:
+            raise UserError(f"{source.primary_url}: holds {key} {source.meta.get(key)!r}, but its location says "
+                            f"{value!r} (moved or copied from elsewhere?); delete it to extract it again")
+    return source
+
+
+def _fit_for(step: EvalStep, path: Path, config: RunConfig) -> Probe:
+    """The saved probe of ``step``'s fit, once it says it is that fit (method, training data, layer)."""
+    probe = load_probe(path)
+    layer = config.layer if isinstance(config.layer, int) and step.method not in FIXED_LAYER_METHODS else None
+    claims = {"method": (probe.method, step.method), "training set": (probe.trained_on.get("dataset"), step.training.dataset)}
+    if layer is not None:
+        claims["layer"] = (probe.config.get("layer"), layer)
+    for what, (found, expected) in claims.items():
+        if found != expected:
+            raise UserError(f"{path}: a probe with {what} {found!r}, where this run expects {expected!r} "
+                            "(moved or copied from elsewhere?); delete it to fit it again")
+    return probe
+
+
 class Sources:
     """Store sources by (dataset, split), opened once per phase and released together."""
 
@@ -86,7 +110,8 @@ class Sources:
         if key not in self._open:
             urls = [store_url(self.config.resolved_store_root, self.config.model, dataset, split, view,
                               limit=self.config.limit) for view in views]
-            self._open[key] = StoreSource(urls)
+            self._open[key] = _holding(StoreSource(urls), model=self.config.model, dataset=dataset, split=split,
+                                       limit=self.config.limit)
         return self._open[key]
 
     def training(self, training: TrainingSet, views: tuple[str, ...]) -> FeatureSource:
@@ -208,7 +233,7 @@ def _evaluate(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingS
     if step.method in STORE_BASELINES or step.method in PROBE_VIEWS:
         views = ("plain",) if step.method in STORE_BASELINES else PROBE_VIEWS[step.method]
         test = sources.get(step.tested_on, EVAL_SPLIT, views)
-        probe: Probe = fit_probe(step.method, test) if step.method in STORE_BASELINES else load_probe(fits[(step.method, step.training)])
+        probe: Probe = fit_probe(step.method, test) if step.method in STORE_BASELINES else _fit_for(step, fits[(step.method, step.training)], config)
         metrics = evaluate(probe, test, n_bootstrap=N_BOOTSTRAP, seed=config.seed)
         return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, metrics, probe.config.get("layer"))
     if step.method in LIVE_TRAINED | LIVE_UNTRAINED:

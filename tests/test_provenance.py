@@ -10,8 +10,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from actstore.errors import UserError
 from cli import actstore, finetune, probes
 from conftest import REPO, example, write_distribution
+from genies.evaluations import load_evaluation
 from genies.plan import RunConfig
 from genies.runner import run_benchmark
 from test_bad_input import fails
@@ -183,3 +185,47 @@ def without_timings(path):
     from probes.sweep import read_csv
 
     return sorted(tuple(sorted((k, str(v)) for k, v in row.items() if k != "fit_seconds")) for row in read_csv(path))
+
+
+def test_genies_run_recomputes_an_edited_evaluation(tmp_path):
+    make_benchmark(tmp_path)
+    first, _ = run(tmp_path)
+    path = tmp_path / "run" / "evaluations" / "mms" / "layer2" / "easy" / "hard.json"
+    record = json.loads(path.read_text())
+    record["accuracy"] = 1.0
+    path.write_text(json.dumps(record))
+    with pytest.raises(UserError, match="changed since it was saved"):
+        load_evaluation(path)
+    again, _ = run(tmp_path)
+    assert again.evaluations_run == 1 and again.rows == first.rows
+
+
+def test_genies_run_neither_reuses_a_store_nor_a_fit_that_is_not_what_its_place_says(tmp_path):
+    make_benchmark(tmp_path)
+    first, _ = run(tmp_path)
+    stores = tmp_path / "stores" / "tiny-random"
+    shutil.rmtree(stores / "trap" / "test.plain.zarr")
+    shutil.copytree(stores / "hard" / "test.plain.zarr", stores / "trap" / "test.plain.zarr")
+    shutil.rmtree(tmp_path / "run" / "evaluations")
+    again, _ = run(tmp_path)  # another file's fingerprint: extracted again
+    assert again.stores_extracted == 1 and again.rows == first.rows
+
+    layer3 = RunConfig(model="tiny-random", shifts=str(tmp_path / "shifts.json"), methods=("zero-shot", "mms"), layer=3,
+                       data_dir=str(tmp_path / "data"), store_root=str(tmp_path / "stores"), out=tmp_path / "run")
+    run_benchmark(layer3, log=lambda line: None)
+    fits = tmp_path / "run" / "fits" / "mms"
+    shutil.rmtree(fits / "layer2" / "easy")
+    shutil.copytree(fits / "layer3" / "easy", fits / "layer2" / "easy")
+    shutil.rmtree(tmp_path / "run" / "evaluations" / "mms" / "layer2")
+    with pytest.raises(UserError, match="a probe with layer 3, where this run expects 2"):
+        run(tmp_path)
+
+
+def test_runner_sources_refuse_a_store_whose_metadata_contradicts_its_place(extracted, tmp_path):
+    from genies.steps import Sources
+
+    config = RunConfig(model="tiny-random", store_root=str(tmp_path / "s"), out=tmp_path / "run")
+    assert Sources(config).get("good", "train", ("plain",)).meta["dataset"] == "good"
+    shutil.copytree(tmp_path / "s" / "tiny-random" / "good", tmp_path / "s" / "tiny-random" / "other")
+    with pytest.raises(UserError, match="holds dataset 'good', but its location says 'other'"):
+        Sources(config).get("other", "train", ("plain",))
