@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from actstore.errors import UserError
+from actstore.names import check_name
 from actstore.paths import default_data_dir
 
 SPLITS = ("train", "test")
@@ -85,7 +86,7 @@ def list_distributions(data_dir: Path) -> list[str]:
 def split_path(data_dir: Path, name: str, split: str) -> Path:
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
-    directory = distributions_dir(data_dir) / name
+    directory = distributions_dir(data_dir) / check_name(name)
     if not directory.is_dir():
         known = list_distributions(data_dir)
         hint = _closest(name, known)
