@@ -58,3 +58,34 @@ def test_a_model_slug_never_leaves_the_store_root(tmp_path):
         slug = model_slug(model)
         assert slug not in ("", ".", "..") and "/" not in slug, (model, slug)
         assert store_url("/r", model, "d", "test", "plain").startswith(f"/r/{slug}/d/")
+
+
+# ----------------------------------------------------------------------------- text JSON cannot carry
+
+GOOD_TEXT = json.dumps(GOOD)[1:-1]  # four good examples, to put before a bad one
+TEXT_CASES = {
+    "lone surrogate in a prompt": ('{"prompt": "Hi \\ud800 there", "responses": {"a": 1.0, "b": 0.0}}',
+                                   "prompt holds a lone surrogate '\\ud800' at character 3"),
+    "lone surrogate in a response": ('{"prompt": "Hi", "responses": {"a": 1.0, "b\\udfff": 0.0}}',
+                                     "response 'b\\udfff' holds a lone surrogate '\\udfff' at character 1"),
+    "duplicate response": ('{"prompt": "Hi", "responses": {"a": 1.0, "b": 0.0, "a": 0.0}}',
+                           "response 'a' appears more than once in 'responses'"),
+    "duplicate field": ('{"prompt": "Hi", "responses": {"a": 1.0, "b": 0.0}, "prompt": "Bye"}',
+                        "field 'prompt' appears more than once"),
+}
+
+
+@pytest.mark.parametrize("case", list(TEXT_CASES))
+def test_text_json_cannot_carry_is_reported_by_validate_and_refused_by_extract(tmp_path, case):
+    bad_example, message = TEXT_CASES[case]
+    data = write_distribution(tmp_path / "data", "bad", train=GOOD)
+    path = data / "distributions" / "bad" / "test.json"
+    path.write_text(f"[{GOOD_TEXT}, {bad_example}]")
+    validated = CliRunner().invoke(genies, ["data", "validate", "--data-dir", str(data)])
+    assert validated.exit_code == 2 and "Traceback" not in validated.output
+    assert [line for line in validated.output.splitlines() if line.startswith(f"{path}: example 4: {message}")]
+    fails(actstore, extract_args(data, tmp_path / "s"), f"{path}: example 4: {message}", "--skip-bad")
+    assert not zarr_dirs(tmp_path)
+    skipped = CliRunner().invoke(actstore, [str(a) for a in extract_args(data, tmp_path / "s", "bad", "--skip-bad")])
+    assert skipped.exit_code == 0, skipped.output  # left out and counted, like any other bad example
+    assert "(created: 8 sequences" in skipped.output
