@@ -155,9 +155,12 @@ def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, 
     import shlex
     from dataclasses import asdict
 
+    from actstore.roots import checked_store_root
     from genies.plan import RunConfig
     from genies.runner import run_benchmark
 
+    if store_root is not None:
+        store_root = checked_store_root(store_root, "--store-root", writing=True)
     if layer != "best" and not layer.lstrip("-").isdigit():
         raise UserError(f"--layer must be a layer number or 'best', got {layer!r}")
     config = RunConfig(model=model, shifts=shifts, methods=tuple(dict.fromkeys(m.strip() for m in methods.split(",") if m.strip())),
@@ -267,8 +270,9 @@ def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dt
 def actstore_info(store, as_json):
     """What STORE holds: model, dataset, split, view, layers, sizes, completeness."""
     from actstore.info import human_bytes, store_info
+    from actstore.roots import checked_location
 
-    info = store_info(store)
+    info = store_info(checked_location(store, "STORE"))
     if as_json:
         click.echo(json.dumps(info.as_dict(), indent=1))
         return
@@ -283,9 +287,9 @@ def actstore_info(store, as_json):
 def actstore_ls(root):
     """One line per store under ROOT (default: the per-user store directory)."""
     from actstore.info import LS_COLUMNS, list_stores
-    from actstore.paths import default_store_root
+    from actstore.roots import checked_store_root
 
-    infos = list_stores(root or str(default_store_root()))
+    infos = list_stores(checked_store_root(root, "ROOT", writing=False))
     print_table([info.as_row() for info in infos], LS_COLUMNS)
     click.echo(f"{len(infos)} stores")
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli import actstore, finetune, genies
+from cli import actstore, finetune, genies, probes
 from conftest import write_distribution
 from test_bad_input import GOOD, extract_args, fails
 
@@ -89,3 +89,104 @@ def test_text_json_cannot_carry_is_reported_by_validate_and_refused_by_extract(t
     skipped = CliRunner().invoke(actstore, [str(a) for a in extract_args(data, tmp_path / "s", "bad", "--skip-bad")])
     assert skipped.exit_code == 0, skipped.output  # left out and counted, like any other bad example
     assert "(created: 8 sequences" in skipped.output
+
+
+# ----------------------------------------------------------------------------- store roots and store URLs
+
+UNREACHABLE = {
+    "foo://x": ": unknown storage scheme 'foo://'",
+    "ftp://localhost:1/x": ": cannot reach this storage (ConnectionRefusedError",
+    "http://localhost:1/x": ": cannot ",  # reach this storage (reading) / write stores there (extract)
+}
+
+
+def store_commands(tmp_path, root):
+    """Every command that takes a store root or a store URL, pointed at ``root``."""
+    data = write_distribution(tmp_path / "data", "good", train=GOOD)
+    manifest = tmp_path / "shifts.json"
+    manifest.write_text(json.dumps([{"source": "good", "target": "good"}]))
+    store = f"{root}/tiny-random/good/test.plain.zarr"
+    return {
+        "extract --out": (actstore, extract_args(data, root, "good")),
+        "genies run --store-root": (genies, ["run", "--model", "tiny-random", "--shifts", manifest, "--methods", "mms",
+                                             "--data-dir", data, "--store-root", root, "--out", tmp_path / "run"]),
+        "actstore ls": (actstore, ["ls", root]),
+        "actstore info": (actstore, ["info", store]),
+        "probes fit --train": (probes, ["fit", "--method", "mms", "--layer", "2", "--train", store]),
+    }
+
+
+@pytest.mark.parametrize("root", list(UNREACHABLE))
+def test_a_store_root_that_cannot_be_used_is_one_line_everywhere(tmp_path, root):
+    for name, (command, args) in store_commands(tmp_path, root).items():
+        fails(command, args, f"error: {root}", UNREACHABLE[root])
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_store_root_is_an_error_not_the_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENIES_HOME", str(tmp_path / "home"))
+    commands = store_commands(tmp_path, "")
+    fails(*commands["extract --out"], "--out is empty", "omit --out for the default")
+    fails(*commands["genies run --store-root"], "--store-root is empty")
+    fails(*commands["actstore ls"], "ROOT is empty")
+    assert not (tmp_path / "home").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_local_root_that_cannot_be_created(tmp_path):
+    (tmp_path / "a-file").write_text("mine")
+    for root in (tmp_path / "a-file" / "stores", f"file://{tmp_path}/a-file/stores"):
+        fails(*store_commands(tmp_path, root)["extract --out"],
+              f"{tmp_path}/a-file/stores: cannot create the store root: {tmp_path / 'a-file'} is a file, not a directory")
+        fails(*store_commands(tmp_path, root)["genies run --store-root"], "cannot create the store root")
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+
+def test_a_file_url_is_the_local_path_it_names(tmp_path):
+    """fsspec's file:// does not create directories, so a file:// root is used as its local path."""
+    command, args = store_commands(tmp_path, f"file://{tmp_path}/new/stores")["extract --out"]
+    result = CliRunner().invoke(command, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{tmp_path}/new/stores/tiny-random/good/test.plain.zarr  (created")
+    assert not list((tmp_path / "new").glob(".genies-write-check-*"))  # the write check leaves nothing behind
+
+
+def test_a_missing_fsspec_backend_names_the_pip_command(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "s3fs", None)  # as if s3fs were not installed (and never imported)
+    monkeypatch.delitem(importlib.import_module("fsspec.registry")._registry, "s3", raising=False)
+    for name, (command, args) in store_commands(tmp_path, "s3://bucket/stores").items():
+        fails(command, args, "'s3://' needs the fsspec backend s3fs, which is not installed: run `pip install s3fs`")
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A local S3 (moto's server) with one bucket, `present`; the environment points boto at it."""
+    pytest.importorskip("s3fs")
+    server_module = pytest.importorskip("moto.server")
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
+            patch.setenv(key, value)
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket="present")
+        yield
+    server.stop()
+
+
+def test_a_missing_bucket_is_one_line_and_a_present_one_works(tmp_path, s3):
+    fails(*store_commands(tmp_path, "s3://missing/stores")["extract --out"],
+          "s3://missing/stores: cannot write stores there", "bucket does not exist")
+    fails(*store_commands(tmp_path, "s3://missing/stores")["actstore ls"], "s3://missing/stores: no such directory")
+    fails(*store_commands(tmp_path, "s3://missing/stores")["probes fit --train"], "no activation store here")
+    command, args = store_commands(tmp_path, "s3://present/stores")["extract --out"]
+    result = CliRunner().invoke(command, [str(a) for a in args] + ["--layers", "0,2"])
+    assert result.exit_code == 0, result.output
+    command, args = store_commands(tmp_path, "s3://present/stores")["probes fit --train"]
+    fitted = CliRunner().invoke(command, [str(a) for a in args] + ["--bootstrap", "0"])
+    assert fitted.exit_code == 0 and "train (in-sample)  1.0000" in fitted.output, fitted.output
