@@ -4,6 +4,8 @@ no traceback, and nothing written that looks complete."""
 
 import json
 
+import numpy as np
+
 import pytest
 from click.testing import CliRunner
 
@@ -190,3 +192,158 @@ def test_a_missing_bucket_is_one_line_and_a_present_one_works(tmp_path, s3):
     command, args = store_commands(tmp_path, "s3://present/stores")["probes fit --train"]
     fitted = CliRunner().invoke(command, [str(a) for a in args] + ["--bootstrap", "0"])
     assert fitted.exit_code == 0 and "train (in-sample)  1.0000" in fitted.output, fitted.output
+
+
+# ----------------------------------------------------------------------------- damaged probe files
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """train/test stores (plain, yes, no; layers 0 and 2; hidden size 64) and saved mms and ccs probes."""
+    root = tmp_path_factory.mktemp("fitted")
+    data = write_distribution(root / "data", "good", train=GOOD, test=GOOD)
+    extracted = CliRunner().invoke(actstore, ["extract", "--model", "tiny-random", "--dataset", "good", "--data-dir",
+                                              str(data), "--out", str(root / "s"), "--views", "plain,yes,no",
+                                              "--layers", "0,2", "--no-progress"])
+    assert extracted.exit_code == 0, extracted.output
+    train = f"{root}/s/tiny-random/good/train.plain.zarr"
+    for method in ("mms", "ccs"):
+        result = CliRunner().invoke(probes, ["fit", "--method", method, "--layer", "2", "--train", train, "--out",
+                                             str(root / method), "--bootstrap", "0"])
+        assert result.exit_code == 0, result.output
+    return {"root": root, "test": f"{root}/s/tiny-random/good/test.plain.zarr"}
+
+
+def damaged_probe(fitted, tmp_path, method, document=None, tensors=None):
+    """A copy of the saved ``method`` probe; ``document(dict)`` and ``tensors(dict)`` edit its files in place."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    probe = tmp_path / method
+    shutil.copytree(fitted["root"] / method, probe)
+    if document:
+        path = probe / "probe.json"
+        content = json.loads(path.read_text())
+        document(content)
+        path.write_text(json.dumps(content))
+    if tensors:
+        arrays = load_file(str(probe / "tensors.safetensors"))
+        tensors(arrays)
+        save_file(arrays, str(probe / "tensors.safetensors"))
+    return probe
+
+
+def eval_fails(fitted, probe, *fragments):
+    return fails(probes, ["eval", probe, "--eval", fitted["test"], "--bootstrap", "0"], *fragments)
+
+
+def test_the_saved_probes_score(fitted):
+    for method in ("mms", "ccs"):
+        result = CliRunner().invoke(probes, ["eval", str(fitted["root"] / method), "--eval", fitted["test"], "--bootstrap", "0"])
+        assert result.exit_code == 0 and "good/test" in result.output, result.output
+
+
+def narrow(arrays, names=None, width=32):
+    for name in names or list(arrays):
+        arrays[name] = np.ascontiguousarray(arrays[name][..., :width])
+
+
+PROBE_DAMAGE = {
+    "a tensor of another shape": ("mms", None, lambda t: narrow(t, ["direction"]),
+                                  "tensors.safetensors: damaged probe file: tensor 'direction' has shape (32,), but 'mean' has (64,)"),
+    "ccs weight of another shape": ("ccs", None, lambda t: narrow(t, ["weight"]),
+                                    "tensors.safetensors: damaged probe file: tensor 'yes_mean' has shape (64,), but 'weight' has (32,)"),
+    "tensors narrower than the model": ("mms", None, narrow,
+                                        "tensors.safetensors: damaged probe file: its tensors read the residual activations "
+                                        "of shape (32,), but the model's are (64,)"),
+    "a missing tensor": ("mms", None, lambda t: t.pop("scale"),
+                         "tensors.safetensors: damaged probe file: no tensor 'scale' (a linear probe has direction, mean, scale"),
+    "NaN weights": ("mms", None, lambda t: t["direction"].__setitem__(3, np.nan),
+                    "tensors.safetensors: the probe has NaN or infinite weights: 1 NaN of the 64 values of 'direction'"),
+    "infinite weights": ("ccs", None, lambda t: t["weight"].__setitem__(slice(0, 2), np.inf),
+                         "the probe has NaN or infinite weights: 2 infinite of the 64 values of 'weight'"),
+    "a NaN bias": ("ccs", lambda d: d["scorer_config"].__setitem__("bias", float("nan")), None,
+                   "the probe has NaN or infinite weights: 1 NaN of the 1 values of 'bias'"),
+    "a non-numeric temperature": ("mms", lambda d: d.__setitem__("temperature", "warm"), None,
+                                  "probe.json: damaged probe file: 'temperature' is 'warm', not a number"),
+    "a NaN temperature": ("mms", lambda d: d.__setitem__("temperature", float("nan")), None,
+                          "probe.json: damaged probe file: temperature nan is not a positive finite number"),
+    "an infinite temperature": ("mms", lambda d: d.__setitem__("temperature", float("inf")), None,
+                                "temperature inf is not a positive finite number"),
+    "a zero temperature": ("mms", lambda d: d.__setitem__("temperature", 0), None,
+                           "temperature 0.0 is not a positive finite number"),
+    "no temperature": ("mms", lambda d: d.pop("temperature"), None, "probe.json: damaged probe file: no 'temperature'"),
+    "no method": ("mms", lambda d: d.pop("method"), None, "probe.json: damaged probe file: no 'method'"),
+    "no scorer_config": ("mms", lambda d: d.pop("scorer_config"), None, "probe.json: damaged probe file: no 'scorer_config'"),
+    "no layer": ("mms", lambda d: d["scorer_config"].pop("layer"), None,
+                 "probe.json: damaged probe file: scorer_config has no 'layer'"),
+    "an unreadable feature": ("mms", lambda d: d["scorer_config"]["feature"].__setitem__("colour", "red"), None,
+                              "probe.json: damaged probe file: unreadable scorer_config"),
+    "an empty object": ("mms", lambda d: d.clear(), None, "probe.json: damaged probe file: no 'method'"),
+}
+
+
+@pytest.mark.parametrize("case", list(PROBE_DAMAGE))
+def test_a_damaged_probe_file_is_one_line(fitted, tmp_path, case):
+    method, document, tensors, message = PROBE_DAMAGE[case]
+    probe = damaged_probe(fitted, tmp_path, method, document, tensors)
+    eval_fails(fitted, probe, str(probe), message, "refit the probe")
+
+
+def test_a_probe_file_that_is_not_an_object(fitted, tmp_path):
+    probe = damaged_probe(fitted, tmp_path, "mms")
+    (probe / "probe.json").write_text("[1, 2]")
+    eval_fails(fitted, probe, f"{probe / 'probe.json'}: not a probe file (expected a JSON object, got list)")
+
+
+def test_a_probe_narrower_than_the_store_is_refused_even_without_its_record(fitted, tmp_path):
+    """No hidden size in trained_on to compare with: the store's width is."""
+    probe = damaged_probe(fitted, tmp_path, "mms", lambda d: d.__setitem__("trained_on", {}), narrow)
+    eval_fails(fitted, probe, "error: good/test: the mms probe does not fit this store: its tensors read the residual "
+               "activations of shape (32,), but the model's are (64,)")
+
+
+def test_nan_weights_are_named_not_blamed_on_the_store():
+    """A probe that came out of a fit with NaN weights: its scores are refused, naming the weights."""
+    from actstore.errors import UserError
+    from probes.labels import Labels
+    from probes.normalize import Normalizer
+    from probes.probe import Probe
+    from probes.scorers import Feature, LinearScorer
+    from probes.sources import ArraySource
+
+    labels = Labels.from_sequences({"example": np.array([0, 0, 1, 1]), "response": np.array([0, 1, 0, 1]),
+                                    "score": np.array([1.0, 0.0, 0.0, 1.0])})
+    source = ArraySource(labels, {"plain": {2: np.ones((4, 8), dtype=np.float32)}}, meta={"hidden_size": 8})
+    direction = np.ones(8, dtype=np.float32)
+    direction[5] = np.nan
+    probe = Probe("mms", LinearScorer(Feature(), 2, Normalizer(np.zeros(8, np.float32), np.ones(8, np.float32)), direction))
+    with pytest.raises(UserError, match=r"4 of 4 mms scores are not finite because the probe has NaN or infinite "
+                                        r"weights: 1 NaN of the 8 values of 'direction'"):
+        probe.score(source)
+
+
+# ----------------------------------------------------------------------------- --model that is not a model
+
+NOT_A_MODEL = "not a model: a local model is a directory holding config.json (Hugging Face format) or a .gguf file"
+
+
+def test_a_model_path_that_is_not_a_model_is_one_line(tmp_path):
+    from test_bad_input import completed_stores
+
+    data = write_distribution(tmp_path / "data", "good", train=GOOD)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("[1, 2]")
+    data_file = data / "distributions" / "good" / "train.json"
+    cases = {data_file: NOT_A_MODEL, tmp_path / "empty": NOT_A_MODEL,
+             tmp_path / "broken": "cannot load a model from it (", tmp_path / "fake.gguf": "cannot load a model from it ("}
+    (tmp_path / "fake.gguf").write_text("not a GGUF file")
+    for model, message in cases.items():
+        args = extract_args(data, tmp_path / "s", "good")
+        args[args.index("--model") + 1] = model
+        fails(actstore, args, f"error: {model}: {message}")
+        fails(finetune, ["eval", "--method", "zero-shot", "--model", model, "--dataset", "good", "--data-dir", data],
+              f"error: {model}: {message}")
+    assert not completed_stores(tmp_path)
