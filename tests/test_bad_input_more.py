@@ -214,24 +214,42 @@ def fitted(tmp_path_factory):
     return {"root": root, "test": f"{root}/s/tiny-random/good/test.plain.zarr"}
 
 
-def damaged_probe(fitted, tmp_path, method, document=None, tensors=None):
-    """A copy of the saved ``method`` probe; ``document(dict)`` and ``tensors(dict)`` edit its files in place."""
+def damaged_probe(fitted, tmp_path, method, document=None, tensors=None, raw_document=None):
+    """A copy of the saved ``method`` probe; ``document(dict)`` and ``tensors(dict)`` edit its files in place
+    (``raw_document`` replaces probe.json's text). Sealed again where saves are sealed: a probe saved whole
+    whose contents are wrong (a writer's bug, an old version, a diverged fit), not a damaged copy."""
     import shutil
 
     from safetensors.numpy import load_file, save_file
 
     probe = tmp_path / method
     shutil.copytree(fitted["root"] / method, probe)
+    path = probe / "probe.json"
     if document:
-        path = probe / "probe.json"
         content = json.loads(path.read_text())
         document(content)
         path.write_text(json.dumps(content))
+    if raw_document is not None:
+        path.write_text(raw_document)
     if tensors:
         arrays = load_file(str(probe / "tensors.safetensors"))
         tensors(arrays)
         save_file(arrays, str(probe / "tensors.safetensors"))
+    _reseal_if_sealed(probe)
     return probe
+
+
+def _reseal_if_sealed(directory):
+    """Where a completion marker (complete.json: sha256 per file) seals saved directories, re-write it
+    over the edited files. (Same as conftest.reseal on branches that have sealed saves.)"""
+    import hashlib
+
+    marker = directory / "complete.json"
+    if marker.is_file():
+        record = json.loads(marker.read_text())
+        record["files"] = {p.relative_to(directory).as_posix(): "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()
+                           for p in sorted(directory.rglob("*")) if p.is_file() and p.name != marker.name}
+        marker.write_text(json.dumps(record))
 
 
 def eval_fails(fitted, probe, *fragments):
@@ -292,8 +310,7 @@ def test_a_damaged_probe_file_is_one_line(fitted, tmp_path, case):
 
 
 def test_a_probe_file_that_is_not_an_object(fitted, tmp_path):
-    probe = damaged_probe(fitted, tmp_path, "mms")
-    (probe / "probe.json").write_text("[1, 2]")
+    probe = damaged_probe(fitted, tmp_path, "mms", raw_document="[1, 2]")
     eval_fails(fitted, probe, f"{probe / 'probe.json'}: not a probe file (expected a JSON object, got list)")
 
 
