@@ -2,16 +2,27 @@
 cannot be reached, damaged probe files and models that are not models. Each: exit 2, one `error:` line,
 no traceback, and nothing written that looks complete."""
 
+import hashlib
+import importlib
 import json
+import shutil
+import sys
 
 import numpy as np
-
 import pytest
 from click.testing import CliRunner
+from safetensors.numpy import load_file, save_file
 
+from actstore.errors import UserError
+from actstore.locations import model_slug, store_url
 from cli import actstore, finetune, genies, probes
 from conftest import write_distribution
-from test_bad_input import GOOD, extract_args, fails
+from probes.labels import Labels
+from probes.normalize import Normalizer
+from probes.probe import Probe
+from probes.scorers import Feature, LinearScorer
+from probes.sources import ArraySource
+from test_bad_input import GOOD, completed_stores, extract_args, fails
 
 NOT_A_NAME = "is not a dataset name"
 
@@ -53,8 +64,6 @@ def test_a_manifest_source_is_a_name_not_a_path(tmp_path, outside, key):
 
 
 def test_a_model_slug_never_leaves_the_store_root(tmp_path):
-    from actstore.locations import model_slug, store_url
-
     (tmp_path / "...gguf").write_bytes(b"")  # a GGUF file whose stem is ".."
     for model in ("../..", "/", "..gguf", "a/../../b", str(tmp_path / "...gguf")):
         slug = model_slug(model)
@@ -153,9 +162,6 @@ def test_a_file_url_is_the_local_path_it_names(tmp_path):
 
 
 def test_a_missing_fsspec_backend_names_the_pip_command(tmp_path, monkeypatch):
-    import importlib
-    import sys
-
     monkeypatch.setitem(sys.modules, "s3fs", None)  # as if s3fs were not installed (and never imported)
     monkeypatch.delitem(importlib.import_module("fsspec.registry")._registry, "s3", raising=False)
     for name, (command, args) in store_commands(tmp_path, "s3://bucket/stores").items():
@@ -218,10 +224,6 @@ def damaged_probe(fitted, tmp_path, method, document=None, tensors=None, raw_doc
     """A copy of the saved ``method`` probe; ``document(dict)`` and ``tensors(dict)`` edit its files in place
     (``raw_document`` replaces probe.json's text). Sealed again where saves are sealed: a probe saved whole
     whose contents are wrong (a writer's bug, an old version, a diverged fit), not a damaged copy."""
-    import shutil
-
-    from safetensors.numpy import load_file, save_file
-
     probe = tmp_path / method
     shutil.copytree(fitted["root"] / method, probe)
     path = probe / "probe.json"
@@ -242,8 +244,6 @@ def damaged_probe(fitted, tmp_path, method, document=None, tensors=None, raw_doc
 def _reseal_if_sealed(directory):
     """Where a completion marker (complete.json: sha256 per file) seals saved directories, re-write it
     over the edited files. (Same as conftest.reseal on branches that have sealed saves.)"""
-    import hashlib
-
     marker = directory / "complete.json"
     if marker.is_file():
         record = json.loads(marker.read_text())
@@ -323,13 +323,6 @@ def test_a_probe_narrower_than_the_store_is_refused_even_without_its_record(fitt
 
 def test_nan_weights_are_named_not_blamed_on_the_store():
     """A probe that came out of a fit with NaN weights: its scores are refused, naming the weights."""
-    from actstore.errors import UserError
-    from probes.labels import Labels
-    from probes.normalize import Normalizer
-    from probes.probe import Probe
-    from probes.scorers import Feature, LinearScorer
-    from probes.sources import ArraySource
-
     labels = Labels.from_sequences({"example": np.array([0, 0, 1, 1]), "response": np.array([0, 1, 0, 1]),
                                     "score": np.array([1.0, 0.0, 0.0, 1.0])})
     source = ArraySource(labels, {"plain": {2: np.ones((4, 8), dtype=np.float32)}}, meta={"hidden_size": 8})
@@ -347,8 +340,6 @@ NOT_A_MODEL = "not a model: a local model is a directory holding config.json (Hu
 
 
 def test_a_model_path_that_is_not_a_model_is_one_line(tmp_path):
-    from test_bad_input import completed_stores
-
     data = write_distribution(tmp_path / "data", "good", train=GOOD)
     (tmp_path / "empty").mkdir()
     (tmp_path / "broken").mkdir()
