@@ -155,9 +155,12 @@ def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, 
     import shlex
     from dataclasses import asdict
 
+    from actstore.roots import checked_store_root
     from genies.plan import RunConfig
     from genies.runner import run_benchmark
 
+    if store_root is not None:
+        store_root = checked_store_root(store_root, "--store-root", writing=True)
     if layer != "best" and not layer.lstrip("-").isdigit():
         raise UserError(f"--layer must be a layer number or 'best', got {layer!r}")
     config = RunConfig(model=model, shifts=shifts, methods=tuple(dict.fromkeys(m.strip() for m in methods.split(",") if m.strip())),
@@ -274,7 +277,9 @@ def actstore_info(store, as_json, verify):
     from dataclasses import asdict
 
     from actstore.info import human_bytes, store_info, verify_store
+    from actstore.roots import checked_location
 
+    store = checked_location(store, "STORE")
     info = store_info(store)
     verified = verify_store(store) if verify else None
     if as_json:
@@ -294,9 +299,9 @@ def actstore_info(store, as_json, verify):
 def actstore_ls(root):
     """One line per store under ROOT (default: the per-user store directory)."""
     from actstore.info import LS_COLUMNS, list_stores
-    from actstore.paths import default_store_root
+    from actstore.roots import checked_store_root
 
-    infos = list_stores(root or str(default_store_root()))
+    infos = list_stores(checked_store_root(root, "ROOT", writing=False))
     print_table([info.as_row() for info in infos], LS_COLUMNS)
     click.echo(f"{len(infos)} stores")
 

@@ -3,6 +3,8 @@
 A distribution lives in ``<data_dir>/distributions/<name>/{train,test}.json``: a JSON list of
 examples, each with a non-empty ``prompt`` and a ``responses`` mapping (text -> score) with at
 least two responses, exactly one scored 1.0 and the others 0.0. Other fields are metadata.
+No key appears twice in an object (JSON parsers keep only the last), and the prompt and responses
+are text: no lone surrogate (``"\\ud800"``), which no tokenizer can encode.
 """
 
 from __future__ import annotations
@@ -10,13 +12,30 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from actstore.errors import UserError
+from actstore.names import check_name
 from actstore.paths import default_data_dir
 
 SPLITS = ("train", "test")
+LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")  # JSON's "\ud800" escape: a str that is not UTF-8 text
+
+
+class JsonObject(dict):
+    """A parsed JSON object that remembers the keys it held more than once (json keeps only the last value)."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+def _json_object(pairs: list[tuple[str, object]]) -> JsonObject:
+    parsed = JsonObject(pairs)
+    if len(parsed) < len(pairs):
+        parsed.duplicates = tuple(key for key, n in Counter(key for key, _ in pairs).items() if n > 1)
+    return parsed
 
 
 @dataclass(frozen=True)
@@ -85,7 +104,7 @@ def list_distributions(data_dir: Path) -> list[str]:
 def split_path(data_dir: Path, name: str, split: str) -> Path:
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
-    directory = distributions_dir(data_dir) / name
+    directory = distributions_dir(data_dir) / check_name(name)
     if not directory.is_dir():
         known = list_distributions(data_dir)
         hint = _closest(name, known)
@@ -126,24 +145,33 @@ def check_data_unchanged(meta: dict, url: str) -> None:
 def check_example(raw: object) -> str | None:
     """What is wrong with one raw example, or None when it is valid."""
     if not isinstance(raw, dict):
-        return f"expected an object, got {type(raw).__name__}"
+        return f"expected an object, got {_kind(raw)}"
+    if getattr(raw, "duplicates", ()):
+        return f"field {raw.duplicates[0]!r} appears more than once"
     prompt = raw.get("prompt")
     if prompt is None:
         return "missing field 'prompt'"
     if not isinstance(prompt, str):
-        return f"'prompt' must be a string, got {type(prompt).__name__}"
+        return f"'prompt' must be a string, got {_kind(prompt)}"
     if not prompt.strip():
         return "empty prompt"
+    if LONE_SURROGATE.search(prompt):
+        return f"prompt {_not_text(prompt)}"
     responses = raw.get("responses")
     if responses is None:
         return "missing field 'responses'"
     if not isinstance(responses, dict):
-        return f"'responses' must be an object of response -> score, got {type(responses).__name__}"
+        return f"'responses' must be an object of response -> score, got {_kind(responses)}"
+    if getattr(responses, "duplicates", ()):
+        return (f"response {_short(responses.duplicates[0])} appears more than once in 'responses' "
+                "(each response is one key, with one score)")
     if len(responses) < 2:
         return f"needs at least two responses, has {len(responses)}"
     for text, score in responses.items():
+        if LONE_SURROGATE.search(text):
+            return f"response {_short(text)} {_not_text(text)}"
         if isinstance(score, bool) or not isinstance(score, (int, float)):
-            return f"score of response {_short(text)} must be a number, got {type(score).__name__}"
+            return f"score of response {_short(text)} must be a number, got {_kind(score)}"
         if score not in (0, 1):
             return f"score of response {_short(text)} is {score}; scores must be 1.0 (preferred) or 0.0"
     n_best = sum(1 for s in responses.values() if s == 1)
@@ -163,11 +191,11 @@ def read_examples(path: Path) -> tuple[list[object], bytes]:
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_json_object)
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
     if not isinstance(data, list):
-        raise UserError(f"{path}: expected a JSON list of examples, got {type(data).__name__}")
+        raise UserError(f"{path}: expected a JSON list of examples, got {_kind(data)}")
     if not data:
         raise UserError(f"{path}: holds no examples")
     return data, raw
@@ -213,6 +241,16 @@ def load_split_file(path: Path, *, dataset: str, split: str, skip_bad: bool = Fa
     if not examples:
         raise UserError(f"{path}: no valid examples left after skipping {len(skipped)} bad ones")
     return Split(dataset, split, Path(path), tuple(examples), fingerprint_bytes(raw), tuple(skipped))
+
+
+def _kind(value: object) -> str:
+    return "dict" if isinstance(value, dict) else type(value).__name__  # not JsonObject
+
+
+def _not_text(text: str) -> str:
+    position = LONE_SURROGATE.search(text).start()
+    return (f"holds a lone surrogate {text[position]!r} at character {position} "
+            "(a JSON \\u escape that is not a character; it cannot be encoded as UTF-8)")
 
 
 def _short(text: str, width: int = 40) -> str:

@@ -23,6 +23,7 @@ from actstore.lock import ExtractionLock
 from actstore.models import LoadedModel
 from actstore.paths import default_store_root
 from actstore.prompt_reuse import reuses_prompts
+from actstore.roots import checked_store_root
 from actstore.preflight import check_context
 from actstore.sequence_table import SequenceTable, encode_rows, sequence_table
 from actstore.stage_clock import clock_for
@@ -131,6 +132,7 @@ class ModelOnDemand:
 
 def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_result=None) -> list[StoreResult]:
     """Extract every (dataset, split, view) of ``config``; ``on_result`` sees each store as it finishes."""
+    config = replace(config, out=checked_store_root(config.out, "--out", writing=True))
     data_dir = resolve_data_dir(config.data_dir)
     views = parse_views(",".join(config.views))
     for dataset in config.datasets:  # unknown datasets and splits fail before the long work starts

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from actstore.names import check_name
+
 STORE_SUFFIX = ".zarr"
 
 
@@ -21,7 +23,8 @@ def model_slug(model: str) -> str:
         name = path.stem if path.suffix == ".gguf" else path.resolve().name
     else:
         name = model.strip("/").replace("/", "--")
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name) or "model"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+    return slug if slug.strip(".") else "model"  # never "", "." or "..": the slug is a directory
 
 
 def store_name(split: str, view: str, *, limit: int | None = None, site: str = "residual") -> str:
@@ -36,7 +39,9 @@ def store_name(split: str, view: str, *, limit: int | None = None, site: str = "
 
 def store_url(root: str | Path, model: str, dataset: str, split: str, view: str, *, limit: int | None = None,
               site: str = "residual") -> str:
-    return "/".join([str(root).rstrip("/"), model_slug(model), dataset, store_name(split, view, limit=limit, site=site)])
+    check_name(dataset)
+    return "/".join([str(root).rstrip("/"), model_slug(model), dataset,
+                     store_name(check_name(split, "split"), check_name(view, "view"), limit=limit, site=site)])
 
 
 def sibling_view_url(url: str, view: str, other_view: str) -> str:

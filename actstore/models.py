@@ -144,6 +144,9 @@ def _load_path_or_hub(name: str, aliases: dict) -> LoadedModel:
     if path.is_file() and path.suffix == ".gguf":
         source, kwargs = path.parent, {"gguf_file": path.name}
     elif path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path}: not a model: a local model is a directory holding config.json "
+                            "(Hugging Face format) or a .gguf file")
         source = path
     else:
         source = name
@@ -152,8 +155,10 @@ def _load_path_or_hub(name: str, aliases: dict) -> LoadedModel:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, TypeError) as err:  # TypeError: a config.json that is not a config
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if path.exists():
+            raise UserError(f"{path}: cannot load a model from it ({reason})") from None
         raise UserError(
             f"cannot resolve model {name!r}: not an alias ({', '.join(aliases)}), not a local path, "
             f"and not loadable from the local Hugging Face cache ({reason})"

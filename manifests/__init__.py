@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actstore.errors import UserError
+from actstore.names import check_name
 
 HERE = Path(__file__).resolve().parent
 NAMED = ("genies", "all", "demo")
@@ -63,6 +64,11 @@ def load_manifest(name_or_path: str) -> list[Shift]:
         if label not in LABELS + ("unlabelled",):
             raise UserError(f"{path}: shift {index}: label must be one of {', '.join(LABELS)}, got {label!r}")
         reference = entry.get("target_reference")
+        for key in ("source", "target", *(("target_reference",) if reference else ())):
+            try:
+                check_name(entry[key])
+            except UserError as err:
+                raise UserError(f"{path}: shift {index}: {key} {err}") from None
         shifts.append(
             Shift(
                 source=entry["source"],

@@ -13,6 +13,7 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 
 from actstore.errors import UserError
+from actstore.roots import checked_location
 from probes.fitting import evaluate, fit_probe
 from probes.methods import FitConfig, Method, get_method, parse_methods
 from probes.metrics import Metrics
@@ -42,7 +43,7 @@ class FitReport:
 
 
 def open_source(spec: str) -> StoreSource:
-    urls = [url.strip() for url in str(spec).split(",") if url.strip()]
+    urls = [checked_location(url, "STORE") for url in str(spec).split(",") if url.strip()]
     return StoreSource(urls)
 
 

@@ -14,6 +14,7 @@ from safetensors.numpy import load_file, save_file
 from actstore import __version__
 from actstore.atomic import atomic_directory, verify_directory
 from actstore.errors import UserError
+from probes.probe_checks import check_document, nonfinite_weights, scorer_from_files
 from probes.scorers import SCORERS, Scorer
 from probes.sources import MODEL_KEYS, FeatureSource
 
@@ -36,6 +37,9 @@ class Probe:
         source.require(needs.views, heads=needs.heads, loglik=needs.loglik)
         scores = np.asarray(self.scorer.score(source), dtype=np.float64)
         bad = int((~np.isfinite(scores)).sum())
+        weights = nonfinite_weights(self.scorer) if bad else None
+        if weights:
+            raise UserError(f"{source.name}: {bad} of {len(scores)} {self.method} scores are not finite because {weights}")
         if bad:
             raise UserError(f"{source.name}: {bad} of {len(scores)} {self.method} scores are not finite "
                             "(NaN or infinite activations or log-likelihoods in the store)")
@@ -54,6 +58,9 @@ class Probe:
         if mine.get("hidden_size") and theirs.get("hidden_size") and mine["hidden_size"] != theirs["hidden_size"]:
             raise UserError(f"{source.name}: store has hidden size {theirs['hidden_size']}, "
                             f"but the {self.method} probe was fit on hidden size {mine['hidden_size']}")
+        problem = self.scorer.width_problem(theirs)
+        if problem:
+            raise UserError(f"{source.name}: the {self.method} probe does not fit this store: {problem}")
 
 
 PROVENANCE_KEYS = (*MODEL_KEYS, "hidden_size", "n_heads", "head_dim", "dataset", "split", "fingerprint")
@@ -95,15 +102,16 @@ def load_probe(directory: str | Path) -> Probe:
     verify_directory(directory)
     try:
         document = json.loads(config_path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{config_path}: not valid JSON ({err})") from None
-    if document.get("format") != PROBE_FORMAT or document.get("scorer") not in SCORERS:
-        raise UserError(f"{config_path}: unknown probe format {document.get('format')!r} / scorer {document.get('scorer')!r}")
+    check_document(document, config_path)
+    if document.get("format") != PROBE_FORMAT or document["scorer"] not in SCORERS:
+        raise UserError(f"{config_path}: unknown probe format {document.get('format')!r} / scorer {document['scorer']!r}")
     try:
         tensors = load_file(str(tensors_path))
     except Exception as err:  # safetensors raises its own error types for damaged files
         raise UserError(f"{tensors_path}: not a readable safetensors file ({err})") from None
-    scorer = SCORERS[document["scorer"]].from_state(document["scorer_config"], tensors)
+    scorer = scorer_from_files(document, tensors, config_path, tensors_path)
     return Probe(document["method"], scorer, float(document["temperature"]), document.get("trained_on", {}),
                  document.get("config", {}))
 

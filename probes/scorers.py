@@ -17,6 +17,33 @@ from probes.sources import FeatureSource
 SITES = ("residual", "heads")
 
 
+def activation_shape(meta: dict, site: str, *, one_head: bool = False) -> tuple[int, ...] | None:
+    """One sequence's activations at one site (a layer, or one head) as ``meta`` records them (a store's,
+    or a probe's ``trained_on``); None where it does not say."""
+    if site != "heads":
+        return (int(meta["hidden_size"]),) if meta.get("hidden_size") else None
+    if not meta.get("head_dim") or not (one_head or meta.get("n_heads")):
+        return None
+    return (int(meta["head_dim"]),) if one_head else (int(meta["n_heads"]), int(meta["head_dim"]))
+
+
+def shape_mismatch(tensors: dict[str, np.ndarray]) -> str | None:
+    """Tensors that must all have one shape: which one differs from the first, or None."""
+    (first, want), *others = tensors.items()
+    for name, value in others:
+        if value.shape != want.shape:
+            return f"tensor {name!r} has shape {value.shape}, but {first!r} has {want.shape}"
+    return None
+
+
+def width_mismatch(have: tuple[int, ...], site: str, meta: dict, *, one_head: bool = False) -> str | None:
+    want = activation_shape(meta, site, one_head=one_head)
+    if want is None or tuple(have) == want:
+        return None
+    what = "one head's" if one_head else f"the {site}"
+    return f"its tensors read {what} activations of shape {tuple(have)}, but the model's are {want}"
+
+
 @dataclass(frozen=True)
 class Feature:
     """What a probe reads: one view, or the CRA contrast h_yes - alpha * h_no; residual stream or heads."""
@@ -56,6 +83,8 @@ class LinearScorer:
     normalizer: Normalizer
     direction: np.ndarray
     kind = "linear"
+    CONFIG_KEYS = ("feature", "layer")
+    TENSOR_NAMES = ("direction", "mean", "scale")
 
     def needs(self) -> Needs:
         return Needs(self.feature.views, (self.layer,), heads=self.feature.site == "heads")
@@ -69,6 +98,12 @@ class LinearScorer:
 
     def raw_direction(self) -> np.ndarray:
         return self.normalizer.raw_direction(self.direction.reshape(self.normalizer.scale.shape)).ravel()
+
+    def shape_problem(self) -> str | None:
+        return shape_mismatch({"mean": self.normalizer.mean, "scale": self.normalizer.scale, "direction": self.direction})
+
+    def width_problem(self, meta: dict) -> str | None:
+        return width_mismatch(self.normalizer.mean.shape, self.feature.site, meta)
 
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:
         return ({"feature": self.feature.config(), "layer": self.layer},
@@ -91,6 +126,8 @@ class CCSScorer:
     bias: float
     sign: float
     kind = "ccs"
+    CONFIG_KEYS = ("layer", "bias", "sign")
+    TENSOR_NAMES = ("weight", "yes_mean", "yes_scale", "no_mean", "no_scale")
 
     def needs(self) -> Needs:
         return Needs(("yes", "no"), (self.layer,))
@@ -110,6 +147,14 @@ class CCSScorer:
     def raw_direction(self) -> np.ndarray:
         """Direction of the contrast the probe reads, in raw space (for a planted-direction check)."""
         return self.sign * self.normalize_yes.raw_direction(self.weight)
+
+    def shape_problem(self) -> str | None:
+        return shape_mismatch({"weight": self.weight, "yes_mean": self.normalize_yes.mean,
+                               "yes_scale": self.normalize_yes.scale, "no_mean": self.normalize_no.mean,
+                               "no_scale": self.normalize_no.scale})
+
+    def width_problem(self, meta: dict) -> str | None:
+        return width_mismatch(self.weight.shape, "residual", meta)
 
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:
         return ({"layer": self.layer, "bias": self.bias, "sign": self.sign},
@@ -136,6 +181,8 @@ class CosineScorer:
     directions: np.ndarray  # (n_sites, dim)
     sign: float = 1.0
     kind = "cosine"
+    CONFIG_KEYS = ("feature", "sites", "sign")
+    TENSOR_NAMES = ("means", "directions")
 
     def needs(self) -> Needs:
         return Needs(self.feature.views, tuple(sorted({layer for layer, _ in self.sites})),
@@ -154,6 +201,19 @@ class CosineScorer:
                 if site_layer == layer:
                     total = total + cosine_scores(x if head is None else x[:, head], self.means[i], self.directions[i])
         return self.sign * total / len(self.sites)
+
+    def shape_problem(self) -> str | None:
+        if self.means.ndim != 2 or self.means.shape[0] != len(self.sites):
+            return f"tensor 'means' has shape {self.means.shape}, but the probe has {len(self.sites)} sites"
+        return shape_mismatch({"means": self.means, "directions": self.directions})
+
+    def width_problem(self, meta: dict) -> str | None:
+        heads = self.feature.site == "heads"
+        problem = width_mismatch(self.means.shape[1:], self.feature.site, meta, one_head=heads)
+        n_heads = meta.get("n_heads")
+        if problem is None and heads and n_heads and any(head >= n_heads for _, head in self.sites):
+            problem = f"it reads head {max(head for _, head in self.sites)}, but the model has {n_heads} heads"
+        return problem
 
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:
         return ({"feature": self.feature.config(), "sites": [[layer, head] for layer, head in self.sites],
@@ -177,12 +237,20 @@ class LoglikScorer:
     """score = total log-likelihood of response + EOS given the prompt (zero-shot)."""
 
     kind = "loglik"
+    CONFIG_KEYS = ()
+    TENSOR_NAMES = ()
 
     def needs(self) -> Needs:
         return Needs(("plain",), loglik=True)
 
     def describe(self) -> str:
         return "stored log-likelihoods"
+
+    def shape_problem(self) -> str | None:
+        return None
+
+    def width_problem(self, meta: dict) -> str | None:
+        return None
 
     def score(self, source: FeatureSource) -> np.ndarray:
         return source.loglik()
