@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from actstore.atomic import write_text_atomic
 from actstore.errors import UserError
 from genies.evaluations import filesystem_checks, load_evaluation
 from genies.generalization import ResultRow, result_rows
@@ -81,7 +82,9 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
                        training_set=lambda shift: training_set_for(shift, config.mix_target).name)
     write_results(out / RESULTS_FILE, rows)
     wall = time.perf_counter() - started
-    _write_run_info(out, config, command, started_at, {**work.record(), "wall_time_s": round(wall, 1)})
+    data = {key: value for step in plan.evaluations for key, value in step.data.items()}
+    _write_run_info(out, config, command, started_at, {**work.record(), "wall_time_s": round(wall, 1),
+                                                       "data_fingerprints": dict(sorted(data.items()))})
     report = write_report(out)
     if not (plan.stores_to_extract or plan.fits_to_run or plan.evaluations_to_run):
         log(f"reused everything: no model loaded, no extraction, no fitting ({wall:.1f}s)")
@@ -151,6 +154,4 @@ def _write_run_info(out: Path, config: RunConfig, command: str | None, started_a
     info["history"] = read_run_info(out).get("history", [])
     if work:
         info["history"].append({k: info[k] for k in ("started_at", "wall_time_s", *HISTORY_KEYS) if k in info})
-    tmp = out / (RUN_INFO_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out / RUN_INFO_FILE)
+    write_text_atomic(out / RUN_INFO_FILE, json.dumps(info, indent=1) + "\n")

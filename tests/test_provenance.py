@@ -229,3 +229,21 @@ def test_runner_sources_refuse_a_store_whose_metadata_contradicts_its_place(extr
     shutil.copytree(tmp_path / "s" / "tiny-random" / "good", tmp_path / "s" / "tiny-random" / "other")
     with pytest.raises(UserError, match="holds dataset 'good', but its location says 'other'"):
         Sources(config).get("other", "train", ("plain",))
+
+
+def test_genies_run_command_after_a_data_edit(tmp_path):
+    from cli import genies
+
+    make_benchmark(tmp_path)
+    args = ["run", "--model", "tiny-random", "--shifts", str(tmp_path / "shifts.json"), "--methods", "zero-shot,mms",
+            "--layer", "2", "--data-dir", str(tmp_path / "data"), "--store-root", str(tmp_path / "stores"),
+            "--out", str(tmp_path / "run")]
+    assert CliRunner().invoke(genies, args).exit_code == 0
+    results = (tmp_path / "run" / "results.csv").read_text()
+    flip_labels(tmp_path / "data" / "distributions" / "trap" / "test.json")
+    again = CliRunner().invoke(genies, args)
+    assert again.exit_code == 0, again.output
+    assert "the data file of trap/test changed" in again.output and "reused everything" not in again.output
+    assert (tmp_path / "run" / "results.csv").read_text() != results
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["data_fingerprints"]["trap/test"].startswith("sha256:")
