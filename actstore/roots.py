@@ -15,7 +15,7 @@ from pathlib import Path
 
 import fsspec
 
-from actstore.errors import UserError
+from actstore.errors import UserError, describe
 from actstore.paths import default_store_root
 
 FILE_SCHEME = "file://"
@@ -61,7 +61,7 @@ def checked_location(value: str, what: str) -> str:
         fs, path = fsspec.core.url_to_fs(text)
         fs.isdir(path)  # False where nothing is there yet: that is for the command to say
     except Exception as err:  # each backend raises its own errors for a host it cannot reach
-        raise UserError(f"{text}: cannot reach this storage ({_reason(err)})") from None
+        raise UserError(f"{text}: cannot reach this storage ({describe(err)})") from None
     return text
 
 
@@ -85,9 +85,4 @@ def _check_remote_write(root: str) -> None:
         fs.pipe_file(probe, b"")
         fs.rm_file(probe)
     except Exception as err:  # each backend raises its own errors (NoSuchBucket, PermissionError, ...)
-        raise UserError(f"{root}: cannot write stores there ({_reason(err)})") from None
-
-
-def _reason(err: Exception) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+        raise UserError(f"{root}: cannot write stores there ({describe(err)})") from None

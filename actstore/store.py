@@ -39,7 +39,7 @@ import numpy as np
 import zarr
 
 from actstore import __version__
-from actstore.errors import UserError
+from actstore.errors import UserError, describe
 from actstore.hints import extract_command
 from actstore.integrity import LABEL_ARRAYS, MISMATCH, Column, Damage, block_crcs, crc32
 
@@ -120,7 +120,7 @@ def _open_group(url: str, mode: str):
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
         raise UserError(f"{url}: no activation store here") from None
     except ValueError as err:  # a zarr.json that is not valid JSON or not zarr metadata
-        raise UserError(f"{url}: damaged store metadata (zarr.json: {_first_line(err)}); "
+        raise UserError(f"{url}: damaged store metadata (zarr.json: {describe(err)}); "
                         "re-extract it with the same command and --overwrite") from None
 
 
@@ -260,8 +260,8 @@ class ActivationStore:
             try:
                 array[(row, slice(start, stop)) if row is not None else slice(start, stop)]
             except Exception as block_err:  # noqa: BLE001
-                return self._damage(name, row, block, f"chunk unreadable ({_first_line(block_err)})")
-        return self._damage(name, row, 0, f"unreadable ({_first_line(err)})")
+                return self._damage(name, row, block, f"chunk unreadable ({describe(block_err)})")
+        return self._damage(name, row, 0, f"unreadable ({describe(err)})")
 
     def _damage(self, name: str, row: int | None, block: int, reason: str) -> Damage:
         start, stop = self.layout.block_range(block)
@@ -299,7 +299,7 @@ class ActivationStore:
             if isinstance(err, FileNotFoundError):
                 raise UserError(f"{self.url}: the store changed while it was read (array {name} disappeared; "
                                 "another process is overwriting it?); try again when it is done") from None
-            raise UserError(f"{self.url}: array {name} is missing or its metadata is damaged ({_first_line(err)}); "
+            raise UserError(f"{self.url}: array {name} is missing or its metadata is damaged ({describe(err)}); "
                             "re-extract the store with the same command and --overwrite") from None
 
     def check_consistent(self) -> None:
@@ -315,7 +315,7 @@ class ActivationStore:
             layout = self.layout
             shapes = layout.array_shapes()
         except (KeyError, TypeError, ValueError) as err:
-            raise UserError(f"{self.url}: damaged store attributes (zarr.json: {_first_line(err)}); "
+            raise UserError(f"{self.url}: damaged store attributes (zarr.json: {describe(err)}); "
                             "re-extract it with the same command and --overwrite") from None
         for name, (shape, chunks) in shapes.items():
             array = self._array(name)
@@ -557,11 +557,6 @@ def _free_bytes(url: str) -> int | None:
     while path and not os.path.exists(path):
         path = os.path.dirname(path)
     return shutil.disk_usage(path or ".").free
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def _holds_files(url: str) -> bool:
