@@ -2,7 +2,6 @@
 cannot be reached, damaged probe files and models that are not models. Each: exit 2, one `error:` line,
 no traceback, and nothing written that looks complete."""
 
-import hashlib
 import importlib
 import json
 import shutil
@@ -16,7 +15,7 @@ from safetensors.numpy import load_file, save_file
 from actstore.errors import UserError
 from actstore.locations import model_slug, store_url
 from cli import actstore, finetune, genies, probes
-from conftest import write_distribution
+from conftest import reseal, write_distribution
 from probes.labels import Labels
 from probes.normalize import Normalizer
 from probes.probe import Probe
@@ -237,19 +236,8 @@ def damaged_probe(fitted, tmp_path, method, document=None, tensors=None, raw_doc
         arrays = load_file(str(probe / "tensors.safetensors"))
         tensors(arrays)
         save_file(arrays, str(probe / "tensors.safetensors"))
-    _reseal_if_sealed(probe)
+    reseal(probe)
     return probe
-
-
-def _reseal_if_sealed(directory):
-    """Where a completion marker (complete.json: sha256 per file) seals saved directories, re-write it
-    over the edited files. (Same as conftest.reseal on branches that have sealed saves.)"""
-    marker = directory / "complete.json"
-    if marker.is_file():
-        record = json.loads(marker.read_text())
-        record["files"] = {p.relative_to(directory).as_posix(): "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()
-                           for p in sorted(directory.rglob("*")) if p.is_file() and p.name != marker.name}
-        marker.write_text(json.dumps(record))
 
 
 def eval_fails(fitted, probe, *fragments):
