@@ -43,6 +43,24 @@ def _fmt(value) -> str:
     return str(value)
 
 
+STORE_HELP = ("Store: MODEL/DATASET/SPLIT[/VIEW] under --store-root (view: plain by default), or a path or URL "
+              "(its sibling views are found by name), or comma-separated stores of one split's views.")
+
+
+def _store_name_options(command):
+    """--store-root and --limit: where store names (MODEL/DATASET/SPLIT[/VIEW]) are looked up."""
+    command = click.option("--limit", "names_limit", type=int,
+                           help="Store names refer to stores extracted with this --limit.")(command)
+    return click.option("--store-root", help="Where store names are looked up (default: the per-user store "
+                                             "directory).")(command)
+
+
+def _names(store_root, limit):
+    from actstore.locations import StoreNames
+
+    return StoreNames(store_root, limit)
+
+
 # ----------------------------------------------------------------------------- genies
 
 
@@ -268,18 +286,19 @@ def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dt
 
 
 @actstore.command("info")
-@click.argument("store")
+@click.argument("store", metavar="STORE")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--verify", is_flag=True,
               help="Also read every chunk and check each written block against its checksum (exit 2 on damage).")
-def actstore_info(store, as_json, verify):
+@_store_name_options
+def actstore_info(store, as_json, verify, store_root, names_limit):
     """What STORE holds: model, dataset, split, view, layers, sizes, completeness."""
     from dataclasses import asdict
 
     from actstore.info import human_bytes, store_info, verify_store
     from actstore.roots import checked_location
 
-    store = checked_location(store, "STORE")
+    store = checked_location(_names(store_root, names_limit).url(store), "STORE")
     info = store_info(store)
     verified = verify_store(store) if verify else None
     if as_json:
@@ -315,7 +334,6 @@ def probes():
     """Fit representation probes on activation stores (never loads a model)."""
 
 
-STORE_HELP = "Store URL (its sibling views are found by name) or comma-separated URLs of one split's views."
 
 
 def _probe_fit_options(command):
@@ -356,13 +374,15 @@ def probes_methods():
 @click.option("--out", type=click.Path(path_type=Path), help="Save the probe in this directory (probe.json + tensors.safetensors).")
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for the accuracy CI (0 = none).")
 @_probe_fit_options
+@_store_name_options
 def probes_fit(method, layer, train_spec, eval_specs, out, bootstrap, seed, normalize, alpha, top_k, calibration, threads,
-               as_json):
+               as_json, store_root, names_limit):
     """Fit METHOD on the train store; metrics on its test split (if extracted) and on each --eval store."""
     from probes.commands import TABLE_COLUMNS, fit_command, jsonable
 
     report = fit_command(method, train_spec, layer, eval_specs, out, _fit_config(seed, normalize, alpha, top_k),
-                         calibration=calibration, n_bootstrap=bootstrap, threads=threads or None)
+                         calibration=calibration, n_bootstrap=bootstrap, threads=threads or None,
+                         names=_names(store_root, names_limit))
     if as_json:
         click.echo(json.dumps(jsonable(report.as_dict()), indent=1))
         return
@@ -383,11 +403,13 @@ def probes_fit(method, layer, train_spec, eval_specs, out, bootstrap, seed, norm
 @click.option("--calibration", type=click.Choice(["binned", "reference"]), default="binned", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def probes_eval(probe_path, eval_specs, bootstrap, calibration, seed, as_json):
+@_store_name_options
+def probes_eval(probe_path, eval_specs, bootstrap, calibration, seed, as_json, store_root, names_limit):
     """Score a saved probe on each --eval store (same model and hidden size only)."""
     from probes.commands import TABLE_COLUMNS, eval_command, jsonable
 
-    probe, rows = eval_command(probe_path, eval_specs, calibration=calibration, n_bootstrap=bootstrap, seed=seed)
+    probe, rows = eval_command(probe_path, eval_specs, calibration=calibration, n_bootstrap=bootstrap, seed=seed,
+                               names=_names(store_root, names_limit))
     if as_json:
         click.echo(json.dumps(jsonable({"method": probe.method, "results": rows}), indent=1))
         return
@@ -404,8 +426,9 @@ def probes_eval(probe_path, eval_specs, bootstrap, calibration, seed, as_json):
 @click.option("--refit", is_flag=True, help="Refit on all training data before scoring eval stores (twice the fits).")
 @click.option("--bootstrap", type=int, default=200, show_default=True, help="Bootstrap resamples per row (0 = none).")
 @_probe_fit_options
+@_store_name_options
 def probes_sweep(methods_spec, train_spec, eval_specs, layers_spec, out_dir, val_fraction, refit, bootstrap, seed,
-                 normalize, alpha, top_k, calibration, threads, as_json):
+                 normalize, alpha, top_k, calibration, threads, as_json, store_root, names_limit):
     """Every method at every layer; best layer per method chosen on a validation split of the train store."""
     from probes.commands import best_layer_rows, jsonable, sweep_command
     from probes.sweep import SweepConfig
@@ -413,7 +436,7 @@ def probes_sweep(methods_spec, train_spec, eval_specs, layers_spec, out_dir, val
     config = SweepConfig(fit=_fit_config(seed, normalize, alpha, top_k), val_fraction=val_fraction, seed=seed,
                          refit=refit, n_bootstrap=bootstrap, calibration=calibration)
     result, csv_path, png_path = sweep_command(methods_spec, train_spec, eval_specs, out_dir, layers_spec, config,
-                                               threads=threads or None)
+                                               threads=threads or None, names=_names(store_root, names_limit))
     best = best_layer_rows(result)
     if as_json:
         click.echo(json.dumps(jsonable({"best": best, "csv": str(csv_path), "png": str(png_path),

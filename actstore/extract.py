@@ -305,7 +305,7 @@ def _layout(config: ExtractConfig, loaded: LoadedModel, layers: tuple[int, ...],
         n_sequences=n, layers=layers, hidden_size=model_config.hidden_size, dtype=config.dtype,
         block_size=config.block_size, n_heads=n_heads, head_dim=head_dim if n_heads else None,
         with_loglik=with_loglik, with_final_norm=needs_full_depth(layers, model_config.num_hidden_layers, with_loglik),
-        compressor=config.compressor,
+        compressor=config.compressor, with_texts=True,
     )
 
 

@@ -90,13 +90,14 @@ def verify_store(url: str) -> Verification:
     if damage:
         raise store.damaged_error(damage)
     layout = store.layout
-    return Verification(int(store.blocks_done().sum()), len(layout.checksum_columns) + 3, time.perf_counter() - started)
+    return Verification(int(store.blocks_done().sum()), len(layout.checksum_columns) + len(store.meta["label_checksums"]),
+                        time.perf_counter() - started)
 
 
 def _readable(url: str):
     store = find_store(url)
     if store is None:
-        raise UserError(f"{url}: no activation store here")
+        raise no_store_error(url)
     if store.meta.get("creating"):
         raise UserError(f"{url}: incomplete store (its creation was interrupted); "
                         "re-run the same `actstore extract` command to finish it")
@@ -132,6 +133,31 @@ def _store_dirs(fs, path: str, depth: int):
             yield name
         elif depth < MAX_DEPTH:
             yield from _store_dirs(fs, name, depth + 1)
+
+
+def no_store_error(url: str) -> UserError:
+    """"No store here", with the closest stores that do exist under the same root."""
+    closest = closest_stores(url)
+    hint = f"; closest under {closest[0][0]}: {', '.join(name for _, name in closest)}" if closest else ""
+    return UserError(f"{url}: no activation store here{hint}")
+
+
+def closest_stores(url: str, n: int = 3) -> list[tuple[str, str]]:
+    """(root, name under the root) of up to ``n`` stores whose names are most like ``url``'s, where
+    ``url`` lies in the ``ROOT/<model>/<dataset>/<store>`` layout and ROOT can be listed."""
+    import difflib
+
+    parts = str(url).rstrip("/").rsplit("/", 3)
+    if len(parts) != 4:
+        return []
+    root, wanted = parts[0], "/".join(parts[1:])
+    try:
+        fs, path = fsspec.core.url_to_fs(root)
+        base = path.rstrip("/")
+        names = [found[len(base) + 1:] for found in _store_dirs(fs, base, depth=0)] if fs.isdir(base) else []
+    except Exception:  # noqa: BLE001 - a root we cannot list: no suggestions
+        return []
+    return [(root, name) for name in difflib.get_close_matches(wanted, names, n=n, cutoff=0.5)]
 
 
 def size_on_disk(url: str) -> int:

@@ -4,8 +4,8 @@ Every data array's chunks carry zarr's crc32c codec, so a truncated or altered c
 decode. That alone cannot see a chunk that is missing (zarr reads its fill value) or one copied
 from another block, so each block also records, when it is flagged, the crc32 of the bytes it
 wrote: one column per (array, layer row) in the store's ``block_checksums`` array, one row per
-block. The labels written at creation (example, response, score) record theirs in the
-attributes. A read compares every flagged block it returns with its recorded checksum.
+block. The labels and texts written at creation (example, response, score, prompt and response
+texts) record theirs in the attributes. A read compares every flagged block it returns with its recorded checksum.
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LABEL_ARRAYS = ("example", "response", "score")
+LABEL_ARRAYS = ("example", "response", "score", "prompt_text", "response_text")
+TEXT_SEPARATOR = "\x1f"  # between the texts of one block when their checksum is taken
 
 
 def crc32(values: np.ndarray) -> int:
+    values = np.asarray(values)
+    if values.dtype.kind in "OTU":  # texts: the checksum of their UTF-8 bytes, in order
+        return zlib.crc32(TEXT_SEPARATOR.join(map(str, values.reshape(-1))).encode("utf-8")) & 0xFFFFFFFF
     return zlib.crc32(np.ascontiguousarray(values).view(np.uint8).reshape(-1)) & 0xFFFFFFFF
 
 

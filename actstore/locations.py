@@ -4,11 +4,16 @@ The view is always the last part before ``.zarr``, so the sibling view of a stor
 store of a ``yes`` store, for CCS) is found by replacing ``.<view>.zarr``; the extras that make
 two extractions different (``--limit``, ``--site heads``) come before it, so they never collide.
 ROOT may be a local directory or an fsspec URL (``memory://``, ``s3://`` ...).
+
+Wherever a store is asked for, it may also be named ``MODEL/DATASET/SPLIT[/VIEW]`` (the view
+defaults to ``plain``; a hub id's ``/`` is part of MODEL), found under the store root with the
+``--limit`` it was extracted with.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from actstore.names import check_name
@@ -44,9 +49,32 @@ def store_url(root: str | Path, model: str, dataset: str, split: str, view: str,
                      store_name(check_name(split, "split"), check_name(view, "view"), limit=limit, site=site)])
 
 
-def sibling_view_url(url: str, view: str, other_view: str) -> str:
-    """The store of ``other_view`` extracted with the same settings as ``url``."""
-    ending = f".{view}{STORE_SUFFIX}"
-    if not url.rstrip("/").endswith(ending):
-        raise ValueError(f"{url} is not a store of view {view!r}")
-    return url.rstrip("/")[: -len(ending)] + f".{other_view}{STORE_SUFFIX}"
+SPLITS = ("train", "test")
+
+
+def store_location(spec: str, *, root: str | Path, limit: int | None = None, site: str = "residual") -> str:
+    """A store named ``MODEL/DATASET/SPLIT[/VIEW]`` as its URL under ``root``; a path or URL as it is."""
+    text = str(spec).strip().rstrip("/")
+    parts = text.split("/")
+    if "://" in text or text.endswith(STORE_SUFFIX) or text.startswith(("/", ".", "~")) or Path(text).exists():
+        return str(spec)
+    from actstore.views import VIEWS
+
+    view = parts.pop() if len(parts) >= 4 and parts[-1] in VIEWS else "plain"
+    if len(parts) < 3 or parts[-1] not in SPLITS:
+        return str(spec)
+    split, dataset, model = parts[-1], parts[-2], "/".join(parts[:-2])
+    return store_url(root, model, dataset, split, view, limit=limit, site=site)
+
+
+@dataclass(frozen=True)
+class StoreNames:
+    """How store names resolve: under ``root`` (None: the per-user store root), for ``--limit``."""
+
+    root: str | None = None
+    limit: int | None = None
+
+    def url(self, spec: str) -> str:
+        from actstore.paths import default_store_root
+
+        return store_location(spec, root=self.root or default_store_root(), limit=self.limit)

@@ -28,7 +28,9 @@ class SequenceTable:
         return len(self.example)
 
     def labels(self) -> dict[str, np.ndarray]:
-        return {"example": self.example, "response": self.response, "score": self.score}
+        """What a store keeps per sequence from the data: the labels and the texts."""
+        return {"example": self.example, "response": self.response, "score": self.score,
+                "prompt_text": np.array(self.prompts, dtype=object), "response_text": np.array(self.responses, dtype=object)}
 
 
 def sequence_table(split: Split, limit: int | None = None) -> SequenceTable:

@@ -14,7 +14,8 @@ reads and never touches the other layers):
   per-head attention outputs (input of ``o_proj``) of block l-1 for layer l in
   ``meta["head_layers"]``.
 - per sequence: ``example``, ``response``, ``score``, ``n_tokens``, ``last_token`` and, for the
-  ``plain`` view, ``loglik`` (total log-likelihood of response + EOS given the prompt).
+  ``plain`` view, ``loglik`` (total log-likelihood of response + EOS given the prompt); and the
+  texts, ``prompt_text`` and ``response_text``, so a store needs no data directory to be read.
 - ``block_done`` (n_blocks,) one flag per block, written after the block's data, so a killed
   run resumes at the first block without a flag and parallel writers never share a chunk.
 
@@ -47,6 +48,7 @@ STORE_FORMAT = 2  # 2: chunk and block checksums
 LAYER_CONVENTION = "0 = token embeddings; l = output of transformer block l-1 (1-based); final norm stored separately"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 PER_SEQUENCE = {"example": "int32", "response": "int32", "score": "float32", "n_tokens": "int32", "last_token": "int32"}
+TEXT_ARRAYS = ("prompt_text", "response_text")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class StoreLayout:
     with_loglik: bool = False
     with_final_norm: bool = True
     compressor: str | None = "blosc-zstd"  # or None
+    with_texts: bool = False  # prompt_text and response_text per sequence
 
     @property
     def n_blocks(self) -> int:
@@ -96,7 +99,7 @@ class StoreLayout:
             shapes["final_norm"] = ((n, d), (b, d))
         if self.n_heads:
             shapes["heads"] = ((len(self.head_layers), n, self.n_heads, self.head_dim), (1, b, self.n_heads, self.head_dim))
-        for name in [*PER_SEQUENCE, *(["loglik"] if self.with_loglik else [])]:
+        for name in [*PER_SEQUENCE, *(["loglik"] if self.with_loglik else []), *(TEXT_ARRAYS if self.with_texts else [])]:
             shapes[name] = ((n,), (b,))
         shapes["block_done"] = ((self.n_blocks,), (1,))
         shapes["block_checksums"] = ((self.n_blocks, len(self.checksum_columns)), (1, len(self.checksum_columns)))
@@ -112,13 +115,17 @@ def _compressors(name: str | None) -> list:
     raise UserError(f"unknown compressor {name!r} (choose blosc-zstd or none)")
 
 
+class NoStoreHere(UserError):
+    """Nothing at the URL (as opposed to something damaged there)."""
+
+
 def _open_group(url: str, mode: str):
     if "://" not in str(url):
         url = os.path.expanduser(str(url))
     try:
         return zarr.open_group(store=str(url), mode=mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
-        raise UserError(f"{url}: no activation store here") from None
+        raise NoStoreHere(f"{url}: no activation store here") from None
     except ValueError as err:  # a zarr.json that is not valid JSON or not zarr metadata
         raise UserError(f"{url}: damaged store metadata (zarr.json: {describe(err)}); "
                         "re-extract it with the same command and --overwrite") from None
@@ -173,6 +180,25 @@ class ActivationStore:
     def sequences(self) -> dict[str, np.ndarray]:
         names = list(PER_SEQUENCE) + (["loglik"] if "loglik" in self.group else [])
         return {name: self.read(name) for name in names}
+
+    def texts(self) -> dict[str, np.ndarray]:
+        """The prompt and response text of every sequence, as copied into the store at extraction."""
+        if not self.meta.get("with_texts"):
+            raise UserError(f"{self.url}: made without texts (by an earlier version); re-extract with --overwrite "
+                            "to keep them in the store")
+        return {name: self.read(name).astype(object) for name in TEXT_ARRAYS}
+
+    def frame(self):
+        """The per-sequence table (labels, token counts, log-likelihoods, texts) as a pandas DataFrame."""
+        from actstore.notebook import sequence_frame
+
+        return sequence_frame(self)
+
+    def to_xarray(self, layers=None):
+        """Residual activations of ``layers`` (default: all) as an xarray DataArray (sequence, layer, hidden)."""
+        from actstore.notebook import activation_array
+
+        return activation_array(self, layers)
 
     # -- integrity ----------------------------------------------------------------------
     def read(self, name: str, row: int | None = None) -> np.ndarray:
@@ -347,8 +373,8 @@ class ActivationStore:
         rewrite damaged labels from ``per_sequence`` (the same data, by the caller's identity check)."""
         damage = self.verify()
         if any(d.array in LABEL_ARRAYS for d in damage):
-            for name in LABEL_ARRAYS:
-                self.group[name][:] = np.asarray(per_sequence[name], dtype=PER_SEQUENCE[name])
+            for name, values in _labels(per_sequence, self.layout).items():
+                self.group[name][:] = values
         blocks = sorted({d.block for d in damage if d.array not in LABEL_ARRAYS})
         if blocks or (self.meta.get("complete") and not self.blocks_done().all()):
             self.unflag(blocks)
@@ -403,7 +429,7 @@ class ActivationStore:
             n_sequences=m["n_sequences"], layers=tuple(m["layers"]), hidden_size=m["hidden_size"], dtype=m["dtype"],
             block_size=m["block_size"], n_heads=m.get("n_heads"), head_dim=m.get("head_dim"),
             with_loglik=m.get("with_loglik", False), with_final_norm=m.get("with_final_norm", True),
-            compressor=m.get("compressor"),
+            compressor=m.get("compressor"), with_texts=m.get("with_texts", False),
         )
 
     def mark_complete(self, **record: Any) -> None:
@@ -443,7 +469,10 @@ def create_store(url: str, layout: StoreLayout, per_sequence: dict[str, np.ndarr
     columns = layout.checksum_columns
     group.create_array("block_checksums", shape=(layout.n_blocks, len(columns)), chunks=(1, len(columns)), dtype="uint32",
                        fill_value=0, compressors=_compressors(None))
-    labels = {name: np.asarray(per_sequence[name], dtype=PER_SEQUENCE[name]) for name in LABEL_ARRAYS}
+    if layout.with_texts:
+        for name in TEXT_ARRAYS:
+            group.create_array(name, shape=(n,), chunks=(b,), dtype=str, compressors=compressors)
+    labels = _labels(per_sequence, layout)
     for name, values in labels.items():
         group[name][:] = values
     group.attrs.update({
@@ -461,6 +490,7 @@ def create_store(url: str, layout: StoreLayout, per_sequence: dict[str, np.ndarr
         "compressor": layout.compressor,
         "with_loglik": layout.with_loglik,
         "with_final_norm": layout.with_final_norm,
+        "with_texts": layout.with_texts,
         "checksum_columns": [column.key for column in columns],
         "label_checksums": {name: block_crcs(values, b) for name, values in labels.items()},
         "n_sequences": n,
@@ -470,6 +500,14 @@ def create_store(url: str, layout: StoreLayout, per_sequence: dict[str, np.ndarr
     })
     group.attrs["attrs_checksum"] = attrs_checksum(dict(group.attrs))
     return ActivationStore(url, group)
+
+
+def _labels(per_sequence: dict[str, np.ndarray], layout: StoreLayout) -> dict[str, np.ndarray]:
+    """What is written at creation: the labels, and the texts where the layout keeps them."""
+    labels = {name: np.asarray(per_sequence[name], dtype=PER_SEQUENCE[name]) for name in ("example", "response", "score")}
+    if layout.with_texts:
+        labels.update({name: np.asarray(per_sequence[name], dtype=object) for name in TEXT_ARRAYS})
+    return labels
 
 
 MUTABLE_ATTRS = ("complete", "completion", "creating", "attrs_checksum")
@@ -486,7 +524,12 @@ def attrs_checksum(attrs: dict) -> str:
 
 def open_store(url: str, *, require_complete: bool = True) -> ActivationStore:
     """Open a store for reading. An incomplete store is refused unless ``require_complete=False``."""
-    group = _open_group(url, "r")
+    try:
+        group = _open_group(url, "r")
+    except NoStoreHere:
+        from actstore.info import no_store_error
+
+        raise no_store_error(url) from None
     if "format" not in group.attrs:
         raise UserError(f"{url}: not an activation store (no format attribute)")
     store = ActivationStore(url, group)

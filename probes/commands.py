@@ -13,6 +13,7 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 
 from actstore.errors import UserError
+from actstore.locations import StoreNames
 from actstore.roots import checked_location
 from probes.fitting import evaluate, fit_probe
 from probes.methods import FitConfig, Method, get_method, parse_methods
@@ -42,8 +43,9 @@ class FitReport:
                 "results": self.rows, "notes": self.notes}
 
 
-def open_source(spec: str) -> StoreSource:
-    urls = [checked_location(url, "STORE") for url in str(spec).split(",") if url.strip()]
+def open_source(spec: str, names: StoreNames = StoreNames()) -> StoreSource:
+    """One split's stores: a URL, a path or a name (``MODEL/DATASET/SPLIT[/VIEW]``), or several, comma-separated."""
+    urls = [checked_location(names.url(url.strip()), "STORE") for url in str(spec).split(",") if url.strip()]
     return StoreSource(urls)
 
 
@@ -57,8 +59,8 @@ def evaluate_all(probe: Probe, sources: list[tuple[str, FeatureSource]], *, cali
             for role, source in sources]
 
 
-def eval_sources(train: StoreSource | None, eval_specs: list[str],
-                 methods: list[Method] = ()) -> tuple[list[tuple[str, StoreSource]], list[str]]:
+def eval_sources(train: StoreSource | None, eval_specs: list[str], methods: list[Method] = (),
+                 names: StoreNames = StoreNames()) -> tuple[list[tuple[str, StoreSource]], list[str]]:
     """(role, source) pairs and notes: the training store's own test split first, then each --eval.
 
     The test split is found, not asked for: it is used when it has what ``methods`` read, and
@@ -73,7 +75,7 @@ def eval_sources(train: StoreSource | None, eval_specs: list[str],
             sources.append(("source test", test))
         except UserError as missing:
             notes.append(f"source test split skipped: {missing}")
-    sources += [("eval", open_source(spec)) for spec in eval_specs]
+    sources += [("eval", open_source(spec, names)) for spec in eval_specs]
     return sources, notes
 
 
@@ -83,9 +85,10 @@ def blas_threads(threads: int | None):
 
 def fit_command(method: str, train_spec: str, layer: int | None = None, eval_specs: tuple[str, ...] = (),
                 out: str | Path | None = None, config: FitConfig = FitConfig(), *, calibration: str = "binned",
-                n_bootstrap: int = 1000, threads: int | None = DEFAULT_THREADS) -> FitReport:
-    train = open_source(train_spec)
-    evals, notes = eval_sources(train, list(eval_specs), [get_method(method)])
+                n_bootstrap: int = 1000, threads: int | None = DEFAULT_THREADS,
+                names: StoreNames = StoreNames()) -> FitReport:
+    train = open_source(train_spec, names)
+    evals, notes = eval_sources(train, list(eval_specs), [get_method(method)], names)
     with blas_threads(threads):
         probe = fit_probe(method, train, layer, config)
         rows = evaluate_all(probe, [("train (in-sample)", train), *evals], calibration=calibration,
@@ -95,11 +98,11 @@ def fit_command(method: str, train_spec: str, layer: int | None = None, eval_spe
 
 
 def eval_command(probe_path: str | Path, eval_specs: tuple[str, ...], *, calibration: str = "binned",
-                 n_bootstrap: int = 1000, seed: int = 0) -> tuple[Probe, list[dict]]:
+                 n_bootstrap: int = 1000, seed: int = 0, names: StoreNames = StoreNames()) -> tuple[Probe, list[dict]]:
     if not eval_specs:
         raise UserError("give at least one --eval STORE")
     probe = load_probe(probe_path)
-    sources, _ = eval_sources(None, list(eval_specs))
+    sources, _ = eval_sources(None, list(eval_specs), names=names)
     return probe, evaluate_all(probe, sources, calibration=calibration, n_bootstrap=n_bootstrap, seed=seed)
 
 
@@ -119,10 +122,10 @@ def parse_sweep_layers(spec: str, available: list[int]) -> list[int]:
 
 def sweep_command(methods_spec: str, train_spec: str, eval_specs: tuple[str, ...], out_dir: str | Path,
                   layers_spec: str = "all", config: SweepConfig = SweepConfig(),
-                  threads: int | None = DEFAULT_THREADS) -> tuple[SweepResult, Path, Path]:
+                  threads: int | None = DEFAULT_THREADS, names: StoreNames = StoreNames()) -> tuple[SweepResult, Path, Path]:
     methods = parse_methods(methods_spec)
-    train = open_source(train_spec)
-    evals, notes = eval_sources(train, list(eval_specs), methods)
+    train = open_source(train_spec, names)
+    evals, notes = eval_sources(train, list(eval_specs), methods, names)
     for method in methods:
         train.require(method.views, heads=method.heads, loglik=method.loglik)
     layers = parse_sweep_layers(layers_spec, sweep_layers(train, methods))

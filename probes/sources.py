@@ -19,6 +19,7 @@ import numpy as np
 from actstore.data import check_data_unchanged
 from actstore.errors import UserError
 from actstore.hints import extract_command
+from actstore.info import no_store_error
 from probes.labels import Labels
 
 STORE_NAME = re.compile(r"^(?P<prefix>.*/)?(?P<split>[^/.]+)(?P<extras>(?:\.[^/.]+)*?)\.(?P<view>[^/.]+)\.zarr/?$")
@@ -100,7 +101,7 @@ class StoreSource(FeatureSource):
         for url in urls:
             store = _find(url)
             if store is None:
-                raise UserError(f"{url}: no activation store here")
+                raise no_store_error(url)
             match = STORE_NAME.match(str(url))
             view = store.meta.get("view") or (match["view"] if match else "plain")
             if view in self._stores:

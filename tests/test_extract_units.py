@@ -7,7 +7,7 @@ from actstore.batching import EncodedSequence, pad_batch, plan_batches
 from actstore.errors import UserError
 from actstore.forward import continuation_positions
 from actstore.layers import parse_layers
-from actstore.locations import model_slug, sibling_view_url, store_name, store_url
+from actstore.locations import model_slug, store_location, store_name, store_url
 
 
 def test_parse_layers_forms():
@@ -63,5 +63,15 @@ def test_store_names_keep_the_view_last():
     assert store_name("train", "yes", limit=62, site="heads") == "train.limit62.heads.yes.zarr"
     url = store_url("memory://root/", "org/Model-7B", "alpaca_mmlu", "test", "yes", limit=5)
     assert url == "memory://root/org--Model-7B/alpaca_mmlu/test.limit5.yes.zarr"
-    assert sibling_view_url(url, "yes", "no") == "memory://root/org--Model-7B/alpaca_mmlu/test.limit5.no.zarr"
     assert model_slug("smollm2-135m") == "smollm2-135m"
+
+
+def test_stores_are_named_model_dataset_split_view():
+    root = "memory://root"
+    assert store_location("smollm2-135m/alpaca_mmlu/train", root=root) == f"{root}/smollm2-135m/alpaca_mmlu/train.plain.zarr"
+    assert store_location("smollm2-135m/alpaca_mmlu/test/yes", root=root, limit=20) == \
+        f"{root}/smollm2-135m/alpaca_mmlu/test.limit20.yes.zarr"
+    assert store_location("org/Model-7B/alpaca_mmlu/test/no", root=root) == f"{root}/org--Model-7B/alpaca_mmlu/test.no.zarr"
+    for as_is in ("s3://bucket/x/test.plain.zarr", "/abs/path", "./rel/a/b/test", "runs/a/test.plain.zarr"):
+        assert store_location(as_is, root=root) == as_is
+    assert store_location("not/a-name", root=root) == "not/a-name"  # the caller reports "no store here"
