@@ -153,7 +153,6 @@ def shifts_ls(manifest, as_json):
 def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, mix_target, seed):
     """Run the benchmark: plan, extract, fit, evaluate; write RUN_DIR/results.csv and report.md."""
     import shlex
-    from dataclasses import asdict
 
     from genies.plan import RunConfig
     from genies.runner import run_benchmark
@@ -166,26 +165,26 @@ def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, 
     command = "genies " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_benchmark(config, command=command, log=click.echo)
     click.echo("")
-    print_table([asdict(s) for s in summary.report.summaries],
-                ["method", "n_shifts", "generalization_accuracy", "source_accuracy", "zero_shot_accuracy",
-                 "differential_elicitation", "elicitation", "auroc", "brier", "rms_calibration_error"])
-    click.echo(f"generalization vs zero-shot: Pearson r = {summary.report.correlation.pearson_r:.3f} "
-               f"(n = {summary.report.correlation.n})")
+    print_report_summary(summary.report)
     click.echo(f"report: {summary.report.path}  results: {summary.results_path}")
+
+
+def print_report_summary(report) -> None:
+    """Per-method means with their 95% bootstrap bounds, and the generalization-vs-zero-shot r."""
+    print_table(report.summary_rows())
+    r = report.correlation_interval
+    click.echo(f"generalization vs zero-shot: Pearson r = {r.estimate:.3f} [{r.low:.3f}, {r.high:.3f}] "
+               f"(n = {report.correlation.n}; 95% bootstrap interval)")
 
 
 @genies.command("report")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def genies_report(run_dir):
     """Rebuild RUN_DIR/report.md and its plots from RUN_DIR/results.csv."""
-    from dataclasses import asdict
-
     from genies.report import write_report
 
     report = write_report(run_dir)
-    print_table([asdict(s) for s in report.summaries],
-                ["method", "n_shifts", "generalization_accuracy", "source_accuracy", "differential_elicitation", "elicitation"])
-    click.echo(f"generalization vs zero-shot: Pearson r = {report.correlation.pearson_r:.3f} (n = {report.correlation.n})")
+    print_report_summary(report)
     click.echo(f"wrote {report.path}")
 
 

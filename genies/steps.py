@@ -21,14 +21,15 @@ from genies.generalization import Evaluation
 from genies.mixing import MixedSource, write_mixed_distribution
 from genies.plan import (EVAL_SPLIT, FIXED_LAYER_METHODS, LIVE_TRAINED, LIVE_UNTRAINED, PROBE_VIEWS,
                          STORE_BASELINES, TRAIN_SPLIT, EvalStep, FitStep, RunConfig, StoreStep, TrainingSet)
-from probes.fitting import evaluate, fit_probe
+from probes.fitting import evaluate_with_outcomes, fit_probe
 from probes.methods import FitConfig, get_method
 from probes.probe import Probe, load_probe, save_probe
 from probes.sources import FeatureSource, StoreSource
 from probes.sweep import CSV_COLUMNS, SweepConfig, run_sweep, sweep_layers
 
 Log = Callable[[str], None]
-N_BOOTSTRAP = 200  # evaluations keep accuracy, AUROC, Brier and calibration; the CI is not reported
+VALIDATION_PAIRS = "validation_pairs"  # probe config: pairs of the validation split that chose its layer
+N_BOOTSTRAP = 200  # the per-evaluation CI is not kept: the report bootstraps the saved per-example outcomes
 
 
 class LazyModel:
@@ -203,14 +204,17 @@ def _evaluate(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingS
         views = ("plain",) if step.method in STORE_BASELINES else PROBE_VIEWS[step.method]
         test = sources.get(step.tested_on, EVAL_SPLIT, views)
         probe: Probe = fit_probe(step.method, test) if step.method in STORE_BASELINES else load_probe(fits[(step.method, step.training)])
-        metrics = evaluate(probe, test, n_bootstrap=N_BOOTSTRAP, seed=config.seed)
-        return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, metrics, probe.config.get("layer"))
+        metrics, outcomes = evaluate_with_outcomes(probe, test, n_bootstrap=N_BOOTSTRAP, seed=config.seed)
+        return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, metrics, probe.config.get("layer"),
+                                       outcomes, probe.config.get(VALIDATION_PAIRS))
     if step.method in LIVE_TRAINED | LIVE_UNTRAINED:
-        return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, _live_metrics(config, step, fits))
+        result = _live_result(config, step, fits)
+        return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, result.metrics,
+                                       outcomes=result.outcomes)
     raise UserError(f"no way to evaluate method {step.method!r}")
 
 
-def _live_metrics(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path]):
+def _live_result(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path]):
     from finetune.eval_request import EvalRequest, run_eval
 
     if step.method in LIVE_TRAINED:
@@ -220,4 +224,4 @@ def _live_metrics(config: RunConfig, step: EvalStep, fits: dict[tuple[str, Train
         request = EvalRequest(dataset=step.tested_on, method="few-shot", model=config.model,
                               shots_from=step.training.dataset, data_dir=config.data_dir, limit=config.limit,
                               seed=config.seed)
-    return run_eval(request).metrics
+    return run_eval(request)

@@ -22,7 +22,7 @@ from probes.methods import FitConfig, Method
 from probes.sources import FeatureSource
 
 VALIDATION = "validation"
-CSV_COLUMNS = ["method", "layer", "eval", "role", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "auroc", "brier",
+CSV_COLUMNS = ["method", "layer", "eval", "role", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "accuracy_se", "auroc", "brier",
                "rms_calibration_error", "n_pairs", "n_examples", "temperature", "fitted_on", "fit_seconds"]
 
 

@@ -170,3 +170,30 @@ def test_contrast_methods_extract_yes_no_views_and_score(benchmark):
     for row in summary.rows:
         assert 0.0 <= row.generalization_accuracy <= 1.0
         assert row.layer == (None if row.method == "zero-shot" else 2)
+
+
+def _without_run_lines(text: str) -> list[str]:
+    """report.md minus what differs between two runs of one command: start times, wall times, the run directory."""
+    return [line for line in text.splitlines() if not line.startswith(("- run ", "- run directory"))]
+
+
+def test_identical_runs_give_identical_reports_and_old_evaluations_are_recomputed(benchmark, first_run):
+    """The bootstrap is seeded: a second run directory of the same command gets the same report.md and
+    results.csv. An evaluation file without per-example outcomes (written before they were kept) is redone."""
+    root, _ = benchmark
+    first_report = (first_run.run_dir / "report.md").read_text()
+    assert "| mms | 2 | " in first_report and "Which differences are resolved" in first_report
+    assert "rows kept per-example outcomes" not in first_report  # every row kept them
+    again = run_benchmark(config_for(benchmark, out=root / "run-again"), command="genies run (test)",
+                          log=lambda line: None)
+    assert _without_run_lines((again.run_dir / "report.md").read_text()) == _without_run_lines(first_report)
+    assert (again.run_dir / "results.csv").read_bytes() == (first_run.run_dir / "results.csv").read_bytes()
+
+    evaluation = next((again.run_dir / "evaluations" / "mms").rglob("hard.json"))
+    record = json.loads(evaluation.read_text())
+    del record["outcomes"]
+    evaluation.write_text(json.dumps(record))
+    redone = run_benchmark(config_for(benchmark, out=root / "run-again"), command="genies run (test)",
+                           log=lambda line: None)
+    assert redone.evaluations_run == 1 and redone.model_loads == 0
+    assert "outcomes" in json.loads(evaluation.read_text())
