@@ -192,14 +192,16 @@ def genies_report(run_dir):
 @click.argument("run_a", type=click.Path(path_type=Path))
 @click.argument("run_b", type=click.Path(path_type=Path))
 def genies_compare(run_a, run_b):
-    """Correlate per-shift generalization accuracy of two runs, per method and overall."""
+    """Correlate per-shift generalization accuracy of two runs, per method and overall, with 95% intervals."""
     from dataclasses import asdict
 
     from genies.compare import compare_run_dirs
 
     rows = [asdict(c) for c in compare_run_dirs(run_a, run_b)]
-    print_table(rows, ["method", "n", "pearson_r", "mean_a", "mean_b"])
-    click.echo(f"A = {run_a}, B = {run_b}; pearson_r over per-shift generalization accuracy")
+    print_table(rows, ["method", "n", "pearson_r", "r_low", "r_high", "mean_a", "mean_b", "difference",
+                       "difference_low", "difference_high"])
+    click.echo(f"A = {run_a}, B = {run_b}; pearson_r over per-shift generalization accuracy; difference = mean_b - "
+               "mean_a; _low/_high: 95% bootstrap interval (shifts resampled jointly, examples within each run)")
 
 
 # ----------------------------------------------------------------------------- actstore

@@ -176,7 +176,7 @@ class RunBootstrap:
             bounds[f"{metric}_high"] = found.high if found.known else None
         return replace(row, **bounds)
 
-    def _matrix(self, method: str, metric: str, shifts: Sequence[Shift]) -> tuple[np.ndarray, np.ndarray]:
+    def values(self, method: str, metric: str, shifts: Sequence[Shift]) -> tuple[np.ndarray, np.ndarray]:
         """(observed (S,), replicates (B, S)) over ``shifts``; NaN where the method lacks a shift.
 
         A row without outcomes contributes its observed value to every replicate."""
@@ -197,14 +197,14 @@ class RunBootstrap:
         shifts = list(self.shifts if shifts is None else shifts)
         if not shifts:
             return Interval(math.nan, math.nan, math.nan)
-        observed, values = self._matrix(method, metric, shifts)
+        observed, values = self.values(method, metric, shifts)
         estimate = float(np.nanmean(observed)) if not np.isnan(observed).all() else math.nan
         return interval(estimate, weighted_means(values, self._counts(shifts, name)))
 
     def difference(self, a: str, b: str, metric: str = "generalization_accuracy") -> PairedDifference:
         """a - b averaged over the shifts both have, resampling shifts and examples jointly."""
-        observed_a, values_a = self._matrix(a, metric, self.shifts)
-        observed_b, values_b = self._matrix(b, metric, self.shifts)
+        observed_a, values_a = self.values(a, metric, self.shifts)
+        observed_b, values_b = self.values(b, metric, self.shifts)
         observed = observed_a - observed_b
         shared = ~np.isnan(observed)
         estimate = float(observed[shared].mean()) if shared.any() else math.nan

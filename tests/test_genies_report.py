@@ -133,8 +133,16 @@ def test_cli_compare_prints_correlations(tmp_path):
     result = CliRunner().invoke(genies, ["compare", str(tmp_path / "a"), str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
     lines = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip()}
-    assert lines["zero-shot"][1:3] == ["15", "1.0000"]
+    assert lines["zero-shot"][1:5] == ["15", "1.0000", "1.0000", "1.0000"]  # r = 1 in every shift resample
     assert lines["all"][1] == "45"
+    from genies.compare import compare_run_dirs
+
+    found = {c.method: c for c in compare_run_dirs(tmp_path / "a", tmp_path / "b", n_bootstrap=500)}
+    mms = found["mms"]  # b = 0.5 a + 0.2 (+ the same per-shift term): lower on every shift, so resolved
+    assert mms.difference == pytest.approx(mms.mean_b - mms.mean_a) and mms.difference < 0
+    assert mms.difference_low <= mms.difference <= mms.difference_high < 0 and mms.resolved
+    same = {c.method: c for c in compare_run_dirs(tmp_path / "a", tmp_path / "a", n_bootstrap=500)}
+    assert same["mms"].difference_low == same["mms"].difference_high == 0.0 and not same["mms"].resolved
     write_results(tmp_path / "c" / "results.csv", [r for r in synthetic_rows() if r.method == "mms"][:1])
     write_results(tmp_path / "d" / "results.csv", [r for r in synthetic_rows() if r.method == "lat"][:1])
     disjoint = CliRunner().invoke(genies, ["compare", str(tmp_path / "c"), str(tmp_path / "d")])

@@ -149,3 +149,16 @@ def test_report_without_outcomes_says_its_intervals_resample_shifts_only(found, 
     assert "only 0 of 24 rows kept per-example outcomes" in text
     mean_line = next(line for line in text.splitlines() if line.startswith("| signal | 6 |"))
     assert "[" in mean_line  # means still carry a (shift-only) interval
+
+
+def test_compare_two_runs_on_the_same_examples_shares_their_resamples(found, tmp_path):
+    from genies.compare import compare_run_dirs
+
+    for name in ("a", "b"):
+        write_results(tmp_path / name / "results.csv", [row for row, _ in found])
+        write_row_evaluations(tmp_path / name / "outcomes.json", found)
+    by_method = {c.method: c for c in compare_run_dirs(tmp_path / "a", tmp_path / "b", n_bootstrap=300)}
+    assert set(by_method) == {ZERO_SHOT, "signal", "noise", "noise-2", "all"}
+    for comparison in by_method.values():  # same outcomes, same resamples: no difference in any replicate
+        assert comparison.difference_low == comparison.difference_high == 0.0
+        assert comparison.r_low == pytest.approx(1.0)
