@@ -175,6 +175,8 @@ def print_report_summary(report) -> None:
     r = report.correlation_interval
     click.echo(f"generalization vs zero-shot: Pearson r = {r.estimate:.3f} [{r.low:.3f}, {r.high:.3f}] "
                f"(n = {report.correlation.n}; 95% bootstrap interval)")
+    for warning in report.layer_warnings:
+        click.echo(f"warning: {warning}")
 
 
 @genies.command("report")
@@ -407,6 +409,11 @@ def probes_sweep(methods_spec, train_spec, eval_specs, layers_spec, out_dir, val
     print_table(best)
     for note in result.notes:
         click.echo(f"note: {note}")
+    from probes.sweep import LAYER_RULE, MIN_VALIDATION_PAIRS
+
+    click.echo(f"best_layer: the {LAYER_RULE}; near_ties: how many layers that was")
+    if any(b.small_validation for b in result.best):
+        click.echo(f"warning: the validation split has fewer than {MIN_VALIDATION_PAIRS} pairs: layer choices are noisy")
     click.echo(f"{len(result.rows)} rows in {csv_path}; plot {png_path}; {result.seconds:.1f} s")
 
 

@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Sequence
 
 from actstore.errors import UserError
+from genies.evaluations import ROW_OUTCOMES_FILE, read_row_evaluations
 from genies.generalization import ZERO_SHOT, ResultRow
 from genies.paper import PAPER_INTERVENTION, PAPER_MODEL, paper_figure, paper_rows
 from genies.plots import method_bars, zero_shot_scatter
 from genies.results_csv import load_run
-from genies.evaluations import ROW_OUTCOMES_FILE, read_row_evaluations
 from genies.summary import (Correlation, MethodSummary, mean, method_summaries, methods_in_order, pearson,
                             zero_shot_correlation)
 from genies.uncertainty import LEVEL, N_BOOTSTRAP, Interval, PairedDifference, RunBootstrap, shift_correlation
+from probes.sweep import LAYER_RULE, MIN_VALIDATION_PAIRS
 
 REPORT_FILE = "report.md"
 RUN_INFO_FILE = "run.json"  # written by the runner: command, model, manifest, timings
@@ -41,6 +42,7 @@ class Report:
     paper_correlation: Correlation
     bootstrap: RunBootstrap
     correlation_interval: Interval
+    layer_warnings: list[str]
 
     def summary_rows(self) -> list[dict]:
         """Per method, for console tables: each mean with its interval's bounds beside it."""
@@ -196,6 +198,32 @@ def _group_lines(title: str, rows: Sequence[ResultRow], group, metrics: Sequence
     return [f"## {title}", "", "Column headers give the number of shifts in each group.", ""] + _table(header, body)
 
 
+def layer_warnings(rows: Sequence[ResultRow]) -> list[str]:
+    """One line per (method, training source) whose layer was chosen on fewer than MIN_VALIDATION_PAIRS pairs."""
+    small = dict.fromkeys((r.method, r.source, r.layer, r.validation_pairs) for r in rows
+                          if r.validation_pairs is not None and r.validation_pairs < MIN_VALIDATION_PAIRS)
+    return [f"{method} trained on {source}: layer {layer} chosen on {pairs} validation pairs (< {MIN_VALIDATION_PAIRS})"
+            for method, source, layer, pairs in small]
+
+
+def _layer_lines(rows: Sequence[ResultRow], warnings: list[str]) -> list[str]:
+    chosen = [r for r in rows if r.validation_pairs is not None]
+    lines = ["## Layer selection", ""]
+    if not chosen:
+        return lines + ["No layer in this run was chosen on validation data (fixed `--layer`, or methods that pick "
+                        "their own layers).", ""]
+    sizes = sorted({r.validation_pairs for r in chosen})
+    lines += [f"With `--layer best` each probe's layer is the {LAYER_RULE}, on a validation split of the source's "
+              f"training data (never a test split); the chance baseline random takes the middle layer. Validation "
+              f"splits here hold {sizes[0]} to {sizes[-1]} pairs (the `validation pairs` column below). Below "
+              f"{MIN_VALIDATION_PAIRS} pairs the standard error of a validation accuracy exceeds 0.05, and the layer "
+              "choice is mostly noise.", ""]
+    if warnings:
+        lines += [f"**Warning: {len(warnings)} layer choices rest on fewer than {MIN_VALIDATION_PAIRS} validation "
+                  "pairs:**", ""] + [f"- {w}" for w in warnings] + [""]
+    return lines
+
+
 def _shift_lines(rows: Sequence[ResultRow], bootstrap: RunBootstrap) -> list[str]:
     header = ["#", "shift", "label", "category", "method", "layer", "validation pairs", "generalization", "source",
               "zero-shot", "TTC (best method)", "DE", "El", "AUROC", "RMS cal.", f"paper {PAPER_MODEL} generalization",
@@ -225,7 +253,8 @@ NOTES = [
     "test split; zero-shot: the untrained log-likelihood baseline on the target; TTC: the best method trained and "
     "tested on the target reference's own splits; DE = (generalization - zero-shot) / TTC; El = generalization / TTC.",
     "- layer: the probe's layer; with `--layer best`, chosen per method and source on a validation split of the "
-    "source's training data (never a test split), except the chance baseline random, which takes the middle layer.",
+    "source's training data (never a test split), except the chance baseline random, which takes the middle layer "
+    "(see Layer selection).",
     "- Paper figures: llama-30b from the GENIES reference results (`manifests/paper-results.csv`). Method "
     "counterparts: " + ", ".join(f"{m} = {i}" for m, i in PAPER_INTERVENTION.items()) + ". The paper's LAT "
     "(lat_stim_1) is a class-mean difference, not PCA; its ccs accuracy is per response with the sign chosen on the "
@@ -273,9 +302,10 @@ def write_report(run_dir: Path, *, n_bootstrap: int = N_BOOTSTRAP) -> Report:
         f"![generalization vs zero-shot]({SCATTER_FILE})", "",
         "## Mean generalization accuracy per method", "", f"![per-method means]({BARS_FILE})", "",
     ]
-    lines += _shift_lines(rows, bootstrap) + NOTES
+    warnings = layer_warnings(rows)
+    lines += _layer_lines(rows, warnings) + _shift_lines(rows, bootstrap) + NOTES
     path = run_dir / REPORT_FILE
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines), encoding="utf-8")
     tmp.replace(path)
-    return Report(path, summaries, correlation, paper_correlation, bootstrap, correlation_interval)
+    return Report(path, summaries, correlation, paper_correlation, bootstrap, correlation_interval, warnings)

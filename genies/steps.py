@@ -25,7 +25,7 @@ from probes.fitting import evaluate_with_outcomes, fit_probe
 from probes.methods import FitConfig, get_method
 from probes.probe import Probe, load_probe, save_probe
 from probes.sources import FeatureSource, StoreSource
-from probes.sweep import CSV_COLUMNS, SweepConfig, run_sweep, sweep_layers
+from probes.sweep import CSV_COLUMNS, MIN_VALIDATION_PAIRS, SweepConfig, run_sweep, sweep_layers
 
 Log = Callable[[str], None]
 VALIDATION_PAIRS = "validation_pairs"  # probe config: pairs of the validation split that chose its layer
@@ -103,6 +103,8 @@ class ChosenLayer:
     training: str
     layer: int
     validation_accuracy: float
+    validation_pairs: int | None = None
+    near_ties: tuple[int, ...] = ()
 
 
 def fit_probes(config: RunConfig, steps: list[FitStep], sweeps_dir: Path, log: Log) -> list[ChosenLayer]:
@@ -118,8 +120,11 @@ def fit_probes(config: RunConfig, steps: list[FitStep], sweeps_dir: Path, log: L
         views = tuple(dict.fromkeys(v for s in group for v in PROBE_VIEWS[s.method]))
         train = sources.training(training, views)
         layers = _layers(config, training, group, train, sweeps_dir, chosen, log)
+        validation_pairs = {c.method: c.validation_pairs for c in chosen if c.training == training.name}
         for step in group:
             probe = fit_probe(step.method, train, layers.get(step.method), _fit_config(config))
+            if validation_pairs.get(step.method) is not None:
+                probe.config[VALIDATION_PAIRS] = validation_pairs[step.method]
             save_probe(probe, step.path)
         sources.release()
     return chosen
@@ -143,9 +148,14 @@ def _layers(config: RunConfig, training: TrainingSet, group: list[FitStep], trai
     write_sweep_csv(sweep.rows, sweeps_dir / f"{training.name}.csv")
     for best in sweep.best:
         layers[best.method] = best.layer
-        chosen.append(ChosenLayer(best.method, training.name, best.layer, best.validation_accuracy))
-    log("    best layers (source validation): " + ", ".join(f"{b.method} {b.layer} ({b.validation_accuracy:.3f})"
-                                                         for b in sweep.best) + f" in {sweep.seconds:.1f}s")
+        chosen.append(ChosenLayer(best.method, training.name, best.layer, best.validation_accuracy,
+                                  best.validation_pairs, best.near_ties))
+    log("    best layers (source validation): " + ", ".join(b.describe() for b in sweep.best)
+        + f" in {sweep.seconds:.1f}s")
+    small = sorted({b.validation_pairs for b in sweep.best if b.small_validation})
+    if small:
+        log(f"    warning: {training.name}'s validation split has {small[0]} pairs (< {MIN_VALIDATION_PAIRS}): "
+            "its layer choices are noisy")
     return layers
 
 

@@ -164,7 +164,7 @@ def reference_rms_calibration_error(p_best: np.ndarray) -> float:
     return float(np.sqrt(np.mean(scores))) if scores else float("nan")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ExampleOutcomes:
     """Per example: its id, how many pairs it has and how many of them were judged right (ties 0.5).
 
@@ -178,6 +178,13 @@ class ExampleOutcomes:
     @property
     def accuracy(self) -> float:
         return float(self.correct.sum() / self.pairs.sum())
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ExampleOutcomes) and all(
+            np.array_equal(a, b) for a, b in ((self.example, other.example), (self.pairs, other.pairs),
+                                              (self.correct, other.correct)))
+
+    __hash__ = None
 
     def as_dict(self) -> dict:
         return {"example": self.example.tolist(), "pairs": self.pairs.tolist(), "correct": self.correct.tolist()}
