@@ -140,7 +140,9 @@ def shifts_ls(manifest, as_json):
 @click.option("--model", required=True, help="Model alias (tiny-random, smollm2-135m, ...), hub id or local path.")
 @click.option("--shifts", default="genies", show_default=True, help="genies, all, demo, or a manifest JSON file.")
 @click.option("--methods", default="zero-shot,mms,lat,ccs,cra,logreg,random", show_default=True,
-              help="Comma-separated: zero-shot, mms, lat, lat-stim, ccs, cra, logreg, random, few-shot, lora, prompt-tuning.")
+              help="Comma-separated: zero-shot, mms, lat, lat-stim, lat-stim-1, ccs, cra, logreg, random, few-shot, "
+                   "lora, prompt-tuning; or `paper` (the paper's interventions: zero-shot, few-shot, lora, "
+                   "prompt-tuning, mms, lat-stim-1, lat-stim, cra, ccs) or `all` (paper + lat, logreg, random).")
 @click.option("--layer", default="best", show_default=True,
               help="Probe layer number, or 'best': chosen per method on a validation split of the source's train data.")
 @click.option("--limit", type=int, help="First N examples of each split.")
@@ -154,12 +156,13 @@ def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, 
     """Run the benchmark: plan, extract, fit, evaluate; write RUN_DIR/results.csv and report.md."""
     import shlex
 
+    from genies.paper import expand_methods
     from genies.plan import RunConfig
     from genies.runner import run_benchmark
 
     if layer != "best" and not layer.lstrip("-").isdigit():
         raise UserError(f"--layer must be a layer number or 'best', got {layer!r}")
-    config = RunConfig(model=model, shifts=shifts, methods=tuple(dict.fromkeys(m.strip() for m in methods.split(",") if m.strip())),
+    config = RunConfig(model=model, shifts=shifts, methods=expand_methods(methods),
                        layer=layer if layer == "best" else int(layer), limit=limit, data_dir=data_dir, out=out,
                        store_root=store_root, mix_target=mix_target, seed=seed)
     command = "genies " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -11,7 +11,7 @@ from typing import Sequence
 from actstore.errors import UserError
 from genies.evaluations import ROW_OUTCOMES_FILE, read_row_evaluations
 from genies.generalization import ZERO_SHOT, ResultRow
-from genies.paper import PAPER_INTERVENTION, PAPER_MODEL, paper_figure, paper_rows
+from genies.paper import INTERVENTIONS, NOT_COMPARABLE, PAPER_INTERVENTION, PAPER_MODEL, paper_figure, paper_rows
 from genies.plots import method_bars, zero_shot_scatter
 from genies.results_csv import load_run
 from genies.summary import (Correlation, MethodSummary, mean, method_summaries, methods_in_order, pearson,
@@ -163,6 +163,25 @@ def _summary_lines(summaries: Sequence[MethodSummary], paper: dict[str, PaperCom
     return ["## Per-method means over the manifest", ""] + _table(header, body)
 
 
+def _counterpart_lines(methods: Sequence[str]) -> list[str]:
+    """Which of this run's methods sit in a paper column (the same method) and which do not, and why."""
+    lines = ["## Paper counterparts", "",
+             f"A method of this run is compared with the paper's {PAPER_MODEL} figures only where it is the same "
+             "method (settings may differ: see the notes).", ""]
+    body = []
+    for method in methods:
+        if method in PAPER_INTERVENTION:
+            body.append([method, PAPER_INTERVENTION[method], "yes"])
+        else:
+            body.append([method, "–", f"no: {NOT_COMPARABLE.get(method, 'no counterpart in the paper')}"])
+    lines += _table(["method", "paper intervention", "comparable"], body)
+    covered = {PAPER_INTERVENTION[m] for m in methods if m in PAPER_INTERVENTION}
+    missing = [i for i in INTERVENTIONS if i not in covered]
+    if missing:
+        lines += [f"Paper interventions without a comparable method in this run: {', '.join(missing)}.", ""]
+    return lines
+
+
 def _difference_lines(bootstrap: RunBootstrap) -> list[str]:
     lines = ["## Which differences are resolved", "",
              f"Every pair of methods: the mean over shared shifts of (A - B), with a paired {LEVEL:.0%} bootstrap "
@@ -255,10 +274,11 @@ NOTES = [
     "- layer: the probe's layer; with `--layer best`, chosen per method and source on a validation split of the "
     "source's training data (never a test split), except the chance baseline random, which takes the middle layer "
     "(see Layer selection).",
-    "- Paper figures: llama-30b from the GENIES reference results (`manifests/paper-results.csv`). Method "
-    "counterparts: " + ", ".join(f"{m} = {i}" for m, i in PAPER_INTERVENTION.items()) + ". The paper's LAT "
-    "(lat_stim_1) is a class-mean difference, not PCA; its ccs accuracy is per response with the sign chosen on the "
-    "target; its TTC is re-derived as a best-of-interventions maximum (see manifests/README.md).",
+    "- Paper figures: llama-30b from the GENIES reference results (`manifests/paper-results.csv`). Same methods: "
+    + ", ".join(f"{m} = {i}" for m, i in PAPER_INTERVENTION.items()) + ". The paper's LAT (lat_stim_1/2) is a "
+    "class-mean difference over its top-16 layers, not PCA; its ccs accuracy is per response with the sign chosen on "
+    "the target; its live methods ran on llama-30b in 4-bit with their own step counts; its TTC is re-derived as a "
+    "best-of-interventions maximum (see manifests/README.md).",
     "- Intervals (genies/uncertainty.py): every evaluation on one test split uses the same example resamples, so "
     "methods on a shift, and generalization with zero-shot in DE, are compared example by example; TTC keeps the "
     "method that was best on the full data and resamples the reference's test examples. Means resample shifts, "
@@ -288,6 +308,7 @@ def write_report(run_dir: Path, *, n_bootstrap: int = N_BOOTSTRAP) -> Report:
                 resampled="shifts and examples" if bootstrap.example_level else "shifts only")
     lines = _run_lines(run_dir, info, rows, bootstrap)
     lines += _summary_lines(summaries, paper, bootstrap)
+    lines += _counterpart_lines(methods_in_order(rows))
     lines += _difference_lines(bootstrap)
     lines += _group_lines("Extreme vs probing shifts", rows, lambda r: r.label,
                           [("generalization", "generalization_accuracy", False), ("DE", "differential_elicitation", True)],

@@ -74,6 +74,7 @@ def test_zero_shot_correlation_leaves_zero_shot_out():
 
 
 def test_report_has_sections_plots_and_paper_figures(run_dir):
+    write_results(run_dir / "results.csv", synthetic_rows(methods=(ZERO_SHOT, "mms-heads", "lat")))
     report = write_report(run_dir)
     text = report.path.read_text()
     for heading in ("Per-method means over the manifest", "Extreme vs probing", "Per category", "Per-shift results",
@@ -84,6 +85,8 @@ def test_report_has_sections_plots_and_paper_figures(run_dir):
     assert "`genies run --model tiny-random`" in text
     # the paper's llama-30b mms figure for GENIES shift 1 (0.964) and its GENIES mean (0.620) appear
     assert "0.964" in text and "mms, 15 | 0.620" in text
+    assert "| mms-heads | mms | yes |" in text and "| lat | – | no: RepE's PCA" in text
+    assert "without a comparable method in this run: few_shot, lora_fine_tuning" in text
     # the paper's own generalization-vs-zero-shot r on the GENIES shifts is about 0.74
     assert report.paper_correlation.pearson_r == pytest.approx(0.74, abs=0.01)
     assert report.correlation.pearson_r == pytest.approx(zero_shot_correlation(synthetic_rows()).pearson_r)
