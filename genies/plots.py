@@ -43,8 +43,10 @@ def zero_shot_scatter(rows: Sequence[ResultRow], bootstrap: RunBootstrap, correl
     r_text = "n/a" if math.isnan(correlation.estimate) else f"{correlation.estimate:.2f}"
     if correlation.known:
         r_text += f" [{correlation.low:.2f}, {correlation.high:.2f}]"
+    bars_text = ("bars: 95% bootstrap intervals (test examples resampled)" if bootstrap.rows_with_outcomes
+                 else "no per-shift intervals: the run kept no per-example outcomes")
     ax.set_title(f"Generalization vs zero-shot: r = {r_text} (n = {sum(r.method != ZERO_SHOT for r in rows)}; "
-                 "paper 0.7)\nbars: 95% bootstrap intervals; numbers: shifts", fontsize=9)
+                 f"paper 0.7)\n{bars_text}; numbers: shifts", fontsize=9)
     if methods:
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

@@ -225,10 +225,14 @@ def layer_warnings(rows: Sequence[ResultRow]) -> list[str]:
             for method, source, layer, pairs in small]
 
 
-def _layer_lines(rows: Sequence[ResultRow], warnings: list[str]) -> list[str]:
+def _layer_lines(rows: Sequence[ResultRow], warnings: list[str], layer_setting) -> list[str]:
     chosen = [r for r in rows if r.validation_pairs is not None]
     lines = ["## Layer selection", ""]
     if not chosen:
+        if layer_setting in (None, "best") and any(r.layer is not None and r.method != "random" for r in rows):
+            return lines + ["`results.csv` records no validation sizes (it predates them): with `--layer best` these "
+                            "layers may have been chosen by the earlier rule, the plain argmax of validation accuracy, "
+                            f"and their validation sizes are unknown. The current rule is the {LAYER_RULE}.", ""]
         return lines + ["No layer in this run was chosen on validation data (fixed `--layer`, or methods that pick "
                         "their own layers).", ""]
     sizes = sorted({r.validation_pairs for r in chosen})
@@ -324,7 +328,7 @@ def write_report(run_dir: Path, *, n_bootstrap: int = N_BOOTSTRAP) -> Report:
         "## Mean generalization accuracy per method", "", f"![per-method means]({BARS_FILE})", "",
     ]
     warnings = layer_warnings(rows)
-    lines += _layer_lines(rows, warnings) + _shift_lines(rows, bootstrap) + NOTES
+    lines += _layer_lines(rows, warnings, info.get("layer")) + _shift_lines(rows, bootstrap) + NOTES
     path = run_dir / REPORT_FILE
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines), encoding="utf-8")
