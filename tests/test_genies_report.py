@@ -9,7 +9,8 @@ from cli import genies
 from genies.generalization import ZERO_SHOT, ResultRow, differential_elicitation, elicitation
 from genies.report import write_report
 from genies.results_csv import load_run, write_results
-from genies.summary import compare_runs, group_means, method_summaries, pearson, zero_shot_correlation
+from genies.summary import compare_runs, method_summaries, pearson, zero_shot_correlation
+from genies.uncertainty import RunBootstrap
 from manifests import load_manifest
 
 
@@ -51,10 +52,11 @@ def test_summaries_and_group_means():
     assert summary["mms"].generalization_accuracy == pytest.approx(
         np.mean([r.generalization_accuracy for r in rows if r.method == "mms"]))
     assert summary[ZERO_SHOT].auroc != summary[ZERO_SHOT].auroc  # all missing -> NaN
-    by_label = group_means(rows, lambda r: r.label, "generalization_accuracy")
-    extreme = [r.generalization_accuracy for r in rows if r.method == "lat" and r.label == "extreme"]
-    assert by_label["lat"]["extreme"] == pytest.approx(sum(extreme) / len(extreme))
-    assert set(by_label["lat"]) == {"extreme", "probing"}
+    extreme_rows = [r for r in rows if r.method == "lat" and r.label == "extreme"]
+    extreme = RunBootstrap(rows, n_bootstrap=200).mean_interval("lat", "generalization_accuracy",
+                                                                [r.shift for r in extreme_rows], name="extreme")
+    assert extreme.estimate == pytest.approx(np.mean([r.generalization_accuracy for r in extreme_rows]))
+    assert extreme.low <= extreme.estimate <= extreme.high
 
 
 def test_pearson_hand_computed_and_degenerate():
