@@ -172,9 +172,24 @@ def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, 
     click.echo(f"report: {summary.report.path}  results: {summary.results_path}")
 
 
+def with_interval(estimate, low, high) -> str:
+    """'0.479 [0.431, 0.527]'; the estimate alone when the bounds are unknown."""
+    if estimate is None:
+        return ""
+    if low is None or high is None or low != low or high != high:
+        return f"{estimate:.3f}"
+    return f"{estimate:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def print_report_summary(report) -> None:
-    """Per-method means with their 95% bootstrap bounds, and the generalization-vs-zero-shot r."""
-    print_table(report.summary_rows())
+    """Per-method means with their 95% bootstrap intervals, and the generalization-vs-zero-shot r."""
+    rows = report.summary_rows()
+    metrics = [("generalization", "generalization_accuracy"), ("source", "source_accuracy"),
+               ("zero_shot", "zero_shot_accuracy"), ("DE", "differential_elicitation"), ("El", "elicitation")]
+    print_table([{"method": r["method"], "shifts": r["n_shifts"],
+                  **{short: with_interval(r[name], r[f"{name}_low"], r[f"{name}_high"]) for short, name in metrics}}
+                 for r in rows])
+    click.echo("[low, high]: 95% bootstrap interval (shifts, then test examples, resampled)")
     r = report.correlation_interval
     click.echo(f"generalization vs zero-shot: Pearson r = {r.estimate:.3f} [{r.low:.3f}, {r.high:.3f}] "
                f"(n = {report.correlation.n}; 95% bootstrap interval)")
