@@ -213,3 +213,14 @@ def test_layer_choices_report_their_validation_size_and_warn_when_small(first_ru
     assert first_run.report.layer_warnings and "mms trained on easy" in first_run.report.layer_warnings[0]
     assert all(c.validation_pairs == mms[0].validation_pairs for c in first_run.chosen_layers
                if c.training == "easy" and c.method != "random")
+
+
+def test_lat_stim_1_runs_from_the_plain_stores(benchmark, first_run):
+    """The paper's lat_stim_1 reads the plain view only: no new extraction, a paper column, no layer."""
+    root, _ = benchmark
+    summary = run_benchmark(config_for(benchmark, methods=("zero-shot", "lat-stim-1"), out=root / "lat-stim-1"),
+                            log=lambda line: None)
+    assert summary.stores_extracted == 0 and summary.model_loads == 0
+    rows = [r for r in summary.rows if r.method == "lat-stim-1"]
+    assert len(rows) == len(SHIFTS) and all(r.layer is None and r.validation_pairs is None for r in rows)
+    assert "| lat-stim-1 | lat_stim_1 | yes |" in (summary.run_dir / "report.md").read_text()
