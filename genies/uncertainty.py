@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -173,8 +173,6 @@ class RunBootstrap:
 
     def with_intervals(self, row: ResultRow) -> ResultRow:
         """The row with its `<metric>_low` / `_high` fields filled in (None where unknown)."""
-        from dataclasses import replace
-
         bounds = {}
         for metric in INTERVAL_METRICS:
             found = self.row_interval(row, metric)
@@ -188,11 +186,8 @@ class RunBootstrap:
         A row without outcomes contributes its observed value to every replicate."""
         by_shift = {r.shift: r for r in self.rows if r.method == method}
         observed = np.array([_value(by_shift.get(s), metric) for s in shifts])
-        columns = []
-        for shift, value in zip(shifts, observed):
-            replicate = self._replicates.get((shift, method), {}).get(metric)
-            columns.append(replicate if replicate is not None and not np.isnan(replicate).all()
-                           else np.full(self.n_bootstrap, value))
+        columns = [self._point(by_shift[s], metric) if s in by_shift else np.full(self.n_bootstrap, np.nan)
+                   for s in shifts]
         return observed, np.stack(columns, axis=1)
 
     def _counts(self, shifts: Sequence[Shift], name: str) -> np.ndarray:
@@ -236,8 +231,9 @@ class RunBootstrap:
         return interval(float(estimate[0]), weighted_pearson(x, y, weights))
 
     def _point(self, row: ResultRow, metric: str) -> np.ndarray:
+        """The row's replicates of ``metric``; its observed value in every replicate when it kept no outcomes."""
         replicate = self._replicates[(row.shift, row.method)][metric]
-        return np.full(self.n_bootstrap, getattr(row, metric)) if np.isnan(replicate).all() else replicate
+        return np.full(self.n_bootstrap, _value(row, metric)) if np.isnan(replicate).all() else replicate
 
 
 def shift_correlation(points: Sequence[tuple[Shift, float, float]], shifts: Sequence[Shift], *,
