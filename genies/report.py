@@ -221,8 +221,8 @@ def layer_warnings(rows: Sequence[ResultRow]) -> list[str]:
     """One line per (method, training source) whose layer was chosen on fewer than MIN_VALIDATION_PAIRS pairs."""
     small = dict.fromkeys((r.method, r.source, r.layer, r.validation_pairs) for r in rows
                           if r.validation_pairs is not None and r.validation_pairs < MIN_VALIDATION_PAIRS)
-    return [f"{method} trained on {source}: layer {layer} chosen on {pairs} validation pairs (< {MIN_VALIDATION_PAIRS})"
-            for method, source, layer, pairs in small]
+    return [f"{method} trained on {source}: {'its top-k layers' if layer is None else f'layer {layer}'} chosen on "
+            f"{pairs} validation pairs (< {MIN_VALIDATION_PAIRS})" for method, source, layer, pairs in small]
 
 
 def _layer_lines(rows: Sequence[ResultRow], warnings: list[str], layer_setting) -> list[str]:
@@ -233,11 +233,11 @@ def _layer_lines(rows: Sequence[ResultRow], warnings: list[str], layer_setting) 
             return lines + ["`results.csv` records no validation sizes (it predates them): with `--layer best` these "
                             "layers may have been chosen by the earlier rule, the plain argmax of validation accuracy, "
                             f"and their validation sizes are unknown. The current rule is the {LAYER_RULE}.", ""]
-        return lines + ["No layer in this run was chosen on validation data (fixed `--layer`, or methods that pick "
-                        "their own layers).", ""]
+        return lines + ["No layer in this run was chosen on validation data (a fixed `--layer`).", ""]
     sizes = sorted({r.validation_pairs for r in chosen})
     lines += [f"With `--layer best` each probe's layer is the {LAYER_RULE}, on a validation split of the source's "
-              f"training data (never a test split); the chance baseline random takes the middle layer. Validation "
+              f"training data (never a test split); the chance baseline random takes the middle layer; lat-stim and "
+              f"lat-stim-1 keep their top-k layers by accuracy on such a split. Validation "
               f"splits here hold {sizes[0]} to {sizes[-1]} pairs (the `validation pairs` column below). Below "
               f"{MIN_VALIDATION_PAIRS} pairs the standard error of a validation accuracy exceeds 0.05, and the layer "
               "choice is mostly noise.", ""]

@@ -22,6 +22,7 @@ from genies.mixing import MixedSource, write_mixed_distribution
 from genies.plan import (EVAL_SPLIT, FIXED_LAYER_METHODS, LIVE_TRAINED, LIVE_UNTRAINED, PROBE_VIEWS,
                          STORE_BASELINES, TRAIN_SPLIT, EvalStep, FitStep, RunConfig, StoreStep, TrainingSet)
 from probes.fitting import evaluate_with_outcomes, fit_probe
+from probes.labels import split_by_example
 from probes.methods import FitConfig, get_method
 from probes.probe import Probe, load_probe, save_probe
 from probes.sources import FeatureSource, StoreSource
@@ -29,7 +30,6 @@ from probes.sweep import CSV_COLUMNS, MIN_VALIDATION_PAIRS, SweepConfig, run_swe
 
 Log = Callable[[str], None]
 VALIDATION_PAIRS = "validation_pairs"  # probe config: pairs of the validation split that chose its layer
-N_BOOTSTRAP = 200  # the per-evaluation CI is not kept: the report bootstraps the saved per-example outcomes
 
 
 class LazyModel:
@@ -123,8 +123,10 @@ def fit_probes(config: RunConfig, steps: list[FitStep], sweeps_dir: Path, log: L
         validation_pairs = {c.method: c.validation_pairs for c in chosen if c.training == training.name}
         for step in group:
             probe = fit_probe(step.method, train, layers.get(step.method), _fit_config(config))
-            if validation_pairs.get(step.method) is not None:
-                probe.config[VALIDATION_PAIRS] = validation_pairs[step.method]
+            pairs = (_top_k_validation_pairs(config, train) if step.method in FIXED_LAYER_METHODS
+                     else validation_pairs.get(step.method))
+            if pairs is not None:
+                probe.config[VALIDATION_PAIRS] = pairs
             save_probe(probe, step.path)
         sources.release()
     return chosen
@@ -132,6 +134,12 @@ def fit_probes(config: RunConfig, steps: list[FitStep], sweeps_dir: Path, log: L
 
 def _fit_config(config: RunConfig) -> FitConfig:
     return FitConfig(seed=config.seed)
+
+
+def _top_k_validation_pairs(config: RunConfig, train: FeatureSource) -> int:
+    """Pairs of the train-internal validation split on which lat-stim-style methods rank their layers."""
+    _, val_rows = split_by_example(train.labels, _fit_config(config).val_fraction, config.seed)
+    return int((~train.labels.is_best[val_rows]).sum())
 
 
 def _layers(config: RunConfig, training: TrainingSet, group: list[FitStep], train: FeatureSource, sweeps_dir: Path,
@@ -214,7 +222,8 @@ def _evaluate(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingS
         views = ("plain",) if step.method in STORE_BASELINES else PROBE_VIEWS[step.method]
         test = sources.get(step.tested_on, EVAL_SPLIT, views)
         probe: Probe = fit_probe(step.method, test) if step.method in STORE_BASELINES else load_probe(fits[(step.method, step.training)])
-        metrics, outcomes = evaluate_with_outcomes(probe, test, n_bootstrap=N_BOOTSTRAP, seed=config.seed)
+        # No per-evaluation CI: results.csv and the report bootstrap the kept per-example outcomes instead.
+        metrics, outcomes = evaluate_with_outcomes(probe, test, n_bootstrap=0, seed=config.seed)
         return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, metrics, probe.config.get("layer"),
                                        outcomes, probe.config.get(VALIDATION_PAIRS))
     if step.method in LIVE_TRAINED | LIVE_UNTRAINED:

@@ -222,5 +222,7 @@ def test_lat_stim_1_runs_from_the_plain_stores(benchmark, first_run):
                             log=lambda line: None)
     assert summary.stores_extracted == 0 and summary.model_loads == 0
     rows = [r for r in summary.rows if r.method == "lat-stim-1"]
-    assert len(rows) == len(SHIFTS) and all(r.layer is None and r.validation_pairs is None for r in rows)
+    assert len(rows) == len(SHIFTS) and all(r.layer is None for r in rows)
+    mms_pairs = {r.source: r.validation_pairs for r in first_run.rows if r.method == "mms"}
+    assert all(r.validation_pairs == mms_pairs[r.source] for r in rows)  # its top-k layers: the same split
     assert "| lat-stim-1 | lat_stim_1 | yes |" in (summary.run_dir / "report.md").read_text()
