@@ -322,7 +322,8 @@ def write_report(run_dir: Path, *, n_bootstrap: int = N_BOOTSTRAP) -> Report:
     lines += [
         "## Generalization vs zero-shot accuracy", "",
         f"Pearson r = {_ci(correlation_interval)} over {correlation.n} (shift, method) points, every method but "
-        f"{ZERO_SHOT} (interval: shifts and examples resampled). The paper reports r = 0.7; its {PAPER_MODEL} results "
+        f"{ZERO_SHOT} (interval: {'shifts and examples' if bootstrap.example_level else 'shifts only'} resampled). "
+        f"The paper reports r = 0.7; its {PAPER_MODEL} results "
         f"on these shifts give r = {_ci(paper_interval)} (n = {paper_correlation.n}; interval: shifts resampled).", "",
         f"![generalization vs zero-shot]({SCATTER_FILE})", "",
         "## Mean generalization accuracy per method", "", f"![per-method means]({BARS_FILE})", "",
