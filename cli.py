@@ -158,7 +158,9 @@ def shifts_ls(manifest, as_json):
 @click.option("--model", required=True, help="Model alias (tiny-random, smollm2-135m, ...), hub id or local path.")
 @click.option("--shifts", default="genies", show_default=True, help="genies, all, demo, or a manifest JSON file.")
 @click.option("--methods", default="zero-shot,mms,lat,ccs,cra,logreg,random", show_default=True,
-              help="Comma-separated: zero-shot, mms, lat, lat-stim, ccs, cra, logreg, random, few-shot, lora, prompt-tuning.")
+              help="Comma-separated: zero-shot, mms, lat, lat-stim, lat-stim-1, ccs, cra, logreg, random, few-shot, "
+                   "lora, prompt-tuning; or `paper` (the paper's interventions: zero-shot, few-shot, lora, "
+                   "prompt-tuning, mms, lat-stim-1, lat-stim, cra, ccs) or `all` (paper + lat, logreg, random).")
 @click.option("--layer", default="best", show_default=True,
               help="Probe layer number, or 'best': chosen per method on a validation split of the source's train data.")
 @click.option("--limit", type=int, help="First N examples of each split.")
@@ -171,9 +173,9 @@ def shifts_ls(manifest, as_json):
 def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, mix_target, seed):
     """Run the benchmark: plan, extract, fit, evaluate; write RUN_DIR/results.csv and report.md."""
     import shlex
-    from dataclasses import asdict
 
     from actstore.roots import checked_store_root
+    from genies.paper import expand_methods
     from genies.plan import RunConfig
     from genies.runner import run_benchmark
 
@@ -181,32 +183,49 @@ def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, 
         store_root = checked_store_root(store_root, "--store-root", writing=True)
     if layer != "best" and not layer.lstrip("-").isdigit():
         raise UserError(f"--layer must be a layer number or 'best', got {layer!r}")
-    config = RunConfig(model=model, shifts=shifts, methods=tuple(dict.fromkeys(m.strip() for m in methods.split(",") if m.strip())),
+    config = RunConfig(model=model, shifts=shifts, methods=expand_methods(methods),
                        layer=layer if layer == "best" else int(layer), limit=limit, data_dir=data_dir, out=out,
                        store_root=store_root, mix_target=mix_target, seed=seed)
     command = "genies " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_benchmark(config, command=command, log=click.echo)
     click.echo("")
-    print_table([asdict(s) for s in summary.report.summaries],
-                ["method", "n_shifts", "generalization_accuracy", "source_accuracy", "zero_shot_accuracy",
-                 "differential_elicitation", "elicitation", "auroc", "brier", "rms_calibration_error"])
-    click.echo(f"generalization vs zero-shot: Pearson r = {summary.report.correlation.pearson_r:.3f} "
-               f"(n = {summary.report.correlation.n})")
+    print_report_summary(summary.report)
     click.echo(f"report: {summary.report.path}  results: {summary.results_path}")
+
+
+def with_interval(estimate, low, high) -> str:
+    """'0.479 [0.431, 0.527]'; the estimate alone when the bounds are unknown."""
+    if estimate is None:
+        return ""
+    if low is None or high is None or low != low or high != high:
+        return f"{estimate:.3f}"
+    return f"{estimate:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def print_report_summary(report) -> None:
+    """Per-method means with their 95% bootstrap intervals, and the generalization-vs-zero-shot r."""
+    rows = report.summary_rows()
+    metrics = [("generalization", "generalization_accuracy"), ("source", "source_accuracy"),
+               ("zero_shot", "zero_shot_accuracy"), ("DE", "differential_elicitation"), ("El", "elicitation")]
+    print_table([{"method": r["method"], "shifts": r["n_shifts"],
+                  **{short: with_interval(r[name], r[f"{name}_low"], r[f"{name}_high"]) for short, name in metrics}}
+                 for r in rows])
+    click.echo("[low, high]: 95% bootstrap interval (shifts, then test examples, resampled)")
+    r = report.correlation_interval
+    click.echo(f"generalization vs zero-shot: Pearson r = {r.estimate:.3f} [{r.low:.3f}, {r.high:.3f}] "
+               f"(n = {report.correlation.n}; 95% bootstrap interval)")
+    for warning in report.layer_warnings:
+        click.echo(f"warning: {warning}")
 
 
 @genies.command("report")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def genies_report(run_dir):
     """Rebuild RUN_DIR/report.md and its plots from RUN_DIR/results.csv."""
-    from dataclasses import asdict
-
     from genies.report import write_report
 
     report = write_report(run_dir)
-    print_table([asdict(s) for s in report.summaries],
-                ["method", "n_shifts", "generalization_accuracy", "source_accuracy", "differential_elicitation", "elicitation"])
-    click.echo(f"generalization vs zero-shot: Pearson r = {report.correlation.pearson_r:.3f} (n = {report.correlation.n})")
+    print_report_summary(report)
     click.echo(f"wrote {report.path}")
 
 
@@ -214,14 +233,16 @@ def genies_report(run_dir):
 @click.argument("run_a", type=click.Path(path_type=Path))
 @click.argument("run_b", type=click.Path(path_type=Path))
 def genies_compare(run_a, run_b):
-    """Correlate per-shift generalization accuracy of two runs, per method and overall."""
+    """Correlate per-shift generalization accuracy of two runs, per method and overall, with 95% intervals."""
     from dataclasses import asdict
 
     from genies.compare import compare_run_dirs
 
     rows = [asdict(c) for c in compare_run_dirs(run_a, run_b)]
-    print_table(rows, ["method", "n", "pearson_r", "mean_a", "mean_b"])
-    click.echo(f"A = {run_a}, B = {run_b}; pearson_r over per-shift generalization accuracy")
+    print_table(rows, ["method", "n", "pearson_r", "r_low", "r_high", "mean_a", "mean_b", "difference",
+                       "difference_low", "difference_high"])
+    click.echo(f"A = {run_a}, B = {run_b}; pearson_r over per-shift generalization accuracy; difference = mean_b - "
+               "mean_a; _low/_high: 95% bootstrap interval (shifts resampled jointly, examples within each run)")
 
 
 # ----------------------------------------------------------------------------- actstore
@@ -445,6 +466,11 @@ def probes_sweep(methods_spec, train_spec, eval_specs, layers_spec, out_dir, val
     print_table(best)
     for note in result.notes:
         click.echo(f"note: {note}")
+    from probes.sweep import LAYER_RULE, MIN_VALIDATION_PAIRS
+
+    click.echo(f"best_layer: the {LAYER_RULE}; near_ties: how many layers that was")
+    if any(b.small_validation for b in result.best):
+        click.echo(f"warning: the validation split has fewer than {MIN_VALIDATION_PAIRS} pairs: layer choices are noisy")
     click.echo(f"{len(result.rows)} rows in {csv_path}; plot {png_path}; {result.seconds:.1f} s")
 
 

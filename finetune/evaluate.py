@@ -15,7 +15,7 @@ import torch
 
 from finetune.sequences import EncodedSplit, TokenSequence
 from finetune.shared_prompts import score_grouped
-from probes.metrics import Metrics, compute_metrics, pair_indices, pair_margins
+from probes.metrics import ExampleOutcomes, Metrics, compute_metrics, example_outcomes, pair_indices, pair_margins
 
 TABLE_COLUMNS = [
     "method", "dataset", "split", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
@@ -35,6 +35,11 @@ class EvalResult:
     n_examples: int  # examples in the split (after --limit), kept or not
     dropped_examples: int  # longer than the model's context
     dropped_pairs: int
+
+    @property
+    def outcomes(self) -> ExampleOutcomes:
+        best, _ = pair_indices(self.example, self.is_best)
+        return example_outcomes(pair_margins(self.scores, self.example, self.is_best), self.example[best])
 
     def row(self) -> dict:
         return {

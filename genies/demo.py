@@ -10,7 +10,6 @@ layer sweep for one shift. Everything goes under ./demo-out (stores included), s
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -18,7 +17,7 @@ import click
 from actstore.demo_data import ensure_demo_data
 from actstore.errors import UserError
 from actstore.inventory import summarize
-from cli import print_table
+from cli import print_report_summary, print_table, with_interval
 from genies.plan import RunConfig
 from genies.runner import RunSummary, run_benchmark
 from manifests import load_manifest
@@ -64,14 +63,14 @@ def layer_sweep_plot(config: RunConfig, out: Path) -> Path:
 
 
 def print_summary(summary: RunSummary) -> None:
-    click.echo("\nPer-method means over the demo shifts:")
-    print_table([asdict(s) for s in summary.report.summaries],
-                ["method", "n_shifts", "generalization_accuracy", "source_accuracy", "zero_shot_accuracy",
-                 "differential_elicitation", "elicitation", "auroc", "brier", "rms_calibration_error"])
+    click.echo("\nPer-method means over the demo shifts (95% bootstrap bounds beside each):")
+    print_report_summary(summary.report)
     click.echo("\nPer shift:")
-    print_table([{"shift": r.shift_name, "method": r.method, "layer": r.layer, "generalization": r.generalization_accuracy,
-                  "source": r.source_accuracy, "zero_shot": r.zero_shot_accuracy,
-                  "ttc": r.target_tuned_capability, "de": r.differential_elicitation} for r in summary.rows])
+    print_table([{"shift": r.shift_name, "method": r.method, "layer": r.layer,
+                  "generalization": with_interval(r.generalization_accuracy, *r.interval("generalization_accuracy")),
+                  "source": r.source_accuracy, "zero_shot": r.zero_shot_accuracy, "ttc": r.target_tuned_capability,
+                  "de": with_interval(r.differential_elicitation, *r.interval("differential_elicitation"))}
+                 for r in summary.rows])
 
 
 def main() -> None:

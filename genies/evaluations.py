@@ -1,9 +1,12 @@
 """The runner's cache of finished work: one JSON file per evaluation, and the "done" checks.
 
 An evaluation file is written only after its metrics are computed (via a temporary file and a
-rename) and records the fingerprints of the data files it depends on; it is done while those
-files are unchanged, so a second run reads these files and does no model work. A fit directory
-is done when it is sealed (actstore/atomic.py) with the same fingerprints.
+rename). It records the fingerprints of the data files it depends on and a checksum of itself,
+and keeps each test example's outcome (pairs, correct pairs), which the report's bootstrap
+resamples. It is done while its data files are unchanged, its checksum matches and it has its
+outcomes (one written before they were kept is recomputed), so a second run reads these files
+and does no model work. A fit directory is done when it is sealed (actstore/atomic.py) with the
+same fingerprints.
 """
 
 from __future__ import annotations
@@ -11,33 +14,53 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 
 from actstore.atomic import is_complete, read_marker, write_text_atomic
 from actstore.data import fingerprint, resolve_data_dir, split_path
 from actstore.errors import UserError
 from actstore.store import find_store
-from genies.generalization import Evaluation
+from genies.generalization import Evaluation, ResultRow, RowEvaluations
 from genies.plan import DataFingerprints, DoneChecks
-from probes.metrics import Metrics
+from probes.metrics import ExampleOutcomes, Metrics
 
-
-def evaluation_from_metrics(method: str, trained_on: str, tested_on: str, metrics: Metrics, layer: int | None = None) -> Evaluation:
-    """The shared metrics module's result (probes.metrics.compute_metrics) as one Evaluation."""
-    return Evaluation(method=method, trained_on=trained_on, tested_on=tested_on, accuracy=metrics.accuracy, layer=layer,
-                      auroc=metrics.auroc, brier=metrics.brier, rms_calibration_error=metrics.rms_calibration_error)
-
-
+OUTCOMES_KEY = "outcomes"
 DATA_KEY = "data"  # the data fingerprints an evaluation was computed from
 CHECKSUM_KEY = "checksum"  # sha256 of the rest of the record: an edited or damaged file is never used
 
 
+def evaluation_from_metrics(method: str, trained_on: str, tested_on: str, metrics: Metrics, layer: int | None = None,
+                            outcomes: ExampleOutcomes | None = None, validation_pairs: int | None = None) -> Evaluation:
+    """The shared metrics module's result (probes.metrics.compute_metrics) as one Evaluation."""
+    return Evaluation(method=method, trained_on=trained_on, tested_on=tested_on, accuracy=metrics.accuracy, layer=layer,
+                      auroc=metrics.auroc, brier=metrics.brier, rms_calibration_error=metrics.rms_calibration_error,
+                      outcomes=outcomes, validation_pairs=validation_pairs)
+
+
+def evaluation_record(evaluation: Evaluation) -> dict:
+    """JSON-ready: NaN -> null, outcomes as lists."""
+    record = {f.name: getattr(evaluation, f.name) for f in fields(evaluation) if f.name != OUTCOMES_KEY}
+    record = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
+    if evaluation.outcomes is not None:
+        record[OUTCOMES_KEY] = evaluation.outcomes.as_dict()
+    return record
+
+
+def evaluation_from_record(record: dict) -> Evaluation:
+    outcomes = record.get(OUTCOMES_KEY)
+    return Evaluation(**{**record, OUTCOMES_KEY: None if outcomes is None else ExampleOutcomes.from_dict(outcomes)})
+
+
 def save_evaluation(path: Path, evaluation: Evaluation, data: DataFingerprints | None = None) -> Path:
-    record = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(evaluation).items()}
+    record = evaluation_record(evaluation)
     record[DATA_KEY] = data or {}
-    record[CHECKSUM_KEY] = _checksum(record)
-    return write_text_atomic(path, json.dumps(record, indent=1) + "\n")
+    return write_text_atomic(path, json.dumps(sealed(record), indent=1) + "\n")
+
+
+def sealed(record: dict) -> dict:
+    """``record`` with the checksum of its contents."""
+    return {**record, CHECKSUM_KEY: _checksum(record)}
 
 
 def _checksum(record: dict) -> str:
@@ -45,10 +68,10 @@ def _checksum(record: dict) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def _read_record(path: Path) -> dict | None:
+def read_sealed(path: Path) -> dict | None:
     """The saved record, or None when it is unreadable or does not match its checksum."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     if not isinstance(record, dict) or record.get(CHECKSUM_KEY) != _checksum(record):
@@ -58,13 +81,13 @@ def _read_record(path: Path) -> dict | None:
 
 def load_evaluation(path: Path) -> Evaluation:
     path = Path(path)
-    record = _read_record(path)
+    record = read_sealed(path)
     if record is None:
         raise UserError(f"{path}: not a saved evaluation, or changed since it was saved (checksum mismatch); "
                         "delete it to recompute")
     try:
-        return Evaluation(**{k: v for k, v in record.items() if k not in (DATA_KEY, CHECKSUM_KEY)})
-    except TypeError as err:
+        return evaluation_from_record({k: v for k, v in record.items() if k not in (DATA_KEY, CHECKSUM_KEY)})
+    except (TypeError, KeyError, ValueError, AttributeError) as err:
         raise UserError(f"{path}: not a saved evaluation ({err}); delete it to recompute") from None
 
 
@@ -81,7 +104,7 @@ def recorded_data(where: str | Path) -> DataFingerprints | None:
         return {f"{meta['dataset']}/{meta['split']}": meta["fingerprint"]} if meta.get("fingerprint") else None
     if where.is_dir():
         return read_marker(where).get(DATA_KEY) if is_complete(where) else None
-    record = _read_record(where)
+    record = read_sealed(where)
     return record.get(DATA_KEY) if record is not None else None
 
 
@@ -99,13 +122,54 @@ class DataFiles:
         return self._known[(dataset, split)]
 
 
+def is_done(path: Path) -> bool:
+    """A sealed fit directory; an evaluation file that matches its checksum and keeps its per-example outcomes."""
+    path = Path(path)
+    if path.is_dir():
+        return is_complete(path)
+    record = read_sealed(path)
+    return record is not None and OUTCOMES_KEY in record
+
+
 def filesystem_checks(data_dir: str | None = None) -> DoneChecks:
-    """Done = a complete store at the URL, a sealed directory or a file at the path; each made from
-    the data files as they are now in ``data_dir``."""
+    """Done = a complete store at the URL, or a finished fit or evaluation at the path (``is_done``),
+    each made from the data files as they are now in ``data_dir``."""
     files = DataFiles(data_dir)
-    return DoneChecks(store_complete=store_is_complete, path_exists=_finished, recorded_data=recorded_data,
+    return DoneChecks(store_complete=store_is_complete, path_exists=is_done, recorded_data=recorded_data,
                       data_fingerprint=files.fingerprint)
 
 
-def _finished(path: Path) -> bool:
-    return is_complete(path) if path.is_dir() else path.is_file()
+ROW_OUTCOMES_FILE = "outcomes.json"  # RUN_DIR: the evaluations behind each results.csv row, with their outcomes
+ROLES = ("generalization", "source", "zero_shot", "target_tuned")
+
+
+def write_row_evaluations(path: Path, rows: list[tuple[ResultRow, RowEvaluations]]) -> Path:
+    """Each evaluation once (by key), then per row the keys of its four evaluations."""
+    evaluations: dict[str, dict] = {}
+    index = []
+    for row, found in rows:
+        keys = {}
+        for role in ROLES:
+            evaluation = getattr(found, role)
+            evaluations.setdefault(evaluation.key, evaluation_record(evaluation))
+            keys[role] = evaluation.key
+        index.append({"source": row.source, "target": row.target, "method": row.method, "evaluations": keys})
+    return write_text_atomic(path, json.dumps(sealed({"evaluations": evaluations, "rows": index}),
+                                              separators=(",", ":")) + "\n")
+
+
+def read_row_evaluations(run_dir: Path) -> dict[tuple[str, str, str], RowEvaluations] | None:
+    """{(source, target, method): RowEvaluations} from RUN_DIR/outcomes.json; None when the run has none."""
+    path = Path(run_dir) / ROW_OUTCOMES_FILE
+    if not path.is_file():
+        return None
+    record = read_sealed(path)
+    if record is None:
+        raise UserError(f"{path}: not a valid outcomes file, or changed since it was written (checksum mismatch); "
+                        "rerun `genies run` to rewrite it")
+    try:
+        evaluations = {key: evaluation_from_record(value) for key, value in record["evaluations"].items()}
+        return {(r["source"], r["target"], r["method"]): RowEvaluations(*(evaluations[r["evaluations"][role]] for role in ROLES))
+                for r in record["rows"]}
+    except (TypeError, KeyError, ValueError, AttributeError) as err:
+        raise UserError(f"{path}: not a valid outcomes file ({err}); rerun `genies run` to rewrite it") from None

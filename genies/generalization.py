@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
 from manifests import Shift
+from probes.metrics import ExampleOutcomes
 
 ZERO_SHOT = "zero-shot"
 UNTRAINED = ""
@@ -40,6 +41,17 @@ class Evaluation:
     auroc: float | None = None
     brier: float | None = None
     rms_calibration_error: float | None = None
+    outcomes: ExampleOutcomes | None = None  # per example: what a bootstrap resamples
+    validation_pairs: int | None = None  # pairs of the validation split that chose the layer
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}|{self.trained_on}|{self.tested_on}"
+
+
+# Accuracies (and ratios of accuracies) that carry a bootstrap interval: `<name>_low` / `<name>_high`.
+INTERVAL_METRICS = ("generalization_accuracy", "source_accuracy", "zero_shot_accuracy", "target_tuned_capability",
+                    "differential_elicitation", "elicitation")
 
 
 @dataclass(frozen=True)
@@ -63,10 +75,44 @@ class ResultRow:
     brier: float | None = None
     rms_calibration_error: float | None = None
     target_tuned_method: str = ""
+    validation_pairs: int | None = None
+    generalization_accuracy_low: float | None = None
+    generalization_accuracy_high: float | None = None
+    source_accuracy_low: float | None = None
+    source_accuracy_high: float | None = None
+    zero_shot_accuracy_low: float | None = None
+    zero_shot_accuracy_high: float | None = None
+    target_tuned_capability_low: float | None = None
+    target_tuned_capability_high: float | None = None
+    differential_elicitation_low: float | None = None
+    differential_elicitation_high: float | None = None
+    elicitation_low: float | None = None
+    elicitation_high: float | None = None
 
     @property
     def shift_name(self) -> str:
         return f"{self.source}->{self.target}"
+
+    @property
+    def shift(self) -> tuple[str, str]:
+        return self.source, self.target
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.source, self.target, self.method
+
+    def interval(self, metric: str) -> tuple[float | None, float | None]:
+        return getattr(self, f"{metric}_low"), getattr(self, f"{metric}_high")
+
+
+@dataclass(frozen=True)
+class RowEvaluations:
+    """The evaluations behind one result row (their per-example outcomes feed the bootstrap)."""
+
+    generalization: Evaluation
+    source: Evaluation
+    zero_shot: Evaluation
+    target_tuned: Evaluation
 
 
 def differential_elicitation(generalization: float, zero_shot: float, target_tuned_capability: float) -> float:
@@ -126,7 +172,17 @@ def result_rows(
     methods: Iterable[str] | None = None,
     training_set: Callable[[Shift], str] = lambda shift: shift.source,
 ) -> list[ResultRow]:
-    """One ResultRow per shift x method, from the runner's evaluations.
+    """One ResultRow per shift x method, from the runner's evaluations (see :func:`rows_with_evaluations`)."""
+    return [row for row, _ in rows_with_evaluations(shifts, evaluations, methods, training_set)]
+
+
+def rows_with_evaluations(
+    shifts: Iterable[Shift],
+    evaluations: Iterable[Evaluation],
+    methods: Iterable[str] | None = None,
+    training_set: Callable[[Shift], str] = lambda shift: shift.source,
+) -> list[tuple[ResultRow, RowEvaluations]]:
+    """One ResultRow per shift x method, from the runner's evaluations, with the evaluations it came from.
 
     ``training_set`` names what each method was fitted on for a shift (the source, or the source
     mixed with a few target examples in the sensitivity analysis). TTC is taken over every
@@ -143,12 +199,14 @@ def result_rows(
             if found is not None:
                 in_distribution[method] = found.accuracy
         ttc_method, ttc = target_tuned_capability(in_distribution)
-        zero_shot = _need(index, ZERO_SHOT, UNTRAINED, shift.target).accuracy
+        ttc_evaluation = _need(index, ttc_method, reference, reference)
+        zero_shot_evaluation = _need(index, ZERO_SHOT, UNTRAINED, shift.target)
+        zero_shot = zero_shot_evaluation.accuracy
         trained_on = training_set(shift)
         for method in methods:
             target = _need(index, method, trained_on, shift.target)
             source = _need(index, method, trained_on, shift.source)
-            rows.append(ResultRow(
+            rows.append((ResultRow(
                 source=shift.source, target=shift.target, target_reference=reference, label=shift.label,
                 category=shift.category, method=method, layer=target.layer,
                 generalization_accuracy=target.accuracy, source_accuracy=source.accuracy,
@@ -156,6 +214,6 @@ def result_rows(
                 differential_elicitation=differential_elicitation(target.accuracy, zero_shot, ttc),
                 elicitation=elicitation(target.accuracy, ttc),
                 auroc=target.auroc, brier=target.brier, rms_calibration_error=target.rms_calibration_error,
-                target_tuned_method=ttc_method,
-            ))
+                target_tuned_method=ttc_method, validation_pairs=target.validation_pairs,
+            ), RowEvaluations(target, source, zero_shot_evaluation, ttc_evaluation)))
     return rows

@@ -42,6 +42,8 @@ LIVE_UNTRAINED = frozenset({"few-shot"})  # its "training set" gives the shots
 METHODS = (ZERO_SHOT, *PROBE_VIEWS, "few-shot", "lora", "prompt-tuning")
 DEFAULT_METHODS = (ZERO_SHOT, "mms", "lat", "ccs", "cra", "logreg", "random")
 EVAL_SPLIT, TRAIN_SPLIT = "test", "train"
+# Names the layer rule (probes.sweep.LAYER_RULE), so fits whose layers an earlier rule chose are not reused.
+BEST_LAYER_TAG = "layer-best-1se"
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class RunConfig:
 
     @property
     def layer_tag(self) -> str:
-        return "layer-best" if self.layer == "best" else f"layer{self.layer}"
+        return BEST_LAYER_TAG if self.layer == "best" else f"layer{self.layer}"
 
 
 @dataclass(frozen=True)

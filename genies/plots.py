@@ -12,20 +12,41 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from genies.generalization import ZERO_SHOT, ResultRow  # noqa: E402
-from genies.summary import Correlation, MethodSummary  # noqa: E402
+from genies.uncertainty import Interval, RunBootstrap  # noqa: E402
 
 
-def zero_shot_scatter(rows: Sequence[ResultRow], correlation: Correlation, path: Path) -> Path:
-    """Generalization vs zero-shot accuracy, one point per shift x method (zero-shot left out)."""
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+def _error(estimate: float, found: Interval) -> tuple[float, float]:
+    """matplotlib's (below, above) error lengths; zero where the interval is unknown."""
+    if not found.known:
+        return 0.0, 0.0
+    return max(estimate - found.low, 0.0), max(found.high - estimate, 0.0)
+
+
+def zero_shot_scatter(rows: Sequence[ResultRow], bootstrap: RunBootstrap, correlation: Interval, path: Path) -> Path:
+    """Generalization vs zero-shot accuracy, one point per shift x method (zero-shot left out), each with its
+    per-shift intervals on both axes and its shift number (as in the report's per-shift table)."""
+    fig, ax = plt.subplots(figsize=(7, 6.3))
+    shifts = list(dict.fromkeys(r.shift for r in rows))
     methods = list(dict.fromkeys(r.method for r in rows if r.method != ZERO_SHOT))
     for method in methods:
         mine = [r for r in rows if r.method == method]
-        ax.scatter([r.zero_shot_accuracy for r in mine], [r.generalization_accuracy for r in mine], s=18, label=method, alpha=0.8)
+        x, y = [r.zero_shot_accuracy for r in mine], [r.generalization_accuracy for r in mine]
+        xerr = list(zip(*(_error(r.zero_shot_accuracy, bootstrap.row_interval(r, "zero_shot_accuracy")) for r in mine)))
+        yerr = list(zip(*(_error(r.generalization_accuracy, bootstrap.row_interval(r, "generalization_accuracy"))
+                          for r in mine)))
+        bars = ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=3.5, lw=0.6, alpha=0.75, capsize=0, label=method)
+        for r, xi, yi in zip(mine, x, y):
+            ax.annotate(str(shifts.index(r.shift) + 1), (xi, yi), xytext=(2, 2), textcoords="offset points",
+                        fontsize=5, color=bars.lines[0].get_color())
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="y = x")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="zero-shot accuracy on target", ylabel="generalization accuracy")
-    r_text = "n/a" if math.isnan(correlation.pearson_r) else f"{correlation.pearson_r:.2f}"
-    ax.set_title(f"Generalization vs zero-shot (Pearson r = {r_text}, n = {correlation.n}; paper: 0.7)", fontsize=9)
+    r_text = "n/a" if math.isnan(correlation.estimate) else f"{correlation.estimate:.2f}"
+    if correlation.known:
+        r_text += f" [{correlation.low:.2f}, {correlation.high:.2f}]"
+    bars_text = ("bars: 95% bootstrap intervals (test examples resampled)" if bootstrap.rows_with_outcomes
+                 else "no per-shift intervals: the run kept no per-example outcomes")
+    ax.set_title(f"Generalization vs zero-shot: r = {r_text} (n = {sum(r.method != ZERO_SHOT for r in rows)}; "
+                 f"paper 0.7)\n{bars_text}; numbers: shifts", fontsize=9)
     if methods:
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -34,17 +55,22 @@ def zero_shot_scatter(rows: Sequence[ResultRow], correlation: Correlation, path:
     return Path(path)
 
 
-def method_bars(summaries: Sequence[MethodSummary], paper_means: dict[str, float], path: Path) -> Path:
-    """Mean generalization accuracy per method, with the paper's llama-30b mean beside it."""
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(summaries) + 2), 4))
-    positions = range(len(summaries))
+def method_bars(means: dict[str, Interval], paper_means: dict[str, float], path: Path, *,
+                resampled: str = "shifts and examples") -> Path:
+    """Mean generalization accuracy per method with its 95% interval, and the paper's llama-30b mean beside it."""
+    methods = list(means)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(methods) + 2), 4))
+    positions = range(len(methods))
     width = 0.4
-    ax.bar([p - width / 2 for p in positions], [s.generalization_accuracy for s in summaries], width, label="this run")
-    paper = [paper_means.get(s.method, math.nan) for s in summaries]
+    estimates = [means[m].estimate for m in methods]
+    errors = list(zip(*(_error(means[m].estimate, means[m]) for m in methods))) or None
+    ax.bar([p - width / 2 for p in positions], estimates, width, yerr=errors, capsize=3,
+           label=f"this run (95% interval: {resampled} resampled)")
+    paper = [paper_means.get(m, math.nan) for m in methods]
     if any(not math.isnan(v) for v in paper):
         ax.bar([p + width / 2 for p in positions], paper, width, label="paper, llama-30b (same shifts)")
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_xticks(list(positions), [s.method for s in summaries], rotation=30, ha="right")
+    ax.set_xticks(list(positions), methods, rotation=30, ha="right")
     ax.set(ylim=(0, 1), ylabel="mean generalization accuracy")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Sequence
 
 from actstore.errors import UserError
+from genies.evaluations import ROW_OUTCOMES_FILE, read_row_evaluations
 from genies.generalization import ZERO_SHOT, ResultRow
-from genies.paper import PAPER_INTERVENTION, PAPER_MODEL, paper_figure, paper_rows
+from genies.paper import INTERVENTIONS, NOT_COMPARABLE, PAPER_INTERVENTION, PAPER_MODEL, paper_figure, paper_rows
 from genies.plots import method_bars, zero_shot_scatter
 from genies.results_csv import load_run
-from genies.summary import (Correlation, MethodSummary, group_means, mean, method_summaries, methods_in_order,
-                            pearson, zero_shot_correlation)
+from genies.summary import (Correlation, MethodSummary, mean, method_summaries, methods_in_order, pearson,
+                            zero_shot_correlation)
+from genies.uncertainty import LEVEL, N_BOOTSTRAP, Interval, PairedDifference, RunBootstrap, shift_correlation
+from probes.sweep import LAYER_RULE, MIN_VALIDATION_PAIRS
 
 REPORT_FILE = "report.md"
 RUN_INFO_FILE = "run.json"  # written by the runner: command, model, manifest, timings
@@ -37,6 +40,20 @@ class Report:
     summaries: list[MethodSummary]
     correlation: Correlation
     paper_correlation: Correlation
+    bootstrap: RunBootstrap
+    correlation_interval: Interval
+    layer_warnings: list[str]
+
+    def summary_rows(self) -> list[dict]:
+        """Per method, for console tables: each mean with its interval's bounds beside it."""
+        rows = []
+        for s in self.summaries:
+            row = {"method": s.method, "n_shifts": s.n_shifts}
+            for _, name, _ in MEAN_COLUMNS:
+                found = self.bootstrap.mean_interval(s.method, name)
+                row.update({name: found.estimate, f"{name}_low": found.low, f"{name}_high": found.high})
+            rows.append(row)
+        return rows
 
 
 def read_run_info(run_dir: Path) -> dict:
@@ -65,18 +82,31 @@ def paper_comparisons(rows: Sequence[ResultRow]) -> dict[str, PaperComparison]:
     return out
 
 
+def paper_points(rows: Sequence[ResultRow]) -> list[tuple[tuple[str, str], float, float]]:
+    """(shift, zero-shot, generalization) of the paper's interventions but zero_shot, on this run's shifts."""
+    shifts = {(r.source, r.target) for r in rows}
+    return [((p.source, p.target), p.zero_shot_accuracy, p.generalization_accuracy) for p in paper_rows(shifts)
+            if p.intervention != "zero_shot" and p.zero_shot_accuracy is not None]
+
+
 def paper_zero_shot_correlation(rows: Sequence[ResultRow]) -> Correlation:
     """The paper's generalization-vs-zero-shot r over this run's shifts, pooled over its interventions."""
-    shifts = {(r.source, r.target) for r in rows}
-    points = [(p.zero_shot_accuracy, p.generalization_accuracy) for p in paper_rows(shifts)
-              if p.intervention != "zero_shot" and p.zero_shot_accuracy is not None]
-    return Correlation("paper", len(points), pearson([p[0] for p in points], [p[1] for p in points]))
+    points = paper_points(rows)
+    return Correlation("paper", len(points), pearson([p[1] for p in points], [p[2] for p in points]))
 
 
 def _num(value: float | None, signed: bool = False) -> str:
     if value is None or math.isnan(value):
         return "–"
+    value = value if round(value, 3) else 0.0  # no "-0.000"
     return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _ci(found: Interval, signed: bool = False) -> str:
+    """'0.479 [0.431, 0.527]', or the estimate alone when its interval is unknown."""
+    if not found.known:
+        return _num(found.estimate, signed)
+    return f"{_num(found.estimate, signed)} [{_num(found.low, signed)}, {_num(found.high, signed)}]"
 
 
 def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
@@ -85,7 +115,7 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
     return lines + [""]
 
 
-def _run_lines(run_dir: Path, info: dict, rows: Sequence[ResultRow]) -> list[str]:
+def _run_lines(run_dir: Path, info: dict, rows: Sequence[ResultRow], bootstrap: RunBootstrap) -> list[str]:
     lines = ["# GENIES run report", ""]
     for key in ("command", "model", "manifest"):  # each run's start and wall time: the history below
         if key in info:
@@ -98,48 +128,145 @@ def _run_lines(run_dir: Path, info: dict, rows: Sequence[ResultRow]) -> list[str
         lines.append(f"- run {number} ({run.get('started_at', '?')}): {run.get('wall_time_s', '?')} s, {work}")
     n_shifts = len({(r.source, r.target) for r in rows})
     lines += [f"- run directory: `{run_dir}`", f"- {n_shifts} shifts x {len(methods_in_order(rows))} methods "
-              f"({len(rows)} rows of `results.csv`)", ""]
+              f"({len(rows)} rows of `results.csv`)", _uncertainty_line(bootstrap), ""]
     return lines
 
 
-def _summary_lines(summaries: Sequence[MethodSummary], paper: dict[str, PaperComparison]) -> list[str]:
-    header = ["method", "shifts", "generalization", "source", "zero-shot", "DE", "El", "AUROC", "Brier", "RMS cal.",
+def _uncertainty_line(bootstrap: RunBootstrap) -> str:
+    what = (f"- uncertainty: [low, high] = {LEVEL:.0%} percentile bootstrap interval, {bootstrap.n_bootstrap} "
+            f"replicates, seed {bootstrap.seed}; ")
+    if bootstrap.example_level:
+        return what + "per shift: test examples resampled; means over shifts: shifts, then examples, resampled."
+    return what + (f"**only {bootstrap.rows_with_outcomes} of {len(bootstrap.rows)} rows kept per-example outcomes** "
+                   f"(`{ROW_OUTCOMES_FILE}`; runs made before they were kept): per-shift intervals are unknown for "
+                   "the others, and means over shifts resample shifts only there, so those intervals are too narrow. "
+                   "Rerunning the same `genies run` command recomputes the evaluations (no extraction) and adds them.")
+
+
+MEAN_COLUMNS = (("generalization", "generalization_accuracy", False), ("source", "source_accuracy", False),
+                ("zero-shot", "zero_shot_accuracy", False), ("DE", "differential_elicitation", True),
+                ("El", "elicitation", False))
+
+
+def _summary_lines(summaries: Sequence[MethodSummary], paper: dict[str, PaperComparison],
+                   bootstrap: RunBootstrap) -> list[str]:
+    header = ["method", "shifts", *(short for short, _, _ in MEAN_COLUMNS), "AUROC", "Brier", "RMS cal.",
               f"paper {PAPER_MODEL} (intervention, shifts)", "paper generalization", "paper DE"]
     body = []
     for s in summaries:
         p = paper.get(s.method)
-        body.append([s.method, s.n_shifts, _num(s.generalization_accuracy), _num(s.source_accuracy),
-                     _num(s.zero_shot_accuracy), _num(s.differential_elicitation, True), _num(s.elicitation),
+        body.append([s.method, s.n_shifts,
+                     *(_ci(bootstrap.mean_interval(s.method, name), signed) for _, name, signed in MEAN_COLUMNS),
                      _num(s.auroc), _num(s.brier), _num(s.rms_calibration_error),
                      f"{p.intervention}, {p.n_shifts}" if p else "–",
                      _num(p.generalization_accuracy) if p else "–", _num(p.differential_elicitation, True) if p else "–"])
     return ["## Per-method means over the manifest", ""] + _table(header, body)
 
 
-def _group_lines(title: str, rows: Sequence[ResultRow], group, metrics: Sequence[tuple[str, str, bool]]) -> list[str]:
-    groups = list(dict.fromkeys(group(r) for r in rows))
-    header = ["method"] + [f"{short} {g}".strip() for short, _, _ in metrics for g in groups]
-    tables = {name: group_means(rows, group, name) for _, name, _ in metrics}
-    body = [[method] + [_num(tables[name][method][g], signed) for _, name, signed in metrics for g in groups]
-            for method in methods_in_order(rows)]
-    return [f"## {title}", ""] + _table(header, body)
-
-
-def _shift_lines(rows: Sequence[ResultRow]) -> list[str]:
-    header = ["shift", "label", "category", "method", "layer", "generalization", "source", "zero-shot",
-              "TTC (best method)", "DE", "El", "AUROC", "RMS cal.", f"paper {PAPER_MODEL} generalization", "paper DE"]
+def _counterpart_lines(methods: Sequence[str]) -> list[str]:
+    """Which of this run's methods sit in a paper column (the same method) and which do not, and why."""
+    lines = ["## Paper counterparts", "",
+             f"A method of this run is compared with the paper's {PAPER_MODEL} figures only where it is the same "
+             "method (settings may differ: see the notes).", ""]
     body = []
+    for method in methods:
+        if method in PAPER_INTERVENTION:
+            body.append([method, PAPER_INTERVENTION[method], "yes"])
+        else:
+            body.append([method, "–", f"no: {NOT_COMPARABLE.get(method, 'no counterpart in the paper')}"])
+    lines += _table(["method", "paper intervention", "comparable"], body)
+    covered = {PAPER_INTERVENTION[m] for m in methods if m in PAPER_INTERVENTION}
+    missing = [i for i in INTERVENTIONS if i not in covered]
+    if missing:
+        lines += [f"Paper interventions without a comparable method in this run: {', '.join(missing)}.", ""]
+    return lines
+
+
+def _difference_lines(bootstrap: RunBootstrap) -> list[str]:
+    lines = ["## Which differences are resolved", "",
+             f"Every pair of methods: the mean over shared shifts of (A - B), with a paired {LEVEL:.0%} bootstrap "
+             "interval (the same shift and example resamples for both methods). Resolved: the interval excludes 0. "
+             "Wins: shifts where A (or B) is higher.", ""]
+    header = ["A", "B", "shifts", "generalization A - B", "resolved", "wins A / B / ties", "DE A - B", "resolved",
+              "wins A / B / ties"]
+    body = []
+    for gen, de in zip(bootstrap.differences("generalization_accuracy"), bootstrap.differences("differential_elicitation")):
+        body.append([gen.a, gen.b, gen.n_shifts, _ci(gen.difference, True), _resolved(gen),
+                     f"{gen.a_wins} / {gen.b_wins} / {gen.ties}", _ci(de.difference, True), _resolved(de),
+                     f"{de.a_wins} / {de.b_wins} / {de.ties}"])
+    resolved = [d for d in bootstrap.differences("generalization_accuracy") if d.resolved]
+    summary = ("Resolved generalization differences: " + (", ".join(
+        f"{d.a} {'>' if d.difference.estimate > 0 else '<'} {d.b}" for d in resolved) or "none") + ".")
+    return lines + _table(header, body) + [summary, ""]
+
+
+def _resolved(difference: PairedDifference) -> str:
+    if not difference.difference.known:
+        return "–"
+    return "**yes**" if difference.resolved else "no"
+
+
+def _group_lines(title: str, rows: Sequence[ResultRow], group, metrics: Sequence[tuple[str, str, bool]],
+                 bootstrap: RunBootstrap) -> list[str]:
+    groups = list(dict.fromkeys(group(r) for r in rows))
+    shifts = {g: list(dict.fromkeys(r.shift for r in rows if group(r) == g)) for g in groups}
+    header = ["method"] + [f"{short} {g} ({len(shifts[g])})".strip() for short, _, _ in metrics for g in groups]
+    body = [[method] + [_ci(bootstrap.mean_interval(method, name, shifts[g], name=g), signed)
+                        for _, name, signed in metrics for g in groups]
+            for method in methods_in_order(rows)]
+    return [f"## {title}", "", "Column headers give the number of shifts in each group.", ""] + _table(header, body)
+
+
+def layer_warnings(rows: Sequence[ResultRow]) -> list[str]:
+    """One line per (method, training source) whose layer was chosen on fewer than MIN_VALIDATION_PAIRS pairs."""
+    small = dict.fromkeys((r.method, r.source, r.layer, r.validation_pairs) for r in rows
+                          if r.validation_pairs is not None and r.validation_pairs < MIN_VALIDATION_PAIRS)
+    return [f"{method} trained on {source}: {'its top-k layers' if layer is None else f'layer {layer}'} chosen on "
+            f"{pairs} validation pairs (< {MIN_VALIDATION_PAIRS})" for method, source, layer, pairs in small]
+
+
+def _layer_lines(rows: Sequence[ResultRow], warnings: list[str], layer_setting) -> list[str]:
+    chosen = [r for r in rows if r.validation_pairs is not None]
+    lines = ["## Layer selection", ""]
+    if not chosen:
+        if layer_setting in (None, "best") and any(r.layer is not None and r.method != "random" for r in rows):
+            return lines + ["`results.csv` records no validation sizes (it predates them): with `--layer best` these "
+                            "layers may have been chosen by the earlier rule, the plain argmax of validation accuracy, "
+                            f"and their validation sizes are unknown. The current rule is the {LAYER_RULE}.", ""]
+        return lines + ["No layer in this run was chosen on validation data (a fixed `--layer`).", ""]
+    sizes = sorted({r.validation_pairs for r in chosen})
+    lines += [f"With `--layer best` each probe's layer is the {LAYER_RULE}, on a validation split of the source's "
+              f"training data (never a test split); the chance baseline random takes the middle layer; lat-stim and "
+              f"lat-stim-1 keep their top-k layers by accuracy on such a split. Validation "
+              f"splits here hold {sizes[0]} to {sizes[-1]} pairs (the `validation pairs` column below). Below "
+              f"{MIN_VALIDATION_PAIRS} pairs the standard error of a validation accuracy exceeds 0.05, and the layer "
+              "choice is mostly noise.", ""]
+    if warnings:
+        lines += [f"**Warning: {len(warnings)} layer choices rest on fewer than {MIN_VALIDATION_PAIRS} validation "
+                  "pairs:**", ""] + [f"- {w}" for w in warnings] + [""]
+    return lines
+
+
+def _shift_lines(rows: Sequence[ResultRow], bootstrap: RunBootstrap) -> list[str]:
+    header = ["#", "shift", "label", "category", "method", "layer", "validation pairs", "generalization", "source",
+              "zero-shot", "TTC (best method)", "DE", "El", "AUROC", "RMS cal.", f"paper {PAPER_MODEL} generalization",
+              "paper DE"]
+    body = []
+    shifts = list(dict.fromkeys(r.shift for r in rows))
     for r in rows:
         p = paper_figure(r.source, r.target, r.method)
         reference = "" if r.target_reference == r.target else f" [ref {r.target_reference}]"
-        ttc = f"{_num(r.target_tuned_capability)} ({r.target_tuned_method})" if r.target_tuned_method else _num(r.target_tuned_capability)
-        body.append([f"{r.source} -> {r.target}{reference}", r.label, r.category, r.method,
-                     "" if r.layer is None else r.layer, _num(r.generalization_accuracy), _num(r.source_accuracy),
-                     _num(r.zero_shot_accuracy), ttc, _num(r.differential_elicitation, True), _num(r.elicitation),
-                     _num(r.auroc), _num(r.rms_calibration_error),
+        ttc = _ci(bootstrap.row_interval(r, "target_tuned_capability"))
+        ttc = f"{ttc} ({r.target_tuned_method})" if r.target_tuned_method else ttc
+        body.append([shifts.index(r.shift) + 1, f"{r.source} -> {r.target}{reference}", r.label, r.category, r.method,
+                     "" if r.layer is None else r.layer, "" if r.validation_pairs is None else r.validation_pairs,
+                     *(_ci(bootstrap.row_interval(r, m)) for m in ("generalization_accuracy", "source_accuracy",
+                                                                   "zero_shot_accuracy")),
+                     ttc, _ci(bootstrap.row_interval(r, "differential_elicitation"), True),
+                     _ci(bootstrap.row_interval(r, "elicitation")), _num(r.auroc), _num(r.rms_calibration_error),
                      _num(p.generalization_accuracy) if p else "–",
                      _num(p.differential_elicitation, True) if p else "–"])
-    return ["## Per-shift results", ""] + _table(header, body)
+    return ["## Per-shift results", "", "`#` numbers the shifts as in the scatter plot.", ""] + _table(header, body)
 
 
 NOTES = [
@@ -149,41 +276,62 @@ NOTES = [
     "test split; zero-shot: the untrained log-likelihood baseline on the target; TTC: the best method trained and "
     "tested on the target reference's own splits; DE = (generalization - zero-shot) / TTC; El = generalization / TTC.",
     "- layer: the probe's layer; with `--layer best`, chosen per method and source on a validation split of the "
-    "source's training data (never a test split), except the chance baseline random, which takes the middle layer.",
-    "- Paper figures: llama-30b from the GENIES reference results (`manifests/paper-results.csv`). Method "
-    "counterparts: " + ", ".join(f"{m} = {i}" for m, i in PAPER_INTERVENTION.items()) + ". The paper's LAT "
-    "(lat_stim_1) is a class-mean difference, not PCA; its ccs accuracy is per response with the sign chosen on the "
-    "target; its TTC is re-derived as a best-of-interventions maximum (see manifests/README.md).",
+    "source's training data (never a test split), except the chance baseline random, which takes the middle layer "
+    "(see Layer selection).",
+    "- Paper figures: llama-30b from the GENIES reference results (`manifests/paper-results.csv`). Same methods: "
+    + ", ".join(f"{m} = {i}" for m, i in PAPER_INTERVENTION.items()) + ". The paper's LAT (lat_stim_1/2) is a "
+    "class-mean difference over its top-16 layers, not PCA; its ccs accuracy is per response with the sign chosen on "
+    "the target; its live methods ran on llama-30b in 4-bit with their own step counts; its TTC is re-derived as a "
+    "best-of-interventions maximum (see manifests/README.md).",
+    "- Intervals (genies/uncertainty.py): every evaluation on one test split uses the same example resamples, so "
+    "methods on a shift, and generalization with zero-shot in DE, are compared example by example; TTC keeps the "
+    "method that was best on the full data and resamples the reference's test examples. Means resample shifts, "
+    "then examples. AUROC, Brier and RMS calibration error are point estimates (no interval); the paper's figures "
+    "have no per-example outcomes, so only shifts are resampled for its r.",
     "",
 ]
 
 
-def write_report(run_dir: Path) -> Report:
-    """(Re)build RUN_DIR/report.md and its plots from RUN_DIR/results.csv."""
+def write_report(run_dir: Path, *, n_bootstrap: int = N_BOOTSTRAP) -> Report:
+    """(Re)build RUN_DIR/report.md and its plots from RUN_DIR/results.csv (and outcomes.json, if kept).
+
+    Deterministic: the bootstrap is seeded with the run's seed, so the same inputs give the same bytes."""
     run_dir = Path(run_dir)
     rows = load_run(run_dir)
     info = read_run_info(run_dir)
+    bootstrap = RunBootstrap(rows, read_row_evaluations(run_dir), n_bootstrap=n_bootstrap, seed=int(info.get("seed", 0)))
     summaries = method_summaries(rows)
     paper = paper_comparisons(rows)
     correlation = zero_shot_correlation(rows)
+    correlation_interval = bootstrap.zero_shot_correlation()
     paper_correlation = paper_zero_shot_correlation(rows)
-    zero_shot_scatter(rows, correlation, run_dir / SCATTER_FILE)
-    method_bars(summaries, {m: p.generalization_accuracy for m, p in paper.items()}, run_dir / BARS_FILE)
-    lines = _run_lines(run_dir, info, rows)
-    lines += _summary_lines(summaries, paper)
+    paper_interval = shift_correlation(paper_points(rows), bootstrap.shifts, n_bootstrap=n_bootstrap, seed=bootstrap.seed)
+    means = {s.method: bootstrap.mean_interval(s.method, "generalization_accuracy") for s in summaries}
+    zero_shot_scatter(rows, bootstrap, correlation_interval, run_dir / SCATTER_FILE)
+    method_bars(means, {m: p.generalization_accuracy for m, p in paper.items()}, run_dir / BARS_FILE,
+                resampled="shifts and examples" if bootstrap.example_level else "shifts only")
+    lines = _run_lines(run_dir, info, rows, bootstrap)
+    lines += _summary_lines(summaries, paper, bootstrap)
+    lines += _counterpart_lines(methods_in_order(rows))
+    lines += _difference_lines(bootstrap)
     lines += _group_lines("Extreme vs probing shifts", rows, lambda r: r.label,
-                          [("generalization", "generalization_accuracy", False), ("DE", "differential_elicitation", True)])
+                          [("generalization", "generalization_accuracy", False), ("DE", "differential_elicitation", True)],
+                          bootstrap)
     lines += _group_lines("Per category (mean generalization accuracy)", rows, lambda r: r.category,
-                          [("", "generalization_accuracy", False)])
+                          [("", "generalization_accuracy", False)], bootstrap)
     lines += [
         "## Generalization vs zero-shot accuracy", "",
-        f"Pearson r = {_num(correlation.pearson_r)} over {correlation.n} (shift, method) points, every method but "
-        f"{ZERO_SHOT}. The paper reports r = 0.7; its llama-30b results on these shifts give "
-        f"r = {_num(paper_correlation.pearson_r)} (n = {paper_correlation.n}).", "",
+        f"Pearson r = {_ci(correlation_interval)} over {correlation.n} (shift, method) points, every method but "
+        f"{ZERO_SHOT} (interval: {'shifts and examples' if bootstrap.example_level else 'shifts only'} resampled). "
+        f"The paper reports r = 0.7; its {PAPER_MODEL} results "
+        f"on these shifts give r = {_ci(paper_interval)} (n = {paper_correlation.n}; interval: shifts resampled).", "",
         f"![generalization vs zero-shot]({SCATTER_FILE})", "",
         "## Mean generalization accuracy per method", "", f"![per-method means]({BARS_FILE})", "",
     ]
-    lines += _shift_lines(rows) + NOTES
+    warnings = layer_warnings(rows)
+    lines += _layer_lines(rows, warnings, info.get("layer")) + _shift_lines(rows, bootstrap) + NOTES
     path = run_dir / REPORT_FILE
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return Report(path, summaries, correlation, paper_correlation)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.replace(path)
+    return Report(path, summaries, correlation, paper_correlation, bootstrap, correlation_interval, warnings)

@@ -4,20 +4,36 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import astuple, fields
+from dataclasses import fields
 from pathlib import Path
 
 from actstore.errors import UserError
-from genies.generalization import ResultRow
+from genies.generalization import INTERVAL_METRICS, ResultRow
 
 RESULTS_FILE = "results.csv"
-COLUMNS = tuple(f.name for f in fields(ResultRow))
+INTERVAL_COLUMNS = tuple(f"{m}_{end}" for m in INTERVAL_METRICS for end in ("low", "high"))
+
+
+def _column_order() -> tuple[str, ...]:
+    """ResultRow's fields, each interval's bounds right after its metric, the validation size after the layer."""
+    order = []
+    for name in (f.name for f in fields(ResultRow)):
+        if name in INTERVAL_COLUMNS or name == "validation_pairs":
+            continue
+        order.append(name)
+        if name in INTERVAL_METRICS:
+            order += [f"{name}_low", f"{name}_high"]
+        if name == "layer":
+            order.append("validation_pairs")
+    return tuple(order)
+
+
+COLUMNS = _column_order()
 TEXT_COLUMNS = ("source", "target", "target_reference", "label", "category", "method")
-FLOAT_COLUMNS = ("generalization_accuracy", "source_accuracy", "zero_shot_accuracy", "target_tuned_capability",
-                 "differential_elicitation", "elicitation")
-OPTIONAL_FLOAT_COLUMNS = ("auroc", "brier", "rms_calibration_error")
-# Files written by other tools may omit these; everything else is required.
-OPTIONAL_COLUMNS = ("target_tuned_method",)
+FLOAT_COLUMNS = INTERVAL_METRICS
+OPTIONAL_FLOAT_COLUMNS = ("auroc", "brier", "rms_calibration_error", *INTERVAL_COLUMNS)
+# Files written by other tools (or before intervals were kept) may omit these; everything else is required.
+OPTIONAL_COLUMNS = ("target_tuned_method", "validation_pairs", *INTERVAL_COLUMNS)
 
 
 def _cell(value) -> str:
@@ -36,7 +52,7 @@ def write_results(path: Path, rows: list[ResultRow]) -> Path:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for row in rows:
-            writer.writerow([_cell(v) for v in astuple(row)])
+            writer.writerow([_cell(getattr(row, column)) for column in COLUMNS])
     tmp.replace(path)
     return path
 
@@ -90,14 +106,17 @@ def _parse(path: Path, line: int, record: dict) -> ResultRow:
     texts["target_reference"] = texts["target_reference"] or texts["target"]
     texts["label"] = texts["label"] or "unlabelled"
     texts["category"] = texts["category"] or "uncategorised"
-    layer_text = (record.get("layer") or "").strip()
-    try:
-        layer = int(layer_text) if layer_text else None
-    except ValueError:
-        raise UserError(f"{path}: line {line}: layer is not an integer ({layer_text!r})") from None
+    def integer(column: str) -> int | None:
+        text = (record.get(column) or "").strip()
+        try:
+            return int(text) if text else None
+        except ValueError:
+            raise UserError(f"{path}: line {line}: {column} is not an integer ({text!r})") from None
+
     return ResultRow(
         **texts,
-        layer=layer,
+        layer=integer("layer"),
+        validation_pairs=integer("validation_pairs"),
         **{c: number(c, optional=False) for c in FLOAT_COLUMNS},
         **{c: number(c, optional=True) for c in OPTIONAL_FLOAT_COLUMNS},
         target_tuned_method=(record.get("target_tuned_method") or "").strip(),

@@ -17,13 +17,14 @@ from typing import Callable
 
 from actstore.atomic import write_text_atomic
 from actstore.errors import UserError
-from genies.evaluations import filesystem_checks, load_evaluation
-from genies.generalization import ResultRow, result_rows
+from genies.evaluations import ROW_OUTCOMES_FILE, filesystem_checks, load_evaluation, write_row_evaluations
+from genies.generalization import ResultRow, rows_with_evaluations
 from genies.plan import (LIVE_UNTRAINED, PROBE_VIEWS, RESULT_SETTINGS, Plan, RunConfig, build_plan, check_reusable,
                          training_set_for)
 from genies.report import RUN_INFO_FILE, Report, read_run_info, write_report
 from genies.results_csv import RESULTS_FILE, write_results
 from genies.steps import ChosenLayer, LazyModel, extract_stores, fit_probes, run_evaluations, train_live
+from genies.uncertainty import RunBootstrap
 from manifests import load_manifest
 
 SWEEPS_DIR = "sweeps"  # per training set: the layer sweep that chose each method's layer
@@ -78,8 +79,11 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     work = _execute(plan, out, log, sys.stderr.isatty() if progress is None else progress)
 
     evaluations = [load_evaluation(step.path) for step in plan.evaluations]
-    rows = result_rows(shifts, evaluations, config.methods,
-                       training_set=lambda shift: training_set_for(shift, config.mix_target).name)
+    found = rows_with_evaluations(shifts, evaluations, config.methods,
+                                  training_set=lambda shift: training_set_for(shift, config.mix_target).name)
+    bootstrap = RunBootstrap([row for row, _ in found], {row.key: e for row, e in found}, seed=config.seed)
+    rows = [bootstrap.with_intervals(row) for row, _ in found]
+    write_row_evaluations(out / ROW_OUTCOMES_FILE, found)
     write_results(out / RESULTS_FILE, rows)
     wall = time.perf_counter() - started
     data = {key: value for step in plan.evaluations for key, value in step.data.items()}

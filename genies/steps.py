@@ -23,14 +23,15 @@ from genies.generalization import Evaluation
 from genies.mixing import MixedSource, write_mixed_distribution
 from genies.plan import (EVAL_SPLIT, FIXED_LAYER_METHODS, LIVE_TRAINED, LIVE_UNTRAINED, PROBE_VIEWS,
                          STORE_BASELINES, TRAIN_SPLIT, EvalStep, FitStep, RunConfig, StoreStep, TrainingSet)
-from probes.fitting import evaluate, fit_probe
+from probes.fitting import evaluate_with_outcomes, fit_probe
+from probes.labels import split_by_example
 from probes.methods import FitConfig, get_method
 from probes.probe import Probe, load_probe, save_probe
 from probes.sources import FeatureSource, StoreSource
-from probes.sweep import CSV_COLUMNS, SweepConfig, read_csv, run_sweep, sweep_layers
+from probes.sweep import CSV_COLUMNS, MIN_VALIDATION_PAIRS, SweepConfig, read_csv, run_sweep, sweep_layers
 
 Log = Callable[[str], None]
-N_BOOTSTRAP = 200  # evaluations keep accuracy, AUROC, Brier and calibration; the CI is not reported
+VALIDATION_PAIRS = "validation_pairs"  # probe config: pairs of the validation split that chose its layer
 
 
 class LazyModel:
@@ -133,6 +134,8 @@ class ChosenLayer:
     training: str
     layer: int
     validation_accuracy: float
+    validation_pairs: int | None = None
+    near_ties: tuple[int, ...] = ()
 
 
 def fit_probes(config: RunConfig, steps: list[FitStep], sweeps_dir: Path, log: Log) -> list[ChosenLayer]:
@@ -148,8 +151,13 @@ def fit_probes(config: RunConfig, steps: list[FitStep], sweeps_dir: Path, log: L
         views = tuple(dict.fromkeys(v for s in group for v in PROBE_VIEWS[s.method]))
         train = sources.training(training, views)
         layers = _layers(config, training, group, train, sweeps_dir, chosen, log)
+        validation_pairs = {c.method: c.validation_pairs for c in chosen if c.training == training.name}
         for step in group:
             probe = fit_probe(step.method, train, layers.get(step.method), _fit_config(config))
+            pairs = (_top_k_validation_pairs(config, train) if step.method in FIXED_LAYER_METHODS
+                     else validation_pairs.get(step.method))
+            if pairs is not None:
+                probe.config[VALIDATION_PAIRS] = pairs
             save_probe(probe, step.path, record={"data": step.data})
         sources.release()
     return chosen
@@ -157,6 +165,12 @@ def fit_probes(config: RunConfig, steps: list[FitStep], sweeps_dir: Path, log: L
 
 def _fit_config(config: RunConfig) -> FitConfig:
     return FitConfig(seed=config.seed)
+
+
+def _top_k_validation_pairs(config: RunConfig, train: FeatureSource) -> int:
+    """Pairs of the train-internal validation split on which lat-stim-style methods rank their layers."""
+    _, val_rows = split_by_example(train.labels, _fit_config(config).val_fraction, config.seed)
+    return int((~train.labels.is_best[val_rows]).sum())
 
 
 def _layers(config: RunConfig, training: TrainingSet, group: list[FitStep], train: FeatureSource, sweeps_dir: Path,
@@ -173,9 +187,14 @@ def _layers(config: RunConfig, training: TrainingSet, group: list[FitStep], trai
     write_sweep_csv(sweep.rows, sweeps_dir / f"{training.name}.csv")
     for best in sweep.best:
         layers[best.method] = best.layer
-        chosen.append(ChosenLayer(best.method, training.name, best.layer, best.validation_accuracy))
-    log("    best layers (source validation): " + ", ".join(f"{b.method} {b.layer} ({b.validation_accuracy:.3f})"
-                                                         for b in sweep.best) + f" in {sweep.seconds:.1f}s")
+        chosen.append(ChosenLayer(best.method, training.name, best.layer, best.validation_accuracy,
+                                  best.validation_pairs, best.near_ties))
+    log("    best layers (source validation): " + ", ".join(b.describe() for b in sweep.best)
+        + f" in {sweep.seconds:.1f}s")
+    small = sorted({b.validation_pairs for b in sweep.best if b.small_validation})
+    if small:
+        log(f"    warning: {training.name}'s validation split has {small[0]} pairs (< {MIN_VALIDATION_PAIRS}): "
+            "its layer choices are noisy")
     return layers
 
 
@@ -234,14 +253,18 @@ def _evaluate(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingS
         views = ("plain",) if step.method in STORE_BASELINES else PROBE_VIEWS[step.method]
         test = sources.get(step.tested_on, EVAL_SPLIT, views)
         probe: Probe = fit_probe(step.method, test) if step.method in STORE_BASELINES else _fit_for(step, fits[(step.method, step.training)], config)
-        metrics = evaluate(probe, test, n_bootstrap=N_BOOTSTRAP, seed=config.seed)
-        return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, metrics, probe.config.get("layer"))
+        # No per-evaluation CI: results.csv and the report bootstrap the kept per-example outcomes instead.
+        metrics, outcomes = evaluate_with_outcomes(probe, test, n_bootstrap=0, seed=config.seed)
+        return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, metrics, probe.config.get("layer"),
+                                       outcomes, probe.config.get(VALIDATION_PAIRS))
     if step.method in LIVE_TRAINED | LIVE_UNTRAINED:
-        return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, _live_metrics(config, step, fits))
+        result = _live_result(config, step, fits)
+        return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, result.metrics,
+                                       outcomes=result.outcomes)
     raise UserError(f"no way to evaluate method {step.method!r}")
 
 
-def _live_metrics(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path]):
+def _live_result(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path]):
     from finetune.eval_request import EvalRequest, run_eval
 
     if step.method in LIVE_TRAINED:
@@ -251,4 +274,4 @@ def _live_metrics(config: RunConfig, step: EvalStep, fits: dict[tuple[str, Train
         request = EvalRequest(dataset=step.tested_on, method="few-shot", model=config.model,
                               shots_from=step.training.dataset, data_dir=config.data_dir, limit=config.limit,
                               seed=config.seed)
-    return run_eval(request).metrics
+    return run_eval(request)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -59,15 +59,6 @@ def method_summaries(rows: Sequence[ResultRow]) -> list[MethodSummary]:
                 "elicitation", "auroc", "brier", "rms_calibration_error")},
         ))
     return out
-
-
-def group_means(rows: Sequence[ResultRow], group: Callable[[ResultRow], str], metric: str) -> dict[str, dict[str, float]]:
-    """{method: {group: mean metric}}, e.g. group=lambda r: r.label for extreme vs probing."""
-    groups = list(dict.fromkeys(group(r) for r in rows))
-    return {
-        method: {g: mean(getattr(r, metric) for r in rows if r.method == method and group(r) == g) for g in groups}
-        for method in methods_in_order(rows)
-    }
 
 
 @dataclass(frozen=True)

@@ -143,13 +143,18 @@ def sweep_command(methods_spec: str, train_spec: str, eval_specs: tuple[str, ...
 
 
 def best_layer_rows(result: SweepResult) -> list[dict]:
-    """One row per method: chosen layer, its validation accuracy, and its accuracy on each eval store."""
+    """One row per method: chosen layer, the validation pairs it was chosen on, how many layers were within one
+    standard error of the best (probes.sweep.LAYER_RULE), and its accuracy on the validation split and on each
+    eval store, each with its bootstrap interval's bounds (`_low`, `_high`) beside it."""
     rows = []
     for best in result.best:
-        row = {"method": best.method, "best_layer": best.layer, "validation_accuracy": best.validation_accuracy}
+        row = {"method": best.method, "best_layer": best.layer, "validation_pairs": best.validation_pairs,
+               "near_ties": len(best.near_ties) or None}
         for r in result.rows:
-            if r["method"] == best.method and r["layer"] == best.layer and r["role"] != VALIDATION:
-                row[r["eval"]] = r["accuracy"]
+            if r["method"] == best.method and r["layer"] == best.layer:
+                name = "validation" if r["role"] == VALIDATION else r["eval"]
+                row.update({name: r["accuracy"], f"{name}_low": r["accuracy_ci_low"],
+                            f"{name}_high": r["accuracy_ci_high"]})
         rows.append(row)
     return rows
 

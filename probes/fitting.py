@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from actstore.errors import UserError
 from probes.methods import FitConfig, Method, get_method
-from probes.metrics import Metrics, compute_metrics, fit_temperature
+from probes.metrics import ExampleOutcomes, Metrics, compute_metrics, example_outcomes, fit_temperature
 from probes.probe import Probe, provenance
 from probes.sources import FeatureSource
 
@@ -42,9 +42,17 @@ def fit_probe(method_name: str, source: FeatureSource, layer: int | None = None,
 
 def evaluate(probe: Probe, source: FeatureSource, *, calibration: str = "binned", n_bootstrap: int = 1000,
              seed: int = 0) -> Metrics:
+    return evaluate_with_outcomes(probe, source, calibration=calibration, n_bootstrap=n_bootstrap, seed=seed)[0]
+
+
+def evaluate_with_outcomes(probe: Probe, source: FeatureSource, *, calibration: str = "binned",
+                           n_bootstrap: int = 1000, seed: int = 0) -> tuple[Metrics, ExampleOutcomes]:
+    """The metrics, and each example's pairs and correct pairs (what later bootstraps resample)."""
     margins = probe.margins(source)
-    return compute_metrics(margins, temperature=probe.temperature, calibration=calibration,
-                           n_bootstrap=n_bootstrap, seed=seed, pair_example=source.labels.pair_example)
+    pair_example = source.labels.pair_example
+    metrics = compute_metrics(margins, temperature=probe.temperature, calibration=calibration,
+                              n_bootstrap=n_bootstrap, seed=seed, pair_example=pair_example)
+    return metrics, example_outcomes(margins, pair_example)
 
 
 def _span(layers: list[int]) -> str:

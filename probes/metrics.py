@@ -98,6 +98,8 @@ class Metrics:
     rms_calibration_error: float
     n_pairs: int
     n_examples: int | None  # None when the caller gave no pair_example
+    accuracy_se: float = float("nan")  # standard error, examples as clusters when pair_example is given
+
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -162,24 +164,91 @@ def reference_rms_calibration_error(p_best: np.ndarray) -> float:
     return float(np.sqrt(np.mean(scores))) if scores else float("nan")
 
 
+@dataclass(frozen=True, eq=False)
+class ExampleOutcomes:
+    """Per example: its id, how many pairs it has and how many of them were judged right (ties 0.5).
+
+    Enough to recompute the accuracy of any resample of examples: sum(correct) / sum(pairs).
+    """
+
+    example: np.ndarray
+    pairs: np.ndarray
+    correct: np.ndarray
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.sum() / self.pairs.sum())
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ExampleOutcomes) and all(
+            np.array_equal(a, b) for a, b in ((self.example, other.example), (self.pairs, other.pairs),
+                                              (self.correct, other.correct)))
+
+    __hash__ = None
+
+    def as_dict(self) -> dict:
+        return {"example": self.example.tolist(), "pairs": self.pairs.tolist(), "correct": self.correct.tolist()}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "ExampleOutcomes":
+        example, pairs, correct = (np.asarray(record[k]) for k in ("example", "pairs", "correct"))
+        if not (example.ndim == pairs.ndim == correct.ndim == 1 and example.size == pairs.size == correct.size):
+            raise ValueError("example, pairs and correct must be equally long lists")
+        return cls(example.astype(np.int64), pairs.astype(np.int64), correct.astype(np.float64))
+
+
+def example_outcomes(margins: np.ndarray, pair_example: np.ndarray) -> ExampleOutcomes:
+    """Per-pair margins -> per-example outcomes (examples in increasing id order)."""
+    ids, cluster = np.unique(np.asarray(pair_example), return_inverse=True)
+    correct = pair_correctness(np.asarray(margins, dtype=np.float64).ravel())
+    return ExampleOutcomes(ids.astype(np.int64), np.bincount(cluster, minlength=ids.size).astype(np.int64),
+                           np.bincount(cluster, correct, minlength=ids.size))
+
+
+def _clusters(correct: np.ndarray, pair_example: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(correct sum, pair count) per example, or per pair without ``pair_example``."""
+    if pair_example is None:
+        return correct, np.ones_like(correct)
+    _, cluster = np.unique(np.asarray(pair_example), return_inverse=True)
+    return np.bincount(cluster, correct), np.bincount(cluster).astype(np.float64)
+
+
+def ratio_standard_error(sums: np.ndarray, sizes: np.ndarray) -> float:
+    """Standard error of sum(sums) / sum(sizes) with the clusters as independent units (delta method)."""
+    n = sizes.size
+    if n < 2:
+        return float("nan")
+    ratio = sums.sum() / sizes.sum()
+    residual = sums - ratio * sizes
+    return float(np.sqrt(n / (n - 1) * np.sum(residual**2)) / sizes.sum())
+
+
+def bootstrap_ratio_replicates(sums: np.ndarray, sizes: np.ndarray, *, n_bootstrap: int, seed) -> np.ndarray:
+    """sum(sums) / sum(sizes) over ``n_bootstrap`` resamples of the clusters (with replacement)."""
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(sizes.size, np.full(sizes.size, 1.0 / sizes.size), size=n_bootstrap).astype(np.float64)
+    return (draws @ sums) / (draws @ sizes)
+
+
+def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval; NaN replicates (an empty resample) are left out."""
+    values = np.asarray(replicates, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def bootstrap_accuracy_ci(correct: np.ndarray, *, pair_example: np.ndarray | None = None, n_bootstrap: int = 1000,
                           seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of ``correct``, resampling examples (clusters) or pairs."""
     correct = np.asarray(correct, dtype=np.float64)
     if n_bootstrap <= 0 or correct.size == 0:
         return float("nan"), float("nan")
-    if pair_example is None:
-        sums, sizes = correct, np.ones_like(correct)
-    else:
-        _, cluster = np.unique(np.asarray(pair_example), return_inverse=True)
-        sums = np.bincount(cluster, correct)
-        sizes = np.bincount(cluster).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    draws = rng.multinomial(sizes.size, np.full(sizes.size, 1.0 / sizes.size), size=n_bootstrap).astype(np.float64)
-    accuracies = (draws @ sums) / (draws @ sizes)
-    tail = (1.0 - level) / 2 * 100
-    low, high = np.percentile(accuracies, [tail, 100 - tail])
-    return float(low), float(high)
+    sums, sizes = _clusters(correct, pair_example)
+    return percentile_interval(bootstrap_ratio_replicates(sums, sizes, n_bootstrap=n_bootstrap, seed=seed), level)
 
 
 def compute_metrics(margins: np.ndarray, *, temperature: float = 1.0, calibration: str = "binned", n_bins: int = 10,
@@ -217,5 +286,6 @@ def compute_metrics(margins: np.ndarray, *, temperature: float = 1.0, calibratio
         rms_calibration_error=rms,
         n_pairs=int(m.size),
         n_examples=None if pair_example is None else int(np.unique(np.asarray(pair_example)).size),
+        accuracy_se=ratio_standard_error(*_clusters(correct, pair_example)),
     )
 

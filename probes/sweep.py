@@ -6,11 +6,20 @@ held-out validation split, on the source's own test split (if extracted) and on 
 store. The best layer per method is chosen on the validation split only, never on the eval
 stores. With ``refit`` each probe is fitted again on all training data before the test/eval
 stores are scored (what ``probes fit`` would report), at twice the fitting cost.
+
+Layer rule (``LAYER_RULE``): the layers whose validation accuracy is within one standard error
+(examples as clusters) of the best are near-ties, which the validation split cannot tell apart;
+the middle one of them is chosen (the deeper of the two middle ones for an even count, as for
+the chance baseline's middle layer). The plain argmax picked
+whichever near-tie the validation noise favoured, often at the edge of a plateau. A validation
+split of fewer than ``MIN_VALIDATION_PAIRS`` pairs is flagged: its standard error is then above
+0.05 at 50% accuracy, the size of typical layer-to-layer differences.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +31,9 @@ from probes.methods import FitConfig, Method
 from probes.sources import FeatureSource
 
 VALIDATION = "validation"
-CSV_COLUMNS = ["method", "layer", "eval", "role", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "auroc", "brier",
+LAYER_RULE = "middle of the layers within one standard error of the best validation accuracy"
+MIN_VALIDATION_PAIRS = 100
+CSV_COLUMNS = ["method", "layer", "eval", "role", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "accuracy_se", "auroc", "brier",
                "rms_calibration_error", "n_pairs", "n_examples", "temperature", "fitted_on", "fit_seconds"]
 
 
@@ -41,6 +52,17 @@ class BestLayer:
     method: str
     layer: int
     validation_accuracy: float
+    validation_pairs: int | None = None  # None for a chance baseline (its layer is not chosen on validation)
+    near_ties: tuple[int, ...] = ()  # layers within one standard error of the best (the chosen one among them)
+
+    @property
+    def small_validation(self) -> bool:
+        return self.validation_pairs is not None and self.validation_pairs < MIN_VALIDATION_PAIRS
+
+    def describe(self) -> str:
+        ties = f", {len(self.near_ties)} near-ties {_span(self.near_ties)}" if len(self.near_ties) > 1 else ""
+        small = " SMALL" if self.small_validation else ""
+        return f"{self.method} {self.layer} ({self.validation_accuracy:.3f}, {self.validation_pairs} pairs{small}{ties})"
 
 
 @dataclass
@@ -110,20 +132,33 @@ def _row(method: Method, layer: int, name: str, role: str, probe, source: Featur
 
 
 def best_layers(rows: list[dict], methods: list[Method]) -> list[BestLayer]:
-    """Per method, the layer with the highest validation accuracy (the shallowest on ties); for a
-    chance baseline, the middle swept layer whatever its accuracy."""
+    """Per method, the middle of the layers within one standard error of the best validation accuracy
+    (``LAYER_RULE``; without a standard error, of the layers tied at the best); for a chance baseline,
+    the middle swept layer whatever its accuracy."""
     best = []
     for method in methods:
-        candidates = [r for r in rows if r["method"] == method.name and r["role"] == VALIDATION]
+        candidates = sorted((r for r in rows if r["method"] == method.name and r["role"] == VALIDATION),
+                            key=lambda r: r["layer"])
         if not candidates:
             continue
         if method.chance_baseline:
-            layers = sorted(r["layer"] for r in candidates)
-            top = next(r for r in candidates if r["layer"] == layers[len(layers) // 2])
+            near = candidates
         else:
             top = max(candidates, key=lambda r: (r["accuracy"], -r["layer"]))
-        best.append(BestLayer(method.name, top["layer"], top["accuracy"]))
+            se = top.get("accuracy_se")
+            margin = se if se is not None and math.isfinite(se) else 0.0
+            near = [r for r in candidates if r["accuracy"] >= top["accuracy"] - margin]
+        chosen = near[len(near) // 2]
+        if method.chance_baseline:  # not chosen on validation data: no validation size behind it
+            best.append(BestLayer(method.name, chosen["layer"], chosen["accuracy"]))
+        else:
+            best.append(BestLayer(method.name, chosen["layer"], chosen["accuracy"], chosen.get("n_pairs"),
+                                  tuple(r["layer"] for r in near)))
     return best
+
+
+def _span(layers: tuple[int, ...]) -> str:
+    return f"{layers[0]}..{layers[-1]}" if list(layers) == list(range(layers[0], layers[-1] + 1)) else ",".join(map(str, layers))
 
 
 def _unique_names(sources: list[FeatureSource]) -> list[str]:

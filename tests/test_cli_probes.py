@@ -112,7 +112,8 @@ def test_sweep_cli(stores, tmp_path):
                  "--eval", stores["other"]["plain"], "--layers", "all", "--out", tmp_path, "--bootstrap", 0)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["method", "best_layer", "validation_accuracy", "planted/test", "truthy/test"]
+    assert lines[0].split() == ["method", "best_layer", "validation_pairs", "near_ties", *(f"{name}{end}" for name in ("validation", "planted/test", "truthy/test")
+                                                        for end in ("", "_low", "_high"))]
     assert [line.split()[0] for line in lines[1:6]] == ["mms", "lat", "ccs", "cra", "logreg"]
     assert (tmp_path / "sweep.csv").is_file() and (tmp_path / "sweep.png").is_file()
     assert len((tmp_path / "sweep.csv").read_text().splitlines()) == 1 + 5 * 4 * 3

@@ -25,19 +25,19 @@ def test_shipped_table_rederives_from_the_reference_extract():
 @pytest.mark.parametrize("source,target,method,accuracy", [
     # genies-reference.md §4.3 (llama-30b, GENIES)
     ("us_history_textbook", "us_history_fiction", "lora", 0.977),
-    ("us_history_textbook", "us_history_fiction", "mms", 0.964),
-    ("alpaca_short", "alpaca_long", "mms", 0.596),
-    ("alpaca_mmlu", "sycophancy_mimicry", "lat", 0.900),
+    ("us_history_textbook", "us_history_fiction", "mms-heads", 0.964),
+    ("alpaca_short", "alpaca_long", "mms-heads", 0.596),
+    ("alpaca_mmlu", "sycophancy_mimicry", "lat-stim-1", 0.900),
     ("alpaca_mmlu", "wrong_arc", "lat-stim", 0.376),
     ("math", "change_my_view", "prompt-tuning", 0.644),
-    ("alpaca_low_quality", "alpaca_high_quality", "cra", 0.495),
+    ("alpaca_low_quality", "alpaca_high_quality", "cra-heads", 0.495),
 ])
 def test_generalization_matches_published_table(source, target, method, accuracy):
     assert paper_figure(source, target, method).generalization_accuracy == pytest.approx(accuracy, abs=5e-4)
 
 
 def test_baseline_ttc_and_de_match_published_tables():
-    fiction = paper_figure("us_history_textbook", "us_history_fiction", "mms")
+    fiction = paper_figure("us_history_textbook", "us_history_fiction", "mms-heads")
     assert fiction.zero_shot_accuracy == pytest.approx(0.715, abs=5e-4)  # §4.4: published baseline, not 0.712
     assert (round(fiction.target_tuned_capability, 3), fiction.target_tuned_intervention) == (0.997, "lora_fine_tuning")
     assert fiction.differential_elicitation == pytest.approx(0.250, abs=5e-4)  # §4.5
@@ -46,6 +46,21 @@ def test_baseline_ttc_and_de_match_published_tables():
     assert view.differential_elicitation == pytest.approx(0.283, abs=5e-4)
     assert paper_figure("alpaca_mmlu", "truthful_qa", "zero-shot").differential_elicitation == 0.0
     assert paper_figure("alpaca_mmlu", "truthful_qa", "logreg") is None  # no paper counterpart
+    # not the same method: residual-stream mms and cra (the paper's work on attention heads), PCA lat
+    assert all(paper_figure("alpaca_mmlu", "truthful_qa", m) is None for m in ("mms", "cra", "lat"))
+
+
+def test_method_sets_paper_and_all():
+    from genies.paper import NOT_COMPARABLE, OUR_METHODS, PAPER_INTERVENTION, PAPER_METHODS, expand_methods
+    from genies.plan import METHODS
+
+    assert expand_methods("paper") == PAPER_METHODS and set(PAPER_METHODS) <= set(METHODS)
+    assert expand_methods("all") == PAPER_METHODS + OUR_METHODS == expand_methods("paper,lat,all")
+    assert expand_methods("mms, zero-shot,mms") == ("mms", "zero-shot")
+    # every method of the sets either has the paper's column (the same method) or a reason why not
+    assert all((m in PAPER_INTERVENTION) != (m in NOT_COMPARABLE) for m in expand_methods("all"))
+    assert {PAPER_INTERVENTION[m] for m in PAPER_METHODS if m in PAPER_INTERVENTION} == {
+        "zero_shot", "few_shot", "lora_fine_tuning", "prompt_tuning", "lat_stim_1", "lat_stim_2", "ccs"}
 
 
 def test_genies_means_match_published_table():

@@ -60,7 +60,7 @@ def test_second_plan_reuses_everything_and_needs_no_model(tmp_path):
 def test_random_under_layer_best_is_cached_apart_from_chosen_layers(tmp_path):
     best = build_plan(RunConfig(model="m", methods=("mms", "random"), out=tmp_path), SHIFTS, nothing_done())
     tags = {f.method: f.path.parent.name for f in best.fits}
-    assert tags == {"mms": "layer-best", "random": "layer-middle"}
+    assert tags == {"mms": "layer-best-1se", "random": "layer-middle"}
     fixed = build_plan(RunConfig(model="m", methods=("random",), layer=4, out=tmp_path), SHIFTS, nothing_done())
     assert {f.path.parent.name for f in fixed.fits} == {"layer4"}
 
@@ -104,13 +104,15 @@ def test_run_config_and_settings_checks(tmp_path):
 def test_evaluation_cache_round_trip_and_done_checks(tmp_path):
     from genies.evaluations import evaluation_from_metrics, filesystem_checks, load_evaluation, save_evaluation
     from genies.generalization import Evaluation
-    from probes.metrics import compute_metrics
+    from probes.metrics import compute_metrics, example_outcomes
 
-    metrics = compute_metrics([1.0, 0.0, -2.0, 3.0], n_bootstrap=0)
-    evaluation = evaluation_from_metrics("mms", "easy", "hard", metrics, layer=7)
+    margins, pair_example = [1.0, 0.0, -2.0, 3.0], [0, 0, 1, 2]
+    metrics = compute_metrics(margins, n_bootstrap=0)
+    evaluation = evaluation_from_metrics("mms", "easy", "hard", metrics, layer=7,
+                                         outcomes=example_outcomes(margins, pair_example), validation_pairs=40)
     assert evaluation.accuracy == pytest.approx((1 + 0.5 + 0 + 1) / 4) and evaluation.layer == 7
     path = save_evaluation(tmp_path / "e" / "hard.json", evaluation)
-    assert load_evaluation(path) == evaluation
+    assert load_evaluation(path) == evaluation and load_evaluation(path).outcomes.pairs.tolist() == [2, 1, 1]
     nan_auroc = Evaluation("zero-shot", "", "hard", 0.5, auroc=float("nan"))
     assert load_evaluation(save_evaluation(tmp_path / "z.json", nan_auroc)).auroc is None
     (tmp_path / "bad.json").write_text("{")
@@ -118,6 +120,7 @@ def test_evaluation_cache_round_trip_and_done_checks(tmp_path):
         load_evaluation(tmp_path / "bad.json")
     checks = filesystem_checks()
     assert checks.path_exists(path) and not checks.path_exists(tmp_path / "nope.json")
+    assert not checks.path_exists(tmp_path / "z.json")  # kept no per-example outcomes: to be recomputed
     assert not checks.store_complete(str(tmp_path / "no-store.plain.zarr"))
 
 

@@ -9,7 +9,8 @@ from cli import genies
 from genies.generalization import ZERO_SHOT, ResultRow, differential_elicitation, elicitation
 from genies.report import write_report
 from genies.results_csv import load_run, write_results
-from genies.summary import compare_runs, group_means, method_summaries, pearson, zero_shot_correlation
+from genies.summary import compare_runs, method_summaries, pearson, zero_shot_correlation
+from genies.uncertainty import RunBootstrap
 from manifests import load_manifest
 
 
@@ -51,10 +52,11 @@ def test_summaries_and_group_means():
     assert summary["mms"].generalization_accuracy == pytest.approx(
         np.mean([r.generalization_accuracy for r in rows if r.method == "mms"]))
     assert summary[ZERO_SHOT].auroc != summary[ZERO_SHOT].auroc  # all missing -> NaN
-    by_label = group_means(rows, lambda r: r.label, "generalization_accuracy")
-    extreme = [r.generalization_accuracy for r in rows if r.method == "lat" and r.label == "extreme"]
-    assert by_label["lat"]["extreme"] == pytest.approx(sum(extreme) / len(extreme))
-    assert set(by_label["lat"]) == {"extreme", "probing"}
+    extreme_rows = [r for r in rows if r.method == "lat" and r.label == "extreme"]
+    extreme = RunBootstrap(rows, n_bootstrap=200).mean_interval("lat", "generalization_accuracy",
+                                                                [r.shift for r in extreme_rows], name="extreme")
+    assert extreme.estimate == pytest.approx(np.mean([r.generalization_accuracy for r in extreme_rows]))
+    assert extreme.low <= extreme.estimate <= extreme.high
 
 
 def test_pearson_hand_computed_and_degenerate():
@@ -74,6 +76,7 @@ def test_zero_shot_correlation_leaves_zero_shot_out():
 
 
 def test_report_has_sections_plots_and_paper_figures(run_dir):
+    write_results(run_dir / "results.csv", synthetic_rows(methods=(ZERO_SHOT, "mms-heads", "lat")))
     report = write_report(run_dir)
     text = report.path.read_text()
     for heading in ("Per-method means over the manifest", "Extreme vs probing", "Per category", "Per-shift results",
@@ -84,10 +87,12 @@ def test_report_has_sections_plots_and_paper_figures(run_dir):
     assert "`genies run --model tiny-random`" in text
     # the paper's llama-30b mms figure for GENIES shift 1 (0.964) and its GENIES mean (0.620) appear
     assert "0.964" in text and "mms, 15 | 0.620" in text
+    assert "| mms-heads | mms | yes |" in text and "| lat | – | no: RepE's PCA" in text
+    assert "without a comparable method in this run: few_shot, lora_fine_tuning" in text
     # the paper's own generalization-vs-zero-shot r on the GENIES shifts is about 0.74
     assert report.paper_correlation.pearson_r == pytest.approx(0.74, abs=0.01)
     assert report.correlation.pearson_r == pytest.approx(zero_shot_correlation(synthetic_rows()).pearson_r)
-    shift_lines = [line for line in text.splitlines() if line.startswith("| alpaca_short -> alpaca_long [ref alpaca_mmlu]")]
+    shift_lines = [line for line in text.splitlines() if "| alpaca_short -> alpaca_long [ref alpaca_mmlu] |" in line]
     assert len(shift_lines) == 3
 
 
@@ -133,8 +138,16 @@ def test_cli_compare_prints_correlations(tmp_path):
     result = CliRunner().invoke(genies, ["compare", str(tmp_path / "a"), str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
     lines = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip()}
-    assert lines["zero-shot"][1:3] == ["15", "1.0000"]
+    assert lines["zero-shot"][1:5] == ["15", "1.0000", "1.0000", "1.0000"]  # r = 1 in every shift resample
     assert lines["all"][1] == "45"
+    from genies.compare import compare_run_dirs
+
+    found = {c.method: c for c in compare_run_dirs(tmp_path / "a", tmp_path / "b", n_bootstrap=500)}
+    mms = found["mms"]  # b = 0.5 a + 0.2 (+ the same per-shift term): lower on every shift, so resolved
+    assert mms.difference == pytest.approx(mms.mean_b - mms.mean_a) and mms.difference < 0
+    assert mms.difference_low <= mms.difference <= mms.difference_high < 0 and mms.resolved
+    same = {c.method: c for c in compare_run_dirs(tmp_path / "a", tmp_path / "a", n_bootstrap=500)}
+    assert same["mms"].difference_low == same["mms"].difference_high == 0.0 and not same["mms"].resolved
     write_results(tmp_path / "c" / "results.csv", [r for r in synthetic_rows() if r.method == "mms"][:1])
     write_results(tmp_path / "d" / "results.csv", [r for r in synthetic_rows() if r.method == "lat"][:1])
     disjoint = CliRunner().invoke(genies, ["compare", str(tmp_path / "c"), str(tmp_path / "d")])

@@ -78,11 +78,14 @@ def test_best_layer_is_chosen_on_source_validation_only(first_run):
     sweep = read_csv(first_run.run_dir / "sweeps" / "easy.csv")
     assert sweep and {r["role"] for r in sweep} == {VALIDATION}
     assert {r["eval"] for r in sweep} == {"easy/train validation"}
+    from probes.methods import get_method
+    from probes.sweep import best_layers
+
     for method in ("mms", "logreg", "random"):
         candidates = [r for r in sweep if r["method"] == method]
-        best = max(candidates, key=lambda r: (r["accuracy"], -r["layer"]))["layer"]
+        (best,) = best_layers(candidates, [get_method(method)])  # the stated rule, on the saved validation rows
         assert len(candidates) == 5  # tiny-random: embeddings + 4 blocks
-        expected = 2 if method == "random" else best  # the chance baseline takes the middle layer
+        expected = 2 if method == "random" else best.layer  # the chance baseline takes the middle layer
         assert {r.layer for r in first_run.rows if r.method == method and r.source == "easy"} == {expected}
     assert {(c.method, c.training) for c in first_run.chosen_layers} >= {("mms", "easy"), ("mms", "hard"), ("mms", "ref")}
 
@@ -170,3 +173,56 @@ def test_contrast_methods_extract_yes_no_views_and_score(benchmark):
     for row in summary.rows:
         assert 0.0 <= row.generalization_accuracy <= 1.0
         assert row.layer == (None if row.method == "zero-shot" else 2)
+
+
+def _without_run_lines(text: str) -> list[str]:
+    """report.md minus what differs between two runs of one command: start times, wall times, the run directory."""
+    return [line for line in text.splitlines() if not line.startswith(("- run ", "- run directory"))]
+
+
+def test_identical_runs_give_identical_reports_and_old_evaluations_are_recomputed(benchmark, first_run):
+    """The bootstrap is seeded: two run directories of the same command get the same report.md and
+    results.csv. An evaluation file without per-example outcomes (written before they were kept) is redone."""
+    root, _ = benchmark
+    first, again = (run_benchmark(config_for(benchmark, out=root / name), command="genies run (test)",
+                                  log=lambda line: None) for name in ("run-a", "run-b"))
+    first_report = (first.run_dir / "report.md").read_text()
+    assert "| mms | 2 | " in first_report and "Which differences are resolved" in first_report
+    assert "rows kept per-example outcomes" not in first_report  # every row kept them
+    assert "## Layer selection" in first_report and "layer choices rest on fewer than 100 validation pairs" in first_report
+    assert _without_run_lines((again.run_dir / "report.md").read_text()) == _without_run_lines(first_report)
+    assert (again.run_dir / "results.csv").read_bytes() == (first.run_dir / "results.csv").read_bytes()
+
+    evaluation = next((again.run_dir / "evaluations" / "mms").rglob("hard.json"))
+    record = json.loads(evaluation.read_text())
+    del record["outcomes"]
+    evaluation.write_text(json.dumps(record))
+    redone = run_benchmark(config_for(benchmark, out=root / "run-b"), command="genies run (test)",
+                           log=lambda line: None)
+    assert redone.evaluations_run == 1 and redone.model_loads == 0
+    assert "outcomes" in json.loads(evaluation.read_text())
+
+
+def test_layer_choices_report_their_validation_size_and_warn_when_small(first_run):
+    """The tiny benchmark's sources have 14 training examples: about 4 validation examples, far below the minimum."""
+    from probes.sweep import MIN_VALIDATION_PAIRS
+
+    mms = [r for r in first_run.rows if r.method == "mms"]
+    assert all(r.validation_pairs is not None and 0 < r.validation_pairs < MIN_VALIDATION_PAIRS for r in mms)
+    assert all(r.validation_pairs is None for r in first_run.rows if r.method in ("zero-shot", "random"))
+    assert first_run.report.layer_warnings and "mms trained on easy" in first_run.report.layer_warnings[0]
+    assert all(c.validation_pairs == mms[0].validation_pairs for c in first_run.chosen_layers
+               if c.training == "easy" and c.method != "random")
+
+
+def test_lat_stim_1_runs_from_the_plain_stores(benchmark, first_run):
+    """The paper's lat_stim_1 reads the plain view only: no new extraction, a paper column, no layer."""
+    root, _ = benchmark
+    summary = run_benchmark(config_for(benchmark, methods=("zero-shot", "lat-stim-1"), out=root / "lat-stim-1"),
+                            log=lambda line: None)
+    assert summary.stores_extracted == 0 and summary.model_loads == 0
+    rows = [r for r in summary.rows if r.method == "lat-stim-1"]
+    assert len(rows) == len(SHIFTS) and all(r.layer is None for r in rows)
+    mms_pairs = {r.source: r.validation_pairs for r in first_run.rows if r.method == "mms"}
+    assert all(r.validation_pairs == mms_pairs[r.source] for r in rows)  # its top-k layers: the same split
+    assert "| lat-stim-1 | lat_stim_1 | yes |" in (summary.run_dir / "report.md").read_text()

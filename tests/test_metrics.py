@@ -190,7 +190,7 @@ def test_metrics_as_dict_and_input_checks():
     result = compute_metrics(np.array([1.0, -1.0]), n_bootstrap=10)
     assert isinstance(result, Metrics)
     assert set(result.as_dict()) == {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "auroc", "brier",
-                                     "rms_calibration_error", "n_pairs", "n_examples"}
+                                     "rms_calibration_error", "n_pairs", "n_examples", "accuracy_se"}
     with pytest.raises(ValueError, match="no pairs"):
         compute_metrics(np.array([]))
     with pytest.raises(ValueError, match="non-finite"):
@@ -216,3 +216,19 @@ def test_fit_temperature_edge_cases():
     anti = fit_temperature(np.array([-1.0, -2.0, 0.5]))
     assert anti > 1e3  # no signal in the right direction: P(best) ~ 0.5 everywhere
     assert compute_metrics(np.array([-1.0, -2.0, 0.5]), temperature=anti, n_bootstrap=0).brier == pytest.approx(0.25, abs=1e-6)
+
+
+def test_example_outcomes_and_clustered_standard_error():
+    from probes.metrics import ExampleOutcomes, example_outcomes, pair_correctness, ratio_standard_error
+
+    margins = np.array([1.0, -1.0, 0.0, 2.0, 3.0])
+    outcomes = example_outcomes(margins, np.array([7, 7, 3, 3, 9]))
+    assert outcomes.example.tolist() == [3, 7, 9] and outcomes.pairs.tolist() == [2, 2, 1]
+    assert outcomes.correct.tolist() == [1.5, 1.0, 1.0]  # the tie counts 0.5
+    assert outcomes.accuracy == pytest.approx(pair_correctness(margins).mean())
+    assert ExampleOutcomes.from_dict(outcomes.as_dict()).correct.tolist() == outcomes.correct.tolist()
+    # one pair per example: the usual binomial standard error sqrt(p(1-p)/(n-1))
+    correct = np.array([1.0, 0.0, 1.0, 1.0])
+    assert ratio_standard_error(correct, np.ones(4)) == pytest.approx(np.sqrt(0.75 * 0.25 / 3))
+    metrics = compute_metrics(np.array([1.0, -1.0, 1.0, 1.0]), n_bootstrap=0)
+    assert metrics.accuracy_se == pytest.approx(np.sqrt(0.75 * 0.25 / 3))

@@ -136,8 +136,10 @@ def test_zero_shot_scores_are_the_stored_loglik(train):
     np.testing.assert_array_equal(probe.score(train.source()), train.loglik)
 
 
-def test_lat_stim_picks_signal_layers_and_scores_by_cosine(train, test):
-    probe = fit_probe("lat-stim", train.source(), config=FitConfig(top_k=2))
+@pytest.mark.parametrize("method,view", [("lat-stim", "stim"), ("lat-stim-1", "plain")])
+def test_lat_stim_picks_signal_layers_and_scores_by_cosine(method, view, train, test):
+    probe = fit_probe(method, train.source(), config=FitConfig(top_k=2))
+    assert probe.scorer.feature.view == view
     assert len(probe.scorer.sites) == 2
     assert {layer for layer, _ in probe.scorer.sites} <= {1, 2, 3}
     assert evaluate(probe, test.source(), n_bootstrap=0).accuracy > 0.97

@@ -174,8 +174,8 @@ def test_rerun_after_a_kill_between_fits_keeps_every_methods_sweep_rows(tmp_path
     sweep = tmp_path / "run" / "sweeps" / "easy.csv"
     rows = without_timings(sweep)
     # as if killed after the mms fit on easy was saved and before the logreg one was
-    shutil.rmtree(tmp_path / "run" / "fits" / "logreg" / "layer-best" / "easy")
-    shutil.rmtree(tmp_path / "run" / "evaluations" / "logreg" / "layer-best" / "easy")
+    shutil.rmtree(tmp_path / "run" / "fits" / "logreg" / "layer-best-1se" / "easy")
+    shutil.rmtree(tmp_path / "run" / "evaluations" / "logreg" / "layer-best-1se" / "easy")
     again = run_benchmark(config, log=lambda line: None)
     assert again.fits_run == 1 and again.rows == first.rows
     assert without_timings(sweep) == rows

@@ -130,3 +130,22 @@ def test_sweep_scores_match_single_fits(stores):
     expected = evaluate(probe, shifted, n_bootstrap=0)
     row = next(r for r in result.rows if r["eval"] == "shifted/test")
     assert np.isclose(row["accuracy"], expected.accuracy) and np.isclose(row["brier"], expected.brier)
+
+
+def test_near_ties_resolve_to_the_middle_layer_within_one_standard_error():
+    methods = parse_methods("mms")
+
+    def rows(accuracy, se=0.02, pairs=150):
+        return [{"method": "mms", "layer": layer, "role": VALIDATION, "accuracy": a, "accuracy_se": se, "n_pairs": pairs}
+                for layer, a in enumerate(accuracy)]
+
+    # best 0.81 at layer 1; layers 1-4 are within 0.02 of it: the middle of 1..4 is layer 3, not the argmax
+    (best,) = best_layers(rows([0.5, 0.81, 0.80, 0.795, 0.80, 0.6]), methods)
+    assert (best.layer, best.near_ties, best.validation_pairs, best.small_validation) == (3, (1, 2, 3, 4), 150, False)
+    assert best.validation_accuracy == 0.795
+    # a clear winner stays the winner; without a standard error only exact ties are near-ties
+    (best,) = best_layers(rows([0.5, 0.6, 0.9, 0.6], se=0.01, pairs=30), methods)
+    assert (best.layer, best.near_ties, best.small_validation) == (2, (2,), True)
+    assert "30 pairs SMALL" in best.describe()
+    (best,) = best_layers(rows([0.7, 0.8, 0.8, 0.6], se=None), methods)
+    assert (best.layer, best.near_ties) == (2, (1, 2))  # the deeper of two middles, as for the chance baseline
