@@ -265,6 +265,8 @@ def actstore():
                    "(default: on for CPUs, where it was measured faster; off for GPUs).")
 @click.option("--site", default="residual", show_default=True, type=click.Choice(["residual", "heads"]),
               help="heads: also keep per-head attention outputs (input of o_proj).")
+@click.option("--prompt-format", default="raw", show_default=True, type=click.Choice(["raw", "chat"]),
+              help="chat: the prompt as a user turn in the tokenizer's chat template (instruct/chat models).")
 @click.option("--out", help="Store root: a directory or fsspec URL (default: the per-user store directory).")
 @click.option("--batch-tokens", default=4096, show_default=True, type=int, help="Padded tokens per forward pass.")
 @click.option("--block-size", default=512, show_default=True, type=int,
@@ -279,14 +281,14 @@ def actstore():
               help="Check every block of existing stores against its checksums and recompute the damaged ones.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dtype, compute_dtype, prompt_reuse, site,
-                     out, batch_tokens, block_size, device, strict, overwrite, repair, no_progress):
+                     prompt_format, out, batch_tokens, block_size, device, strict, overwrite, repair, no_progress):
     """Run MODEL once over each (dataset, split, view) and write one store each; print their paths."""
     from actstore.extract import ExtractConfig, extract, parse_names
 
     config = ExtractConfig(
         model=model, datasets=parse_names(datasets), splits=parse_names(splits), views=parse_names(views),
         layers=layers, limit=limit, dtype=dtype, compute_dtype=compute_dtype, prompt_reuse=prompt_reuse, site=site,
-        out=out, data_dir=data_dir, batch_tokens=batch_tokens,
+        prompt_format=prompt_format, out=out, data_dir=data_dir, batch_tokens=batch_tokens,
         block_size=block_size, device=device, overwrite=overwrite, repair=repair, skip_bad=not strict,
         progress=not no_progress,
     )
