@@ -181,7 +181,9 @@ def shifts_ls(manifest, as_json):
 @click.option("--mix-target", type=int, default=0, show_default=True,
               help="Add K target training examples to each source before fitting (sensitivity analysis).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, mix_target, seed):
+@click.option("--prompt-format", default="raw", show_default=True, type=click.Choice(["raw", "chat"]),
+              help="chat: prompts as a user turn in the model's chat template (stores, fine-tuning, few-shot).")
+def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, mix_target, seed, prompt_format):
     """Run the benchmark: plan, extract, fit, evaluate; write RUN_DIR/results.csv and report.md."""
     import shlex
     from dataclasses import asdict
@@ -196,7 +198,8 @@ def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, 
         raise UserError(f"--layer must be a layer number or 'best', got {layer!r}")
     config = RunConfig(model=model, shifts=shifts, methods=tuple(dict.fromkeys(m.strip() for m in methods.split(",") if m.strip())),
                        layer=layer if layer == "best" else int(layer), limit=limit, data_dir=data_dir, out=out,
-                       store_root=store_root, mix_target=mix_target, seed=seed)
+                       store_root=store_root, mix_target=mix_target, seed=seed,
+                       prompt_format=prompt_format)
     command = "genies " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_benchmark(config, command=command, log=click.echo)
     click.echo("")
@@ -479,14 +482,18 @@ def finetune():
 @click.option("--limit", type=int, help="Use only the first N training examples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds pair sampling, initialization and shuffling.")
 @click.option("--precision", default="auto", show_default=True, help="fp32, bf16 (autocast; weights stay fp32), or auto (bf16 where the hardware runs it natively).")
+@click.option("--prompt-format", default="raw", show_default=True, type=click.Choice(["raw", "chat"]),
+              help="chat: the prompt as a user turn in the tokenizer's chat template (recorded in the run).")
 @click.option("--json", "as_json", is_flag=True, help="Print the training result as JSON.")
-def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, batch_size, limit, seed, precision, as_json):
+def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, batch_size, limit, seed, precision,
+                   prompt_format, as_json):
     """Train a reward model (scalar head on the last token) on one (best, other) pair per example."""
     from finetune.train import TrainConfig, train_reward_model
 
     config = TrainConfig(
         method=method, model=model, dataset=dataset, data_dir=data_dir, out=out, steps=steps,
         learning_rate=learning_rate, batch_size=batch_size, limit=limit, seed=seed, precision=precision,
+        prompt_format=prompt_format,
     )
     result = train_reward_model(config)
     if not result.is_main_process:
@@ -517,8 +524,11 @@ def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, 
 @click.option("--shots-from", help="few-shot: distribution whose train split gives the shots.")
 @click.option("--shots", "n_shots", type=int, default=4, show_default=True, help="few-shot: shots per prompt.")
 @click.option("--seed", type=int, default=0, show_default=True, help="few-shot: seeds the choice of shots.")
+@click.option("--prompt-format", type=click.Choice(["raw", "chat"]),
+              help="chat: the prompt as a user turn in the tokenizer's chat template (default: a run's own; raw for baselines).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def finetune_eval(run_dir, method, model, dataset, data_dir, split, limit, batch_size, shots_from, n_shots, seed, as_json):
+def finetune_eval(run_dir, method, model, dataset, data_dir, split, limit, batch_size, shots_from, n_shots, seed,
+                  prompt_format, as_json):
     """Accuracy (all best-vs-other pairs), CI, AUROC, Brier and RMS calibration error."""
     from finetune.eval_request import EvalRequest, run_eval
     from finetune.evaluate import TABLE_COLUMNS
@@ -526,6 +536,7 @@ def finetune_eval(run_dir, method, model, dataset, data_dir, split, limit, batch
     result = run_eval(EvalRequest(
         dataset=dataset, run_dir=run_dir, method=method, model=model, data_dir=data_dir, split=split,
         limit=limit, batch_size=batch_size, shots_from=shots_from, n_shots=n_shots, seed=seed,
+        prompt_format=prompt_format,
     ))
     if as_json:
         click.echo(json.dumps(result.row(), indent=1))
