@@ -111,6 +111,8 @@ def test_probe_from_chat_stores_is_refused_on_raw_stores(chat_tiny, data_dir, tm
                               "--eval", raw_test))
     assert "extracted with --prompt-format raw" in line and "fit on --prompt-format chat" in line
     assert "--prompt-format raw" in one_error_line(run(probes_cli, "eval", tmp_path / "probe", "--eval", raw_test))
+    with pytest.raises(UserError, match="--views yes --prompt-format chat"):  # the hint extracts the chat view
+        StoreSource(str(chat_train)).require(("yes",))
     probe = fit_probe("mms", StoreSource(str(root / "tiny-random/toy/train.plain.zarr")), 2)
     with pytest.raises(UserError, match="extracted with --prompt-format chat"):
         evaluate(probe, StoreSource(str(root / "tiny-random/toy/test.chat.plain.zarr")))
@@ -177,3 +179,16 @@ def test_bundled_model_chat_and_raw_on_the_demo(bundled_model, tmp_path):
     evaluate(probe, StoreSource(chat["test"]))
     with pytest.raises(UserError, match="extracted with --prompt-format raw"):
         evaluate(probe, StoreSource(raw["test"]))
+
+
+def test_runner_with_chat_keeps_its_stores_and_run_dir_apart(chat_tiny, tmp_path):
+    args = ["run", "--model", "tiny-random", "--shifts", "demo", "--methods", "zero-shot,mms", "--layer", 1,
+            "--limit", 3, "--store-root", tmp_path / "stores", "--out", tmp_path / "run"]
+    result = run(genies_cli, *args, "--prompt-format", "chat")
+    assert result.exit_code == 0, result.output
+    stores = sorted(p.name for p in (tmp_path / "stores").rglob("*.zarr"))
+    assert stores and all(name.endswith(".limit3.chat.plain.zarr") for name in stores)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["prompt_format"] == "chat"
+    assert (tmp_path / "run" / "results.csv").is_file()
+    line = one_error_line(run(genies_cli, *args))  # the default raw format into the chat run's directory
+    assert "prompt_format 'chat' (now 'raw')" in line
