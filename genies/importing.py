@@ -18,6 +18,7 @@ written whole or not at all.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import random
@@ -158,10 +159,21 @@ def read_source(path: Path, split_column: str) -> SourceTable:
         raise UserError(f"{path}: unknown file type {path.suffix or '(no extension)'!r} (expected {ACCEPTED})")
     with tempfile.TemporaryDirectory(prefix="genies-import-") as cache:
         try:
-            dataset = getattr(datasets.Dataset, f"from_{reader}")(str(path), cache_dir=cache, keep_in_memory=True)
+            options = _csv_as_text(path, datasets) if reader == "csv" else {}
+            dataset = getattr(datasets.Dataset, f"from_{reader}")(str(path), cache_dir=cache, keep_in_memory=True,
+                                                                  **options)
         except Exception as err:  # a damaged file surfaces as any of arrow's, pandas' or datasets' errors
             raise UserError(f"{path}: cannot be read as {reader.upper()} ({describe(err)}); expected {ACCEPTED}") from None
         return _table([(str(path), dataset, None)], split_column)
+
+
+def _csv_as_text(path: Path, datasets) -> dict:
+    """Reader options that keep every CSV cell as the text it is: pandas would read ``007`` as the
+    number 7 and ``NA`` or ``None`` as missing. Only an empty cell is missing."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle), [])
+    return {"features": datasets.Features({name: datasets.Value("string") for name in header}),
+            "keep_default_na": False, "na_values": [""]}
 
 
 def _table(parts, split_column: str) -> SourceTable:

@@ -76,6 +76,7 @@ def test_csv_with_split_column_and_mapped_columns(tmp_path):
             writer.writerow([p, c, r, "test" if i % 4 == 0 else "train"])
         writer.writerow(["A prompt", "", "b", "train"])
         writer.writerow(["Another prompt", "a", "b", "validation"])
+        writer.writerow(["Texts stay texts: 2 + 5?", "007", "NA", "train"])
     data_dir = tmp_path / "data"
     result = import_rows(source, data_dir, "csvprefs", "--prompt-column", "question", "--chosen-column", "good",
                          "--rejected-column", "bad")
@@ -84,7 +85,7 @@ def test_csv_with_split_column_and_mapped_columns(tmp_path):
                                       f"rejected: {source}: row 9: split 'validation' is neither train nor test"]
     train, test = load(data_dir, "csvprefs")
     assert [e["prompt"] for e in test] == [GOOD[0][0], GOOD[4][0]]  # the split column is kept, not the ratio
-    assert len(train) == 6
+    assert len(train) == 7 and train[-1]["responses"] == {"007": 1.0, "NA": 0.0}  # not the number 7, not missing
     extract_and_fit(data_dir, "csvprefs", tmp_path)
 
 
