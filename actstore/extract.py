@@ -264,10 +264,15 @@ def store_identity(config: ExtractConfig, split: Split, view: View, model_id: st
     }
 
 
+def recorded_identity(store: ActivationStore) -> dict:
+    """The identity a store was extracted with; stores made before prompt formats existed are raw."""
+    return {"prompt_format": "raw", **(store.meta.get("identity") or {})}
+
+
 def _matches_before_loading(store: ActivationStore, config: ExtractConfig, split: Split, view: View) -> bool:
     """A complete store is reused without loading the model when everything but the model id
     matches and it was made from the same model name (layers resolved with its recorded depth)."""
-    recorded = store.meta.get("identity") or {}
+    recorded = recorded_identity(store)
     try:
         layers = parse_layers(config.layers, int(store.meta["model_n_blocks"]), model=config.model)
     except (UserError, KeyError, TypeError, ValueError):
@@ -287,7 +292,7 @@ def _existing_store(url: str, overwrite: bool) -> ActivationStore | None:
 
 def _same_extraction(store: ActivationStore, identity: dict, *, overwrite: bool) -> bool:
     """True when ``store`` holds this extraction; a different one is refused unless ``overwrite``."""
-    recorded = store.meta.get("identity") or {}
+    recorded = recorded_identity(store)
     differing = [key for key in identity if recorded.get(key) != identity[key]]
     if not differing:
         return True

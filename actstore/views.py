@@ -84,8 +84,8 @@ def encode(tokenizer, view: View, prompt: str, response: str) -> tuple[list[int]
 
     The prompt gets the tokenizer's own special tokens (BOS for LLaMA), or for the ``chat`` prompt
     format is rendered by its chat template; the continuation gets none, plus EOS when the view
-    appends it. The sequence is their concatenation; for the
-    ``plain`` view the continuation (response + EOS) is what the log-likelihood scores.
+    appends it. The sequence is their concatenation; for the ``plain`` view the continuation
+    (response + EOS) is what the log-likelihood scores.
     """
     if view.prompt_format == "chat":  # the template writes its own special tokens (BOS) into the text
         prompt_ids = list(tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False).input_ids)

@@ -11,13 +11,13 @@ import actstore.models
 from actstore import open_store
 from actstore.data import load_split
 from actstore.errors import UserError
-from actstore.extract import ExtractConfig, extract
+from actstore.extract import ExtractConfig, extract, recorded_identity
 from actstore.views import VIEWS, encode, parse_views
 from cli import actstore as actstore_cli
 from cli import finetune as finetune_cli
 from cli import genies as genies_cli
 from cli import probes as probes_cli
-from conftest import TOY_EXAMPLES, write_distribution
+from conftest import TOY_EXAMPLES, edit_store_attrs, write_distribution
 from finetune.sequences import encode_examples
 from probes.fitting import evaluate, fit_probe
 from probes.sources import StoreSource
@@ -85,6 +85,18 @@ def test_chat_store_differs_from_raw_lives_beside_it_and_records_its_format(chat
     assert not np.allclose(chat_store.sequences()["loglik"], raw_store.sequences()["loglik"])
     [again] = extract(ExtractConfig(**settings), loaded=chat_tiny)  # a raw request reuses the raw store only
     assert again.status == "complete" and again.url == raw.url
+
+
+def test_raw_store_made_before_prompt_formats_is_still_reused(data_dir, tmp_path):
+    settings = dict(model="tiny-random", datasets=("toy",), splits=("test",), data_dir=str(data_dir),
+                    out=str(tmp_path / "stores"), progress=False, compute_dtype="float32")
+    [made] = extract(ExtractConfig(**settings))
+    store = open_store(made.url)
+    older = {key: value for key, value in store.meta["identity"].items() if key != "prompt_format"}
+    edit_store_attrs(made.url, identity=older, prompt_format=None)
+    assert recorded_identity(open_store(made.url))["prompt_format"] == "raw"
+    [again] = extract(ExtractConfig(**settings))  # neither refused nor extracted again
+    assert again.status == "complete" and again.blocks_computed == 0
 
 
 def test_chat_without_a_template_is_one_line_before_any_store(data_dir, tmp_path):
