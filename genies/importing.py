@@ -101,6 +101,7 @@ def import_distribution(config: ImportConfig, *, on_rejected: Callable[[Rejected
         raise UserError(f"{target}: distribution {config.name!r} already exists; pass --overwrite to replace it")
     table = read_source(Path(config.source), config.columns.split)
     form = detect_format(table.columns, config.columns, str(config.source)) if config.format == "auto" else config.format
+    check_columns(form, table.columns, config.columns, str(config.source))
     convert = CONVERTERS[form]
     examples: dict[str | None, list[dict]] = {}
     rejected = []
@@ -183,7 +184,7 @@ def _table(parts, split_column: str) -> SourceTable:
         for index, raw in enumerate(dataset):
             split = split_name
             if split_column in raw:
-                split = "" if raw[split_column] is None else str(raw[split_column]).strip()
+                split = "" if raw[split_column] is None else str(raw[split_column]).strip().lower()
             rows.append((where, index, split, raw))
     if not rows:
         raise UserError(f"{parts[0][0] if parts else 'source'}: holds no rows")
@@ -201,6 +202,17 @@ def detect_format(columns: tuple[str, ...], names: Columns, source: str) -> str:
                     f"{names.prompt}+{names.chosen}+{names.rejected} (preference), {names.responses}+{names.scores} "
                     f"(ranked) or {names.prompt}+{names.responses} (genies); name them with --prompt-column, "
                     "--chosen-column ... or pass --format)")
+
+
+REQUIRED_COLUMNS = {"preference": ("chosen", "rejected"), "ranked": ("prompt", "responses", "scores"),
+                    "genies": ("prompt", "responses")}  # a conversational preference row carries its prompt
+
+
+def check_columns(form: str, columns: tuple[str, ...], names: Columns, source: str) -> None:
+    for role in REQUIRED_COLUMNS[form]:
+        if getattr(names, role) not in columns:
+            raise UserError(f"{source}: no column {getattr(names, role)!r} for {form} data (its columns: "
+                            f"{', '.join(columns)}); name the {role} column with --{role}-column")
 
 
 def assign_splits(examples: dict[str | None, list[dict]], ratio: float, seed: int,

@@ -181,3 +181,15 @@ def test_unknown_columns_name_the_expected_ones(tmp_path):
     assert result.exit_code == 2
     assert "cannot tell the format from its columns question, answer" in result.stderr
     assert "--prompt-column" in result.stderr
+
+
+def test_explicit_format_without_its_columns_is_one_line(tmp_path):
+    source = tmp_path / "ranked.jsonl"
+    source.write_text(json.dumps({"question": "p", "responses": ["a", "b"], "scores": [1, 0]}) + "\n")
+    result = import_rows(source, tmp_path / "data", "r", "--format", "ranked")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: {source}: no column 'prompt' for ranked data (its columns: question, "
+                                     "responses, scores); name the prompt column with --prompt-column")
+    renamed = import_rows(source, tmp_path / "data", "r", "--format", "ranked", "--prompt-column", "question")
+    assert renamed.exit_code == 2  # the column is found now, but one row leaves nothing to test on
+    assert "no valid rows left for the test split (1 imported); a distribution needs both train and test" in renamed.stderr
