@@ -2,6 +2,7 @@
 bad rows reported by row, then extracted with the tiny model and probed end to end."""
 
 import json
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -193,3 +194,13 @@ def test_explicit_format_without_its_columns_is_one_line(tmp_path):
     renamed = import_rows(source, tmp_path / "data", "r", "--format", "ranked", "--prompt-column", "question")
     assert renamed.exit_code == 2  # the column is found now, but one row leaves nothing to test on
     assert "no valid rows left for the test split (1 imported); a distribution needs both train and test" in renamed.stderr
+
+
+def test_without_the_datasets_package_one_line_says_what_to_install(tmp_path, monkeypatch):
+    source = tmp_path / "prefs.jsonl"
+    source.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    monkeypatch.setitem(sys.modules, "datasets", None)  # what `import datasets` meets when not installed
+    result = import_rows(source, tmp_path / "data", "p")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: genies data import needs the datasets package: "
+                                     "pip install 'genies-toolkit[import]' (or: pip install datasets)")
