@@ -123,6 +123,37 @@ def data_download(data_dir):
     click.echo(f"{count} distributions in {target} (tarball sha256 {digest})")
 
 
+@data.command("import")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Name of the distribution to write.")
+@click.option("--format", "form", default="auto", show_default=True,
+              type=click.Choice(["auto", "genies", "preference", "ranked"]),
+              help="preference: prompt+chosen+rejected (texts or message lists); ranked: responses+scores lists; "
+                   "genies: prompt+responses (text -> score); auto: told by the columns.")
+@click.option("--split-ratio", type=float, default=0.8, show_default=True,
+              help="Share of rows in train when the source has no split column.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the train/test split.")
+@click.option("--prompt-column", default="prompt", show_default=True)
+@click.option("--chosen-column", default="chosen", show_default=True)
+@click.option("--rejected-column", default="rejected", show_default=True)
+@click.option("--responses-column", default="responses", show_default=True)
+@click.option("--scores-column", default="scores", show_default=True)
+@click.option("--split-column", default="split", show_default=True, help="Column naming each row's split (train/test), if any.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing distribution of that name.")
+@click.option("--data-dir", help=DATA_DIR_HELP)
+def data_import(source, name, form, split_ratio, seed, prompt_column, chosen_column, rejected_column, responses_column,
+                scores_column, split_column, overwrite, data_dir):
+    """Import SOURCE (JSON, JSONL, CSV, Parquet, or a saved `datasets` directory) as distribution NAME."""
+    from genies.importing import Columns, ImportConfig, import_distribution
+
+    config = ImportConfig(source=source, name=name, data_dir=data_dir, format=form, split_ratio=split_ratio, seed=seed,
+                          columns=Columns(prompt_column, chosen_column, rejected_column, responses_column,
+                                          scores_column, split_column), overwrite=overwrite)
+    result = import_distribution(config, on_rejected=lambda rejected: click.echo(f"rejected: {rejected}", err=True))
+    click.echo(f"{result.directory}: {result.n_train} train + {result.n_test} test examples ({result.format} format); "
+               f"{len(result.rejected)} row(s) rejected")
+
+
 @data.command("demo")
 @click.option("--out", type=click.Path(path_type=Path), help="Where to write it (default: the per-user cache).")
 def data_demo(out):
@@ -170,7 +201,9 @@ def shifts_ls(manifest, as_json):
 @click.option("--mix-target", type=int, default=0, show_default=True,
               help="Add K target training examples to each source before fitting (sensitivity analysis).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, mix_target, seed):
+@click.option("--prompt-format", default="raw", show_default=True, type=click.Choice(["raw", "chat"]),
+              help="chat: prompts as a user turn in the model's chat template (stores, fine-tuning, few-shot).")
+def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, mix_target, seed, prompt_format):
     """Run the benchmark: plan, extract, fit, evaluate; write RUN_DIR/results.csv and report.md."""
     import shlex
 
@@ -185,7 +218,8 @@ def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, 
         raise UserError(f"--layer must be a layer number or 'best', got {layer!r}")
     config = RunConfig(model=model, shifts=shifts, methods=expand_methods(methods),
                        layer=layer if layer == "best" else int(layer), limit=limit, data_dir=data_dir, out=out,
-                       store_root=store_root, mix_target=mix_target, seed=seed)
+                       store_root=store_root, mix_target=mix_target, seed=seed,
+                       prompt_format=prompt_format)
     command = "genies " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_benchmark(config, command=command, log=click.echo)
     click.echo("")
@@ -273,6 +307,8 @@ def actstore():
                    "(default: on for CPUs, where it was measured faster; off for GPUs).")
 @click.option("--site", default="residual", show_default=True, type=click.Choice(["residual", "heads"]),
               help="heads: also keep per-head attention outputs (input of o_proj).")
+@click.option("--prompt-format", default="raw", show_default=True, type=click.Choice(["raw", "chat"]),
+              help="chat: the prompt as a user turn in the tokenizer's chat template (instruct/chat models).")
 @click.option("--out", help="Store root: a directory or fsspec URL (default: the per-user store directory).")
 @click.option("--batch-tokens", default=4096, show_default=True, type=int, help="Padded tokens per forward pass.")
 @click.option("--block-size", default=512, show_default=True, type=int,
@@ -287,14 +323,14 @@ def actstore():
               help="Check every block of existing stores against its checksums and recompute the damaged ones.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dtype, compute_dtype, prompt_reuse, site,
-                     out, batch_tokens, block_size, device, strict, overwrite, repair, no_progress):
+                     prompt_format, out, batch_tokens, block_size, device, strict, overwrite, repair, no_progress):
     """Run MODEL once over each (dataset, split, view) and write one store each; print their paths."""
     from actstore.extract import ExtractConfig, extract, parse_names
 
     config = ExtractConfig(
         model=model, datasets=parse_names(datasets), splits=parse_names(splits), views=parse_names(views),
         layers=layers, limit=limit, dtype=dtype, compute_dtype=compute_dtype, prompt_reuse=prompt_reuse, site=site,
-        out=out, data_dir=data_dir, batch_tokens=batch_tokens,
+        prompt_format=prompt_format, out=out, data_dir=data_dir, batch_tokens=batch_tokens,
         block_size=block_size, device=device, overwrite=overwrite, repair=repair, skip_bad=not strict,
         progress=not no_progress,
     )
@@ -495,14 +531,18 @@ def finetune():
 @click.option("--limit", type=int, help="Use only the first N training examples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds pair sampling, initialization and shuffling.")
 @click.option("--precision", default="auto", show_default=True, help="fp32, bf16 (autocast; weights stay fp32), or auto (bf16 where the hardware runs it natively).")
+@click.option("--prompt-format", default="raw", show_default=True, type=click.Choice(["raw", "chat"]),
+              help="chat: the prompt as a user turn in the tokenizer's chat template (recorded in the run).")
 @click.option("--json", "as_json", is_flag=True, help="Print the training result as JSON.")
-def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, batch_size, limit, seed, precision, as_json):
+def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, batch_size, limit, seed, precision,
+                   prompt_format, as_json):
     """Train a reward model (scalar head on the last token) on one (best, other) pair per example."""
     from finetune.train import TrainConfig, train_reward_model
 
     config = TrainConfig(
         method=method, model=model, dataset=dataset, data_dir=data_dir, out=out, steps=steps,
         learning_rate=learning_rate, batch_size=batch_size, limit=limit, seed=seed, precision=precision,
+        prompt_format=prompt_format,
     )
     result = train_reward_model(config)
     if not result.is_main_process:
@@ -533,8 +573,11 @@ def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, 
 @click.option("--shots-from", help="few-shot: distribution whose train split gives the shots.")
 @click.option("--shots", "n_shots", type=int, default=4, show_default=True, help="few-shot: shots per prompt.")
 @click.option("--seed", type=int, default=0, show_default=True, help="few-shot: seeds the choice of shots.")
+@click.option("--prompt-format", type=click.Choice(["raw", "chat"]),
+              help="chat: the prompt as a user turn in the tokenizer's chat template (default: a run's own; raw for baselines).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def finetune_eval(run_dir, method, model, dataset, data_dir, split, limit, batch_size, shots_from, n_shots, seed, as_json):
+def finetune_eval(run_dir, method, model, dataset, data_dir, split, limit, batch_size, shots_from, n_shots, seed,
+                  prompt_format, as_json):
     """Accuracy (all best-vs-other pairs), CI, AUROC, Brier and RMS calibration error."""
     from finetune.eval_request import EvalRequest, run_eval
     from finetune.evaluate import TABLE_COLUMNS
@@ -542,6 +585,7 @@ def finetune_eval(run_dir, method, model, dataset, data_dir, split, limit, batch
     result = run_eval(EvalRequest(
         dataset=dataset, run_dir=run_dir, method=method, model=model, data_dir=data_dir, split=split,
         limit=limit, batch_size=batch_size, shots_from=shots_from, n_shots=n_shots, seed=seed,
+        prompt_format=prompt_format,
     ))
     if as_json:
         click.echo(json.dumps(result.row(), indent=1))

@@ -31,7 +31,7 @@ from actstore.writer import BackgroundWriter
 from actstore.sharding import Shard, default_device, wait_for_creation
 from actstore.store import (DISK_FULL, ActivationStore, StoreLayout, create_store, disk_full_message, find_store,
                             open_for_writing)
-from actstore.views import View, parse_views
+from actstore.views import View, check_prompt_format, parse_views
 
 SITES = ("residual", "heads")
 STORAGE_DTYPES = ("float16", "float32")
@@ -48,6 +48,7 @@ class ExtractConfig:
     dtype: str = "float16"  # storage dtype
     compute_dtype: str = "auto"  # the model's dtype; auto: bfloat16 where the device runs it natively, else float32
     site: str = "residual"  # "heads" adds per-head attention outputs
+    prompt_format: str = "raw"  # raw, or chat: the prompt as a user turn in the tokenizer's chat template
     out: str | None = None  # store root (directory or fsspec URL); default: the per-user store root
     data_dir: str | None = None
     batch_tokens: int = 4096  # padded tokens per forward pass
@@ -76,6 +77,7 @@ class ExtractConfig:
             raise UserError(f"unknown padding side {self.padding_side!r} (choose {' or '.join(PADDING_SIDES)})")
         if not self.datasets:
             raise UserError("no dataset named (--dataset NAME[,NAME...])")
+        check_prompt_format(self.prompt_format)
         parse_views(",".join(self.views))  # unknown views fail before any work
 
     @property
@@ -134,7 +136,7 @@ def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_resu
     """Extract every (dataset, split, view) of ``config``; ``on_result`` sees each store as it finishes."""
     config = replace(config, out=checked_store_root(config.out, "--out", writing=True))
     data_dir = resolve_data_dir(config.data_dir)
-    views = parse_views(",".join(config.views))
+    views = parse_views(",".join(config.views), config.prompt_format)
     for dataset in config.datasets:  # unknown datasets and splits fail before the long work starts
         for split in config.splits:
             split_path(data_dir, dataset, split)
@@ -169,7 +171,8 @@ def concrete_compute_dtype(config: ExtractConfig, loaded: LoadedModel | None) ->
 
 
 def extract_store(config: ExtractConfig, model: ModelOnDemand, split: Split, table: SequenceTable, view: View) -> StoreResult:
-    url = store_url(config.root, config.model, split.dataset, split.split, view.name, limit=config.limit, site=config.site)
+    url = store_url(config.root, config.model, split.dataset, split.split, view.name, limit=config.limit, site=config.site,
+                    prompt_format=view.prompt_format)
     shard = Shard.from_environment()
     try:
         with ExtractionLock(url, shard) as lock:
@@ -251,6 +254,7 @@ def store_identity(config: ExtractConfig, split: Split, view: View, model_id: st
         "view": view.name,
         "view_template": view.continuation,
         "view_appends_eos": view.append_eos,
+        "prompt_format": view.prompt_format,
         "layers": list(layers),
         "dtype": config.dtype,
         "compute_dtype": config.compute_dtype,
@@ -260,10 +264,15 @@ def store_identity(config: ExtractConfig, split: Split, view: View, model_id: st
     }
 
 
+def recorded_identity(store: ActivationStore) -> dict:
+    """The identity a store was extracted with; stores made before prompt formats existed are raw."""
+    return {"prompt_format": "raw", **(store.meta.get("identity") or {})}
+
+
 def _matches_before_loading(store: ActivationStore, config: ExtractConfig, split: Split, view: View) -> bool:
     """A complete store is reused without loading the model when everything but the model id
     matches and it was made from the same model name (layers resolved with its recorded depth)."""
-    recorded = store.meta.get("identity") or {}
+    recorded = recorded_identity(store)
     try:
         layers = parse_layers(config.layers, int(store.meta["model_n_blocks"]), model=config.model)
     except (UserError, KeyError, TypeError, ValueError):
@@ -283,7 +292,7 @@ def _existing_store(url: str, overwrite: bool) -> ActivationStore | None:
 
 def _same_extraction(store: ActivationStore, identity: dict, *, overwrite: bool) -> bool:
     """True when ``store`` holds this extraction; a different one is refused unless ``overwrite``."""
-    recorded = store.meta.get("identity") or {}
+    recorded = recorded_identity(store)
     differing = [key for key in identity if recorded.get(key) != identity[key]]
     if not differing:
         return True
@@ -331,6 +340,7 @@ def _attributes(config: ExtractConfig, loaded: LoadedModel, split: Split, view: 
         "view_template": view.continuation,
         "view_appends_eos": view.append_eos,
         "view_description": view.description,
+        "prompt_format": view.prompt_format,
         "site": config.site,
         "limit": config.limit,
         "n_examples_in_split": len(split.examples),

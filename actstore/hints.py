@@ -17,6 +17,8 @@ def extract_command(meta: dict, views: tuple[str, ...] | list[str], *, heads: bo
         command += f" --limit {meta['limit']}"
     if heads or meta.get("site") == "heads":
         command += " --site heads"
+    if meta.get("prompt_format", "raw") != "raw":
+        command += f" --prompt-format {meta['prompt_format']}"
     if not repair:
         return command
     if identity.get("layers"):

@@ -1,8 +1,8 @@
-"""Where stores live: ``ROOT/<model-slug>/<dataset>/<split>[.limit<N>][.heads].<view>.zarr``.
+"""Where stores live: ``ROOT/<model-slug>/<dataset>/<split>[.limit<N>][.heads][.chat].<view>.zarr``.
 
 The view is always the last part before ``.zarr``, so the sibling view of a store (the ``no``
 store of a ``yes`` store, for CCS) is found by replacing ``.<view>.zarr``; the extras that make
-two extractions different (``--limit``, ``--site heads``) come before it, so they never collide.
+two extractions different (``--limit``, ``--site heads``, ``--prompt-format chat``) come before it, so they never collide.
 ROOT may be a local directory or an fsspec URL (``memory://``, ``s3://`` ...).
 
 Wherever a store is asked for, it may also be named ``MODEL/DATASET/SPLIT[/VIEW]`` (the view
@@ -32,21 +32,25 @@ def model_slug(model: str) -> str:
     return slug if slug.strip(".") else "model"  # never "", "." or "..": the slug is a directory
 
 
-def store_name(split: str, view: str, *, limit: int | None = None, site: str = "residual") -> str:
+def store_name(split: str, view: str, *, limit: int | None = None, site: str = "residual",
+               prompt_format: str = "raw") -> str:
     parts = [split]
     if limit is not None:
         parts.append(f"limit{limit}")
     if site != "residual":
         parts.append(site)
+    if prompt_format != "raw":
+        parts.append(prompt_format)
     parts.append(view)
     return ".".join(parts) + STORE_SUFFIX
 
 
 def store_url(root: str | Path, model: str, dataset: str, split: str, view: str, *, limit: int | None = None,
-              site: str = "residual") -> str:
+              site: str = "residual", prompt_format: str = "raw") -> str:
     check_name(dataset)
     return "/".join([str(root).rstrip("/"), model_slug(model), dataset,
-                     store_name(check_name(split, "split"), check_name(view, "view"), limit=limit, site=site)])
+                     store_name(check_name(split, "split"), check_name(view, "view"), limit=limit, site=site,
+                                prompt_format=prompt_format)])
 
 
 SPLITS = ("train", "test")

@@ -10,18 +10,23 @@ tokens than the text has UTF-8 bytes, plus a few special tokens.
 from __future__ import annotations
 
 from actstore.sequence_table import SequenceTable, encode_rows
-from actstore.views import View
+from actstore.views import View, chat_prompt, require_chat_template
 
 SPECIAL_TOKEN_ALLOWANCE = 8
 
 
 def check_context(table: SequenceTable, tokenizer, view: View, *, max_tokens: int | None, source: str) -> None:
-    """Raise the UserError of ``encode_rows`` for the first sequence the model cannot read."""
+    """Raise the UserError of ``encode_rows`` for the first sequence the model cannot read (and refuse
+    the ``chat`` prompt format for a tokenizer without a chat template)."""
+    if view.prompt_format == "chat":
+        require_chat_template(tokenizer)
     if max_tokens is None:
         return
     from transformers.utils import logging as hf_logging
 
     template_bytes = len(view.continuation.encode("utf-8"))
+    if view.prompt_format == "chat":
+        template_bytes += len(chat_prompt(tokenizer, "").encode("utf-8"))
     budget = max_tokens - SPECIAL_TOKEN_ALLOWANCE - template_bytes
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the tokenizer's own "longer than the maximum" warning would precede our error

@@ -4,14 +4,19 @@ A sequence is ``tokens(prompt)`` (with the tokenizer's own special tokens, e.g. 
 ``tokens(continuation)`` (no special tokens), plus EOS where the view says so. Tokenizing the
 prompt on its own keeps the prompt boundary exact, which the log-likelihood of the ``plain``
 view and the shared-prompt key/value reuse both rely on.
+
+The prompt format says how the prompt itself is written: ``raw`` as it is in the data, ``chat``
+as one user turn in the tokenizer's own chat template, ending where the assistant's turn starts,
+so the continuation (the response) is the assistant's reply.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from actstore.errors import UserError
 
+PROMPT_FORMATS = ("raw", "chat")
 QUESTION = "\n\n### Does the responder successfully follow the instruction?\n"
 
 
@@ -21,6 +26,7 @@ class View:
     continuation: str  # template with {response}
     append_eos: bool
     description: str
+    prompt_format: str = "raw"  # see PROMPT_FORMATS
 
     def continuation_text(self, response: str) -> str:
         return self.continuation.format(response=response)
@@ -47,20 +53,46 @@ def get_view(name: str) -> View:
     return VIEWS[name]
 
 
-def parse_views(spec: str) -> list[View]:
-    return [get_view(name.strip()) for name in spec.split(",") if name.strip()]
+def parse_views(spec: str, prompt_format: str = "raw") -> list[View]:
+    check_prompt_format(prompt_format)
+    return [replace(get_view(name.strip()), prompt_format=prompt_format) for name in spec.split(",") if name.strip()]
+
+
+def check_prompt_format(prompt_format: str) -> str:
+    if prompt_format not in PROMPT_FORMATS:
+        raise UserError(f"unknown --prompt-format {prompt_format!r} (choose {' or '.join(PROMPT_FORMATS)})")
+    return prompt_format
+
+
+def require_chat_template(tokenizer) -> None:
+    """Refuse ``--prompt-format chat`` for a tokenizer that has no chat template (base models)."""
+    if not getattr(tokenizer, "chat_template", None):
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise UserError(f"{name}: this model's tokenizer has no chat template, so --prompt-format chat cannot be used "
+                        "(use --prompt-format raw)")
+
+
+def chat_prompt(tokenizer, prompt: str) -> str:
+    """``prompt`` as one user turn in the tokenizer's chat template, up to the start of the assistant's turn."""
+    require_chat_template(tokenizer)
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
 
 
 def encode(tokenizer, view: View, prompt: str, response: str) -> tuple[list[int], list[int]]:
     """Token ids of (prompt, continuation) for one sequence of ``view``.
 
-    The prompt gets the tokenizer's own special tokens (BOS for LLaMA); the continuation gets
-    none, plus EOS when the view appends it. The sequence is their concatenation; for the
-    ``plain`` view the continuation (response + EOS) is what the log-likelihood scores.
+    The prompt gets the tokenizer's own special tokens (BOS for LLaMA), or for the ``chat`` prompt
+    format is rendered by its chat template; the continuation gets none, plus EOS when the view
+    appends it. The sequence is their concatenation; for the ``plain`` view the continuation
+    (response + EOS) is what the log-likelihood scores.
     """
-    prompt_ids = list(tokenizer(prompt, add_special_tokens=True).input_ids)
-    if prompt_ids and prompt_ids[-1] == tokenizer.eos_token_id and tokenizer.eos_token_id != tokenizer.bos_token_id:
-        prompt_ids = prompt_ids[:-1]  # tokenizers whose post-processor appends EOS to every text
+    if view.prompt_format == "chat":  # the template writes its own special tokens (BOS) into the text
+        prompt_ids = list(tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False).input_ids)
+    else:
+        prompt_ids = list(tokenizer(prompt, add_special_tokens=True).input_ids)
+        if prompt_ids and prompt_ids[-1] == tokenizer.eos_token_id and tokenizer.eos_token_id != tokenizer.bos_token_id:
+            prompt_ids = prompt_ids[:-1]  # tokenizers whose post-processor appends EOS to every text
     continuation = list(tokenizer(view.continuation_text(response), add_special_tokens=False).input_ids)
     if view.append_eos:
         continuation.append(tokenizer.eos_token_id)

@@ -73,6 +73,7 @@ def evaluate_loglik_baseline(
     shots_from: str | None = None,
     n_shots: int = DEFAULT_SHOTS,
     seed: int = 0,
+    prompt_format: str = "raw",
 ) -> EvalResult:
     """Zero-shot (``shots_from`` None) or few-shot accuracy of a base model on one split."""
     from actstore.data import load_split, resolve_data_dir
@@ -93,7 +94,8 @@ def evaluate_loglik_baseline(
         prompt_for = few_shot_prompts(shots, n_shots=n_shots, seed=seed, exclude_self=(shots_from == dataset and split == "train"))
     loaded = load_model(model, device=default_device())
     encoded = encode_examples(
-        loaded.tokenizer, examples, max_length=context_length(loaded.model, loaded.tokenizer), prompt_for=prompt_for
+        loaded.tokenizer, examples, max_length=context_length(loaded.model, loaded.tokenizer), prompt_for=prompt_for,
+        prompt_format=prompt_format,
     )
     scores = response_logliks(loaded.model, list(encoded.sequences), pad_id=loaded.tokenizer.pad_token_id, batch_size=batch_size)
     method = "zero-shot" if shots_from is None else "few-shot"

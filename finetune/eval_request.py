@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actstore.errors import UserError
+from actstore.views import check_prompt_format
 from finetune.evaluate import EvalResult
 
 BASELINES = ("zero-shot", "few-shot")
@@ -25,12 +26,15 @@ class EvalRequest:
     shots_from: str | None = None
     n_shots: int = 4
     seed: int = 0
+    prompt_format: str | None = None  # None: a run's own, raw for a baseline
 
     def check(self) -> None:
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1, got {self.limit}")
+        if self.prompt_format is not None:
+            check_prompt_format(self.prompt_format)
         if self.run_dir is not None:
             if self.method in BASELINES:
                 raise UserError(f"--method {self.method} evaluates a base model: give --model, not a run directory")
@@ -52,12 +56,16 @@ def run_eval(request: EvalRequest) -> EvalResult:
     request.check()
     if request.run_dir is not None:
         from finetune.checkpoint import read_record
-        from finetune.evaluate import evaluate_reward_model
+        from finetune.evaluate import evaluate_reward_model, run_prompt_format
 
         record = read_record(request.run_dir)
         trained_method = record["settings"]["method"]
         if request.method is not None and request.method != trained_method:
             raise UserError(f"{request.run_dir}: holds a {trained_method} model, not {request.method}")
+        trained_format = run_prompt_format(record)
+        if request.prompt_format not in (None, trained_format):
+            raise UserError(f"{request.run_dir}: trained with --prompt-format {trained_format}; "
+                            f"it is evaluated with the same (drop --prompt-format {request.prompt_format})")
         return evaluate_reward_model(
             request.run_dir,
             request.dataset,
@@ -78,4 +86,5 @@ def run_eval(request: EvalRequest) -> EvalResult:
         shots_from=request.shots_from if request.method == "few-shot" else None,
         n_shots=request.n_shots,
         seed=request.seed,
+        prompt_format=request.prompt_format or "raw",
     )

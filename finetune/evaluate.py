@@ -90,6 +90,11 @@ def reward_scores(reward_model, sequences: list[TokenSequence], *, pad_id: int, 
     return score_grouped(sequences, batch_size, score_batch, pad_id)
 
 
+def run_prompt_format(record: dict) -> str:
+    """The prompt format a reward model was trained with (raw for runs made before it was recorded)."""
+    return record.get("prompt_format") or "raw"
+
+
 def evaluate_reward_model(
     run_dir: Path,
     dataset: str,
@@ -113,6 +118,7 @@ def evaluate_reward_model(
         examples,
         max_length=context_length(causal_lm, trained.tokenizer),
         extra_tokens=trained.settings.extra_tokens,
+        prompt_format=run_prompt_format(trained.record),
     )
     scores = reward_scores(trained.model, list(encoded.sequences), pad_id=trained.tokenizer.pad_token_id, batch_size=batch_size)
     return result_from_scores(trained.settings.method, dataset, split, encoded, scores)

@@ -1,7 +1,8 @@
 """Token sequences for live scoring: one per (example, response), in store order, and batching.
 
 Every live method reads the ``plain`` view, encoded by ``actstore.views.encode``: the prompt
-with the tokenizer's own special tokens, then response + EOS. The reward models score the last
+with the tokenizer's own special tokens (or, with the ``chat`` prompt format, as a user turn in
+its chat template), then response + EOS. The reward models score the last
 real token (the EOS); zero-/few-shot score the log-likelihood of response + EOS. Sequences are
 ordered by example, then by response in file order, like the activation store.
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from actstore.data import Example
-from actstore.views import VIEWS, encode
+from actstore.views import encode, parse_views, require_chat_template
 
 PromptBuilder = Callable[[Example], str]
 
@@ -72,13 +73,16 @@ def encode_examples(
     max_length: int,
     prompt_for: PromptBuilder | None = None,
     extra_tokens: int = 0,
+    prompt_format: str = "raw",
 ) -> EncodedSplit:
     """Encode every response of every example; drop examples with a sequence over ``max_length``.
 
     ``prompt_for`` replaces an example's prompt (few-shot prefixes); ``extra_tokens`` counts
     tokens the model adds in front (prompt tuning's virtual tokens) against the limit.
     """
-    view = VIEWS["plain"]
+    [view] = parse_views("plain", prompt_format)
+    if prompt_format == "chat":
+        require_chat_template(tokenizer)
     kept: list[TokenSequence] = []
     dropped: list[int] = []
     dropped_pairs = 0

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from actstore.errors import UserError
+from actstore.views import check_prompt_format
 from finetune.reward_model import DEFAULT_LEARNING_RATES, AdapterSettings, check_method
 
 DEFAULT_EPOCHS = 3  # the paper's runs saw about 2.7 to 5.3 epochs of a 600-example source
@@ -36,6 +37,7 @@ class TrainConfig:
     limit: int | None = None  # use only the first N training examples
     seed: int = 0
     precision: str = "auto"  # "fp32", "bf16" (autocast over fp32 weights), or auto: bf16 where fast
+    prompt_format: str = "raw"  # raw, or chat: the prompt as a user turn in the tokenizer's chat template
     max_grad_norm: float = 0.3
     lora_r: int = 64
     lora_alpha: int = 16
@@ -44,6 +46,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_method(self.method)
+        check_prompt_format(self.prompt_format)
         for name in ("steps", "batch_size", "limit", "lora_r", "n_virtual_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -141,6 +144,7 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, seal: dict
         examples,
         max_length=context_length(loaded.model, loaded.tokenizer),
         extra_tokens=settings.extra_tokens,
+        prompt_format=config.prompt_format,
     )
     if not encoded.sequences:
         raise UserError(f"{config.dataset}: every training example is longer than the model's context ({encoded.max_length} tokens)")
@@ -202,6 +206,7 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, seal: dict
             "dataset": config.dataset,
             "data_dir": str(data_dir),
             "data_fingerprint": split.fingerprint,
+            "prompt_format": config.prompt_format,
             "config": asdict(config),
             "result": {k: v for k, v in result.as_dict().items() if k != "out_dir"},
         }

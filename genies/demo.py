@@ -51,7 +51,8 @@ def layer_sweep_plot(config: RunConfig, out: Path) -> Path:
     source, target = SWEEP_SHIFT
 
     def store(dataset: str, split: str) -> StoreSource:
-        return StoreSource(store_url(config.resolved_store_root, config.model, dataset, split, "plain", limit=config.limit))
+        return StoreSource(store_url(config.resolved_store_root, config.model, dataset, split, "plain", limit=config.limit,
+                                     prompt_format=config.prompt_format))
 
     methods = [get_method(m) for m in DEMO_METHODS if m != "zero-shot"]
     train = store(source, "train")

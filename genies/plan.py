@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 from actstore.errors import UserError
 from actstore.locations import store_url
 from actstore.paths import default_store_root
+from actstore.views import check_prompt_format
 from genies.generalization import NOT_A_CAPABILITY, UNTRAINED, ZERO_SHOT
 from manifests import Shift
 from probes.methods import METHODS as PROBE_METHODS
@@ -58,8 +59,10 @@ class RunConfig:
     store_root: str | None = None  # default: actstore's per-user store directory
     mix_target: int = 0  # K target training examples mixed into each source (sensitivity analysis)
     seed: int = 0
+    prompt_format: str = "raw"  # raw, or chat: prompts as a user turn in the model's chat template
 
     def __post_init__(self):
+        check_prompt_format(self.prompt_format)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise UserError(f"unknown method(s) {', '.join(unknown)} (choose from {', '.join(METHODS)})")
@@ -241,7 +244,8 @@ def build_plan(config: RunConfig, shifts: list[Shift], done: DoneChecks) -> Plan
 
     def need_store(dataset: str, split: str, view: str) -> None:
         if (dataset, split, view) not in stores:
-            url = store_url(config.resolved_store_root, config.model, dataset, split, view, limit=config.limit)
+            url = store_url(config.resolved_store_root, config.model, dataset, split, view, limit=config.limit,
+                            prompt_format=config.prompt_format)
             complete = done.store_complete(url)
             current = complete and done.current(url, done.data((dataset, split)))
             stores[(dataset, split, view)] = StoreStep(dataset, split, view, url, current, stale=complete and not current)
@@ -296,7 +300,7 @@ def layer_tag(config: RunConfig, method: str) -> str:
     return config.layer_tag
 
 
-RESULT_SETTINGS = ("model", "limit", "seed", "data_dir")
+RESULT_SETTINGS = ("model", "limit", "seed", "data_dir", "prompt_format")
 
 
 def check_reusable(recorded: dict, config: RunConfig) -> None:

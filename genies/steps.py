@@ -69,7 +69,8 @@ def extract_stores(config: RunConfig, steps: list[StoreStep], model: LazyModel, 
         results = extraction.extract(
             extraction.ExtractConfig(model=config.model, datasets=(dataset,), splits=(split,), views=views,
                                      layers="all", limit=config.limit, out=config.resolved_store_root,
-                                     data_dir=config.data_dir, overwrite=bool(stale), progress=progress),
+                                     data_dir=config.data_dir, overwrite=bool(stale), progress=progress,
+                                     prompt_format=config.prompt_format),
             loaded=model.get())
         for result in results:
             rate = f", {result.sequences_per_second:.1f} seq/s" if result.sequences_per_second else ""
@@ -110,7 +111,7 @@ class Sources:
         key = (dataset, split, views)
         if key not in self._open:
             urls = [store_url(self.config.resolved_store_root, self.config.model, dataset, split, view,
-                              limit=self.config.limit) for view in views]
+                              limit=self.config.limit, prompt_format=self.config.prompt_format) for view in views]
             self._open[key] = _holding(StoreSource(urls), model=self.config.model, dataset=dataset, split=split,
                                        limit=self.config.limit)
         return self._open[key]
@@ -217,7 +218,8 @@ def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, lo
         log(f"[train {index}/{len(steps)}] {step.method} on {step.training.name}")
         dataset, data_dir, limit = _live_training_data(config, step.training, mixed_data_dir)
         result = train_reward_model(TrainConfig(method=step.method, model=config.model, dataset=dataset,
-                                                data_dir=data_dir, out=str(step.path), limit=limit, seed=config.seed),
+                                                data_dir=data_dir, out=str(step.path), limit=limit, seed=config.seed,
+                                                prompt_format=config.prompt_format),
                                     progress=False, seal={"data": step.data})
         log(f"    {result.steps} steps, loss {result.mean_loss('first'):.3f} -> {result.mean_loss('last'):.3f}, "
             f"{result.total_seconds:.0f}s")
@@ -273,5 +275,5 @@ def _live_result(config: RunConfig, step: EvalStep, fits: dict[tuple[str, Traini
     else:  # few-shot: the training set gives the shots (the runner refuses it with --mix-target)
         request = EvalRequest(dataset=step.tested_on, method="few-shot", model=config.model,
                               shots_from=step.training.dataset, data_dir=config.data_dir, limit=config.limit,
-                              seed=config.seed)
+                              seed=config.seed, prompt_format=config.prompt_format)
     return run_eval(request)

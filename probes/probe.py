@@ -49,12 +49,15 @@ class Probe:
         return source.labels.margins(self.score(source))
 
     def check_compatible(self, source: FeatureSource) -> None:
-        """Refuse activations from another model or of another width than the training store's."""
+        """Refuse activations from another model, prompt format or width than the training store's."""
         mine, theirs = self.trained_on, source.meta
         for key in MODEL_KEYS:
             if mine.get(key) and theirs.get(key) and mine[key] != theirs[key]:
                 raise UserError(f"{source.name}: store is from model {theirs[key]!r}, "
                                 f"but the {self.method} probe was fit on {mine[key]!r}")
+        if prompt_format(mine) != prompt_format(theirs):
+            raise UserError(f"{source.name}: store was extracted with --prompt-format {prompt_format(theirs)}, "
+                            f"but the {self.method} probe was fit on --prompt-format {prompt_format(mine)} activations")
         if mine.get("hidden_size") and theirs.get("hidden_size") and mine["hidden_size"] != theirs["hidden_size"]:
             raise UserError(f"{source.name}: store has hidden size {theirs['hidden_size']}, "
                             f"but the {self.method} probe was fit on hidden size {mine['hidden_size']}")
@@ -63,7 +66,12 @@ class Probe:
             raise UserError(f"{source.name}: the {self.method} probe does not fit this store: {problem}")
 
 
-PROVENANCE_KEYS = (*MODEL_KEYS, "hidden_size", "n_heads", "head_dim", "dataset", "split", "fingerprint")
+PROVENANCE_KEYS = (*MODEL_KEYS, "prompt_format", "hidden_size", "n_heads", "head_dim", "dataset", "split", "fingerprint")
+
+
+def prompt_format(meta: dict) -> str:
+    """A store's (or a probe's training store's) prompt format; raw for those made before it was recorded."""
+    return meta.get("prompt_format") or "raw"
 
 
 def provenance(source: FeatureSource) -> dict:

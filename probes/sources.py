@@ -218,7 +218,7 @@ class StoreSource(FeatureSource):
 def _check_siblings(first, other) -> None:
     """Views of one split must describe the same sequences, from the same model and the same data file."""
     a, b = first.meta, other.meta
-    for key in ("n_sequences", "hidden_size", *MODEL_KEYS, "dataset", "split"):
+    for key in ("n_sequences", "hidden_size", *MODEL_KEYS, "dataset", "split", "prompt_format"):
         if key in a and key in b and a[key] != b[key]:
             raise UserError(f"{other.url} does not match {first.url}: {key} {b[key]!r} vs {a[key]!r}")
     if a.get("fingerprint") and b.get("fingerprint") and a["fingerprint"] != b["fingerprint"]:

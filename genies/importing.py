@@ -1,0 +1,323 @@
+"""``genies data import``: preference or ranked data in the formats researchers have, into a GENIES distribution.
+
+Files are read by Hugging Face ``datasets`` (JSON, JSONL, CSV, Parquet, or a directory saved with
+``save_to_disk``). Each row becomes one GENIES example (prompt + responses, the best scored 1.0):
+
+- ``preference``: ``prompt`` + ``chosen`` + ``rejected`` texts; or the conversational variant, where
+  chosen/rejected are lists of ``{role, content}`` messages and the prompt is the one user turn
+  before the last (assistant) message;
+- ``ranked``: ``responses`` (a list of texts) + ``scores`` (a list of numbers); the highest score
+  is the best, a tie at the top rejects the row;
+- ``genies``: ``prompt`` + ``responses`` (text -> score), as in the GENIES files.
+
+A row that cannot become a valid example is rejected and reported by file, row and reason; the
+good rows are written. A ``split`` column (or a saved DatasetDict's train/test splits) is kept;
+otherwise the rows are split at random (seeded) by ``split_ratio``. The distribution directory is
+written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from actstore.atomic import atomic_directory
+from actstore.data import SPLITS, check_example, distributions_dir, load_split_file, resolve_data_dir
+from actstore.errors import UserError, describe
+from actstore.names import check_name
+
+FORMATS = ("auto", "genies", "preference", "ranked")
+READERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+ACCEPTED = "a JSON, JSONL, CSV or Parquet file, or a directory saved with datasets' save_to_disk"
+INSTALL = "pip install 'genies-toolkit[import]' (or: pip install datasets)"
+
+
+@dataclass(frozen=True)
+class Columns:
+    prompt: str = "prompt"
+    chosen: str = "chosen"
+    rejected: str = "rejected"
+    responses: str = "responses"
+    scores: str = "scores"
+    split: str = "split"
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    source: Path
+    name: str
+    data_dir: str | None = None
+    format: str = "auto"
+    split_ratio: float = 0.8
+    seed: int = 0
+    columns: Columns = field(default_factory=Columns)
+    overwrite: bool = False
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise UserError(f"unknown --format {self.format!r} (choose from {', '.join(FORMATS)})")
+        if not 0 < self.split_ratio < 1:
+            raise UserError(f"--split-ratio must be between 0 and 1 (the share of rows in train), got {self.split_ratio}")
+        check_name(self.name)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    where: str  # the file (and the saved split of a DatasetDict)
+    row: int  # position in that file or split, from 0
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: row {self.row}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    directory: Path
+    format: str
+    n_train: int
+    n_test: int
+    rejected: tuple[Rejected, ...]
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """The rows of the source, each with where it came from and the split it named (None: not named)."""
+
+    rows: list[tuple[str, int, str | None, dict]]
+    columns: tuple[str, ...]
+
+
+def import_distribution(config: ImportConfig, *, on_rejected: Callable[[Rejected], None] | None = None) -> ImportResult:
+    """Read, convert, validate and write ``config.source`` as distribution ``config.name``."""
+    target = distributions_dir(resolve_data_dir(config.data_dir)) / config.name
+    if target.exists() and not config.overwrite:
+        raise UserError(f"{target}: distribution {config.name!r} already exists; pass --overwrite to replace it")
+    table = read_source(Path(config.source), config.columns.split)
+    form = detect_format(table.columns, config.columns, str(config.source)) if config.format == "auto" else config.format
+    check_columns(form, table.columns, config.columns, str(config.source))
+    convert = CONVERTERS[form]
+    examples: dict[str | None, list[dict]] = {}
+    rejected = []
+    for where, row, split, raw in table.rows:
+        try:
+            example = convert(raw, config.columns)
+            problem = check_example(example)
+            if problem:
+                raise RowError(problem)
+            if split is not None and split not in SPLITS:
+                raise RowError(f"split {split!r} is neither train nor test")
+        except RowError as err:
+            rejected.append(Rejected(where, row, str(err)))
+            if on_rejected:
+                on_rejected(rejected[-1])
+            continue
+        examples.setdefault(split, []).append(example)
+    n_good = sum(len(v) for v in examples.values())
+    if not n_good:
+        raise UserError(f"{config.source}: no row could be imported as {form} data ({len(rejected)} rejected)")
+    train, test = assign_splits(examples, config.split_ratio, config.seed, str(config.source))
+    with atomic_directory(target, {"imported_from": str(config.source), "import_format": form,
+                                   "rejected_rows": len(rejected)}) as staging:
+        for split, rows in (("train", train), ("test", test)):
+            path = staging / f"{split}.json"
+            path.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+            load_split_file(path, dataset=config.name, split=split)  # what was written is a valid distribution
+    return ImportResult(target, form, len(train), len(test), tuple(rejected))
+
+
+class RowError(Exception):
+    """One row that cannot become an example; the message is the reason."""
+
+
+def read_source(path: Path, split_column: str) -> SourceTable:
+    """Every row of a file or a saved dataset (a DatasetDict's splits become the rows' split)."""
+    try:
+        import datasets
+    except ImportError:
+        raise UserError(f"genies data import needs the datasets package: {INSTALL}") from None
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a reader's own error log would precede our one line
+    if not path.exists():
+        raise UserError(f"{path}: not found (expected {ACCEPTED})")
+    if path.is_dir():
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except Exception as err:  # datasets raises FileNotFoundError, ValueError, arrow errors ...
+            raise UserError(f"{path}: not a directory saved with datasets' save_to_disk ({describe(err)}); "
+                            f"expected {ACCEPTED}") from None
+        parts = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [(None, loaded)]
+        return _table([(f"{path}[{name}]" if name else str(path), dataset, name) for name, dataset in parts],
+                      split_column)
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise UserError(f"{path}: unknown file type {path.suffix or '(no extension)'!r} (expected {ACCEPTED})")
+    with tempfile.TemporaryDirectory(prefix="genies-import-") as cache:
+        try:
+            options = _csv_as_text(path, datasets) if reader == "csv" else {}
+            dataset = getattr(datasets.Dataset, f"from_{reader}")(str(path), cache_dir=cache, keep_in_memory=True,
+                                                                  **options)
+        except Exception as err:  # a damaged file surfaces as any of arrow's, pandas' or datasets' errors
+            raise UserError(f"{path}: cannot be read as {reader.upper()} ({describe(err)}); expected {ACCEPTED}") from None
+        return _table([(str(path), dataset, None)], split_column)
+
+
+def _csv_as_text(path: Path, datasets) -> dict:
+    """Reader options that keep every CSV cell as the text it is: pandas would read ``007`` as the
+    number 7 and ``NA`` or ``None`` as missing. Only an empty cell is missing."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle), [])
+    return {"features": datasets.Features({name: datasets.Value("string") for name in header}),
+            "keep_default_na": False, "na_values": [""]}
+
+
+def _table(parts, split_column: str) -> SourceTable:
+    rows, columns = [], []
+    for where, dataset, split_name in parts:
+        columns += [c for c in dataset.column_names if c not in columns]
+        for index, raw in enumerate(dataset):
+            split = split_name
+            if split_column in raw:
+                split = "" if raw[split_column] is None else str(raw[split_column]).strip().lower()
+            rows.append((where, index, split, raw))
+    if not rows:
+        raise UserError(f"{parts[0][0] if parts else 'source'}: holds no rows")
+    return SourceTable(rows, tuple(columns))
+
+
+def detect_format(columns: tuple[str, ...], names: Columns, source: str) -> str:
+    if names.chosen in columns and names.rejected in columns:
+        return "preference"
+    if names.responses in columns and names.scores in columns:
+        return "ranked"
+    if names.prompt in columns and names.responses in columns:
+        return "genies"
+    raise UserError(f"{source}: cannot tell the format from its columns {', '.join(columns)} (expected "
+                    f"{names.prompt}+{names.chosen}+{names.rejected} (preference), {names.responses}+{names.scores} "
+                    f"(ranked) or {names.prompt}+{names.responses} (genies); name them with --prompt-column, "
+                    "--chosen-column ... or pass --format)")
+
+
+REQUIRED_COLUMNS = {"preference": ("chosen", "rejected"), "ranked": ("prompt", "responses", "scores"),
+                    "genies": ("prompt", "responses")}  # a conversational preference row carries its prompt
+
+
+def check_columns(form: str, columns: tuple[str, ...], names: Columns, source: str) -> None:
+    for role in REQUIRED_COLUMNS[form]:
+        if getattr(names, role) not in columns:
+            raise UserError(f"{source}: no column {getattr(names, role)!r} for {form} data (its columns: "
+                            f"{', '.join(columns)}); name the {role} column with --{role}-column")
+
+
+def assign_splits(examples: dict[str | None, list[dict]], ratio: float, seed: int,
+                  source: str) -> tuple[list[dict], list[dict]]:
+    """The rows that named their split keep it; the others are shuffled (seeded) and cut at ``ratio``."""
+    train, test = list(examples.get("train", [])), list(examples.get("test", []))
+    unassigned = list(examples.get(None, []))
+    if unassigned:
+        random.Random(seed).shuffle(unassigned)
+        n_train = min(max(round(len(unassigned) * ratio), 1), len(unassigned) - 1) if len(unassigned) > 1 else 1
+        train += unassigned[:n_train]
+        test += unassigned[n_train:]
+    for name, rows in (("train", train), ("test", test)):
+        if not rows:
+            raise UserError(f"{source}: no valid rows left for the {name} split ({len(train) + len(test)} imported); "
+                            "a distribution needs both train and test")
+    return train, test
+
+
+# ----------------------------------------------------------------------------- row converters
+
+
+def preference_example(raw: dict, names: Columns) -> dict:
+    chosen, rejected = _field(raw, names.chosen), _field(raw, names.rejected)
+    prompt = raw.get(names.prompt)
+    if isinstance(chosen, list) or isinstance(rejected, list):
+        if not (isinstance(chosen, list) and isinstance(rejected, list)):
+            raise RowError(f"{names.chosen!r} and {names.rejected!r} must both be texts or both lists of messages")
+        chosen_turns, chosen = _split_conversation(chosen, names.chosen)
+        rejected_turns, rejected = _split_conversation(rejected, names.rejected)
+        if chosen_turns != rejected_turns:
+            raise RowError(f"{names.chosen!r} and {names.rejected!r} differ before their last assistant message")
+        if chosen_turns:
+            prompt = chosen_turns
+    prompt = _user_text(prompt, names.prompt)
+    _check_text(chosen, names.chosen)
+    _check_text(rejected, names.rejected)
+    if chosen == rejected:
+        raise RowError(f"{names.chosen!r} and {names.rejected!r} are the same text")
+    return {"prompt": prompt, "responses": {chosen: 1.0, rejected: 0.0}}
+
+
+def ranked_example(raw: dict, names: Columns) -> dict:
+    responses, scores = _field(raw, names.responses), _field(raw, names.scores)
+    if not isinstance(responses, list) or not isinstance(scores, list):
+        raise RowError(f"{names.responses!r} and {names.scores!r} must be lists")
+    if len(responses) != len(scores):
+        raise RowError(f"{len(responses)} responses but {len(scores)} scores")
+    for response in responses:
+        _check_text(response, names.responses)
+    if len(set(responses)) < len(responses):
+        raise RowError("the same response appears more than once")
+    for score in scores:
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise RowError(f"score {score!r} is not a finite number")
+    top = max(scores)
+    if scores.count(top) > 1:
+        raise RowError(f"{scores.count(top)} responses share the top score {top}; the best must be one response")
+    return {"prompt": _user_text(raw.get(names.prompt), names.prompt),
+            "responses": {r: 1.0 if s == top else 0.0 for r, s in zip(responses, scores)}}
+
+
+def genies_example(raw: dict, names: Columns) -> dict:
+    responses = _field(raw, names.responses)
+    if isinstance(responses, dict):  # an Arrow struct holds every key of the file, None where a row lacks it
+        responses = {text: score for text, score in responses.items() if score is not None}
+    return {"prompt": raw.get(names.prompt), "responses": responses}
+
+
+CONVERTERS = {"preference": preference_example, "ranked": ranked_example, "genies": genies_example}
+
+
+def _field(raw: dict, name: str):
+    if name not in raw:
+        raise RowError(f"no column {name!r}")
+    if raw[name] is None:
+        raise RowError(f"empty {name!r}")
+    return raw[name]
+
+
+def _check_text(value, name: str) -> None:
+    if not isinstance(value, str):
+        raise RowError(f"{name!r} must be text, got {type(value).__name__}")
+    if not value.strip():
+        raise RowError(f"empty {name!r}")
+
+
+def _split_conversation(messages: list, name: str) -> tuple[list, str]:
+    """(the messages before the last, the last one's text); the last must be the assistant's."""
+    for message in messages:
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str) or "role" not in message:
+            raise RowError(f"{name!r} must be a list of {{role, content}} messages")
+    if not messages or messages[-1]["role"] != "assistant":
+        raise RowError(f"{name!r} does not end with an assistant message")
+    return [{"role": m["role"], "content": m["content"]} for m in messages[:-1]], messages[-1]["content"]
+
+
+def _user_text(prompt, name: str) -> str:
+    """A prompt column's text, or the one user message of a conversation."""
+    if isinstance(prompt, list):
+        roles = [m.get("role") if isinstance(m, dict) else None for m in prompt]
+        if roles != ["user"]:
+            raise RowError(f"the prompt must be one user message (a GENIES prompt is one turn), got roles {roles}")
+        prompt = prompt[0].get("content")
+    if prompt is None:
+        raise RowError(f"empty {name!r}")
+    _check_text(prompt, name)
+    return prompt
