@@ -43,6 +43,22 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _model_options(command):
+    """How a model is placed and stored in memory: shared by every command that loads one."""
+    for option in reversed([
+        click.option("--device-map", help="One device (cpu, cuda:N), or a placement over several: auto, balanced, "
+                                          "sequential (accelerate; default: the one device, cuda when available)."),
+        click.option("--max-memory", help="Memory per device for a placement, e.g. 0=70GiB,1=70GiB,cpu=200GiB "
+                                          "(implies --device-map auto)."),
+        click.option("--offload-dir", help="Directory for weights that fit nowhere in --max-memory (disk offload; "
+                                           "implies --device-map auto)."),
+        click.option("--quantize", default="none", show_default=True, type=click.Choice(["none", "8bit", "4bit"]),
+                     help="bitsandbytes weights: 8bit (LLM.int8) or 4bit (NF4, double quantization)."),
+    ]):
+        command = option(command)
+    return command
+
+
 # ----------------------------------------------------------------------------- genies
 
 
@@ -242,8 +258,10 @@ def actstore():
                    "context are always refused.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store that holds a different extraction.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_model_options
 def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dtype, compute_dtype, prompt_reuse, site,
-                     out, batch_tokens, block_size, device, strict, overwrite, no_progress):
+                     out, batch_tokens, block_size, device, strict, overwrite, no_progress, device_map, max_memory,
+                     offload_dir, quantize):
     """Run MODEL once over each (dataset, split, view) and write one store each; print their paths."""
     from actstore.extract import ExtractConfig, extract, parse_names
 
@@ -252,6 +270,7 @@ def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dt
         layers=layers, limit=limit, dtype=dtype, compute_dtype=compute_dtype, prompt_reuse=prompt_reuse, site=site,
         out=out, data_dir=data_dir, batch_tokens=batch_tokens,
         block_size=block_size, device=device, overwrite=overwrite, skip_bad=not strict, progress=not no_progress,
+        device_map=device_map, max_memory=max_memory, offload_dir=offload_dir, quantize=quantize,
     )
 
     def report(result):
