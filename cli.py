@@ -43,8 +43,8 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _model_options(command):
-    """How a model is placed and stored in memory: shared by every command that loads one."""
+def _placement_options(command):
+    """Where a model's weights go: shared by every command that loads one."""
     for option in reversed([
         click.option("--device-map", help="One device (cpu, cuda:N), or a placement over several: auto, balanced, "
                                           "sequential (accelerate; default: the one device, cuda when available)."),
@@ -52,11 +52,16 @@ def _model_options(command):
                                           "(implies --device-map auto)."),
         click.option("--offload-dir", help="Directory for weights that fit nowhere in --max-memory (disk offload; "
                                            "implies --device-map auto)."),
-        click.option("--quantize", default="none", show_default=True, type=click.Choice(["none", "8bit", "4bit"]),
-                     help="bitsandbytes weights: 8bit (LLM.int8) or 4bit (NF4, double quantization)."),
     ]):
         command = option(command)
     return command
+
+
+def _model_options(command):
+    """Placement and quantization: the commands that extract or fine-tune."""
+    quantize = click.option("--quantize", default="none", show_default=True, type=click.Choice(["none", "8bit", "4bit"]),
+                            help="bitsandbytes weights: 8bit (LLM.int8) or 4bit (NF4, double quantization).")
+    return _placement_options(quantize(command))
 
 
 # ----------------------------------------------------------------------------- genies
@@ -166,7 +171,9 @@ def shifts_ls(manifest, as_json):
 @click.option("--mix-target", type=int, default=0, show_default=True,
               help="Add K target training examples to each source before fitting (sensitivity analysis).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, mix_target, seed):
+@_placement_options
+def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, mix_target, seed, device_map, max_memory,
+               offload_dir):
     """Run the benchmark: plan, extract, fit, evaluate; write RUN_DIR/results.csv and report.md."""
     import shlex
     from dataclasses import asdict
@@ -178,7 +185,8 @@ def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, 
         raise UserError(f"--layer must be a layer number or 'best', got {layer!r}")
     config = RunConfig(model=model, shifts=shifts, methods=tuple(dict.fromkeys(m.strip() for m in methods.split(",") if m.strip())),
                        layer=layer if layer == "best" else int(layer), limit=limit, data_dir=data_dir, out=out,
-                       store_root=store_root, mix_target=mix_target, seed=seed)
+                       store_root=store_root, mix_target=mix_target, seed=seed, device_map=device_map,
+                       max_memory=max_memory, offload_dir=offload_dir)
     command = "genies " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_benchmark(config, command=command, log=click.echo)
     click.echo("")
@@ -448,15 +456,22 @@ def finetune():
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Pairs per step (per process).")
 @click.option("--limit", type=int, help="Use only the first N training examples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds pair sampling, initialization and shuffling.")
-@click.option("--precision", default="auto", show_default=True, help="fp32, bf16 (autocast; weights stay fp32), or auto (bf16 where the hardware runs it natively).")
+@click.option("--precision", default="auto", show_default=True, help="fp32, bf16 (autocast; the frozen base model in bfloat16, adapter and head in float32), or auto (bf16 where the hardware runs it natively).")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
+              help="Recompute each block in the backward pass: far less activation memory, about 1/3 more compute "
+                   "(default: on for base models of 1B parameters or more).")
 @click.option("--json", "as_json", is_flag=True, help="Print the training result as JSON.")
-def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, batch_size, limit, seed, precision, as_json):
+@_model_options
+def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, batch_size, limit, seed, precision,
+                   gradient_checkpointing, as_json, device_map, max_memory, offload_dir, quantize):
     """Train a reward model (scalar head on the last token) on one (best, other) pair per example."""
     from finetune.train import TrainConfig, train_reward_model
 
     config = TrainConfig(
         method=method, model=model, dataset=dataset, data_dir=data_dir, out=out, steps=steps,
         learning_rate=learning_rate, batch_size=batch_size, limit=limit, seed=seed, precision=precision,
+        device_map=device_map, max_memory=max_memory, offload_dir=offload_dir, quantize=quantize,
+        gradient_checkpointing=gradient_checkpointing,
     )
     result = train_reward_model(config)
     if not result.is_main_process:
@@ -470,6 +485,10 @@ def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, 
         f"loss {result.mean_loss('first'):.4f} -> {result.mean_loss('last'):.4f} (first/last 20% of steps), "
         f"{result.train_seconds:.1f} s training, {result.total_seconds:.1f} s total"
     )
+    checkpointing = "on" if result.gradient_checkpointing else "off"
+    gpu = f", GPU {result.peak_gpu_bytes / 2**30:.2f} GiB" if result.peak_gpu_bytes is not None else ""
+    click.echo(f"peak memory: host {result.peak_host_rss_bytes / 2**30:.2f} GiB{gpu} "
+               f"(gradient checkpointing {checkpointing})")
     if result.dropped_examples:
         click.echo(f"dropped {result.dropped_examples} training example(s) longer than the model's context")
     click.echo(f"saved to {result.out_dir}")
@@ -487,8 +506,12 @@ def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, 
 @click.option("--shots-from", help="few-shot: distribution whose train split gives the shots.")
 @click.option("--shots", "n_shots", type=int, default=4, show_default=True, help="few-shot: shots per prompt.")
 @click.option("--seed", type=int, default=0, show_default=True, help="few-shot: seeds the choice of shots.")
+@click.option("--compute-dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]),
+              help="zero-/few-shot: the base model's dtype (a run directory's model runs in its training dtype).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def finetune_eval(run_dir, method, model, dataset, data_dir, split, limit, batch_size, shots_from, n_shots, seed, as_json):
+@_model_options
+def finetune_eval(run_dir, method, model, dataset, data_dir, split, limit, batch_size, shots_from, n_shots, seed,
+                  compute_dtype, as_json, device_map, max_memory, offload_dir, quantize):
     """Accuracy (all best-vs-other pairs), CI, AUROC, Brier and RMS calibration error."""
     from finetune.eval_request import EvalRequest, run_eval
     from finetune.evaluate import TABLE_COLUMNS
@@ -496,6 +519,8 @@ def finetune_eval(run_dir, method, model, dataset, data_dir, split, limit, batch
     result = run_eval(EvalRequest(
         dataset=dataset, run_dir=run_dir, method=method, model=model, data_dir=data_dir, split=split,
         limit=limit, batch_size=batch_size, shots_from=shots_from, n_shots=n_shots, seed=seed,
+        compute_dtype=compute_dtype, device_map=device_map, max_memory=max_memory, offload_dir=offload_dir,
+        quantize=None if quantize == "none" else quantize,
     ))
     if as_json:
         click.echo(json.dumps(result.row(), indent=1))

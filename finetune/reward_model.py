@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from actstore.errors import UserError
+from finetune.full_sequences import run_full_sequences
 from finetune.shared_prompts import run_shared
 
 METHODS = ("lora", "prompt-tuning")
@@ -76,6 +77,7 @@ class RewardModel(nn.Module):
         self.peft_model = peft_model
         self.head = head
         self.settings = settings
+        self.full_sequences = False  # True under gradient checkpointing (see finetune.full_sequences)
 
     @property
     def causal_lm(self) -> nn.Module:
@@ -93,23 +95,27 @@ class RewardModel(nn.Module):
         virtual = None
         if self.settings.method == "prompt-tuning":
             virtual = self.peft_model.get_prompt(batch_size=prompt_ids.shape[0])
-        output = run_shared(
+        run = run_full_sequences if self.full_sequences else run_shared
+        output = run(
             self.causal_lm.get_decoder(), prompt_ids, prompt_mask, continuation_ids, continuation_mask, group,
             prefix_embeds=virtual,
         )
-        return self.head(output.last_hidden().to(self.head.weight.dtype)).squeeze(-1)
+        return self.head(output.last_hidden().to(self.head.weight.device, self.head.weight.dtype)).squeeze(-1)
 
 
 def new_reward_model(causal_lm: nn.Module, settings: AdapterSettings, *, seed: int) -> RewardModel:
-    """Fresh adapter (seeded initialization) and a zero head, so every pair starts at P = 0.5."""
+    """Fresh adapter (seeded initialization) and a zero head, so every pair starts at P = 0.5.
+    The adapter and the head train in float32 whatever the frozen base model's dtype."""
     from peft import get_peft_model
+
+    from actstore.models import execution_device
 
     torch.manual_seed(seed)
     with quiet_peft():
-        peft_model = get_peft_model(causal_lm, settings.peft_config())
+        peft_model = get_peft_model(causal_lm, settings.peft_config(), autocast_adapter_dtype=True)
     head = nn.Linear(causal_lm.config.hidden_size, 1, bias=False)
     nn.init.zeros_(head.weight)
-    head.to(device=causal_lm.device, dtype=next(causal_lm.parameters()).dtype)
+    head.to(device=execution_device(causal_lm.get_decoder().norm), dtype=torch.float32)
     return RewardModel(peft_model, head, settings)
 
 

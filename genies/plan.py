@@ -51,6 +51,9 @@ class RunConfig:
     store_root: str | None = None  # default: actstore's per-user store directory
     mix_target: int = 0  # K target training examples mixed into each source (sensitivity analysis)
     seed: int = 0
+    device_map: str | None = None  # where the model runs (see actstore.models.ModelSpec)
+    max_memory: str | None = None
+    offload_dir: str | None = None
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
@@ -64,6 +67,15 @@ class RunConfig:
             raise UserError(f"--limit must be at least 1, got {self.limit}")
         if self.mix_target < 0:
             raise UserError(f"--mix-target must be 0 or more, got {self.mix_target}")
+        self.model_spec()  # unknown placements fail before any work
+
+    def model_spec(self):
+        """The one model of the run, loaded once, in the compute dtype `actstore extract` picks by default
+        (so stores made by either are the same extraction)."""
+        from actstore.models import ModelSpec
+
+        return ModelSpec.requested(self.model, device_map=self.device_map, max_memory=self.max_memory,
+                                   offload_dir=self.offload_dir)
 
     @property
     def resolved_store_root(self) -> str:
