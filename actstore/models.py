@@ -40,7 +40,8 @@ class ModelSpec:
     compute_dtype: str = "float32"  # float32, bfloat16 or float16 (``requested`` resolves auto)
     device_map: str = "cpu"  # one device (cpu, cuda, cuda:1) or a placement (auto, balanced, sequential)
     max_memory: tuple[tuple[str, str], ...] = ()  # per device, e.g. (("0", "70GiB"), ("cpu", "200GiB"))
-    offload_dir: str | None = None  # where weights that fit nowhere in max_memory live (disk offload)
+    offload_dir: str | None = None  # disk offload of weights that fit nowhere in max_memory (safetensors
+    # checkpoints need none: their offloaded weights are read from the checkpoint itself)
     quantization: str = "none"  # none, 8bit or 4bit (bitsandbytes; 4bit = NF4, double quantization)
 
     def __post_init__(self):
@@ -279,14 +280,7 @@ def _from_pretrained(source, spec: ModelSpec, **kwargs):
     quantization = quantization_config(spec.quantization, torch_dtype(spec.compute_dtype))
     if quantization is not None:
         placement["quantization_config"] = quantization
-    try:
-        return AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(spec.compute_dtype), **placement, **kwargs)
-    except ValueError as err:
-        if "offload" in str(err) and not spec.offload_dir:
-            raise UserError(f"model {spec.name!r} does not fit in --max-memory "
-                            f"{','.join(f'{d}={s}' for d, s in spec.max_memory) or '(all free memory)'}: "
-                            "give --offload-dir DIR for the weights that do not fit") from None
-        raise
+    return AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(spec.compute_dtype), **placement, **kwargs)
 
 
 def _load_path_or_hub(spec: ModelSpec, aliases: dict) -> LoadedModel:
@@ -306,8 +300,6 @@ def _load_path_or_hub(spec: ModelSpec, aliases: dict) -> LoadedModel:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = _from_pretrained(source, spec, **kwargs)
-    except UserError:
-        raise
     except (OSError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(
