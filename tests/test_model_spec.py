@@ -175,3 +175,28 @@ def test_bitsandbytes_without_a_backend_for_the_device_is_one_line(saved, data_d
     assert result.exit_code == 2, result.output
     assert result.output.count("\n") == 1 and "cannot run on cpu (no kernel registered" in result.output
     assert not (tmp_path / "s").exists()
+
+
+def test_sigkilled_offloaded_extraction_resumes_to_the_in_memory_store(saved, tmp_path):
+    """Killed in a forward pass of a disk-offloaded model, then resumed: the store equals the in-memory run's."""
+    import subprocess
+
+    from conftest import REPO
+    from test_reliability import EXAMPLES, assert_bitwise_equal, state, subprocess_env
+
+    data = write_distribution(tmp_path / "data", "toy", EXAMPLES, EXAMPLES)
+    common = ["extract", "--model", str(saved), "--dataset", "toy", "--split", "test", "--data-dir", str(data),
+              "--block-size", "3", "--batch-tokens", "200", "--compute-dtype", "bfloat16", "--no-progress"]
+    whole = CliRunner().invoke(actstore, [*common, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    offloaded = [*common, "--out", str(tmp_path / "cut"), "--max-memory", "cpu=200KB",
+                 "--offload-dir", str(tmp_path / "offload")]
+    died = subprocess.run([sys.executable, str(REPO / "tests" / "kill_driver.py"), *offloaded],
+                          env=subprocess_env(KILL_AT="forward:9"), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert died.returncode == -9 and "killed at forward 9" in died.stderr, died.stderr
+    [url] = [str(p) for p in (tmp_path / "cut").rglob("test.plain.zarr")]
+    done, complete = state(url)
+    assert done < 6 and not complete  # blocks are written in the background: how many landed varies
+    resumed = CliRunner().invoke(actstore, offloaded)
+    assert resumed.exit_code == 0 and "(resumed: 18 sequences" in resumed.output, resumed.output
+    assert_bitwise_equal(url, whole.output.split()[0])
