@@ -13,6 +13,8 @@ import sys
 import time
 from dataclasses import dataclass, field, fields, replace
 
+import torch
+
 from actstore.batching import PADDING_SIDES
 from actstore.compute_dtype import COMPUTE_DTYPES
 from actstore.data import Split, load_split, resolve_data_dir, split_path
@@ -147,6 +149,8 @@ def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_resu
     spec = config.model_spec()
     if loaded is None:
         check_quantization(spec.quantization, spec.main_device)
+    if config.prompt_reuse and spec.placed and spec.main_device != "cpu" and torch.cuda.device_count() > 1:
+        raise UserError("--prompt-reuse runs a model on one device; a placement over several GPUs runs without it")
     config = replace(config, compute_dtype=concrete_compute_dtype(config, loaded),
                      quantize=_quantization(config, loaded),
                      prompt_reuse=reuses_prompts(config.prompt_reuse, _device(spec, loaded)))

@@ -17,9 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from actstore.errors import UserError
+from actstore.quantization import quiet_bitsandbytes
 from finetune.full_sequences import run_full_sequences
 from finetune.shared_prompts import run_shared
 
+quiet_bitsandbytes()  # peft imports bitsandbytes where it is installed
 METHODS = ("lora", "prompt-tuning")
 DEFAULT_LEARNING_RATES = {"lora": 2e-4, "prompt-tuning": 5.2e-3}  # the paper's settings
 

@@ -254,9 +254,22 @@ def _prepare_base(causal_lm: torch.nn.Module, *, quantized: bool, checkpointing:
 
         causal_lm = prepare_model_for_kbit_training(causal_lm, use_gradient_checkpointing=False)
     if checkpointing:
-        causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _checkpointing(causal_lm, True)
         causal_lm.enable_input_require_grads()  # so a frozen embedding still lets gradients reach the adapters
     return causal_lm
+
+
+def _checkpointing(causal_lm: torch.nn.Module, enabled: bool) -> None:
+    """Non-reentrant gradient checkpointing on or off (transformers 5 renamed it activation checkpointing)."""
+    if hasattr(causal_lm, "activation_checkpointing_enable"):
+        if enabled:
+            causal_lm.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            causal_lm.activation_checkpointing_disable()
+    elif enabled:
+        causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        causal_lm.gradient_checkpointing_disable()
 
 
 def _restore_base(reward_model, checkpointing: bool) -> None:
@@ -268,6 +281,6 @@ def _restore_base(reward_model, checkpointing: bool) -> None:
         with quiet_peft():
             base = reward_model.peft_model.unload()
     if checkpointing:
-        base.gradient_checkpointing_disable()
+        _checkpointing(base, False)
         base.disable_input_require_grads()
     base.eval()

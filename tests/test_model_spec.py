@@ -200,3 +200,10 @@ def test_sigkilled_offloaded_extraction_resumes_to_the_in_memory_store(saved, tm
     resumed = CliRunner().invoke(actstore, offloaded)
     assert resumed.exit_code == 0 and "(resumed: 18 sequences" in resumed.output, resumed.output
     assert_bitwise_equal(url, whole.output.split()[0])
+
+
+def test_prompt_reuse_is_refused_over_several_gpus(saved, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(UserError, match="--prompt-reuse runs a model on one device"):
+        extract_one(saved, data_dir, tmp_path / "s", compute_dtype="bfloat16", device_map="auto", prompt_reuse=True)
