@@ -153,7 +153,7 @@ def load_model(spec: ModelSpec | str) -> LoadedModel:
     check_quantization(spec.quantization, spec.main_device)
     hf_logging.disable_progress_bar()
     aliases = model_aliases()
-    if name_is_builtin(spec.name, aliases):
+    if _is_builtin(spec.name, aliases):
         loaded = _build_tiny(spec)
     elif spec.name in aliases:
         loaded = _load_packaged_gguf(spec, aliases[spec.name])
@@ -165,7 +165,7 @@ def load_model(spec: ModelSpec | str) -> LoadedModel:
     return loaded
 
 
-def name_is_builtin(name: str, aliases: dict | None = None) -> bool:
+def _is_builtin(name: str, aliases: dict | None = None) -> bool:
     return bool((aliases or model_aliases()).get(name, {}).get("builtin"))
 
 

@@ -207,3 +207,18 @@ def test_prompt_reuse_is_refused_over_several_gpus(saved, data_dir, tmp_path, mo
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(UserError, match="--prompt-reuse runs a model on one device"):
         extract_one(saved, data_dir, tmp_path / "s", compute_dtype="bfloat16", device_map="auto", prompt_reuse=True)
+
+
+@pytest.mark.parametrize("group, args, message", [
+    ("finetune", ["train", "--method", "lora", "--model", "tiny-random", "--dataset", "toy", "--max-memory", "cpu=lots"],
+     "'lots' is not a size"),
+    ("finetune", ["eval", "--method", "zero-shot", "--model", "tiny-random", "--dataset", "toy", "--device-map", "gpu"],
+     "unknown --device-map 'gpu'"),
+    ("genies", ["run", "--model", "tiny-random", "--out", "x", "--device-map", "everywhere"], "unknown --device-map"),
+])
+def test_placement_flags_are_checked_on_every_command(group, args, message, data_dir, tmp_path):
+    import cli
+
+    result = CliRunner().invoke(getattr(cli, group), [*args, "--data-dir", str(data_dir)])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("error: ") and message in result.output
