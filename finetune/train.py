@@ -187,10 +187,13 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, loaded=Non
         collate_fn=PairCollator(loaded.tokenizer.pad_token_id),
         generator=torch.Generator().manual_seed(config.seed),
     )
-    # A placed or quantized base stays where the spec put it; accelerate moves only one-device models.
-    placed = spec.placed or spec.quantization != "none"
-    model = accelerator.prepare_model(reward_model, device_placement=not placed)
-    optimizer, loader = accelerator.prepare(optimizer, loader)
+    # accelerate moves the model only where the spec put it on accelerate's own device; a placed,
+    # quantized or elsewhere-placed base stays put, and batches go to where its embeddings run.
+    moved = spec.quantization == "none" and spec.device_map == str(accelerator.device)
+    model = accelerator.prepare_model(reward_model, device_placement=moved)
+    optimizer = accelerator.prepare_optimizer(optimizer)
+    loader = accelerator.prepare_data_loader(loader, device_placement=False)
+    input_device = loaded.input_device
 
     losses: list[float] = []
     loop_started = time.perf_counter()
@@ -198,7 +201,7 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, loaded=Non
     bar = tqdm(total=steps, desc=f"{config.method} {config.dataset}", disable=not (progress and accelerator.is_main_process))
     while len(losses) < steps:
         for batch in loader:
-            loss = pair_loss(model(**batch))
+            loss = pair_loss(model(**{name: tensor.to(input_device) for name, tensor in batch.items()}))
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
             optimizer.step()
