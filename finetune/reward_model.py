@@ -96,7 +96,9 @@ class RewardModel(nn.Module):
         """Rewards of a batch from ``shared_prompts.collate_groups``, one per continuation row."""
         virtual = None
         if self.settings.method == "prompt-tuning":
+            # float32 virtual tokens, fed to the base model in its own dtype (gradients reach them through the cast)
             virtual = self.peft_model.get_prompt(batch_size=prompt_ids.shape[0])
+            virtual = virtual.to(self.causal_lm.get_input_embeddings().weight.dtype)
         run = run_full_sequences if self.full_sequences else run_shared
         output = run(
             self.causal_lm.get_decoder(), prompt_ids, prompt_mask, continuation_ids, continuation_mask, group,

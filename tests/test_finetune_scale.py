@@ -108,3 +108,17 @@ def test_qlora_trains_an_adapter_on_a_4bit_base(toy_data, tmp_path):
     reloaded = load_reward_model(tmp_path / "run", device="cpu")
     assert isinstance(reloaded.model.causal_lm.model.layers[0].mlp.up_proj, bnb.nn.Linear4bit)
     assert reloaded.record["config"]["quantize"] == "4bit"
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt-tuning"])
+def test_bf16_training_loads_a_bfloat16_base_and_evaluates_on_one(toy_data, tmp_path, monkeypatch, method):
+    import actstore.models
+
+    real_load, specs = actstore.models.load_model, []
+    monkeypatch.setattr(actstore.models, "load_model", lambda spec: specs.append(spec) or real_load(spec))
+    result = train_reward_model(toy_config(toy_data, tmp_path / "run", method=method, precision="bf16", steps=2),
+                                progress=False)
+    assert result.precision == "bf16" and np.isfinite(result.losses).all()
+    evaluated = evaluate_reward_model(tmp_path / "run", "toy", data_dir=str(toy_data))
+    assert [spec.compute_dtype for spec in specs] == ["bfloat16", "bfloat16"]  # trained on, then evaluated on
+    assert evaluated.metrics.n_pairs == 12 and np.isfinite(evaluated.scores).all()
