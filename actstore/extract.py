@@ -174,9 +174,9 @@ def _device(spec: ModelSpec, loaded: LoadedModel | None) -> str:
 
 def _quantization(config: ExtractConfig, loaded: LoadedModel | None) -> str:
     """A model passed in was loaded with its own quantization, which the store records."""
-    own = loaded.spec.quantization if loaded is not None and loaded.spec is not None else "none"
     if loaded is None:
         return config.quantize
+    own = loaded.spec.quantization if loaded.spec is not None else "none"
     if config.quantize not in ("none", own):
         raise UserError(f"the model passed in is quantized {own}, not the requested --quantize {config.quantize}")
     return own

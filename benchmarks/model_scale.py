@@ -8,9 +8,10 @@ safetensors). For each (shape, mode) a fresh child process loads the model throu
 ``actstore.models.ModelSpec`` and extracts ``--limit`` examples of a small GENIES-format
 distribution at one layer, so the child's peak resident memory (``getrusage``) is that one
 configuration's alone. Modes: ``memory`` (the whole model on the device), ``offload``
-(``--max-memory cpu=1GiB --offload-dir``), ``4bit`` / ``8bit`` (bitsandbytes). Reported: weights
-on disk, load time, peak host RSS and its ratio to the weights, peak GPU memory (where there
-is a GPU) and extraction sequences/s. A table is printed and the rows written as JSON.
+(``--max-memory`` as given by ``--offload-max-memory``, default ``cpu=1GiB``, and an offload
+directory), ``4bit`` / ``8bit`` (bitsandbytes). Reported: weights on disk, load time, peak host
+RSS and its ratio to the weights, peak GPU memory (where there is a GPU), the blocks placed on
+disk, and extraction sequences/s. A table is printed and the rows written as JSON.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ SHAPES = {
 }
 MODES = {
     "memory": {},
-    "offload": {"max_memory": "cpu=1GiB", "offload": True},
+    "offload": {"offload": True},
     "8bit": {"quantization": "8bit"},
     "4bit": {"quantization": "4bit"},
 }
@@ -123,17 +124,19 @@ def child(request: dict) -> dict:
                                     data_dir=request["data_dir"], compute_dtype="bfloat16", progress=False,
                                     quantize=spec.quantization), loaded=loaded)
     gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
-    return {"load_s": load_s, "sequences": results[0].sequences_computed, "extract_s": results[0].seconds,
+    placement = getattr(loaded.model, "hf_device_map", None) or {}
+    return {"load_s": load_s, "modules_on_disk": sum(device == "disk" for device in placement.values()), "sequences": results[0].sequences_computed, "extract_s": results[0].seconds,
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_gpu_bytes": gpu,
             "device_map": spec.device_map, "store": results[0].url}
 
 
-def measure(shape_name: str, mode: str, model_dir: Path, work: Path, limit: int) -> dict:
+def measure(shape_name: str, mode: str, model_dir: Path, work: Path, limit: int, offload_max_memory: str) -> dict:
     settings = MODES[mode]
     request = {"model": str(model_dir), "limit": limit, "data_dir": str(work / "data"),
                "out": tempfile.mkdtemp(prefix=f"stores-{shape_name}-{mode}-", dir=work),
-               "max_memory": settings.get("max_memory"), "quantization": settings.get("quantization", "none")}
+               "quantization": settings.get("quantization", "none")}
     if settings.get("offload"):
+        request["max_memory"] = offload_max_memory
         request["offload_dir"] = tempfile.mkdtemp(prefix="offload-", dir=work)
     done = subprocess.run([sys.executable, __file__, "--child", json.dumps(request)], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -148,17 +151,17 @@ def measure(shape_name: str, mode: str, model_dir: Path, work: Path, limit: int)
 
 
 def print_table(rows: list[dict]) -> None:
-    columns = ["shape", "mode", "weights", "load s", "peak RSS", "RSS/weights", "peak GPU", "seq/s", "note"]
+    columns = ["shape", "mode", "weights", "load s", "peak RSS", "RSS/weights", "peak GPU", "on disk", "seq/s", "placement"]
     gib = 1024 ** 3
     lines = [columns]
     for r in rows:
         if "error" in r:
-            lines.append([r["shape"], r["mode"], "", "", "", "", "", "", r["error"][:80]])
+            lines.append([r["shape"], r["mode"], "", "", "", "", "", "", "", r["error"][:80]])
             continue
         lines.append([r["shape"], r["mode"], f"{r['weights_bytes'] / gib:.2f} GiB", f"{r['load_s']:.1f}",
                       f"{r['peak_rss_bytes'] / gib:.2f} GiB", f"{r['rss_over_weights']:.2f}x",
                       f"{r['peak_gpu_bytes'] / gib:.2f} GiB" if r["peak_gpu_bytes"] else "-",
-                      f"{r['sequences_per_s']:.2f}", r["device_map"]])
+                      str(r["modules_on_disk"]), f"{r['sequences_per_s']:.2f}", r["device_map"]])
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(columns))]
     for line in lines:
         print("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip())
@@ -170,6 +173,8 @@ def main() -> None:
     parser.add_argument("--modes", default="memory,offload")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "model-scale"))
     parser.add_argument("--limit", type=int, default=2, help="Examples extracted per configuration.")
+    parser.add_argument("--offload-max-memory", default="cpu=1GiB",
+                        help="--max-memory of the offload mode (on a GPU machine e.g. 0=2GiB,cpu=2GiB).")
     parser.add_argument("--json-out", default="model_scale.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -183,7 +188,7 @@ def main() -> None:
     for shape_name in args.shapes.split(","):
         model_dir = save_random_llama(work / f"llama-{shape_name}", SHAPES[shape_name])
         for mode in args.modes.split(","):
-            rows.append(measure(shape_name, mode, model_dir, work, args.limit))
+            rows.append(measure(shape_name, mode, model_dir, work, args.limit, args.offload_max_memory))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print_table(rows)
     Path(args.json_out).write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1) + "\n")
