@@ -77,6 +77,23 @@ def test_weights_arrive_in_the_compute_dtype_without_a_float32_copy(tmp_path, mo
     assert loaded.compute_dtype == "bfloat16" and loaded.spec.compute_dtype == "bfloat16"
 
 
+@pytest.mark.bundled
+def test_bundled_gguf_cache_loads_straight_into_the_compute_dtype(monkeypatch):
+    """The dequantized GGUF is cached once (as float32 safetensors); loads read it tensor by tensor into bfloat16."""
+    from transformers import AutoModelForCausalLM
+
+    real_from_pretrained, asked = AutoModelForCausalLM.from_pretrained, []
+
+    def from_pretrained(*args, **kwargs):
+        asked.append(kwargs)
+        return real_from_pretrained(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    loaded = load_model(ModelSpec("smollm2-135m", compute_dtype="bfloat16"))
+    assert asked[-1]["dtype"] == torch.bfloat16 and "gguf_file" not in asked[-1]
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
+
+
 def test_requested_spec_resolves_auto_and_parses_max_memory():
     spec = ModelSpec.requested("m", compute_dtype="float32", max_memory="0=70GiB, cpu=200GiB", offload_dir="/d")
     assert spec.device_map == "auto" and spec.placed and spec.main_device == "cpu"
