@@ -10,7 +10,7 @@ distribution at one layer, so the child's peak resident memory (``getrusage``) i
 configuration's alone. Modes: ``memory`` (the whole model on the device), ``offload``
 (``--max-memory`` as given by ``--offload-max-memory``, default ``cpu=1GiB``, and an offload
 directory), ``4bit`` / ``8bit`` (bitsandbytes). Reported: weights on disk, load time, peak host
-RSS and its ratio to the weights, peak GPU memory (where there is a GPU), the blocks placed on
+RSS and its ratio to the weights, peak GPU memory (where there is a GPU), the weights placed on
 disk, and extraction sequences/s. A table is printed and the rows written as JSON.
 """
 
@@ -124,10 +124,20 @@ def child(request: dict) -> dict:
                                     data_dir=request["data_dir"], compute_dtype="bfloat16", progress=False,
                                     quantize=spec.quantization), loaded=loaded)
     gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
-    placement = getattr(loaded.model, "hf_device_map", None) or {}
-    return {"load_s": load_s, "modules_on_disk": sum(device == "disk" for device in placement.values()), "sequences": results[0].sequences_computed, "extract_s": results[0].seconds,
+    return {"load_s": load_s, "disk_bytes": bytes_on_disk(loaded.model), "sequences": results[0].sequences_computed, "extract_s": results[0].seconds,
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_gpu_bytes": gpu,
             "device_map": spec.device_map, "store": results[0].url}
+
+
+def bytes_on_disk(model) -> int:
+    """Bytes of the weights accelerate placed on disk (each parameter goes where its deepest mapped module goes)."""
+    placement = getattr(model, "hf_device_map", None) or {}
+
+    def device_of(name: str) -> str:
+        owners = [key for key in placement if key == "" or name == key or name.startswith(key + ".")]
+        return str(placement[max(owners, key=len)]) if owners else "?"
+
+    return sum(p.numel() * p.element_size() for name, p in model.named_parameters() if device_of(name) == "disk")
 
 
 def measure(shape_name: str, mode: str, model_dir: Path, work: Path, limit: int, offload_max_memory: str) -> dict:
@@ -161,7 +171,7 @@ def print_table(rows: list[dict]) -> None:
         lines.append([r["shape"], r["mode"], f"{r['weights_bytes'] / gib:.2f} GiB", f"{r['load_s']:.1f}",
                       f"{r['peak_rss_bytes'] / gib:.2f} GiB", f"{r['rss_over_weights']:.2f}x",
                       f"{r['peak_gpu_bytes'] / gib:.2f} GiB" if r["peak_gpu_bytes"] else "-",
-                      str(r["modules_on_disk"]), f"{r['sequences_per_s']:.2f}", r["device_map"]])
+                      f"{r['disk_bytes'] / gib:.2f} GiB", f"{r['sequences_per_s']:.2f}", r["device_map"]])
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(columns))]
     for line in lines:
         print("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip())
