@@ -65,12 +65,14 @@ class ModelSpec:
     @classmethod
     def requested(cls, name: str, *, compute_dtype: str = "auto", device: str | None = None,
                   device_map: str | None = None, max_memory: str | None = None, offload_dir: str | None = None,
-                  quantization: str = "none") -> "ModelSpec":
+                  quantization: str = "none", fallback_device: str | None = None) -> "ModelSpec":
         """The spec of command-line choices: ``auto`` dtype resolved for the device, ``--max-memory`` parsed;
-        ``--max-memory`` or ``--offload-dir`` without ``--device-map`` mean ``auto``."""
+        ``--max-memory`` or ``--offload-dir`` without ``--device-map`` mean ``auto``; with none of them,
+        ``fallback_device`` (default: cuda when available, else cpu)."""
         if device and device_map and device != device_map:
             raise UserError(f"--device {device} and --device-map {device_map} disagree; give one of them")
-        placement = device_map or device or ("auto" if max_memory or offload_dir else _default_device())
+        placement = (device_map or device or ("auto" if max_memory or offload_dir else None)
+                     or fallback_device or _default_device())
         spec = cls(name, "float32", placement, parse_max_memory(max_memory), offload_dir, quantization)
         return replace(spec, compute_dtype=resolve_compute_dtype(compute_dtype, spec.main_device))
 

@@ -77,7 +77,7 @@ def base_model_spec(record: dict, *, device: str | torch.device | None = None, d
     trained = record.get("config", {})
     dtype = "bfloat16" if record.get("result", {}).get("precision") == "bf16" else "float32"
     return ModelSpec.requested(record["model"], compute_dtype=dtype,
-                               device=None if device_map else str(device or default_device()), device_map=device_map,
+                               fallback_device=str(device or default_device()), device_map=device_map,
                                max_memory=max_memory, offload_dir=offload_dir,
                                quantization=trained.get("quantize", "none"))
 
@@ -91,11 +91,13 @@ def load_reward_model(directory: Path, *, device: str | torch.device | None = No
     from safetensors.torch import load_file
 
     from actstore.models import execution_device
+    from finetune.devices import check_adapter_placement
 
     directory = Path(directory)
     record = read_record(directory)
     settings = AdapterSettings.from_dict(record["settings"])
     loaded = loaded or (spec or base_model_spec(record, device=device)).load()
+    check_adapter_placement(loaded)
     if loaded.model_id != record["model_id"]:
         raise UserError(
             f"{directory}: trained on {record['model_id']!r}, but {record['model']!r} now resolves to {loaded.model_id!r}"

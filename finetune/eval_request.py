@@ -94,7 +94,7 @@ def run_eval(request: EvalRequest, *, loaded=None) -> EvalResult:
         seed=request.seed,
         spec=None if loaded else ModelSpec.requested(
             request.model or DEFAULT_MODEL, compute_dtype=request.compute_dtype,
-            device=None if request.device_map else str(default_device()), device_map=request.device_map,
+            fallback_device=str(default_device()), device_map=request.device_map,
             max_memory=request.max_memory, offload_dir=request.offload_dir, quantization=request.quantize or "none"),
         loaded=loaded,
     )

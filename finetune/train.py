@@ -64,7 +64,7 @@ class TrainConfig:
         from actstore.models import ModelSpec
 
         return ModelSpec.requested(self.model, compute_dtype="bfloat16" if precision == "bf16" else "float32",
-                                   device=None if self.device_map else str(device), device_map=self.device_map,
+                                   fallback_device=str(device), device_map=self.device_map,
                                    max_memory=self.max_memory, offload_dir=self.offload_dir,
                                    quantization=self.quantize)
 
@@ -141,7 +141,7 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, loaded=Non
     from actstore.data import load_split, resolve_data_dir
     from actstore.quantization import check_quantization
     from finetune.checkpoint import save_reward_model
-    from finetune.devices import mixed_precision
+    from finetune.devices import check_adapter_placement, mixed_precision
     from finetune.memory import peak_memory, wants_checkpointing
     from finetune.pairs import PairCollator, sample_training_pairs
     from finetune.reward_model import new_reward_model, pair_loss
@@ -161,6 +161,7 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, loaded=Non
     examples = split.examples[: config.limit] if config.limit else split.examples
     shared_model = loaded is not None
     loaded = loaded or spec.load()
+    check_adapter_placement(loaded)
     settings = config.settings
     encoded = encode_examples(
         loaded.tokenizer,

@@ -122,3 +122,19 @@ def test_bf16_training_loads_a_bfloat16_base_and_evaluates_on_one(toy_data, tmp_
     evaluated = evaluate_reward_model(tmp_path / "run", "toy", data_dir=str(toy_data))
     assert [spec.compute_dtype for spec in specs] == ["bfloat16", "bfloat16"]  # trained on, then evaluated on
     assert evaluated.metrics.n_pairs == 12 and np.isfinite(evaluated.scores).all()
+
+
+def test_training_on_offloaded_weights_is_one_line_error(toy_data, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import finetune
+
+    tiny = tiny_random_llama()
+    tiny.model.save_pretrained(tmp_path / "base")
+    tiny.tokenizer.save_pretrained(tmp_path / "base")
+    result = CliRunner().invoke(finetune, ["train", "--method", "lora", "--model", str(tmp_path / "base"), "--dataset", "toy",
+                                           "--data-dir", str(toy_data), "--out", str(tmp_path / "run"), "--steps", "1",
+                                           "--max-memory", "cpu=200KB"])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and "adapters need every weight on a device" in result.output
+    assert not (tmp_path / "run").exists()
