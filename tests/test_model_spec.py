@@ -239,3 +239,24 @@ def test_placement_flags_are_checked_on_every_command(group, args, message, data
     result = CliRunner().invoke(getattr(cli, group), [*args, "--data-dir", str(data_dir)])
     assert result.exit_code == 2, result.output
     assert result.output.count("\n") == 1 and result.output.startswith("error: ") and message in result.output
+
+
+def test_genies_run_extracts_with_an_offloaded_model(saved, tmp_path):
+    """`genies run --max-memory`: the run's one model is placed with disk offload, and its stores say so."""
+    import json
+
+    from genies.plan import RunConfig
+    from genies.runner import run_benchmark
+    from test_genies_runner import arithmetic
+
+    for name, offset in {"easy": 1, "hard": 40}.items():
+        write_distribution(tmp_path / "data", name, arithmetic(8, offset, 1), arithmetic(6, offset + 100, 1))
+    manifest = tmp_path / "shifts.json"
+    manifest.write_text(json.dumps([{"source": "easy", "target": "hard", "label": "extreme", "category": "difficulty"}]))
+    config = RunConfig(model=str(saved), shifts=str(manifest), methods=("zero-shot", "mms"), layer=2,
+                       data_dir=str(tmp_path / "data"), store_root=str(tmp_path / "stores"), out=tmp_path / "run",
+                       max_memory="cpu=200KB", offload_dir=str(tmp_path / "offload"))
+    summary = run_benchmark(config, command="genies run (offloaded)", log=lambda line: None)
+    assert summary.model_loads == 1 and {r.method for r in summary.rows} == {"zero-shot", "mms"}
+    stores = list((tmp_path / "stores").rglob("*.plain.zarr"))
+    assert stores and all("disk" in open_store(str(s)).meta["config"]["device_map"].values() for s in stores)
