@@ -227,8 +227,8 @@ def byte_tokenizer():
 
 
 def _load_packaged_gguf(spec: ModelSpec, alias: dict) -> LoadedModel:
-    """A GGUF shipped in a pip package; dequantized once and cached as safetensors, which then load
-    tensor by tensor straight into the compute dtype."""
+    """A GGUF shipped in a pip package; dequantized once and cached as float32 safetensors, and
+    cached once more per other compute dtype, so that a load maps its weights without a cast."""
     from transformers import AutoTokenizer
 
     name = spec.name
@@ -243,6 +243,8 @@ def _load_packaged_gguf(spec: ModelSpec, alias: dict) -> LoadedModel:
     cache = default_model_cache() / name
     if not (cache / "complete").is_file():
         _convert_gguf(package_dir, alias["gguf_file"], cache)
+    if spec.compute_dtype != "float32":
+        cache = _cache_in_dtype(cache, spec.compute_dtype)
     model = _from_pretrained(cache, spec)
     tokenizer = AutoTokenizer.from_pretrained(cache)
     return LoadedModel(model, tokenizer, name, model_id)
@@ -267,6 +269,23 @@ def _convert_gguf(package_dir: Path, gguf_file: str, cache: Path) -> None:
     shutil.rmtree(cache, ignore_errors=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, cache)
+
+
+def _cache_in_dtype(cache: Path, dtype: str) -> Path:
+    """``cache`` (float32) saved once in ``dtype`` beside it (the same values a load would cast to)."""
+    from transformers import AutoModelForCausalLM
+
+    typed = cache.with_name(f"{cache.name}.{dtype}")
+    if (typed / "complete").is_file():
+        return typed
+    staging = typed.with_name(typed.name + f".tmp{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(cache, staging, ignore=shutil.ignore_patterns("*.safetensors", "complete"))  # tokenizer files
+    AutoModelForCausalLM.from_pretrained(cache, dtype=torch_dtype(dtype), device_map="cpu").save_pretrained(staging)
+    (staging / "complete").write_text(f"{cache.name} in {dtype}\n")
+    shutil.rmtree(typed, ignore_errors=True)
+    os.replace(staging, typed)
+    return typed
 
 
 def _from_pretrained(source, spec: ModelSpec, **kwargs):

@@ -79,7 +79,7 @@ def test_weights_arrive_in_the_compute_dtype_without_a_float32_copy(tmp_path, mo
 
 @pytest.mark.bundled
 def test_bundled_gguf_cache_loads_straight_into_the_compute_dtype(monkeypatch):
-    """The dequantized GGUF is cached once (as float32 safetensors); loads read it tensor by tensor into bfloat16."""
+    """The dequantized GGUF is cached as float32 safetensors and once more in bfloat16, which loads without a cast."""
     from transformers import AutoModelForCausalLM
 
     real_from_pretrained, asked = AutoModelForCausalLM.from_pretrained, []
@@ -89,9 +89,18 @@ def test_bundled_gguf_cache_loads_straight_into_the_compute_dtype(monkeypatch):
         return real_from_pretrained(*args, **kwargs)
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    from safetensors import safe_open
+
+    from actstore.paths import default_model_cache
+
     loaded = load_model(ModelSpec("smollm2-135m", compute_dtype="bfloat16"))
     assert asked[-1]["dtype"] == torch.bfloat16 and "gguf_file" not in asked[-1]
     assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
+    with safe_open(str(default_model_cache() / "smollm2-135m.bfloat16" / "model.safetensors"), "pt") as weights:
+        assert {weights.get_slice(name).get_dtype() for name in weights.keys()} == {"BF16"}  # mapped, never cast
+    reference = load_model("smollm2-135m")  # float32, from the GGUF's own dequantization
+    for (name, got), (_, expected) in zip(loaded.model.named_parameters(), reference.model.named_parameters()):
+        assert torch.equal(got, expected.to(torch.bfloat16)), name
 
 
 def test_requested_spec_resolves_auto_and_parses_max_memory():
