@@ -301,7 +301,19 @@ def _from_pretrained(source, spec: ModelSpec, **kwargs):
     quantization = quantization_config(spec.quantization, torch_dtype(spec.compute_dtype))
     if quantization is not None:
         placement["quantization_config"] = quantization
-    return AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(spec.compute_dtype), **placement, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(spec.compute_dtype), **placement, **kwargs)
+    if quantization is None:
+        _buffers_in_dtype(model, torch_dtype(spec.compute_dtype))
+    return model
+
+
+def _buffers_in_dtype(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Floating buffers (the rotary inverse frequencies) in the compute dtype, as ``model.to(dtype)`` left
+    them before loads went straight into the dtype: activations stay bitwise those of stores made then."""
+    for module in model.modules():
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.is_floating_point() and buffer.dtype != dtype and buffer.device.type != "meta":
+                module._buffers[name] = buffer.to(dtype)
 
 
 def _load_path_or_hub(spec: ModelSpec, aliases: dict) -> LoadedModel:

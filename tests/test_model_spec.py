@@ -77,6 +77,18 @@ def test_weights_arrive_in_the_compute_dtype_without_a_float32_copy(tmp_path, mo
     assert loaded.compute_dtype == "bfloat16" and loaded.spec.compute_dtype == "bfloat16"
 
 
+def test_a_direct_load_computes_exactly_like_the_float32_model_cast(tmp_path):
+    """Stores made when models were loaded in float32 and cast stay reproducible bitwise (rotary buffers included)."""
+    from transformers import AutoModelForCausalLM
+
+    directory = save_tiny(tmp_path / "m", torch.float32)
+    direct = load_model(ModelSpec(str(directory), compute_dtype="bfloat16")).model
+    cast = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).to(torch.bfloat16).eval()
+    ids = torch.tensor([[1, 5, 9, 20, 40, 41, 42]])
+    with torch.no_grad():
+        assert torch.equal(direct(ids).logits, cast(ids).logits)
+
+
 @pytest.mark.bundled
 def test_bundled_gguf_cache_loads_straight_into_the_compute_dtype(monkeypatch):
     """The dequantized GGUF is cached as float32 safetensors and once more in bfloat16, which loads without a cast."""
