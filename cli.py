@@ -61,6 +61,27 @@ def _names(store_root, limit):
     return StoreNames(store_root, limit)
 
 
+def _placement_options(command):
+    """Where a model's weights go: shared by every command that loads one."""
+    for option in reversed([
+        click.option("--device-map", help="One device (cpu, cuda:N), or a placement over several: auto, balanced, "
+                                          "sequential (accelerate; default: the one device, cuda when available)."),
+        click.option("--max-memory", help="Memory per device for a placement, e.g. 0=70GiB,1=70GiB,cpu=200GiB "
+                                          "(implies --device-map auto)."),
+        click.option("--offload-dir", help="Directory for weights that fit nowhere in --max-memory (disk offload; "
+                                           "implies --device-map auto)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _model_options(command):
+    """Placement and quantization: the commands that extract or fine-tune."""
+    quantize = click.option("--quantize", default="none", show_default=True, type=click.Choice(["none", "8bit", "4bit"]),
+                            help="bitsandbytes weights: 8bit (LLM.int8) or 4bit (NF4, double quantization).")
+    return _placement_options(quantize(command))
+
+
 # ----------------------------------------------------------------------------- genies
 
 
@@ -203,7 +224,9 @@ def shifts_ls(manifest, as_json):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--prompt-format", default="raw", show_default=True, type=click.Choice(["raw", "chat"]),
               help="chat: prompts as a user turn in the model's chat template (stores, fine-tuning, few-shot).")
-def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, mix_target, seed, prompt_format):
+@_placement_options
+def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, mix_target, seed, prompt_format,
+               device_map, max_memory, offload_dir):
     """Run the benchmark: plan, extract, fit, evaluate; write RUN_DIR/results.csv and report.md."""
     import shlex
 
@@ -218,8 +241,8 @@ def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, 
         raise UserError(f"--layer must be a layer number or 'best', got {layer!r}")
     config = RunConfig(model=model, shifts=shifts, methods=expand_methods(methods),
                        layer=layer if layer == "best" else int(layer), limit=limit, data_dir=data_dir, out=out,
-                       store_root=store_root, mix_target=mix_target, seed=seed,
-                       prompt_format=prompt_format)
+                       store_root=store_root, mix_target=mix_target, seed=seed, prompt_format=prompt_format,
+                       device_map=device_map, max_memory=max_memory, offload_dir=offload_dir)
     command = "genies " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_benchmark(config, command=command, log=click.echo)
     click.echo("")
@@ -322,8 +345,10 @@ def actstore():
 @click.option("--repair", is_flag=True,
               help="Check every block of existing stores against its checksums and recompute the damaged ones.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_model_options
 def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dtype, compute_dtype, prompt_reuse, site,
-                     prompt_format, out, batch_tokens, block_size, device, strict, overwrite, repair, no_progress):
+                     prompt_format, out, batch_tokens, block_size, device, strict, overwrite, repair, no_progress,
+                     device_map, max_memory, offload_dir, quantize):
     """Run MODEL once over each (dataset, split, view) and write one store each; print their paths."""
     from actstore.extract import ExtractConfig, extract, parse_names
 
@@ -332,7 +357,8 @@ def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dt
         layers=layers, limit=limit, dtype=dtype, compute_dtype=compute_dtype, prompt_reuse=prompt_reuse, site=site,
         prompt_format=prompt_format, out=out, data_dir=data_dir, batch_tokens=batch_tokens,
         block_size=block_size, device=device, overwrite=overwrite, repair=repair, skip_bad=not strict,
-        progress=not no_progress,
+        progress=not no_progress, device_map=device_map, max_memory=max_memory, offload_dir=offload_dir,
+        quantize=quantize,
     )
 
     def report(result):
@@ -530,12 +556,16 @@ def finetune():
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Pairs per step (per process).")
 @click.option("--limit", type=int, help="Use only the first N training examples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds pair sampling, initialization and shuffling.")
-@click.option("--precision", default="auto", show_default=True, help="fp32, bf16 (autocast; weights stay fp32), or auto (bf16 where the hardware runs it natively).")
+@click.option("--precision", default="auto", show_default=True, help="fp32, bf16 (autocast; the frozen base model in bfloat16, adapter and head in float32), or auto (bf16 where the hardware runs it natively).")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
+              help="Recompute each block in the backward pass: far less activation memory, about 1/3 more compute "
+                   "(default: on for base models of 1B parameters or more).")
 @click.option("--prompt-format", default="raw", show_default=True, type=click.Choice(["raw", "chat"]),
               help="chat: the prompt as a user turn in the tokenizer's chat template (recorded in the run).")
 @click.option("--json", "as_json", is_flag=True, help="Print the training result as JSON.")
+@_model_options
 def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, batch_size, limit, seed, precision,
-                   prompt_format, as_json):
+                   gradient_checkpointing, prompt_format, as_json, device_map, max_memory, offload_dir, quantize):
     """Train a reward model (scalar head on the last token) on one (best, other) pair per example."""
     from finetune.train import TrainConfig, train_reward_model
 
@@ -543,6 +573,8 @@ def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, 
         method=method, model=model, dataset=dataset, data_dir=data_dir, out=out, steps=steps,
         learning_rate=learning_rate, batch_size=batch_size, limit=limit, seed=seed, precision=precision,
         prompt_format=prompt_format,
+        device_map=device_map, max_memory=max_memory, offload_dir=offload_dir, quantize=quantize,
+        gradient_checkpointing=gradient_checkpointing,
     )
     result = train_reward_model(config)
     if not result.is_main_process:
@@ -556,6 +588,10 @@ def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, 
         f"loss {result.mean_loss('first'):.4f} -> {result.mean_loss('last'):.4f} (first/last 20% of steps), "
         f"{result.train_seconds:.1f} s training, {result.total_seconds:.1f} s total"
     )
+    checkpointing = "on" if result.gradient_checkpointing else "off"
+    gpu = f", GPU {result.peak_gpu_bytes / 2**30:.2f} GiB" if result.peak_gpu_bytes is not None else ""
+    click.echo(f"peak memory: host {result.peak_host_rss_bytes / 2**30:.2f} GiB{gpu} "
+               f"(gradient checkpointing {checkpointing})")
     if result.dropped_examples:
         click.echo(f"dropped {result.dropped_examples} training example(s) longer than the model's context")
     click.echo(f"saved to {result.out_dir}")
@@ -575,9 +611,12 @@ def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, 
 @click.option("--seed", type=int, default=0, show_default=True, help="few-shot: seeds the choice of shots.")
 @click.option("--prompt-format", type=click.Choice(["raw", "chat"]),
               help="chat: the prompt as a user turn in the tokenizer's chat template (default: a run's own; raw for baselines).")
+@click.option("--compute-dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]),
+              help="zero-/few-shot: the base model's dtype (a run directory's model runs in its training dtype).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_model_options
 def finetune_eval(run_dir, method, model, dataset, data_dir, split, limit, batch_size, shots_from, n_shots, seed,
-                  prompt_format, as_json):
+                  prompt_format, compute_dtype, as_json, device_map, max_memory, offload_dir, quantize):
     """Accuracy (all best-vs-other pairs), CI, AUROC, Brier and RMS calibration error."""
     from finetune.eval_request import EvalRequest, run_eval
     from finetune.evaluate import TABLE_COLUMNS
@@ -586,6 +625,8 @@ def finetune_eval(run_dir, method, model, dataset, data_dir, split, limit, batch
         dataset=dataset, run_dir=run_dir, method=method, model=model, data_dir=data_dir, split=split,
         limit=limit, batch_size=batch_size, shots_from=shots_from, n_shots=n_shots, seed=seed,
         prompt_format=prompt_format,
+        compute_dtype=compute_dtype, device_map=device_map, max_memory=max_memory, offload_dir=offload_dir,
+        quantize=None if quantize == "none" else quantize,
     ))
     if as_json:
         click.echo(json.dumps(result.row(), indent=1))

@@ -41,6 +41,14 @@ class DecoderParts:
     def n_blocks(self) -> int:
         return len(self.blocks)
 
+    @property
+    def input_device(self) -> torch.device:
+        """Where the token ids go: the embeddings' device (under a placement, accelerate moves each
+        block's inputs to that block's device)."""
+        from actstore.models import execution_device
+
+        return execution_device(self.body.get_input_embeddings())
+
 
 @dataclass(frozen=True)
 class CapturePlan:
@@ -61,7 +69,7 @@ class CapturePlan:
 
 @dataclass
 class Captured:
-    """What one forward pass left behind, one ``(batch, ...)`` float32 tensor per site."""
+    """What one forward pass left behind, one ``(batch, ...)`` float32 tensor per site, all on the inputs' device."""
 
     residual: dict[int, torch.Tensor] = field(default_factory=dict)
     heads: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -109,6 +117,10 @@ class LastTokenCapture:
         self._handles.append(handle)
 
     def _last(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The last real token of each row, from whichever device this layer ran on, gathered on the
+        inputs' device (so that one copy moves them all to the host)."""
+        if hidden.device != self._rows.device:
+            return hidden[self._rows.to(hidden.device), self._positions.to(hidden.device)].float().to(self._rows.device)
         return hidden[self._rows, self._positions].float()
 
     def _keep_residual(self, layer: int, hidden: torch.Tensor) -> None:

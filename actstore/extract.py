@@ -13,14 +13,16 @@ import sys
 import time
 from dataclasses import dataclass, field, fields, replace
 
+import torch
+
 from actstore.batching import PADDING_SIDES
-from actstore.compute_dtype import COMPUTE_DTYPES, resolve_compute_dtype, torch_dtype
+from actstore.compute_dtype import COMPUTE_DTYPES
 from actstore.data import Split, load_split, resolve_data_dir, split_path
 from actstore.errors import UserError
 from actstore.layers import needs_full_depth, parse_layers
 from actstore.locations import store_url
 from actstore.lock import ExtractionLock
-from actstore.models import LoadedModel
+from actstore.models import LoadedModel, ModelSpec
 from actstore.paths import default_store_root
 from actstore.prompt_reuse import reuses_prompts
 from actstore.roots import checked_store_root
@@ -28,7 +30,8 @@ from actstore.preflight import check_context
 from actstore.sequence_table import SequenceTable, encode_rows, sequence_table
 from actstore.stage_clock import clock_for
 from actstore.writer import BackgroundWriter
-from actstore.sharding import Shard, default_device, wait_for_creation
+from actstore.quantization import check_quantization
+from actstore.sharding import Shard, wait_for_creation
 from actstore.store import (DISK_FULL, ActivationStore, StoreLayout, create_store, disk_full_message, find_store,
                             open_for_writing)
 from actstore.views import View, check_prompt_format, parse_views
@@ -57,6 +60,10 @@ class ExtractConfig:
     prompt_reuse: bool | None = None  # one prompt pass per example, responses on its keys/values; None: where it helps
     compressor: str | None = "blosc-zstd"
     device: str | None = None  # None: cuda when available, else cpu
+    device_map: str | None = None  # one device, or a placement over several (auto, balanced, sequential)
+    max_memory: str | None = None  # per device for a placement, e.g. "0=70GiB,cpu=200GiB"
+    offload_dir: str | None = None  # disk offload for weights that fit nowhere in max_memory
+    quantize: str = "none"  # none, 8bit, 4bit (bitsandbytes)
     overwrite: bool = False
     repair: bool = False  # verify every block of an existing store and recompute the damaged ones
     skip_bad: bool = False
@@ -79,6 +86,12 @@ class ExtractConfig:
             raise UserError("no dataset named (--dataset NAME[,NAME...])")
         check_prompt_format(self.prompt_format)
         parse_views(",".join(self.views))  # unknown views fail before any work
+        self.model_spec()  # so do unknown placements and quantizations
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec.requested(self.model, compute_dtype=self.compute_dtype, device=self.device,
+                                   device_map=self.device_map, max_memory=self.max_memory,
+                                   offload_dir=self.offload_dir, quantization=self.quantize)
 
     @property
     def root(self) -> str:
@@ -116,8 +129,8 @@ class StoreResult:
 class ModelOnDemand:
     """Loads the model the first time a store needs it (or wraps one already loaded)."""
 
-    def __init__(self, name: str, device: str | None, loaded: LoadedModel | None = None, compute_dtype: str = "float32"):
-        self.name, self.device, self._loaded, self.compute_dtype = name, device, loaded, compute_dtype
+    def __init__(self, spec: ModelSpec, loaded: LoadedModel | None = None):
+        self.spec, self._loaded = spec, loaded
 
     @property
     def is_loaded(self) -> bool:
@@ -125,10 +138,9 @@ class ModelOnDemand:
 
     def get(self) -> LoadedModel:
         if self._loaded is None:
-            from actstore.models import load_model
+            from actstore import models
 
-            device = self.device or default_device()
-            self._loaded = load_model(self.name, dtype=torch_dtype(self.compute_dtype), device=device)
+            self._loaded = models.load_model(self.spec)
         return self._loaded
 
 
@@ -140,9 +152,15 @@ def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_resu
     for dataset in config.datasets:  # unknown datasets and splits fail before the long work starts
         for split in config.splits:
             split_path(data_dir, dataset, split)
+    spec = config.model_spec()
+    if loaded is None:
+        check_quantization(spec.quantization, spec.main_device)
+    if config.prompt_reuse and spec.placed and spec.main_device != "cpu" and torch.cuda.device_count() > 1:
+        raise UserError("--prompt-reuse runs a model on one device; a placement over several GPUs runs without it")
     config = replace(config, compute_dtype=concrete_compute_dtype(config, loaded),
-                     prompt_reuse=reuses_prompts(config.prompt_reuse, _device(config, loaded)))
-    model = ModelOnDemand(config.model, config.device, loaded, config.compute_dtype)
+                     quantize=_quantization(config, loaded),
+                     prompt_reuse=reuses_prompts(config.prompt_reuse, _device(spec, loaded)))
+    model = ModelOnDemand(replace(spec, compute_dtype=config.compute_dtype), loaded)
     results = []
     for dataset in config.datasets:
         for split_name in config.splits:
@@ -156,15 +174,25 @@ def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_resu
     return results
 
 
-def _device(config: ExtractConfig, loaded: LoadedModel | None) -> str:
-    return str(next(loaded.model.parameters()).device) if loaded is not None else config.device or default_device()
+def _device(spec: ModelSpec, loaded: LoadedModel | None) -> str:
+    return str(loaded.input_device) if loaded is not None else spec.main_device
+
+
+def _quantization(config: ExtractConfig, loaded: LoadedModel | None) -> str:
+    """A model passed in was loaded with its own quantization, which the store records."""
+    if loaded is None:
+        return config.quantize
+    own = loaded.spec.quantization if loaded.spec is not None else "none"
+    if config.quantize not in ("none", own):
+        raise UserError(f"the model passed in is quantized {own}, not the requested --quantize {config.quantize}")
+    return own
 
 
 def concrete_compute_dtype(config: ExtractConfig, loaded: LoadedModel | None) -> str:
     """``auto`` resolved for the device; a model passed in already computes in its own dtype."""
     if loaded is None:
-        return resolve_compute_dtype(config.compute_dtype, config.device)
-    own = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+        return config.model_spec().compute_dtype
+    own = loaded.compute_dtype
     if config.compute_dtype not in ("auto", own):
         raise UserError(f"the model passed in computes in {own}, not the requested --compute-dtype {config.compute_dtype}")
     return own
@@ -244,7 +272,10 @@ def _created_for(url: str, identity: dict, overwrite: bool) -> ActivationStore |
 
 
 def store_identity(config: ExtractConfig, split: Split, view: View, model_id: str, layers: tuple[int, ...]) -> dict:
-    """What makes two extractions the same: a store is reused or resumed only when this matches."""
+    """What makes two extractions the same: a store is reused or resumed only when this matches.
+    Quantized weights compute other activations; ``none`` is left out, so that stores made before
+    quantization existed keep matching unquantized requests."""
+    quantization = {} if config.quantize == "none" else {"quantization": config.quantize}
     return {
         "model": config.model,
         "model_id": model_id,
@@ -261,6 +292,7 @@ def store_identity(config: ExtractConfig, split: Split, view: View, model_id: st
         "site": config.site,
         "limit": config.limit,
         "skip_bad": config.skip_bad,
+        **quantization,
     }
 
 
@@ -293,12 +325,13 @@ def _existing_store(url: str, overwrite: bool) -> ActivationStore | None:
 def _same_extraction(store: ActivationStore, identity: dict, *, overwrite: bool) -> bool:
     """True when ``store`` holds this extraction; a different one is refused unless ``overwrite``."""
     recorded = recorded_identity(store)
-    differing = [key for key in identity if recorded.get(key) != identity[key]]
+    differing = [key for key in {**recorded, **identity} if recorded.get(key) != identity.get(key)]
     if not differing:
         return True
     if overwrite:
         return False
-    what = "; ".join(f"{key}: stored {_short(recorded.get(key))}, requested {_short(identity[key])}" for key in differing)
+    what = "; ".join(f"{key}: stored {_short(recorded.get(key))}, requested {_short(identity.get(key))}"
+                     for key in differing)
     if "fingerprint" in differing:
         what += f"; the data file {store.meta.get('data_file', '')} changed since this store was extracted"
     raise UserError(f"{store.url}: holds a different extraction ({what}); pass --overwrite to replace it, "
@@ -351,6 +384,8 @@ def _attributes(config: ExtractConfig, loaded: LoadedModel, split: Split, view: 
             "batch_tokens": config.batch_tokens,
             "padding_side": config.padding_side,
             "compute_dtype": config.compute_dtype,
+            "quantization": config.quantize,
+            "device_map": _device_map(loaded),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
         },
@@ -374,7 +409,7 @@ def _fill(store: ActivationStore, status: str, config: ExtractConfig, loaded: Lo
     done = store.blocks_done()
     todo = [block for block in range(layout.n_blocks) if not done[block] and shard.owns(block)]
     max_tokens = getattr(loaded.model.config, "max_position_embeddings", None)
-    clock = clock_for(parts.lm_head.weight.device)
+    clock = clock_for(loaded.input_device)
     already = sum(layout.block_length(b) for b in range(layout.n_blocks) if done[b])
     started = time.perf_counter()
     bar = tqdm(total=layout.n_sequences, initial=already, unit="seq", desc=f"{split.dataset}/{split.split}.{view.name}",
@@ -405,6 +440,12 @@ def _fill(store: ActivationStore, status: str, config: ExtractConfig, loaded: Lo
                         timings={k: round(v, 3) for k, v in timings.items()})
     return StoreResult(store.url, split.dataset, split.split, view.name, status, layout.n_sequences, len(todo),
                        layout.n_blocks, computed, seconds, Timings(**timings))
+
+
+def _device_map(loaded: LoadedModel) -> dict | str:
+    """Where each block ran: accelerate's map for a placed model, else its one device."""
+    placed = getattr(loaded.model, "hf_device_map", None)
+    return {name: str(device) for name, device in placed.items()} if placed else str(loaded.input_device)
 
 
 def _finished(store: ActivationStore, url: str, split: Split, view: View) -> StoreResult:

@@ -29,7 +29,7 @@ def run_batch(parts: DecoderParts, capture: LastTokenCapture, batch: PaddedBatch
               clock: StageClock | None = None) -> BatchActivations:
     """Run the decoder on ``batch`` (inside ``capture``'s hooks) and collect what the plan asks for."""
     clock = clock or StageClock()
-    device = parts.lm_head.weight.device
+    device = parts.input_device
     input_ids = batch.input_ids.to(device)
     mask = batch.attention_mask.to(device)
     last = batch.last_positions.to(device)
@@ -45,7 +45,7 @@ def run_batch(parts: DecoderParts, capture: LastTokenCapture, batch: PaddedBatch
         if with_loglik:
             if output is None:
                 raise RuntimeError("the log-likelihood needs the full forward pass; the capture plan stopped early")
-            loglik = continuation_loglik(output.last_hidden_state, input_ids, batch.offsets.to(device),
+            loglik = continuation_loglik(output.last_hidden_state.to(device), input_ids, batch.offsets.to(device),
                                          batch.prompt_lengths.to(device), batch.lengths.to(device), parts.lm_head)
         return collect(capture, batch, loglik)
 
@@ -83,7 +83,7 @@ def summed_token_logprobs(hidden: torch.Tensor, targets: torch.Tensor, rows: tor
     token_logprobs = torch.empty(len(rows), dtype=torch.float64, device=hidden.device)
     chunk = max(1, LOGIT_ELEMENTS_PER_CHUNK // lm_head.weight.shape[0])
     for start in range(0, len(rows), chunk):
-        logits = lm_head(hidden[start:start + chunk]).float()
+        logits = lm_head(hidden[start:start + chunk]).float().to(hidden.device)  # the head may run elsewhere
         picked = logits.gather(1, targets[start:start + chunk, None])[:, 0]
         token_logprobs[start:start + chunk] = (picked - torch.logsumexp(logits, dim=1)).double()
     totals = torch.zeros(n_rows, dtype=torch.float64, device=hidden.device)

@@ -1,9 +1,14 @@
-"""One resolver from a model name to a loaded model and tokenizer.
+"""One model specification and one loader: a model name to a loaded model and tokenizer.
 
 Names: an alias from manifests/models.json (``smollm2-135m``, the bundled GGUF;
 ``tiny-random``, built in code for tests), a local directory or ``.gguf`` file, or a Hugging
 Face hub id already in the local cache. Nothing here reaches the network when
 ``HF_HUB_OFFLINE=1``.
+
+Weights are loaded straight into the compute dtype onto their devices (transformers'
+``dtype=`` and ``device_map=``, safetensors memory-mapped): no float32 copy of the model is
+ever made on the host. A placement (``auto``, ``balanced``, ``sequential``) lets accelerate
+spread the blocks over the GPUs, the host and ``offload_dir`` within ``max_memory``.
 """
 
 from __future__ import annotations
@@ -11,14 +16,80 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from actstore.compute_dtype import resolve_compute_dtype, torch_dtype
 from actstore.errors import UserError
 from actstore.paths import default_model_cache
+from actstore.quantization import QUANTIZATIONS, check_quantization, quantization_config
 from manifests import model_aliases
+
+# accelerate's placements: spread the model over every device it may use, within --max-memory.
+PLACEMENTS = ("auto", "balanced", "balanced_low_0", "sequential")
+MAX_MEMORY_DEVICES = ("cpu", "mps")  # besides GPU indices 0, 1, ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model, and how it is loaded: every loader of the toolkit goes through ``load()``."""
+
+    name: str
+    compute_dtype: str = "float32"  # float32, bfloat16 or float16 (``requested`` resolves auto)
+    device_map: str = "cpu"  # one device (cpu, cuda, cuda:1) or a placement (auto, balanced, sequential)
+    max_memory: tuple[tuple[str, str], ...] = ()  # per device, e.g. (("0", "70GiB"), ("cpu", "200GiB"))
+    offload_dir: str | None = None  # disk offload of weights that fit nowhere in max_memory (safetensors
+    # checkpoints need none: their offloaded weights are read from the checkpoint itself)
+    quantization: str = "none"  # none, 8bit or 4bit (bitsandbytes; 4bit = NF4, double quantization)
+
+    def __post_init__(self):
+        if self.compute_dtype not in ("float32", "bfloat16", "float16"):
+            raise UserError(f"unknown compute dtype {self.compute_dtype!r} (choose float32, bfloat16 or float16)")
+        if self.quantization not in QUANTIZATIONS:
+            raise UserError(f"unknown --quantize {self.quantization!r} (choose {', '.join(QUANTIZATIONS)})")
+        if self.device_map not in PLACEMENTS:
+            try:
+                torch.device(self.device_map)
+            except (RuntimeError, ValueError):
+                raise UserError(f"unknown --device-map {self.device_map!r} (choose {', '.join(PLACEMENTS)}, "
+                                "cpu or cuda:N)") from None
+            if self.max_memory or self.offload_dir:
+                raise UserError(f"--max-memory and --offload-dir need a placement (--device-map auto, balanced or "
+                                f"sequential), not the single device {self.device_map!r}")
+        if self.quantization != "none" and self.offload_dir:
+            raise UserError("--quantize does not combine with --offload-dir (bitsandbytes weights cannot be offloaded "
+                            "to disk); give the model more --max-memory or quantize it harder")
+
+    @classmethod
+    def requested(cls, name: str, *, compute_dtype: str = "auto", device: str | None = None,
+                  device_map: str | None = None, max_memory: str | None = None, offload_dir: str | None = None,
+                  quantization: str = "none", fallback_device: str | None = None) -> "ModelSpec":
+        """The spec of command-line choices: ``auto`` dtype resolved for the device, ``--max-memory`` parsed;
+        ``--max-memory`` or ``--offload-dir`` without ``--device-map`` mean ``auto``; with none of them,
+        ``fallback_device`` (default: cuda when available, else cpu)."""
+        if device and device_map and device != device_map:
+            raise UserError(f"--device {device} and --device-map {device_map} disagree; give one of them")
+        placement = (device_map or device or ("auto" if max_memory or offload_dir else None)
+                     or fallback_device or _default_device())
+        spec = cls(name, "float32", placement, parse_max_memory(max_memory), offload_dir, quantization)
+        return replace(spec, compute_dtype=resolve_compute_dtype(compute_dtype, spec.main_device))
+
+    @property
+    def placed(self) -> bool:
+        """Whether accelerate decides where each block goes (else the whole model is on ``device_map``)."""
+        return self.device_map in PLACEMENTS
+
+    @property
+    def main_device(self) -> str:
+        """The device inputs start on: the one device, or for a placement the first GPU (else the host)."""
+        if not self.placed:
+            return self.device_map
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+    def load(self) -> "LoadedModel":
+        return load_model(self)
 
 
 @dataclass
@@ -27,6 +98,7 @@ class LoadedModel:
     tokenizer: object
     name: str  # what the user asked for
     model_id: str  # canonical identity recorded in stores and probes
+    spec: ModelSpec | None = None  # how it was loaded
 
     @property
     def n_layers(self) -> int:
@@ -36,23 +108,82 @@ class LoadedModel:
     def hidden_size(self) -> int:
         return self.model.config.hidden_size
 
+    @property
+    def compute_dtype(self) -> str:
+        return str(self.model.dtype).removeprefix("torch.")
 
-def load_model(name: str, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> LoadedModel:
+    @property
+    def input_device(self) -> torch.device:
+        """Where the token ids go: the device the embeddings run on (accelerate moves them along)."""
+        return execution_device(self.model.get_input_embeddings())
+
+
+def execution_device(module: torch.nn.Module) -> torch.device:
+    """The device ``module`` computes on: its accelerate hook's device for an offloaded module, else its weights'."""
+    hook = getattr(module, "_hf_hook", None)
+    if getattr(hook, "execution_device", None) is not None:
+        return torch.device(hook.execution_device)
+    return next(module.parameters()).device
+
+
+def parse_max_memory(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``0=70GiB,1=70GiB,cpu=200GiB`` -> (("0", "70GiB"), ("1", "70GiB"), ("cpu", "200GiB"))."""
+    from accelerate.utils import convert_file_size_to_int
+
+    if not text:
+        return ()
+    pairs = []
+    for item in text.split(","):
+        device, _, size = item.strip().partition("=")
+        device, size = device.strip(), size.strip()
+        if not size or not (device.isdigit() or device in MAX_MEMORY_DEVICES):
+            raise UserError(f"--max-memory {text!r}: {item.strip()!r} is not DEVICE=SIZE (DEVICE a GPU index or "
+                            f"{' or '.join(MAX_MEMORY_DEVICES)}, SIZE like 70GiB)")
+        try:
+            convert_file_size_to_int(size)
+        except ValueError:
+            raise UserError(f"--max-memory {text!r}: {size!r} is not a size (like 70GiB or 500MB)") from None
+        pairs.append((device, size))
+    return tuple(pairs)
+
+
+def load_model(spec: ModelSpec | str) -> LoadedModel:
+    """Load ``spec`` (a bare name: float32 on the host) in its compute dtype onto its devices."""
     from transformers.utils import logging as hf_logging
 
+    spec = ModelSpec(spec) if isinstance(spec, str) else spec
+    check_quantization(spec.quantization, spec.main_device)
     hf_logging.disable_progress_bar()
     aliases = model_aliases()
-    if name in aliases:
-        spec = aliases[name]
-        if spec.get("builtin"):
-            loaded = tiny_random_llama()
-        else:
-            loaded = _load_packaged_gguf(name, spec)
+    if _is_builtin(spec.name, aliases):
+        loaded = _build_tiny(spec)
+    elif spec.name in aliases:
+        loaded = _load_packaged_gguf(spec, aliases[spec.name])
     else:
-        loaded = _load_path_or_hub(name, aliases)
+        loaded = _load_path_or_hub(spec, aliases)
     _ensure_pad_token(loaded.tokenizer)
-    loaded.model.to(device=device, dtype=dtype).eval()
+    loaded.model.eval()
+    loaded.spec = spec
     return loaded
+
+
+def _is_builtin(name: str, aliases: dict | None = None) -> bool:
+    return bool((aliases or model_aliases()).get(name, {}).get("builtin"))
+
+
+def _build_tiny(spec: ModelSpec) -> "LoadedModel":
+    if spec.placed or spec.quantization != "none":
+        raise UserError(f"{spec.name} is built in code and loads on one device only, unquantized; save it with "
+                        "save_pretrained and load the directory to try placements or quantization")
+    loaded = tiny_random_llama()
+    loaded.model.to(device=spec.device_map, dtype=torch_dtype(spec.compute_dtype))
+    return loaded
+
+
+def _default_device() -> str:
+    from actstore.sharding import default_device
+
+    return default_device()
 
 
 def tiny_random_llama(seed: int = 0, n_layers: int = 4, hidden_size: int = 64, n_heads: int = 4) -> LoadedModel:
@@ -95,22 +226,26 @@ def byte_tokenizer():
     )
 
 
-def _load_packaged_gguf(name: str, spec: dict) -> LoadedModel:
-    """A GGUF shipped in a pip package; dequantized once, then cached as safetensors."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _load_packaged_gguf(spec: ModelSpec, alias: dict) -> LoadedModel:
+    """A GGUF shipped in a pip package; dequantized once and cached as float32 safetensors, and
+    cached once more per other compute dtype, so that a load maps its weights without a cast."""
+    from transformers import AutoTokenizer
 
-    found = importlib.util.find_spec(spec["package"])
+    name = spec.name
+    found = importlib.util.find_spec(alias["package"])
     if found is None or not found.submodule_search_locations:
-        raise UserError(f"model {name!r} needs the package {spec['package']}: run `{spec['install']}`")
+        raise UserError(f"model {name!r} needs the package {alias['package']}: run `{alias['install']}`")
     package_dir = Path(list(found.submodule_search_locations)[0])
-    gguf_path = package_dir / spec["gguf_file"]
+    gguf_path = package_dir / alias["gguf_file"]
     if not gguf_path.is_file():
-        raise UserError(f"{gguf_path}: bundled model file missing; reinstall with `{spec['install']}`")
-    model_id = f"{name}:{spec['gguf_file']}"
+        raise UserError(f"{gguf_path}: bundled model file missing; reinstall with `{alias['install']}`")
+    model_id = f"{name}:{alias['gguf_file']}"
     cache = default_model_cache() / name
     if not (cache / "complete").is_file():
-        _convert_gguf(package_dir, spec["gguf_file"], cache)
-    model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32)
+        _convert_gguf(package_dir, alias["gguf_file"], cache)
+    if spec.compute_dtype != "float32":
+        cache = _cache_in_dtype(cache, spec.compute_dtype)
+    model = _from_pretrained(cache, spec)
     tokenizer = AutoTokenizer.from_pretrained(cache)
     return LoadedModel(model, tokenizer, name, model_id)
 
@@ -136,9 +271,55 @@ def _convert_gguf(package_dir: Path, gguf_file: str, cache: Path) -> None:
     os.replace(staging, cache)
 
 
-def _load_path_or_hub(name: str, aliases: dict) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _cache_in_dtype(cache: Path, dtype: str) -> Path:
+    """``cache`` (float32) saved once in ``dtype`` beside it (the same values a load would cast to)."""
+    from transformers import AutoModelForCausalLM
 
+    typed = cache.with_name(f"{cache.name}.{dtype}")
+    if (typed / "complete").is_file():
+        return typed
+    staging = typed.with_name(typed.name + f".tmp{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(cache, staging, ignore=shutil.ignore_patterns("*.safetensors", "complete"))  # tokenizer files
+    AutoModelForCausalLM.from_pretrained(cache, dtype=torch_dtype(dtype), device_map="cpu").save_pretrained(staging)
+    (staging / "complete").write_text(f"{cache.name} in {dtype}\n")
+    shutil.rmtree(typed, ignore_errors=True)
+    os.replace(staging, typed)
+    return typed
+
+
+def _from_pretrained(source, spec: ModelSpec, **kwargs):
+    """transformers' loader with the spec's dtype, placement and quantization: each tensor is read
+    (memory-mapped) and cast on its own, straight onto its device."""
+    from transformers import AutoModelForCausalLM
+
+    placement: dict = {"device_map": spec.device_map}
+    if spec.max_memory:
+        placement["max_memory"] = {int(d) if d.isdigit() else d: size for d, size in spec.max_memory}
+    if spec.offload_dir:
+        placement["offload_folder"] = spec.offload_dir
+    quantization = quantization_config(spec.quantization, torch_dtype(spec.compute_dtype))
+    if quantization is not None:
+        placement["quantization_config"] = quantization
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(spec.compute_dtype), **placement, **kwargs)
+    if quantization is None:
+        _buffers_in_dtype(model, torch_dtype(spec.compute_dtype))
+    return model
+
+
+def _buffers_in_dtype(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Floating buffers (the rotary inverse frequencies) in the compute dtype, as ``model.to(dtype)`` left
+    them before loads went straight into the dtype: activations stay bitwise those of stores made then."""
+    for module in model.modules():
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.is_floating_point() and buffer.dtype != dtype and buffer.device.type != "meta":
+                module._buffers[name] = buffer.to(dtype)
+
+
+def _load_path_or_hub(spec: ModelSpec, aliases: dict) -> LoadedModel:
+    from transformers import AutoTokenizer
+
+    name = spec.name
     path = Path(name).expanduser()
     kwargs: dict = {}
     if path.is_file() and path.suffix == ".gguf":
@@ -154,7 +335,7 @@ def _load_path_or_hub(name: str, aliases: dict) -> LoadedModel:
             kwargs["local_files_only"] = True
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+        model = _from_pretrained(source, spec, **kwargs)
     except (OSError, ValueError, TypeError) as err:  # TypeError: a config.json that is not a config
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if path.exists():

@@ -101,7 +101,7 @@ def run_prompt_pass(parts: DecoderParts, capture: LastTokenCapture, groups: Sequ
                     padding_side: str, with_loglik: bool, clock: StageClock) -> PromptPass:
     from transformers import DynamicCache
 
-    device = parts.lm_head.weight.device
+    device = parts.input_device
     prompts = pad_batch([EncodedSequence(g.prompt_ids, ()) for g in groups], pad_id, padding_side)
     mask = prompts.attention_mask.to(device)
     last = prompts.last_positions.to(device)
@@ -122,7 +122,7 @@ def run_continuation_pass(parts: DecoderParts, capture: LastTokenCapture, prompt
                           sequences: Sequence[EncodedSequence], *, pad_id: int, padding_side: str,
                           clock: StageClock) -> BatchActivations:
     """The responses ``sequences`` (row r continues prompt ``group_of_row[r]``) on the prompts' cache."""
-    device = parts.lm_head.weight.device
+    device = parts.input_device
     groups = torch.tensor(group_of_row, device=device)
     continuations = pad_batch([EncodedSequence((), s.continuation_ids) for s in sequences], pad_id, padding_side)
     continuation_ids = continuations.input_ids.to(device)

@@ -39,7 +39,7 @@ from actstore.compute_dtype import resolve_compute_dtype, torch_dtype  # noqa: E
 from actstore.sharding import default_device  # noqa: E402
 from actstore.data import load_split, resolve_data_dir  # noqa: E402
 from actstore.extract import ExtractConfig, extract  # noqa: E402
-from actstore.models import load_model  # noqa: E402
+from actstore.models import ModelSpec, load_model  # noqa: E402
 from actstore.prompt_reuse import reuses_prompts  # noqa: E402
 from actstore.sequence_table import sequence_table  # noqa: E402
 from actstore.stage_clock import clock_for  # noqa: E402
@@ -143,7 +143,7 @@ def load(args, dtype: torch.dtype, device: torch.device):
     """The model; with ``--random-init``, its architecture only (``--model`` is then a directory with
     config and tokenizer), for timing on a machine the weights cannot be copied to."""
     if not args.random_init:
-        return load_model(args.model, dtype=dtype, device=device)
+        return load_model(ModelSpec(args.model, compute_dtype=str(dtype).removeprefix("torch."), device_map=str(device)))
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from actstore.models import LoadedModel

@@ -74,10 +74,13 @@ def evaluate_loglik_baseline(
     n_shots: int = DEFAULT_SHOTS,
     seed: int = 0,
     prompt_format: str = "raw",
+    spec=None,
+    loaded=None,
 ) -> EvalResult:
-    """Zero-shot (``shots_from`` None) or few-shot accuracy of a base model on one split."""
+    """Zero-shot (``shots_from`` None) or few-shot accuracy of a base model on one split: ``loaded``
+    when given, else loaded by ``spec`` (default: float32 on this process's device)."""
     from actstore.data import load_split, resolve_data_dir
-    from actstore.models import load_model
+    from actstore.models import ModelSpec
     from finetune.devices import default_device
     from finetune.sequences import context_length, encode_examples
 
@@ -92,7 +95,7 @@ def evaluate_loglik_baseline(
     if shots_from is not None:
         shots = load_split(root, shots_from, "train").examples
         prompt_for = few_shot_prompts(shots, n_shots=n_shots, seed=seed, exclude_self=(shots_from == dataset and split == "train"))
-    loaded = load_model(model, device=default_device())
+    loaded = loaded or (spec or ModelSpec(model, device_map=str(default_device()))).load()
     encoded = encode_examples(
         loaded.tokenizer, examples, max_length=context_length(loaded.model, loaded.tokenizer), prompt_for=prompt_for,
         prompt_format=prompt_format,

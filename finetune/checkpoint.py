@@ -72,19 +72,37 @@ def read_record(directory: Path) -> dict:
     return record
 
 
-def load_reward_model(directory: Path, *, device: str | torch.device | None = None) -> LoadedRewardModel:
-    """Rebuild a saved reward model on its base model (loaded by name, checked by identity)."""
+def base_model_spec(record: dict, *, device: str | torch.device | None = None, device_map: str | None = None,
+                    max_memory: str | None = None, offload_dir: str | None = None) -> "ModelSpec":
+    """The base model as it was trained: its name, its training dtype (bfloat16 under bf16) and its
+    quantization, placed as asked (default: this process's device)."""
+    from actstore.models import ModelSpec
+    from finetune.devices import default_device
+
+    trained = record.get("config", {})
+    dtype = "bfloat16" if record.get("result", {}).get("precision") == "bf16" else "float32"
+    return ModelSpec.requested(record["model"], compute_dtype=dtype,
+                               fallback_device=str(device or default_device()), device_map=device_map,
+                               max_memory=max_memory, offload_dir=offload_dir,
+                               quantization=trained.get("quantize", "none"))
+
+
+def load_reward_model(directory: Path, *, device: str | torch.device | None = None, spec=None,
+                      loaded=None) -> LoadedRewardModel:
+    """Rebuild a saved reward model on its base model (loaded by name, checked by identity): ``loaded``
+    when given (its adapter is put in place; ``unload_adapter`` takes it out), else ``spec``, else
+    ``base_model_spec`` on ``device``."""
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from actstore.models import load_model
-    from finetune.devices import default_device
+    from actstore.models import execution_device
+    from finetune.devices import check_adapter_placement
 
     directory = Path(directory)
     record = read_record(directory)
     settings = AdapterSettings.from_dict(record["settings"])
-    device = device or default_device()
-    loaded = load_model(record["model"], device=device)
+    loaded = loaded or (spec or base_model_spec(record, device=device)).load()
+    check_adapter_placement(loaded)
     if loaded.model_id != record["model_id"]:
         raise UserError(
             f"{directory}: trained on {record['model_id']!r}, but {record['model']!r} now resolves to {loaded.model_id!r}"
@@ -101,6 +119,13 @@ def load_reward_model(directory: Path, *, device: str | torch.device | None = No
     head = nn.Linear(hidden, 1, bias=False)
     with torch.no_grad():
         head.weight.copy_(weight)
-    head.to(device=loaded.model.device, dtype=next(loaded.model.parameters()).dtype)
+    head.to(device=execution_device(loaded.model.get_decoder().norm))
     model = RewardModel(peft_model, head, settings).eval()
     return LoadedRewardModel(model, loaded.tokenizer, record)
+
+
+def unload_adapter(trained: LoadedRewardModel) -> None:
+    """Take the adapter out of the base model again (for a base model shared with other work)."""
+    if trained.settings.method == "lora":
+        with quiet_peft():
+            trained.model.peft_model.unload()

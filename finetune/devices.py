@@ -32,3 +32,17 @@ def mixed_precision(precision: str) -> str:
     if precision == "auto":
         precision = "bf16" if fast_bf16() else "fp32"
     return "no" if precision == "fp32" else "bf16"
+
+
+def check_adapter_placement(loaded) -> None:
+    """An adapter needs its base weights resident on the device they run on: accelerate's offloaded
+    weights (on disk, or on the host for a GPU model) live on the meta device between uses, where
+    peft would create the adapter's own weights too."""
+    from actstore.errors import UserError
+
+    placement = getattr(loaded.model, "hf_device_map", None) or {}
+    runs_on_gpu = loaded.input_device.type != "cpu"
+    offloaded = [name for name, device in placement.items() if device == "disk" or (runs_on_gpu and device == "cpu")]
+    if offloaded:
+        raise UserError(f"model {loaded.name!r}: {len(offloaded)} of its modules are offloaded ({offloaded[0]}, ...); "
+                        "adapters need every weight on a device: raise --max-memory, add GPUs, or --quantize 4bit")

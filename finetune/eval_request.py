@@ -27,6 +27,11 @@ class EvalRequest:
     n_shots: int = 4
     seed: int = 0
     prompt_format: str | None = None  # None: a run's own, raw for a baseline
+    compute_dtype: str = "float32"  # baselines; a reward model runs in its training dtype
+    device_map: str | None = None  # see actstore.models.ModelSpec
+    max_memory: str | None = None
+    offload_dir: str | None = None
+    quantize: str | None = None  # None: a run's own quantization, none for a baseline
 
     def check(self) -> None:
         if self.batch_size < 1:
@@ -40,6 +45,9 @@ class EvalRequest:
                 raise UserError(f"--method {self.method} evaluates a base model: give --model, not a run directory")
             if self.model is not None or self.shots_from is not None:
                 raise UserError("a run directory already names its base model; --model and --shots-from do not apply")
+            if self.quantize is not None:
+                raise UserError("a run directory's base model is loaded quantized as it was trained; --quantize "
+                                "does not apply")
             return
         if self.method not in BASELINES:
             raise UserError(
@@ -52,10 +60,11 @@ class EvalRequest:
             raise UserError("--shots-from applies to --method few-shot only")
 
 
-def run_eval(request: EvalRequest) -> EvalResult:
+def run_eval(request: EvalRequest, *, loaded=None) -> EvalResult:
+    """Evaluate as requested; ``loaded``: a base model already loaded (``genies run`` shares one)."""
     request.check()
     if request.run_dir is not None:
-        from finetune.checkpoint import read_record
+        from finetune.checkpoint import base_model_spec, read_record
         from finetune.evaluate import evaluate_reward_model, run_prompt_format
 
         record = read_record(request.run_dir)
@@ -73,8 +82,13 @@ def run_eval(request: EvalRequest) -> EvalResult:
             split=request.split,
             limit=request.limit,
             batch_size=request.batch_size,
+            spec=None if loaded else base_model_spec(record, device_map=request.device_map,
+                                                     max_memory=request.max_memory, offload_dir=request.offload_dir),
+            loaded=loaded,
         )
+    from actstore.models import ModelSpec
     from finetune.baselines import evaluate_loglik_baseline
+    from finetune.devices import default_device
 
     return evaluate_loglik_baseline(
         request.model or DEFAULT_MODEL,
@@ -87,4 +101,9 @@ def run_eval(request: EvalRequest) -> EvalResult:
         n_shots=request.n_shots,
         seed=request.seed,
         prompt_format=request.prompt_format or "raw",
+        spec=None if loaded else ModelSpec.requested(
+            request.model or DEFAULT_MODEL, compute_dtype=request.compute_dtype,
+            fallback_device=str(default_device()), device_map=request.device_map,
+            max_memory=request.max_memory, offload_dir=request.offload_dir, quantization=request.quantize or "none"),
+        loaded=loaded,
     )

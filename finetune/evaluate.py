@@ -103,13 +103,26 @@ def evaluate_reward_model(
     split: str = "test",
     limit: int | None = None,
     batch_size: int = 16,
+    spec=None,
+    loaded=None,
 ) -> EvalResult:
-    """Score every response of ``dataset``'s ``split`` with a saved reward model."""
+    """Score every response of ``dataset``'s ``split`` with a saved reward model (on ``loaded``, a base
+    model shared with other work, when given: its adapter is taken out again afterwards)."""
+    from finetune.checkpoint import load_reward_model, unload_adapter
+
+    trained = load_reward_model(Path(run_dir), spec=spec, loaded=loaded)
+    try:
+        return _score_split(trained, dataset, data_dir=data_dir, split=split, limit=limit, batch_size=batch_size)
+    finally:
+        if loaded is not None:
+            unload_adapter(trained)
+
+
+def _score_split(trained, dataset: str, *, data_dir: str | None, split: str, limit: int | None,
+                 batch_size: int) -> EvalResult:
     from actstore.data import load_split, resolve_data_dir
-    from finetune.checkpoint import load_reward_model
     from finetune.sequences import context_length, encode_examples
 
-    trained = load_reward_model(Path(run_dir))
     examples = load_split(resolve_data_dir(data_dir), dataset, split).examples
     examples = examples[:limit] if limit else examples
     causal_lm = trained.model.causal_lm

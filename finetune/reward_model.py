@@ -17,8 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from actstore.errors import UserError
+from actstore.quantization import quiet_bitsandbytes
+from finetune.full_sequences import run_full_sequences
 from finetune.shared_prompts import run_shared
 
+quiet_bitsandbytes()  # peft imports bitsandbytes where it is installed
 METHODS = ("lora", "prompt-tuning")
 DEFAULT_LEARNING_RATES = {"lora": 2e-4, "prompt-tuning": 5.2e-3}  # the paper's settings
 
@@ -76,6 +79,7 @@ class RewardModel(nn.Module):
         self.peft_model = peft_model
         self.head = head
         self.settings = settings
+        self.full_sequences = False  # True under gradient checkpointing (see finetune.full_sequences)
 
     @property
     def causal_lm(self) -> nn.Module:
@@ -92,24 +96,30 @@ class RewardModel(nn.Module):
         """Rewards of a batch from ``shared_prompts.collate_groups``, one per continuation row."""
         virtual = None
         if self.settings.method == "prompt-tuning":
+            # float32 virtual tokens, fed to the base model in its own dtype (gradients reach them through the cast)
             virtual = self.peft_model.get_prompt(batch_size=prompt_ids.shape[0])
-        output = run_shared(
+            virtual = virtual.to(self.causal_lm.get_input_embeddings().weight.dtype)
+        run = run_full_sequences if self.full_sequences else run_shared
+        output = run(
             self.causal_lm.get_decoder(), prompt_ids, prompt_mask, continuation_ids, continuation_mask, group,
             prefix_embeds=virtual,
         )
-        return self.head(output.last_hidden().to(self.head.weight.dtype)).squeeze(-1)
+        return self.head(output.last_hidden().to(self.head.weight.device, self.head.weight.dtype)).squeeze(-1)
 
 
 def new_reward_model(causal_lm: nn.Module, settings: AdapterSettings, *, seed: int) -> RewardModel:
-    """Fresh adapter (seeded initialization) and a zero head, so every pair starts at P = 0.5."""
+    """Fresh adapter (seeded initialization) and a zero head, so every pair starts at P = 0.5.
+    The adapter and the head train in float32 whatever the frozen base model's dtype."""
     from peft import get_peft_model
+
+    from actstore.models import execution_device
 
     torch.manual_seed(seed)
     with quiet_peft():
-        peft_model = get_peft_model(causal_lm, settings.peft_config())
+        peft_model = get_peft_model(causal_lm, settings.peft_config(), autocast_adapter_dtype=True)
     head = nn.Linear(causal_lm.config.hidden_size, 1, bias=False)
     nn.init.zeros_(head.weight)
-    head.to(device=causal_lm.device, dtype=next(causal_lm.parameters()).dtype)
+    head.to(device=execution_device(causal_lm.get_decoder().norm), dtype=torch.float32)
     return RewardModel(peft_model, head, settings)
 
 

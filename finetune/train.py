@@ -3,7 +3,10 @@
 One (best, other) pair per training example (seeded), loss -log sigmoid(r_best - r_other),
 AdamW with a constant learning rate and gradient clipping at 0.3 (the reference's settings).
 accelerate places the model and, under ``accelerate launch``, shards batches over processes;
-``--batch-size`` is pairs per process.
+``--batch-size`` is pairs per process. The frozen base model is loaded in the training precision
+(bfloat16 under bf16 autocast), placed by the same ``ModelSpec`` as extraction (one device, a
+placement over several, or quantized: 4-bit base + LoRA is QLoRA); adapters and head train in
+float32. Gradient checkpointing: see finetune.memory.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ class TrainConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     n_virtual_tokens: int = 10
+    device_map: str | None = None  # see actstore.models.ModelSpec
+    max_memory: str | None = None
+    offload_dir: str | None = None
+    quantize: str = "none"
+    gradient_checkpointing: bool | None = None  # None: on from finetune.memory.CHECKPOINTING_FROM_PARAMETERS
 
     def __post_init__(self):
         check_method(self.method)
@@ -53,6 +61,15 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise UserError(f"--lr must be positive, got {self.learning_rate}")
+
+    def model_spec(self, device, precision: str) -> "ModelSpec":
+        """The base model's spec on this process's ``device``, in the dtype of accelerate's ``precision``."""
+        from actstore.models import ModelSpec
+
+        return ModelSpec.requested(self.model, compute_dtype="bfloat16" if precision == "bf16" else "float32",
+                                   fallback_device=str(device), device_map=self.device_map,
+                                   max_memory=self.max_memory, offload_dir=self.offload_dir,
+                                   quantization=self.quantize)
 
     @property
     def settings(self) -> AdapterSettings:
@@ -91,6 +108,9 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # mean pair loss per step
     train_seconds: float = 0.0  # the optimization loop
     total_seconds: float = 0.0  # including model loading and tokenization
+    gradient_checkpointing: bool = False
+    peak_host_rss_bytes: int = 0  # this process's peak resident memory, loading included
+    peak_gpu_bytes: int | None = None  # peak memory torch allocated on the GPUs; None without one
     is_main_process: bool = True  # under `accelerate launch`, only the main process reports
 
     def mean_loss(self, which: str, fraction: float = 0.2) -> float:
@@ -110,9 +130,12 @@ def default_steps(n_pairs: int, pairs_per_step: int) -> int:
     return max(1, min(MAX_DEFAULT_STEPS, math.ceil(DEFAULT_EPOCHS * n_pairs / pairs_per_step)))
 
 
-def train_reward_model(config: TrainConfig, *, progress: bool = True, seal: dict | None = None) -> TrainResult:
-    """Train, save into ``config.out_dir()`` and return the losses and timings; ``seal`` is kept
-    in the run directory's completion marker (the benchmark runner records data fingerprints there)."""
+def train_reward_model(config: TrainConfig, *, progress: bool = True, loaded=None, seal: dict | None = None) -> TrainResult:
+    """Train, save into ``config.out_dir()`` and return the losses and timings.
+
+    ``loaded``: the base model already loaded (``genies run`` shares one); its adapter is removed
+    again after training, so the caller gets its model back unchanged. ``seal`` is kept in the run
+    directory's completion marker (the benchmark runner records data fingerprints there)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
@@ -120,9 +143,10 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, seal: dict
     from tqdm.auto import tqdm
 
     from actstore.data import load_split, resolve_data_dir
-    from actstore.models import load_model
+    from actstore.quantization import check_quantization
     from finetune.checkpoint import save_reward_model
-    from finetune.devices import mixed_precision
+    from finetune.devices import check_adapter_placement, mixed_precision
+    from finetune.memory import peak_memory, wants_checkpointing
     from finetune.pairs import PairCollator, sample_training_pairs
     from finetune.reward_model import new_reward_model, pair_loss
     from finetune.sequences import context_length, encode_examples
@@ -133,11 +157,15 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, seal: dict
     # process-group state, PartialState, is kept).
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=mixed_precision(config.precision))
+    spec = config.model_spec(accelerator.device, accelerator.mixed_precision) if loaded is None else loaded.spec
+    check_quantization(spec.quantization, spec.main_device)
     set_seed(config.seed)
     data_dir = resolve_data_dir(config.data_dir)
     split = load_split(data_dir, config.dataset, "train")
     examples = split.examples[: config.limit] if config.limit else split.examples
-    loaded = load_model(config.model, device=accelerator.device)
+    shared_model = loaded is not None
+    loaded = loaded or spec.load()
+    check_adapter_placement(loaded)
     settings = config.settings
     encoded = encode_examples(
         loaded.tokenizer,
@@ -152,7 +180,10 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, seal: dict
     steps = config.steps or default_steps(len(pairs), config.batch_size * accelerator.num_processes)
     learning_rate = config.resolved_learning_rate
 
-    reward_model = new_reward_model(loaded.model, settings, seed=config.seed)
+    checkpointing = wants_checkpointing(config.gradient_checkpointing, loaded.model)
+    base = _prepare_base(loaded.model, quantized=spec.quantization != "none", checkpointing=checkpointing)
+    reward_model = new_reward_model(base, settings, seed=config.seed)
+    reward_model.full_sequences = checkpointing
     trainable = [p for p in reward_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.0)
     loader = DataLoader(
@@ -162,7 +193,13 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, seal: dict
         collate_fn=PairCollator(loaded.tokenizer.pad_token_id),
         generator=torch.Generator().manual_seed(config.seed),
     )
-    model, optimizer, loader = accelerator.prepare(reward_model, optimizer, loader)
+    # accelerate moves the model only where the spec put it on accelerate's own device; a placed,
+    # quantized or elsewhere-placed base stays put, and batches go to where its embeddings run.
+    moved = spec.quantization == "none" and spec.device_map == str(accelerator.device)
+    model = accelerator.prepare_model(reward_model, device_placement=moved)
+    optimizer = accelerator.prepare_optimizer(optimizer)
+    loader = accelerator.prepare_data_loader(loader, device_placement=False)
+    input_device = loaded.input_device
 
     losses: list[float] = []
     loop_started = time.perf_counter()
@@ -170,7 +207,7 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, seal: dict
     bar = tqdm(total=steps, desc=f"{config.method} {config.dataset}", disable=not (progress and accelerator.is_main_process))
     while len(losses) < steps:
         for batch in loader:
-            loss = pair_loss(model(**batch))
+            loss = pair_loss(model(**{name: tensor.to(input_device) for name, tensor in batch.items()}))
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
             optimizer.step()
@@ -196,7 +233,10 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, seal: dict
         losses=losses,
         train_seconds=train_seconds,
         is_main_process=accelerator.is_main_process,
+        gradient_checkpointing=checkpointing,
     )
+    peak = peak_memory()
+    result.peak_host_rss_bytes, result.peak_gpu_bytes = peak.host_rss_bytes, peak.gpu_bytes
     accelerator.wait_for_everyone()
     result.total_seconds = time.perf_counter() - started
     if accelerator.is_main_process:
@@ -212,4 +252,45 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, seal: dict
         }
         save_reward_model(result.out_dir, accelerator.unwrap_model(model).eval(), record, seal=seal)
     accelerator.wait_for_everyone()
+    if shared_model:
+        _restore_base(reward_model, checkpointing)
     return result
+
+
+def _prepare_base(causal_lm: torch.nn.Module, *, quantized: bool, checkpointing: bool) -> torch.nn.Module:
+    """Frozen base ready for an adapter: k-bit preparation (QLoRA) and gradient checkpointing."""
+    if quantized:
+        from peft import prepare_model_for_kbit_training
+
+        causal_lm = prepare_model_for_kbit_training(causal_lm, use_gradient_checkpointing=False)
+    if checkpointing:
+        _checkpointing(causal_lm, True)
+        causal_lm.enable_input_require_grads()  # so a frozen embedding still lets gradients reach the adapters
+    return causal_lm
+
+
+def _checkpointing(causal_lm: torch.nn.Module, enabled: bool) -> None:
+    """Non-reentrant gradient checkpointing on or off (transformers 5 renamed it activation checkpointing)."""
+    if hasattr(causal_lm, "activation_checkpointing_enable"):
+        if enabled:
+            causal_lm.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            causal_lm.activation_checkpointing_disable()
+    elif enabled:
+        causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        causal_lm.gradient_checkpointing_disable()
+
+
+def _restore_base(reward_model, checkpointing: bool) -> None:
+    """Take the adapter out of a shared base model and switch checkpointing off again."""
+    from finetune.reward_model import quiet_peft
+
+    base = reward_model.causal_lm
+    if reward_model.settings.method == "lora":
+        with quiet_peft():
+            base = reward_model.peft_model.unload()
+    if checkpointing:
+        _checkpointing(base, False)
+        base.disable_input_require_grads()
+    base.eval()

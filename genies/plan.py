@@ -60,6 +60,9 @@ class RunConfig:
     mix_target: int = 0  # K target training examples mixed into each source (sensitivity analysis)
     seed: int = 0
     prompt_format: str = "raw"  # raw, or chat: prompts as a user turn in the model's chat template
+    device_map: str | None = None  # where the model runs (see actstore.models.ModelSpec)
+    max_memory: str | None = None
+    offload_dir: str | None = None
 
     def __post_init__(self):
         check_prompt_format(self.prompt_format)
@@ -74,6 +77,15 @@ class RunConfig:
             raise UserError(f"--limit must be at least 1, got {self.limit}")
         if self.mix_target < 0:
             raise UserError(f"--mix-target must be 0 or more, got {self.mix_target}")
+        self.model_spec()  # unknown placements fail before any work
+
+    def model_spec(self):
+        """The one model of the run, loaded once, in the compute dtype `actstore extract` picks by default
+        (so stores made by either are the same extraction)."""
+        from actstore.models import ModelSpec
+
+        return ModelSpec.requested(self.model, device_map=self.device_map, max_memory=self.max_memory,
+                                   offload_dir=self.offload_dir)
 
     @property
     def resolved_store_root(self) -> str:

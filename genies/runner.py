@@ -114,7 +114,7 @@ class Work:
 
 def _execute(plan: Plan, out: Path, log: Callable[[str], None], progress: bool) -> Work:
     config, work = plan.config, Work()
-    model = LazyModel(config.model, log)
+    model = LazyModel(config.model_spec(), log)
 
     def phase(name: str, action: Callable[[], object]) -> None:
         began = time.perf_counter()
@@ -130,11 +130,11 @@ def _execute(plan: Plan, out: Path, log: Callable[[str], None], progress: bool) 
     if probe_fits:
         phase("probe fitting", lambda: work.chosen_layers.extend(fit_probes(config, probe_fits, out / SWEEPS_DIR, log)))
     if live_fits:
-        phase("live training", lambda: train_live(config, live_fits, out / MIXED_DATA_DIR, log))
+        phase("live training", lambda: train_live(config, live_fits, out / MIXED_DATA_DIR, model, log))
     work.fits = len(probe_fits) + len(live_fits)
     if plan.evaluations_to_run:
         fits = {(f.method, f.training): f.path for f in plan.fits}
-        phase("evaluation", lambda: run_evaluations(config, plan.evaluations_to_run, fits, log))
+        phase("evaluation", lambda: run_evaluations(config, plan.evaluations_to_run, fits, model, log))
         work.evaluations = len(plan.evaluations_to_run)
     work.model_loads = model.load_count
     return work

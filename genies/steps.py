@@ -35,21 +35,17 @@ VALIDATION_PAIRS = "validation_pairs"  # probe config: pairs of the validation s
 
 
 class LazyModel:
-    """The language model, loaded the first time a store needs it and at most once per run."""
+    """The language model, loaded the first time some step needs it and at most once per run: extraction,
+    live training and live evaluation all use this one copy."""
 
-    def __init__(self, name: str, log: Log):
-        self.name, self.log, self.loaded, self.load_count = name, log, None, 0
+    def __init__(self, spec: models.ModelSpec, log: Log):
+        self.spec, self.log, self.loaded, self.load_count = spec, log, None, 0
 
     def get(self):
         if self.loaded is None:
-            from actstore.compute_dtype import resolve_compute_dtype, torch_dtype
-            from actstore.sharding import default_device
-
-            # The dtype `actstore extract` picks by default, so stores made by either are the same extraction.
-            device = default_device()
-            dtype = resolve_compute_dtype("auto", device)
-            self.log(f"loading model {self.name} on {device} ({dtype})")
-            self.loaded = models.load_model(self.name, dtype=torch_dtype(dtype), device=device)
+            spec = self.spec
+            self.log(f"loading model {spec.name} on {spec.device_map} ({spec.compute_dtype})")
+            self.loaded = models.load_model(spec)
             self.load_count += 1
         return self.loaded
 
@@ -70,7 +66,8 @@ def extract_stores(config: RunConfig, steps: list[StoreStep], model: LazyModel, 
             extraction.ExtractConfig(model=config.model, datasets=(dataset,), splits=(split,), views=views,
                                      layers="all", limit=config.limit, out=config.resolved_store_root,
                                      data_dir=config.data_dir, overwrite=bool(stale), progress=progress,
-                                     prompt_format=config.prompt_format),
+                                     prompt_format=config.prompt_format, device_map=config.device_map,
+                                     max_memory=config.max_memory, offload_dir=config.offload_dir),
             loaded=model.get())
         for result in results:
             rate = f", {result.sequences_per_second:.1f} seq/s" if result.sequences_per_second else ""
@@ -210,8 +207,8 @@ def write_sweep_csv(rows: list[dict], path: Path) -> Path:
     return write_text_atomic(path, text.getvalue())
 
 
-def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, log: Log) -> None:
-    """LoRA / prompt-tuning reward models via finetune (which loads the model for itself)."""
+def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, model: LazyModel, log: Log) -> None:
+    """LoRA / prompt-tuning reward models via finetune, on the run's model (each adapter is taken out again)."""
     from finetune.train import TrainConfig, train_reward_model
 
     for index, step in enumerate(steps, start=1):
@@ -220,7 +217,7 @@ def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, lo
         result = train_reward_model(TrainConfig(method=step.method, model=config.model, dataset=dataset,
                                                 data_dir=data_dir, out=str(step.path), limit=limit, seed=config.seed,
                                                 prompt_format=config.prompt_format),
-                                    progress=False, seal={"data": step.data})
+                                    progress=False, loaded=model.get(), seal={"data": step.data})
         log(f"    {result.steps} steps, loss {result.mean_loss('first'):.3f} -> {result.mean_loss('last'):.3f}, "
             f"{result.total_seconds:.0f}s")
 
@@ -236,7 +233,7 @@ def _live_training_data(config: RunConfig, training: TrainingSet, mixed_data_dir
 
 
 def run_evaluations(config: RunConfig, steps: list[EvalStep], fits: dict[tuple[str, TrainingSet], Path],
-                    log: Log) -> None:
+                    model: LazyModel, log: Log) -> None:
     """Score every evaluation step and save it; stores of one test split are read once for all methods."""
     by_tested: dict[str, list[EvalStep]] = {}
     for step in steps:
@@ -246,11 +243,12 @@ def run_evaluations(config: RunConfig, steps: list[EvalStep], fits: dict[tuple[s
         fitted = ", ".join(f"{s.method} ({s.trained_on or 'untrained'})" for s in group)
         log(f"[evaluate {index}/{len(by_tested)}] on {tested_on}: {fitted}")
         for step in group:
-            save_evaluation(step.path, _evaluate(config, step, fits, sources), step.data)
+            save_evaluation(step.path, _evaluate(config, step, fits, sources, model), step.data)
         sources.release()
 
 
-def _evaluate(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path], sources: Sources) -> Evaluation:
+def _evaluate(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path], sources: Sources,
+              model: LazyModel) -> Evaluation:
     if step.method in STORE_BASELINES or step.method in PROBE_VIEWS:
         views = ("plain",) if step.method in STORE_BASELINES else PROBE_VIEWS[step.method]
         test = sources.get(step.tested_on, EVAL_SPLIT, views)
@@ -260,13 +258,13 @@ def _evaluate(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingS
         return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, metrics, probe.config.get("layer"),
                                        outcomes, probe.config.get(VALIDATION_PAIRS))
     if step.method in LIVE_TRAINED | LIVE_UNTRAINED:
-        result = _live_result(config, step, fits)
+        result = _live_result(config, step, fits, model)
         return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, result.metrics,
                                        outcomes=result.outcomes)
     raise UserError(f"no way to evaluate method {step.method!r}")
 
 
-def _live_result(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path]):
+def _live_result(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path], model: LazyModel):
     from finetune.eval_request import EvalRequest, run_eval
 
     if step.method in LIVE_TRAINED:
@@ -276,4 +274,4 @@ def _live_result(config: RunConfig, step: EvalStep, fits: dict[tuple[str, Traini
         request = EvalRequest(dataset=step.tested_on, method="few-shot", model=config.model,
                               shots_from=step.training.dataset, data_dir=config.data_dir, limit=config.limit,
                               seed=config.seed, prompt_format=config.prompt_format)
-    return run_eval(request)
+    return run_eval(request, loaded=model.get())

@@ -109,9 +109,9 @@ def test_tiny_parity_float16_heads_and_views(tiny_model, data_dir, tmp_path, pad
 
 @pytest.fixture(scope="module")
 def tiny_model_bfloat16():
-    from actstore.models import load_model
+    from actstore.models import ModelSpec, load_model
 
-    return load_model("tiny-random", dtype=torch.bfloat16)
+    return load_model(ModelSpec("tiny-random", compute_dtype="bfloat16"))
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])

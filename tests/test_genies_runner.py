@@ -146,11 +146,15 @@ def test_shifts_demo_defaults_to_demo_data():
     assert resolve_config(RunConfig(model="m")).data_dir is None
 
 
-def test_live_methods_run_through_the_runner_and_are_reused(benchmark):
-    """lora and few-shot go through finetune; a second run trains and evaluates nothing."""
+def test_live_methods_run_through_the_runner_and_are_reused(benchmark, monkeypatch):
+    """lora and few-shot go through finetune, on the one model the run loaded for extraction; a second run
+    trains and evaluates nothing."""
     root, _ = benchmark
     config = config_for(benchmark, methods=("zero-shot", "lora", "few-shot"), out=root / "live-run")
+    real_load, loads = actstore.models.load_model, []
+    monkeypatch.setattr(actstore.models, "load_model", lambda spec: loads.append(spec) or real_load(spec))
     first = run_benchmark(config, command="genies run (live)", log=lambda line: None)
+    assert first.model_loads == 1 and len(loads) == 1
     assert first.fits_run > 0 and list((root / "live-run").rglob("head.safetensors"))  # lora really trained
     rows = {(r.source, r.target, r.method): r for r in first.rows}
     assert {m for _, _, m in rows} == {"zero-shot", "lora", "few-shot"}

@@ -60,9 +60,9 @@ def test_prompt_reuse_matches_the_plain_path(tiny_model, data_dir, tmp_path, pad
 
 
 def test_prompt_reuse_in_bfloat16_stays_close_to_the_plain_path(data_dir, tmp_path):
-    from actstore.models import load_model
+    from actstore.models import ModelSpec, load_model
 
-    model = load_model("tiny-random", dtype=torch.bfloat16)
+    model = load_model(ModelSpec("tiny-random", compute_dtype="bfloat16"))
     groups = {}
     for reuse in (False, True):
         [result] = extract(config(data_dir, tmp_path / str(reuse), dtype="float32", compute_dtype="bfloat16",
