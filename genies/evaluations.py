@@ -91,9 +91,22 @@ def load_evaluation(path: Path) -> Evaluation:
         raise UserError(f"{path}: not a saved evaluation ({err}); delete it to recompute") from None
 
 
-def store_is_complete(url: str) -> bool:
+def store_is_complete(url: str, expected: dict | None = None) -> bool:
+    """A complete store at ``url`` that was extracted with the ``expected`` settings (a store made
+    otherwise at the same place, e.g. with other layers, is not this run's: extracting it again
+    refuses it in one line instead of reading it silently). ``layers: "all"`` means every layer."""
+    from actstore.extract import recorded_identity
+
     store = find_store(url)
-    return bool(store is not None and store.meta.get("complete"))
+    if store is None or not store.meta.get("complete"):
+        return False
+    identity = recorded_identity(store)
+    for key, value in (expected or {}).items():
+        if key == "layers" and value == "all":
+            value = list(range(int(store.meta.get("model_n_blocks", -1)) + 1))
+        if identity.get(key) != value:
+            return False
+    return True
 
 
 def recorded_data(where: str | Path) -> DataFingerprints | None:
@@ -131,12 +144,12 @@ def is_done(path: Path) -> bool:
     return record is not None and OUTCOMES_KEY in record
 
 
-def filesystem_checks(data_dir: str | None = None) -> DoneChecks:
-    """Done = a complete store at the URL, or a finished fit or evaluation at the path (``is_done``),
-    each made from the data files as they are now in ``data_dir``."""
+def filesystem_checks(data_dir: str | None = None, store_settings: dict | None = None) -> DoneChecks:
+    """Done = a complete store at the URL extracted with ``store_settings``, or a finished fit or
+    evaluation at the path (``is_done``), each made from the data files as they are now in ``data_dir``."""
     files = DataFiles(data_dir)
-    return DoneChecks(store_complete=store_is_complete, path_exists=is_done, recorded_data=recorded_data,
-                      data_fingerprint=files.fingerprint)
+    return DoneChecks(store_complete=lambda url: store_is_complete(url, store_settings), path_exists=is_done,
+                      recorded_data=recorded_data, data_fingerprint=files.fingerprint)
 
 
 ROW_OUTCOMES_FILE = "outcomes.json"  # RUN_DIR: the evaluations behind each results.csv row, with their outcomes

@@ -23,7 +23,8 @@ from genies.plan import (LIVE_UNTRAINED, PROBE_VIEWS, RESULT_SETTINGS, Plan, Run
                          training_set_for)
 from genies.report import RUN_INFO_FILE, Report, read_run_info, write_report
 from genies.results_csv import RESULTS_FILE, write_results
-from genies.steps import ChosenLayer, LazyModel, extract_stores, fit_probes, run_evaluations, train_live
+from genies.steps import (ChosenLayer, LazyModel, extract_stores, fit_probes, run_evaluations, store_settings,
+                          train_live)
 from genies.uncertainty import RunBootstrap
 from manifests import load_manifest
 
@@ -72,7 +73,7 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     check_reusable(read_run_info(out), config)
     _write_run_info(out, config, command, started_at, {})  # settings first, so a crashed run is not mixed with others
 
-    plan = build_plan(config, shifts, filesystem_checks(config.data_dir))
+    plan = build_plan(config, shifts, filesystem_checks(config.data_dir, store_settings(config)))
     plan_lines = plan.summary_lines()
     for line in plan_lines:
         log(line)

@@ -50,6 +50,13 @@ class LazyModel:
         return self.loaded
 
 
+def store_settings(config: RunConfig) -> dict:
+    """The settings of the stores ``extract_stores`` makes: a store is reused only when made with them."""
+    defaults = extraction.ExtractConfig(model=config.model, datasets=("any",))
+    return {"layers": "all", "limit": config.limit, "prompt_format": config.prompt_format, "dtype": defaults.dtype,
+            "site": defaults.site, "skip_bad": defaults.skip_bad, "quantization": None}
+
+
 def extract_stores(config: RunConfig, steps: list[StoreStep], model: LazyModel, log: Log, *,
                    progress: bool = False) -> None:
     """One extraction per (dataset, split), all its missing views at once (they share tokenization)."""

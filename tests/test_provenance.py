@@ -247,3 +247,13 @@ def test_genies_run_command_after_a_data_edit(tmp_path):
     assert (tmp_path / "run" / "results.csv").read_text() != results
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["data_fingerprints"]["trap/test"].startswith("sha256:")
+
+
+def test_genies_run_does_not_reuse_a_store_made_with_other_settings(tmp_path):
+    """A store at the runner's place, extracted by hand with only some layers, is refused, not swept."""
+    make_benchmark(tmp_path)
+    by_hand = ["extract", "--model", "tiny-random", "--dataset", "easy", "--split", "train", "--data-dir",
+               str(tmp_path / "data"), "--out", str(tmp_path / "stores"), "--layers", "0,2", "--no-progress"]
+    assert CliRunner().invoke(actstore, by_hand).exit_code == 0
+    with pytest.raises(UserError, match=r"train.plain.zarr: holds a different extraction \(layers: stored \[0, 2\]"):
+        run(tmp_path)
