@@ -7,6 +7,9 @@ each run on a copy of the cache with one row per response, at positions that con
 prompt's. Activations at a response's last token and its log-likelihood are those
 of the whole sequence, as attention sees exactly the same keys and values.
 
+Several views of one split (plain, yes, no, stim) share every prompt token, so one prompt pass
+serves the responses of all of them.
+
 The log-likelihood's first token is predicted from the prompt's last hidden state, which only
 the prompt pass has; the others from the response pass.
 """
@@ -14,7 +17,7 @@ the prompt pass has; the others from the response pass.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -68,21 +71,49 @@ def plan_continuation_batches(continuation_lengths: Sequence[int], prompt_width:
     return plan_batches([prompt_width + n for n in continuation_lengths], batch_tokens)
 
 
-def run_groups(parts: DecoderParts, capture: LastTokenCapture, sequences: Sequence[EncodedSequence],
-               groups: Sequence[PromptGroup], *, pad_id: int, batch_tokens: int, padding_side: str, with_loglik: bool,
-               clock: StageClock) -> Iterator[tuple[list[int], BatchActivations]]:
-    """(block indices, their activations) for each response pass, prompt passes in between."""
+@dataclass(frozen=True)
+class Responses:
+    """One view's sequences over the block's prompts, and the capture (not entered) its passes read."""
+
+    key: str
+    sequences: Sequence[EncodedSequence]
+    capture: LastTokenCapture
+    with_loglik: bool
+    clock: StageClock
+
+
+def run_groups(parts: DecoderParts, groups: Sequence[PromptGroup], views: Sequence[Responses], *, pad_id: int,
+               batch_tokens: int, padding_side: str,
+               prompt_clock: StageClock) -> Iterator[tuple[str, list[int], BatchActivations]]:
+    """(view key, block indices, their activations) for each response pass, prompt passes in between.
+
+    Each prompt pass serves every view: the views' sequences share their prompts (``encode``
+    tokenizes the prompt alone). Each view's response passes are planned exactly as if it were the
+    only view, so its values do not depend on which other views ran beside it.
+    """
+    prompt_capture = min((view.capture for view in views), key=_depth_order)  # runs as deep as any view needs
+    with_loglik = any(view.with_loglik for view in views)
     for batch in plan_group_batches(groups, batch_tokens):
         chosen = [groups[g] for g in batch]
-        prompt = run_prompt_pass(parts, capture, chosen, pad_id=pad_id, padding_side=padding_side,
-                                 with_loglik=with_loglik, clock=clock)
+        with prompt_capture:
+            prompt = run_prompt_pass(parts, prompt_capture, chosen, pad_id=pad_id, padding_side=padding_side,
+                                     with_loglik=with_loglik, clock=prompt_clock)
         members = [(g, i) for g, group in enumerate(chosen) for i in group.members]
-        lengths = [len(sequences[i].continuation_ids) for _, i in members]
-        for rows in plan_continuation_batches(lengths, prompt.width, batch_tokens):
-            group_of_row = [members[r][0] for r in rows]
-            indices = [members[r][1] for r in rows]
-            yield indices, run_continuation_pass(parts, capture, prompt, group_of_row, [sequences[i] for i in indices],
-                                                 pad_id=pad_id, padding_side=padding_side, clock=clock)
+        for view in views:
+            view_prompt = prompt if view.with_loglik else replace(prompt, last_hidden=None)
+            lengths = [len(view.sequences[i].continuation_ids) for _, i in members]
+            with view.capture:
+                for rows in plan_continuation_batches(lengths, prompt.width, batch_tokens):
+                    group_of_row = [members[r][0] for r in rows]
+                    indices = [members[r][1] for r in rows]
+                    yield view.key, indices, run_continuation_pass(
+                        parts, view.capture, view_prompt, group_of_row, [view.sequences[i] for i in indices],
+                        pad_id=pad_id, padding_side=padding_side, clock=view.clock)
+
+
+def _depth_order(capture: LastTokenCapture) -> tuple[int, int]:
+    stop = capture.plan.stop_after
+    return (0, 0) if stop is None else (1, -stop)
 
 
 @dataclass(frozen=True)
