@@ -10,6 +10,9 @@ log-likelihood read from the full logits);
 (compute dtype and prompt reuse chosen for the device); ``--ablations`` adds a run with prompt
 reuse switched the other way and one in float32 without it, so each speed-up is measured on its
 own in the same run. Each extraction gets an untimed warm-up on a few examples first.
+``--multi-view`` instead times views plain, yes and no extracted in one command against the three
+one at a time (same model, same run, default settings), with the forward passes and the token
+slots (padding included) the model ran, counted at its first block.
 
 Printed as a table and written as JSON: sequences/s, tokens/s, the ratio to the naive loop,
 the prefill FLOP rate (2 x non-embedding parameters x tokens / time) as a fraction of a matrix
@@ -46,6 +49,7 @@ from actstore.stage_clock import clock_for  # noqa: E402
 from actstore.views import VIEWS, encode  # noqa: E402
 
 WARMUP_EXAMPLES = 2
+MULTI_VIEWS = ("plain", "yes", "no")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "genies-data"
 
 
@@ -221,6 +225,53 @@ def run_extract(name: str, args, out_root: Path, device: torch.device, memory: P
     return run
 
 
+def multi_view(args, device: torch.device, out_root: Path) -> list[dict]:
+    """plain, yes and no one at a time, then in one command: seconds, passes and token slots of each."""
+    dtype = resolve_compute_dtype("auto", str(device))
+    loaded = load(args, torch_dtype(dtype), device)
+    passes_and_slots = []
+    hook = loaded.model.get_decoder().layers[0].register_forward_pre_hook(
+        lambda module, inputs: passes_and_slots.append(inputs[0].shape[:2].numel()))
+
+    def timed(name: str, views: tuple[str, ...]) -> dict:
+        config = ExtractConfig(model=args.model, datasets=(args.dataset,), splits=(args.split,), views=views,
+                               limit=args.limit, data_dir=str(args.data_dir), out=str(out_root / slug(name)),
+                               device=str(device), batch_tokens=args.batch_tokens, progress=False)
+        passes_and_slots.clear()
+        started = time.perf_counter()
+        results = extract(config, loaded=loaded)
+        return {"run": name, "views": list(views), "seconds": time.perf_counter() - started,
+                "sequences": sum(r.sequences_computed for r in results), "passes": len(passes_and_slots),
+                "token_slots": sum(passes_and_slots)}
+
+    try:
+        extract(ExtractConfig(model=args.model, datasets=(args.dataset,), splits=(args.split,), views=MULTI_VIEWS,
+                              limit=WARMUP_EXAMPLES, data_dir=str(args.data_dir), out=str(out_root / "warmup"),
+                              device=str(device), batch_tokens=args.batch_tokens, progress=False), loaded=loaded)
+        alone = [timed(f"{view} alone", (view,)) for view in MULTI_VIEWS]
+        together = timed("plain,yes,no together", MULTI_VIEWS)
+    finally:
+        hook.remove()
+    total = {"run": "one at a time (sum)", "views": list(MULTI_VIEWS),
+             **{key: sum(row[key] for row in alone) for key in ("seconds", "sequences", "passes", "token_slots")}}
+    for row in (*alone, total, together):
+        row.update(dtype=dtype, prompt_reuse=reuses_prompts(None, str(device)))
+    together["x one at a time"] = {key: total[key] / together[key] for key in ("seconds", "passes", "token_slots")}
+    return [*alone, total, together]
+
+
+def multi_view_table(rows: list[dict]) -> str:
+    lines = ["| run | dtype | reuse | seq/s | seconds | passes | token slots | time ratio | pass ratio | slot ratio |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        ratio = row.get("x one at a time")
+        ratios = [f"{ratio[k]:.2f}x" for k in ("seconds", "passes", "token_slots")] if ratio else ["", "", ""]
+        lines.append(f"| {row['run']} | {row['dtype']} | {'yes' if row['prompt_reuse'] else 'no'} | "
+                     f"{row['sequences'] / row['seconds']:.2f} | {row['seconds']:.1f} | {row['passes']} | "
+                     f"{row['token_slots']} | " + " | ".join(ratios) + " |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -258,6 +309,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-tokens", type=int, default=ExtractConfig.batch_tokens)
     parser.add_argument("--ablations", action="store_true",
                         help="also run extraction without prompt reuse, and in float32 without prompt reuse")
+    parser.add_argument("--multi-view", action="store_true",
+                        help="only time views plain,yes,no in one command against one at a time")
     parser.add_argument("--random-init", action="store_true",
                         help="random weights of --model's architecture (a directory with config.json and tokenizer)")
     parser.add_argument("--json-out", type=Path, help="write the results here as JSON")
@@ -270,6 +323,18 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device or default_device())
+    if args.multi_view:
+        with tempfile.TemporaryDirectory(prefix="extract-bench-") as out_root:
+            rows = multi_view(args, device, Path(out_root))
+        report = {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "model": args.model,
+                  "dataset": args.dataset, "split": args.split, "limit": args.limit, "device": str(device),
+                  "load_average": os.getloadavg(), "multi_view": rows}
+        print(f"{args.model} on {device}: {args.dataset}/{args.split}, limit {args.limit}")
+        print(multi_view_table(rows))
+        if args.json_out:
+            args.json_out.parent.mkdir(parents=True, exist_ok=True)
+            args.json_out.write_text(json.dumps(report, indent=1))
+        return report
     memory = PeakMemory(device)
     split = load_split(args.data_dir, args.dataset, args.split)
     rows = sequence_table(split, args.limit)
