@@ -130,8 +130,10 @@ class ModelOnDemand:
         return self._loaded
 
 
-def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_result=None) -> list[StoreResult]:
-    """Extract every (dataset, split, view) of ``config``; ``on_result`` sees each store as it finishes."""
+def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_result=None,
+            on_start=None) -> list[StoreResult]:
+    """Extract every (dataset, split, view) of ``config``; ``on_result`` sees each store as it finishes,
+    ``on_start`` the resolved config (compute dtype, prompt reuse) once, when the first store needs work."""
     data_dir = resolve_data_dir(config.data_dir)
     views = parse_views(",".join(config.views))
     for dataset in config.datasets:  # unknown datasets and splits fail before the long work starts
@@ -140,12 +142,19 @@ def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_resu
     config = replace(config, compute_dtype=concrete_compute_dtype(config, loaded),
                      prompt_reuse=reuses_prompts(config.prompt_reuse, _device(config, loaded)))
     model = ModelOnDemand(config.model, config.device, loaded, config.compute_dtype)
+    announced = []
+
+    def starting() -> None:
+        if on_start and not announced:
+            announced.append(True)
+            on_start(config)
+
     results = []
     for dataset in config.datasets:
         for split_name in config.splits:
             split = load_split(data_dir, dataset, split_name, skip_bad=config.skip_bad)
             table = sequence_table(split, config.limit)
-            for result in extract_split(config, model, split, table, views):
+            for result in extract_split(config, model, split, table, views, starting):
                 results.append(result)
                 if on_result:
                     on_result(result)
@@ -176,7 +185,7 @@ class PendingStore:
 
 
 def extract_split(config: ExtractConfig, model: ModelOnDemand, split: Split, table: SequenceTable,
-                  views: list[View]) -> list[StoreResult]:
+                  views: list[View], starting=lambda: None) -> list[StoreResult]:
     """The stores of ``views`` for one split, in that order; those that need work are filled together."""
     shard = Shard.from_environment()
     with ExitStack() as locks:
@@ -187,6 +196,8 @@ def extract_split(config: ExtractConfig, model: ModelOnDemand, split: Split, tab
             lock = locks.enter_context(ExtractionLock(url, shard))
             prepared.append(_prepare(url, shard, lock, config, model, split, table, view))
         pending = [p for p in prepared if isinstance(p, PendingStore)]
+        if pending:
+            starting()
         filled = iter(_fill(pending, config, model.get(), split, table, shard=shard) if pending else [])
         return [next(filled) if isinstance(p, PendingStore) else p for p in prepared]
 

@@ -25,7 +25,7 @@ import torch
 
 from actstore.batching import EncodedSequence, pad_batch, plan_batches, position_ids_from_mask
 from actstore.capture import DecoderParts, LastTokenCapture, StopForward
-from actstore.forward import BatchActivations, continuation_positions, summed_token_logprobs
+from actstore.forward import BatchActivations, Float32Head, continuation_positions, summed_token_logprobs
 from actstore.stage_clock import StageClock
 
 
@@ -170,7 +170,7 @@ def run_continuation_pass(parts: DecoderParts, capture: LastTokenCapture, prompt
         if prompt.last_hidden is not None:
             loglik = _continuation_loglik(output.last_hidden_state, prompt.last_hidden[groups], continuation_ids,
                                           continuations.offsets.to(device), continuations.lengths.to(device),
-                                          parts.lm_head)
+                                          parts.loglik_head)
         plan, captured = capture.plan, capture.captured
         return BatchActivations(
             residual=torch.stack([captured.residual[layer] for layer in plan.layers]).cpu().numpy(),
@@ -208,8 +208,8 @@ def _run(body: torch.nn.Module, **inputs):
 
 def _continuation_loglik(continuation_hidden: torch.Tensor, prompt_last_hidden: torch.Tensor,
                          continuation_ids: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor,
-                         lm_head: torch.nn.Module) -> np.ndarray:
+                         head: Float32Head) -> np.ndarray:
     rows, columns = continuation_positions(offsets, torch.zeros_like(lengths), lengths)
     first = columns == offsets[rows]
     hidden = torch.where(first[:, None], prompt_last_hidden[rows], continuation_hidden[rows, (columns - 1).clamp(min=0)])
-    return summed_token_logprobs(hidden, continuation_ids[rows, columns], rows, len(lengths), lm_head)
+    return summed_token_logprobs(hidden, continuation_ids[rows, columns], rows, len(lengths), head)

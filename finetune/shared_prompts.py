@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from actstore.forward import Float32Head, token_logprobs
 from finetune.sequences import TokenSequence, pad_right
 
 
@@ -102,19 +103,19 @@ def _cache_keyword(body: torch.nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
 
 
-def continuation_logliks(output: SharedOutput, continuation_ids: torch.Tensor, lm_head: torch.nn.Module) -> torch.Tensor:
+def continuation_logliks(output: SharedOutput, continuation_ids: torch.Tensor, head: Float32Head) -> torch.Tensor:
     """sum_t log p(continuation token t | prompt, tokens before t), float64, one per row.
 
     Token 0 is predicted from the prompt's last hidden state, token t > 0 from continuation
-    position t - 1; the LM head runs on those positions only.
+    position t - 1; the LM head (in float32, as for the store's log-likelihood) runs on those
+    positions only.
     """
     mask = output.continuation_mask.bool()
     predictors = torch.cat([output.prompt_last_hidden[:, None], output.continuation_hidden[:, :-1]], dim=1)
     rows, columns = mask.nonzero(as_tuple=True)
-    logits = lm_head(predictors[rows, columns]).float()
-    token_logp = logits.gather(1, continuation_ids[rows, columns][:, None])[:, 0] - torch.logsumexp(logits, dim=1)
+    token_logp = token_logprobs(predictors[rows, columns], continuation_ids[rows, columns], head)
     totals = torch.zeros(mask.shape[0], dtype=torch.float64, device=token_logp.device)
-    return totals.index_add_(0, rows, token_logp.double())
+    return totals.index_add_(0, rows, token_logp)
 
 
 def group_by_prompt(sequences: Sequence[TokenSequence]) -> list[list[int]]:
