@@ -25,7 +25,7 @@ import torch
 
 from actstore.batching import EncodedSequence, pad_batch, plan_batches, position_ids_from_mask
 from actstore.capture import DecoderParts, LastTokenCapture, StopForward
-from actstore.forward import BatchActivations, Float32Head, continuation_positions, summed_token_logprobs
+from actstore.forward import BatchActivations, Float32Head, continuation_positions, token_logprobs
 from actstore.stage_clock import StageClock
 
 
@@ -168,9 +168,9 @@ def run_continuation_pass(parts: DecoderParts, capture: LastTokenCapture, prompt
     with clock.stage("gather"):
         loglik = None
         if prompt.last_hidden is not None:
-            loglik = _continuation_loglik(output.last_hidden_state, prompt.last_hidden[groups], continuation_ids,
-                                          continuations.offsets.to(device), continuations.lengths.to(device),
-                                          parts.loglik_head)
+            loglik = loglik_after_prompt(output.last_hidden_state, prompt.last_hidden[groups], continuation_ids,
+                                         continuations.offsets.to(device), continuations.lengths.to(device),
+                                         parts.loglik_head).cpu().numpy()
         plan, captured = capture.plan, capture.captured
         return BatchActivations(
             residual=torch.stack([captured.residual[layer] for layer in plan.layers]).cpu().numpy(),
@@ -206,10 +206,15 @@ def _run(body: torch.nn.Module, **inputs):
         return None
 
 
-def _continuation_loglik(continuation_hidden: torch.Tensor, prompt_last_hidden: torch.Tensor,
-                         continuation_ids: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor,
-                         head: Float32Head) -> np.ndarray:
+def loglik_after_prompt(continuation_hidden: torch.Tensor, prompt_last_hidden: torch.Tensor,
+                        continuation_ids: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor,
+                        head: Float32Head) -> torch.Tensor:
+    """Per row, sum_t log p(continuation token t | prompt, tokens before t), float64: token 0 from the
+    prompt's last hidden state (``prompt_last_hidden``, one per row), token t > 0 from continuation
+    position t - 1. ``offsets``: each row's first real column (0 for right padding). The store's
+    log-likelihood and live zero-shot (finetune.baselines) both come from here."""
     rows, columns = continuation_positions(offsets, torch.zeros_like(lengths), lengths)
     first = columns == offsets[rows]
     hidden = torch.where(first[:, None], prompt_last_hidden[rows], continuation_hidden[rows, (columns - 1).clamp(min=0)])
-    return summed_token_logprobs(hidden, continuation_ids[rows, columns], rows, len(lengths), head)
+    totals = torch.zeros(len(lengths), dtype=torch.float64, device=hidden.device)
+    return totals.index_add_(0, rows, token_logprobs(hidden, continuation_ids[rows, columns], head))

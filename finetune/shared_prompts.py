@@ -14,14 +14,14 @@ right-padded, and ``group`` = the prompt row of each continuation row.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from actstore.forward import Float32Head, token_logprobs
+from actstore.forward import Float32Head
+from actstore.prompt_reuse import cache_argument, loglik_after_prompt
 from finetune.sequences import TokenSequence, pad_right
 
 
@@ -81,7 +81,7 @@ def run_shared(
         prompt_mask = torch.cat([prompt_mask.new_ones(prefix_embeds.shape[:2]), prompt_mask], dim=1)
         first = body(inputs_embeds=embeds, attention_mask=prompt_mask, use_cache=True)
     prompt_lengths = prompt_mask.sum(dim=1)
-    cache_keyword = _cache_keyword(body)
+    cache_keyword = cache_argument(body)
     cache = first[cache_keyword]
     cache.batch_select_indices(group)
     width = continuation_ids.shape[1]
@@ -98,24 +98,12 @@ def run_shared(
     return SharedOutput(prompt_last, second.last_hidden_state, continuation_mask)
 
 
-def _cache_keyword(body: torch.nn.Module) -> str:
-    """transformers 5 renamed ``past_key_values`` to ``cache`` (and warns on the old name)."""
-    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
-
-
 def continuation_logliks(output: SharedOutput, continuation_ids: torch.Tensor, head: Float32Head) -> torch.Tensor:
-    """sum_t log p(continuation token t | prompt, tokens before t), float64, one per row.
-
-    Token 0 is predicted from the prompt's last hidden state, token t > 0 from continuation
-    position t - 1; the LM head (in float32, as for the store's log-likelihood) runs on those
-    positions only.
-    """
-    mask = output.continuation_mask.bool()
-    predictors = torch.cat([output.prompt_last_hidden[:, None], output.continuation_hidden[:, :-1]], dim=1)
-    rows, columns = mask.nonzero(as_tuple=True)
-    token_logp = token_logprobs(predictors[rows, columns], continuation_ids[rows, columns], head)
-    totals = torch.zeros(mask.shape[0], dtype=torch.float64, device=token_logp.device)
-    return totals.index_add_(0, rows, token_logp)
+    """sum_t log p(continuation token t | prompt, tokens before t), float64, one per row: the same code
+    as the store's log-likelihood (``actstore.prompt_reuse.loglik_after_prompt``)."""
+    lengths = output.continuation_mask.sum(dim=1)
+    return loglik_after_prompt(output.continuation_hidden, output.prompt_last_hidden, continuation_ids,
+                               torch.zeros_like(lengths), lengths, head)
 
 
 def group_by_prompt(sequences: Sequence[TokenSequence]) -> list[list[int]]:
