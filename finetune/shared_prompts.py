@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from actstore.forward import Float32Head
-from actstore.prompt_reuse import cache_argument, loglik_after_prompt
+from actstore.prompt_reuse import cache_argument, group_by_prompt, loglik_after_prompt
 from finetune.sequences import TokenSequence, pad_right
 
 
@@ -106,17 +106,6 @@ def continuation_logliks(output: SharedOutput, continuation_ids: torch.Tensor, h
                                torch.zeros_like(lengths), lengths, head)
 
 
-def group_by_prompt(sequences: Sequence[TokenSequence]) -> list[list[int]]:
-    """Indices of consecutive sequences of the same example (they share a prompt)."""
-    groups: list[list[int]] = []
-    for i, s in enumerate(sequences):
-        if groups and sequences[groups[-1][0]].example == s.example:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
-
-
 def score_grouped(
     sequences: Sequence[TokenSequence],
     batch_size: int,
@@ -125,7 +114,7 @@ def score_grouped(
 ) -> np.ndarray:
     """One float per sequence, in the order given; whole prompt groups, about ``batch_size``
     sequences per forward pass, groups of similar length together."""
-    groups = group_by_prompt(sequences)
+    groups = [list(group.members) for group in group_by_prompt(sequences)]  # one example's responses each
     order = sorted(range(len(groups)), key=lambda g: (max(len(sequences[i]) for i in groups[g]), g))
     scores = np.empty(len(sequences), dtype=np.float64)
     batch: list[int] = []
