@@ -198,8 +198,15 @@ def extract_split(config: ExtractConfig, model: ModelOnDemand, split: Split, tab
         pending = [p for p in prepared if isinstance(p, PendingStore)]
         if pending:
             starting()
-        filled = iter(_fill(pending, config, model.get(), split, table, shard=shard) if pending else [])
-        return [next(filled) if isinstance(p, PendingStore) else p for p in prepared]
+        # Stores resumed from a run with another --block-size have other blocks: those fill apart.
+        by_blocks: dict[int, list[PendingStore]] = {}
+        for target in pending:
+            by_blocks.setdefault(target.store.layout.block_size, []).append(target)
+        filled = {}
+        for targets in by_blocks.values():
+            for target, result in zip(targets, _fill(targets, config, model.get(), split, table, shard=shard)):
+                filled[target.view.name] = result
+        return [filled[p.view.name] if isinstance(p, PendingStore) else p for p in prepared]
 
 
 def _prepare(url: str, shard: Shard, lock: ExtractionLock, config: ExtractConfig, model: ModelOnDemand,
@@ -363,7 +370,7 @@ def _fill(pending: list[PendingStore], config: ExtractConfig, loaded: LoadedMode
     parts = DecoderParts.of(loaded.model)
     device = parts.lm_head.weight.device
     max_tokens = getattr(loaded.model.config, "max_position_embeddings", None)
-    layout = pending[0].store.layout  # the views of one split have the same sequences and blocks
+    layout = pending[0].store.layout  # the same sequences and blocks in every store given
     todo, already = {}, 0
     for target in pending:
         done = target.store.blocks_done()

@@ -90,3 +90,30 @@ def test_resume_computes_only_what_each_view_misses(tiny_model, data_dir, tmp_pa
     _, no_alone = run(tiny_model, config(data_dir, tmp_path / "no-alone", views=("no",), **settings))
     assert sum(seen) < sum(no_alone) + sum(run(tiny_model, config(data_dir, tmp_path / "plain-alone", views=("plain",),
                                                                    **settings))[1])
+
+
+def test_a_view_resumed_with_other_blocks_is_filled_apart(tiny_model, data_dir, tmp_path, monkeypatch):
+    settings = dict(dtype="float32", prompt_reuse=True, batch_tokens=100)
+    clean = {r.view: r.url for r in extract(config(data_dir, tmp_path / "clean", views=("plain", "no"), block_size=3,
+                                                   **settings), loaded=tiny_model)}
+    real_write = ActivationStore.write_block
+
+    def killed_at_block_1(self, block, **arrays):
+        if block == 1:
+            raise KeyboardInterrupt
+        real_write(self, block, **arrays)
+
+    monkeypatch.setattr(ActivationStore, "write_block", killed_at_block_1)
+    with pytest.raises(KeyboardInterrupt):
+        extract(config(data_dir, tmp_path / "cut", views=("plain",), block_size=3, **settings), loaded=tiny_model)
+    monkeypatch.setattr(ActivationStore, "write_block", real_write)
+    results = extract(config(data_dir, tmp_path / "cut", views=("plain", "no"), block_size=4, **settings),
+                      loaded=tiny_model)
+    assert [(r.view, r.status, r.blocks_total) for r in results] == [("plain", "resumed", 5), ("no", "created", 4)]
+    for result in results:
+        got = all_arrays(result.url)
+        if result.view == "plain":  # same blocks as the clean run: bitwise
+            for name, values in all_arrays(clean["plain"]).items():
+                np.testing.assert_array_equal(got[name], values, err_msg=name)
+        else:  # other blocks, other batches: float32 rounding only
+            np.testing.assert_allclose(got["residual"], all_arrays(clean["no"])["residual"], rtol=1e-4, atol=1e-5)
