@@ -135,7 +135,7 @@ def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_resu
     """Extract every (dataset, split, view) of ``config``; ``on_result`` sees each store as it finishes,
     ``on_start`` the resolved config (compute dtype, prompt reuse) once, when the first store needs work."""
     data_dir = resolve_data_dir(config.data_dir)
-    views = parse_views(",".join(config.views))
+    views = list(dict.fromkeys(parse_views(",".join(config.views))))  # a view named twice is one store
     for dataset in config.datasets:  # unknown datasets and splits fail before the long work starts
         for split in config.splits:
             split_path(data_dir, dataset, split)
