@@ -365,7 +365,10 @@ def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dt
         rate = f", {result.sequences_per_second:.1f} seq/s" if result.sequences_per_second else ""
         click.echo(f"{result.url}  ({result.status}: {result.n_sequences} sequences{rate})")
 
-    extract(config, on_result=report)
+    def starting(resolved):
+        click.echo(f"computing in {resolved.compute_dtype} (log-likelihood head in float32)", err=True)
+
+    extract(config, on_result=report, on_start=starting)
 
 
 @actstore.command("info")

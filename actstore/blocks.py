@@ -6,43 +6,46 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from actstore.batching import EncodedSequence, pad_batch, plan_batches
-from actstore.capture import DecoderParts, LastTokenCapture
+from actstore.batching import pad_batch, plan_batches
+from actstore.capture import DecoderParts
 from actstore.forward import BatchActivations, run_batch
+from actstore.prompt_reuse import Responses, group_by_prompt, run_groups
 from actstore.stage_clock import StageClock
 
 
-def run_block(parts: DecoderParts, capture: LastTokenCapture, sequences: Sequence[EncodedSequence], *, pad_id: int,
-              batch_tokens: int, padding_side: str, with_loglik: bool,
+def run_block(parts: DecoderParts, views: Sequence[Responses], *, pad_id: int, batch_tokens: int, padding_side: str,
               on_batch: Callable[[int], None] | None = None, prompt_reuse: bool = False,
-              clock: StageClock | None = None) -> BatchActivations:
-    """Activations of ``sequences`` in their given order, computed in length-sorted batches.
+              prompt_clock: StageClock | None = None) -> dict[str, BatchActivations]:
+    """Activations of each view's sequences (the same examples, one view each), in their given order,
+    computed in length-sorted batches.
 
-    With ``prompt_reuse``, consecutive sequences with the same prompt run it once (see
-    ``actstore.prompt_reuse``), when the block has any prompt shared by two of them.
+    With ``prompt_reuse``, consecutive sequences with the same prompt run it once for all the views
+    (see ``actstore.prompt_reuse``), when the block has any prompt shared by two of them.
     """
-    from actstore.prompt_reuse import group_by_prompt, run_groups
-
-    clock = clock or StageClock()
-    assembled = BlockAssembler(len(sequences))
+    assembled = {view.key: BlockAssembler(len(view.sequences)) for view in views}
+    clocks = {view.key: view.clock for view in views}
     if prompt_reuse:
-        groups = group_by_prompt(sequences)
-        if len(groups) < len(sequences):
-            for indices, out in run_groups(parts, capture, sequences, groups, pad_id=pad_id, batch_tokens=batch_tokens,
-                                           padding_side=padding_side, with_loglik=with_loglik, clock=clock):
-                with clock.stage("gather"):
-                    assembled.add(indices, out)
-                if on_batch:
-                    on_batch(len(indices))
-            return assembled.result()
-    for indices in plan_batches([s.n_tokens for s in sequences], batch_tokens):
-        batch = pad_batch([sequences[i] for i in indices], pad_id, padding_side)
-        out = run_batch(parts, capture, batch, with_loglik=with_loglik, clock=clock)
-        with clock.stage("gather"):
-            assembled.add(indices, out)
-        if on_batch:
-            on_batch(len(indices))
-    return assembled.result()
+        groups = group_by_prompt(views[0].sequences)
+        prompts = [s.prompt_ids for s in views[0].sequences]
+        if len(groups) < len(prompts) and all([s.prompt_ids for s in view.sequences] == prompts for view in views):
+            for key, indices, out in run_groups(parts, groups, views, pad_id=pad_id, batch_tokens=batch_tokens,
+                                                padding_side=padding_side, prompt_clock=prompt_clock or StageClock()):
+                _add(assembled[key], indices, out, on_batch, clocks[key])
+            return {key: block.result() for key, block in assembled.items()}
+    for view in views:
+        with view.capture:
+            for indices in plan_batches([s.n_tokens for s in view.sequences], batch_tokens):
+                batch = pad_batch([view.sequences[i] for i in indices], pad_id, padding_side)
+                out = run_batch(parts, view.capture, batch, with_loglik=view.with_loglik, clock=view.clock)
+                _add(assembled[view.key], indices, out, on_batch, view.clock)
+    return {key: block.result() for key, block in assembled.items()}
+
+
+def _add(block: "BlockAssembler", indices: Sequence[int], out: BatchActivations, on_batch, clock: StageClock) -> None:
+    with clock.stage("gather"):
+        block.add(indices, out)
+    if on_batch:
+        on_batch(len(indices))
 
 
 class BlockAssembler:

@@ -16,6 +16,7 @@ When the deepest requested layer is not the last one, the hook that reads it rai
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -48,6 +49,13 @@ class DecoderParts:
         from actstore.models import execution_device
 
         return execution_device(self.body.get_input_embeddings())
+
+    @functools.cached_property
+    def loglik_head(self):
+        """The LM head in float32 for log-likelihoods (``actstore.forward.Float32Head``), made once."""
+        from actstore.forward import Float32Head
+
+        return Float32Head(self.lm_head)
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,20 @@
-"""``actstore extract``: one forward pass per (dataset, split, view) into one store each.
+"""``actstore extract``: one store per (dataset, split, view), the views of a split computed together.
 
 For every store: find it, reuse it when complete, resume it when it holds some flagged blocks
 of the same extraction, refuse it when it comes from another extraction (unless
-``overwrite``); then compute the missing blocks one at a time (bounded memory), write and flag
-each, and mark the store complete at the end. The model is loaded only when some store needs
-work, so re-running a finished command costs no model load.
+``overwrite``). Then the split's stores that need work are filled together, block by block
+(bounded memory): with prompt reuse each prompt runs once for all of those views (and only for
+the blocks some view still misses); each store's block is written and flagged on its own, and
+each store is marked complete at the end. The model is loaded only when some store needs work,
+so re-running a finished command costs no model load.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field, fields, replace
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 
@@ -144,11 +147,13 @@ class ModelOnDemand:
         return self._loaded
 
 
-def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_result=None) -> list[StoreResult]:
-    """Extract every (dataset, split, view) of ``config``; ``on_result`` sees each store as it finishes."""
+def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_result=None,
+            on_start=None) -> list[StoreResult]:
+    """Extract every (dataset, split, view) of ``config``; ``on_result`` sees each store as it finishes,
+    ``on_start`` the resolved config (compute dtype, prompt reuse) once, when the first store needs work."""
     config = replace(config, out=checked_store_root(config.out, "--out", writing=True))
     data_dir = resolve_data_dir(config.data_dir)
-    views = parse_views(",".join(config.views), config.prompt_format)
+    views = list(dict.fromkeys(parse_views(",".join(config.views), config.prompt_format)))  # a view named twice is one store
     for dataset in config.datasets:  # unknown datasets and splits fail before the long work starts
         for split in config.splits:
             split_path(data_dir, dataset, split)
@@ -161,13 +166,19 @@ def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_resu
                      quantize=_quantization(config, loaded),
                      prompt_reuse=reuses_prompts(config.prompt_reuse, _device(spec, loaded)))
     model = ModelOnDemand(replace(spec, compute_dtype=config.compute_dtype), loaded)
+    announced = []
+
+    def starting() -> None:
+        if on_start and not announced:
+            announced.append(True)
+            on_start(config)
+
     results = []
     for dataset in config.datasets:
         for split_name in config.splits:
             split = load_split(data_dir, dataset, split_name, skip_bad=config.skip_bad)
             table = sequence_table(split, config.limit)
-            for view in views:
-                result = extract_store(config, model, split, table, view)
+            for result in extract_split(config, model, split, table, views, starting):
                 results.append(result)
                 if on_result:
                     on_result(result)
@@ -198,21 +209,54 @@ def concrete_compute_dtype(config: ExtractConfig, loaded: LoadedModel | None) ->
     return own
 
 
-def extract_store(config: ExtractConfig, model: ModelOnDemand, split: Split, table: SequenceTable, view: View) -> StoreResult:
-    url = store_url(config.root, config.model, split.dataset, split.split, view.name, limit=config.limit, site=config.site,
-                    prompt_format=view.prompt_format)
-    shard = Shard.from_environment()
+@dataclass(frozen=True)
+class PendingStore:
+    """A store of this extraction that still misses blocks."""
+
+    store: ActivationStore
+    status: str  # "created" or "resumed"
+    view: View
+
+
+def extract_split(config: ExtractConfig, model: ModelOnDemand, split: Split, table: SequenceTable,
+                  views: list[View], starting=lambda: None) -> list[StoreResult]:
+    """The stores of ``views`` for one split, in that order; those that need work are filled together."""
     try:
-        with ExtractionLock(url, shard) as lock:
-            return _extract_locked(url, shard, lock, config, model, split, table, view)
+        return _extract_split(config, model, split, table, views, starting)
     except OSError as err:
         if err.errno in DISK_FULL:
-            raise UserError(disk_full_message(url)) from None
+            where = store_url(config.root, config.model, split.dataset, split.split, views[0].name, limit=config.limit,
+                              site=config.site, prompt_format=views[0].prompt_format)
+            raise UserError(disk_full_message(where)) from None
         raise
 
 
-def _extract_locked(url: str, shard: Shard, lock: ExtractionLock, config: ExtractConfig, model: ModelOnDemand,
-                    split: Split, table: SequenceTable, view: View) -> StoreResult:
+def _extract_split(config: ExtractConfig, model: ModelOnDemand, split: Split, table: SequenceTable,
+                   views: list[View], starting) -> list[StoreResult]:
+    shard = Shard.from_environment()
+    with ExitStack() as locks:
+        prepared = []
+        for view in views:
+            url = store_url(config.root, config.model, split.dataset, split.split, view.name, limit=config.limit,
+                            site=config.site, prompt_format=view.prompt_format)
+            lock = locks.enter_context(ExtractionLock(url, shard))
+            prepared.append(_prepare(url, shard, lock, config, model, split, table, view))
+        pending = [p for p in prepared if isinstance(p, PendingStore)]
+        if pending:
+            starting()
+        # Stores resumed from a run with another --block-size have other blocks: those fill apart.
+        by_blocks: dict[int, list[PendingStore]] = {}
+        for target in pending:
+            by_blocks.setdefault(target.store.layout.block_size, []).append(target)
+        filled = {}
+        for targets in by_blocks.values():
+            for target, result in zip(targets, _fill(targets, config, model.get(), split, table, shard=shard)):
+                filled[target.view.name] = result
+        return [filled[p.view.name] if isinstance(p, PendingStore) else p for p in prepared]
+
+
+def _prepare(url: str, shard: Shard, lock: ExtractionLock, config: ExtractConfig, model: ModelOnDemand,
+             split: Split, table: SequenceTable, view: View) -> StoreResult | PendingStore:
     existing = _existing_store(url, config.overwrite)
     repaired = False
     if existing is not None and existing.meta.get("complete") and not model.is_loaded:
@@ -243,16 +287,14 @@ def _extract_locked(url: str, shard: Shard, lock: ExtractionLock, config: Extrac
             existing = find_store(url)
         if existing.meta.get("complete"):
             return _finished(existing, url, split, view)
-        store, status = open_for_writing(url), "resumed"
-    else:
-        layout = _layout(config, loaded, layers, view, len(table))
-        store = create_store(url, layout, table.labels(), _attributes(config, loaded, split, view, identity))
-        status = "created"
-    return _fill(store, status, config, loaded, split, table, view, shard=shard)
+        return PendingStore(open_for_writing(url), "resumed", view)
+    layout = _layout(config, loaded, layers, view, len(table))
+    return PendingStore(create_store(url, layout, table.labels(), _attributes(config, loaded, split, view, identity)),
+                        "created", view)
 
 
 def _repair(url: str, table: SequenceTable) -> bool:
-    """Unflag the damaged blocks of the store at ``url`` (same extraction); True when any were."""
+    """Unflag the damaged blocks of the store at ``url`` (same extraction); True when it now needs work."""
     store = open_for_writing(url)
     damage = store.repair(table.labels())
     for found in damage:
@@ -392,60 +434,92 @@ def _attributes(config: ExtractConfig, loaded: LoadedModel, split: Split, view: 
     }
 
 
-def _fill(store: ActivationStore, status: str, config: ExtractConfig, loaded: LoadedModel, split: Split,
-          table: SequenceTable, view: View, *, shard: Shard = Shard()) -> StoreResult:
-    """Compute, write and flag every block of this shard not yet flagged; then mark the store complete
-    if every block (of all shards) is flagged, else report it ``partial``."""
+def _fill(pending: list[PendingStore], config: ExtractConfig, loaded: LoadedModel, split: Split, table: SequenceTable,
+          *, shard: Shard = Shard()) -> list[StoreResult]:
+    """Compute, write and flag every block of this shard that some store still misses (each block's
+    prompts once for all the views that miss it); mark each store complete once every block (of all
+    shards) is flagged, else report it ``partial``."""
     import torch
     from tqdm import tqdm
 
     from actstore.blocks import run_block
-    from actstore.capture import CapturePlan, DecoderParts, LastTokenCapture
+    from actstore.capture import DecoderParts, LastTokenCapture
+    from actstore.prompt_reuse import Responses
 
-    layout = store.layout
     parts = DecoderParts.of(loaded.model)
-    plan = CapturePlan.for_request(layout.layers, parts.n_blocks, heads=bool(layout.n_heads),
-                                   full_depth=layout.with_final_norm)
-    done = store.blocks_done()
-    todo = [block for block in range(layout.n_blocks) if not done[block] and shard.owns(block)]
+    device = loaded.input_device
     max_tokens = getattr(loaded.model.config, "max_position_embeddings", None)
-    clock = clock_for(loaded.input_device)
-    already = sum(layout.block_length(b) for b in range(layout.n_blocks) if done[b])
+    layout = pending[0].store.layout  # the same sequences and blocks in every store given
+    todo, already = {}, 0
+    for target in pending:
+        done = target.store.blocks_done()
+        todo[target.view.name] = {b for b in range(layout.n_blocks) if not done[b] and shard.owns(b)}
+        already += sum(layout.block_length(b) for b in range(layout.n_blocks) if done[b])
+    captures = {t.view.name: LastTokenCapture(parts, _capture_plan(t.store.layout, parts.n_blocks),
+                                              t.store.layout.n_heads) for t in pending}
+    clocks = {t.view.name: clock_for(device) for t in pending}
+    prompt_clock = clock_for(device)
+    shared_forward = dict.fromkeys(clocks, 0.0)  # each view's share of the prompt passes it used
     started = time.perf_counter()
-    bar = tqdm(total=layout.n_sequences, initial=already, unit="seq", desc=f"{split.dataset}/{split.split}.{view.name}",
-               disable=not config.progress, file=sys.stderr, dynamic_ncols=True)
-    with bar, torch.inference_mode(), LastTokenCapture(parts, plan, layout.n_heads) as capture, \
-            BackgroundWriter(store.write_block) as writer:
-        for block in todo:
+    names = ",".join(t.view.name for t in pending)
+    bar = tqdm(total=layout.n_sequences * len(pending), initial=already, unit="seq",
+               desc=f"{split.dataset}/{split.split}.{names}", disable=not config.progress, file=sys.stderr,
+               dynamic_ncols=True)
+    with bar, torch.inference_mode(), ExitStack() as writers:
+        writer = {t.view.name: writers.enter_context(BackgroundWriter(t.store.write_block)) for t in pending}
+        for block in sorted(set().union(*todo.values())):
             start, stop = layout.block_range(block)
-            with clock.stage("tokenize"):
-                sequences = encode_rows(table, start, stop, loaded.tokenizer, view, max_tokens=max_tokens,
-                                        source=str(split.path))
-            out = run_block(parts, capture, sequences, pad_id=loaded.tokenizer.pad_token_id,
-                            batch_tokens=config.batch_tokens, padding_side=config.padding_side,
-                            with_loglik=layout.with_loglik, on_batch=bar.update, prompt_reuse=config.prompt_reuse,
-                            clock=clock)
-            with clock.stage("write"):  # only the wait for the previous block's write
-                writer.submit(block, {f.name: getattr(out, f.name) for f in fields(out)})
-        with clock.stage("write"):
-            writer.wait()
-    seconds = time.perf_counter() - started
-    timings = {**clock.totals(), "write_background_s": writer.busy_s}
+            needing = [t for t in pending if block in todo[t.view.name]]
+            views = []
+            for target in needing:
+                name = target.view.name
+                with clocks[name].stage("tokenize"):
+                    sequences = encode_rows(table, start, stop, loaded.tokenizer, target.view, max_tokens=max_tokens,
+                                            source=str(split.path))
+                views.append(Responses(name, sequences, captures[name], target.store.layout.with_loglik, clocks[name]))
+            before = prompt_clock.seconds["forward"]
+            outs = run_block(parts, views, pad_id=loaded.tokenizer.pad_token_id, batch_tokens=config.batch_tokens,
+                             padding_side=config.padding_side, on_batch=bar.update, prompt_reuse=config.prompt_reuse,
+                             prompt_clock=prompt_clock)
+            for target in needing:
+                name = target.view.name
+                shared_forward[name] += (prompt_clock.seconds["forward"] - before) / len(needing)
+                with clocks[name].stage("write"):  # only the wait for the previous block's write
+                    writer[name].submit(block, {f.name: getattr(outs[name], f.name) for f in fields(outs[name])})
+        for target in pending:
+            with clocks[target.view.name].stage("write"):
+                writer[target.view.name].wait()
+    wall = time.perf_counter() - started
+    results = []
+    for target in pending:
+        name = target.view.name
+        timings = {**clocks[name].totals(), "write_background_s": writer[name].busy_s}
+        timings["forward_s"] += shared_forward[name]
+        # The views ran interleaved: each is charged its own stages and its share of the shared prompt passes.
+        seconds = sum(v for k, v in timings.items() if k != "write_background_s") if len(pending) > 1 else wall
+        results.append(_complete(target, todo[name], seconds, Timings(**timings), split, len(pending) > 1 and names))
+    return results
+
+
+def _capture_plan(layout: StoreLayout, n_blocks: int):
+    from actstore.capture import CapturePlan
+
+    return CapturePlan.for_request(layout.layers, n_blocks, heads=bool(layout.n_heads), full_depth=layout.with_final_norm)
+
+
+def _complete(target: PendingStore, todo: set[int], seconds: float, timings: Timings, split: Split,
+              together: str | bool) -> StoreResult:
+    store, layout, view = target.store, target.store.layout, target.view
     computed = sum(layout.block_length(b) for b in todo)
     if not store.blocks_done().all():  # other processes still write their blocks; the last one marks it
         return StoreResult(store.url, split.dataset, split.split, view.name, "partial", layout.n_sequences, len(todo),
-                           layout.n_blocks, computed, seconds, Timings(**timings))
-    store.mark_complete(run_status=status, blocks_computed=len(todo), sequences_computed=computed,
+                           layout.n_blocks, computed, seconds, timings)
+    extra = {"views_together": together} if together else {}
+    store.mark_complete(run_status=target.status, blocks_computed=len(todo), sequences_computed=computed,
                         seconds=round(seconds, 3), sequences_per_second=round(computed / seconds, 3) if seconds else None,
-                        timings={k: round(v, 3) for k, v in timings.items()})
-    return StoreResult(store.url, split.dataset, split.split, view.name, status, layout.n_sequences, len(todo),
-                       layout.n_blocks, computed, seconds, Timings(**timings))
-
-
-def _device_map(loaded: LoadedModel) -> dict | str:
-    """Where each block ran: accelerate's map for a placed model, else its one device."""
-    placed = getattr(loaded.model, "hf_device_map", None)
-    return {name: str(device) for name, device in placed.items()} if placed else str(loaded.input_device)
+                        timings={k: round(v, 3) for k, v in asdict(timings).items()}, **extra)
+    return StoreResult(store.url, split.dataset, split.split, view.name, target.status, layout.n_sequences, len(todo),
+                       layout.n_blocks, computed, seconds, timings)
 
 
 def _finished(store: ActivationStore, url: str, split: Split, view: View) -> StoreResult:
@@ -463,3 +537,9 @@ def _short(value) -> str:
 def parse_names(spec: str) -> tuple[str, ...]:
     """``a,b , c`` -> ("a", "b", "c"): the comma lists of the command line."""
     return tuple(name.strip() for name in str(spec).split(",") if name.strip())
+
+
+def _device_map(loaded: LoadedModel) -> dict | str:
+    """Where each block ran: accelerate's map for a placed model, else its one device."""
+    placed = getattr(loaded.model, "hf_device_map", None)
+    return {name: str(device) for name, device in placed.items()} if placed else str(loaded.input_device)

@@ -46,7 +46,7 @@ def run_batch(parts: DecoderParts, capture: LastTokenCapture, batch: PaddedBatch
             if output is None:
                 raise RuntimeError("the log-likelihood needs the full forward pass; the capture plan stopped early")
             loglik = continuation_loglik(output.last_hidden_state.to(device), input_ids, batch.offsets.to(device),
-                                         batch.prompt_lengths.to(device), batch.lengths.to(device), parts.lm_head)
+                                         batch.prompt_lengths.to(device), batch.lengths.to(device), parts.loglik_head)
         return collect(capture, batch, loglik)
 
 
@@ -65,7 +65,7 @@ def collect(capture: LastTokenCapture, batch: PaddedBatch, loglik: np.ndarray | 
 
 
 def continuation_loglik(final_hidden: torch.Tensor, input_ids: torch.Tensor, offsets: torch.Tensor,
-                        prompt_lengths: torch.Tensor, lengths: torch.Tensor, lm_head: torch.nn.Module) -> np.ndarray:
+                        prompt_lengths: torch.Tensor, lengths: torch.Tensor, head: Float32Head) -> np.ndarray:
     """Sum over continuation tokens of log p(token | everything before it), per row.
 
     The token at column ``c`` is predicted from the hidden state at ``c - 1``; only those
@@ -74,20 +74,58 @@ def continuation_loglik(final_hidden: torch.Tensor, input_ids: torch.Tensor, off
     rows, predicted_columns = continuation_positions(offsets, prompt_lengths, lengths)
     hidden = final_hidden[rows, predicted_columns - 1]
     targets = input_ids[rows, predicted_columns]
-    return summed_token_logprobs(hidden, targets, rows, len(lengths), lm_head)
+    return summed_token_logprobs(hidden, targets, rows, len(lengths), head)
+
+
+class Float32Head:
+    """The LM head in float32, whatever dtype the model computes in (the float32 weights are made once).
+
+    Logits are tens of nats and a log-likelihood is their small differences: rounded to bfloat16's 8
+    bits, each logit moves by up to ~0.1 nat, which summed over a response moved log-likelihoods by
+    up to a nat on the bundled model. The final hidden state stays in the model's dtype.
+    """
+
+    def __init__(self, lm_head: torch.nn.Module):
+        weight, bias = _materialized(lm_head, "weight"), _materialized(lm_head, "bias")
+        self.weight = weight.detach().float()  # the same tensor when the model is float32
+        self.bias = None if bias is None else bias.detach().float()
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.weight.device != hidden.device:  # a head placed on another device than the final hidden state
+            self.weight = self.weight.to(hidden.device)
+            self.bias = None if self.bias is None else self.bias.to(hidden.device)
+        return torch.nn.functional.linear(hidden.float(), self.weight, self.bias)
+
+
+def _materialized(module: torch.nn.Module, name: str) -> torch.Tensor | None:
+    """A parameter's values, also when accelerate offloaded them (the module then holds a meta
+    tensor and its hook the real one)."""
+    tensor = getattr(module, name, None)
+    if tensor is not None and tensor.device.type == "meta":
+        hook = getattr(module, "_hf_hook", None)
+        weights = getattr(hook, "weights_map", None)
+        if weights is None:
+            raise RuntimeError(f"the LM head's {name} is offloaded where it cannot be read")
+        tensor = weights[name]
+    return tensor
+
+
+def token_logprobs(hidden: torch.Tensor, targets: torch.Tensor, head: Float32Head) -> torch.Tensor:
+    """log p(target) from the final hidden state that predicts it, float32 log-softmax, float64 out."""
+    out = torch.empty(len(targets), dtype=torch.float64, device=hidden.device)
+    chunk = max(1, LOGIT_ELEMENTS_PER_CHUNK // head.weight.shape[0])
+    for start in range(0, len(targets), chunk):
+        logits = head(hidden[start:start + chunk])
+        picked = logits.gather(1, targets[start:start + chunk, None])[:, 0]
+        out[start:start + chunk] = (picked - torch.logsumexp(logits, dim=1)).double()
+    return out
 
 
 def summed_token_logprobs(hidden: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, n_rows: int,
-                          lm_head: torch.nn.Module) -> np.ndarray:
+                          head: Float32Head) -> np.ndarray:
     """Per row, the sum of log p(target) from the final hidden state that predicts it."""
-    token_logprobs = torch.empty(len(rows), dtype=torch.float64, device=hidden.device)
-    chunk = max(1, LOGIT_ELEMENTS_PER_CHUNK // lm_head.weight.shape[0])
-    for start in range(0, len(rows), chunk):
-        logits = lm_head(hidden[start:start + chunk]).float().to(hidden.device)  # the head may run elsewhere
-        picked = logits.gather(1, targets[start:start + chunk, None])[:, 0]
-        token_logprobs[start:start + chunk] = (picked - torch.logsumexp(logits, dim=1)).double()
     totals = torch.zeros(n_rows, dtype=torch.float64, device=hidden.device)
-    totals.index_add_(0, rows, token_logprobs)
+    totals.index_add_(0, rows, token_logprobs(hidden, targets, head))
     return totals.cpu().numpy()
 
 

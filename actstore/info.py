@@ -25,7 +25,8 @@ class StoreInfo:
     site: str
     layers: str  # compact, e.g. "0..30"
     hidden_size: int
-    dtype: str
+    dtype: str  # storage
+    compute_dtype: str  # the model's, during extraction
     sequences: int
     examples: int
     blocks_done: int
@@ -73,7 +74,8 @@ def store_info(url: str) -> StoreInfo:
         url=str(url), model=str(meta.get("model", "")), model_id=str(meta.get("model_id", "")),
         dataset=str(meta.get("dataset", "")), split=str(meta.get("split", "")), view=str(meta.get("view", "")),
         site=str(meta.get("site", "residual")), layers=compact_layers(list(meta["layers"])),
-        hidden_size=int(meta["hidden_size"]), dtype=str(meta["dtype"]), sequences=int(meta["n_sequences"]),
+        hidden_size=int(meta["hidden_size"]), dtype=str(meta["dtype"]),
+        compute_dtype=str((meta.get("config") or {}).get("compute_dtype", "unknown (not recorded)")), sequences=int(meta["n_sequences"]),
         examples=int(meta["n_examples"]), blocks_done=int(done.sum()), blocks=len(done),
         size_bytes=size_on_disk(url), complete=bool(meta.get("complete")),
     )

@@ -7,6 +7,9 @@ each run on a copy of the cache with one row per response, at positions that con
 prompt's. Activations at a response's last token and its log-likelihood are those
 of the whole sequence, as attention sees exactly the same keys and values.
 
+Several views of one split (plain, yes, no, stim) share every prompt token, so one prompt pass
+serves the responses of all of them.
+
 The log-likelihood's first token is predicted from the prompt's last hidden state, which only
 the prompt pass has; the others from the response pass.
 """
@@ -14,7 +17,7 @@ the prompt pass has; the others from the response pass.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -22,7 +25,7 @@ import torch
 
 from actstore.batching import EncodedSequence, pad_batch, plan_batches, position_ids_from_mask
 from actstore.capture import DecoderParts, LastTokenCapture, StopForward
-from actstore.forward import BatchActivations, continuation_positions, summed_token_logprobs
+from actstore.forward import BatchActivations, Float32Head, continuation_positions, token_logprobs
 from actstore.stage_clock import StageClock
 
 
@@ -68,21 +71,49 @@ def plan_continuation_batches(continuation_lengths: Sequence[int], prompt_width:
     return plan_batches([prompt_width + n for n in continuation_lengths], batch_tokens)
 
 
-def run_groups(parts: DecoderParts, capture: LastTokenCapture, sequences: Sequence[EncodedSequence],
-               groups: Sequence[PromptGroup], *, pad_id: int, batch_tokens: int, padding_side: str, with_loglik: bool,
-               clock: StageClock) -> Iterator[tuple[list[int], BatchActivations]]:
-    """(block indices, their activations) for each response pass, prompt passes in between."""
+@dataclass(frozen=True)
+class Responses:
+    """One view's sequences over the block's prompts, and the capture (not entered) its passes read."""
+
+    key: str
+    sequences: Sequence[EncodedSequence]
+    capture: LastTokenCapture
+    with_loglik: bool
+    clock: StageClock
+
+
+def run_groups(parts: DecoderParts, groups: Sequence[PromptGroup], views: Sequence[Responses], *, pad_id: int,
+               batch_tokens: int, padding_side: str,
+               prompt_clock: StageClock) -> Iterator[tuple[str, list[int], BatchActivations]]:
+    """(view key, block indices, their activations) for each response pass, prompt passes in between.
+
+    Each prompt pass serves every view: the views' sequences share their prompts (``encode``
+    tokenizes the prompt alone). Each view's response passes are planned exactly as if it were the
+    only view, so its values do not depend on which other views ran beside it.
+    """
+    prompt_capture = min((view.capture for view in views), key=_depth_order)  # runs as deep as any view needs
+    with_loglik = any(view.with_loglik for view in views)
     for batch in plan_group_batches(groups, batch_tokens):
         chosen = [groups[g] for g in batch]
-        prompt = run_prompt_pass(parts, capture, chosen, pad_id=pad_id, padding_side=padding_side,
-                                 with_loglik=with_loglik, clock=clock)
+        with prompt_capture:
+            prompt = run_prompt_pass(parts, prompt_capture, chosen, pad_id=pad_id, padding_side=padding_side,
+                                     with_loglik=with_loglik, clock=prompt_clock)
         members = [(g, i) for g, group in enumerate(chosen) for i in group.members]
-        lengths = [len(sequences[i].continuation_ids) for _, i in members]
-        for rows in plan_continuation_batches(lengths, prompt.width, batch_tokens):
-            group_of_row = [members[r][0] for r in rows]
-            indices = [members[r][1] for r in rows]
-            yield indices, run_continuation_pass(parts, capture, prompt, group_of_row, [sequences[i] for i in indices],
-                                                 pad_id=pad_id, padding_side=padding_side, clock=clock)
+        for view in views:
+            view_prompt = prompt if view.with_loglik else replace(prompt, last_hidden=None)
+            lengths = [len(view.sequences[i].continuation_ids) for _, i in members]
+            with view.capture:
+                for rows in plan_continuation_batches(lengths, prompt.width, batch_tokens):
+                    group_of_row = [members[r][0] for r in rows]
+                    indices = [members[r][1] for r in rows]
+                    yield view.key, indices, run_continuation_pass(
+                        parts, view.capture, view_prompt, group_of_row, [view.sequences[i] for i in indices],
+                        pad_id=pad_id, padding_side=padding_side, clock=view.clock)
+
+
+def _depth_order(capture: LastTokenCapture) -> tuple[int, int]:
+    stop = capture.plan.stop_after
+    return (0, 0) if stop is None else (1, -stop)
 
 
 @dataclass(frozen=True)
@@ -137,9 +168,9 @@ def run_continuation_pass(parts: DecoderParts, capture: LastTokenCapture, prompt
     with clock.stage("gather"):
         loglik = None
         if prompt.last_hidden is not None:
-            loglik = _continuation_loglik(output.last_hidden_state, prompt.last_hidden[groups], continuation_ids,
-                                          continuations.offsets.to(device), continuations.lengths.to(device),
-                                          parts.lm_head)
+            loglik = loglik_after_prompt(output.last_hidden_state, prompt.last_hidden[groups], continuation_ids,
+                                         continuations.offsets.to(device), continuations.lengths.to(device),
+                                         parts.loglik_head).cpu().numpy()
         plan, captured = capture.plan, capture.captured
         return BatchActivations(
             residual=torch.stack([captured.residual[layer] for layer in plan.layers]).cpu().numpy(),
@@ -175,10 +206,15 @@ def _run(body: torch.nn.Module, **inputs):
         return None
 
 
-def _continuation_loglik(continuation_hidden: torch.Tensor, prompt_last_hidden: torch.Tensor,
-                         continuation_ids: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor,
-                         lm_head: torch.nn.Module) -> np.ndarray:
+def loglik_after_prompt(continuation_hidden: torch.Tensor, prompt_last_hidden: torch.Tensor,
+                        continuation_ids: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor,
+                        head: Float32Head) -> torch.Tensor:
+    """Per row, sum_t log p(continuation token t | prompt, tokens before t), float64: token 0 from the
+    prompt's last hidden state (``prompt_last_hidden``, one per row), token t > 0 from continuation
+    position t - 1. ``offsets``: each row's first real column (0 for right padding). The store's
+    log-likelihood and live zero-shot (finetune.baselines) both come from here."""
     rows, columns = continuation_positions(offsets, torch.zeros_like(lengths), lengths)
     first = columns == offsets[rows]
     hidden = torch.where(first[:, None], prompt_last_hidden[rows], continuation_hidden[rows, (columns - 1).clamp(min=0)])
-    return summed_token_logprobs(hidden, continuation_ids[rows, columns], rows, len(lengths), lm_head)
+    totals = torch.zeros(len(lengths), dtype=torch.float64, device=hidden.device)
+    return totals.index_add_(0, rows, token_logprobs(hidden, continuation_ids[rows, columns], head))

@@ -10,6 +10,10 @@ log-likelihood read from the full logits);
 (compute dtype and prompt reuse chosen for the device); ``--ablations`` adds a run with prompt
 reuse switched the other way and one in float32 without it, so each speed-up is measured on its
 own in the same run. Each extraction gets an untimed warm-up on a few examples first.
+``--multi-view`` instead times views plain, yes and no extracted in one command against the three
+one at a time (same model, same run, default settings; after an untimed round, ``--rounds``
+repetitions alternating the order, the best wall and CPU time of each kept), with the forward passes and the token slots
+(padding included) the model ran, counted at its first block.
 
 Printed as a table and written as JSON: sequences/s, tokens/s, the ratio to the naive loop,
 the prefill FLOP rate (2 x non-embedding parameters x tokens / time) as a fraction of a matrix
@@ -46,6 +50,7 @@ from actstore.stage_clock import clock_for  # noqa: E402
 from actstore.views import VIEWS, encode  # noqa: E402
 
 WARMUP_EXAMPLES = 2
+MULTI_VIEWS = ("plain", "yes", "no")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "genies-data"
 
 
@@ -221,6 +226,66 @@ def run_extract(name: str, args, out_root: Path, device: torch.device, memory: P
     return run
 
 
+def multi_view(args, device: torch.device, out_root: Path) -> list[dict]:
+    """plain, yes and no one at a time and in one command, ``--rounds`` times alternating which goes
+    first; the best (lowest) wall and CPU time of each over the rounds, with its passes and token slots."""
+    dtype = resolve_compute_dtype("auto", str(device))
+    loaded = load(args, torch_dtype(dtype), device)
+    passes_and_slots = []
+    hook = loaded.model.get_decoder().layers[0].register_forward_pre_hook(
+        lambda module, inputs: passes_and_slots.append(inputs[0].shape[:2].numel()))
+
+    def config(views: tuple[str, ...], out: Path, limit: int | None) -> ExtractConfig:
+        return ExtractConfig(model=args.model, datasets=(args.dataset,), splits=(args.split,), views=views, limit=limit,
+                             data_dir=str(args.data_dir), out=str(out), device=str(device),
+                             batch_tokens=args.batch_tokens, progress=False)
+
+    def timed(name: str, views: tuple[str, ...], out: Path) -> dict:
+        passes_and_slots.clear()
+        wall, cpu = time.perf_counter(), time.process_time()
+        results = extract(config(views, out / slug(name), args.limit), loaded=loaded)
+        return {"run": name, "views": list(views), "seconds": time.perf_counter() - wall,
+                "cpu_seconds": time.process_time() - cpu, "sequences": sum(r.sequences_computed for r in results),
+                "passes": len(passes_and_slots), "token_slots": sum(passes_and_slots)}
+
+    measured: dict[str, list[dict]] = {}
+    runs = [(f"{view} alone", (view,)) for view in MULTI_VIEWS] + [("plain,yes,no together", MULTI_VIEWS)]
+    try:
+        # Warm-up: the whole measurement once, untimed. On CPUs the bfloat16 kernels are built per
+        # new matrix shape, so the first run over these sequences is slower, whichever comes first.
+        for name, views in runs:
+            timed(name, views, out_root / "warmup")
+        for round_ in range(args.rounds):
+            for name, views in (runs if round_ % 2 == 0 else runs[::-1]):
+                measured.setdefault(name, []).append(timed(name, views, out_root / f"round{round_}"))
+    finally:
+        hook.remove()
+    best = {name: {**rows[0], "seconds": min(r["seconds"] for r in rows),
+                   "cpu_seconds": min(r["cpu_seconds"] for r in rows), "rounds": [r["seconds"] for r in rows]}
+            for name, rows in measured.items()}
+    alone, together = [best[f"{view} alone"] for view in MULTI_VIEWS], best["plain,yes,no together"]
+    total = {"run": "one at a time (sum)", "views": list(MULTI_VIEWS),
+             **{key: sum(row[key] for row in alone) for key in ("seconds", "cpu_seconds", "sequences", "passes",
+                                                                 "token_slots")}}
+    for row in (*alone, total, together):
+        row.update(dtype=dtype, prompt_reuse=reuses_prompts(None, str(device)))
+    together["x one at a time"] = {key: total[key] / together[key]
+                                   for key in ("seconds", "cpu_seconds", "passes", "token_slots")}
+    return [*alone, total, together]
+
+
+def multi_view_table(rows: list[dict]) -> str:
+    lines = ["| run | dtype | reuse | seq/s | wall s (best) | CPU s (best) | passes | token slots | wall ratio | CPU ratio "
+             "| pass ratio | slot ratio |", "| --- " * 12 + "|"]
+    for row in rows:
+        ratio = row.get("x one at a time")
+        ratios = [f"{ratio[k]:.2f}x" for k in ("seconds", "cpu_seconds", "passes", "token_slots")] if ratio else [""] * 4
+        lines.append(f"| {row['run']} | {row['dtype']} | {'yes' if row['prompt_reuse'] else 'no'} | "
+                     f"{row['sequences'] / row['seconds']:.2f} | {row['seconds']:.1f} | {row['cpu_seconds']:.1f} | "
+                     f"{row['passes']} | {row['token_slots']} | " + " | ".join(ratios) + " |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -258,6 +323,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-tokens", type=int, default=ExtractConfig.batch_tokens)
     parser.add_argument("--ablations", action="store_true",
                         help="also run extraction without prompt reuse, and in float32 without prompt reuse")
+    parser.add_argument("--multi-view", action="store_true",
+                        help="only time views plain,yes,no in one command against one at a time")
+    parser.add_argument("--rounds", type=int, default=3, help="--multi-view: repetitions (the best of each is kept)")
     parser.add_argument("--random-init", action="store_true",
                         help="random weights of --model's architecture (a directory with config.json and tokenizer)")
     parser.add_argument("--json-out", type=Path, help="write the results here as JSON")
@@ -270,6 +338,18 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device or default_device())
+    if args.multi_view:
+        with tempfile.TemporaryDirectory(prefix="extract-bench-") as out_root:
+            rows = multi_view(args, device, Path(out_root))
+        report = {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "model": args.model,
+                  "dataset": args.dataset, "split": args.split, "limit": args.limit, "device": str(device),
+                  "load_average": os.getloadavg(), "multi_view": rows}
+        print(f"{args.model} on {device}: {args.dataset}/{args.split}, limit {args.limit}")
+        print(multi_view_table(rows))
+        if args.json_out:
+            args.json_out.parent.mkdir(parents=True, exist_ok=True)
+            args.json_out.write_text(json.dumps(report, indent=1))
+        return report
     memory = PeakMemory(device)
     split = load_split(args.data_dir, args.dataset, args.split)
     rows = sequence_table(split, args.limit)

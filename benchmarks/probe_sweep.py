@@ -8,10 +8,19 @@ views plain/yes/no, float16 + blosc-zstd like `actstore extract`. Usage:
 
 then prints the `probes sweep` command and its wall time. With real stores, run the printed
 command on them instead.
+
+    python benchmarks/probe_sweep.py --ccs TRAIN_STORE [--json-out FILE]
+
+times the CCS fit of every layer of a training store (any of its view stores; yes and no are
+read) in one process, layer by layer alternating: before (the BLAS library's default thread
+count) and after (one BLAS thread, the library's setting), and checks that both give bitwise the
+same probe.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -54,8 +63,56 @@ def write_split(root: Path, dataset: str, split: str, n_examples: int, direction
         store.mark_complete()
 
 
+def time_ccs(train_url: str) -> dict:
+    from threadpoolctl import threadpool_info
+
+    from probes.fitting import fit_probe
+    from probes.methods import ccs
+    from probes.sources import StoreSource
+
+    source = StoreSource(train_url)
+    layers = sorted(set(source.layers("yes")) & set(source.layers("no")))
+    seconds = {"before": 0.0, "after": 0.0}
+    identical, accuracies = True, []
+    for layer in layers:
+        source.residual("yes", layer), source.residual("no", layer)  # read outside the clock
+        probes = {}
+        for name, threads in (("before", None), ("after", 1)):
+            ccs.BLAS_THREADS = threads
+            began = time.perf_counter()
+            probes[name] = fit_probe("ccs", source, layer)
+            seconds[name] += time.perf_counter() - began
+        before, after = probes["before"].scorer, probes["after"].scorer
+        identical &= bool(np.array_equal(before.weight, after.weight) and before.bias == after.bias
+                          and before.sign == after.sign)
+        margins = [source.labels.margins(p.score(source)) for p in probes.values()]
+        accuracies.append([float(((m > 0) + 0.5 * (m == 0)).mean()) for m in margins])
+        source.release()
+    ccs.BLAS_THREADS = 1
+    result = {"store": train_url, "n_sequences": len(source.labels.example), "layers": len(layers),
+              "blas_default_threads": [info["num_threads"] for info in threadpool_info()],
+              "before_s": round(seconds["before"], 2), "after_s": round(seconds["after"], 2),
+              "speedup": round(seconds["before"] / seconds["after"], 2), "bitwise_identical": identical,
+              "training_accuracy_equal": all(a == b for a, b in accuracies)}
+    print("| store | layers | sequences | before s | after s | speedup | bitwise identical |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| {train_url} | {len(layers)} | {result['n_sequences']} | {result['before_s']} | {result['after_s']} "
+          f"| {result['speedup']}x | {identical} |")
+    return result
+
+
 def main() -> None:
-    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="probe-sweep-"))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("root", nargs="?")
+    parser.add_argument("--ccs", help="time CCS fits on this training store instead of running the sweep")
+    parser.add_argument("--json-out")
+    args = parser.parse_args()
+    if args.ccs:
+        result = time_ccs(args.ccs)
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(result, indent=2))
+        return
+    root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix="probe-sweep-"))
     direction = np.random.default_rng(0).standard_normal(HIDDEN)
     direction /= np.linalg.norm(direction)
     if not (root / MODEL).exists():

@@ -17,6 +17,7 @@ import torch
 
 from actstore.data import Example
 from actstore.errors import UserError
+from actstore.forward import Float32Head
 from finetune.evaluate import EvalResult, result_from_scores
 from finetune.sequences import PromptBuilder, TokenSequence
 from finetune.shared_prompts import continuation_logliks, run_shared, score_grouped
@@ -30,13 +31,13 @@ def response_logliks(causal_lm, sequences: Sequence[TokenSequence], *, pad_id: i
     if any(len(s.prompt_ids) == 0 for s in sequences):
         raise UserError("a prompt encodes to no tokens; its response has nothing to be conditioned on")
     causal_lm.eval()
-    body, lm_head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
+    body, head = causal_lm.get_decoder(), Float32Head(causal_lm.get_output_embeddings())
     device = next(causal_lm.parameters()).device
 
     def score_batch(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         batch = {name: t.to(device) for name, t in batch.items()}
         output = run_shared(body, **batch)
-        return continuation_logliks(output, batch["continuation_ids"], lm_head)
+        return continuation_logliks(output, batch["continuation_ids"], head)
 
     return score_grouped(sequences, batch_size, score_batch, pad_id)
 

@@ -14,13 +14,14 @@ right-padded, and ``group`` = the prompt row of each continuation row.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from actstore.forward import Float32Head
+from actstore.prompt_reuse import cache_argument, group_by_prompt, loglik_after_prompt
 from finetune.sequences import TokenSequence, pad_right
 
 
@@ -80,7 +81,7 @@ def run_shared(
         prompt_mask = torch.cat([prompt_mask.new_ones(prefix_embeds.shape[:2]), prompt_mask], dim=1)
         first = body(inputs_embeds=embeds, attention_mask=prompt_mask, use_cache=True)
     prompt_lengths = prompt_mask.sum(dim=1)
-    cache_keyword = _cache_keyword(body)
+    cache_keyword = cache_argument(body)
     cache = first[cache_keyword]
     cache.batch_select_indices(group)
     width = continuation_ids.shape[1]
@@ -97,35 +98,12 @@ def run_shared(
     return SharedOutput(prompt_last, second.last_hidden_state, continuation_mask)
 
 
-def _cache_keyword(body: torch.nn.Module) -> str:
-    """transformers 5 renamed ``past_key_values`` to ``cache`` (and warns on the old name)."""
-    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
-
-
-def continuation_logliks(output: SharedOutput, continuation_ids: torch.Tensor, lm_head: torch.nn.Module) -> torch.Tensor:
-    """sum_t log p(continuation token t | prompt, tokens before t), float64, one per row.
-
-    Token 0 is predicted from the prompt's last hidden state, token t > 0 from continuation
-    position t - 1; the LM head runs on those positions only.
-    """
-    mask = output.continuation_mask.bool()
-    predictors = torch.cat([output.prompt_last_hidden[:, None], output.continuation_hidden[:, :-1]], dim=1)
-    rows, columns = mask.nonzero(as_tuple=True)
-    logits = lm_head(predictors[rows, columns]).float()
-    token_logp = logits.gather(1, continuation_ids[rows, columns][:, None])[:, 0] - torch.logsumexp(logits, dim=1)
-    totals = torch.zeros(mask.shape[0], dtype=torch.float64, device=token_logp.device)
-    return totals.index_add_(0, rows, token_logp.double())
-
-
-def group_by_prompt(sequences: Sequence[TokenSequence]) -> list[list[int]]:
-    """Indices of consecutive sequences of the same example (they share a prompt)."""
-    groups: list[list[int]] = []
-    for i, s in enumerate(sequences):
-        if groups and sequences[groups[-1][0]].example == s.example:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
+def continuation_logliks(output: SharedOutput, continuation_ids: torch.Tensor, head: Float32Head) -> torch.Tensor:
+    """sum_t log p(continuation token t | prompt, tokens before t), float64, one per row: the same code
+    as the store's log-likelihood (``actstore.prompt_reuse.loglik_after_prompt``)."""
+    lengths = output.continuation_mask.sum(dim=1)
+    return loglik_after_prompt(output.continuation_hidden, output.prompt_last_hidden, continuation_ids,
+                               torch.zeros_like(lengths), lengths, head)
 
 
 def score_grouped(
@@ -136,7 +114,7 @@ def score_grouped(
 ) -> np.ndarray:
     """One float per sequence, in the order given; whole prompt groups, about ``batch_size``
     sequences per forward pass, groups of similar length together."""
-    groups = group_by_prompt(sequences)
+    groups = [list(group.members) for group in group_by_prompt(sequences)]  # one example's responses each
     order = sorted(range(len(groups)), key=lambda g: (max(len(sequences[i]) for i in groups[g]), g))
     scores = np.empty(len(sequences), dtype=np.float64)
     batch: list[int] = []

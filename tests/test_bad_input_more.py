@@ -156,7 +156,7 @@ def test_a_file_url_is_the_local_path_it_names(tmp_path):
     command, args = store_commands(tmp_path, f"file://{tmp_path}/new/stores")["extract --out"]
     result = CliRunner().invoke(command, [str(a) for a in args])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith(f"{tmp_path}/new/stores/tiny-random/good/test.plain.zarr  (created")
+    assert result.stdout.startswith(f"{tmp_path}/new/stores/tiny-random/good/test.plain.zarr  (created")
     assert not list((tmp_path / "new").glob(".genies-write-check-*"))  # the write check leaves nothing behind
 
 

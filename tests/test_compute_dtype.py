@@ -1,6 +1,7 @@
 """Choosing the compute dtype: bfloat16 only where the device runs it natively."""
 
 import pytest
+import torch
 
 from actstore import compute_dtype
 from actstore.compute_dtype import cpu_flags, resolve_compute_dtype
@@ -31,3 +32,21 @@ def test_cpu_flags_reads_the_flags_line(tmp_path):
     info.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\n")
     assert cpu_flags(info) == {"fpu", "avx2", "avx512_bf16"}
     assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_loglik_head_runs_in_float32_for_a_bfloat16_model():
+    """Logits of tens of nats lose ~0.1 nat each in bfloat16; the log-likelihood head keeps float32."""
+    from actstore.forward import Float32Head, token_logprobs
+
+    torch.manual_seed(0)
+    lm_head = torch.nn.Linear(64, 1000, bias=False).to(torch.bfloat16)
+    with torch.no_grad():
+        lm_head.weight.mul_(40.0)  # logits of a few tens, as a trained model's
+    hidden = torch.randn(20, 64).to(torch.bfloat16)
+    targets = torch.randint(0, 1000, (20,))
+    exact = torch.log_softmax(hidden.double() @ lm_head.weight.double().T, dim=1)[torch.arange(20), targets]
+    got = token_logprobs(hidden, targets, Float32Head(lm_head))
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, exact, rtol=0, atol=1e-3)
+    in_bfloat16 = torch.log_softmax(lm_head(hidden).float(), dim=1)[torch.arange(20), targets].double()
+    assert (in_bfloat16 - exact).abs().max() > 0.01  # what the float32 head avoids

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from actstore import open_store
+from actstore.compute_dtype import resolve_compute_dtype
 from actstore.errors import UserError
 from actstore.extract import ExtractConfig, extract
 from actstore.models import tiny_random_llama
@@ -259,16 +260,19 @@ def test_cli_extract_info_ls(data_dir, tmp_path):
             "--out", str(tmp_path / "s"), "--layers", "0,2:3", "--no-progress"]
     first = runner.invoke(actstore, args)
     assert first.exit_code == 0, first.output
-    paths = [line.split()[0] for line in first.output.splitlines()]
+    paths = [line.split()[0] for line in first.output.splitlines() if ".zarr" in line]
     assert paths == [f"{tmp_path}/s/tiny-random/toy/{split}.plain.zarr" for split in ("train", "test")]
+    dtype = resolve_compute_dtype("auto", "cpu")
+    assert f"computing in {dtype} (log-likelihood head in float32)" in first.output
     assert "created" in first.output
     again = runner.invoke(actstore, args)
-    assert again.exit_code == 0 and again.output.count("(complete: ") == 2
+    assert again.exit_code == 0 and again.output.count("(complete: ") == 2 and "computing in" not in again.output
 
     info = runner.invoke(actstore, ["info", paths[1], "--json"])
     facts = json.loads(info.output)
     assert facts["layers"] == "0,2,3" and facts["sequences"] == 13 and facts["examples"] == 5
     assert facts["complete"] and facts["size_bytes"] > 0 and facts["hidden_size"] == 64
+    assert facts["dtype"] == "float16" and facts["compute_dtype"] == dtype
     listing = runner.invoke(actstore, ["ls", str(tmp_path / "s")])
     assert listing.exit_code == 0 and listing.output.count("complete") == 2 and "2 stores" in listing.output
 

@@ -35,7 +35,7 @@ def test_full_sequence_rewards_equal_shared_prompt_rewards(method):
         model.head.weight.normal_()
     sequences = list(encode_examples(tiny.tokenizer, [e for e in _examples()], max_length=1024).sequences)
     groups = group_by_prompt(sequences)
-    batch = collate_groups([[sequences[i] for i in g] for g in groups], tiny.tokenizer.pad_token_id)
+    batch = collate_groups([[sequences[i] for i in g.members] for g in groups], tiny.tokenizer.pad_token_id)
     with torch.no_grad():
         shared = model(**batch)
         model.full_sequences = True

@@ -237,7 +237,7 @@ def test_sigkilled_offloaded_extraction_resumes_to_the_in_memory_store(saved, tm
     assert done < 6 and not complete  # blocks are written in the background: how many landed varies
     resumed = CliRunner().invoke(actstore, offloaded)
     assert resumed.exit_code == 0 and "(resumed: 18 sequences" in resumed.output, resumed.output
-    assert_bitwise_equal(url, whole.output.split()[0])
+    assert_bitwise_equal(url, whole.stdout.split()[0])
 
 
 def test_prompt_reuse_is_refused_over_several_gpus(saved, data_dir, tmp_path, monkeypatch):

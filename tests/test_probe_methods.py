@@ -115,6 +115,62 @@ def test_ccs_sign_uses_training_labels_only(train, test):
     assert evaluate(probe, flipped.source(), n_bootstrap=0).accuracy < 0.05
 
 
+def straightforward_ccs(yes, no, config):
+    """The CCS fit written out directly: scipy's L-BFGS-B on the restarts' summed loss, gradient by autograd
+    in float64; the restart of lowest loss."""
+    import torch
+    from scipy.optimize import minimize
+
+    n, d = yes.shape
+    restarts = config.ccs_restarts
+    stacked = torch.from_numpy(np.concatenate([yes, no]).astype(np.float64))
+
+    def losses(theta):
+        p = torch.sigmoid(stacked @ theta[: d * restarts].reshape(d, restarts) + theta[d * restarts:])
+        return ((p[:n] + p[n:] - 1) ** 2).mean(0) + (torch.minimum(p[:n], p[n:]) ** 2).mean(0)
+
+    def value_and_gradient(values):
+        theta = torch.tensor(values, requires_grad=True)
+        total = losses(theta).sum() + 0.5 * config.ccs_l2 * (theta[: d * restarts] ** 2).sum()
+        total.backward()
+        return total.item(), theta.grad.numpy()
+
+    bound = 1 / np.sqrt(d)
+    start = np.random.default_rng(config.seed).uniform(-bound, bound, d * restarts + restarts)
+    found = minimize(value_and_gradient, start, jac=True, method="L-BFGS-B",
+                     options={"maxiter": config.ccs_max_iter, "ftol": 1e-7}).x
+    best = int(losses(torch.from_numpy(found)).argmin())
+    return found[: d * restarts].reshape(d, restarts)[:, best], found[d * restarts + best], \
+        float(losses(torch.from_numpy(found))[best])
+
+
+@pytest.mark.parametrize("layer", [0, 2])
+def test_ccs_matches_a_straightforward_fit(layer, train, test):
+    """Same restarts, objective and selection as the direct version: the chosen loss within 1e-6 relative,
+    the same direction and the same accuracy (layer 0 has no signal: a harder, flatter problem)."""
+    from probes.normalize import Normalizer
+    from probes.scorers import CCSScorer
+
+    source = train.source()
+    raw_yes, raw_no = source.residual("yes", layer), source.residual("no", layer)
+    normalize_yes, normalize_no = Normalizer.fit(raw_yes, "standardize"), Normalizer.fit(raw_no, "standardize")
+    yes, no = normalize_yes(raw_yes), normalize_no(raw_no)
+    weight, bias, loss = train_ccs(yes, no, FitConfig())
+    reference_weight, reference_bias, reference_loss = straightforward_ccs(yes, no, FitConfig())
+    assert loss == pytest.approx(reference_loss, rel=1e-6)
+    assert cosine(weight, reference_weight) > 0.9999
+    accuracies = []
+    for w, b in ((weight, bias), (reference_weight.astype(np.float32), float(reference_bias))):
+        scorer = CCSScorer(layer, normalize_yes, normalize_no, w, b, 1.0)
+        accuracies.append([pair_accuracy(scorer.score(s), s.labels) for s in (source, test.source())])
+    assert accuracies[0] == accuracies[1]
+
+
+def pair_accuracy(scores, labels):
+    margins = labels.margins(scores)
+    return float(((margins > 0) + 0.5 * (margins == 0)).mean())
+
+
 def test_ccs_loss_formula():
     p_yes, p_no = np.array([[0.9], [0.2]]), np.array([[0.1], [0.7]])
     expected = np.mean([(0.9 - 0.9) ** 2, (0.2 - 0.3) ** 2]) + np.mean([0.1**2, 0.2**2])

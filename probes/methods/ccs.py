@@ -6,6 +6,10 @@ sees a label. All restarts are optimised at once by L-BFGS on the sum of their l
 restarts share no parameters, so the sum's minimum is every restart's minimum; one
 (d, restarts) matrix product serves them all), as EleutherAI's elk does with L-BFGS; the
 restart with the lowest loss wins. Only the final sign comes from the training labels.
+
+The products are small ((2n, d) x (d, restarts), a few hundred times per fit), so the fit runs
+on one BLAS thread: more threads only add synchronisation, and on a busy machine their spinning
+made each fit 5-20x slower with bitwise the same result (benchmarks/probe_sweep.py --ccs).
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
+from threadpoolctl import threadpool_limits
 
 from probes.methods.common import FitConfig, label_sign
 from probes.normalize import Normalizer
 from probes.scorers import CCSScorer
 from probes.sources import FeatureSource
+
+BLAS_THREADS: int | None = 1  # None: the library default (the benchmark's "before")
 
 
 def ccs_losses(p_yes: np.ndarray, p_no: np.ndarray) -> np.ndarray:
@@ -52,11 +59,12 @@ def train_ccs(x_yes: np.ndarray, x_no: np.ndarray, config: FitConfig) -> tuple[n
     d, restarts = x_yes.shape[1], config.ccs_restarts
     bound = 1.0 / np.sqrt(d)  # torch.nn.Linear's default initialisation range
     start = np.random.default_rng(config.seed).uniform(-bound, bound, d * restarts + restarts)
-    result = minimize(_objective(x_yes, x_no, restarts, config.ccs_l2), start, jac=True, method="L-BFGS-B",
-                      options={"maxiter": config.ccs_max_iter, "ftol": 1e-7})
-    weight = result.x[: d * restarts].reshape(d, restarts).astype(np.float32)
-    bias = result.x[d * restarts:].astype(np.float32)
-    losses = ccs_losses(expit(x_yes @ weight + bias), expit(x_no @ weight + bias))
+    with threadpool_limits(BLAS_THREADS):
+        result = minimize(_objective(x_yes, x_no, restarts, config.ccs_l2), start, jac=True, method="L-BFGS-B",
+                          options={"maxiter": config.ccs_max_iter, "ftol": 1e-7})
+        weight = result.x[: d * restarts].reshape(d, restarts).astype(np.float32)
+        bias = result.x[d * restarts:].astype(np.float32)
+        losses = ccs_losses(expit(x_yes @ weight + bias), expit(x_no @ weight + bias))
     best = int(np.argmin(losses))
     return weight[:, best].copy(), float(bias[best]), float(losses[best])
 
