@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -240,17 +241,38 @@ def _load_packaged_gguf(spec: ModelSpec, alias: dict) -> LoadedModel:
     if not gguf_path.is_file():
         raise UserError(f"{gguf_path}: bundled model file missing; reinstall with `{alias['install']}`")
     model_id = f"{name}:{alias['gguf_file']}"
-    cache = default_model_cache() / name
-    if not (cache / "complete").is_file():
-        _convert_gguf(package_dir, alias["gguf_file"], cache)
-    if spec.compute_dtype != "float32":
-        cache = _cache_in_dtype(cache, spec.compute_dtype)
+    converted = default_model_cache() / name
+
+    def float32_cache() -> Path:
+        return _sealed_cache(converted, lambda staging: _convert_gguf(package_dir, alias["gguf_file"], staging))
+
+    if spec.compute_dtype == "float32":
+        cache = float32_cache()
+    else:
+        typed = converted.with_name(f"{converted.name}.{spec.compute_dtype}")
+        cache = _sealed_cache(typed, lambda staging: _cache_in_dtype(float32_cache(), spec.compute_dtype, staging))
     model = _from_pretrained(cache, spec)
     tokenizer = AutoTokenizer.from_pretrained(cache)
     return LoadedModel(model, tokenizer, name, model_id)
 
 
-def _convert_gguf(package_dir: Path, gguf_file: str, cache: Path) -> None:
+def _sealed_cache(path: Path, build) -> Path:
+    """A cache directory of converted weights, checked against its seal (actstore/atomic.py) at each
+    load; one that is missing, half-written or damaged is built again by ``build(staging_dir)``."""
+    from actstore.atomic import atomic_directory, is_complete, verify_directory
+
+    if is_complete(path):
+        try:
+            verify_directory(path)
+            return path
+        except UserError as err:
+            print(f"rebuilding the model cache: {err}", file=sys.stderr)
+    with atomic_directory(path) as staging:
+        build(staging)
+    return path
+
+
+def _convert_gguf(package_dir: Path, gguf_file: str, staging: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=gguf_file)
@@ -261,31 +283,18 @@ def _convert_gguf(package_dir: Path, gguf_file: str, cache: Path) -> None:
         del config.quantization_config
     plain = type(quantized)(config)
     plain.load_state_dict(quantized.state_dict())
-    staging = cache.with_name(cache.name + f".tmp{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
     plain.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    (staging / "complete").write_text("converted from " + gguf_file + "\n")
-    shutil.rmtree(cache, ignore_errors=True)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staging, cache)
 
 
-def _cache_in_dtype(cache: Path, dtype: str) -> Path:
-    """``cache`` (float32) saved once in ``dtype`` beside it (the same values a load would cast to)."""
+def _cache_in_dtype(cache: Path, dtype: str, staging: Path) -> None:
+    """``cache`` (float32) saved in ``dtype`` (the same values a load would cast to)."""
     from transformers import AutoModelForCausalLM
 
-    typed = cache.with_name(f"{cache.name}.{dtype}")
-    if (typed / "complete").is_file():
-        return typed
-    staging = typed.with_name(typed.name + f".tmp{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(cache, staging, ignore=shutil.ignore_patterns("*.safetensors", "complete"))  # tokenizer files
+    from actstore.atomic import MARKER
+
+    shutil.copytree(cache, staging, ignore=shutil.ignore_patterns("*.safetensors", MARKER), dirs_exist_ok=True)
     AutoModelForCausalLM.from_pretrained(cache, dtype=torch_dtype(dtype), device_map="cpu").save_pretrained(staging)
-    (staging / "complete").write_text(f"{cache.name} in {dtype}\n")
-    shutil.rmtree(typed, ignore_errors=True)
-    os.replace(staging, typed)
-    return typed
 
 
 def _from_pretrained(source, spec: ModelSpec, **kwargs):

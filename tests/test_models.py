@@ -40,3 +40,25 @@ def test_bundled_model_loads(bundled_model):
     with torch.no_grad():
         next_token = bundled_model.model(ids).logits[0, -1].argmax()
     assert bundled_model.tokenizer.decode(next_token).strip() == "Paris"
+
+
+@pytest.mark.bundled
+def test_damaged_bundled_model_cache_is_rebuilt_not_loaded(bundled_model, tmp_path, monkeypatch, capsys):
+    """The dequantized GGUF cache is sealed: a damaged weights file is rebuilt from the package."""
+    import shutil
+
+    from actstore.models import ModelSpec, load_model
+    from actstore.paths import default_model_cache
+
+    reference = load_model(ModelSpec("smollm2-135m", compute_dtype="bfloat16"))
+    for name in ("smollm2-135m", "smollm2-135m.bfloat16"):
+        shutil.copytree(default_model_cache() / name, tmp_path / "models" / name)
+    weights = tmp_path / "models" / "smollm2-135m.bfloat16" / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[len(raw) // 2] ^= 0x10  # one bit of one weight
+    weights.write_bytes(bytes(raw))
+    monkeypatch.setenv("GENIES_HOME", str(tmp_path))
+    loaded = load_model(ModelSpec("smollm2-135m", compute_dtype="bfloat16"))
+    assert "rebuilding the model cache" in capsys.readouterr().err
+    for (name, mine), theirs in zip(loaded.model.state_dict().items(), reference.model.state_dict().values()):
+        assert torch.equal(mine, theirs), name
