@@ -82,13 +82,6 @@ def _find(url: str):
     return open_store(url) if find_store(url) is not None else None
 
 
-def _model(meta: dict) -> str | None:
-    for key in MODEL_KEYS:
-        if meta.get(key):
-            return str(meta[key])
-    return None
-
-
 class StoreSource(FeatureSource):
     """The view stores of one (model, dataset, split): one URL, or explicit URLs of several views."""
 
