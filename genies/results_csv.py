@@ -123,5 +123,17 @@ def _parse(path: Path, line: int, record: dict) -> ResultRow:
     )
 
 
+RESULTS_CHECKSUM = "results_sha256"  # run.json: what `genies run` wrote to results.csv
+
+
 def load_run(run_dir: Path) -> list[ResultRow]:
-    return read_results(results_path(run_dir))
+    """The rows of RUN_DIR/results.csv, refused when the file is not the one `genies run` wrote."""
+    from actstore.atomic import file_sha256
+    from genies.report import read_run_info
+
+    path = results_path(run_dir)
+    recorded = read_run_info(Path(run_dir)).get(RESULTS_CHECKSUM)
+    if recorded and path.is_file() and file_sha256(path) != recorded:
+        raise UserError(f"{path}: changed since `genies run` wrote it (checksum mismatch); run the same `genies run` "
+                        "command again to rewrite it (it reuses every finished step)")
+    return read_results(path)

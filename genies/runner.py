@@ -15,14 +15,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from actstore.atomic import write_text_atomic
+from actstore.atomic import file_sha256, write_text_atomic
 from actstore.errors import UserError
 from genies.evaluations import ROW_OUTCOMES_FILE, filesystem_checks, load_evaluation, write_row_evaluations
 from genies.generalization import ResultRow, rows_with_evaluations
 from genies.plan import (LIVE_UNTRAINED, PROBE_VIEWS, RESULT_SETTINGS, Plan, RunConfig, build_plan, check_reusable,
                          training_set_for)
 from genies.report import RUN_INFO_FILE, Report, read_run_info, write_report
-from genies.results_csv import RESULTS_FILE, write_results
+from genies.results_csv import RESULTS_CHECKSUM, RESULTS_FILE, write_results
 from genies.steps import (ChosenLayer, LazyModel, extract_stores, fit_probes, run_evaluations, store_settings,
                           train_live)
 from genies.uncertainty import RunBootstrap
@@ -89,7 +89,8 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     wall = time.perf_counter() - started
     data = {key: value for step in plan.evaluations for key, value in step.data.items()}
     _write_run_info(out, config, command, started_at, {**work.record(), "wall_time_s": round(wall, 1),
-                                                       "data_fingerprints": dict(sorted(data.items()))})
+                                                       "data_fingerprints": dict(sorted(data.items())),
+                                                       RESULTS_CHECKSUM: file_sha256(out / RESULTS_FILE)})
     report = write_report(out)
     if not (plan.stores_to_extract or plan.fits_to_run or plan.evaluations_to_run):
         log(f"reused everything: no model loaded, no extraction, no fitting ({wall:.1f}s)")

@@ -257,3 +257,17 @@ def test_genies_run_does_not_reuse_a_store_made_with_other_settings(tmp_path):
     assert CliRunner().invoke(actstore, by_hand).exit_code == 0
     with pytest.raises(UserError, match=r"train.plain.zarr: holds a different extraction \(layers: stored \[0, 2\]"):
         run(tmp_path)
+
+
+def test_report_refuses_a_results_csv_edited_after_the_run(tmp_path):
+    from cli import genies
+
+    make_benchmark(tmp_path)
+    run(tmp_path)
+    assert CliRunner().invoke(genies, ["report", str(tmp_path / "run")]).exit_code == 0
+    results = tmp_path / "run" / "results.csv"
+    results.write_text(results.read_text().replace("0.", "0.9", 1))
+    fails(genies, ["report", str(tmp_path / "run")], "results.csv: changed since `genies run` wrote it")
+    fails(genies, ["compare", str(tmp_path / "run"), str(tmp_path / "run")], "results.csv: changed since")
+    run(tmp_path)  # the same run again rewrites it from its finished evaluations
+    assert CliRunner().invoke(genies, ["report", str(tmp_path / "run")]).exit_code == 0
