@@ -100,8 +100,6 @@ def test_chunk_from_another_block_is_caught(store):
 ])
 def test_damaged_per_sequence_arrays_fail(store, array, index, fragment):
     url = store["url"]
-    if array == "final_norm" and not chunk(url, array, *index).exists():
-        pytest.skip("this store keeps no final norm")
     delete(chunk(url, array, *index))
     fails(actstore, ["info", url, "--verify"], fragment)
     if array != "final_norm":
