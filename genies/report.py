@@ -128,7 +128,38 @@ def _run_lines(run_dir: Path, info: dict, rows: Sequence[ResultRow], bootstrap: 
         lines.append(f"- run {number} ({run.get('started_at', '?')}): {run.get('wall_time_s', '?')} s, {work}")
     n_shifts = len({(r.source, r.target) for r in rows})
     lines += [f"- run directory: `{run_dir}`", f"- {n_shifts} shifts x {len(methods_in_order(rows))} methods "
-              f"({len(rows)} rows of `results.csv`)", _uncertainty_line(bootstrap), ""]
+              f"({len(rows)} rows of `results.csv`)", *_live_settings_lines(run_dir, methods_in_order(rows)),
+              _uncertainty_line(bootstrap), ""]
+    return lines
+
+
+def _live_settings_lines(run_dir: Path, methods: Sequence[str]) -> list[str]:
+    """How the live methods were trained, as their run directories under ``fits/`` record it."""
+    from finetune.checkpoint import read_record
+    from finetune.eval_request import EvalRequest
+
+    lines = []
+    for method in methods:
+        if method == "few-shot":
+            lines.append(f"- few-shot: {EvalRequest(dataset='any').n_shots} shots from the source's train split, "
+                         "drawn per test example from the run's seed")
+        records = []
+        for path in sorted((run_dir / "fits" / method).glob("*/finetune.json")):
+            try:
+                records.append(read_record(path.parent))
+            except UserError:
+                continue  # an unsealed or damaged run directory: `genies run` trains it again
+        if not records:
+            continue
+        config, settings = records[0]["config"], records[0]["settings"]
+        steps = sorted({int(r["result"]["steps"]) for r in records})
+        knobs = (f"LoRA r {config['lora_r']}, alpha {config['lora_alpha']}, dropout {config['lora_dropout']} on "
+                 f"{'/'.join(settings.get('lora_target_modules', []))}" if method == "lora"
+                 else f"{config['n_virtual_tokens']} virtual tokens")
+        lines.append(f"- {method}: {knobs}, lr {records[0]['result']['learning_rate']:g}, "
+                     f"{'-'.join(map(str, (steps[0], steps[-1]) if len(steps) > 1 else steps))} steps of "
+                     f"{config['batch_size']} pairs, precision {config['precision']}, seed {config['seed']} "
+                     f"({len(records)} training sets)")
     return lines
 
 

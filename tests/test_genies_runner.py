@@ -162,6 +162,9 @@ def test_live_methods_run_through_the_runner_and_are_reused(benchmark, monkeypat
     for row in rows.values():
         assert 0.0 <= row.generalization_accuracy <= 1.0 and 0.0 <= row.source_accuracy <= 1.0
     assert (root / "live-run" / "results.csv").is_file()
+    report = (root / "live-run" / "report.md").read_text()
+    assert "- lora: LoRA r 64, alpha 16, dropout 0.1 on q_proj/v_proj, lr 0.0002," in report
+    assert "- few-shot: 4 shots from the source's train split, drawn per test example" in report
     again = run_benchmark(config, command="genies run (live)", log=lambda line: None)
     assert again.model_loads == 0 and again.fits_run == 0 and again.evaluations_run == 0
     assert [r.generalization_accuracy for r in again.rows] == [r.generalization_accuracy for r in first.rows]
