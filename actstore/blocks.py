@@ -9,27 +9,29 @@ import numpy as np
 from actstore.batching import pad_batch, plan_batches
 from actstore.capture import DecoderParts
 from actstore.forward import BatchActivations, run_batch
-from actstore.prompt_reuse import Responses, group_by_prompt, run_groups
+from actstore.prompt_reuse import Responses, group_by_prompt, run_tree
 from actstore.stage_clock import StageClock
 
 
 def run_block(parts: DecoderParts, views: Sequence[Responses], *, pad_id: int, batch_tokens: int, padding_side: str,
               on_batch: Callable[[int], None] | None = None, prompt_reuse: bool = False,
-              prompt_clock: StageClock | None = None) -> dict[str, BatchActivations]:
+              shared_clock: StageClock | None = None) -> dict[str, BatchActivations]:
     """Activations of each view's sequences (the same examples, one view each), in their given order,
     computed in length-sorted batches.
 
-    With ``prompt_reuse``, consecutive sequences with the same prompt run it once for all the views
-    (see ``actstore.prompt_reuse``), when the block has any prompt shared by two of them.
+    With ``prompt_reuse``, every token prefix shared by sequences of one prompt (in any of the
+    views) runs once (see ``actstore.prompt_reuse``), when the block has any prompt shared by two
+    sequences.
     """
     assembled = {view.key: BlockAssembler(len(view.sequences)) for view in views}
     clocks = {view.key: view.clock for view in views}
     if prompt_reuse:
         groups = group_by_prompt(views[0].sequences)
         prompts = [s.prompt_ids for s in views[0].sequences]
-        if len(groups) < len(prompts) and all([s.prompt_ids for s in view.sequences] == prompts for view in views):
-            for key, indices, out in run_groups(parts, groups, views, pad_id=pad_id, batch_tokens=batch_tokens,
-                                                padding_side=padding_side, prompt_clock=prompt_clock or StageClock()):
+        shared = len(groups) < len(prompts) or len(views) > 1
+        if shared and all([s.prompt_ids for s in view.sequences] == prompts for view in views):
+            for key, indices, out in run_tree(parts, groups, views, pad_id=pad_id, batch_tokens=batch_tokens,
+                                              padding_side=padding_side, clock=shared_clock or StageClock()):
                 _add(assembled[key], indices, out, on_batch, clocks[key])
             return {key: block.result() for key, block in assembled.items()}
     for view in views:

@@ -458,8 +458,8 @@ def _fill(pending: list[PendingStore], config: ExtractConfig, loaded: LoadedMode
     captures = {t.view.name: LastTokenCapture(parts, _capture_plan(t.store.layout, parts.n_blocks),
                                               t.store.layout.n_heads) for t in pending}
     clocks = {t.view.name: clock_for(device) for t in pending}
-    prompt_clock = clock_for(device)
-    shared_forward = dict.fromkeys(clocks, 0.0)  # each view's share of the prompt passes it used
+    shared_clock = clock_for(device)
+    shared = {name: {"forward": 0.0, "gather": 0.0} for name in clocks}  # each view's share of the shared passes
     started = time.perf_counter()
     names = ",".join(t.view.name for t in pending)
     bar = tqdm(total=layout.n_sequences * len(pending), initial=already, unit="seq",
@@ -477,13 +477,14 @@ def _fill(pending: list[PendingStore], config: ExtractConfig, loaded: LoadedMode
                     sequences = encode_rows(table, start, stop, loaded.tokenizer, target.view, max_tokens=max_tokens,
                                             source=str(split.path))
                 views.append(Responses(name, sequences, captures[name], target.store.layout.with_loglik, clocks[name]))
-            before = prompt_clock.seconds["forward"]
+            before = dict(shared_clock.seconds)
             outs = run_block(parts, views, pad_id=loaded.tokenizer.pad_token_id, batch_tokens=config.batch_tokens,
                              padding_side=config.padding_side, on_batch=bar.update, prompt_reuse=config.prompt_reuse,
-                             prompt_clock=prompt_clock)
+                             shared_clock=shared_clock)
             for target in needing:
                 name = target.view.name
-                shared_forward[name] += (prompt_clock.seconds["forward"] - before) / len(needing)
+                for stage in shared[name]:
+                    shared[name][stage] += (shared_clock.seconds[stage] - before[stage]) / len(needing)
                 with clocks[name].stage("write"):  # only the wait for the previous block's write
                     writer[name].submit(block, {f.name: getattr(outs[name], f.name) for f in fields(outs[name])})
         for target in pending:
@@ -494,8 +495,9 @@ def _fill(pending: list[PendingStore], config: ExtractConfig, loaded: LoadedMode
     for target in pending:
         name = target.view.name
         timings = {**clocks[name].totals(), "write_background_s": writer[name].busy_s}
-        timings["forward_s"] += shared_forward[name]
-        # The views ran interleaved: each is charged its own stages and its share of the shared prompt passes.
+        for stage, seconds in shared[name].items():
+            timings[f"{stage}_s"] += seconds
+        # The views ran interleaved: each is charged its own stages and its share of the shared passes.
         seconds = sum(v for k, v in timings.items() if k != "write_background_s") if len(pending) > 1 else wall
         results.append(_complete(target, todo[name], seconds, Timings(**timings), split, len(pending) > 1 and names))
     return results

@@ -1,17 +1,17 @@
-"""Shared-prompt reuse: the responses of one example share its prompt, so run the prompt once.
+"""Shared-prefix reuse: the sequences of a block share token prefixes, so run each prefix once.
 
-A batch of examples runs in two steps. The prompt pass encodes each distinct prompt once and
-keeps its keys and values (a ``DynamicCache``); then the responses of those examples, sorted by
-length into batches of their own (so short responses are not padded to the prompts' length),
-each run on a copy of the cache with one row per response, at positions that continue the
-prompt's. Activations at a response's last token and its log-likelihood are those
-of the whole sequence, as attention sees exactly the same keys and values.
+The responses of one example share its prompt, and the views of one response share the
+response (``plain``, ``yes`` and ``no`` all begin with it; ``yes`` and ``no`` differ only in
+their last token). ``actstore.prefix_tree`` puts each example's sequences in a tree of shared
+token runs; here the prompts run in passes of their own that keep their keys and values (a
+``DynamicCache``), then each level of the tree runs on a copy of the rows above it, at positions
+that continue them. A sequence's activations are read at its last token, in the pass of the node
+it ends at: attention sees exactly the keys and values of the tokens before it, so they are the
+whole sequence's, up to float rounding (batches differ in shape, so they are not bitwise those
+of one full-sequence pass).
 
-Several views of one split (plain, yes, no, stim) share every prompt token, so one prompt pass
-serves the responses of all of them.
-
-The log-likelihood's first token is predicted from the prompt's last hidden state, which only
-the prompt pass has; the others from the response pass.
+A log-likelihood adds up over the nodes below the prompt: each node's first token is predicted
+from the final hidden state at the last token of the node above, the others from its own pass.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from actstore.batching import EncodedSequence, pad_batch, plan_batches, position_ids_from_mask
-from actstore.capture import DecoderParts, LastTokenCapture, StopForward
+from actstore.capture import Captured, CapturePlan, DecoderParts, LastTokenCapture, StopForward
 from actstore.forward import BatchActivations, Float32Head, continuation_positions, token_logprobs
+from actstore.prefix_tree import PrefixForest, ViewSequences, build_forest
 from actstore.stage_clock import StageClock
 
 
@@ -59,21 +60,9 @@ def group_by_prompt(sequences: Sequence[EncodedSequence]) -> list[PromptGroup]:
     return groups
 
 
-def plan_group_batches(groups: Sequence[PromptGroup], batch_tokens: int) -> list[list[int]]:
-    """Group indices of the prompt passes: prompts sorted by length, rows x longest prompt within
-    ``batch_tokens`` (a prompt longer than that runs alone)."""
-    return plan_batches([len(group.prompt_ids) for group in groups], batch_tokens)
-
-
-def plan_continuation_batches(continuation_lengths: Sequence[int], prompt_width: int, batch_tokens: int) -> list[list[int]]:
-    """Rows of the response passes over one prompt pass: sorted by response length, each row
-    counting its cached prompt width too, so that the repeated cache stays within the budget."""
-    return plan_batches([prompt_width + n for n in continuation_lengths], batch_tokens)
-
-
 @dataclass(frozen=True)
 class Responses:
-    """One view's sequences over the block's prompts, and the capture (not entered) its passes read."""
+    """One view's sequences over the block's prompts, and the capture (not entered) that says what to keep."""
 
     key: str
     sequences: Sequence[EncodedSequence]
@@ -81,106 +70,146 @@ class Responses:
     with_loglik: bool
     clock: StageClock
 
-
-def run_groups(parts: DecoderParts, groups: Sequence[PromptGroup], views: Sequence[Responses], *, pad_id: int,
-               batch_tokens: int, padding_side: str,
-               prompt_clock: StageClock) -> Iterator[tuple[str, list[int], BatchActivations]]:
-    """(view key, block indices, their activations) for each response pass, prompt passes in between.
-
-    Each prompt pass serves every view: the views' sequences share their prompts (``encode``
-    tokenizes the prompt alone). Each view's response passes are planned exactly as if it were the
-    only view, so its values do not depend on which other views ran beside it.
-    """
-    prompt_capture = min((view.capture for view in views), key=_depth_order)  # runs as deep as any view needs
-    with_loglik = any(view.with_loglik for view in views)
-    for batch in plan_group_batches(groups, batch_tokens):
-        chosen = [groups[g] for g in batch]
-        with prompt_capture:
-            prompt = run_prompt_pass(parts, prompt_capture, chosen, pad_id=pad_id, padding_side=padding_side,
-                                     with_loglik=with_loglik, clock=prompt_clock)
-        members = [(g, i) for g, group in enumerate(chosen) for i in group.members]
-        for view in views:
-            view_prompt = prompt if view.with_loglik else replace(prompt, last_hidden=None)
-            lengths = [len(view.sequences[i].continuation_ids) for _, i in members]
-            with view.capture:
-                for rows in plan_continuation_batches(lengths, prompt.width, batch_tokens):
-                    group_of_row = [members[r][0] for r in rows]
-                    indices = [members[r][1] for r in rows]
-                    yield view.key, indices, run_continuation_pass(
-                        parts, view.capture, view_prompt, group_of_row, [view.sequences[i] for i in indices],
-                        pad_id=pad_id, padding_side=padding_side, clock=view.clock)
-
-
-def _depth_order(capture: LastTokenCapture) -> tuple[int, int]:
-    stop = capture.plan.stop_after
-    return (0, 0) if stop is None else (1, -stop)
+    @property
+    def deep(self) -> bool:
+        return self.with_loglik or self.capture.plan.stop_after is None
 
 
 @dataclass(frozen=True)
-class PromptPass:
-    cache: object  # DynamicCache of the prompts, one row per group, never extended
-    mask: torch.Tensor  # (groups, width) attention mask of the padded prompts
-    lengths: torch.Tensor  # (groups,) real prompt tokens
-    last_hidden: torch.Tensor | None  # (groups, hidden) final hidden state at the prompt's last token
+class TreePass:
+    """One pass over nodes of the tree: its keys and values (the nodes above included) and what
+    the passes below it need."""
+
+    nodes: list[int]  # node per row
+    cache: object  # DynamicCache, row r = the tokens from the prompt down to node r
+    mask: torch.Tensor  # (rows, width) attention mask of those tokens (padding in between)
+    lengths: torch.Tensor  # (rows,) real tokens down to the node
+    last_hidden: torch.Tensor | None  # (rows, hidden) final hidden state at the node's last token (deep passes)
+    loglik: torch.Tensor | None  # (rows,) float64, log-likelihood of the continuation tokens down to the node
 
     @property
     def width(self) -> int:
         return self.mask.shape[1]
 
 
-def run_prompt_pass(parts: DecoderParts, capture: LastTokenCapture, groups: Sequence[PromptGroup], *, pad_id: int,
-                    padding_side: str, with_loglik: bool, clock: StageClock) -> PromptPass:
-    from transformers import DynamicCache
-
-    device = parts.input_device
-    prompts = pad_batch([EncodedSequence(g.prompt_ids, ()) for g in groups], pad_id, padding_side)
-    mask = prompts.attention_mask.to(device)
-    last = prompts.last_positions.to(device)
-    cache = DynamicCache(config=parts.body.config)
-    capture.begin(last)  # what the hooks read here is discarded
-    with clock.stage("forward"):
-        output = _run(parts.body, input_ids=prompts.input_ids.to(device), attention_mask=mask,
-                      position_ids=prompts.position_ids.to(device), use_cache=True, **{cache_argument(parts.body): cache})
-    last_hidden = None
-    if with_loglik:
-        if output is None:
-            raise RuntimeError("the log-likelihood needs the full forward pass; the capture plan stopped early")
-        last_hidden = output.last_hidden_state[torch.arange(len(groups), device=device), last]
-    return PromptPass(cache, mask, prompts.lengths.to(device), last_hidden)
+def run_tree(parts: DecoderParts, groups: Sequence[PromptGroup], views: Sequence[Responses], *, pad_id: int,
+             batch_tokens: int, padding_side: str,
+             clock: StageClock) -> Iterator[tuple[str, list[int], BatchActivations]]:
+    """(view key, block indices, their activations) for every sequence of every view, each shared
+    token prefix run once (``actstore.prefix_tree``): the prompts in passes of their own, then each
+    level of the tree on the keys and values of the pass above it, in batches of rows x (cached
+    width + node tokens) within ``batch_tokens``."""
+    forest = build_forest([group.members for group in groups],
+                          [ViewSequences(v.key, v.sequences, v.with_loglik, v.deep) for v in views])
+    runner = _TreeRunner(parts, forest, {view.key: view for view in views}, pad_id=pad_id,
+                         batch_tokens=batch_tokens, padding_side=padding_side, clock=clock)
+    for batch in plan_batches([len(forest.nodes[root].tokens) for root in forest.roots], batch_tokens):
+        prompt = runner.prompt_pass([forest.roots[i] for i in batch])
+        yield from runner.below(prompt)
 
 
-def run_continuation_pass(parts: DecoderParts, capture: LastTokenCapture, prompt: PromptPass, group_of_row: list[int],
-                          sequences: Sequence[EncodedSequence], *, pad_id: int, padding_side: str,
-                          clock: StageClock) -> BatchActivations:
-    """The responses ``sequences`` (row r continues prompt ``group_of_row[r]``) on the prompts' cache."""
-    device = parts.input_device
-    groups = torch.tensor(group_of_row, device=device)
-    continuations = pad_batch([EncodedSequence((), s.continuation_ids) for s in sequences], pad_id, padding_side)
-    continuation_ids = continuations.input_ids.to(device)
-    continuation_mask = continuations.attention_mask.to(device)
-    positions = prompt.lengths[groups][:, None] + position_ids_from_mask(continuation_mask)
-    capture.begin(continuations.last_positions.to(device))
-    with clock.stage("forward"):
-        output = _run(parts.body, input_ids=continuation_ids,
-                      attention_mask=torch.cat([prompt.mask[groups], continuation_mask], dim=1),
-                      position_ids=positions, use_cache=True,
-                      **{cache_argument(parts.body): repeat_rows(prompt.cache, groups, parts.body.config)})
-    with clock.stage("gather"):
-        loglik = None
-        if prompt.last_hidden is not None:
-            loglik = loglik_after_prompt(output.last_hidden_state, prompt.last_hidden[groups], continuation_ids,
-                                         continuations.offsets.to(device), continuations.lengths.to(device),
-                                         parts.loglik_head).cpu().numpy()
-        plan, captured = capture.plan, capture.captured
-        return BatchActivations(
-            residual=torch.stack([captured.residual[layer] for layer in plan.layers]).cpu().numpy(),
-            n_tokens=np.array([s.n_tokens for s in sequences], dtype=np.int32),
-            last_token=np.array([s.continuation_ids[-1] for s in sequences], dtype=np.int32),
-            final_norm=captured.final_norm.cpu().numpy() if plan.final_norm else None,
-            heads=torch.stack([captured.heads[layer] for layer in plan.head_layers]).cpu().numpy()
-            if plan.head_layers else None,
-            loglik=loglik,
-        )
+class _TreeRunner:
+    def __init__(self, parts: DecoderParts, forest: PrefixForest, views: dict[str, Responses], *, pad_id: int,
+                 batch_tokens: int, padding_side: str, clock: StageClock):
+        self.parts, self.forest, self.views = parts, forest, views
+        self.pad_id, self.batch_tokens, self.padding_side, self.clock = pad_id, batch_tokens, padding_side, clock
+        plans = [view.capture.plan for view in views.values()]
+        layers = tuple(sorted(set().union(*(plan.layers for plan in plans))))
+        heads = tuple(sorted(set().union(*(plan.head_layers for plan in plans))))
+        n_heads = next((view.capture.n_heads for view in views.values() if view.capture.n_heads), None)
+        union = CapturePlan(layers, heads, final_norm=any(plan.final_norm for plan in plans), stop_after=None)
+        self.deep_capture = LastTokenCapture(parts, union, n_heads)
+        self.shallow_capture = LastTokenCapture(parts, replace(union, stop_after=max(layers)), n_heads)
+
+    def prompt_pass(self, roots: list[int]) -> TreePass:
+        from transformers import DynamicCache
+
+        nodes = [self.forest.nodes[root] for root in roots]
+        deep = any(node.deep for node in nodes)
+        device = self.parts.input_device
+        prompts = pad_batch([EncodedSequence(node.tokens, ()) for node in nodes], self.pad_id, self.padding_side)
+        mask = prompts.attention_mask.to(device)
+        last = prompts.last_positions.to(device)
+        cache = DynamicCache(config=self.parts.body.config)
+        capture = self.deep_capture if deep else self.shallow_capture
+        with capture, self.clock.stage("forward"):
+            capture.begin(last)  # what the hooks read here is discarded: no sequence ends in its prompt
+            output = _run(self.parts.body, input_ids=prompts.input_ids.to(device), attention_mask=mask,
+                          position_ids=prompts.position_ids.to(device), use_cache=True,
+                          **{cache_argument(self.parts.body): cache})
+        last_hidden = _at(output, last) if deep else None
+        loglik = torch.zeros(len(roots), dtype=torch.float64, device=device) if deep else None
+        return TreePass(roots, cache, mask, prompts.lengths.to(device), last_hidden, loglik)
+
+    def below(self, above: TreePass) -> Iterator[tuple[str, list[int], BatchActivations]]:
+        children = self.forest.children_of(above.nodes)
+        lengths = [above.width + len(self.forest.nodes[child].tokens) for _, child in children]
+        for rows in plan_batches(lengths, self.batch_tokens):
+            node_pass, captured = self.node_pass(above, [children[r] for r in rows])
+            yield from self.finished(node_pass, captured)
+            yield from self.below(node_pass)
+
+    def node_pass(self, above: TreePass, chosen: list[tuple[int, int]]) -> tuple[TreePass, Captured]:
+        """The tokens of the ``chosen`` (row above, node) on the keys and values of their rows above."""
+        device = self.parts.input_device
+        nodes = [self.forest.nodes[node] for _, node in chosen]
+        deep, with_loglik = any(n.deep for n in nodes), any(n.needs_loglik for n in nodes)
+        rows_above = torch.tensor([row for row, _ in chosen], device=device)
+        segments = pad_batch([EncodedSequence((), node.tokens) for node in nodes], self.pad_id, self.padding_side)
+        ids, mask = segments.input_ids.to(device), segments.attention_mask.to(device)
+        last = segments.last_positions.to(device)
+        cache = repeat_rows(above.cache, rows_above, self.parts.body.config)
+        capture = self.deep_capture if deep else self.shallow_capture
+        with capture, self.clock.stage("forward"):
+            capture.begin(last)
+            output = _run(self.parts.body, input_ids=ids, attention_mask=torch.cat([above.mask[rows_above], mask], dim=1),
+                          position_ids=above.lengths[rows_above][:, None] + position_ids_from_mask(mask), use_cache=True,
+                          **{cache_argument(self.parts.body): cache})
+        with self.clock.stage("gather"):
+            loglik = None
+            if with_loglik:
+                loglik = above.loglik[rows_above] + loglik_after_prompt(
+                    output.last_hidden_state, above.last_hidden[rows_above], ids, segments.offsets.to(device),
+                    segments.lengths.to(device), self.parts.loglik_head)
+            node_pass = TreePass([node for _, node in chosen], cache, torch.cat([above.mask[rows_above], mask], dim=1),
+                                 above.lengths[rows_above] + segments.lengths.to(device),
+                                 _at(output, last) if deep else None, loglik)
+        return node_pass, capture.captured
+
+    def finished(self, node_pass: TreePass, captured: Captured) -> Iterator[tuple[str, list[int], BatchActivations]]:
+        """The activations of the sequences that end at this pass's nodes, view by view."""
+        ending: dict[str, tuple[list[int], list[int]]] = {}
+        for row, node in enumerate(node_pass.nodes):
+            for key, index in self.forest.nodes[node].ends:
+                rows, indices = ending.setdefault(key, ([], []))
+                rows.append(row)
+                indices.append(index)
+        for key, (rows, indices) in ending.items():
+            view = self.views[key]
+            with self.clock.stage("gather"):
+                yield key, indices, _activations(view, captured, rows, indices, node_pass.loglik)
+
+
+def _at(output, positions: torch.Tensor) -> torch.Tensor:
+    if output is None:
+        raise RuntimeError("a full-depth pass stopped early")
+    return output.last_hidden_state[torch.arange(len(positions), device=positions.device), positions]
+
+
+def _activations(view: Responses, captured: Captured, rows: list[int], indices: list[int],
+                 loglik: torch.Tensor | None) -> BatchActivations:
+    plan = view.capture.plan
+    picked = torch.tensor(rows, device=next(iter(captured.residual.values())).device)
+    sequences = [view.sequences[i] for i in indices]
+    return BatchActivations(
+        residual=torch.stack([captured.residual[layer][picked] for layer in plan.layers]).cpu().numpy(),
+        n_tokens=np.array([s.n_tokens for s in sequences], dtype=np.int32),
+        last_token=np.array([s.continuation_ids[-1] for s in sequences], dtype=np.int32),
+        final_norm=captured.final_norm[picked].cpu().numpy() if plan.final_norm else None,
+        heads=torch.stack([captured.heads[layer][picked] for layer in plan.head_layers]).cpu().numpy()
+        if plan.head_layers else None,
+        loglik=loglik[picked.to(loglik.device)].cpu().numpy() if view.with_loglik else None,
+    )
 
 
 def repeat_rows(cache, rows: torch.Tensor, config):

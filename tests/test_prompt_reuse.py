@@ -7,7 +7,7 @@ import torch
 from actstore import open_store
 from actstore.batching import EncodedSequence
 from actstore.extract import extract
-from actstore.prompt_reuse import group_by_prompt, plan_continuation_batches
+from actstore.prompt_reuse import group_by_prompt
 from test_extract import config, data_dir  # noqa: F401, F811  (data_dir is a fixture)
 
 
@@ -19,15 +19,6 @@ def test_group_by_prompt_keeps_runs_of_one_prompt():
     assert [g.prompt_ids for g in groups] == [(1, 2), (3,), (1, 2)]
 
 
-def test_continuation_batches_count_the_cached_prompt_against_the_budget():
-    lengths = [2, 9, 1, 1, 5, 3]
-    batches = plan_continuation_batches(lengths, prompt_width=10, batch_tokens=40)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    assert batches[0] == [1, 4]  # longest responses first: 2 x (10 + 9) fits 40, a third would not
-    for batch in batches:
-        assert len(batch) * (10 + max(lengths[i] for i in batch)) <= 40
-
-
 def tokens_run_by_first_block(model):
     seen = []
     hook = model.model.layers[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[:2].numel()))
@@ -35,28 +26,31 @@ def tokens_run_by_first_block(model):
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
-@pytest.mark.parametrize("views, layers, site", [(("plain",), "all", "heads"), (("yes",), "0,2", "residual")])
+@pytest.mark.parametrize("views, layers, site", [(("plain",), "all", "heads"), (("yes",), "0,2", "residual"),
+                                                  (("plain", "yes", "no", "stim"), "all", "heads"),
+                                                  (("yes", "no"), "0,2", "residual")])
 def test_prompt_reuse_matches_the_plain_path(tiny_model, data_dir, tmp_path, padding_side, views, layers, site):
     stores = {}
     tokens = {}
     for reuse in (False, True):
         seen, hook = tokens_run_by_first_block(tiny_model.model)
         try:
-            [result] = extract(config(data_dir, tmp_path / str(reuse), dtype="float32", views=views, layers=layers,
-                                      site=site, padding_side=padding_side, batch_tokens=100, prompt_reuse=reuse),
-                               loaded=tiny_model)
+            results = extract(config(data_dir, tmp_path / str(reuse), dtype="float32", views=views, layers=layers,
+                                     site=site, padding_side=padding_side, batch_tokens=100, prompt_reuse=reuse),
+                              loaded=tiny_model)
         finally:
             hook.remove()
-        stores[reuse], tokens[reuse] = open_store(result.url), sum(seen)
+        stores[reuse], tokens[reuse] = {r.view: open_store(r.url) for r in results}, sum(seen)
     assert tokens[True] < tokens[False]  # the prompts of multi-response examples ran once
-    plain, reused = (stores[False].group, stores[True].group)
-    for name in ("residual", "final_norm", "heads", "loglik"):
-        if name in plain:
-            np.testing.assert_allclose(reused[name][:], plain[name][:], rtol=1e-4, atol=1e-5, err_msg=name)
-        else:
-            assert name not in reused
-    for name in ("n_tokens", "last_token", "example", "response"):
-        np.testing.assert_array_equal(reused[name][:], plain[name][:], err_msg=name)
+    for view in views:
+        plain, reused = (stores[False][view].group, stores[True][view].group)
+        for name in ("residual", "final_norm", "heads", "loglik"):
+            if name in plain:
+                np.testing.assert_allclose(reused[name][:], plain[name][:], rtol=1e-4, atol=1e-5, err_msg=f"{view} {name}")
+            else:
+                assert name not in reused
+        for name in ("n_tokens", "last_token", "example", "response"):
+            np.testing.assert_array_equal(reused[name][:], plain[name][:], err_msg=f"{view} {name}")
 
 
 def test_prompt_reuse_in_bfloat16_stays_close_to_the_plain_path(data_dir, tmp_path):

@@ -1,5 +1,6 @@
-"""Views of one split extracted together (each prompt run once for all of them) give bitwise the
-stores they get one at a time, and a resumed multi-view extraction computes only what is missing."""
+"""Views of one split extracted together (each shared token prefix run once for all of them) give
+the stores they get one at a time, up to the float rounding of other batch shapes, and a resumed
+multi-view extraction computes only what is missing."""
 
 import numpy as np
 import pytest
@@ -23,6 +24,22 @@ def tiny_bfloat16():
 def all_arrays(url) -> dict[str, np.ndarray]:
     group = open_store(url).group
     return {name: group[name][:] for name in group.array_keys() if not name.startswith("block")}
+
+
+def assert_same_values(got: dict, expected: dict, label: str, *, bfloat16: bool = False) -> None:
+    """Integers (token counts, labels) bitwise; activations and log-likelihoods within the rounding
+    of other batch shapes: float32 as in the prompt-reuse parity test, bfloat16 within 2% of each
+    array's scale."""
+    assert sorted(got) == sorted(expected)
+    for name, values in expected.items():
+        if not np.issubdtype(values.dtype, np.floating):
+            np.testing.assert_array_equal(got[name], values, err_msg=f"{label} {name}")
+        elif bfloat16:
+            scale = float(np.abs(values).max())
+            rtol, atol = (2e-3, 0.05) if name == "loglik" else (0.02, 0.02 * scale)
+            np.testing.assert_allclose(got[name], values, rtol=rtol, atol=atol, err_msg=f"{label} {name}")
+        else:
+            np.testing.assert_allclose(got[name], values, rtol=1e-4, atol=1e-5, err_msg=f"{label} {name}")
 
 
 def count_tokens(model):
@@ -51,13 +68,10 @@ def test_views_together_equal_views_one_at_a_time(tiny_model, tiny_bfloat16, dat
         [single], seen = run(loaded, config(data_dir, tmp_path / view, views=(view,), **settings))
         alone_seen += seen
         assert result.view == view and result.status == "created" and "/together/" in result.url
-        expected, got = all_arrays(single.url), all_arrays(result.url)
-        assert sorted(got) == sorted(expected)
-        for name in expected:
-            np.testing.assert_array_equal(got[name], expected[name], err_msg=f"{view} {name}")  # bitwise
+        assert_same_values(all_arrays(result.url), all_arrays(single.url), view, bfloat16=dtype == "bfloat16")
         assert open_store(result.url).meta["completion"]["views_together"] == ",".join(VIEWS)
-    # Every prompt ran once instead of once per view: fewer passes and fewer tokens.
-    assert len(together_seen) < len(alone_seen) and sum(together_seen) < sum(alone_seen)
+    # Every shared prefix ran once instead of once per view: fewer tokens.
+    assert sum(together_seen) < sum(alone_seen)
 
 
 def test_resume_computes_only_what_each_view_misses(tiny_model, data_dir, tmp_path, monkeypatch):
@@ -83,9 +97,7 @@ def test_resume_computes_only_what_each_view_misses(tiny_model, data_dir, tmp_pa
                                                                           ("no", "created", 4)]
     assert sorted(written) == [("no", 0), ("no", 1), ("no", 2), ("no", 3), ("plain", 2), ("plain", 3)]
     for result in results:
-        expected, got = all_arrays(clean[result.view]), all_arrays(result.url)
-        for name in expected:
-            np.testing.assert_array_equal(got[name], expected[name], err_msg=f"{result.view} {name}")
+        assert_same_values(all_arrays(result.url), all_arrays(clean[result.view]), result.view)
     # Blocks 0 and 1 ran their prompts for the no view only; blocks 2 and 3 once for plain and no together.
     _, no_alone = run(tiny_model, config(data_dir, tmp_path / "no-alone", views=("no",), **settings))
     assert sum(seen) < sum(no_alone) + sum(run(tiny_model, config(data_dir, tmp_path / "plain-alone", views=("plain",),
@@ -111,9 +123,4 @@ def test_a_view_resumed_with_other_blocks_is_filled_apart(tiny_model, data_dir, 
                       loaded=tiny_model)
     assert [(r.view, r.status, r.blocks_total) for r in results] == [("plain", "resumed", 5), ("no", "created", 4)]
     for result in results:
-        got = all_arrays(result.url)
-        if result.view == "plain":  # same blocks as the clean run: bitwise
-            for name, values in all_arrays(clean["plain"]).items():
-                np.testing.assert_array_equal(got[name], values, err_msg=name)
-        else:  # other blocks, other batches: float32 rounding only
-            np.testing.assert_allclose(got["residual"], all_arrays(clean["no"])["residual"], rtol=1e-4, atol=1e-5)
+        assert_same_values(all_arrays(result.url), all_arrays(clean[result.view]), result.view)

@@ -1,0 +1,67 @@
+"""The prefix tree of a block: every shared token run once, every sequence ending where its last token is."""
+
+import pytest
+
+from actstore.batching import EncodedSequence
+from actstore.prefix_tree import ViewSequences, build_forest
+
+PROMPT = (1, 2, 3)
+
+
+def view(key, continuations, *, with_loglik=False, deep=False):
+    return ViewSequences(key, [EncodedSequence(PROMPT, c) for c in continuations], with_loglik, deep)
+
+
+def paths(forest):
+    """Every sequence's tokens, read back from the tree: {(view, index): prompt + continuation}."""
+    found = {}
+
+    def walk(node_id, above):
+        node = forest.nodes[node_id]
+        tokens = above + node.tokens
+        for end in node.ends:
+            found[end] = tokens
+        for child in node.children:
+            walk(child, tokens)
+
+    for root in forest.roots:
+        walk(root, ())
+    return found
+
+
+def test_views_of_one_response_share_the_response_and_yes_no_share_the_question():
+    response, question, eos, yes, no = (10, 11, 12), (20, 21), 0, 30, 31
+    views = [view("plain", [response + (eos,)], with_loglik=True, deep=True),
+             view("yes", [response + question + (yes,)]),
+             view("no", [response + question + (no,)])]
+    forest = build_forest([(0,)], views)
+    assert paths(forest) == {(key, 0): PROMPT + v.sequences[0].continuation_ids for key, v in
+                             zip(("plain", "yes", "no"), views)}
+    # prompt, response, EOS, question, Yes, No: each token once
+    assert sorted(node.tokens for node in forest.nodes) == sorted([PROMPT, response, (eos,), question, (yes,), (no,)])
+    assert forest.computed_tokens() == 3 + 3 + 1 + 2 + 1 + 1
+    by_tokens = {node.tokens: node for node in forest.nodes}
+    # the log-likelihood and full depth follow the plain sequence up to the prompt, not into the question
+    assert by_tokens[response].needs_loglik and by_tokens[PROMPT].deep and by_tokens[(eos,)].needs_loglik
+    assert not by_tokens[question].needs_loglik and not by_tokens[question].deep and not by_tokens[(yes,)].deep
+
+
+def test_a_sequence_that_is_a_prefix_of_another_ends_inside_the_tree():
+    views = [view("a", [(5, 6), (5, 6, 7, 8)]), view("b", [(5, 6, 7), (9,)])]
+    forest = build_forest([(0, 1)], views)
+    assert paths(forest) == {("a", 0): PROMPT + (5, 6), ("a", 1): PROMPT + (5, 6, 7, 8),
+                             ("b", 0): PROMPT + (5, 6, 7), ("b", 1): PROMPT + (9,)}
+    assert forest.computed_tokens() == 3 + 2 + 1 + 1 + 1  # (5 6) (7) (8) (9)
+    for node in forest.nodes[1:]:
+        assert node.ends  # no empty node was left by the splits: each one is some sequence's end
+
+
+def test_groups_are_separate_trees_and_bad_input_is_refused():
+    views = [view("plain", [(4,), (4,)])]
+    forest = build_forest([(0,), (1,)], views)
+    assert len(forest.roots) == 2 and forest.computed_tokens() == 2 * (3 + 1)
+    with pytest.raises(ValueError, match="continuation token"):
+        build_forest([(0,)], [view("plain", [()])])
+    other_prompt = ViewSequences("x", [EncodedSequence((9,), (4,))], False, False)
+    with pytest.raises(ValueError, match="share their prompt"):
+        build_forest([(0,)], [views[0], other_prompt])
