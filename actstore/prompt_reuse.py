@@ -108,6 +108,19 @@ def run_tree(parts: DecoderParts, groups: Sequence[PromptGroup], views: Sequence
         yield from runner.below(prompt)
 
 
+def sequence_logliks(parts: DecoderParts, sequences: Sequence[EncodedSequence], *, pad_id: int, batch_tokens: int,
+                     padding_side: str = "right") -> np.ndarray:
+    """sum_t log p(continuation token t | prompt, tokens before t), float64, one per sequence, through
+    the same prefix tree as the store's ``loglik`` (live zero- and few-shot read this)."""
+    nothing_kept = LastTokenCapture(parts, CapturePlan(layers=()))
+    view = Responses("loglik", sequences, nothing_kept, with_loglik=True, clock=StageClock())
+    logliks = np.empty(len(sequences), dtype=np.float64)
+    for _, indices, out in run_tree(parts, group_by_prompt(sequences), [view], pad_id=pad_id,
+                                    batch_tokens=batch_tokens, padding_side=padding_side, clock=view.clock):
+        logliks[indices] = out.loglik
+    return logliks
+
+
 class _TreeRunner:
     def __init__(self, parts: DecoderParts, forest: PrefixForest, views: dict[str, Responses], *, pad_id: int,
                  batch_tokens: int, padding_side: str, clock: StageClock):
@@ -119,7 +132,8 @@ class _TreeRunner:
         n_heads = next((view.capture.n_heads for view in views.values() if view.capture.n_heads), None)
         union = CapturePlan(layers, heads, final_norm=any(plan.final_norm for plan in plans), stop_after=None)
         self.deep_capture = LastTokenCapture(parts, union, n_heads)
-        self.shallow_capture = LastTokenCapture(parts, replace(union, stop_after=max(layers)), n_heads)
+        self.shallow_capture = LastTokenCapture(parts, replace(union, stop_after=max(layers)), n_heads) if layers \
+            else self.deep_capture
 
     def prompt_pass(self, roots: list[int]) -> TreePass:
         from transformers import DynamicCache
@@ -187,7 +201,8 @@ class _TreeRunner:
         for key, (rows, indices) in ending.items():
             view = self.views[key]
             with self.clock.stage("gather"):
-                yield key, indices, _activations(view, captured, rows, indices, node_pass.loglik)
+                yield key, indices, _activations(view, captured, rows, indices, node_pass.loglik,
+                                                 self.parts.input_device)
 
 
 def _at(output, positions: torch.Tensor) -> torch.Tensor:
@@ -197,12 +212,13 @@ def _at(output, positions: torch.Tensor) -> torch.Tensor:
 
 
 def _activations(view: Responses, captured: Captured, rows: list[int], indices: list[int],
-                 loglik: torch.Tensor | None) -> BatchActivations:
+                 loglik: torch.Tensor | None, device: torch.device) -> BatchActivations:
     plan = view.capture.plan
-    picked = torch.tensor(rows, device=next(iter(captured.residual.values())).device)
+    picked = torch.tensor(rows, device=device)
     sequences = [view.sequences[i] for i in indices]
     return BatchActivations(
-        residual=torch.stack([captured.residual[layer][picked] for layer in plan.layers]).cpu().numpy(),
+        residual=torch.stack([captured.residual[layer][picked] for layer in plan.layers]).cpu().numpy()
+        if plan.layers else np.empty((0, len(rows), 0), dtype=np.float32),
         n_tokens=np.array([s.n_tokens for s in sequences], dtype=np.int32),
         last_token=np.array([s.continuation_ids[-1] for s in sequences], dtype=np.int32),
         final_norm=captured.final_norm[picked].cpu().numpy() if plan.final_norm else None,

@@ -17,29 +17,28 @@ import torch
 
 from actstore.data import Example
 from actstore.errors import UserError
-from actstore.forward import Float32Head
+from actstore.batching import EncodedSequence
+from actstore.capture import DecoderParts
+from actstore.prompt_reuse import sequence_logliks
 from finetune.evaluate import EvalResult, result_from_scores
 from finetune.sequences import PromptBuilder, TokenSequence
-from finetune.shared_prompts import continuation_logliks, run_shared, score_grouped
 
 DEFAULT_SHOTS = 4
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def response_logliks(causal_lm, sequences: Sequence[TokenSequence], *, pad_id: int, batch_size: int = 16) -> np.ndarray:
-    """sum_t log p(continuation token t | everything before it), one float64 per sequence."""
+    """sum_t log p(continuation token t | everything before it), one float64 per sequence: the
+    extraction's own code (``actstore.prompt_reuse.sequence_logliks``), with passes of about
+    ``batch_size`` of the longest sequences."""
     if any(len(s.prompt_ids) == 0 for s in sequences):
         raise UserError("a prompt encodes to no tokens; its response has nothing to be conditioned on")
+    if not sequences:
+        return np.empty(0, dtype=np.float64)
     causal_lm.eval()
-    body, head = causal_lm.get_decoder(), Float32Head(causal_lm.get_output_embeddings())
-    device = next(causal_lm.parameters()).device
-
-    def score_batch(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        batch = {name: t.to(device) for name, t in batch.items()}
-        output = run_shared(body, **batch)
-        return continuation_logliks(output, batch["continuation_ids"], head)
-
-    return score_grouped(sequences, batch_size, score_batch, pad_id)
+    encoded = [EncodedSequence(s.prompt_ids, s.continuation_ids) for s in sequences]
+    return sequence_logliks(DecoderParts.of(causal_lm), encoded, pad_id=pad_id,
+                            batch_tokens=batch_size * max(s.n_tokens for s in encoded))
 
 
 def few_shot_prompts(shots: Sequence[Example], *, n_shots: int, seed: int, exclude_self: bool) -> PromptBuilder:

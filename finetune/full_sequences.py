@@ -26,15 +26,10 @@ def run_full_sequences(
     """Rows ``prefix + prompt[group] + continuation`` (padding between them masked), no cache."""
     mask = torch.cat([prompt_mask[group], continuation_mask], dim=1)
     embeds = body.get_input_embeddings()(torch.cat([prompt_ids[group], continuation_ids], dim=1))
-    prompt_lengths = prompt_mask.sum(dim=1)[group]
     if prefix_embeds is not None:
         embeds = torch.cat([prefix_embeds[group], embeds.to(prefix_embeds.dtype)], dim=1)
         mask = torch.cat([mask.new_ones(prefix_embeds[group].shape[:2]), mask], dim=1)
-        prompt_lengths = prompt_lengths + prefix_embeds.shape[1]
     position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
     hidden = body(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False).last_hidden_state
-    rows = torch.arange(len(group), device=hidden.device)
     width = continuation_ids.shape[1]
-    # The prompt's last token: its column counts the prefix, then the prompt's real tokens.
-    prompt_last = hidden[rows, (prompt_lengths - 1).to(hidden.device)]
-    return SharedOutput(prompt_last, hidden[:, hidden.shape[1] - width:], continuation_mask.to(hidden.device))
+    return SharedOutput(hidden[:, hidden.shape[1] - width:], continuation_mask.to(hidden.device))

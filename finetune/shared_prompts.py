@@ -20,14 +20,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from actstore.forward import Float32Head
-from actstore.prompt_reuse import cache_argument, group_by_prompt, loglik_after_prompt
+from actstore.prompt_reuse import cache_argument, group_by_prompt
 from finetune.sequences import TokenSequence, pad_right
 
 
 @dataclass(frozen=True)
 class SharedOutput:
-    prompt_last_hidden: torch.Tensor  # (C, d) final hidden state at each row's last prompt token
     continuation_hidden: torch.Tensor  # (C, Lc, d)
     continuation_mask: torch.Tensor  # (C, Lc)
 
@@ -94,16 +92,7 @@ def run_shared(
         use_cache=True,
         **{cache_keyword: cache},
     )
-    prompt_last = first.last_hidden_state[group, prompt_lengths[group] - 1]
-    return SharedOutput(prompt_last, second.last_hidden_state, continuation_mask)
-
-
-def continuation_logliks(output: SharedOutput, continuation_ids: torch.Tensor, head: Float32Head) -> torch.Tensor:
-    """sum_t log p(continuation token t | prompt, tokens before t), float64, one per row: the same code
-    as the store's log-likelihood (``actstore.prompt_reuse.loglik_after_prompt``)."""
-    lengths = output.continuation_mask.sum(dim=1)
-    return loglik_after_prompt(output.continuation_hidden, output.prompt_last_hidden, continuation_ids,
-                               torch.zeros_like(lengths), lengths, head)
+    return SharedOutput(second.last_hidden_state, continuation_mask)
 
 
 def score_grouped(
