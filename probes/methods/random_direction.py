@@ -7,15 +7,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from probes.methods.common import FitConfig
+from probes.estimator import LayerProbe
 from probes.normalize import Normalizer
 from probes.scorers import Feature, LinearScorer
 from probes.sources import FeatureSource
+from registry import Kind, MethodSpec
 
 
-def fit(source: FeatureSource, layer: int, config: FitConfig) -> LinearScorer:
-    feature = Feature("plain")
-    x = feature.read(source, layer)
-    normalizer = Normalizer.fit(x, config.normalize or "center")
-    direction = np.random.default_rng(config.seed).standard_normal(x.shape[1]).astype(np.float32)
-    return LinearScorer(feature, layer, normalizer, direction)
+class RandomDirection(LayerProbe):
+    NAME = "random"
+
+    def __init__(self, layer: int | None = None, normalize: str = "center", seed: int = 0):
+        self.layer = layer
+        self.normalize = normalize
+        self.seed = seed
+
+    def _fit_scorer(self, source: FeatureSource) -> LinearScorer:
+        feature = Feature("plain")
+        x = feature.read(source, self.layer)
+        normalizer = Normalizer.fit(x, self.normalize)
+        direction = np.random.default_rng(self.seed).standard_normal(x.shape[1]).astype(np.float32)
+        return LinearScorer(feature, self.layer, normalizer, direction)
+
+
+# A chance baseline never has its layer chosen on labels (the luckiest of many random directions
+# beats chance): a sweep's "best" layer for it is the middle swept layer; it is never the TTC.
+METHODS = (MethodSpec("random", Kind.PROBE, "a seeded random direction (baseline)", views=("plain",), takes_layer=True,
+                      chance_baseline=True, estimator=RandomDirection,
+                      paper_note="chance baseline; no counterpart in the paper"),)
