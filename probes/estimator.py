@@ -21,7 +21,9 @@ from sklearn.base import BaseEstimator
 import registry
 from actstore.errors import UserError
 from probes.metrics import ExampleOutcomes, Metrics, compute_metrics, example_outcomes, fit_temperature
+from probes.normalize import Normalizer
 from probes.probe import FittedProbe, provenance, read_fitted, save_fitted
+from probes.scorers import Feature
 from probes.sources import FeatureSource, StoreSource
 
 
@@ -138,7 +140,17 @@ class StoreProbe(BaseEstimator):
 
 
 class LayerProbe(StoreProbe):
-    """A probe fitted at one layer (``layer``: 0 = embeddings, l = output of block l)."""
+    """A probe fitted at one layer (``layer``: 0 = embeddings, l = output of block l) on activations normalized
+    with training statistics (``normalize``: none, center or standardize)."""
+
+    def __init__(self, layer: int | None = None, normalize: str = "center"):
+        self.layer = layer
+        self.normalize = normalize
+
+    def _normalized(self, source: FeatureSource, feature: Feature = Feature("plain")) -> tuple[np.ndarray, Normalizer]:
+        """The feature's training activations at the probe's layer, and their normalizer."""
+        x = feature.read(source, self.layer)
+        return x, Normalizer.fit(x, self.normalize)
 
     def _check_layer(self, source: FeatureSource) -> None:
         if self.layer is None:
@@ -148,6 +160,14 @@ class LayerProbe(StoreProbe):
             if self.layer not in layers:
                 raise UserError(f"layer {self.layer} is out of range for {source.name} ({view} view has layers "
                                 f"{_span(layers)}; 0 = embeddings)")
+
+
+class SeededLayerProbe(LayerProbe):
+    """A layer probe that draws random numbers (``seed``)."""
+
+    def __init__(self, layer: int | None = None, normalize: str = "center", seed: int = 0):
+        super().__init__(layer, normalize)
+        self.seed = seed
 
 
 def make_probe(method: str, layer: int | None = None, **options) -> StoreProbe:

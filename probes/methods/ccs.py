@@ -82,8 +82,7 @@ class CCS(LayerProbe):
 
     def __init__(self, layer: int | None = None, normalize: str = "standardize", seed: int = 0, restarts: int = 10,
                  max_iter: int = 100, l2: float = 1e-3):
-        self.layer = layer
-        self.normalize = normalize
+        super().__init__(layer, normalize)
         self.seed = seed
         self.restarts = restarts
         self.max_iter = max_iter

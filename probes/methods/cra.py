@@ -13,12 +13,11 @@ class CRA(LayerProbe):
     NAME = "cra"
 
     def __init__(self, layer: int | None = None, alpha: float = 1.0, normalize: str = "center"):
-        self.layer = layer
+        super().__init__(layer, normalize)
         self.alpha = alpha
-        self.normalize = normalize
 
     def _fit_scorer(self, source: FeatureSource) -> LinearScorer:
-        return fit_mass_mean(source, self.layer, self.normalize, Feature("contrast", alpha=self.alpha))
+        return fit_mass_mean(self, source, Feature("contrast", alpha=self.alpha))
 
 
 METHODS = (MethodSpec(

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from probes.estimator import LayerProbe
+from probes.estimator import SeededLayerProbe
 from probes.methods.common import label_sign, pair_differences
-from probes.normalize import Normalizer
 from probes.scorers import Feature, LinearScorer
 from probes.sources import FeatureSource
 from registry import Kind, MethodSpec
@@ -28,24 +27,17 @@ def first_principal_component(rows: np.ndarray) -> np.ndarray:
     return vectors[:, -1].astype(np.float32)
 
 
-class LAT(LayerProbe):
+class LAT(SeededLayerProbe):
     NAME = "lat"
 
-    def __init__(self, layer: int | None = None, normalize: str = "center", seed: int = 0):
-        self.layer = layer
-        self.normalize = normalize
-        self.seed = seed
-
     def _fit_scorer(self, source: FeatureSource) -> LinearScorer:
-        feature = Feature("plain")
-        x = feature.read(source, self.layer)
-        normalizer = Normalizer.fit(x, self.normalize)
+        x, normalizer = self._normalized(source)
         z = normalizer(x)
         differences = pair_differences(z, source.labels)
         orientation = np.random.default_rng(self.seed).choice([-1.0, 1.0], size=len(differences))
         direction = first_principal_component(differences * orientation[:, None].astype(np.float32))
         direction *= label_sign(z @ direction, source.labels)
-        return LinearScorer(feature, self.layer, normalizer, direction)
+        return LinearScorer(Feature("plain"), self.layer, normalizer, direction)
 
 
 METHODS = (MethodSpec(

@@ -14,7 +14,6 @@ from sklearn.linear_model import LogisticRegression
 
 from probes.estimator import LayerProbe
 from probes.methods.common import pair_differences
-from probes.normalize import Normalizer
 from probes.scorers import Feature, LinearScorer
 from probes.sources import FeatureSource
 from registry import Kind, MethodSpec
@@ -31,18 +30,15 @@ class LogReg(LayerProbe):
     natural_scale = True  # score differences are the fitted logits
 
     def __init__(self, layer: int | None = None, C: float = 1.0, normalize: str = "standardize"):  # noqa: N803 - sklearn's name
-        self.layer = layer
+        super().__init__(layer, normalize)
         self.C = C
-        self.normalize = normalize
 
     def _fit_scorer(self, source: FeatureSource) -> LinearScorer:
-        feature = Feature("plain")
-        x = feature.read(source, self.layer)
-        normalizer = Normalizer.fit(x, self.normalize)
+        x, normalizer = self._normalized(source)
         features, targets = alternate_orders(pair_differences(normalizer(x), source.labels))
         model = LogisticRegression(C=2 * self.C, fit_intercept=False, max_iter=1000)
         model.fit(features, targets)
-        return LinearScorer(feature, self.layer, normalizer, model.coef_[0].astype(np.float32))
+        return LinearScorer(Feature("plain"), self.layer, normalizer, model.coef_[0].astype(np.float32))
 
 
 METHODS = (MethodSpec("logreg", Kind.PROBE, "L2 logistic regression on paired differences (scikit-learn)",

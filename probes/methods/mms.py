@@ -4,30 +4,24 @@ from __future__ import annotations
 
 from probes.estimator import LayerProbe
 from probes.methods.common import label_sign, mass_mean
-from probes.normalize import Normalizer
 from probes.scorers import Feature, LinearScorer
 from probes.sources import FeatureSource
 from registry import Kind, MethodSpec
 
 
-def fit_mass_mean(source: FeatureSource, layer: int, normalize: str, feature: Feature) -> LinearScorer:
-    x = feature.read(source, layer)
-    normalizer = Normalizer.fit(x, normalize)
+def fit_mass_mean(probe: LayerProbe, source: FeatureSource, feature: Feature) -> LinearScorer:
+    x, normalizer = probe._normalized(source, feature)
     z = normalizer(x)
     direction = mass_mean(z, source.labels.is_best)
     direction *= label_sign(z @ direction, source.labels)  # +1 unless the class means disagree with the pairs
-    return LinearScorer(feature, layer, normalizer, direction)
+    return LinearScorer(feature, probe.layer, normalizer, direction)
 
 
 class MMS(LayerProbe):
     NAME = "mms"
 
-    def __init__(self, layer: int | None = None, normalize: str = "center"):
-        self.layer = layer
-        self.normalize = normalize
-
     def _fit_scorer(self, source: FeatureSource) -> LinearScorer:
-        return fit_mass_mean(source, self.layer, self.normalize, Feature("plain"))
+        return fit_mass_mean(self, source, Feature("plain"))
 
 
 METHODS = (MethodSpec(

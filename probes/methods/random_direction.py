@@ -7,27 +7,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from probes.estimator import LayerProbe
-from probes.normalize import Normalizer
+from probes.estimator import SeededLayerProbe
 from probes.scorers import Feature, LinearScorer
 from probes.sources import FeatureSource
 from registry import Kind, MethodSpec
 
 
-class RandomDirection(LayerProbe):
+class RandomDirection(SeededLayerProbe):
     NAME = "random"
 
-    def __init__(self, layer: int | None = None, normalize: str = "center", seed: int = 0):
-        self.layer = layer
-        self.normalize = normalize
-        self.seed = seed
-
     def _fit_scorer(self, source: FeatureSource) -> LinearScorer:
-        feature = Feature("plain")
-        x = feature.read(source, self.layer)
-        normalizer = Normalizer.fit(x, self.normalize)
+        x, normalizer = self._normalized(source)
         direction = np.random.default_rng(self.seed).standard_normal(x.shape[1]).astype(np.float32)
-        return LinearScorer(feature, self.layer, normalizer, direction)
+        return LinearScorer(Feature("plain"), self.layer, normalizer, direction)
 
 
 # A chance baseline never has its layer chosen on labels (the luckiest of many random directions
