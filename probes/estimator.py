@@ -13,6 +13,7 @@ zero-shot: a log-likelihood ratio), else a Platt temperature fitted on the train
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -63,18 +64,16 @@ class StoreProbe(BaseEstimator):
 
     def fit(self, train, y=None) -> "StoreProbe":
         """Fit on ``train`` (its labels only); ``y`` is unused (the stores hold the labels)."""
+        if getattr(self, "fitted_", None) is not None:
+            raise UserError(f"this {self.method} probe is fitted already and immutable; clone it to fit again")
         source = as_source(train)
         spec = self.spec
         source.require(spec.views, heads=spec.heads, loglik=spec.loglik)
         self._check_layer(source)
-        scorer = self._fit_scorer(source)
-        fitted = FittedProbe(self.method, scorer, 1.0, provenance(source), self.get_params())
-        if not self.natural_scale:
-            fitted = FittedProbe(self.method, scorer, fit_temperature(fitted.margins(source)), fitted.trained_on,
-                                 fitted.params)
-        else:
-            fitted.margins(source)  # the training scores must be finite
-        object.__setattr__(self, "fitted_", fitted)
+        draft = FittedProbe(self.method, self._fit_scorer(source), 1.0, provenance(source), self.get_params())
+        margins = draft.margins(source)  # also checks that the training scores are finite
+        temperature = 1.0 if self.natural_scale else fit_temperature(margins)
+        object.__setattr__(self, "fitted_", replace(draft, temperature=temperature))
         return self
 
     def _check_layer(self, source: FeatureSource) -> None:
@@ -126,10 +125,7 @@ class StoreProbe(BaseEstimator):
     def save(self, directory: str | Path, *, record: dict | None = None, notes: dict | None = None) -> Path:
         """probe.json + tensors.safetensors, sealed; ``record`` goes into the seal, ``notes`` beside the parameters."""
         fitted = self.fitted
-        if notes:
-            fitted = FittedProbe(fitted.method, fitted.scorer, fitted.temperature, fitted.trained_on, fitted.params,
-                                 {**fitted.notes, **notes})
-        return save_fitted(fitted, directory, record)
+        return save_fitted(replace(fitted, notes={**fitted.notes, **(notes or {})}), directory, record)
 
     @classmethod
     def _from_fitted(cls, fitted: FittedProbe, fixed: dict) -> "StoreProbe":
