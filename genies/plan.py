@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+import registry
 from actstore.errors import UserError
 from actstore.locations import store_url
 from actstore.paths import default_store_root
 from actstore.views import check_prompt_format
-import registry
 from genies.generalization import UNTRAINED, ZERO_SHOT
 from manifests import Shift
 from registry import Kind

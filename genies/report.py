@@ -207,7 +207,8 @@ def _counterpart_lines(methods: Sequence[str]) -> list[str]:
             body.append([method, counterparts[method], "yes"])
         else:
             spec = registry.all_methods().get(method)
-            body.append([method, "–", f"no: {spec.paper_note if spec and spec.paper_note else 'no counterpart in the paper'}"])
+            why = spec.paper_note if spec and spec.paper_note else "no counterpart in the paper"
+            body.append([method, "–", f"no: {why}"])
     lines += _table(["method", "paper intervention", "comparable"], body)
     covered = {counterparts[m] for m in methods if m in counterparts}
     missing = [i for i in INTERVENTIONS if i not in covered]

@@ -59,7 +59,8 @@ def method_rows() -> list[dict]:
     """`probes methods`: every method fitted from stores, what it reads and whether it takes --layer."""
     rows = []
     for spec in map(registry.get, registry.store_methods()):
-        layer = "--layer" if spec.takes_layer else "none" if spec.kind is registry.Kind.STORE_BASELINE else "chooses its own"
+        layer = ("--layer" if spec.takes_layer else "none" if spec.kind is registry.Kind.STORE_BASELINE
+                 else "chooses its own")
         rows.append({"method": spec.name, "views": ",".join(spec.views) + (" (heads)" if spec.heads else ""),
                      "layer": layer, "what": spec.summary})
     return rows

@@ -127,8 +127,10 @@ def read_fitted(directory: str | Path, param_names: Callable[[str], tuple[str, .
     scorer = scorer_from_files(document, tensors, config_path, tensors_path)
     config = document.get("config") or {}
     names = param_names(document["method"])
+    params = {k: v for k, v in config.items() if k in names}
+    notes = {k: v for k, v in config.items() if k not in names}
     return FittedProbe(document["method"], scorer, float(document["temperature"]), document.get("trained_on", {}),
-                       {k: v for k, v in config.items() if k in names}, {k: v for k, v in config.items() if k not in names})
+                       params, notes)
 
 
 def _json_default(value):

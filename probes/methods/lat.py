@@ -42,4 +42,5 @@ class LAT(SeededLayerProbe):
 
 METHODS = (MethodSpec(
     "lat", Kind.PROBE, "RepE LAT: first PC of randomly oriented paired differences", views=("plain",), takes_layer=True,
-    estimator=LAT, paper_note="RepE's PCA of paired differences; the paper has no PCA method (its \"LAT\" is lat-stim-1)"),)
+    estimator=LAT,
+    paper_note="RepE's PCA of paired differences; the paper has no PCA method (its \"LAT\" is lat-stim-1)"),)
