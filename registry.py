@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Literal
 
 from actstore.errors import UserError
 
@@ -27,6 +27,9 @@ CONTRIBUTORS = ("probes.methods", "finetune.methods")
 # The paper's interventions in its own order (reference §5): `--methods paper` follows it.
 PAPER_INTERVENTIONS = ("zero_shot", "few_shot", "lora_fine_tuning", "prompt_tuning", "mms", "lat_stim_1", "lat_stim_2",
                        "cra", "ccs")
+
+
+Site = Literal["residual", "heads", "loglik", "model"]  # model: runs the language model, reads no store
 
 
 class Kind(str, Enum):
@@ -42,7 +45,7 @@ class MethodSpec:
     kind: Kind
     summary: str
     views: tuple[str, ...] = ()  # store views it reads (probes and store baselines)
-    site: str = "residual"  # residual | heads (needs `--site heads` stores) | loglik | model (runs the model)
+    site: Site = "residual"  # heads: needs `--site heads` stores; loglik: the plain store's log-likelihoods
     takes_layer: bool = False  # fitted at one given layer (else it picks its own layers/heads, or has none)
     chance_baseline: bool = False  # measures no capability: never the TTC; its layer is never chosen on labels
     base_model_baseline: bool = False  # `finetune eval --method NAME` scores it live on a base model
@@ -50,7 +53,9 @@ class MethodSpec:
     stands_in_for: str | None = None  # the paper intervention it replaces in `--methods paper`
     paper_note: str = ""  # why it has no paper column
     estimator: Callable | None = None  # probes: the scikit-learn-shaped estimator class
-    params: tuple[tuple[str, object], ...] = field(default=())  # fixed estimator parameters (lat-stim-1: view=plain)
+    # What it runs with: a probe's fixed estimator parameters (lat-stim-1: view=plain), a live method's
+    # training defaults (learning_rate).
+    params: tuple[tuple[str, object], ...] = ()
 
     @property
     def counts_as_capability(self) -> bool:

@@ -24,7 +24,6 @@ from finetune.shared_prompts import run_shared
 from registry import Kind
 
 quiet_bitsandbytes()  # peft imports bitsandbytes where it is installed
-DEFAULT_LEARNING_RATES = {"lora": 2e-4, "prompt-tuning": 5.2e-3}  # the paper's settings
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,11 @@ class AdapterSettings:
     @classmethod
     def from_dict(cls, raw: dict) -> "AdapterSettings":
         return cls(**{**raw, "lora_target_modules": tuple(raw["lora_target_modules"])})
+
+
+def default_learning_rate(method: str) -> float:
+    """The method's learning rate unless one is given (its registry entry: the paper's setting)."""
+    return dict(registry.get(check_method(method)).params)["learning_rate"]
 
 
 def check_method(method: str) -> str:

@@ -116,6 +116,15 @@ def test_kinds_and_what_reads_them():
         registry.get("pca")
 
 
+def test_live_methods_train_with_their_registered_learning_rate():
+    from finetune.train import TrainConfig
+
+    rates = {m: TrainConfig(method=m, model="tiny-random", dataset="toy").resolved_learning_rate
+             for m in ("lora", "prompt-tuning")}
+    assert rates == {"lora": 2e-4, "prompt-tuning": 5.2e-3}  # the paper's settings
+    assert TrainConfig(method="lora", model="tiny-random", dataset="toy", learning_rate=0.1).resolved_learning_rate == 0.1
+
+
 def test_method_sets_paper_and_all():
     paper = ("zero-shot", "few-shot", "lora", "prompt-tuning", "mms", "lat-stim-1", "lat-stim", "cra", "ccs")
     assert registry.expand_methods("paper") == paper
