@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+import registry
 from actstore.errors import UserError
 
 DATA_DIR_HELP = "Directory holding distributions/ (default: $GENIES_DATA, else the per-user cache); 'demo' = the bundled demo data."
@@ -22,6 +23,25 @@ class Group(click.Group):
         except UserError as err:
             click.echo(f"error: {err}", err=True)
             ctx.exit(2)
+
+
+class RegistryHelp(click.Option):
+    """An option whose help names methods of the method registry (registry.py), read only when --help is shown."""
+
+    def __init__(self, *args, describe, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.describe = describe
+
+    def get_help_record(self, ctx: click.Context):
+        self.help = self.describe()
+        return super().get_help_record(ctx)
+
+
+def _benchmark_methods_help() -> str:
+    sets = registry.method_sets()
+    extra = [m for m in sets["all"] if m not in sets["paper"]]
+    return (f"Comma-separated: {', '.join(registry.benchmark_methods())}; or `paper` (the paper's interventions: "
+            f"{', '.join(sets['paper'])}) or `all` (paper + {', '.join(extra)}).")
 
 
 def print_table(rows: list[dict], columns: list[str] | None = None) -> None:
@@ -209,10 +229,8 @@ def shifts_ls(manifest, as_json):
 @genies.command("run")
 @click.option("--model", required=True, help="Model alias (tiny-random, smollm2-135m, ...), hub id or local path.")
 @click.option("--shifts", default="genies", show_default=True, help="genies, all, demo, or a manifest JSON file.")
-@click.option("--methods", default="zero-shot,mms,lat,ccs,cra,logreg,random", show_default=True,
-              help="Comma-separated: zero-shot, mms, lat, lat-stim, lat-stim-1, ccs, cra, logreg, random, few-shot, "
-                   "lora, prompt-tuning; or `paper` (the paper's interventions: zero-shot, few-shot, lora, "
-                   "prompt-tuning, mms, lat-stim-1, lat-stim, cra, ccs) or `all` (paper + lat, logreg, random).")
+@click.option("--methods", default="zero-shot,mms,lat,ccs,cra,logreg,random", show_default=True, cls=RegistryHelp,
+              describe=_benchmark_methods_help)
 @click.option("--layer", default="best", show_default=True,
               help="Probe layer number, or 'best': chosen per method on a validation split of the source's train data.")
 @click.option("--limit", type=int, help="First N examples of each split.")
@@ -231,7 +249,6 @@ def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, 
     import shlex
 
     from actstore.roots import checked_store_root
-    from genies.paper import expand_methods
     from genies.plan import RunConfig
     from genies.runner import run_benchmark
 
@@ -239,7 +256,7 @@ def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, 
         store_root = checked_store_root(store_root, "--store-root", writing=True)
     if layer != "best" and not layer.lstrip("-").isdigit():
         raise UserError(f"--layer must be a layer number or 'best', got {layer!r}")
-    config = RunConfig(model=model, shifts=shifts, methods=expand_methods(methods),
+    config = RunConfig(model=model, shifts=shifts, methods=registry.expand_methods(methods),
                        layer=layer if layer == "best" else int(layer), limit=limit, data_dir=data_dir, out=out,
                        store_root=store_root, mix_target=mix_target, seed=seed, prompt_format=prompt_format,
                        device_map=device_map, max_memory=max_memory, offload_dir=offload_dir)
@@ -437,19 +454,17 @@ def _probe_fit_options(command):
     return command
 
 
-def _fit_config(seed, normalize, alpha, top_k):
-    from probes.methods import FitConfig
-
-    return FitConfig(seed=seed, normalize=normalize, alpha=alpha, top_k=top_k)
+def _probe_options(seed, normalize, alpha, top_k) -> dict:
+    """The fit options; each method takes those it has a parameter for."""
+    return {"seed": seed, "normalize": normalize, "alpha": alpha, "top_k": top_k}
 
 
 @probes.command("methods")
 def probes_methods():
     """List the methods, the views they read and whether they take --layer."""
-    from probes.methods import METHODS
+    from probes.commands import method_rows
 
-    print_table([{"method": m.name, "views": ",".join(m.views) + (" (heads)" if m.heads else ""),
-                  "layer": "--layer" if m.per_layer else "chooses its own", "what": m.summary} for m in METHODS.values()])
+    print_table(method_rows())
 
 
 @probes.command("fit")
@@ -465,17 +480,18 @@ def probes_fit(method, layer, train_spec, eval_specs, out, bootstrap, seed, norm
                as_json, store_root, names_limit):
     """Fit METHOD on the train store; metrics on its test split (if extracted) and on each --eval store."""
     from probes.commands import TABLE_COLUMNS, fit_command, jsonable
+    from probes.estimator import make_probe
 
-    report = fit_command(method, train_spec, layer, eval_specs, out, _fit_config(seed, normalize, alpha, top_k),
-                         calibration=calibration, n_bootstrap=bootstrap, threads=threads or None,
-                         names=_names(store_root, names_limit))
+    report = fit_command(make_probe(method, layer, **_probe_options(seed, normalize, alpha, top_k)), train_spec,
+                         eval_specs, out, calibration=calibration, n_bootstrap=bootstrap, seed=seed,
+                         threads=threads or None, names=_names(store_root, names_limit))
     if as_json:
         click.echo(json.dumps(jsonable(report.as_dict()), indent=1))
         return
-    probe = report.probe
+    probe = report.probe.fitted
     click.echo(f"{probe.method} on {probe.scorer.describe()}, fit on {probe.trained_on.get('dataset', train_spec)}"
                f"/{probe.trained_on.get('split', '')}; temperature {probe.temperature:.4g}")
-    print_table(report.rows, TABLE_COLUMNS)
+    print_table([row.as_dict() for row in report.rows], TABLE_COLUMNS)
     for note in report.notes:
         click.echo(f"note: {note}")
     if report.saved:
@@ -496,6 +512,7 @@ def probes_eval(probe_path, eval_specs, bootstrap, calibration, seed, as_json, s
 
     probe, rows = eval_command(probe_path, eval_specs, calibration=calibration, n_bootstrap=bootstrap, seed=seed,
                                names=_names(store_root, names_limit))
+    rows = [row.as_dict() for row in rows]
     if as_json:
         click.echo(json.dumps(jsonable({"method": probe.method, "results": rows}), indent=1))
         return
@@ -516,12 +533,13 @@ def probes_eval(probe_path, eval_specs, bootstrap, calibration, seed, as_json, s
 def probes_sweep(methods_spec, train_spec, eval_specs, layers_spec, out_dir, val_fraction, refit, bootstrap, seed,
                  normalize, alpha, top_k, calibration, threads, as_json, store_root, names_limit):
     """Every method at every layer; best layer per method chosen on a validation split of the train store."""
-    from probes.commands import best_layer_rows, jsonable, sweep_command
+    from probes.commands import best_layer_rows, jsonable, parse_methods, sweep_command
     from probes.sweep import SweepConfig
 
-    config = SweepConfig(fit=_fit_config(seed, normalize, alpha, top_k), val_fraction=val_fraction, seed=seed,
-                         refit=refit, n_bootstrap=bootstrap, calibration=calibration)
-    result, csv_path, png_path = sweep_command(methods_spec, train_spec, eval_specs, out_dir, layers_spec, config,
+    methods = parse_methods(methods_spec, **_probe_options(seed, normalize, alpha, top_k))
+    config = SweepConfig(val_fraction=val_fraction, seed=seed, refit=refit, n_bootstrap=bootstrap,
+                         calibration=calibration)
+    result, csv_path, png_path = sweep_command(methods, train_spec, eval_specs, out_dir, layers_spec, config,
                                                threads=threads or None, names=_names(store_root, names_limit))
     best = best_layer_rows(result)
     if as_json:
@@ -549,7 +567,8 @@ def finetune():
 
 
 @finetune.command("train")
-@click.option("--method", required=True, help="lora or prompt-tuning.")
+@click.option("--method", required=True, cls=RegistryHelp,
+              describe=lambda: " or ".join(registry.names(lambda spec: spec.kind is registry.Kind.LIVE_TRAINED)) + ".")
 @click.option("--model", default="smollm2-135m", show_default=True, help="Base model: alias, local path or cached hub id.")
 @click.option("--dataset", required=True, help="Source distribution; its train split is used.")
 @click.option("--data-dir", help=DATA_DIR_HELP)
@@ -602,7 +621,9 @@ def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, 
 
 @finetune.command("eval")
 @click.argument("run_dir", required=False, type=click.Path(path_type=Path))
-@click.option("--method", help="zero-shot or few-shot for a live baseline (a run directory knows its own method).")
+@click.option("--method", cls=RegistryHelp,
+              describe=lambda: " or ".join(registry.names(lambda spec: spec.base_model_baseline)) + " for a live baseline "
+              "(a run directory knows its own method).")
 @click.option("--model", help="Base model of a baseline (default: smollm2-135m).")
 @click.option("--dataset", required=True, help="Distribution to evaluate on.")
 @click.option("--data-dir", help=DATA_DIR_HELP)

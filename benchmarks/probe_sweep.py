@@ -66,7 +66,6 @@ def write_split(root: Path, dataset: str, split: str, n_examples: int, direction
 def time_ccs(train_url: str) -> dict:
     from threadpoolctl import threadpool_info
 
-    from probes.fitting import fit_probe
     from probes.methods import ccs
     from probes.sources import StoreSource
 
@@ -80,12 +79,12 @@ def time_ccs(train_url: str) -> dict:
         for name, threads in (("before", None), ("after", 1)):
             ccs.BLAS_THREADS = threads
             began = time.perf_counter()
-            probes[name] = fit_probe("ccs", source, layer)
+            probes[name] = ccs.CCS(layer=layer).fit(source)
             seconds[name] += time.perf_counter() - began
-        before, after = probes["before"].scorer, probes["after"].scorer
+        before, after = probes["before"].scorer_, probes["after"].scorer_
         identical &= bool(np.array_equal(before.weight, after.weight) and before.bias == after.bias
                           and before.sign == after.sign)
-        margins = [source.labels.margins(p.score(source)) for p in probes.values()]
+        margins = [p.margins(source) for p in probes.values()]
         accuracies.append([float(((m > 0) + 0.5 * (m == 0)).mean()) for m in margins])
         source.release()
     ccs.BLAS_THREADS = 1

@@ -15,10 +15,10 @@ import time
 import numpy as np
 
 from genies.generalization import ZERO_SHOT, Evaluation, rows_with_evaluations
-from genies.paper import METHOD_SETS
 from genies.uncertainty import INTERVAL_METRICS, N_BOOTSTRAP, RunBootstrap
 from manifests import load_manifest
 from probes.metrics import ExampleOutcomes
+from registry import method_sets
 
 
 def synthetic_evaluations(n_examples: int, methods: tuple[str, ...], seed: int = 0) -> list[Evaluation]:
@@ -42,7 +42,7 @@ def synthetic_evaluations(n_examples: int, methods: tuple[str, ...], seed: int =
 
 
 def measure(n_examples: int) -> dict:
-    methods = METHOD_SETS["all"]
+    methods = method_sets()["all"]
     evaluations = synthetic_evaluations(n_examples, methods)
     found = rows_with_evaluations(load_manifest("genies"), evaluations, methods)
     began = time.perf_counter()

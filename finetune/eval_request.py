@@ -5,12 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import registry
 from actstore.errors import UserError
 from actstore.views import check_prompt_format
 from finetune.evaluate import EvalResult
 
-BASELINES = ("zero-shot", "few-shot")
 DEFAULT_MODEL = "smollm2-135m"
+
+
+def base_model_baselines() -> tuple[str, ...]:
+    """The methods `finetune eval --method` runs live on a base model (zero-shot, few-shot)."""
+    return registry.names(lambda spec: spec.base_model_baseline)
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ class EvalRequest:
         if self.prompt_format is not None:
             check_prompt_format(self.prompt_format)
         if self.run_dir is not None:
-            if self.method in BASELINES:
+            if self.method in base_model_baselines():
                 raise UserError(f"--method {self.method} evaluates a base model: give --model, not a run directory")
             if self.model is not None or self.shots_from is not None:
                 raise UserError("a run directory already names its base model; --model and --shots-from do not apply")
@@ -49,7 +54,7 @@ class EvalRequest:
                 raise UserError("a run directory's base model is loaded quantized as it was trained; --quantize "
                                 "does not apply")
             return
-        if self.method not in BASELINES:
+        if self.method not in base_model_baselines():
             raise UserError(
                 "give a run directory (from `finetune train`) or --method zero-shot / few-shot"
                 + (f"; got --method {self.method}" if self.method else "")

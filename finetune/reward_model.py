@@ -16,14 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import registry
 from actstore.errors import UserError
 from actstore.quantization import quiet_bitsandbytes
 from finetune.full_sequences import run_full_sequences
 from finetune.shared_prompts import run_shared
+from registry import Kind
 
 quiet_bitsandbytes()  # peft imports bitsandbytes where it is installed
-METHODS = ("lora", "prompt-tuning")
-DEFAULT_LEARNING_RATES = {"lora": 2e-4, "prompt-tuning": 5.2e-3}  # the paper's settings
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,15 @@ class AdapterSettings:
         return cls(**{**raw, "lora_target_modules": tuple(raw["lora_target_modules"])})
 
 
+def default_learning_rate(method: str) -> float:
+    """The method's learning rate unless one is given (its registry entry: the paper's setting)."""
+    return dict(registry.get(check_method(method)).params)["learning_rate"]
+
+
 def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise UserError(f"unknown fine-tuning method {method!r} (choose from {', '.join(METHODS)})")
+    trained = registry.names(lambda spec: spec.kind is Kind.LIVE_TRAINED)
+    if method not in trained:
+        raise UserError(f"unknown fine-tuning method {method!r} (choose from {', '.join(trained)})")
     return method
 
 

@@ -21,7 +21,7 @@ import torch
 
 from actstore.errors import UserError
 from actstore.views import check_prompt_format
-from finetune.reward_model import DEFAULT_LEARNING_RATES, AdapterSettings, check_method
+from finetune.reward_model import AdapterSettings, check_method, default_learning_rate
 
 DEFAULT_EPOCHS = 3  # the paper's runs saw about 2.7 to 5.3 epochs of a 600-example source
 MAX_DEFAULT_STEPS = 150  # the paper's longest runs
@@ -83,7 +83,7 @@ class TrainConfig:
 
     @property
     def resolved_learning_rate(self) -> float:
-        return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATES[self.method]
+        return self.learning_rate if self.learning_rate is not None else default_learning_rate(self.method)
 
     def out_dir(self) -> Path:
         if self.out:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+import registry
 from actstore.demo_data import ensure_demo_data
 from actstore.errors import UserError
 from actstore.inventory import summarize
@@ -21,7 +22,7 @@ from cli import print_report_summary, print_table, with_interval
 from genies.plan import RunConfig
 from genies.runner import RunSummary, run_benchmark
 from manifests import load_manifest
-from probes.methods import get_method
+from probes.estimator import make_probe
 from probes.plot import plot_sweep
 from probes.sources import StoreSource
 from probes.sweep import SweepConfig, run_sweep, sweep_layers
@@ -54,7 +55,7 @@ def layer_sweep_plot(config: RunConfig, out: Path) -> Path:
         return StoreSource(store_url(config.resolved_store_root, config.model, dataset, split, "plain", limit=config.limit,
                                      prompt_format=config.prompt_format))
 
-    methods = [get_method(m) for m in DEMO_METHODS if m != "zero-shot"]
+    methods = [make_probe(m) for m in DEMO_METHODS if registry.get(m).takes_layer]
     train = store(source, "train")
     sweep = run_sweep(train, [("source test", store(source, "test")), ("target", store(target, "test"))], methods,
                       sweep_layers(train, methods), SweepConfig(seed=config.seed))

@@ -20,13 +20,12 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
+import registry
 from manifests import Shift
 from probes.metrics import ExampleOutcomes
 
 ZERO_SHOT = "zero-shot"
 UNTRAINED = ""
-# Chance baselines measure no capability, so they never count as the target-tuned capability.
-NOT_A_CAPABILITY = frozenset({"random"})
 
 
 @dataclass(frozen=True)
@@ -127,9 +126,12 @@ def elicitation(generalization: float, target_tuned_capability: float) -> float:
 def target_tuned_capability(in_distribution: Mapping[str, float]) -> tuple[str, float]:
     """The best (method, accuracy) among methods trained and tested on the reference.
 
-    Chance baselines are left out; ties go to the first method in the mapping's order.
+    Chance baselines (registry: they measure no capability) are left out; ties go to the first method in the
+    mapping's order.
     """
-    candidates = {m: a for m, a in in_distribution.items() if m not in NOT_A_CAPABILITY and not math.isnan(a)}
+    methods = registry.all_methods()
+    candidates = {m: a for m, a in in_distribution.items()
+                  if (m not in methods or methods[m].counts_as_capability) and not math.isnan(a)}
     if not candidates:
         raise ValueError("no method was trained and tested on the target reference")
     best = max(candidates, key=lambda method: candidates[method])

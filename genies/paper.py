@@ -25,40 +25,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
+import registry
 from manifests import HERE as MANIFEST_DIR
 from manifests import Shift, load_manifest
 
 PAPER_MODEL = "llama-30b"
 SHIPPED = MANIFEST_DIR / "paper-results.csv"
-INTERVENTIONS = ("zero_shot", "few_shot", "lora_fine_tuning", "prompt_tuning", "mms", "lat_stim_1", "lat_stim_2", "cra", "ccs")
+INTERVENTIONS = registry.PAPER_INTERVENTIONS
 TTC_INTERVENTIONS = ("lora_fine_tuning", "mms", "prompt_tuning", "few_shot", "zero_shot")
-# Our method -> the paper's intervention, only where it is the same method (settings may differ:
-# see the report's notes). The paper's "LAT" (lat_stim_1/2) is a class-mean difference over the top
-# layers, which is our lat-stim-1 / lat-stim, not RepE's PCA (our `lat`); its mms and cra work on
-# attention-head outputs, which is our mms-heads / cra-heads, not the residual-stream mms / cra.
-PAPER_INTERVENTION = {
-    "zero-shot": "zero_shot", "few-shot": "few_shot", "lora": "lora_fine_tuning", "prompt-tuning": "prompt_tuning",
-    "mms-heads": "mms", "lat-stim-1": "lat_stim_1", "lat-stim": "lat_stim_2", "cra-heads": "cra", "ccs": "ccs",
-}
-# Ours without a paper column, and why.
-NOT_COMPARABLE = {
-    "mms": "residual stream at one chosen layer; the paper's mms uses the top-16 attention heads (our mms-heads)",
-    "cra": "residual stream at one chosen layer; the paper's cra uses the top-16 attention heads (our cra-heads)",
-    "lat": "RepE's PCA of paired differences; the paper has no PCA method (its \"LAT\" is lat-stim-1)",
-    "logreg": "no counterpart in the paper",
-    "random": "chance baseline; no counterpart in the paper",
-}
-# `--methods paper`: one method for each of the paper's interventions that `genies run` runs (the
-# residual mms and cra stand in for the per-head ones, which need --site heads stores); `all` adds ours.
-PAPER_METHODS = ("zero-shot", "few-shot", "lora", "prompt-tuning", "mms", "lat-stim-1", "lat-stim", "cra", "ccs")
-OUR_METHODS = ("lat", "logreg", "random")
-METHOD_SETS = {"paper": PAPER_METHODS, "all": PAPER_METHODS + OUR_METHODS}
-
-
-def expand_methods(spec: str) -> tuple[str, ...]:
-    """A comma-separated method list in which `paper` and `all` stand for their sets; order kept, no repeats."""
-    names = [name.strip() for name in spec.split(",") if name.strip()]
-    return tuple(dict.fromkeys(m for name in names for m in METHOD_SETS.get(name, (name,))))
+# Which of our methods is the same as one of the paper's interventions, and why the others are not,
+# is declared by each method in the registry (registry.py: paper_intervention, stands_in_for, paper_note).
 DIGITS = 6
 
 
@@ -155,7 +131,8 @@ def paper_rows(shifts: Iterable[tuple[str, str]]) -> list[PaperRow]:
 
 def paper_figure(source: str, target: str, method: str) -> PaperRow | None:
     """The paper's llama-30b row for our ``method`` on this shift, if the paper ran a counterpart."""
-    intervention = PAPER_INTERVENTION.get(method)
+    spec = registry.all_methods().get(method)
+    intervention = spec.paper_intervention if spec else None
     return _shipped_index().get((source, target, intervention)) if intervention else None
 
 

@@ -21,26 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+import registry
 from actstore.errors import UserError
 from actstore.locations import store_url
 from actstore.paths import default_store_root
 from actstore.views import check_prompt_format
-from genies.generalization import NOT_A_CAPABILITY, UNTRAINED, ZERO_SHOT
+from genies.generalization import UNTRAINED, ZERO_SHOT
 from manifests import Shift
-from probes.methods import METHODS as PROBE_METHODS
+from registry import Kind
 
-# How each method gets its scores. Probes read residual stores of the views the probe registry
-# names (per-head methods need `--site heads` stores, which the runner does not extract); live
-# methods run the model.
-PROBE_VIEWS: dict[str, tuple[str, ...]] = {
-    name: method.views for name, method in PROBE_METHODS.items() if name != ZERO_SHOT and not method.heads
-}
-# Methods that choose their own layers (lat-stim): fitted without --layer, so no layer tag either.
-FIXED_LAYER_METHODS = frozenset(name for name in PROBE_VIEWS if not PROBE_METHODS[name].per_layer)
-STORE_BASELINES = frozenset({ZERO_SHOT})  # scored from the plain store's log-likelihoods
-LIVE_TRAINED = frozenset({"lora", "prompt-tuning"})  # finetune train, then finetune eval
-LIVE_UNTRAINED = frozenset({"few-shot"})  # its "training set" gives the shots
-METHODS = (ZERO_SHOT, *PROBE_VIEWS, "few-shot", "lora", "prompt-tuning")
 DEFAULT_METHODS = (ZERO_SHOT, "mms", "lat", "ccs", "cra", "logreg", "random")
 EVAL_SPLIT, TRAIN_SPLIT = "test", "train"
 # Names the layer rule (probes.sweep.LAYER_RULE), so fits whose layers an earlier rule chose are not reused.
@@ -66,9 +55,10 @@ class RunConfig:
 
     def __post_init__(self):
         check_prompt_format(self.prompt_format)
-        unknown = [m for m in self.methods if m not in METHODS]
+        choices = registry.benchmark_methods()
+        unknown = [m for m in self.methods if m not in choices]
         if unknown:
-            raise UserError(f"unknown method(s) {', '.join(unknown)} (choose from {', '.join(METHODS)})")
+            raise UserError(f"unknown method(s) {', '.join(unknown)} (choose from {', '.join(choices)})")
         if not self.methods:
             raise UserError("--methods is empty")
         if not (self.layer == "best" or (isinstance(self.layer, int) and self.layer >= 0)):
@@ -135,7 +125,7 @@ class FitStep:
 
     @property
     def live(self) -> bool:
-        return self.method in LIVE_TRAINED
+        return registry.get(self.method).live
 
 
 @dataclass(frozen=True)
@@ -204,7 +194,7 @@ class Plan:
     def needs_model(self) -> bool:
         """Whether executing the plan loads the language model at all."""
         return bool(self.stores_to_extract or any(f.live for f in self.fits_to_run)
-                    or any(e.method in LIVE_TRAINED | LIVE_UNTRAINED for e in self.evaluations_to_run))
+                    or any(registry.get(e.method).live for e in self.evaluations_to_run))
 
     def summary_lines(self) -> list[str]:
         def count(what: str, steps: list, todo: list) -> str:
@@ -233,7 +223,7 @@ def needed_evaluations(shifts: Iterable[Shift], methods: Iterable[str], mix_targ
     wanted: dict[tuple[str, TrainingSet | None, str], None] = {}
 
     def add(method: str, training: TrainingSet | None, tested_on: str) -> None:
-        wanted[(method, None if method in STORE_BASELINES else training, tested_on)] = None
+        wanted[(method, None if registry.get(method).kind is Kind.STORE_BASELINE else training, tested_on)] = None
 
     for shift in shifts:
         training = training_set_for(shift, mix_target)
@@ -243,7 +233,7 @@ def needed_evaluations(shifts: Iterable[Shift], methods: Iterable[str], mix_targ
             add(method, training, shift.source)
         reference = TrainingSet(shift.reference)
         for method in [ZERO_SHOT, *methods]:
-            if method not in NOT_A_CAPABILITY:
+            if registry.get(method).counts_as_capability:
                 add(method, reference, shift.reference)
     return list(wanted)
 
@@ -270,7 +260,7 @@ def build_plan(config: RunConfig, shifts: list[Shift], done: DoneChecks) -> Plan
         finished = done.path_exists(path) and done.current(path, depends_on)
         fits[(method, training)] = step = FitStep(method, training, path, finished, depends_on)
         if not step.done and not step.live:
-            for view in PROBE_VIEWS[method]:
+            for view in registry.get(method).views:
                 need_store(training.dataset, TRAIN_SPLIT, view)
                 if training.mixed_with:
                     need_store(training.mixed_with, TRAIN_SPLIT, view)
@@ -283,9 +273,10 @@ def build_plan(config: RunConfig, shifts: list[Shift], done: DoneChecks) -> Plan
         plan.evaluations.append(step)
         if step.done:
             continue
-        for view in ("plain",) if method in STORE_BASELINES else PROBE_VIEWS.get(method, ()):
+        spec = registry.get(method)
+        for view in spec.views:
             need_store(tested_on, EVAL_SPLIT, view)
-        if method in PROBE_VIEWS or method in LIVE_TRAINED:
+        if spec.kind in (Kind.PROBE, Kind.LIVE_TRAINED):
             need_fit(method, training)
     plan.stores = list(stores.values())
     plan.fits = list(fits.values())
@@ -305,9 +296,10 @@ def evaluation_files(training: TrainingSet | None, tested_on: str) -> list[tuple
 def layer_tag(config: RunConfig, method: str) -> str:
     """Probe fits and evaluations depend on the layer choice; zero-shot and live methods do not.
     Under ``--layer best`` a chance baseline takes the middle layer (see probes.sweep.best_layers)."""
-    if method not in PROBE_VIEWS or method in FIXED_LAYER_METHODS:
+    spec = registry.get(method)
+    if not spec.takes_layer:
         return ""
-    if config.layer == "best" and PROBE_METHODS[method].chance_baseline:
+    if config.layer == "best" and spec.chance_baseline:
         return "layer-middle"
     return config.layer_tag
 

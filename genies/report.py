@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import registry
 from actstore.errors import UserError
 from genies.evaluations import ROW_OUTCOMES_FILE, read_row_evaluations
 from genies.generalization import ZERO_SHOT, ResultRow
-from genies.paper import INTERVENTIONS, NOT_COMPARABLE, PAPER_INTERVENTION, PAPER_MODEL, paper_figure, paper_rows
+from genies.paper import INTERVENTIONS, PAPER_MODEL, paper_figure, paper_rows
 from genies.plots import method_bars, zero_shot_scatter
 from genies.results_csv import load_run
 from genies.summary import (Correlation, MethodSummary, mean, method_summaries, methods_in_order, pearson,
@@ -77,7 +78,7 @@ def paper_comparisons(rows: Sequence[ResultRow]) -> dict[str, PaperComparison]:
         found = [p for p in (paper_figure(s, t, method) for s, t in shifts) if p is not None]
         if found:
             out[method] = PaperComparison(
-                method, PAPER_INTERVENTION[method], len(found),
+                method, registry.paper_counterparts()[method], len(found),
                 mean(p.generalization_accuracy for p in found), mean(p.differential_elicitation for p in found))
     return out
 
@@ -200,13 +201,16 @@ def _counterpart_lines(methods: Sequence[str]) -> list[str]:
              f"A method of this run is compared with the paper's {PAPER_MODEL} figures only where it is the same "
              "method (settings may differ: see the notes).", ""]
     body = []
+    counterparts = registry.paper_counterparts()
     for method in methods:
-        if method in PAPER_INTERVENTION:
-            body.append([method, PAPER_INTERVENTION[method], "yes"])
+        if method in counterparts:
+            body.append([method, counterparts[method], "yes"])
         else:
-            body.append([method, "–", f"no: {NOT_COMPARABLE.get(method, 'no counterpart in the paper')}"])
+            spec = registry.all_methods().get(method)
+            why = spec.paper_note if spec and spec.paper_note else "no counterpart in the paper"
+            body.append([method, "–", f"no: {why}"])
     lines += _table(["method", "paper intervention", "comparable"], body)
-    covered = {PAPER_INTERVENTION[m] for m in methods if m in PAPER_INTERVENTION}
+    covered = {counterparts[m] for m in methods if m in counterparts}
     missing = [i for i in INTERVENTIONS if i not in covered]
     if missing:
         lines += [f"Paper interventions without a comparable method in this run: {', '.join(missing)}.", ""]
@@ -310,7 +314,7 @@ NOTES = [
     "source's training data (never a test split), except the chance baseline random, which takes the middle layer "
     "(see Layer selection).",
     "- Paper figures: llama-30b from the GENIES reference results (`manifests/paper-results.csv`). Same methods: "
-    + ", ".join(f"{m} = {i}" for m, i in PAPER_INTERVENTION.items()) + ". The paper's LAT (lat_stim_1/2) is a "
+    + ", ".join(f"{m} = {i}" for m, i in registry.paper_counterparts().items()) + ". The paper's LAT (lat_stim_1/2) is a "
     "class-mean difference over its top-16 layers, not PCA; its ccs accuracy is per response with the sign chosen on "
     "the target; its live methods ran on llama-30b in 4-bit with their own step counts; its TTC is re-derived as a "
     "best-of-interventions maximum (see manifests/README.md).",

@@ -15,18 +15,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+import registry
 from actstore.atomic import file_sha256, write_text_atomic
 from actstore.errors import UserError
 from genies.evaluations import ROW_OUTCOMES_FILE, filesystem_checks, load_evaluation, write_row_evaluations
 from genies.generalization import ResultRow, rows_with_evaluations
-from genies.plan import (LIVE_UNTRAINED, PROBE_VIEWS, RESULT_SETTINGS, Plan, RunConfig, build_plan, check_reusable,
-                         training_set_for)
+from genies.plan import RESULT_SETTINGS, Plan, RunConfig, build_plan, check_reusable, training_set_for
 from genies.report import RUN_INFO_FILE, Report, read_run_info, write_report
 from genies.results_csv import RESULTS_CHECKSUM, RESULTS_FILE, write_results
 from genies.steps import (ChosenLayer, LazyModel, extract_stores, fit_probes, run_evaluations, store_settings,
                           train_live)
 from genies.uncertainty import RunBootstrap
 from manifests import load_manifest
+from registry import Kind
 
 SWEEPS_DIR = "sweeps"  # per training set: the layer sweep that chose each method's layer
 MIXED_DATA_DIR = "mixed-data"  # --mix-target: mixed training distributions for live methods
@@ -66,7 +67,7 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
                   progress: bool | None = None) -> RunSummary:
     started, started_at = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     config = resolve_config(config)
-    if config.mix_target and any(m in LIVE_UNTRAINED for m in config.methods):
+    if config.mix_target and any(registry.get(m).kind is Kind.LIVE_UNTRAINED for m in config.methods):
         raise UserError("few-shot takes its shots from one distribution; run it without --mix-target")
     shifts = load_manifest(config.shifts)
     out = Path(config.out)
@@ -127,7 +128,7 @@ def _execute(plan: Plan, out: Path, log: Callable[[str], None], progress: bool) 
     if plan.stores_to_extract:
         phase("extraction", lambda: extract_stores(config, plan.stores_to_extract, model, log, progress=progress))
         work.stores = len(plan.stores_to_extract)
-    probe_fits = [f for f in plan.fits_to_run if f.method in PROBE_VIEWS]
+    probe_fits = [f for f in plan.fits_to_run if registry.get(f.method).kind is Kind.PROBE]
     live_fits = [f for f in plan.fits_to_run if f.live]
     if probe_fits:
         phase("probe fitting", lambda: work.chosen_layers.extend(fit_probes(config, probe_fits, out / SWEEPS_DIR, log)))

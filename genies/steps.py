@@ -7,28 +7,24 @@ a test can make any model work fail loudly.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import actstore.extract as extraction
 import actstore.models as models
-from actstore.atomic import write_text_atomic
+import registry
 from actstore.errors import UserError
 from actstore.locations import store_url
 from genies.evaluations import evaluation_from_metrics, save_evaluation
 from genies.generalization import Evaluation
 from genies.mixing import MixedSource, write_mixed_distribution
-from genies.plan import (EVAL_SPLIT, FIXED_LAYER_METHODS, LIVE_TRAINED, LIVE_UNTRAINED, PROBE_VIEWS,
-                         STORE_BASELINES, TRAIN_SPLIT, EvalStep, FitStep, RunConfig, StoreStep, TrainingSet)
-from probes.fitting import evaluate_with_outcomes, fit_probe
+from genies.plan import EVAL_SPLIT, TRAIN_SPLIT, EvalStep, FitStep, RunConfig, StoreStep, TrainingSet
+from probes.estimator import StoreProbe, load_probe, make_probe
 from probes.labels import split_by_example
-from probes.methods import FitConfig, get_method
-from probes.probe import Probe, load_probe, save_probe
 from probes.sources import FeatureSource, StoreSource
-from probes.sweep import CSV_COLUMNS, MIN_VALIDATION_PAIRS, SweepConfig, read_csv, run_sweep, sweep_layers
+from probes.sweep import MIN_VALIDATION_PAIRS, SweepConfig, SweepRow, read_csv, run_sweep, sweep_layers, write_csv
+from registry import Kind
 
 Log = Callable[[str], None]
 VALIDATION_PAIRS = "validation_pairs"  # probe config: pairs of the validation split that chose its layer
@@ -91,13 +87,15 @@ def _holding(source: StoreSource, **claimed) -> StoreSource:
     return source
 
 
-def _fit_for(step: EvalStep, path: Path, config: RunConfig) -> Probe:
+def _fit_for(step: EvalStep, path: Path, config: RunConfig) -> StoreProbe:
     """The saved probe of ``step``'s fit, once it says it is that fit (method, training data, layer)."""
     probe = load_probe(path)
-    layer = config.layer if isinstance(config.layer, int) and step.method not in FIXED_LAYER_METHODS else None
-    claims = {"method": (probe.method, step.method), "training set": (probe.trained_on.get("dataset"), step.training.dataset)}
+    takes_layer = registry.get(step.method).takes_layer
+    layer = config.layer if isinstance(config.layer, int) and takes_layer else None
+    claims = {"method": (probe.method, step.method),
+              "training set": (probe.trained_on_.get("dataset"), step.training.dataset)}
     if layer is not None:
-        claims["layer"] = (probe.config.get("layer"), layer)
+        claims["layer"] = (probe.fitted.params.get("layer"), layer)
     for what, (found, expected) in claims.items():
         if found != expected:
             raise UserError(f"{path}: a probe with {what} {found!r}, where this run expects {expected!r} "
@@ -153,42 +151,40 @@ def fit_probes(config: RunConfig, steps: list[FitStep], sweeps_dir: Path, log: L
     sources = Sources(config)
     for index, (training, group) in enumerate(by_training.items(), start=1):
         log(f"[fit {index}/{len(by_training)}] {', '.join(s.method for s in group)} on {training.name}")
-        views = tuple(dict.fromkeys(v for s in group for v in PROBE_VIEWS[s.method]))
+        views = tuple(dict.fromkeys(v for s in group for v in registry.get(s.method).views))
         train = sources.training(training, views)
         layers = _layers(config, training, group, train, sweeps_dir, chosen, log)
         validation_pairs = {c.method: c.validation_pairs for c in chosen if c.training == training.name}
         for step in group:
-            probe = fit_probe(step.method, train, layers.get(step.method), _fit_config(config))
-            pairs = (_top_k_validation_pairs(config, train) if step.method in FIXED_LAYER_METHODS
-                     else validation_pairs.get(step.method))
-            if pairs is not None:
-                probe.config[VALIDATION_PAIRS] = pairs
-            save_probe(probe, step.path, record={"data": step.data})
+            probe = _probe(config, step.method, layers.get(step.method)).fit(train)
+            pairs = (validation_pairs.get(step.method) if registry.get(step.method).takes_layer
+                     else _top_k_validation_pairs(probe, train))
+            probe.save(step.path, record={"data": step.data},
+                       notes={VALIDATION_PAIRS: pairs} if pairs is not None else None)
         sources.release()
     return chosen
 
 
-def _fit_config(config: RunConfig) -> FitConfig:
-    return FitConfig(seed=config.seed)
+def _probe(config: RunConfig, method: str, layer: int | None = None) -> StoreProbe:
+    return make_probe(method, layer, seed=config.seed)
 
 
-def _top_k_validation_pairs(config: RunConfig, train: FeatureSource) -> int:
+def _top_k_validation_pairs(probe: StoreProbe, train: FeatureSource) -> int:
     """Pairs of the train-internal validation split on which lat-stim-style methods rank their layers."""
-    _, val_rows = split_by_example(train.labels, _fit_config(config).val_fraction, config.seed)
+    _, val_rows = split_by_example(train.labels, probe.val_fraction, probe.seed)
     return int((~train.labels.is_best[val_rows]).sum())
 
 
 def _layers(config: RunConfig, training: TrainingSet, group: list[FitStep], train: FeatureSource, sweeps_dir: Path,
             chosen: list[ChosenLayer], log: Log) -> dict[str, int | None]:
-    per_layer = [s.method for s in group if s.method not in FIXED_LAYER_METHODS]
+    per_layer = [s.method for s in group if registry.get(s.method).takes_layer]
     layers: dict[str, int | None] = {s.method: None for s in group}
     if config.layer != "best":
         return {**layers, **{m: int(config.layer) for m in per_layer}}
     if not per_layer:
         return layers
-    methods = [get_method(m) for m in per_layer]
-    sweep = run_sweep(train, [], methods, sweep_layers(train, methods),
-                      SweepConfig(fit=_fit_config(config), seed=config.seed))
+    methods = [_probe(config, m) for m in per_layer]
+    sweep = run_sweep(train, [], methods, sweep_layers(train, methods), SweepConfig(seed=config.seed))
     write_sweep_csv(sweep.rows, sweeps_dir / f"{training.name}.csv")
     for best in sweep.best:
         layers[best.method] = best.layer
@@ -203,15 +199,11 @@ def _layers(config: RunConfig, training: TrainingSet, group: list[FitStep], trai
     return layers
 
 
-def write_sweep_csv(rows: list[dict], path: Path) -> Path:
+def write_sweep_csv(rows: list[SweepRow], path: Path) -> Path:
     """Write the sweep's rows, keeping the rows of other methods from an earlier (interrupted) run."""
-    swept = {row["method"] for row in rows}
-    kept = [row for row in read_csv(path) if row["method"] not in swept] if path.is_file() else []
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(kept + rows)
-    return write_text_atomic(path, text.getvalue())
+    swept = {row.method for row in rows}
+    kept = [row for row in read_csv(path) if row.method not in swept] if path.is_file() else []
+    return write_csv(kept + rows, path)
 
 
 def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, model: LazyModel, log: Log) -> None:
@@ -256,25 +248,24 @@ def run_evaluations(config: RunConfig, steps: list[EvalStep], fits: dict[tuple[s
 
 def _evaluate(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path], sources: Sources,
               model: LazyModel) -> Evaluation:
-    if step.method in STORE_BASELINES or step.method in PROBE_VIEWS:
-        views = ("plain",) if step.method in STORE_BASELINES else PROBE_VIEWS[step.method]
-        test = sources.get(step.tested_on, EVAL_SPLIT, views)
-        probe: Probe = fit_probe(step.method, test) if step.method in STORE_BASELINES else _fit_for(step, fits[(step.method, step.training)], config)
+    spec = registry.get(step.method)
+    if spec.from_stores:
+        test = sources.get(step.tested_on, EVAL_SPLIT, spec.views)
+        probe = (_probe(config, step.method).fit(test) if spec.kind is Kind.STORE_BASELINE
+                 else _fit_for(step, fits[(step.method, step.training)], config))
         # No per-evaluation CI: results.csv and the report bootstrap the kept per-example outcomes instead.
-        metrics, outcomes = evaluate_with_outcomes(probe, test, n_bootstrap=0, seed=config.seed)
-        return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, metrics, probe.config.get("layer"),
-                                       outcomes, probe.config.get(VALIDATION_PAIRS))
-    if step.method in LIVE_TRAINED | LIVE_UNTRAINED:
-        result = _live_result(config, step, fits, model)
-        return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, result.metrics,
-                                       outcomes=result.outcomes)
-    raise UserError(f"no way to evaluate method {step.method!r}")
+        metrics, outcomes = probe.score_with_outcomes(test, n_bootstrap=0, seed=config.seed)
+        return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, metrics,
+                                       probe.fitted.params.get("layer"), outcomes, probe.notes_.get(VALIDATION_PAIRS))
+    result = _live_result(config, step, fits, model)
+    return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, result.metrics,
+                                   outcomes=result.outcomes)
 
 
 def _live_result(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path], model: LazyModel):
     from finetune.eval_request import EvalRequest, run_eval
 
-    if step.method in LIVE_TRAINED:
+    if registry.get(step.method).kind is Kind.LIVE_TRAINED:
         request = EvalRequest(dataset=step.tested_on, run_dir=fits[(step.method, step.training)],
                               data_dir=config.data_dir, limit=config.limit, seed=config.seed)
     else:  # few-shot: the training set gives the shots (the runner refuses it with --mix-target)

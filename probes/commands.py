@@ -7,18 +7,17 @@ the same split's views joined by commas.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
+import registry
 from actstore.errors import UserError
 from actstore.locations import StoreNames
 from actstore.roots import checked_location
-from probes.fitting import evaluate, fit_probe
-from probes.methods import FitConfig, Method, get_method, parse_methods
+from probes.estimator import StoreProbe, load_probe, make_probe
 from probes.metrics import Metrics
-from probes.probe import Probe, load_probe, save_probe
 from probes.sources import FeatureSource, StoreSource
 from probes.sweep import VALIDATION, SweepConfig, SweepResult, run_sweep, sweep_layers, write_csv
 
@@ -30,17 +29,41 @@ TABLE_COLUMNS = ["store", "role", "accuracy", "accuracy_ci_low", "accuracy_ci_hi
                  "rms_calibration_error", "n_pairs"]
 
 
-@dataclass
-class FitReport:
-    probe: Probe
-    rows: list[dict]
-    saved: Path | None = None
-    notes: list[str] = field(default_factory=list)
+@dataclass(frozen=True)
+class ScoredRow:
+    """A fitted probe's metrics on one store."""
+
+    store: str
+    role: str  # train (in-sample), source test or eval
+    metrics: Metrics
 
     def as_dict(self) -> dict:
-        return {"method": self.probe.method, "temperature": self.probe.temperature, "config": self.probe.config,
-                "trained_on": self.probe.trained_on, "saved": str(self.saved) if self.saved else None,
-                "results": self.rows, "notes": self.notes}
+        return {"store": self.store, "role": self.role, **asdict(self.metrics)}
+
+
+@dataclass(frozen=True)
+class FitReport:
+    probe: StoreProbe
+    rows: tuple[ScoredRow, ...]
+    saved: Path | None = None
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        fitted = self.probe.fitted
+        return {"method": fitted.method, "temperature": fitted.temperature, "config": fitted.params,
+                "trained_on": fitted.trained_on, "saved": str(self.saved) if self.saved else None,
+                "results": [row.as_dict() for row in self.rows], "notes": list(self.notes)}
+
+
+def method_rows() -> list[dict]:
+    """`probes methods`: every method fitted from stores, what it reads and whether it takes --layer."""
+    rows = []
+    for spec in map(registry.get, registry.store_methods()):
+        layer = ("--layer" if spec.takes_layer else "none" if spec.kind is registry.Kind.STORE_BASELINE
+                 else "chooses its own")
+        rows.append({"method": spec.name, "views": ",".join(spec.views) + (" (heads)" if spec.heads else ""),
+                     "layer": layer, "what": spec.summary})
+    return rows
 
 
 def open_source(spec: str, names: StoreNames = StoreNames()) -> StoreSource:
@@ -49,17 +72,13 @@ def open_source(spec: str, names: StoreNames = StoreNames()) -> StoreSource:
     return StoreSource(urls)
 
 
-def _row(name: str, role: str, metrics: Metrics) -> dict:
-    return {"store": name, "role": role, **asdict(metrics)}
+def evaluate_all(probe: StoreProbe, sources: list[tuple[str, FeatureSource]], *, calibration: str = "binned",
+                 n_bootstrap: int = 1000, seed: int = 0) -> tuple[ScoredRow, ...]:
+    return tuple(ScoredRow(source.name, role, probe.score(source, calibration=calibration, n_bootstrap=n_bootstrap,
+                                                          seed=seed)) for role, source in sources)
 
 
-def evaluate_all(probe: Probe, sources: list[tuple[str, FeatureSource]], *, calibration: str = "binned",
-                 n_bootstrap: int = 1000, seed: int = 0) -> list[dict]:
-    return [_row(source.name, role, evaluate(probe, source, calibration=calibration, n_bootstrap=n_bootstrap, seed=seed))
-            for role, source in sources]
-
-
-def eval_sources(train: StoreSource | None, eval_specs: list[str], methods: list[Method] = (),
+def eval_sources(train: StoreSource | None, eval_specs: list[str], methods: list[StoreProbe] = (),
                  names: StoreNames = StoreNames()) -> tuple[list[tuple[str, StoreSource]], list[str]]:
     """(role, source) pairs and notes: the training store's own test split first, then each --eval.
 
@@ -71,7 +90,8 @@ def eval_sources(train: StoreSource | None, eval_specs: list[str], methods: list
     if test is not None:
         try:
             for method in methods:
-                test.require(method.views, heads=method.heads, loglik=method.loglik)
+                spec = method.spec
+                test.require(spec.views, heads=spec.heads, loglik=spec.loglik)
             sources.append(("source test", test))
         except UserError as missing:
             notes.append(f"source test split skipped: {missing}")
@@ -83,22 +103,24 @@ def blas_threads(threads: int | None):
     return threadpool_limits(threads) if threads else nullcontext()
 
 
-def fit_command(method: str, train_spec: str, layer: int | None = None, eval_specs: tuple[str, ...] = (),
-                out: str | Path | None = None, config: FitConfig = FitConfig(), *, calibration: str = "binned",
-                n_bootstrap: int = 1000, threads: int | None = DEFAULT_THREADS,
-                names: StoreNames = StoreNames()) -> FitReport:
+def fit_command(probe: StoreProbe, train_spec: str, eval_specs: tuple[str, ...] = (), out: str | Path | None = None,
+                *, calibration: str = "binned", n_bootstrap: int = 1000, seed: int = 0,
+                threads: int | None = DEFAULT_THREADS, names: StoreNames = StoreNames()) -> FitReport:
+    """Fit the unfitted ``probe`` (see ``make_probe``) on the train store; score it in-sample, on the train store's
+    test split (if extracted) and on each eval store; ``seed`` seeds the bootstrap."""
     train = open_source(train_spec, names)
-    evals, notes = eval_sources(train, list(eval_specs), [get_method(method)], names)
+    evals, notes = eval_sources(train, list(eval_specs), [probe], names)
     with blas_threads(threads):
-        probe = fit_probe(method, train, layer, config)
+        probe.fit(train)
         rows = evaluate_all(probe, [("train (in-sample)", train), *evals], calibration=calibration,
-                            n_bootstrap=n_bootstrap, seed=config.seed)
-    saved = save_probe(probe, out) if out else None
-    return FitReport(probe, rows, saved, notes)
+                            n_bootstrap=n_bootstrap, seed=seed)
+    saved = probe.save(out) if out else None
+    return FitReport(probe, rows, saved, tuple(notes))
 
 
 def eval_command(probe_path: str | Path, eval_specs: tuple[str, ...], *, calibration: str = "binned",
-                 n_bootstrap: int = 1000, seed: int = 0, names: StoreNames = StoreNames()) -> tuple[Probe, list[dict]]:
+                 n_bootstrap: int = 1000, seed: int = 0,
+                 names: StoreNames = StoreNames()) -> tuple[StoreProbe, tuple[ScoredRow, ...]]:
     if not eval_specs:
         raise UserError("give at least one --eval STORE")
     probe = load_probe(probe_path)
@@ -120,18 +142,26 @@ def parse_sweep_layers(spec: str, available: list[int]) -> list[int]:
     return list(chosen)
 
 
-def sweep_command(methods_spec: str, train_spec: str, eval_specs: tuple[str, ...], out_dir: str | Path,
+def parse_methods(spec: str, **options) -> list[StoreProbe]:
+    """Unfitted estimators of the comma-separated methods, each given the ``options`` it has a parameter for."""
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    if not names:
+        raise UserError("--methods: no method named")
+    return [make_probe(name, **options) for name in dict.fromkeys(names)]
+
+
+def sweep_command(methods: list[StoreProbe], train_spec: str, eval_specs: tuple[str, ...], out_dir: str | Path,
                   layers_spec: str = "all", config: SweepConfig = SweepConfig(),
                   threads: int | None = DEFAULT_THREADS, names: StoreNames = StoreNames()) -> tuple[SweepResult, Path, Path]:
-    methods = parse_methods(methods_spec)
     train = open_source(train_spec, names)
     evals, notes = eval_sources(train, list(eval_specs), methods, names)
     for method in methods:
-        train.require(method.views, heads=method.heads, loglik=method.loglik)
+        spec = method.spec
+        train.require(spec.views, heads=spec.heads, loglik=spec.loglik)
     layers = parse_sweep_layers(layers_spec, sweep_layers(train, methods))
     with blas_threads(threads):
         result = run_sweep(train, evals, methods, layers, config)
-    result.notes = notes
+    result = replace(result, notes=tuple(notes))
     from probes.plot import plot_sweep  # matplotlib only where a plot is drawn
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -151,10 +181,9 @@ def best_layer_rows(result: SweepResult) -> list[dict]:
         row = {"method": best.method, "best_layer": best.layer, "validation_pairs": best.validation_pairs,
                "near_ties": len(best.near_ties) or None}
         for r in result.rows:
-            if r["method"] == best.method and r["layer"] == best.layer:
-                name = "validation" if r["role"] == VALIDATION else r["eval"]
-                row.update({name: r["accuracy"], f"{name}_low": r["accuracy_ci_low"],
-                            f"{name}_high": r["accuracy_ci_high"]})
+            if r.method == best.method and r.layer == best.layer:
+                name = "validation" if r.role == VALIDATION else r.eval
+                row.update({name: r.accuracy, f"{name}_low": r.accuracy_ci_low, f"{name}_high": r.accuracy_ci_high})
         rows.append(row)
     return rows
 

@@ -10,12 +10,14 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from probes.sweep import SweepRow  # noqa: E402
 
-def plot_sweep(rows: list[dict], panels: list[str], path: str | Path, *, best: dict[str, int] | None = None,
+
+def plot_sweep(rows: list[SweepRow], panels: list[str], path: str | Path, *, best: dict[str, int] | None = None,
                title: str = "") -> Path:
     """One panel per name in ``panels`` (the rows' ``eval`` column); a dot marks each method's chosen layer and a
     band each accuracy's bootstrap interval (examples resampled), where the rows have one."""
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    methods = list(dict.fromkeys(r.method for r in rows))
     columns = 2 if len(panels) == 4 else min(len(panels), 3)
     n_rows = -(-len(panels) // columns)
     figure, axes = plt.subplots(n_rows, columns, figsize=(5 * columns, 3.6 * n_rows), squeeze=False, sharey=True)
@@ -23,8 +25,8 @@ def plot_sweep(rows: list[dict], panels: list[str], path: str | Path, *, best: d
     for index, panel in enumerate(panels):
         ax = axes[index // columns][index % columns]
         for m, method in enumerate(methods):
-            points = sorted((r["layer"], r["accuracy"], _bound(r, "accuracy_ci_low"), _bound(r, "accuracy_ci_high"))
-                            for r in rows if r["method"] == method and r["eval"] == panel)
+            points = sorted((r.layer, r.accuracy, _bound(r.accuracy_ci_low), _bound(r.accuracy_ci_high))
+                            for r in rows if r.method == method and r.eval == panel)
             if not points:
                 continue
             layers, accuracy, low, high = zip(*points)
@@ -52,6 +54,5 @@ def plot_sweep(rows: list[dict], panels: list[str], path: str | Path, *, best: d
     return path
 
 
-def _bound(row: dict, key: str) -> float:
-    value = row.get(key)
+def _bound(value: float | None) -> float:
     return float("nan") if value is None else float(value)

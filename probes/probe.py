@@ -1,4 +1,4 @@
-"""A fitted probe (scorer + temperature + provenance) and its files: PROBE/probe.json +
+"""A fitted probe's state (scorer + temperature + provenance) and its files: PROBE/probe.json +
 PROBE/tensors.safetensors, sealed by PROBE/complete.json (actstore/atomic.py): a probe is saved
 whole or not at all, and loading refuses one whose files changed since."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -23,13 +24,16 @@ CONFIG_FILE = "probe.json"
 TENSORS_FILE = "tensors.safetensors"
 
 
-@dataclass(eq=False)
-class Probe:
+@dataclass(frozen=True, eq=False)
+class FittedProbe:
+    """What fitting made, whole: an estimator holds one of these once fitted, and nothing changes it."""
+
     method: str
     scorer: Scorer
     temperature: float = 1.0
     trained_on: dict = field(default_factory=dict)  # model, model_id, hidden_size, dataset, split, fingerprint, url
-    config: dict = field(default_factory=dict)  # the fit configuration, for the record
+    params: dict = field(default_factory=dict)  # the estimator's parameters, for the record
+    notes: dict = field(default_factory=dict)  # what the caller recorded beside it (the runner: validation_pairs)
 
     def score(self, source: FeatureSource) -> np.ndarray:
         self.check_compatible(source)
@@ -80,7 +84,7 @@ def provenance(source: FeatureSource) -> dict:
     return {**record, **({"url": url} if url else {})}
 
 
-def save_probe(probe: Probe, directory: str | Path, record: dict | None = None) -> Path:
+def save_fitted(probe: FittedProbe, directory: str | Path, record: dict | None = None) -> Path:
     """Save into ``directory`` (replacing what is there in one step); ``record`` goes into its
     completion marker (the runner keeps the data fingerprints the probe was fitted on there)."""
     directory = Path(directory)
@@ -93,7 +97,7 @@ def save_probe(probe: Probe, directory: str | Path, record: dict | None = None) 
         "scorer_config": scorer_config,
         "temperature": probe.temperature,
         "trained_on": probe.trained_on,
-        "config": probe.config,
+        "config": {**probe.params, **probe.notes},
     }
     with atomic_directory(directory, record) as staging:
         save_file({name: np.ascontiguousarray(value, dtype=np.float32) for name, value in tensors.items()},
@@ -102,7 +106,8 @@ def save_probe(probe: Probe, directory: str | Path, record: dict | None = None) 
     return directory
 
 
-def load_probe(directory: str | Path) -> Probe:
+def read_fitted(directory: str | Path, param_names: Callable[[str], tuple[str, ...]]) -> FittedProbe:
+    """The checked state saved in ``directory``; ``param_names(method)`` tells its parameters from its notes."""
     directory = Path(directory)
     config_path, tensors_path = directory / CONFIG_FILE, directory / TENSORS_FILE
     if not config_path.is_file() and not tensors_path.is_file():
@@ -120,8 +125,12 @@ def load_probe(directory: str | Path) -> Probe:
     except Exception as err:  # safetensors raises its own error types for damaged files
         raise UserError(f"{tensors_path}: not a readable safetensors file ({err})") from None
     scorer = scorer_from_files(document, tensors, config_path, tensors_path)
-    return Probe(document["method"], scorer, float(document["temperature"]), document.get("trained_on", {}),
-                 document.get("config", {}))
+    config = document.get("config") or {}
+    names = param_names(document["method"])
+    params = {k: v for k, v in config.items() if k in names}
+    notes = {k: v for k, v in config.items() if k not in names}
+    return FittedProbe(document["method"], scorer, float(document["temperature"]), document.get("trained_on", {}),
+                       params, notes)
 
 
 def _json_default(value):

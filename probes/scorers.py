@@ -74,7 +74,7 @@ class Needs:
     loglik: bool = False
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class LinearScorer:
     """score = normalize(x) . direction at one layer (mms, lat, cra, logreg, random)."""
 
@@ -115,7 +115,7 @@ class LinearScorer:
                    np.asarray(tensors["direction"]))
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class CCSScorer:
     """score = sign * (credence - 1/2), credence = (p(yes) + 1 - p(no)) / 2, p = sigmoid(w . x + b)."""
 
@@ -166,7 +166,7 @@ class CCSScorer:
                    np.asarray(tensors["weight"]), float(config["bias"]), float(config["sign"]))
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class CosineScorer:
     """score = sign * mean over sites of cos(x_site - mean_site, direction_site).
 
@@ -232,7 +232,7 @@ def cosine_scores(x: np.ndarray, mean: np.ndarray, direction: np.ndarray) -> np.
     return (centred @ direction) / np.maximum(norms, 1e-12)
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class LoglikScorer:
     """score = total log-likelihood of response + EOS given the prompt (zero-shot)."""
 

@@ -19,27 +19,65 @@ split of fewer than ``MIN_VALIDATION_PAIRS`` pairs is flagged: its standard erro
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from sklearn.base import clone
+
+from actstore.atomic import write_text_atomic
 from actstore.errors import UserError
-from probes.fitting import evaluate, fit_probe
+from probes.estimator import LayerProbe, StoreProbe, as_source
 from probes.labels import split_by_example
-from probes.methods import FitConfig, Method
+from probes.metrics import Metrics
 from probes.sources import FeatureSource
 
 VALIDATION = "validation"
 LAYER_RULE = "middle of the layers within one standard error of the best validation accuracy"
 MIN_VALIDATION_PAIRS = 100
-CSV_COLUMNS = ["method", "layer", "eval", "role", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "accuracy_se", "auroc", "brier",
-               "rms_calibration_error", "n_pairs", "n_examples", "temperature", "fitted_on", "fit_seconds"]
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One method at one layer scored on one split (a row of sweep.csv)."""
+
+    method: str
+    layer: int
+    eval: str  # the split's name (validation: "<train> validation")
+    role: str  # validation, source test or eval
+    accuracy: float
+    accuracy_ci_low: float | None
+    accuracy_ci_high: float | None
+    accuracy_se: float | None
+    auroc: float | None
+    brier: float | None
+    rms_calibration_error: float | None
+    n_pairs: int
+    n_examples: int | None
+    temperature: float
+    fitted_on: str  # train-70% (the fit split) or train (refit on all training data)
+    fit_seconds: float
+
+    @classmethod
+    def scored(cls, method: str, layer: int, name: str, role: str, metrics: Metrics, temperature: float,
+               fitted_on: str, seconds: float) -> "SweepRow":
+        measured = {f.name: getattr(metrics, f.name) for f in fields(Metrics) if f.name in CSV_COLUMNS}
+        return cls(method=method, layer=layer, eval=name, role=role, **measured, temperature=temperature,
+                   fitted_on=fitted_on, fit_seconds=round(seconds, 4))
+
+    @classmethod
+    def from_csv(cls, row: dict[str, str]) -> "SweepRow":
+        return cls(**{name: row[name] if name in TEXT_COLUMNS else _number(row[name]) for name in CSV_COLUMNS})
+
+
+CSV_COLUMNS = [f.name for f in fields(SweepRow)]
+TEXT_COLUMNS = ("method", "eval", "role", "fitted_on")
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    fit: FitConfig = field(default_factory=FitConfig)
     val_fraction: float = 0.3
     seed: int = 0  # of the validation split
     refit: bool = False
@@ -65,95 +103,95 @@ class BestLayer:
         return f"{self.method} {self.layer} ({self.validation_accuracy:.3f}, {self.validation_pairs} pairs{small}{ties})"
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepResult:
-    rows: list[dict]
+    rows: list[SweepRow]
     best: list[BestLayer]
     eval_names: list[str]  # panels, in order: validation first
     seconds: float
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
 
 
-def check_sweepable(methods: list[Method]) -> None:
-    fixed = [m.name for m in methods if not m.per_layer]
+def check_sweepable(methods: list[StoreProbe]) -> None:
+    fixed = [m.method for m in methods if not isinstance(m, LayerProbe)]
     if fixed:
         raise UserError(f"{', '.join(fixed)} choose their own layers/heads; a layer sweep takes per-layer methods "
                         "(fit them with `probes fit`)")
 
 
-def sweep_layers(source: FeatureSource, methods: list[Method]) -> list[int]:
+def sweep_layers(source, methods: list[StoreProbe]) -> list[int]:
     """Layers present in every view that the methods read."""
-    views = {view for method in methods for view in method.views}
+    source = as_source(source)
+    views = {view for method in methods for view in method.spec.views}
     common = set.intersection(*(set(source.layers(view)) for view in views))
     return sorted(common)
 
 
-def run_sweep(train: FeatureSource, evals: list[tuple[str, FeatureSource]], methods: list[Method], layers: list[int],
+def run_sweep(train, evals: list[tuple[str, object]], methods: list[StoreProbe], layers: list[int],
               config: SweepConfig = SweepConfig()) -> SweepResult:
-    """``evals``: (role, source) pairs, e.g. ("source test", ...), ("eval", ...)."""
+    """Each of ``methods`` (unfitted estimators: their parameters but the layer are kept) at each of ``layers``.
+    ``train`` and each eval source: what ``fit`` takes; ``evals``: (role, source) pairs, e.g. ("source test", ...)."""
     start = time.perf_counter()
     check_sweepable(methods)
-    roles, evals = [role for role, _ in evals], [source for _, source in evals]
+    train = as_source(train)
+    roles, evals = [role for role, _ in evals], [as_source(source) for _, source in evals]
     for source in (train, *evals):
         for method in methods:
-            source.require(method.views, heads=method.heads, loglik=method.loglik)
+            spec = method.spec
+            source.require(spec.views, heads=spec.heads, loglik=spec.loglik)
     fit_rows, val_rows = split_by_example(train.labels, config.val_fraction, config.seed)
     fit_part, val_part = train.subset(fit_rows), train.subset(val_rows)
     eval_names = _unique_names(evals)
     share = f"train-{round(100 * len(fit_rows) / len(train.labels))}%"
 
-    rows: list[dict] = []
+    rows: list[SweepRow] = []
     for layer in layers:
         for method in methods:
             began = time.perf_counter()
-            probe = fit_probe(method.name, fit_part, layer, config.fit)
+            probe = clone(method).set_params(layer=layer).fit(fit_part)
             seconds = time.perf_counter() - began
-            rows.append(_row(method, layer, f"{train.name} {VALIDATION}", VALIDATION, probe, val_part, config, share,
-                             seconds))
+            rows.append(_row(layer, f"{train.name} {VALIDATION}", VALIDATION, probe, val_part, config, share, seconds))
             fitted_on = share
             if config.refit and evals:
                 began = time.perf_counter()
-                probe = fit_probe(method.name, train, layer, config.fit)
+                probe = clone(probe).fit(train)
                 seconds, fitted_on = time.perf_counter() - began, "train"
             for name, role, source in zip(eval_names, roles, evals):
-                rows.append(_row(method, layer, name, role, probe, source, config, fitted_on, seconds))
+                rows.append(_row(layer, name, role, probe, source, config, fitted_on, seconds))
         for source in (train, *evals):
             source.release()
     best = best_layers(rows, methods)
     return SweepResult(rows, best, [f"{train.name} {VALIDATION}", *eval_names], time.perf_counter() - start)
 
 
-def _row(method: Method, layer: int, name: str, role: str, probe, source: FeatureSource, config: SweepConfig,
-         fitted_on: str, seconds: float) -> dict:
-    metrics = evaluate(probe, source, calibration=config.calibration, n_bootstrap=config.n_bootstrap,
-                       seed=config.seed)
-    return {"method": method.name, "layer": layer, "eval": name, "role": role, **asdict(metrics),
-            "temperature": probe.temperature, "fitted_on": fitted_on, "fit_seconds": round(seconds, 4)}
+def _row(layer: int, name: str, role: str, probe: StoreProbe, source: FeatureSource, config: SweepConfig,
+         fitted_on: str, seconds: float) -> SweepRow:
+    metrics = probe.score(source, calibration=config.calibration, n_bootstrap=config.n_bootstrap, seed=config.seed)
+    return SweepRow.scored(probe.method, layer, name, role, metrics, probe.temperature_, fitted_on, seconds)
 
 
-def best_layers(rows: list[dict], methods: list[Method]) -> list[BestLayer]:
+def best_layers(rows: list[SweepRow], methods: list[StoreProbe]) -> list[BestLayer]:
     """Per method, the middle of the layers within one standard error of the best validation accuracy
     (``LAYER_RULE``; without a standard error, of the layers tied at the best); for a chance baseline,
     the middle swept layer whatever its accuracy."""
     best = []
     for method in methods:
-        candidates = sorted((r for r in rows if r["method"] == method.name and r["role"] == VALIDATION),
-                            key=lambda r: r["layer"])
+        name, chance = method.method, method.spec.chance_baseline
+        candidates = sorted((r for r in rows if r.method == name and r.role == VALIDATION), key=lambda r: r.layer)
         if not candidates:
             continue
-        if method.chance_baseline:
+        if chance:
             near = candidates
         else:
-            top = max(candidates, key=lambda r: (r["accuracy"], -r["layer"]))
-            se = top.get("accuracy_se")
+            top = max(candidates, key=lambda r: (r.accuracy, -r.layer))
+            se = top.accuracy_se
             margin = se if se is not None and math.isfinite(se) else 0.0
-            near = [r for r in candidates if r["accuracy"] >= top["accuracy"] - margin]
+            near = [r for r in candidates if r.accuracy >= top.accuracy - margin]
         chosen = near[len(near) // 2]
-        if method.chance_baseline:  # not chosen on validation data: no validation size behind it
-            best.append(BestLayer(method.name, chosen["layer"], chosen["accuracy"]))
+        if chance:  # not chosen on validation data: no validation size behind it
+            best.append(BestLayer(name, chosen.layer, chosen.accuracy))
         else:
-            best.append(BestLayer(method.name, chosen["layer"], chosen["accuracy"], chosen.get("n_pairs"),
-                                  tuple(r["layer"] for r in near)))
+            best.append(BestLayer(name, chosen.layer, chosen.accuracy, chosen.n_pairs, tuple(r.layer for r in near)))
     return best
 
 
@@ -170,19 +208,21 @@ def _unique_names(sources: list[FeatureSource]) -> list[str]:
     return names
 
 
-def write_csv(rows: list[dict], path: str | Path) -> Path:
-    path = Path(path)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+def csv_text(rows: list[SweepRow]) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(asdict(row) for row in rows)
+    return text.getvalue()
 
 
-def read_csv(path: str | Path) -> list[dict]:
-    numeric = {c for c in CSV_COLUMNS if c not in ("method", "eval", "role", "fitted_on")}
+def write_csv(rows: list[SweepRow], path: str | Path) -> Path:
+    return write_text_atomic(Path(path), csv_text(rows))
+
+
+def read_csv(path: str | Path) -> list[SweepRow]:
     with Path(path).open() as handle:
-        return [{k: (_number(v) if k in numeric else v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        return [SweepRow.from_csv(row) for row in csv.DictReader(handle)]
 
 
 def _number(text: str):

@@ -18,7 +18,7 @@ from cli import actstore, finetune, genies, probes
 from conftest import reseal, write_distribution
 from probes.labels import Labels
 from probes.normalize import Normalizer
-from probes.probe import Probe
+from probes.probe import FittedProbe
 from probes.scorers import Feature, LinearScorer
 from probes.sources import ArraySource
 from test_bad_input import GOOD, completed_stores, extract_args, fails
@@ -316,7 +316,7 @@ def test_nan_weights_are_named_not_blamed_on_the_store():
     source = ArraySource(labels, {"plain": {2: np.ones((4, 8), dtype=np.float32)}}, meta={"hidden_size": 8})
     direction = np.ones(8, dtype=np.float32)
     direction[5] = np.nan
-    probe = Probe("mms", LinearScorer(Feature(), 2, Normalizer(np.zeros(8, np.float32), np.ones(8, np.float32)), direction))
+    probe = FittedProbe("mms", LinearScorer(Feature(), 2, Normalizer(np.zeros(8, np.float32), np.ones(8, np.float32)), direction))
     with pytest.raises(UserError, match=r"4 of 4 mms scores are not finite because the probe has NaN or infinite "
                                         r"weights: 1 NaN of the 8 values of 'direction'"):
         probe.score(source)

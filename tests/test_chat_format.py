@@ -19,7 +19,7 @@ from cli import genies as genies_cli
 from cli import probes as probes_cli
 from conftest import TOY_EXAMPLES, edit_store_attrs, write_distribution
 from finetune.sequences import encode_examples
-from probes.fitting import evaluate, fit_probe
+from probes import make_probe
 from probes.sources import StoreSource
 
 # A small template in the usual shape: role markers, and the assistant's turn opened at the end.
@@ -125,9 +125,9 @@ def test_probe_from_chat_stores_is_refused_on_raw_stores(chat_tiny, data_dir, tm
     assert "--prompt-format raw" in one_error_line(run(probes_cli, "eval", tmp_path / "probe", "--eval", raw_test))
     with pytest.raises(UserError, match="--views yes --prompt-format chat"):  # the hint extracts the chat view
         StoreSource(str(chat_train)).require(("yes",))
-    probe = fit_probe("mms", StoreSource(str(root / "tiny-random/toy/train.plain.zarr")), 2)
+    probe = make_probe("mms", 2).fit(StoreSource(str(root / "tiny-random/toy/train.plain.zarr")))
     with pytest.raises(UserError, match="extracted with --prompt-format chat"):
-        evaluate(probe, StoreSource(str(root / "tiny-random/toy/test.chat.plain.zarr")))
+        probe.score(StoreSource(str(root / "tiny-random/toy/test.chat.plain.zarr")))
 
 
 def test_views_of_mixed_prompt_formats_are_refused_in_one_source(chat_tiny, data_dir, tmp_path):
@@ -185,11 +185,11 @@ def test_bundled_model_chat_and_raw_on_the_demo(bundled_model, tmp_path):
         assert (chat_store.sequences()["n_tokens"] > raw_store.sequences()["n_tokens"]).all()
         assert not np.allclose(chat_store.activations(10), raw_store.activations(10), atol=1e-2)
         assert not np.allclose(chat_store.sequences()["loglik"], raw_store.sequences()["loglik"])
-    probe = fit_probe("mms", StoreSource(chat["train"]), 10)
-    assert probe.trained_on["prompt_format"] == "chat"
-    evaluate(probe, StoreSource(chat["test"]))
+    probe = make_probe("mms", 10).fit(StoreSource(chat["train"]))
+    assert probe.trained_on_["prompt_format"] == "chat"
+    probe.score(StoreSource(chat["test"]))
     with pytest.raises(UserError, match="extracted with --prompt-format raw"):
-        evaluate(probe, StoreSource(raw["test"]))
+        probe.score(StoreSource(raw["test"]))
 
 
 def test_runner_with_chat_keeps_its_stores_and_run_dir_apart(chat_tiny, tmp_path):

@@ -122,11 +122,12 @@ def test_sweep_cli(stores, tmp_path):
 
 
 def test_methods_lists_every_method():
-    from probes.methods import METHODS
+    import registry
 
     result = run("methods")
     assert result.exit_code == 0
-    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == list(METHODS)
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == list(registry.store_methods())
+    assert [line.split()[:3] for line in result.stdout.splitlines() if line.startswith("zero-shot")] == [["zero-shot", "plain", "none"]]
 
 
 def test_probes_never_imports_transformers(stores, tmp_path):

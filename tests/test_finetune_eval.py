@@ -128,7 +128,7 @@ def test_zero_shot_loglik_is_total_loglik_of_response_and_eos(toy_data):
 def test_live_zero_shot_equals_store_zero_shot(tmp_path, toy_data):
     from actstore import open_store
     from actstore.extract import ExtractConfig, extract
-    from probes.fitting import evaluate, fit_probe
+    from probes import ZeroShot
     from probes.sources import StoreSource
 
     [stored] = extract(ExtractConfig(model="tiny-random", datasets=("toy",), splits=("test",), layers="1",
@@ -140,7 +140,7 @@ def test_live_zero_shot_equals_store_zero_shot(tmp_path, toy_data):
     assert np.array_equal(live.is_best, sequences["score"] == 1.0)
     np.testing.assert_allclose(live.scores, sequences["loglik"], rtol=0, atol=1e-4)  # float32 forward passes
     source = StoreSource(stored.url)
-    store_metrics = evaluate(fit_probe("zero-shot", source), source)
+    store_metrics = ZeroShot().fit(source).score(source)
     assert store_metrics.n_pairs == live.metrics.n_pairs == N_TOY_PAIRS
     assert abs(store_metrics.accuracy - live.metrics.accuracy) <= 1e-6
 

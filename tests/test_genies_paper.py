@@ -50,19 +50,6 @@ def test_baseline_ttc_and_de_match_published_tables():
     assert all(paper_figure("alpaca_mmlu", "truthful_qa", m) is None for m in ("mms", "cra", "lat"))
 
 
-def test_method_sets_paper_and_all():
-    from genies.paper import NOT_COMPARABLE, OUR_METHODS, PAPER_INTERVENTION, PAPER_METHODS, expand_methods
-    from genies.plan import METHODS
-
-    assert expand_methods("paper") == PAPER_METHODS and set(PAPER_METHODS) <= set(METHODS)
-    assert expand_methods("all") == PAPER_METHODS + OUR_METHODS == expand_methods("paper,lat,all")
-    assert expand_methods("mms, zero-shot,mms") == ("mms", "zero-shot")
-    # every method of the sets either has the paper's column (the same method) or a reason why not
-    assert all((m in PAPER_INTERVENTION) != (m in NOT_COMPARABLE) for m in expand_methods("all"))
-    assert {PAPER_INTERVENTION[m] for m in PAPER_METHODS if m in PAPER_INTERVENTION} == {
-        "zero_shot", "few_shot", "lora_fine_tuning", "prompt_tuning", "lat_stim_1", "lat_stim_2", "ccs"}
-
-
 def test_genies_means_match_published_table():
     rows = paper_rows(GENIES)
     means = {i: sum(r.generalization_accuracy for r in rows if r.intervention == i) / 15

@@ -76,14 +76,14 @@ def test_zero_shot_has_differential_elicitation_exactly_zero(first_run):
 
 def test_best_layer_is_chosen_on_source_validation_only(first_run):
     sweep = read_csv(first_run.run_dir / "sweeps" / "easy.csv")
-    assert sweep and {r["role"] for r in sweep} == {VALIDATION}
-    assert {r["eval"] for r in sweep} == {"easy/train validation"}
-    from probes.methods import get_method
+    assert sweep and {r.role for r in sweep} == {VALIDATION}
+    assert {r.eval for r in sweep} == {"easy/train validation"}
+    from probes import make_probe
     from probes.sweep import best_layers
 
     for method in ("mms", "logreg", "random"):
-        candidates = [r for r in sweep if r["method"] == method]
-        (best,) = best_layers(candidates, [get_method(method)])  # the stated rule, on the saved validation rows
+        candidates = [r for r in sweep if r.method == method]
+        (best,) = best_layers(candidates, [make_probe(method)])  # the stated rule, on the saved validation rows
         assert len(candidates) == 5  # tiny-random: embeddings + 4 blocks
         expected = 2 if method == "random" else best.layer  # the chance baseline takes the middle layer
         assert {r.layer for r in first_run.rows if r.method == method and r.source == "easy"} == {expected}
@@ -96,7 +96,7 @@ def test_second_identical_run_reuses_everything_without_the_model(benchmark, fir
 
     monkeypatch.setattr(actstore.models, "load_model", no_model_work)
     monkeypatch.setattr(actstore.extract, "extract", no_model_work)
-    monkeypatch.setattr(genies.steps, "fit_probe", no_model_work)
+    monkeypatch.setattr(genies.steps, "make_probe", no_model_work)
     lines = []
     again = run_benchmark(config_for(benchmark), command="genies run (test)", log=lines.append)
     assert again.reused_everything and again.model_loads == 0

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from probes.fitting import evaluate, fit_probe
-from probes.methods import METHODS, FitConfig
-from probes.methods.ccs import ccs_losses, train_ccs
+import registry
+from probes import make_probe
+from probes.methods.ccs import CCS, ccs_losses, train_ccs
 from probes.metrics import pair_margins
 from synthetic import planted
 
@@ -33,36 +33,36 @@ def cosine(a, b):
 @pytest.mark.parametrize("method, min_cosine", [("mms", 0.98), ("lat", 0.98), ("cra", 0.98), ("logreg", 0.9),
                                                 ("ccs", 0.9)])
 def test_recovers_planted_direction(method, min_cosine, train, test):
-    probe = fit_probe(method, train.source(), LAYER)
-    assert evaluate(probe, test.source(), n_bootstrap=0).accuracy > 0.97
-    assert cosine(probe.scorer.raw_direction(), train.direction) > min_cosine
+    probe = make_probe(method, LAYER).fit(train.source())
+    assert probe.score(test.source(), n_bootstrap=0).accuracy > 0.97
+    assert cosine(probe.scorer_.raw_direction(), train.direction) > min_cosine
 
 
 @pytest.mark.parametrize("method", ["mms", "lat", "logreg", "cra", "ccs"])
 def test_no_signal_layer_gives_chance(method, train, test):
-    probe = fit_probe(method, train.source(), 0)  # layer 0 carries no planted signal
-    assert abs(evaluate(probe, test.source(), n_bootstrap=0).accuracy - 0.5) < 0.12
+    probe = make_probe(method, 0).fit(train.source())  # layer 0 carries no planted signal
+    assert abs(probe.score(test.source(), n_bootstrap=0).accuracy - 0.5) < 0.12
 
 
 def test_mms_is_difference_of_means(train):
-    probe = fit_probe("mms", train.source(), LAYER)
+    probe = make_probe("mms", LAYER).fit(train.source())
     x = train.residual["plain"][LAYER].astype(np.float64)
     best = train.score == 1.0
     by_hand = x[best].mean(axis=0) - x[~best].mean(axis=0)
-    np.testing.assert_allclose(probe.scorer.raw_direction(), by_hand, rtol=1e-4, atol=1e-4)
-    scores = probe.score(train.source())
+    np.testing.assert_allclose(probe.scorer_.raw_direction(), by_hand, rtol=1e-4, atol=1e-4)
+    scores = probe.decision_function(train.source())
     np.testing.assert_allclose(scores, (x - x.mean(axis=0)) @ by_hand, rtol=1e-3, atol=1e-3)
 
 
 def test_cra_is_mass_mean_of_contrast(train):
-    probe = fit_probe("cra", train.source(), LAYER, FitConfig(alpha=0.5))
+    probe = make_probe("cra", LAYER, alpha=0.5).fit(train.source())
     c = train.residual["yes"][LAYER].astype(np.float64) - 0.5 * train.residual["no"][LAYER]
     best = train.score == 1.0
-    np.testing.assert_allclose(probe.scorer.raw_direction(), c[best].mean(0) - c[~best].mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(probe.scorer_.raw_direction(), c[best].mean(0) - c[~best].mean(0), rtol=1e-4, atol=1e-4)
 
 
 def test_logreg_matches_sklearn_fitted_directly(train):
-    probe = fit_probe("logreg", train.source(), LAYER, FitConfig(logreg_c=0.3))
+    probe = make_probe("logreg", LAYER, C=0.3).fit(train.source())
     x = train.residual["plain"][LAYER].astype(np.float64)
     z = (x - x.mean(0)) / x.std(0)
     best_of_example = {int(e): i for i, e in enumerate(train.example) if train.score[i] == 1.0}
@@ -71,22 +71,22 @@ def test_logreg_matches_sklearn_fitted_directly(train):
     d = z[best] - z[other]
     reference = LogisticRegression(C=0.3, fit_intercept=False, max_iter=1000)
     reference.fit(np.vstack([d, -d]), np.r_[np.ones(len(d)), np.zeros(len(d))])
-    np.testing.assert_allclose(probe.scorer.direction, reference.coef_[0], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(probe.scorer_.direction, reference.coef_[0], rtol=1e-3, atol=1e-4)
     # score(best) - score(other) is the fitted logit of each pair.
-    margins = pair_margins(probe.score(train.source()), train.example, train.score == 1.0)
+    margins = pair_margins(probe.decision_function(train.source()), train.example, train.score == 1.0)
     np.testing.assert_allclose(margins, reference.decision_function(d), rtol=1e-3, atol=1e-3)
 
 
 def test_lat_is_first_principal_component_of_differences(train):
-    probe = fit_probe("lat", train.source(), LAYER)
+    probe = make_probe("lat", LAYER).fit(train.source())
     x = train.residual["plain"][LAYER].astype(np.float64)
     best, other = train.labels.pairs
     orientation = np.random.default_rng(0).choice([-1.0, 1.0], size=len(best))
     d = (x[best] - x[other]) * orientation[:, None]
     _, _, vt = np.linalg.svd(d - d.mean(0), full_matrices=False)
-    assert abs(cosine(probe.scorer.raw_direction(), vt[0])) > 0.9999
+    assert abs(cosine(probe.scorer_.raw_direction(), vt[0])) > 0.9999
     # Sign comes from the training labels: the preferred response scores higher on most pairs.
-    assert (train.labels.margins(probe.score(train.source())) > 0).mean() > 0.9
+    assert (train.labels.margins(probe.decision_function(train.source())) > 0).mean() > 0.9
 
 
 def test_ccs_reaches_high_accuracy_without_labels(train, test):
@@ -95,8 +95,7 @@ def test_ccs_reaches_high_accuracy_without_labels(train, test):
 
     source = train.source()
     yes, no = source.residual("yes", LAYER), source.residual("no", LAYER)
-    weight, bias, loss = train_ccs(Normalizer.fit(yes, "standardize")(yes), Normalizer.fit(no, "standardize")(no),
-                                   FitConfig())
+    weight, bias, loss = train_ccs(Normalizer.fit(yes, "standardize")(yes), Normalizer.fit(no, "standardize")(no))
     assert loss < 0.25  # below the uninformative p = 1/2 solution
     z_yes = Normalizer.fit(yes, "standardize")(yes)
     z_no = Normalizer.fit(no, "standardize")(no)
@@ -104,15 +103,15 @@ def test_ccs_reaches_high_accuracy_without_labels(train, test):
     truth = train.score == 1.0
     agreement = ((credence > 0.5) == truth).mean()
     assert max(agreement, 1 - agreement) > 0.95  # up to the sign, which CCS cannot know
-    probe = fit_probe("ccs", source, LAYER)
-    assert evaluate(probe, test.source(), n_bootstrap=0).accuracy > 0.97
+    probe = make_probe("ccs", LAYER).fit(source)
+    assert probe.score(test.source(), n_bootstrap=0).accuracy > 0.97
 
 
 def test_ccs_sign_uses_training_labels_only(train, test):
-    probe = fit_probe("ccs", train.source(), LAYER)
+    probe = make_probe("ccs", LAYER).fit(train.source())
     flipped = planted(seed=1, split="test", strength=-6.0, signal_layers=(1, 2, 3), direction=train.direction)
     # The eval set's labels are the opposite way round; the probe keeps its training sign and fails there.
-    assert evaluate(probe, flipped.source(), n_bootstrap=0).accuracy < 0.05
+    assert probe.score(flipped.source(), n_bootstrap=0).accuracy < 0.05
 
 
 def straightforward_ccs(yes, no, config):
@@ -122,7 +121,7 @@ def straightforward_ccs(yes, no, config):
     from scipy.optimize import minimize
 
     n, d = yes.shape
-    restarts = config.ccs_restarts
+    restarts = config.restarts
     stacked = torch.from_numpy(np.concatenate([yes, no]).astype(np.float64))
 
     def losses(theta):
@@ -131,14 +130,14 @@ def straightforward_ccs(yes, no, config):
 
     def value_and_gradient(values):
         theta = torch.tensor(values, requires_grad=True)
-        total = losses(theta).sum() + 0.5 * config.ccs_l2 * (theta[: d * restarts] ** 2).sum()
+        total = losses(theta).sum() + 0.5 * config.l2 * (theta[: d * restarts] ** 2).sum()
         total.backward()
         return total.item(), theta.grad.numpy()
 
     bound = 1 / np.sqrt(d)
     start = np.random.default_rng(config.seed).uniform(-bound, bound, d * restarts + restarts)
     found = minimize(value_and_gradient, start, jac=True, method="L-BFGS-B",
-                     options={"maxiter": config.ccs_max_iter, "ftol": 1e-7}).x
+                     options={"maxiter": config.max_iter, "ftol": 1e-7}).x
     best = int(losses(torch.from_numpy(found)).argmin())
     return found[: d * restarts].reshape(d, restarts)[:, best], found[d * restarts + best], \
         float(losses(torch.from_numpy(found))[best])
@@ -155,8 +154,8 @@ def test_ccs_matches_a_straightforward_fit(layer, train, test):
     raw_yes, raw_no = source.residual("yes", layer), source.residual("no", layer)
     normalize_yes, normalize_no = Normalizer.fit(raw_yes, "standardize"), Normalizer.fit(raw_no, "standardize")
     yes, no = normalize_yes(raw_yes), normalize_no(raw_no)
-    weight, bias, loss = train_ccs(yes, no, FitConfig())
-    reference_weight, reference_bias, reference_loss = straightforward_ccs(yes, no, FitConfig())
+    weight, bias, loss = train_ccs(yes, no)
+    reference_weight, reference_bias, reference_loss = straightforward_ccs(yes, no, CCS())
     assert loss == pytest.approx(reference_loss, rel=1e-6)
     assert cosine(weight, reference_weight) > 0.9999
     accuracies = []
@@ -178,53 +177,51 @@ def test_ccs_loss_formula():
 
 
 def test_random_is_chance_over_many_seeds(train, test):
-    accuracies = [evaluate(fit_probe("random", train.source(), LAYER, FitConfig(seed=s)), test.source(),
-                           n_bootstrap=0).accuracy for s in range(40)]
+    accuracies = [make_probe("random", LAYER, seed=s).fit(train.source()).score(test.source(), n_bootstrap=0).accuracy for s in range(40)]
     assert abs(np.mean(accuracies) - 0.5) < 0.06
     assert np.std(accuracies) > 0.05  # genuinely random directions, not one fixed guess
-    again = fit_probe("random", train.source(), LAYER, FitConfig(seed=3))
-    np.testing.assert_array_equal(again.scorer.direction, fit_probe("random", train.source(), LAYER,
-                                                                    FitConfig(seed=3)).scorer.direction)
+    again = make_probe("random", LAYER, seed=3).fit(train.source())
+    np.testing.assert_array_equal(again.scorer_.direction, make_probe("random", LAYER, seed=3).fit(train.source()).scorer_.direction)
 
 
 def test_zero_shot_scores_are_the_stored_loglik(train):
-    probe = fit_probe("zero-shot", train.source())
-    np.testing.assert_array_equal(probe.score(train.source()), train.loglik)
+    probe = make_probe("zero-shot").fit(train.source())
+    np.testing.assert_array_equal(probe.decision_function(train.source()), train.loglik)
 
 
 @pytest.mark.parametrize("method,view", [("lat-stim", "stim"), ("lat-stim-1", "plain")])
 def test_lat_stim_picks_signal_layers_and_scores_by_cosine(method, view, train, test):
-    probe = fit_probe(method, train.source(), config=FitConfig(top_k=2))
-    assert probe.scorer.feature.view == view
-    assert len(probe.scorer.sites) == 2
-    assert {layer for layer, _ in probe.scorer.sites} <= {1, 2, 3}
-    assert evaluate(probe, test.source(), n_bootstrap=0).accuracy > 0.97
-    scores = probe.score(test.source())
+    probe = make_probe(method, top_k=2).fit(train.source())
+    assert probe.scorer_.feature.view == view
+    assert len(probe.scorer_.sites) == 2
+    assert {layer for layer, _ in probe.scorer_.sites} <= {1, 2, 3}
+    assert probe.score(test.source(), n_bootstrap=0).accuracy > 0.97
+    scores = probe.decision_function(test.source())
     assert np.abs(scores).max() <= 1.0 + 1e-6  # a mean of cosines
 
 
 @pytest.mark.parametrize("method", ["mms-heads", "cra-heads"])
 def test_head_wise_variants_select_planted_heads(method, train, test):
-    probe = fit_probe(method, train.source(), config=FitConfig(top_k=2))
-    assert sorted(probe.scorer.sites) == [(2, 1), (3, 3)]
-    assert evaluate(probe, test.source(), n_bootstrap=0).accuracy > 0.97
+    probe = make_probe(method, top_k=2).fit(train.source())
+    assert sorted(probe.scorer_.sites) == [(2, 1), (3, 3)]
+    assert probe.score(test.source(), n_bootstrap=0).accuracy > 0.97
 
 
 def test_normalization_is_fitted_on_training_data_only(train, test):
-    probe = fit_probe("logreg", train.source(), LAYER)
+    probe = make_probe("logreg", LAYER).fit(train.source())
     x = train.residual["plain"][LAYER]
-    np.testing.assert_allclose(probe.scorer.normalizer.mean, x.mean(0), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(probe.scorer.normalizer.scale, x.std(0), rtol=1e-4)
-    before = probe.scorer.normalizer.mean.copy()
-    evaluate(probe, test.source(), n_bootstrap=0)
-    np.testing.assert_array_equal(probe.scorer.normalizer.mean, before)
+    np.testing.assert_allclose(probe.scorer_.normalizer.mean, x.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(probe.scorer_.normalizer.scale, x.std(0), rtol=1e-4)
+    before = probe.scorer_.normalizer.mean.copy()
+    probe.score(test.source(), n_bootstrap=0)
+    np.testing.assert_array_equal(probe.scorer_.normalizer.mean, before)
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", registry.store_methods())
 def test_every_method_is_deterministic(method, train):
-    layer = LAYER if METHODS[method].per_layer else None
-    a = fit_probe(method, train.source(), layer, FitConfig(top_k=3)).score(train.source())
-    b = fit_probe(method, train.source(), layer, FitConfig(top_k=3)).score(train.source())
+    layer = LAYER if registry.get(method).takes_layer else None
+    a = make_probe(method, layer, top_k=3).fit(train.source()).decision_function(train.source())
+    b = make_probe(method, layer, top_k=3).fit(train.source()).decision_function(train.source())
     np.testing.assert_array_equal(a, b)
 
 
@@ -232,8 +229,8 @@ def test_temperature_is_fitted_on_training_margins(train):
     from probes.metrics import fit_temperature
 
     for method in ("mms", "lat", "ccs"):
-        probe = fit_probe(method, train.source(), LAYER)
-        assert probe.temperature == pytest.approx(fit_temperature(train.labels.margins(probe.score(train.source()))))
+        probe = make_probe(method, LAYER).fit(train.source())
+        assert probe.temperature_ == pytest.approx(fit_temperature(train.labels.margins(probe.decision_function(train.source()))))
     # Score differences that are logits already keep their scale.
-    assert fit_probe("logreg", train.source(), LAYER).temperature == 1.0
-    assert fit_probe("zero-shot", train.source()).temperature == 1.0
+    assert make_probe("logreg", LAYER).fit(train.source()).temperature_ == 1.0
+    assert make_probe("zero-shot").fit(train.source()).temperature_ == 1.0

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from actstore.errors import UserError
-from probes.fitting import evaluate, fit_probe
-from probes.methods import METHODS, FitConfig
-from probes.probe import CONFIG_FILE, TENSORS_FILE, load_probe, save_probe
+import registry
+from probes import load_probe, make_probe
+from probes.probe import CONFIG_FILE, TENSORS_FILE
 from probes.sources import StoreSource, extract_command, sibling_url
 from conftest import reseal
 from synthetic import planted, store_url, write_stores
@@ -58,8 +58,8 @@ def test_head_wise_methods_find_the_heads_store(tmp_path):
     data = planted(seed=6, dataset="split_sites", n_heads=3, signal_heads=((2, 1), (3, 2)), strength=6.0)
     residual_only = write_stores(data, tmp_path, with_heads=False)
     write_stores(data, tmp_path, views=("plain",), extras=".heads")
-    probe = fit_probe("mms-heads", StoreSource(residual_only["plain"]), config=FitConfig(top_k=2))
-    assert sorted(probe.scorer.sites) == [(2, 1), (3, 2)]
+    probe = make_probe("mms-heads", top_k=2).fit(StoreSource(residual_only["plain"]))
+    assert sorted(probe.scorer_.sites) == [(2, 1), (3, 2)]
 
 
 def test_store_source_finds_sibling_views_and_test_split(stores):
@@ -79,24 +79,24 @@ def test_store_source_reads_each_layer_once(stores, monkeypatch):
     original = store.activations
     monkeypatch.setattr(store, "activations", lambda layer: reads.append(layer) or original(layer))
     for method in ("mms", "lat", "logreg", "random"):
-        fit_probe(method, source, 2)
+        make_probe(method, 2).fit(source)
     assert reads == [2]
     source.release()
-    fit_probe("mms", source, 2)
+    make_probe("mms", 2).fit(source)
     assert reads == [2, 2]
 
 
 def test_explicit_view_urls(stores):
     urls = stores["urls"]["train"]
     source = StoreSource([urls["yes"], urls["no"]])
-    probe = fit_probe("cra", source, 2)
-    assert evaluate(probe, StoreSource(stores["urls"]["test"]["plain"]), n_bootstrap=0).accuracy > 0.95
+    probe = make_probe("cra", 2).fit(source)
+    assert probe.score(StoreSource(stores["urls"]["test"]["plain"]), n_bootstrap=0).accuracy > 0.95
 
 
 def test_missing_view_names_views_and_extract_command(stores):
     source = StoreSource(stores["urls"]["plain_only"]["plain"])
     with pytest.raises(UserError) as info:
-        fit_probe("ccs", source, 2)
+        make_probe("ccs", 2).fit(source)
     message = str(info.value)
     assert "yes,no" in message
     assert "actstore extract --model synthetic-model --dataset plain_only --split train --views yes,no" in message
@@ -107,7 +107,7 @@ def test_missing_heads_names_site_heads(stores, tmp_path):
     data = planted(seed=7, dataset="noheads")
     urls = write_stores(data, tmp_path, with_heads=False)
     with pytest.raises(UserError, match=r"--views plain --site heads"):
-        fit_probe("mms-heads", StoreSource(urls["plain"]))
+        make_probe("mms-heads").fit(StoreSource(urls["plain"]))
 
 
 def test_extract_command_format():
@@ -121,38 +121,38 @@ def test_mismatched_siblings_are_refused(stores, tmp_path):
     write_stores(a, tmp_path, views=("plain",))
     write_stores(b, tmp_path, views=("yes", "no"))
     with pytest.raises(UserError, match="does not match"):
-        fit_probe("ccs", StoreSource(store_url(tmp_path, "synthetic-model", "mix", "train", "plain")), 2)
+        make_probe("ccs", 2).fit(StoreSource(store_url(tmp_path, "synthetic-model", "mix", "train", "plain")))
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", registry.store_methods())
 def test_saved_probe_scores_identically(method, stores, tmp_path):
     source = StoreSource(stores["urls"]["train"]["plain"])
-    layer = 2 if METHODS[method].per_layer else None
-    probe = fit_probe(method, source, layer, FitConfig(top_k=2))
-    directory = save_probe(probe, tmp_path / "probe")
+    layer = 2 if registry.get(method).takes_layer else None
+    probe = make_probe(method, layer, top_k=2).fit(source)
+    directory = probe.save(tmp_path / "probe")
     assert sorted(p.name for p in directory.iterdir()) == ["complete.json", CONFIG_FILE, TENSORS_FILE]
     document = json.loads((directory / CONFIG_FILE).read_text())
     assert document["method"] == method and document["trained_on"]["model"] == "synthetic-model"
     loaded = load_probe(directory)
     test = StoreSource(stores["urls"]["test"]["plain"])
-    np.testing.assert_allclose(loaded.score(test), probe.score(test), rtol=1e-6, atol=1e-6)
-    assert loaded.temperature == probe.temperature
+    np.testing.assert_allclose(loaded.decision_function(test), probe.decision_function(test), rtol=1e-6, atol=1e-6)
+    assert loaded.temperature_ == probe.temperature_
 
 
 def test_probe_files_hold_no_pickles(stores, tmp_path):
-    probe = fit_probe("ccs", StoreSource(stores["urls"]["train"]["plain"]), 2)
-    directory = save_probe(probe, tmp_path / "ccs")
+    probe = make_probe("ccs", 2).fit(StoreSource(stores["urls"]["train"]["plain"]))
+    directory = probe.save(tmp_path / "ccs")
     for path in directory.iterdir():
         assert b"\x80\x04" not in path.read_bytes()[:2]  # pickle protocol header
     json.loads((directory / CONFIG_FILE).read_text())
 
 
 def test_eval_refuses_other_model_and_hidden_size(stores):
-    probe = fit_probe("mms", StoreSource(stores["urls"]["train"]["plain"]), 2)
+    probe = make_probe("mms", 2).fit(StoreSource(stores["urls"]["train"]["plain"]))
     with pytest.raises(UserError, match="from model .*another-model.* fit on .*synthetic-model"):
-        probe.score(StoreSource(stores["urls"]["wrong_model"]["plain"]))
+        probe.decision_function(StoreSource(stores["urls"]["wrong_model"]["plain"]))
     with pytest.raises(UserError, match="hidden size 32.*hidden size 24"):
-        probe.score(StoreSource(stores["urls"]["wider"]["plain"]))
+        probe.decision_function(StoreSource(stores["urls"]["wider"]["plain"]))
 
 
 def test_load_probe_errors(tmp_path):
@@ -170,13 +170,13 @@ def test_load_probe_errors(tmp_path):
 def test_layer_errors(stores):
     source = StoreSource(stores["urls"]["train"]["plain"])
     with pytest.raises(UserError, match="layer 40 is out of range"):
-        fit_probe("mms", source, 40)
+        make_probe("mms", 40).fit(source)
     with pytest.raises(UserError, match="needs --layer"):
-        fit_probe("mms", source, None)
+        make_probe("mms").fit(source)
     with pytest.raises(UserError, match="drop --layer"):
-        fit_probe("lat-stim", source, 3)
+        make_probe("lat-stim", 3).fit(source)
     with pytest.raises(UserError, match="unknown method"):
-        fit_probe("pca", source, 3)
+        make_probe("pca", 3).fit(source)
 
 
 def test_incomplete_store_is_refused(tmp_path):
@@ -195,8 +195,8 @@ def test_non_finite_activations_are_a_user_error(tmp_path):
     data.residual["plain"][2][5, 3] = np.nan
     urls = write_stores(data, tmp_path, views=("plain",))
     with pytest.raises(UserError, match="not finite"):
-        fit_probe("mms", StoreSource(urls["plain"]), 2)
-    fit_probe("mms", StoreSource(urls["plain"]), 1)  # other layers are fine
+        make_probe("mms", 2).fit(StoreSource(urls["plain"]))
+    make_probe("mms", 1).fit(StoreSource(urls["plain"]))  # other layers are fine
 
 
 def test_example_without_preferred_response_is_a_user_error(tmp_path):

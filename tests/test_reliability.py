@@ -280,7 +280,7 @@ def test_remote_urls_are_not_locked():
 
 
 def test_memory_store_round_trip_into_probes(data_dir):
-    from probes.fitting import fit_probe
+    from probes import make_probe
     from probes.sources import StoreSource
 
     root = "memory://reliability-test/stores"
@@ -288,8 +288,8 @@ def test_memory_store_round_trip_into_probes(data_dir):
                        str(data_dir), "--out", root, "--layers", "2,4", "--no-progress"])
     assert output.count("(created: 18 sequences") == 2
     source = StoreSource(f"{root}/tiny-random/toy/train.plain.zarr")
-    probe = fit_probe("mms", source, layer=2)
-    assert probe.trained_on["dataset"] == "toy" and probe.trained_on["fingerprint"].startswith("sha256:")
+    probe = make_probe("mms", 2).fit(source)
+    assert probe.trained_on_["dataset"] == "toy" and probe.trained_on_["fingerprint"].startswith("sha256:")
     margins = probe.margins(source.test_split())
     assert margins.shape == (12,) and np.isfinite(margins).all()  # 6 examples x 2 (best, other) pairs
     fitted = CliRunner().invoke(probes_cli(), ["fit", "--method", "logreg", "--layer", "4", "--train",

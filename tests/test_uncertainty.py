@@ -11,7 +11,7 @@ from genies.report import write_report
 from genies.results_csv import load_run, write_results
 from genies.uncertainty import RunBootstrap, example_replicates, weighted_means, weighted_pearson
 from manifests import Shift
-from probes.fitting import evaluate_with_outcomes, fit_probe
+from probes import make_probe
 from synthetic import planted
 
 N_SHIFTS = 6
@@ -37,11 +37,11 @@ def synthetic_shifts() -> tuple[list[Shift], list]:
         for tested_on, test in tests.items():
             for method, layer in layers.items():
                 for trained_on in {source, tested_on}:
-                    probe = fit_probe("mms", trains[trained_on], layer)
-                    metrics, outcomes = evaluate_with_outcomes(probe, test, n_bootstrap=0)
+                    probe = make_probe("mms", layer).fit(trains[trained_on])
+                    metrics, outcomes = probe.score_with_outcomes(test, n_bootstrap=0)
                     evaluations.append(evaluation_from_metrics(method, trained_on, tested_on, metrics, layer, outcomes))
-            zero_shot = fit_probe(ZERO_SHOT, test)
-            metrics, outcomes = evaluate_with_outcomes(zero_shot, test, n_bootstrap=0)
+            zero_shot = make_probe(ZERO_SHOT).fit(test)
+            metrics, outcomes = zero_shot.score_with_outcomes(test, n_bootstrap=0)
             evaluations.append(evaluation_from_metrics(ZERO_SHOT, "", tested_on, metrics, None, outcomes))
     return shifts, evaluations
 

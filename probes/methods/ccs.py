@@ -14,15 +14,19 @@ made each fit 5-20x slower with bitwise the same result (benchmarks/probe_sweep.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
-from probes.methods.common import FitConfig, label_sign
+from probes.estimator import LayerProbe
+from probes.methods.common import label_sign
 from probes.normalize import Normalizer
 from probes.scorers import CCSScorer
 from probes.sources import FeatureSource
+from registry import Kind, MethodSpec
 
 BLAS_THREADS: int | None = 1  # None: the library default (the benchmark's "before")
 
@@ -52,16 +56,17 @@ def _objective(x_yes: np.ndarray, x_no: np.ndarray, restarts: int, l2: float):
     return value_and_gradient
 
 
-def train_ccs(x_yes: np.ndarray, x_no: np.ndarray, config: FitConfig) -> tuple[np.ndarray, float, float]:
+def train_ccs(x_yes: np.ndarray, x_no: np.ndarray, *, seed: int = 0, restarts: int = 10, max_iter: int = 100,
+              l2: float = 1e-3) -> tuple[np.ndarray, float, float]:
     """Unsupervised CCS fit on normalized activations; (weight, bias, loss) of the best restart."""
     x_yes = np.ascontiguousarray(x_yes, dtype=np.float32)
     x_no = np.ascontiguousarray(x_no, dtype=np.float32)
-    d, restarts = x_yes.shape[1], config.ccs_restarts
+    d = x_yes.shape[1]
     bound = 1.0 / np.sqrt(d)  # torch.nn.Linear's default initialisation range
-    start = np.random.default_rng(config.seed).uniform(-bound, bound, d * restarts + restarts)
+    start = np.random.default_rng(seed).uniform(-bound, bound, d * restarts + restarts)
     with threadpool_limits(BLAS_THREADS):
-        result = minimize(_objective(x_yes, x_no, restarts, config.ccs_l2), start, jac=True, method="L-BFGS-B",
-                          options={"maxiter": config.ccs_max_iter, "ftol": 1e-7})
+        result = minimize(_objective(x_yes, x_no, restarts, l2), start, jac=True, method="L-BFGS-B",
+                          options={"maxiter": max_iter, "ftol": 1e-7})
         weight = result.x[: d * restarts].reshape(d, restarts).astype(np.float32)
         bias = result.x[d * restarts:].astype(np.float32)
         losses = ccs_losses(expit(x_yes @ weight + bias), expit(x_no @ weight + bias))
@@ -69,11 +74,28 @@ def train_ccs(x_yes: np.ndarray, x_no: np.ndarray, config: FitConfig) -> tuple[n
     return weight[:, best].copy(), float(bias[best]), float(losses[best])
 
 
-def fit(source: FeatureSource, layer: int, config: FitConfig) -> CCSScorer:
-    kind = config.normalize or "standardize"
-    raw_yes, raw_no = source.residual("yes", layer), source.residual("no", layer)
-    normalize_yes, normalize_no = Normalizer.fit(raw_yes, kind), Normalizer.fit(raw_no, kind)
-    weight, bias, _ = train_ccs(normalize_yes(raw_yes), normalize_no(raw_no), config)
-    scorer = CCSScorer(layer, normalize_yes, normalize_no, weight, bias, 1.0)
-    scorer.sign = label_sign(scorer.score(source), source.labels)
-    return scorer
+class CCS(LayerProbe):
+    """``restarts`` initialisations optimised together for at most ``max_iter`` L-BFGS iterations; ``l2`` keeps
+    the weights finite when the contrast pairs are separable."""
+
+    NAME = "ccs"
+
+    def __init__(self, layer: int | None = None, normalize: str = "standardize", seed: int = 0, restarts: int = 10,
+                 max_iter: int = 100, l2: float = 1e-3):
+        super().__init__(layer, normalize)
+        self.seed = seed
+        self.restarts = restarts
+        self.max_iter = max_iter
+        self.l2 = l2
+
+    def _fit_scorer(self, source: FeatureSource) -> CCSScorer:
+        raw_yes, raw_no = source.residual("yes", self.layer), source.residual("no", self.layer)
+        normalize_yes, normalize_no = Normalizer.fit(raw_yes, self.normalize), Normalizer.fit(raw_no, self.normalize)
+        weight, bias, _ = train_ccs(normalize_yes(raw_yes), normalize_no(raw_no), seed=self.seed,
+                                    restarts=self.restarts, max_iter=self.max_iter, l2=self.l2)
+        scorer = CCSScorer(self.layer, normalize_yes, normalize_no, weight, bias, 1.0)
+        return replace(scorer, sign=label_sign(scorer.score(source), source.labels))
+
+
+METHODS = (MethodSpec("ccs", Kind.PROBE, "contrast-consistent search (unsupervised; sign from train labels)",
+                      views=("yes", "no"), takes_layer=True, paper_intervention="ccs", estimator=CCS),)

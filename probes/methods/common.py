@@ -1,29 +1,11 @@
-"""What every method shares: the fit configuration and the small pieces of linear algebra."""
+"""The small pieces of linear algebra that several methods share."""
 
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from probes.labels import Labels
 from probes.metrics import pair_correctness
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    seed: int = 0
-    normalize: str | None = None  # none | center | standardize; None = the method's default
-    alpha: float = 1.0  # cra: contrast = h_yes - alpha * h_no
-    top_k: int = 16  # lat-stim: layers kept; head-wise variants: heads kept
-    val_fraction: float = 0.3  # train-internal validation split that picks layers / heads
-    logreg_c: float = 1.0  # inverse L2 strength of logreg
-    ccs_restarts: int = 10
-    ccs_max_iter: int = 100  # L-BFGS iterations (all restarts optimised jointly)
-    ccs_l2: float = 1e-3  # keeps the weights finite when the contrast pairs are separable
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def mass_mean(x: np.ndarray, is_best: np.ndarray) -> np.ndarray:

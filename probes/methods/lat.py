@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from probes.methods.common import FitConfig, label_sign, pair_differences
-from probes.normalize import Normalizer
+from probes.estimator import SeededLayerProbe
+from probes.methods.common import label_sign, pair_differences
 from probes.scorers import Feature, LinearScorer
 from probes.sources import FeatureSource
+from registry import Kind, MethodSpec
 
 
 def first_principal_component(rows: np.ndarray) -> np.ndarray:
@@ -26,13 +27,20 @@ def first_principal_component(rows: np.ndarray) -> np.ndarray:
     return vectors[:, -1].astype(np.float32)
 
 
-def fit(source: FeatureSource, layer: int, config: FitConfig) -> LinearScorer:
-    feature = Feature("plain")
-    x = feature.read(source, layer)
-    normalizer = Normalizer.fit(x, config.normalize or "center")
-    z = normalizer(x)
-    differences = pair_differences(z, source.labels)
-    orientation = np.random.default_rng(config.seed).choice([-1.0, 1.0], size=len(differences))
-    direction = first_principal_component(differences * orientation[:, None].astype(np.float32))
-    direction *= label_sign(z @ direction, source.labels)
-    return LinearScorer(feature, layer, normalizer, direction)
+class LAT(SeededLayerProbe):
+    NAME = "lat"
+
+    def _fit_scorer(self, source: FeatureSource) -> LinearScorer:
+        x, normalizer = self._normalized(source)
+        z = normalizer(x)
+        differences = pair_differences(z, source.labels)
+        orientation = np.random.default_rng(self.seed).choice([-1.0, 1.0], size=len(differences))
+        direction = first_principal_component(differences * orientation[:, None].astype(np.float32))
+        direction *= label_sign(z @ direction, source.labels)
+        return LinearScorer(Feature("plain"), self.layer, normalizer, direction)
+
+
+METHODS = (MethodSpec(
+    "lat", Kind.PROBE, "RepE LAT: first PC of randomly oriented paired differences", views=("plain",), takes_layer=True,
+    estimator=LAT,
+    paper_note="RepE's PCA of paired differences; the paper has no PCA method (its \"LAT\" is lat-stim-1)"),)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from probes.methods.common import FitConfig, pair_differences
-from probes.normalize import Normalizer
+from probes.estimator import LayerProbe
+from probes.methods.common import pair_differences
 from probes.scorers import Feature, LinearScorer
 from probes.sources import FeatureSource
+from registry import Kind, MethodSpec
 
 
 def alternate_orders(differences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -24,11 +25,21 @@ def alternate_orders(differences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(flip[:, None], -differences, differences), (~flip).astype(np.float64)
 
 
-def fit(source: FeatureSource, layer: int, config: FitConfig) -> LinearScorer:
-    feature = Feature("plain")
-    x = feature.read(source, layer)
-    normalizer = Normalizer.fit(x, config.normalize or "standardize")
-    features, targets = alternate_orders(pair_differences(normalizer(x), source.labels))
-    model = LogisticRegression(C=2 * config.logreg_c, fit_intercept=False, max_iter=1000)
-    model.fit(features, targets)
-    return LinearScorer(feature, layer, normalizer, model.coef_[0].astype(np.float32))
+class LogReg(LayerProbe):
+    NAME = "logreg"
+    natural_scale = True  # score differences are the fitted logits
+
+    def __init__(self, layer: int | None = None, C: float = 1.0, normalize: str = "standardize"):  # noqa: N803 - sklearn's name
+        super().__init__(layer, normalize)
+        self.C = C
+
+    def _fit_scorer(self, source: FeatureSource) -> LinearScorer:
+        x, normalizer = self._normalized(source)
+        features, targets = alternate_orders(pair_differences(normalizer(x), source.labels))
+        model = LogisticRegression(C=2 * self.C, fit_intercept=False, max_iter=1000)
+        model.fit(features, targets)
+        return LinearScorer(Feature("plain"), self.layer, normalizer, model.coef_[0].astype(np.float32))
+
+
+METHODS = (MethodSpec("logreg", Kind.PROBE, "L2 logistic regression on paired differences (scikit-learn)",
+                      views=("plain",), takes_layer=True, estimator=LogReg, paper_note="no counterpart in the paper"),)

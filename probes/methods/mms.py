@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-from probes.methods.common import FitConfig, label_sign, mass_mean
-from probes.normalize import Normalizer
+from probes.estimator import LayerProbe
+from probes.methods.common import label_sign, mass_mean
 from probes.scorers import Feature, LinearScorer
 from probes.sources import FeatureSource
+from registry import Kind, MethodSpec
 
 
-def fit_mass_mean(source: FeatureSource, layer: int, config: FitConfig, feature: Feature) -> LinearScorer:
-    x = feature.read(source, layer)
-    normalizer = Normalizer.fit(x, config.normalize or "center")
+def fit_mass_mean(probe: LayerProbe, source: FeatureSource, feature: Feature) -> LinearScorer:
+    x, normalizer = probe._normalized(source, feature)
     z = normalizer(x)
     direction = mass_mean(z, source.labels.is_best)
     direction *= label_sign(z @ direction, source.labels)  # +1 unless the class means disagree with the pairs
-    return LinearScorer(feature, layer, normalizer, direction)
+    return LinearScorer(feature, probe.layer, normalizer, direction)
 
 
-def fit(source: FeatureSource, layer: int, config: FitConfig) -> LinearScorer:
-    return fit_mass_mean(source, layer, config, Feature("plain"))
+class MMS(LayerProbe):
+    NAME = "mms"
+
+    def _fit_scorer(self, source: FeatureSource) -> LinearScorer:
+        return fit_mass_mean(self, source, Feature("plain"))
+
+
+METHODS = (MethodSpec(
+    "mms", Kind.PROBE, "mass-mean: mean(h | preferred) - mean(h | dispreferred)", views=("plain",), takes_layer=True,
+    stands_in_for="mms", estimator=MMS,
+    paper_note="residual stream at one chosen layer; the paper's mms uses the top-16 attention heads (our mms-heads)"),)

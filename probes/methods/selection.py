@@ -8,14 +8,25 @@ logistic probe as in the reference. The kept directions are then refitted on all
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
 from probes.labels import split_by_example
-from probes.methods.common import FitConfig, label_sign, mass_mean, pair_accuracy_per_column
+from probes.methods.common import label_sign, mass_mean, pair_accuracy_per_column
 from probes.scorers import CosineScorer, Feature
 from probes.sources import FeatureSource
 
 Site = tuple[int, int | None]  # (layer, head); head None = the residual stream
+
+
+@dataclass(frozen=True)
+class TopSites:
+    """How many sites to keep, and the train-internal validation split that ranks them."""
+
+    top_k: int = 16
+    val_fraction: float = 0.3
+    seed: int = 0
 
 
 def _by_site(x: np.ndarray) -> np.ndarray:
@@ -31,7 +42,7 @@ def site_cosines(x: np.ndarray, means: np.ndarray, directions: np.ndarray) -> np
     return dots / np.maximum(norms, 1e-12)
 
 
-def rank_sites(source: FeatureSource, feature: Feature, layers: list[int], config: FitConfig) -> list[tuple[float, Site]]:
+def rank_sites(source: FeatureSource, feature: Feature, layers: list[int], config: TopSites) -> list[tuple[float, Site]]:
     """(validation accuracy, site) for every site of ``layers``, best first."""
     labels = source.labels
     fit_rows, val_rows = split_by_example(labels, config.val_fraction, config.seed)
@@ -48,7 +59,7 @@ def rank_sites(source: FeatureSource, feature: Feature, layers: list[int], confi
     return ranked
 
 
-def fit_top_sites(source: FeatureSource, feature: Feature, layers: list[int], config: FitConfig) -> CosineScorer:
+def fit_top_sites(source: FeatureSource, feature: Feature, layers: list[int], config: TopSites) -> CosineScorer:
     if not layers:
         raise ValueError("no layers to choose from")
     sites = sorted(site for _, site in rank_sites(source, feature, layers, config)[: config.top_k])
@@ -61,5 +72,4 @@ def fit_top_sites(source: FeatureSource, feature: Feature, layers: list[int], co
                 means.append(column.mean(axis=0))
                 directions.append(mass_mean(column, source.labels.is_best))
     scorer = CosineScorer(feature, sites, np.stack(means).astype(np.float32), np.stack(directions).astype(np.float32))
-    scorer.sign = label_sign(scorer.score(source), source.labels)
-    return scorer
+    return replace(scorer, sign=label_sign(scorer.score(source), source.labels))

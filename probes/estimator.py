@@ -1,0 +1,204 @@
+"""Probes as scikit-learn estimators: ``LAT(layer=20).fit(train).score(test) -> Metrics``.
+
+``__init__`` only stores parameters (so ``get_params``, ``set_params`` and ``sklearn.base.clone``
+work); ``fit`` fits the scorer and its temperature in one step and keeps them as one frozen
+``FittedProbe``. A fitted probe never changes: setting a parameter of one raises (``clone`` it).
+Every ``train`` / ``source`` is a store path or URL, an opened store, a list of one split's view
+stores (paths, URLs or opened stores), or a ``FeatureSource``.
+
+P(best) = sigmoid(margin / T): T = 1 where score differences are logits already (logreg,
+zero-shot: a log-likelihood ratio), else a Platt temperature fitted on the training margins.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+import registry
+from actstore.errors import UserError
+from probes.metrics import ExampleOutcomes, Metrics, compute_metrics, example_outcomes, fit_temperature
+from probes.normalize import Normalizer
+from probes.probe import FittedProbe, provenance, read_fitted, save_fitted
+from probes.scorers import Feature
+from probes.sources import FeatureSource, StoreSource
+
+
+def as_source(source) -> FeatureSource:
+    """A store path or URL, an opened store, a list of one split's view stores, or a source as it is."""
+    if isinstance(source, FeatureSource):
+        return source
+    if isinstance(source, (str, Path)) or hasattr(source, "meta") and hasattr(source, "url"):
+        source = [source]
+    if isinstance(source, (list, tuple)) and source:
+        return StoreSource([str(getattr(item, "url", item)) for item in source])
+    raise UserError(f"cannot read activations from {type(source).__name__} {source!r}: give a store path or URL, "
+                    "an opened store, or a list of one split's view stores")
+
+
+class StoreProbe(BaseEstimator):
+    """What every method fitted from stores shares; a subclass names its method and fits its scorer."""
+
+    NAME = ""
+    natural_scale = False  # score differences are logits already: temperature 1, no Platt fit
+
+    @property
+    def method(self) -> str:
+        return self.NAME
+
+    @property
+    def spec(self) -> registry.MethodSpec:
+        return registry.get(self.method)
+
+    def _fit_scorer(self, source: FeatureSource):
+        raise NotImplementedError
+
+    def __setattr__(self, name, value):
+        if getattr(self, "fitted_", None) is not None:
+            raise UserError(f"a fitted {self.method} probe is immutable; clone it (sklearn.base.clone) to change {name}")
+        super().__setattr__(name, value)
+
+    def fit(self, train, y=None) -> "StoreProbe":
+        """Fit on ``train`` (its labels only); ``y`` is unused (the stores hold the labels)."""
+        if getattr(self, "fitted_", None) is not None:
+            raise UserError(f"this {self.method} probe is fitted already and immutable; clone it to fit again")
+        source = as_source(train)
+        spec = self.spec
+        source.require(spec.views, heads=spec.heads, loglik=spec.loglik)
+        self._check_layer(source)
+        draft = FittedProbe(self.method, self._fit_scorer(source), 1.0, provenance(source), self.get_params())
+        margins = draft.margins(source)  # also checks that the training scores are finite
+        temperature = 1.0 if self.natural_scale else fit_temperature(margins)
+        object.__setattr__(self, "fitted_", replace(draft, temperature=temperature))
+        return self
+
+    def _check_layer(self, source: FeatureSource) -> None:
+        """Per-layer probes check their layer (LayerProbe); the others choose their own sites."""
+
+    @property
+    def fitted(self) -> FittedProbe:
+        fitted = getattr(self, "fitted_", None)
+        if fitted is None:
+            raise UserError(f"this {self.method} probe is not fitted yet: call fit(train) first")
+        return fitted
+
+    @property
+    def scorer_(self):
+        return self.fitted.scorer
+
+    @property
+    def temperature_(self) -> float:
+        return self.fitted.temperature
+
+    @property
+    def trained_on_(self) -> dict:
+        return self.fitted.trained_on
+
+    @property
+    def notes_(self) -> dict:
+        return dict(self.fitted.notes)
+
+    def decision_function(self, source) -> np.ndarray:
+        """One score per sequence (higher: more preferred)."""
+        return self.fitted.score(as_source(source))
+
+    def margins(self, source) -> np.ndarray:
+        return self.fitted.margins(as_source(source))
+
+    def score(self, source, y=None, *, calibration: str = "binned", n_bootstrap: int = 1000, seed: int = 0) -> Metrics:
+        return self.score_with_outcomes(source, calibration=calibration, n_bootstrap=n_bootstrap, seed=seed)[0]
+
+    def score_with_outcomes(self, source, *, calibration: str = "binned", n_bootstrap: int = 1000,
+                            seed: int = 0) -> tuple[Metrics, ExampleOutcomes]:
+        """The metrics, and each example's pairs and correct pairs (what later bootstraps resample)."""
+        source = as_source(source)
+        margins = self.fitted.margins(source)
+        pair_example = source.labels.pair_example
+        metrics = compute_metrics(margins, temperature=self.fitted.temperature, calibration=calibration,
+                                  n_bootstrap=n_bootstrap, seed=seed, pair_example=pair_example)
+        return metrics, example_outcomes(margins, pair_example)
+
+    def save(self, directory: str | Path, *, record: dict | None = None, notes: dict | None = None) -> Path:
+        """probe.json + tensors.safetensors, sealed; ``record`` goes into the seal, ``notes`` beside the parameters."""
+        fitted = self.fitted
+        return save_fitted(replace(fitted, notes={**fitted.notes, **(notes or {})}), directory, record)
+
+    @classmethod
+    def _from_fitted(cls, fitted: FittedProbe, fixed: dict) -> "StoreProbe":
+        params = {k: v for k, v in fitted.params.items() if v is not None and k not in fixed}
+        probe = cls(**fixed, **params)
+        object.__setattr__(probe, "fitted_", fitted)
+        return probe
+
+
+class LayerProbe(StoreProbe):
+    """A probe fitted at one layer (``layer``: 0 = embeddings, l = output of block l) on activations normalized
+    with training statistics (``normalize``: none, center or standardize)."""
+
+    def __init__(self, layer: int | None = None, normalize: str = "center"):
+        self.layer = layer
+        self.normalize = normalize
+
+    def _normalized(self, source: FeatureSource, feature: Feature = Feature("plain")) -> tuple[np.ndarray, Normalizer]:
+        """The feature's training activations at the probe's layer, and their normalizer."""
+        x = feature.read(source, self.layer)
+        return x, Normalizer.fit(x, self.normalize)
+
+    def _check_layer(self, source: FeatureSource) -> None:
+        if self.layer is None:
+            raise UserError(f"{self.method} needs --layer")
+        for view in self.spec.views:
+            layers = source.layers(view)
+            if self.layer not in layers:
+                raise UserError(f"layer {self.layer} is out of range for {source.name} ({view} view has layers "
+                                f"{_span(layers)}; 0 = embeddings)")
+
+
+class SeededLayerProbe(LayerProbe):
+    """A layer probe that draws random numbers (``seed``)."""
+
+    def __init__(self, layer: int | None = None, normalize: str = "center", seed: int = 0):
+        super().__init__(layer, normalize)
+        self.seed = seed
+
+
+def make_probe(method: str, layer: int | None = None, **options) -> StoreProbe:
+    """The unfitted estimator of ``method`` (a name `probes methods` lists); ``options`` that the method has
+    no parameter for are ignored (the CLI passes one set to every method). A layer is refused where the
+    method chooses its own."""
+    spec = registry.get(method, registry.store_methods())
+    fixed = dict(spec.params)
+    accepted = set(param_names(spec.estimator)) - set(fixed)
+    if "layer" in accepted:
+        options["layer"] = layer
+    elif layer is not None:
+        raise UserError(f"{method} chooses its own layers/heads on a validation split; drop --layer")
+    return spec.estimator(**fixed, **{k: v for k, v in options.items() if k in accepted and v is not None})
+
+
+def param_names(estimator: type) -> tuple[str, ...]:
+    """The parameters ``estimator.__init__`` takes (what ``get_params`` returns)."""
+    return tuple(name for name in inspect.signature(estimator.__init__).parameters if name != "self")
+
+
+def load_probe(directory: str | Path) -> StoreProbe:
+    """A probe saved by ``save`` (refused if any of its files changed since), fitted and ready to score."""
+    def names_of(method: str) -> tuple[str, ...]:
+        spec = registry.all_methods().get(method)
+        if spec is None or spec.estimator is None:
+            raise UserError(f"{Path(directory) / 'probe.json'}: unknown probe method {method!r}")
+        return param_names(spec.estimator)
+
+    fitted = read_fitted(directory, names_of)
+    spec = registry.get(fitted.method)
+    return spec.estimator._from_fitted(fitted, dict(spec.params))
+
+
+def _span(layers: list[int]) -> str:
+    if layers and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}..{layers[-1]}"
+    return ",".join(map(str, layers)) or "none"
