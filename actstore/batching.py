@@ -48,13 +48,15 @@ class PaddedBatch:
         return self.attention_mask.argmax(dim=1)
 
 
-def plan_batches(lengths: Sequence[int], batch_tokens: int, min_fill: float = 0.75) -> list[list[int]]:
-    """Indices grouped into batches whose padded size (rows x longest row) fits ``batch_tokens``.
+def plan_batches(lengths: Sequence[int], batch_tokens: int, min_fill: float = 0.75, cached: int = 0) -> list[list[int]]:
+    """Indices grouped into batches whose padded size (rows x (``cached`` + longest row)) fits ``batch_tokens``.
 
     Longest first, so that a budget too large for the device fails on the first batch, not at
     the end of a long run. A sequence longer than the budget gets a batch of its own. A sequence
     shorter than ``min_fill`` x the batch's longest starts a new batch: a long outlier does not
-    pad a whole budget of short rows (padding is computed like real tokens).
+    pad a whole budget of short rows (padding is computed like real tokens). ``cached``: tokens
+    each row attends to on top of its own (the keys and values of a prompt pass), which count
+    against the budget but are not computed, so not against the fill.
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
@@ -62,7 +64,8 @@ def plan_batches(lengths: Sequence[int], batch_tokens: int, min_fill: float = 0.
     width = 0
     for index in order:
         width = width or lengths[index]  # longest of the batch: the first one in it
-        if current and ((len(current) + 1) * width > batch_tokens or lengths[index] < min_fill * width):
+        too_many = (len(current) + 1) * (cached + width) > batch_tokens
+        if current and (too_many or lengths[index] < min_fill * width):
             batches.append(current)
             current, width = [], lengths[index]
         current.append(index)

@@ -157,8 +157,8 @@ class _TreeRunner:
 
     def below(self, above: TreePass) -> Iterator[tuple[str, list[int], BatchActivations]]:
         children = self.forest.children_of(above.nodes)
-        lengths = [above.width + len(self.forest.nodes[child].tokens) for _, child in children]
-        for rows in plan_batches(lengths, self.batch_tokens):
+        lengths = [len(self.forest.nodes[child].tokens) for _, child in children]
+        for rows in plan_batches(lengths, self.batch_tokens, cached=above.width):
             node_pass, captured = self.node_pass(above, [children[r] for r in rows])
             yield from self.finished(node_pass, captured)
             yield from self.below(node_pass)
