@@ -45,6 +45,18 @@ def test_plan_batches_starts_a_new_batch_below_min_fill():
     assert plan_batches([100, 10, 10, 80], batch_tokens=1000, min_fill=0.0) == [[0, 3, 1, 2]]
 
 
+def test_plan_batches_counts_cached_tokens_against_the_budget_not_the_fill():
+    # rows on a 100-token cache: 2 x (100 + 9) fits 250, a third would not
+    lengths = [2, 9, 1, 1, 9, 3]
+    batches = plan_batches(lengths, batch_tokens=250, cached=100)
+    assert batches[0] == [1, 4]
+    for batch in batches:
+        assert len(batch) * (100 + max(lengths[i] for i in batch)) <= 250
+    # the fill compares the rows' own tokens (2 < 0.75 x 3), not the cached width with them (102 > 0.75 x 103)
+    assert batches == [[1, 4], [5], [0], [2, 3]]
+    assert plan_batches([n + 100 for n in lengths], batch_tokens=250) == [[1, 4], [5, 0], [2, 3]]
+
+
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_pad_batch_positions_and_last_token(side):
     sequences = [EncodedSequence((1, 2), (3,)), EncodedSequence((1, 4, 5, 6), (7, 8))]
