@@ -100,7 +100,7 @@ def data():
 @click.option("--data-dir", help=DATA_DIR_HELP)
 def data_path(data_dir):
     """Print the data directory that commands will use."""
-    from actstore.data import resolve_data_dir
+    from genies.data import resolve_data_dir
 
     click.echo(resolve_data_dir(data_dir))
 
@@ -109,8 +109,8 @@ def data_path(data_dir):
 @click.option("--data-dir", help=DATA_DIR_HELP)
 def data_ls(data_dir):
     """List distributions with train/test example counts and responses per example."""
-    from actstore.data import resolve_data_dir
-    from actstore.inventory import summarize
+    from genies.data import resolve_data_dir
+    from genies.inventory import summarize
 
     print_table([s.as_row() for s in summarize(resolve_data_dir(data_dir))])
 
@@ -120,8 +120,8 @@ def data_ls(data_dir):
 @click.option("--data-dir", help=DATA_DIR_HELP)
 def data_validate(names, data_dir):
     """Check every example of every distribution (or of NAMES); exit 2 if any problem."""
-    from actstore.data import resolve_data_dir
-    from actstore.inventory import validate_all
+    from genies.data import resolve_data_dir
+    from genies.inventory import validate_all
 
     report = validate_all(resolve_data_dir(data_dir), names)
     for problem in report.problems:
@@ -136,8 +136,8 @@ def data_validate(names, data_dir):
 @click.option("--data-dir", help=DATA_DIR_HELP)
 def data_download(data_dir):
     """Fetch the official GENIES tarball, check it and unpack it into the data directory."""
-    from actstore.data import resolve_data_dir
-    from actstore.download import download
+    from genies.data import resolve_data_dir
+    from genies.download import download
 
     target = resolve_data_dir(data_dir)
     count, digest = download(target)
@@ -179,7 +179,7 @@ def data_import(source, name, form, split_ratio, seed, prompt_column, chosen_col
 @click.option("--out", type=click.Path(path_type=Path), help="Where to write it (default: the per-user cache).")
 def data_demo(out):
     """Write the bundled demo mini-benchmark (deterministic) and print its directory."""
-    from actstore.demo_data import ensure_demo_data
+    from genies.demo_data import ensure_demo_data
 
     click.echo(ensure_demo_data(out))
 

@@ -20,7 +20,6 @@ import torch
 
 from actstore.batching import PADDING_SIDES
 from actstore.compute_dtype import COMPUTE_DTYPES
-from actstore.data import Split, load_split, resolve_data_dir, split_path
 from actstore.errors import UserError
 from actstore.layers import needs_full_depth, parse_layers
 from actstore.locations import store_url
@@ -31,6 +30,7 @@ from actstore.prompt_reuse import reuses_prompts
 from actstore.roots import checked_store_root
 from actstore.preflight import check_context
 from actstore.sequence_table import SequenceTable, encode_rows, sequence_table
+from actstore.split_file import Split
 from actstore.stage_clock import clock_for
 from actstore.writer import BackgroundWriter
 from actstore.quantization import check_quantization
@@ -38,6 +38,7 @@ from actstore.sharding import Shard, wait_for_creation
 from actstore.store import (DISK_FULL, ActivationStore, StoreLayout, create_store, disk_full_message, find_store,
                             open_for_writing)
 from actstore.views import View, check_prompt_format, parse_views
+from genies.data import load_split, resolve_data_dir, split_path
 
 SITES = ("residual", "heads")
 STORAGE_DTYPES = ("float16", "float32")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from actstore.batching import EncodedSequence
-from actstore.data import Split
+from actstore.split_file import Split
 from actstore.errors import UserError
 from actstore.views import View, encode
 

@@ -19,7 +19,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actstore.data import load_split, resolve_data_dir  # noqa: E402
+from genies.data import load_split, resolve_data_dir  # noqa: E402
 from actstore.models import load_model  # noqa: E402
 from actstore.sequence_table import sequence_table  # noqa: E402
 from actstore.views import VIEWS, encode  # noqa: E402

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from actstore.data import Example
+from actstore.split_file import Example
 from actstore.errors import UserError
 from actstore.forward import Float32Head
 from finetune.evaluate import EvalResult, result_from_scores
@@ -80,7 +80,7 @@ def evaluate_loglik_baseline(
 ) -> EvalResult:
     """Zero-shot (``shots_from`` None) or few-shot accuracy of a base model on one split: ``loaded``
     when given, else loaded by ``spec`` (default: float32 on this process's device)."""
-    from actstore.data import load_split, resolve_data_dir
+    from genies.data import load_split, resolve_data_dir
     from actstore.models import ModelSpec
     from finetune.devices import default_device
     from finetune.sequences import context_length, encode_examples

@@ -120,7 +120,7 @@ def evaluate_reward_model(
 
 def _score_split(trained, dataset: str, *, data_dir: str | None, split: str, limit: int | None,
                  batch_size: int) -> EvalResult:
-    from actstore.data import load_split, resolve_data_dir
+    from genies.data import load_split, resolve_data_dir
     from finetune.sequences import context_length, encode_examples
 
     examples = load_split(resolve_data_dir(data_dir), dataset, split).examples

@@ -142,7 +142,7 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, loaded=Non
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from actstore.data import load_split, resolve_data_dir
+    from genies.data import load_split, resolve_data_dir
     from actstore.quantization import check_quantization
     from finetune.checkpoint import save_reward_model
     from finetune.devices import check_adapter_placement, mixed_precision

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import click
 
-from actstore.demo_data import ensure_demo_data
+from genies.demo_data import ensure_demo_data
 from actstore.errors import UserError
-from actstore.inventory import summarize
+from genies.inventory import summarize
 from cli import print_report_summary, print_table, with_interval
 from genies.plan import RunConfig
 from genies.runner import RunSummary, run_benchmark

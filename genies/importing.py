@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Callable
 
 from actstore.atomic import atomic_directory
-from actstore.data import SPLITS, check_example, distributions_dir, load_split_file, resolve_data_dir
+from actstore.split_file import check_example, load_split_file
+from genies.data import SPLITS, distributions_dir, resolve_data_dir
 from actstore.errors import UserError, describe
 from actstore.names import check_name
 

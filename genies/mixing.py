@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from actstore.data import read_examples, split_path
+from actstore.split_file import read_examples
+from genies.data import split_path
 from actstore.errors import UserError
 from probes.labels import Labels
 from probes.sources import FeatureSource

@@ -232,7 +232,7 @@ def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, mo
 def _live_training_data(config: RunConfig, training: TrainingSet, mixed_data_dir: Path) -> tuple[str, str | None, int | None]:
     if not training.mixed_with:
         return training.dataset, config.data_dir, config.limit
-    from actstore.data import resolve_data_dir
+    from genies.data import resolve_data_dir
 
     name = write_mixed_distribution(resolve_data_dir(config.data_dir), training.dataset, training.mixed_with,
                                     training.n_mixed, config.seed, mixed_data_dir, limit=config.limit)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from actstore.data import load_split
+from genies.data import load_split
 from actstore.errors import UserError
 from actstore.models import load_model
 from cli import finetune
@@ -229,7 +229,7 @@ def test_cli_bad_input_is_one_line_exit_2(toy_data, args, message):
 @pytest.mark.bundled
 def test_bundled_model_shared_prompt_logliks_match_full_sequences(bundled_model):
     """The real tokenizer (no BOS, pad = EOS) through the shared-prompt path."""
-    from actstore.data import resolve_data_dir
+    from genies.data import resolve_data_dir
 
     examples = load_split(resolve_data_dir("demo"), "arith_easy", "test").examples[:3]
     tokenizer, model = bundled_model.tokenizer, bundled_model.model

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from actstore.data import load_split
+from genies.data import load_split
 from actstore.errors import UserError
 from actstore.models import tiny_random_llama
 from conftest import write_distribution

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actstore.data import SPLITS, Problem, distributions_dir, list_distributions, read_examples, validate_file
+from actstore.split_file import Problem, read_examples, validate_file
+from genies.data import SPLITS, distributions_dir, list_distributions
 from actstore.errors import UserError
 
 
