@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from actstore.errors import UserError
+from actstore.common import UserError
 
 DATA_DIR_HELP = "Directory holding distributions/ (default: $GENIES_DATA, else the per-user cache); 'demo' = the bundled demo data."
 
@@ -350,10 +350,11 @@ def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dt
                      prompt_format, out, batch_tokens, block_size, device, strict, overwrite, repair, no_progress,
                      device_map, max_memory, offload_dir, quantize):
     """Run MODEL once over each (dataset, split, view) and write one store each; print their paths."""
-    from actstore.extract import ExtractConfig, extract, parse_names
+    from actstore.common import parse_list
+    from actstore.extract import ExtractConfig, extract
 
     config = ExtractConfig(
-        model=model, datasets=parse_names(datasets), splits=parse_names(splits), views=parse_names(views),
+        model=model, datasets=parse_list(datasets), splits=parse_list(splits), views=parse_list(views),
         layers=layers, limit=limit, dtype=dtype, compute_dtype=compute_dtype, prompt_reuse=prompt_reuse, site=site,
         prompt_format=prompt_format, out=out, data_dir=data_dir, batch_tokens=batch_tokens,
         block_size=block_size, device=device, overwrite=overwrite, repair=repair, skip_bad=not strict,

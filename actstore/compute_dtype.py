@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from actstore.errors import UserError
+from actstore.common import UserError
 from actstore.sharding import default_device
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")

@@ -20,12 +20,11 @@ import torch
 
 from actstore.batching import PADDING_SIDES
 from actstore.compute_dtype import COMPUTE_DTYPES
-from actstore.errors import UserError
+from actstore.common import UserError, default_store_root
 from actstore.layers import needs_full_depth, parse_layers
 from actstore.locations import store_url
 from actstore.lock import ExtractionLock
-from actstore.models import LoadedModel, ModelSpec
-from actstore.paths import default_store_root
+from actstore.models import LoadedModel, ModelOnDemand, ModelSpec
 from actstore.prompt_reuse import reuses_prompts
 from actstore.roots import checked_store_root
 from actstore.preflight import check_context
@@ -128,24 +127,6 @@ class StoreResult:
     @property
     def sequences_per_second(self) -> float | None:
         return self.sequences_computed / self.seconds if self.sequences_computed and self.seconds else None
-
-
-class ModelOnDemand:
-    """Loads the model the first time a store needs it (or wraps one already loaded)."""
-
-    def __init__(self, spec: ModelSpec, loaded: LoadedModel | None = None):
-        self.spec, self._loaded = spec, loaded
-
-    @property
-    def is_loaded(self) -> bool:
-        return self._loaded is not None
-
-    def get(self) -> LoadedModel:
-        if self._loaded is None:
-            from actstore import models
-
-            self._loaded = models.load_model(self.spec)
-        return self._loaded
 
 
 def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_result=None,
@@ -533,11 +514,6 @@ def _short(value) -> str:
         return f"{value[0]}..{value[-1]}"
     text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def parse_names(spec: str) -> tuple[str, ...]:
-    """``a,b , c`` -> ("a", "b", "c"): the comma lists of the command line."""
-    return tuple(name.strip() for name in str(spec).split(",") if name.strip())
 
 
 def _device_map(loaded: LoadedModel) -> dict | str:

@@ -12,7 +12,7 @@ import numpy as np
 
 from actstore.batching import EncodedSequence
 from actstore.split_file import Split
-from actstore.errors import UserError
+from actstore.common import UserError
 from actstore.views import View, encode
 
 

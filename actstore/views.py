@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from actstore.errors import UserError
+from actstore.common import UserError, parse_list
 
 PROMPT_FORMATS = ("raw", "chat")
 QUESTION = "\n\n### Does the responder successfully follow the instruction?\n"
@@ -55,7 +55,7 @@ def get_view(name: str) -> View:
 
 def parse_views(spec: str, prompt_format: str = "raw") -> list[View]:
     check_prompt_format(prompt_format)
-    return [replace(get_view(name.strip()), prompt_format=prompt_format) for name in spec.split(",") if name.strip()]
+    return [replace(get_view(name), prompt_format=prompt_format) for name in parse_list(spec)]
 
 
 def check_prompt_format(prompt_format: str) -> str:

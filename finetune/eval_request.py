@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from actstore.errors import UserError
+from actstore.common import UserError
 from actstore.views import check_prompt_format
 from finetune.evaluate import EvalResult
 
@@ -88,7 +88,6 @@ def run_eval(request: EvalRequest, *, loaded=None) -> EvalResult:
         )
     from actstore.models import ModelSpec
     from finetune.baselines import evaluate_loglik_baseline
-    from finetune.devices import default_device
 
     return evaluate_loglik_baseline(
         request.model or DEFAULT_MODEL,
@@ -103,7 +102,7 @@ def run_eval(request: EvalRequest, *, loaded=None) -> EvalResult:
         prompt_format=request.prompt_format or "raw",
         spec=None if loaded else ModelSpec.requested(
             request.model or DEFAULT_MODEL, compute_dtype=request.compute_dtype,
-            fallback_device=str(default_device()), device_map=request.device_map,
+            device_map=request.device_map,
             max_memory=request.max_memory, offload_dir=request.offload_dir, quantization=request.quantize or "none"),
         loaded=loaded,
     )

@@ -59,7 +59,7 @@ def metrics_from_scores(scores: np.ndarray, example: np.ndarray, is_best: np.nda
 
 
 def result_from_scores(method: str, dataset: str, split: str, encoded: EncodedSplit, scores: np.ndarray) -> EvalResult:
-    from actstore.errors import UserError
+    from actstore.common import UserError
 
     if not encoded.sequences:
         raise UserError(f"{dataset}/{split}: no example fits the model's context ({encoded.max_length} tokens)")

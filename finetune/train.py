@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from actstore.errors import UserError
+from actstore.common import UserError
 from actstore.views import check_prompt_format
 from finetune.reward_model import DEFAULT_LEARNING_RATES, AdapterSettings, check_method
 
@@ -88,10 +88,10 @@ class TrainConfig:
     def out_dir(self) -> Path:
         if self.out:
             return Path(self.out).expanduser()
-        from actstore.paths import user_cache_dir
+        from actstore.common import default_finetune_dir
 
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).name or self.model)
-        return user_cache_dir() / "finetune" / f"{self.method}-{slug}-{self.dataset}"
+        return default_finetune_dir() / f"{self.method}-{slug}-{self.dataset}"
 
 
 @dataclass

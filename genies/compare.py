@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from actstore.errors import UserError
+from actstore.common import UserError
 from genies.evaluations import read_row_evaluations
-from genies.report import read_run_info
 from genies.results_csv import load_run, results_path
+from genies.run_info import read_run_info
 from genies.summary import compare_runs
 from genies.uncertainty import N_BOOTSTRAP, Interval, RunBootstrap, interval, shift_counts, weighted_means, weighted_pearson
 

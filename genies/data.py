@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from actstore.errors import UserError
+from actstore.common import UserError, default_data_dir
 from actstore.names import check_name
-from actstore.paths import default_data_dir
 from actstore.split_file import Split, load_split_file
 
 SPLITS = ("train", "test")

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from genies.demo_data import ensure_demo_data
-from actstore.errors import UserError
+from actstore.common import UserError
 from genies.inventory import summarize
 from cli import print_report_summary, print_table, with_interval
 from genies.plan import RunConfig

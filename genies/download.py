@@ -12,7 +12,7 @@ from pathlib import Path
 
 from actstore.split_file import validate_file
 from genies.data import list_distributions
-from actstore.errors import UserError
+from actstore.common import UserError
 
 GENIES_TARBALL_URL = "https://genies-data.s3.us-east-2.amazonaws.com/genies-datasets.tar"
 CHECKSUM_FILE = "genies-datasets.tar.sha256"

@@ -30,7 +30,7 @@ from typing import Callable
 from actstore.atomic import atomic_directory
 from actstore.split_file import check_example, load_split_file
 from genies.data import SPLITS, distributions_dir, resolve_data_dir
-from actstore.errors import UserError, describe
+from actstore.common import UserError, describe
 from actstore.names import check_name
 
 FORMATS = ("auto", "genies", "preference", "ranked")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from actstore.split_file import Problem, read_examples, validate_file
 from genies.data import SPLITS, distributions_dir, list_distributions
-from actstore.errors import UserError
+from actstore.common import UserError
 
 
 @dataclass(frozen=True)

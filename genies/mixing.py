@@ -12,7 +12,7 @@ import numpy as np
 
 from actstore.split_file import read_examples
 from genies.data import split_path
-from actstore.errors import UserError
+from actstore.common import UserError
 from probes.labels import Labels
 from probes.sources import FeatureSource
 

@@ -25,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
+from actstore.common import parse_list
 from manifests import HERE as MANIFEST_DIR
 from manifests import Shift, load_manifest
 
@@ -57,8 +58,7 @@ METHOD_SETS = {"paper": PAPER_METHODS, "all": PAPER_METHODS + OUR_METHODS}
 
 def expand_methods(spec: str) -> tuple[str, ...]:
     """A comma-separated method list in which `paper` and `all` stand for their sets; order kept, no repeats."""
-    names = [name.strip() for name in spec.split(",") if name.strip()]
-    return tuple(dict.fromkeys(m for name in names for m in METHOD_SETS.get(name, (name,))))
+    return tuple(dict.fromkeys(m for name in parse_list(spec) for m in METHOD_SETS.get(name, (name,))))
 DIGITS = 6
 
 

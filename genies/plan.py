@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from actstore.errors import UserError
+from actstore.common import UserError, default_store_root
 from actstore.locations import store_url
-from actstore.paths import default_store_root
 from actstore.views import check_prompt_format
 from genies.generalization import NOT_A_CAPABILITY, UNTRAINED, ZERO_SHOT
 from manifests import Shift

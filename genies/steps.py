@@ -1,8 +1,8 @@
 """Executing the plan's steps: extract stores, fit probes (choosing layers on source validation
 data), train live reward models, and evaluate. genies/runner.py orders and reports them.
 
-Module attributes (``models.load_model``, ``extraction.extract``) are looked up at call time, so
-a test can make any model work fail loudly.
+Module attributes (``extraction.extract``, ``actstore.models.load_model`` through ``ModelOnDemand``)
+are looked up at call time, so a test can make any model work fail loudly.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Callable
 
 import actstore.extract as extraction
-import actstore.models as models
-from actstore.atomic import write_text_atomic
-from actstore.errors import UserError
+from actstore.common import UserError, write_text_atomic
 from actstore.locations import store_url
+from actstore.models import ModelOnDemand
 from genies.evaluations import evaluation_from_metrics, save_evaluation
 from genies.generalization import Evaluation
 from genies.mixing import MixedSource, write_mixed_distribution
@@ -28,26 +27,10 @@ from probes.labels import split_by_example
 from probes.methods import FitConfig, get_method
 from probes.probe import Probe, load_probe, save_probe
 from probes.sources import FeatureSource, StoreSource
-from probes.sweep import CSV_COLUMNS, MIN_VALIDATION_PAIRS, SweepConfig, read_csv, run_sweep, sweep_layers
+from probes.sweep import MIN_VALIDATION_PAIRS, SweepConfig, read_csv, run_sweep, sweep_layers, write_csv
 
 Log = Callable[[str], None]
 VALIDATION_PAIRS = "validation_pairs"  # probe config: pairs of the validation split that chose its layer
-
-
-class LazyModel:
-    """The language model, loaded the first time some step needs it and at most once per run: extraction,
-    live training and live evaluation all use this one copy."""
-
-    def __init__(self, spec: models.ModelSpec, log: Log):
-        self.spec, self.log, self.loaded, self.load_count = spec, log, None, 0
-
-    def get(self):
-        if self.loaded is None:
-            spec = self.spec
-            self.log(f"loading model {spec.name} on {spec.device_map} ({spec.compute_dtype})")
-            self.loaded = models.load_model(spec)
-            self.load_count += 1
-        return self.loaded
 
 
 def store_settings(config: RunConfig) -> dict:
@@ -57,7 +40,7 @@ def store_settings(config: RunConfig) -> dict:
             "site": defaults.site, "skip_bad": defaults.skip_bad, "quantization": None}
 
 
-def extract_stores(config: RunConfig, steps: list[StoreStep], model: LazyModel, log: Log, *,
+def extract_stores(config: RunConfig, steps: list[StoreStep], model: ModelOnDemand, log: Log, *,
                    progress: bool = False) -> None:
     """One extraction per (dataset, split), all its missing views at once (they share tokenization)."""
     groups: dict[tuple[str, str], list[StoreStep]] = {}
@@ -207,14 +190,10 @@ def write_sweep_csv(rows: list[dict], path: Path) -> Path:
     """Write the sweep's rows, keeping the rows of other methods from an earlier (interrupted) run."""
     swept = {row["method"] for row in rows}
     kept = [row for row in read_csv(path) if row["method"] not in swept] if path.is_file() else []
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(kept + rows)
-    return write_text_atomic(path, text.getvalue())
+    return write_csv(kept + rows, path)
 
 
-def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, model: LazyModel, log: Log) -> None:
+def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, model: ModelOnDemand, log: Log) -> None:
     """LoRA / prompt-tuning reward models via finetune, on the run's model (each adapter is taken out again)."""
     from finetune.train import TrainConfig, train_reward_model
 
@@ -240,7 +219,7 @@ def _live_training_data(config: RunConfig, training: TrainingSet, mixed_data_dir
 
 
 def run_evaluations(config: RunConfig, steps: list[EvalStep], fits: dict[tuple[str, TrainingSet], Path],
-                    model: LazyModel, log: Log) -> None:
+                    model: ModelOnDemand, log: Log) -> None:
     """Score every evaluation step and save it; stores of one test split are read once for all methods."""
     by_tested: dict[str, list[EvalStep]] = {}
     for step in steps:
@@ -255,7 +234,7 @@ def run_evaluations(config: RunConfig, steps: list[EvalStep], fits: dict[tuple[s
 
 
 def _evaluate(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path], sources: Sources,
-              model: LazyModel) -> Evaluation:
+              model: ModelOnDemand) -> Evaluation:
     if step.method in STORE_BASELINES or step.method in PROBE_VIEWS:
         views = ("plain",) if step.method in STORE_BASELINES else PROBE_VIEWS[step.method]
         test = sources.get(step.tested_on, EVAL_SPLIT, views)
@@ -271,7 +250,7 @@ def _evaluate(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingS
     raise UserError(f"no way to evaluate method {step.method!r}")
 
 
-def _live_result(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path], model: LazyModel):
+def _live_result(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path], model: ModelOnDemand):
     from finetune.eval_request import EvalRequest, run_eval
 
     if step.method in LIVE_TRAINED:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actstore.errors import UserError
+from actstore.common import UserError, format_layers
 from probes.methods import FitConfig, Method, get_method
 from probes.metrics import ExampleOutcomes, Metrics, compute_metrics, example_outcomes, fit_temperature
 from probes.probe import Probe, provenance
@@ -20,7 +20,7 @@ def check_layer(method: Method, source: FeatureSource, layer: int | None) -> Non
         layers = source.layers(view)
         if layer not in layers:
             raise UserError(f"layer {layer} is out of range for {source.name} ({view} view has layers "
-                            f"{_span(layers)}; 0 = embeddings)")
+                            f"{format_layers(layers)}; 0 = embeddings)")
 
 
 def fit_probe(method_name: str, source: FeatureSource, layer: int | None = None,
@@ -53,9 +53,3 @@ def evaluate_with_outcomes(probe: Probe, source: FeatureSource, *, calibration: 
     metrics = compute_metrics(margins, temperature=probe.temperature, calibration=calibration,
                               n_bootstrap=n_bootstrap, seed=seed, pair_example=pair_example)
     return metrics, example_outcomes(margins, pair_example)
-
-
-def _span(layers: list[int]) -> str:
-    if layers and layers == list(range(layers[0], layers[-1] + 1)):
-        return f"{layers[0]}..{layers[-1]}"
-    return ",".join(map(str, layers)) or "none"

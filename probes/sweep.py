@@ -19,12 +19,13 @@ split of fewer than ``MIN_VALIDATION_PAIRS`` pairs is flagged: its standard erro
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from actstore.errors import UserError
+from actstore.common import UserError, format_layers, write_text_atomic
 from probes.fitting import evaluate, fit_probe
 from probes.labels import split_by_example
 from probes.methods import FitConfig, Method
@@ -60,7 +61,7 @@ class BestLayer:
         return self.validation_pairs is not None and self.validation_pairs < MIN_VALIDATION_PAIRS
 
     def describe(self) -> str:
-        ties = f", {len(self.near_ties)} near-ties {_span(self.near_ties)}" if len(self.near_ties) > 1 else ""
+        ties = f", {len(self.near_ties)} near-ties {format_layers(self.near_ties)}" if len(self.near_ties) > 1 else ""
         small = " SMALL" if self.small_validation else ""
         return f"{self.method} {self.layer} ({self.validation_accuracy:.3f}, {self.validation_pairs} pairs{small}{ties})"
 
@@ -157,10 +158,6 @@ def best_layers(rows: list[dict], methods: list[Method]) -> list[BestLayer]:
     return best
 
 
-def _span(layers: tuple[int, ...]) -> str:
-    return f"{layers[0]}..{layers[-1]}" if list(layers) == list(range(layers[0], layers[-1] + 1)) else ",".join(map(str, layers))
-
-
 def _unique_names(sources: list[FeatureSource]) -> list[str]:
     names, seen = [], {}
     for source in sources:
@@ -171,12 +168,11 @@ def _unique_names(sources: list[FeatureSource]) -> list[str]:
 
 
 def write_csv(rows: list[dict], path: str | Path) -> Path:
-    path = Path(path)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text_atomic(path, text.getvalue())
 
 
 def read_csv(path: str | Path) -> list[dict]:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import actstore.models
 from actstore import open_store
 from genies.data import load_split
-from actstore.errors import UserError
+from actstore.common import UserError
 from actstore.extract import ExtractConfig, extract, recorded_identity
 from actstore.views import VIEWS, encode, parse_views
 from cli import actstore as actstore_cli

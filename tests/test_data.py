@@ -4,7 +4,7 @@ import pytest
 
 from actstore.split_file import check_example, fingerprint, validate_file
 from genies.data import load_split, resolve_data_dir
-from actstore.errors import UserError
+from actstore.common import UserError
 from conftest import example, write_distribution
 
 

@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from genies.data import load_split
-from actstore.errors import UserError
+from actstore.common import UserError
 from actstore.models import load_model
 from cli import finetune
 from conftest import TOY_EXAMPLES, write_distribution, reseal

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from genies.data import load_split
-from actstore.errors import UserError
+from actstore.common import UserError
 from actstore.models import tiny_random_llama
 from conftest import write_distribution
 from finetune.pairs import PairCollator, sample_training_pairs

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from actstore.errors import UserError
+from actstore.common import UserError
 from probes.fitting import evaluate, fit_probe
 from probes.methods import METHODS, FitConfig
 from probes.probe import CONFIG_FILE, TENSORS_FILE, load_probe, save_probe

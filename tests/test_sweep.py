@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from actstore.errors import UserError
+from actstore.common import UserError
 from probes.commands import best_layer_rows, parse_sweep_layers, sweep_command
 from probes.methods import parse_methods
 from probes.sources import StoreSource

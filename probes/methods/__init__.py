@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from actstore.errors import UserError
+from actstore.common import UserError, parse_list
 from probes.methods import ccs, cra, heads, lat, lat_stim, logreg, mms, random_direction, zero_shot
 from probes.methods.common import FitConfig
 
@@ -53,7 +53,7 @@ def get_method(name: str) -> Method:
 
 
 def parse_methods(spec: str) -> list[Method]:
-    names = [name.strip() for name in spec.split(",") if name.strip()]
+    names = parse_list(spec)
     if not names:
         raise UserError("--methods: no method named")
     return [get_method(name) for name in dict.fromkeys(names)]
