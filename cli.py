@@ -302,6 +302,42 @@ def genies_compare(run_a, run_b):
                "mean_a; _low/_high: 95% bootstrap interval (shifts resampled jointly, examples within each run)")
 
 
+@genies.command("demo")
+def genies_demo():
+    """`make demo`: the toolkit end to end on the bundled model and demo data, under ./demo-out (reused when rerun)."""
+    import time
+    from dataclasses import asdict
+
+    from genies.data import resolve_data_dir
+    from genies.demo import OUT, SWEEP_SHIFT, demo_command, demo_config, layer_sweep_plot
+    from genies.inventory import summarize
+    from genies.runner import run_benchmark
+    from manifests import load_manifest
+
+    started = time.perf_counter()
+    data_dir = resolve_data_dir("demo")
+    click.echo(f"Demo data: {data_dir}")
+    print_table([s.as_row() for s in summarize(data_dir)])
+    click.echo("\nDemo shifts (manifests/demo.json):")
+    print_table([asdict(s) for s in load_manifest("demo")], ["source", "target", "target_reference", "label", "category"])
+    config = demo_config()
+    command = demo_command(config)
+    click.echo(f"\n$ {command}")
+    summary = run_benchmark(config, command=command, log=click.echo)
+    click.echo("\nPer-method means over the demo shifts (95% bootstrap bounds beside each):")
+    print_report_summary(summary.report)
+    click.echo("\nPer shift:")
+    print_table([{"shift": r.shift_name, "method": r.method, "layer": r.layer,
+                  "generalization": with_interval(r.generalization_accuracy, *r.interval("generalization_accuracy")),
+                  "source": r.source_accuracy, "zero_shot": r.zero_shot_accuracy, "ttc": r.target_tuned_capability,
+                  "de": with_interval(r.differential_elicitation, *r.interval("differential_elicitation"))}
+                 for r in summary.rows])
+    plot = layer_sweep_plot(config, OUT)
+    click.echo(f"\nreport: {summary.report.path} (plots beside it: {', '.join(p.name for p in sorted(summary.run_dir.glob('*.png')))})")
+    click.echo(f"layer sweep for {' -> '.join(SWEEP_SHIFT)}: {plot}")
+    click.echo(f"demo finished in {time.perf_counter() - started:.0f}s")
+
+
 # ----------------------------------------------------------------------------- actstore
 
 
