@@ -7,14 +7,12 @@ are looked up at call time, so a test can make any model work fail loudly.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import actstore.extract as extraction
-from actstore.common import UserError, write_text_atomic
+from actstore.common import UserError
 from actstore.locations import store_url
 from actstore.models import ModelOnDemand
 from genies.evaluations import evaluation_from_metrics, save_evaluation
