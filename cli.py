@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from actstore.common import UserError
+from actstore.settings import Configured
 
 DATA_DIR_HELP = "Directory holding distributions/ (default: $GENIES_DATA, else the per-user cache); 'demo' = the bundled demo data."
 
@@ -206,43 +207,13 @@ def shifts_ls(manifest, as_json):
     click.echo(f"{len(rows)} shifts")
 
 
-@genies.command("run")
-@click.option("--model", required=True, help="Model alias (tiny-random, smollm2-135m, ...), hub id or local path.")
-@click.option("--shifts", default="genies", show_default=True, help="genies, all, demo, or a manifest JSON file.")
-@click.option("--methods", default="zero-shot,mms,lat,ccs,cra,logreg,random", show_default=True,
-              help="Comma-separated: zero-shot, mms, lat, lat-stim, lat-stim-1, ccs, cra, logreg, random, few-shot, "
-                   "lora, prompt-tuning; or `paper` (the paper's interventions: zero-shot, few-shot, lora, "
-                   "prompt-tuning, mms, lat-stim-1, lat-stim, cra, ccs) or `all` (paper + lat, logreg, random).")
-@click.option("--layer", default="best", show_default=True,
-              help="Probe layer number, or 'best': chosen per method on a validation split of the source's train data.")
-@click.option("--limit", type=int, help="First N examples of each split.")
-@click.option("--data-dir", help=DATA_DIR_HELP + " Default with --shifts demo: demo.")
-@click.option("--store-root", help="Where activation stores live (default: the per-user store directory).")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Run directory (RUN_DIR).")
-@click.option("--mix-target", type=int, default=0, show_default=True,
-              help="Add K target training examples to each source before fitting (sensitivity analysis).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--prompt-format", default="raw", show_default=True, type=click.Choice(["raw", "chat"]),
-              help="chat: prompts as a user turn in the model's chat template (stores, fine-tuning, few-shot).")
-@_placement_options
-def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, mix_target, seed, prompt_format,
-               device_map, max_memory, offload_dir):
+@genies.command("run", cls=Configured, config="genies.plan:RunConfig")
+def genies_run(config):
     """Run the benchmark: plan, extract, fit, evaluate; write RUN_DIR/results.csv and report.md."""
     import shlex
 
-    from actstore.roots import checked_store_root
-    from genies.paper import expand_methods
-    from genies.plan import RunConfig
     from genies.runner import run_benchmark
 
-    if store_root is not None:
-        store_root = checked_store_root(store_root, "--store-root", writing=True)
-    if layer != "best" and not layer.lstrip("-").isdigit():
-        raise UserError(f"--layer must be a layer number or 'best', got {layer!r}")
-    config = RunConfig(model=model, shifts=shifts, methods=expand_methods(methods),
-                       layer=layer if layer == "best" else int(layer), limit=limit, data_dir=data_dir, out=out,
-                       store_root=store_root, mix_target=mix_target, seed=seed, prompt_format=prompt_format,
-                       device_map=device_map, max_memory=max_memory, offload_dir=offload_dir)
     command = "genies " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_benchmark(config, command=command, log=click.echo)
     click.echo("")

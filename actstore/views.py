@@ -13,10 +13,12 @@ so the continuation (the response) is the assistant's reply.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal, get_args
 
 from actstore.common import UserError, parse_list
 
-PROMPT_FORMATS = ("raw", "chat")
+PromptFormat = Literal["raw", "chat"]  # chat: the prompt as a user turn in the tokenizer's chat template
+PROMPT_FORMATS = get_args(PromptFormat)
 QUESTION = "\n\n### Does the responder successfully follow the instruction?\n"
 
 

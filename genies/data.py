@@ -15,6 +15,8 @@ from actstore.names import check_name
 from actstore.split_file import Split, load_split_file
 
 SPLITS = ("train", "test")
+DATA_DIR_HELP = ("Directory holding distributions/ (default: $GENIES_DATA, else the per-user cache); 'demo' = the "
+                 "bundled demo data.")
 
 
 def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path:
