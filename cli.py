@@ -556,37 +556,12 @@ def finetune():
     """Live reward models (LoRA, prompt tuning) and live zero-/few-shot baselines."""
 
 
-@finetune.command("train")
-@click.option("--method", required=True, help="lora or prompt-tuning.")
-@click.option("--model", default="smollm2-135m", show_default=True, help="Base model: alias, local path or cached hub id.")
-@click.option("--dataset", required=True, help="Source distribution; its train split is used.")
-@click.option("--data-dir", help=DATA_DIR_HELP)
-@click.option("--out", help="Run directory (default: <cache>/finetune/<method>-<model>-<dataset>).")
-@click.option("--steps", type=int, help="Optimizer steps (default: about 3 epochs, at most 150).")
-@click.option("--lr", "learning_rate", type=float, help="Learning rate (default: 2e-4 for lora, 5.2e-3 for prompt-tuning).")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Pairs per step (per process).")
-@click.option("--limit", type=int, help="Use only the first N training examples.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds pair sampling, initialization and shuffling.")
-@click.option("--precision", default="auto", show_default=True, help="fp32, bf16 (autocast; the frozen base model in bfloat16, adapter and head in float32), or auto (bf16 where the hardware runs it natively).")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
-              help="Recompute each block in the backward pass: far less activation memory, about 1/3 more compute "
-                   "(default: on for base models of 1B parameters or more).")
-@click.option("--prompt-format", default="raw", show_default=True, type=click.Choice(["raw", "chat"]),
-              help="chat: the prompt as a user turn in the tokenizer's chat template (recorded in the run).")
+@finetune.command("train", cls=Configured, config="finetune.train:TrainConfig")
 @click.option("--json", "as_json", is_flag=True, help="Print the training result as JSON.")
-@_model_options
-def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, batch_size, limit, seed, precision,
-                   gradient_checkpointing, prompt_format, as_json, device_map, max_memory, offload_dir, quantize):
+def finetune_train(config, as_json):
     """Train a reward model (scalar head on the last token) on one (best, other) pair per example."""
-    from finetune.train import TrainConfig, train_reward_model
+    from finetune.train import train_reward_model
 
-    config = TrainConfig(
-        method=method, model=model, dataset=dataset, data_dir=data_dir, out=out, steps=steps,
-        learning_rate=learning_rate, batch_size=batch_size, limit=limit, seed=seed, precision=precision,
-        prompt_format=prompt_format,
-        device_map=device_map, max_memory=max_memory, offload_dir=offload_dir, quantize=quantize,
-        gradient_checkpointing=gradient_checkpointing,
-    )
     result = train_reward_model(config)
     if not result.is_main_process:
         return
@@ -594,7 +569,7 @@ def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, 
         click.echo(json.dumps(result.as_dict(), indent=1))
         return
     click.echo(
-        f"{result.method} on {dataset}: {result.steps} steps x {result.batch_size} pairs "
+        f"{result.method} on {config.dataset}: {result.steps} steps x {result.batch_size} pairs "
         f"({result.n_train_pairs} training pairs, lr {result.learning_rate:g}), "
         f"loss {result.mean_loss('first'):.4f} -> {result.mean_loss('last'):.4f} (first/last 20% of steps), "
         f"{result.train_seconds:.1f} s training, {result.total_seconds:.1f} s total"
@@ -608,37 +583,14 @@ def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, 
     click.echo(f"saved to {result.out_dir}")
 
 
-@finetune.command("eval")
-@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
-@click.option("--method", help="zero-shot or few-shot for a live baseline (a run directory knows its own method).")
-@click.option("--model", help="Base model of a baseline (default: smollm2-135m).")
-@click.option("--dataset", required=True, help="Distribution to evaluate on.")
-@click.option("--data-dir", help=DATA_DIR_HELP)
-@click.option("--split", default="test", show_default=True)
-@click.option("--limit", type=int, help="Use only the first N examples.")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Sequences per forward pass.")
-@click.option("--shots-from", help="few-shot: distribution whose train split gives the shots.")
-@click.option("--shots", "n_shots", type=int, default=4, show_default=True, help="few-shot: shots per prompt.")
-@click.option("--seed", type=int, default=0, show_default=True, help="few-shot: seeds the choice of shots.")
-@click.option("--prompt-format", type=click.Choice(["raw", "chat"]),
-              help="chat: the prompt as a user turn in the tokenizer's chat template (default: a run's own; raw for baselines).")
-@click.option("--compute-dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]),
-              help="zero-/few-shot: the base model's dtype (a run directory's model runs in its training dtype).")
+@finetune.command("eval", cls=Configured, config="finetune.eval_request:EvalRequest")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_model_options
-def finetune_eval(run_dir, method, model, dataset, data_dir, split, limit, batch_size, shots_from, n_shots, seed,
-                  prompt_format, compute_dtype, as_json, device_map, max_memory, offload_dir, quantize):
+def finetune_eval(config, as_json):
     """Accuracy (all best-vs-other pairs), CI, AUROC, Brier and RMS calibration error."""
-    from finetune.eval_request import EvalRequest, run_eval
+    from finetune.eval_request import run_eval
     from finetune.evaluate import TABLE_COLUMNS
 
-    result = run_eval(EvalRequest(
-        dataset=dataset, run_dir=run_dir, method=method, model=model, data_dir=data_dir, split=split,
-        limit=limit, batch_size=batch_size, shots_from=shots_from, n_shots=n_shots, seed=seed,
-        prompt_format=prompt_format,
-        compute_dtype=compute_dtype, device_map=device_map, max_memory=max_memory, offload_dir=offload_dir,
-        quantize=None if quantize == "none" else quantize,
-    ))
+    result = run_eval(config)
     if as_json:
         click.echo(json.dumps(result.row(), indent=1))
         return

@@ -20,17 +20,18 @@ import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, get_args
 
 import torch
 
-from actstore.compute_dtype import resolve_compute_dtype, torch_dtype
+from actstore.compute_dtype import Dtype, resolve_compute_dtype, torch_dtype
 from actstore.common import UserError, default_model_cache
 from actstore.quantization import QUANTIZATIONS, check_quantization, quantization_config
 from actstore.settings import setting
 from actstore.sharding import default_device
 
 ALIASES_FILE = Path(__file__).with_name("model_aliases.json")
+DEFAULT_MODEL = "smollm2-135m"  # the bundled model (an alias of ALIASES_FILE)
 # accelerate's placements: spread the model over every device it may use, within --max-memory.
 PLACEMENTS = ("auto", "balanced", "balanced_low_0", "sequential")
 MAX_MEMORY_DEVICES = ("cpu", "mps")  # besides GPU indices 0, 1, ...
@@ -61,7 +62,7 @@ class ModelSpec:
     quantization: str = "none"  # none, 8bit or 4bit (bitsandbytes; 4bit = NF4, double quantization)
 
     def __post_init__(self):
-        if self.compute_dtype not in ("float32", "bfloat16", "float16"):
+        if self.compute_dtype not in get_args(Dtype):
             raise UserError(f"unknown compute dtype {self.compute_dtype!r} (choose float32, bfloat16 or float16)")
         if self.quantization not in QUANTIZATIONS:
             raise UserError(f"unknown --quantize {self.quantization!r} (choose {', '.join(QUANTIZATIONS)})")

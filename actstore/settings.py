@@ -8,8 +8,9 @@ type, default, help, choices). So a setting and its choices are written once, be
 uses them, and checked once.
 
 Metadata a setting may carry for the command line: ``option`` (its name when not ``--field-name``),
-``required`` (a command must be given it although Python callers have a default) and ``parse`` (turns
-the command line's text into the field's value, e.g. a comma-separated list into a tuple).
+``required`` (a command must be given it although Python callers have a default), ``parse`` (turns
+the command line's text into the field's value, e.g. a comma-separated list into a tuple) and
+``argument`` (a positional argument, FIELD_NAME, instead of an option).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ MISSING = dataclasses.MISSING
 
 
 def setting(default: Any = MISSING, help: str = "", *, option: str | None = None, required: bool = False,
-            parse: Callable[[str], Any] | None = None, default_factory: Any = MISSING) -> Any:
+            parse: Callable[[str], Any] | None = None, argument: bool = False, default_factory: Any = MISSING) -> Any:
     """A documented dataclass field (see the module docstring)."""
-    metadata = {"help": help, "option": option, "required": required, "parse": parse}
+    metadata = {"help": help, "option": option, "required": required, "parse": parse, "argument": argument}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -93,8 +94,7 @@ class Configured(click.Command):
     def params(self) -> list:
         """The generated options, then the command's own: one list, which click appends its help option to."""
         if self._all_params is None:
-            generated = [click.Option([_option_name(field, annotation), "__".join(path)],
-                                      **_option_kwargs(field, annotation)) for path, field, annotation in self.entries]
+            generated = [_parameter(path, field, annotation) for path, field, annotation in self.entries]
             self._all_params = generated + self._own_params
         return self._all_params
 
@@ -137,6 +137,15 @@ def build_config(config_class: type, values: dict[tuple[str, ...], Any], prefix:
             value, parse = values[path], field.metadata.get("parse")
             settings[field.name] = parse(value) if parse and isinstance(value, str) else value
     return config_class(**settings)
+
+
+def _parameter(path: tuple[str, ...], field: dataclasses.Field, annotation: Any) -> click.Parameter:
+    kwargs = _option_kwargs(field, annotation)
+    if field.metadata.get("argument"):
+        kwargs.pop("help")
+        return click.Argument(["__".join(path)], required=kwargs.pop("required", False),
+                              **{k: v for k, v in kwargs.items() if k != "show_default"})
+    return click.Option([_option_name(field, annotation), "__".join(path)], **kwargs)
 
 
 def _default(field: dataclasses.Field) -> Any:

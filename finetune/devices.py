@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from actstore.compute_dtype import runs_bfloat16_fast
 from actstore.sharding import default_device
 
-PRECISIONS = ("auto", "fp32", "bf16")
+Precision = Literal["auto", "fp32", "bf16"]
 
 
 def fast_bf16() -> bool:
@@ -16,13 +18,9 @@ def fast_bf16() -> bool:
     return runs_bfloat16_fast(torch.device(default_device()))
 
 
-def mixed_precision(precision: str) -> str:
-    """accelerate's name for a --precision choice: bf16 = bf16 autocast over fp32 master weights;
-    auto = bf16 where the hardware is fast at it, else fp32."""
-    from actstore.common import UserError
-
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+def mixed_precision(precision: Precision) -> str:
+    """accelerate's name for a --precision choice (TrainConfig checked it): bf16 = bf16 autocast over
+    fp32 master weights; auto = bf16 where the hardware is fast at it, else fp32."""
     if precision == "auto":
         precision = "bf16" if fast_bf16() else "fp32"
     return "no" if precision == "fp32" else "bf16"

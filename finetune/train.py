@@ -20,43 +20,51 @@ from pathlib import Path
 import torch
 
 from actstore.common import UserError
-from actstore.views import check_prompt_format
-from finetune.devices import mixed_precision
+from actstore.models import DEFAULT_MODEL, Placement
+from actstore.quantization import QUANTIZE_HELP, Quantization
+from actstore.settings import check_choices, setting
+from actstore.views import PromptFormat
+from finetune.devices import Precision, mixed_precision
 from finetune.memory import peak_memory, wants_checkpointing
 from finetune.reward_model import DEFAULT_LEARNING_RATES, AdapterSettings, check_method
+from genies.data import DATA_DIR_HELP
 
 DEFAULT_EPOCHS = 3  # the paper's runs saw about 2.7 to 5.3 epochs of a 600-example source
 MAX_DEFAULT_STEPS = 150  # the paper's longest runs
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    method: str  # "lora" or "prompt-tuning"
-    model: str
-    dataset: str
-    data_dir: str | None = None
-    out: str | None = None  # None: <cache>/finetune/<method>-<model>-<dataset>
-    steps: int | None = None  # None: default_steps()
-    learning_rate: float | None = None  # None: the paper's rate for the method
-    batch_size: int = 16  # pairs per process per step
-    limit: int | None = None  # use only the first N training examples
-    seed: int = 0
-    precision: str = "auto"  # "fp32", "bf16" (autocast over fp32 weights), or auto: bf16 where fast
-    prompt_format: str = "raw"  # raw, or chat: the prompt as a user turn in the tokenizer's chat template
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(Placement):
+    """`finetune train`: each documented field is one of its options."""
+
+    method: str = setting(help="lora or prompt-tuning.")
+    model: str = setting(DEFAULT_MODEL, "Base model: alias, local path or cached hub id.")
+    dataset: str = setting(help="Source distribution; its train split is used.")
+    data_dir: str | None = setting(None, DATA_DIR_HELP)
+    out: str | None = setting(None, "Run directory (default: <cache>/finetune/<method>-<model>-<dataset>).")
+    steps: int | None = setting(None, "Optimizer steps (default: about 3 epochs, at most 150).")
+    learning_rate: float | None = setting(None, "Learning rate (default: 2e-4 for lora, 5.2e-3 for prompt-tuning).",
+                                          option="--lr")
+    batch_size: int = setting(16, "Pairs per step (per process).")
+    limit: int | None = setting(None, "Use only the first N training examples.")
+    seed: int = setting(0, "Seeds pair sampling, initialization and shuffling.")
+    precision: Precision = setting("auto", "fp32, bf16 (autocast; the frozen base model in bfloat16, adapter and head "
+                                           "in float32), or auto (bf16 where the hardware runs it natively).")
+    gradient_checkpointing: bool | None = setting(
+        None, "Recompute each block in the backward pass: far less activation memory, about 1/3 more compute "
+              "(default: on for base models of 1B parameters or more).")
+    prompt_format: PromptFormat = setting("raw", "chat: the prompt as a user turn in the tokenizer's chat template "
+                                                 "(recorded in the run).")
+    quantize: Quantization = setting("none", QUANTIZE_HELP)
     max_grad_norm: float = 0.3
     lora_r: int = 64
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     n_virtual_tokens: int = 10
-    device_map: str | None = None  # see actstore.models.ModelSpec
-    max_memory: str | None = None
-    offload_dir: str | None = None
-    quantize: str = "none"
-    gradient_checkpointing: bool | None = None  # None: on from finetune.memory.CHECKPOINTING_FROM_PARAMETERS
 
     def __post_init__(self):
         check_method(self.method)
-        check_prompt_format(self.prompt_format)
+        check_choices(self)
         for name in ("steps", "batch_size", "limit", "lora_r", "n_virtual_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -218,7 +218,7 @@ def test_cli_zero_shot_table(toy_data):
     (["eval", "--method", "zero-shot", "--model", "tiny-random", "--dataset", "nope"], "unknown dataset 'nope'"),
     (["eval", "/no/such/run", "--dataset", "toy"], "not a finetune run directory"),
     (["train", "--method", "full", "--model", "tiny-random", "--dataset", "toy"], "unknown fine-tuning method"),
-    (["train", "--method", "lora", "--model", "tiny-random", "--dataset", "toy", "--precision", "fp8"], "unknown precision"),
+    (["train", "--method", "lora", "--model", "tiny-random", "--dataset", "toy", "--precision", "fp8"], "unknown --precision 'fp8'"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(toy_data, args, message):
     result = run(*args, "--data-dir", toy_data)
