@@ -145,32 +145,11 @@ def data_download(data_dir):
     click.echo(f"{count} distributions in {target} (tarball sha256 {digest})")
 
 
-@data.command("import")
-@click.argument("source", type=click.Path(path_type=Path))
-@click.option("--name", required=True, help="Name of the distribution to write.")
-@click.option("--format", "form", default="auto", show_default=True,
-              type=click.Choice(["auto", "genies", "preference", "ranked"]),
-              help="preference: prompt+chosen+rejected (texts or message lists); ranked: responses+scores lists; "
-                   "genies: prompt+responses (text -> score); auto: told by the columns.")
-@click.option("--split-ratio", type=float, default=0.8, show_default=True,
-              help="Share of rows in train when the source has no split column.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the train/test split.")
-@click.option("--prompt-column", default="prompt", show_default=True)
-@click.option("--chosen-column", default="chosen", show_default=True)
-@click.option("--rejected-column", default="rejected", show_default=True)
-@click.option("--responses-column", default="responses", show_default=True)
-@click.option("--scores-column", default="scores", show_default=True)
-@click.option("--split-column", default="split", show_default=True, help="Column naming each row's split (train/test), if any.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing distribution of that name.")
-@click.option("--data-dir", help=DATA_DIR_HELP)
-def data_import(source, name, form, split_ratio, seed, prompt_column, chosen_column, rejected_column, responses_column,
-                scores_column, split_column, overwrite, data_dir):
+@data.command("import", cls=Configured, config="genies.importing:ImportConfig")
+def data_import(config):
     """Import SOURCE (JSON, JSONL, CSV, Parquet, or a saved `datasets` directory) as distribution NAME."""
-    from genies.importing import Columns, ImportConfig, import_distribution
+    from genies.importing import import_distribution
 
-    config = ImportConfig(source=source, name=name, data_dir=data_dir, format=form, split_ratio=split_ratio, seed=seed,
-                          columns=Columns(prompt_column, chosen_column, rejected_column, responses_column,
-                                          scores_column, split_column), overwrite=overwrite)
     result = import_distribution(config, on_rejected=lambda rejected: click.echo(f"rejected: {rejected}", err=True))
     click.echo(f"{result.directory}: {result.n_train} train + {result.n_test} test examples ({result.format} format); "
                f"{len(result.rejected)} row(s) rejected")

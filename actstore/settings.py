@@ -164,8 +164,9 @@ def _option_name(field: dataclasses.Field, annotation: Any) -> str:
 def _option_kwargs(field: dataclasses.Field, annotation: Any) -> dict:
     kwargs: dict[str, Any] = {"help": field.metadata["help"]}
     default, kind, allowed = _default(field), _base_type(annotation), choices(annotation)
-    if kind is bool:
-        return {**kwargs, "default": default, "show_default": default is not None}
+    if kind is bool:  # --name (off by default), or --name/--no-name
+        return {**kwargs, "is_flag": True} if default is False else {**kwargs, "default": default,
+                                                                     "show_default": default is not None}
     if field.metadata.get("parse") and isinstance(default, tuple):
         default = ",".join(map(str, default))
     if allowed is not None:  # checked by the config itself (check_choices), with its one-line error
