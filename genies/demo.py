@@ -12,13 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from actstore.locations import store_url
+from actstore.models import DEFAULT_MODEL
 from genies.plan import RunConfig
 from probes.methods import get_method
 from probes.plot import plot_sweep
 from probes.sources import StoreSource
 from probes.sweep import SweepConfig, run_sweep, sweep_layers
 
-MODEL = "smollm2-135m"
+MODEL = DEFAULT_MODEL
 DEMO_METHODS = ("zero-shot", "mms", "lat", "logreg", "random")
 DEMO_LIMIT = 40  # examples per split: 1,000 sequences, about 3 minutes of extraction on a busy 2-core CPU
 OUT = Path("demo-out")
