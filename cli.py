@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 
 from actstore.common import UserError
-from actstore.settings import Configured
-
-DATA_DIR_HELP = "Directory holding distributions/ (default: $GENIES_DATA, else the per-user cache); 'demo' = the bundled demo data."
+from actstore.placement import QuantizedPlacement
+from actstore.settings import Configured, options
+from genies.data import DATA_DIR_HELP
 
 
 class Group(click.Group):
@@ -60,27 +60,6 @@ def _names(store_root, limit):
     from actstore.locations import StoreNames
 
     return StoreNames(store_root, limit)
-
-
-def _placement_options(command):
-    """Where a model's weights go: shared by every command that loads one."""
-    for option in reversed([
-        click.option("--device-map", help="One device (cpu, cuda:N), or a placement over several: auto, balanced, "
-                                          "sequential (accelerate; default: the one device, cuda when available)."),
-        click.option("--max-memory", help="Memory per device for a placement, e.g. 0=70GiB,1=70GiB,cpu=200GiB "
-                                          "(implies --device-map auto)."),
-        click.option("--offload-dir", help="Directory for weights that fit nowhere in --max-memory (disk offload; "
-                                           "implies --device-map auto)."),
-    ]):
-        command = option(command)
-    return command
-
-
-def _model_options(command):
-    """Placement and quantization: the commands that extract or fine-tune."""
-    quantize = click.option("--quantize", default="none", show_default=True, type=click.Choice(["none", "8bit", "4bit"]),
-                            help="bitsandbytes weights: 8bit (LLM.int8) or 4bit (NF4, double quantization).")
-    return _placement_options(quantize(command))
 
 
 # ----------------------------------------------------------------------------- genies
@@ -331,7 +310,7 @@ def actstore():
 @click.option("--repair", is_flag=True,
               help="Check every block of existing stores against its checksums and recompute the damaged ones.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@_model_options
+@options(QuantizedPlacement)
 def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dtype, compute_dtype, prompt_reuse, site,
                      prompt_format, out, batch_tokens, block_size, device, strict, overwrite, repair, no_progress,
                      device_map, max_memory, offload_dir, quantize):

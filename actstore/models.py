@@ -27,7 +27,6 @@ import torch
 from actstore.compute_dtype import Dtype, resolve_compute_dtype, torch_dtype
 from actstore.common import UserError, default_model_cache
 from actstore.quantization import QUANTIZATIONS, check_quantization, quantization_config
-from actstore.settings import setting
 from actstore.sharding import default_device
 
 ALIASES_FILE = Path(__file__).with_name("model_aliases.json")
@@ -35,18 +34,6 @@ DEFAULT_MODEL = "smollm2-135m"  # the bundled model (an alias of ALIASES_FILE)
 # accelerate's placements: spread the model over every device it may use, within --max-memory.
 PLACEMENTS = ("auto", "balanced", "balanced_low_0", "sequential")
 MAX_MEMORY_DEVICES = ("cpu", "mps")  # besides GPU indices 0, 1, ...
-
-
-@dataclass(frozen=True, kw_only=True)
-class Placement:
-    """Where a command's model goes, shared by every config of a command that loads one (see ModelSpec)."""
-
-    device_map: str | None = setting(None, "One device (cpu, cuda:N), or a placement over several: auto, balanced, "
-                                           "sequential (accelerate; default: the one device, cuda when available).")
-    max_memory: str | None = setting(None, "Memory per device for a placement, e.g. 0=70GiB,1=70GiB,cpu=200GiB "
-                                           "(implies --device-map auto).")
-    offload_dir: str | None = setting(None, "Directory for weights that fit nowhere in --max-memory (disk offload; "
-                                            "implies --device-map auto).")
 
 
 @dataclass(frozen=True)

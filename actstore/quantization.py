@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Literal, get_args
 
 import torch
 
 from actstore.common import UserError
+from actstore.placement import QUANTIZATIONS
 
-Quantization = Literal["none", "8bit", "4bit"]
-QUANTIZATIONS = get_args(Quantization)
-QUANTIZE_HELP = "bitsandbytes weights: 8bit (LLM.int8) or 4bit (NF4, double quantization)."
 INSTALL = "pip install 'genies-toolkit[quantize]' (bitsandbytes)"
 
 

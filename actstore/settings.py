@@ -108,6 +108,17 @@ class Configured(click.Command):
         return super().invoke(ctx)
 
 
+def options(config_class: type):
+    """A decorator adding the options of ``config_class``'s documented fields to a hand-written command
+    (whose function then takes them as keywords, named after the fields)."""
+    def decorate(command):
+        for path, field, annotation in reversed(documented_fields(config_class)):
+            command.__dict__.setdefault("__click_params__", []).append(_parameter(path, field, annotation))
+        return command
+
+    return decorate
+
+
 def documented_fields(config_class: type, skip: tuple[str, ...] = (), prefix: tuple[str, ...] = ()) -> list:
     """(path, field, annotation) of every documented field, the class's own before inherited ones."""
     types_of = field_types(config_class)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from actstore.common import UserError
 from actstore.compute_dtype import Dtype
-from actstore.models import DEFAULT_MODEL, Placement
-from actstore.quantization import QUANTIZE_HELP, Quantization
+from actstore.models import DEFAULT_MODEL
+from actstore.placement import QUANTIZE_HELP, Placement, Quantization
 from actstore.settings import check_choices, setting
 from actstore.views import PromptFormat
 from genies.data import DATA_DIR_HELP

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from actstore.common import UserError
-from actstore.models import DEFAULT_MODEL, Placement
-from actstore.quantization import QUANTIZE_HELP, Quantization
+from actstore.models import DEFAULT_MODEL
+from actstore.placement import QuantizedPlacement
 from actstore.settings import check_choices, setting
 from actstore.views import PromptFormat
 from finetune.devices import Precision, mixed_precision
@@ -34,7 +34,7 @@ MAX_DEFAULT_STEPS = 150  # the paper's longest runs
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainConfig(Placement):
+class TrainConfig(QuantizedPlacement):
     """`finetune train`: each documented field is one of its options."""
 
     method: str = setting(help="lora or prompt-tuning.")
@@ -55,7 +55,6 @@ class TrainConfig(Placement):
               "(default: on for base models of 1B parameters or more).")
     prompt_format: PromptFormat = setting("raw", "chat: the prompt as a user turn in the tokenizer's chat template "
                                                  "(recorded in the run).")
-    quantize: Quantization = setting("none", QUANTIZE_HELP)
     max_grad_norm: float = 0.3
     lora_r: int = 64
     lora_alpha: int = 16

@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 
 from actstore.common import UserError, default_store_root
 from actstore.locations import store_url
-from actstore.models import Placement
+from actstore.placement import Placement
 from actstore.roots import checked_store_root
 from actstore.settings import check_choices, setting
 from actstore.views import PromptFormat
