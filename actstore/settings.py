@@ -4,8 +4,9 @@ A field made with ``setting(default, "help")`` documents itself, and a ``Literal
 lists its choices. ``check_choices(config)`` (from ``__post_init__``) refuses a value outside them
 with one line, for the command line and for Python callers alike. A cli.py command declared with
 ``cls=Configured, config="module:Class"`` gets its options generated from the same fields (name,
-type, default, help, choices). So a setting and its choices are written once, beside the code that
-uses them, and checked once.
+type, default, help, choices); a command whose config is not one yet takes a config's options with
+``@options(ConfigClass)``. So a setting and its choices are written once, beside the code that uses
+them, and checked once.
 
 Metadata a setting may carry for the command line: ``option`` (its name when not ``--field-name``),
 ``required`` (a command must be given it although Python callers have a default), ``parse`` (turns
@@ -75,8 +76,8 @@ class Configured(click.Command):
     options). ``config`` is "module:Class", imported only when the command is used, so listing a
     group's commands imports nothing."""
 
-    def __init__(self, *args, config: str, skip: tuple[str, ...] = (), **kwargs):
-        self._config, self._skip, self._entries, self._all_params = config, skip, None, None
+    def __init__(self, *args, config: str, **kwargs):
+        self._config, self._entries, self._all_params = config, None, None
         super().__init__(*args, **kwargs)
 
     @property
@@ -87,7 +88,7 @@ class Configured(click.Command):
     @property
     def entries(self) -> list[tuple[tuple[str, ...], dataclasses.Field, Any]]:
         if self._entries is None:
-            self._entries = documented_fields(self.config_class, self._skip)
+            self._entries = documented_fields(self.config_class)
         return self._entries
 
     @property
@@ -119,17 +120,15 @@ def options(config_class: type):
     return decorate
 
 
-def documented_fields(config_class: type, skip: tuple[str, ...] = (), prefix: tuple[str, ...] = ()) -> list:
+def documented_fields(config_class: type, prefix: tuple[str, ...] = ()) -> list:
     """(path, field, annotation) of every documented field, the class's own before inherited ones."""
     types_of = field_types(config_class)
     own = config_class.__dict__.get("__annotations__", {})
     found = []
     for field in sorted(dataclasses.fields(config_class), key=lambda f: f.name not in own):
         annotation = types_of[field.name]
-        if field.name in skip:
-            continue
         if dataclasses.is_dataclass(annotation):
-            found += documented_fields(annotation, skip, (*prefix, field.name))
+            found += documented_fields(annotation, (*prefix, field.name))
         elif field.metadata.get("help"):
             found.append(((*prefix, field.name), field, annotation))
     return found
