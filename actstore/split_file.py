@@ -108,19 +108,15 @@ def check_example(raw: object) -> str | None:
     if getattr(raw, "duplicates", ()):
         return f"field {raw.duplicates[0]!r} appears more than once"
     prompt = raw.get("prompt")
-    if prompt is None:
-        return "missing field 'prompt'"
-    if not isinstance(prompt, str):
-        return f"'prompt' must be a string, got {_kind(prompt)}"
+    if problem := _field_problem("prompt", prompt, str, "a string"):
+        return problem
     if not prompt.strip():
         return "empty prompt"
     if LONE_SURROGATE.search(prompt):
         return f"prompt {_not_text(prompt)}"
     responses = raw.get("responses")
-    if responses is None:
-        return "missing field 'responses'"
-    if not isinstance(responses, dict):
-        return f"'responses' must be an object of response -> score, got {_kind(responses)}"
+    if problem := _field_problem("responses", responses, dict, "an object of response -> score"):
+        return problem
     if getattr(responses, "duplicates", ()):
         return (f"response {_short(responses.duplicates[0])} appears more than once in 'responses' "
                 "(each response is one key, with one score)")
@@ -191,6 +187,14 @@ def load_split_file(path: Path, *, dataset: str, split: str, skip_bad: bool = Fa
     if not examples:
         raise UserError(f"{path}: no valid examples left after skipping {len(skipped)} bad ones")
     return Split(dataset, split, Path(path), tuple(examples), fingerprint_bytes(raw), tuple(skipped))
+
+
+def _field_problem(name: str, value: object, kind: type, described: str) -> str | None:
+    if value is None:
+        return f"missing field {name!r}"
+    if not isinstance(value, kind):
+        return f"{name!r} must be {described}, got {_kind(value)}"
+    return None
 
 
 def _kind(value: object) -> str:
