@@ -28,8 +28,8 @@ from actstore.roots import checked_store_root
 from actstore.settings import check_choices, setting
 from actstore.views import PromptFormat
 from genies.data import DATA_DIR_HELP
-from genies.paper import expand_methods
 from genies.generalization import NOT_A_CAPABILITY, UNTRAINED, ZERO_SHOT
+from genies.paper import expand_methods
 from manifests import Shift
 from probes.methods import METHODS as PROBE_METHODS
 
