@@ -26,7 +26,8 @@ import torch
 
 from actstore.compute_dtype import Dtype, resolve_compute_dtype, torch_dtype
 from actstore.common import UserError, default_model_cache
-from actstore.quantization import QUANTIZATIONS, check_quantization, quantization_config
+from actstore.placement import QUANTIZATIONS
+from actstore.quantization import check_quantization, quantization_config
 from actstore.sharding import default_device
 
 ALIASES_FILE = Path(__file__).with_name("model_aliases.json")

@@ -11,7 +11,6 @@ import logging
 import torch
 
 from actstore.common import UserError
-from actstore.placement import QUANTIZATIONS
 
 INSTALL = "pip install 'genies-toolkit[quantize]' (bitsandbytes)"
 
