@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/python -m genies.demo
+	$(VENV)/bin/genies demo
 
 test: install
 	$(VENV)/bin/python -m pytest -q tests

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-import registry
-from actstore.errors import UserError
-
-DATA_DIR_HELP = "Directory holding distributions/ (default: $GENIES_DATA, else the per-user cache); 'demo' = the bundled demo data."
+from actstore.common import UserError
+from actstore.placement import QuantizedPlacement
+from actstore.settings import Configured, options
+from genies.data import DATA_DIR_HELP
 
 
 class Group(click.Group):
@@ -23,25 +23,6 @@ class Group(click.Group):
         except UserError as err:
             click.echo(f"error: {err}", err=True)
             ctx.exit(2)
-
-
-class RegistryHelp(click.Option):
-    """An option whose help names methods of the method registry (registry.py), read only when --help is shown."""
-
-    def __init__(self, *args, describe, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.describe = describe
-
-    def get_help_record(self, ctx: click.Context):
-        self.help = self.describe()
-        return super().get_help_record(ctx)
-
-
-def _benchmark_methods_help() -> str:
-    sets = registry.method_sets()
-    extra = [m for m in sets["all"] if m not in sets["paper"]]
-    return (f"Comma-separated: {', '.join(registry.benchmark_methods())}; or `paper` (the paper's interventions: "
-            f"{', '.join(sets['paper'])}) or `all` (paper + {', '.join(extra)}).")
 
 
 def print_table(rows: list[dict], columns: list[str] | None = None) -> None:
@@ -81,27 +62,6 @@ def _names(store_root, limit):
     return StoreNames(store_root, limit)
 
 
-def _placement_options(command):
-    """Where a model's weights go: shared by every command that loads one."""
-    for option in reversed([
-        click.option("--device-map", help="One device (cpu, cuda:N), or a placement over several: auto, balanced, "
-                                          "sequential (accelerate; default: the one device, cuda when available)."),
-        click.option("--max-memory", help="Memory per device for a placement, e.g. 0=70GiB,1=70GiB,cpu=200GiB "
-                                          "(implies --device-map auto)."),
-        click.option("--offload-dir", help="Directory for weights that fit nowhere in --max-memory (disk offload; "
-                                           "implies --device-map auto)."),
-    ]):
-        command = option(command)
-    return command
-
-
-def _model_options(command):
-    """Placement and quantization: the commands that extract or fine-tune."""
-    quantize = click.option("--quantize", default="none", show_default=True, type=click.Choice(["none", "8bit", "4bit"]),
-                            help="bitsandbytes weights: 8bit (LLM.int8) or 4bit (NF4, double quantization).")
-    return _placement_options(quantize(command))
-
-
 # ----------------------------------------------------------------------------- genies
 
 
@@ -120,7 +80,7 @@ def data():
 @click.option("--data-dir", help=DATA_DIR_HELP)
 def data_path(data_dir):
     """Print the data directory that commands will use."""
-    from actstore.data import resolve_data_dir
+    from genies.data import resolve_data_dir
 
     click.echo(resolve_data_dir(data_dir))
 
@@ -129,8 +89,8 @@ def data_path(data_dir):
 @click.option("--data-dir", help=DATA_DIR_HELP)
 def data_ls(data_dir):
     """List distributions with train/test example counts and responses per example."""
-    from actstore.data import resolve_data_dir
-    from actstore.inventory import summarize
+    from genies.data import resolve_data_dir
+    from genies.inventory import summarize
 
     print_table([s.as_row() for s in summarize(resolve_data_dir(data_dir))])
 
@@ -140,8 +100,8 @@ def data_ls(data_dir):
 @click.option("--data-dir", help=DATA_DIR_HELP)
 def data_validate(names, data_dir):
     """Check every example of every distribution (or of NAMES); exit 2 if any problem."""
-    from actstore.data import resolve_data_dir
-    from actstore.inventory import validate_all
+    from genies.data import resolve_data_dir
+    from genies.inventory import validate_all
 
     report = validate_all(resolve_data_dir(data_dir), names)
     for problem in report.problems:
@@ -156,40 +116,19 @@ def data_validate(names, data_dir):
 @click.option("--data-dir", help=DATA_DIR_HELP)
 def data_download(data_dir):
     """Fetch the official GENIES tarball, check it and unpack it into the data directory."""
-    from actstore.data import resolve_data_dir
-    from actstore.download import download
+    from genies.data import resolve_data_dir
+    from genies.download import download
 
     target = resolve_data_dir(data_dir)
     count, digest = download(target)
     click.echo(f"{count} distributions in {target} (tarball sha256 {digest})")
 
 
-@data.command("import")
-@click.argument("source", type=click.Path(path_type=Path))
-@click.option("--name", required=True, help="Name of the distribution to write.")
-@click.option("--format", "form", default="auto", show_default=True,
-              type=click.Choice(["auto", "genies", "preference", "ranked"]),
-              help="preference: prompt+chosen+rejected (texts or message lists); ranked: responses+scores lists; "
-                   "genies: prompt+responses (text -> score); auto: told by the columns.")
-@click.option("--split-ratio", type=float, default=0.8, show_default=True,
-              help="Share of rows in train when the source has no split column.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the train/test split.")
-@click.option("--prompt-column", default="prompt", show_default=True)
-@click.option("--chosen-column", default="chosen", show_default=True)
-@click.option("--rejected-column", default="rejected", show_default=True)
-@click.option("--responses-column", default="responses", show_default=True)
-@click.option("--scores-column", default="scores", show_default=True)
-@click.option("--split-column", default="split", show_default=True, help="Column naming each row's split (train/test), if any.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing distribution of that name.")
-@click.option("--data-dir", help=DATA_DIR_HELP)
-def data_import(source, name, form, split_ratio, seed, prompt_column, chosen_column, rejected_column, responses_column,
-                scores_column, split_column, overwrite, data_dir):
+@data.command("import", cls=Configured, config="genies.importing:ImportConfig")
+def data_import(config):
     """Import SOURCE (JSON, JSONL, CSV, Parquet, or a saved `datasets` directory) as distribution NAME."""
-    from genies.importing import Columns, ImportConfig, import_distribution
+    from genies.importing import import_distribution
 
-    config = ImportConfig(source=source, name=name, data_dir=data_dir, format=form, split_ratio=split_ratio, seed=seed,
-                          columns=Columns(prompt_column, chosen_column, rejected_column, responses_column,
-                                          scores_column, split_column), overwrite=overwrite)
     result = import_distribution(config, on_rejected=lambda rejected: click.echo(f"rejected: {rejected}", err=True))
     click.echo(f"{result.directory}: {result.n_train} train + {result.n_test} test examples ({result.format} format); "
                f"{len(result.rejected)} row(s) rejected")
@@ -199,7 +138,7 @@ def data_import(source, name, form, split_ratio, seed, prompt_column, chosen_col
 @click.option("--out", type=click.Path(path_type=Path), help="Where to write it (default: the per-user cache).")
 def data_demo(out):
     """Write the bundled demo mini-benchmark (deterministic) and print its directory."""
-    from actstore.demo_data import ensure_demo_data
+    from genies.demo_data import ensure_demo_data
 
     click.echo(ensure_demo_data(out))
 
@@ -226,40 +165,13 @@ def shifts_ls(manifest, as_json):
     click.echo(f"{len(rows)} shifts")
 
 
-@genies.command("run")
-@click.option("--model", required=True, help="Model alias (tiny-random, smollm2-135m, ...), hub id or local path.")
-@click.option("--shifts", default="genies", show_default=True, help="genies, all, demo, or a manifest JSON file.")
-@click.option("--methods", default="zero-shot,mms,lat,ccs,cra,logreg,random", show_default=True, cls=RegistryHelp,
-              describe=_benchmark_methods_help)
-@click.option("--layer", default="best", show_default=True,
-              help="Probe layer number, or 'best': chosen per method on a validation split of the source's train data.")
-@click.option("--limit", type=int, help="First N examples of each split.")
-@click.option("--data-dir", help=DATA_DIR_HELP + " Default with --shifts demo: demo.")
-@click.option("--store-root", help="Where activation stores live (default: the per-user store directory).")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Run directory (RUN_DIR).")
-@click.option("--mix-target", type=int, default=0, show_default=True,
-              help="Add K target training examples to each source before fitting (sensitivity analysis).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--prompt-format", default="raw", show_default=True, type=click.Choice(["raw", "chat"]),
-              help="chat: prompts as a user turn in the model's chat template (stores, fine-tuning, few-shot).")
-@_placement_options
-def genies_run(model, shifts, methods, layer, limit, data_dir, store_root, out, mix_target, seed, prompt_format,
-               device_map, max_memory, offload_dir):
+@genies.command("run", cls=Configured, config="genies.plan:RunConfig")
+def genies_run(config):
     """Run the benchmark: plan, extract, fit, evaluate; write RUN_DIR/results.csv and report.md."""
     import shlex
 
-    from actstore.roots import checked_store_root
-    from genies.plan import RunConfig
     from genies.runner import run_benchmark
 
-    if store_root is not None:
-        store_root = checked_store_root(store_root, "--store-root", writing=True)
-    if layer != "best" and not layer.lstrip("-").isdigit():
-        raise UserError(f"--layer must be a layer number or 'best', got {layer!r}")
-    config = RunConfig(model=model, shifts=shifts, methods=registry.expand_methods(methods),
-                       layer=layer if layer == "best" else int(layer), limit=limit, data_dir=data_dir, out=out,
-                       store_root=store_root, mix_target=mix_target, seed=seed, prompt_format=prompt_format,
-                       device_map=device_map, max_memory=max_memory, offload_dir=offload_dir)
     command = "genies " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_benchmark(config, command=command, log=click.echo)
     click.echo("")
@@ -319,6 +231,42 @@ def genies_compare(run_a, run_b):
                "mean_a; _low/_high: 95% bootstrap interval (shifts resampled jointly, examples within each run)")
 
 
+@genies.command("demo")
+def genies_demo():
+    """`make demo`: the toolkit end to end on the bundled model and demo data, under ./demo-out (reused when rerun)."""
+    import time
+    from dataclasses import asdict
+
+    from genies.data import resolve_data_dir
+    from genies.demo import OUT, SWEEP_SHIFT, demo_command, demo_config, layer_sweep_plot
+    from genies.inventory import summarize
+    from genies.runner import run_benchmark
+    from manifests import load_manifest
+
+    started = time.perf_counter()
+    data_dir = resolve_data_dir("demo")
+    click.echo(f"Demo data: {data_dir}")
+    print_table([s.as_row() for s in summarize(data_dir)])
+    click.echo("\nDemo shifts (manifests/demo.json):")
+    print_table([asdict(s) for s in load_manifest("demo")], ["source", "target", "target_reference", "label", "category"])
+    config = demo_config()
+    command = demo_command(config)
+    click.echo(f"\n$ {command}")
+    summary = run_benchmark(config, command=command, log=click.echo)
+    click.echo("\nPer-method means over the demo shifts (95% bootstrap bounds beside each):")
+    print_report_summary(summary.report)
+    click.echo("\nPer shift:")
+    print_table([{"shift": r.shift_name, "method": r.method, "layer": r.layer,
+                  "generalization": with_interval(r.generalization_accuracy, *r.interval("generalization_accuracy")),
+                  "source": r.source_accuracy, "zero_shot": r.zero_shot_accuracy, "ttc": r.target_tuned_capability,
+                  "de": with_interval(r.differential_elicitation, *r.interval("differential_elicitation"))}
+                 for r in summary.rows])
+    plot = layer_sweep_plot(config, OUT)
+    click.echo(f"\nreport: {summary.report.path} (plots beside it: {', '.join(p.name for p in sorted(summary.run_dir.glob('*.png')))})")
+    click.echo(f"layer sweep for {' -> '.join(SWEEP_SHIFT)}: {plot}")
+    click.echo(f"demo finished in {time.perf_counter() - started:.0f}s")
+
+
 # ----------------------------------------------------------------------------- actstore
 
 
@@ -362,15 +310,16 @@ def actstore():
 @click.option("--repair", is_flag=True,
               help="Check every block of existing stores against its checksums and recompute the damaged ones.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@_model_options
+@options(QuantizedPlacement)
 def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dtype, compute_dtype, prompt_reuse, site,
                      prompt_format, out, batch_tokens, block_size, device, strict, overwrite, repair, no_progress,
                      device_map, max_memory, offload_dir, quantize):
     """Run MODEL once over each (dataset, split, view) and write one store each; print their paths."""
-    from actstore.extract import ExtractConfig, extract, parse_names
+    from actstore.common import parse_list
+    from actstore.extract import ExtractConfig, extract
 
     config = ExtractConfig(
-        model=model, datasets=parse_names(datasets), splits=parse_names(splits), views=parse_names(views),
+        model=model, datasets=parse_list(datasets), splits=parse_list(splits), views=parse_list(views),
         layers=layers, limit=limit, dtype=dtype, compute_dtype=compute_dtype, prompt_reuse=prompt_reuse, site=site,
         prompt_format=prompt_format, out=out, data_dir=data_dir, batch_tokens=batch_tokens,
         block_size=block_size, device=device, overwrite=overwrite, repair=repair, skip_bad=not strict,
@@ -566,38 +515,12 @@ def finetune():
     """Live reward models (LoRA, prompt tuning) and live zero-/few-shot baselines."""
 
 
-@finetune.command("train")
-@click.option("--method", required=True, cls=RegistryHelp,
-              describe=lambda: " or ".join(registry.names(lambda spec: spec.kind is registry.Kind.LIVE_TRAINED)) + ".")
-@click.option("--model", default="smollm2-135m", show_default=True, help="Base model: alias, local path or cached hub id.")
-@click.option("--dataset", required=True, help="Source distribution; its train split is used.")
-@click.option("--data-dir", help=DATA_DIR_HELP)
-@click.option("--out", help="Run directory (default: <cache>/finetune/<method>-<model>-<dataset>).")
-@click.option("--steps", type=int, help="Optimizer steps (default: about 3 epochs, at most 150).")
-@click.option("--lr", "learning_rate", type=float, help="Learning rate (default: 2e-4 for lora, 5.2e-3 for prompt-tuning).")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Pairs per step (per process).")
-@click.option("--limit", type=int, help="Use only the first N training examples.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds pair sampling, initialization and shuffling.")
-@click.option("--precision", default="auto", show_default=True, help="fp32, bf16 (autocast; the frozen base model in bfloat16, adapter and head in float32), or auto (bf16 where the hardware runs it natively).")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
-              help="Recompute each block in the backward pass: far less activation memory, about 1/3 more compute "
-                   "(default: on for base models of 1B parameters or more).")
-@click.option("--prompt-format", default="raw", show_default=True, type=click.Choice(["raw", "chat"]),
-              help="chat: the prompt as a user turn in the tokenizer's chat template (recorded in the run).")
+@finetune.command("train", cls=Configured, config="finetune.train:TrainConfig")
 @click.option("--json", "as_json", is_flag=True, help="Print the training result as JSON.")
-@_model_options
-def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, batch_size, limit, seed, precision,
-                   gradient_checkpointing, prompt_format, as_json, device_map, max_memory, offload_dir, quantize):
+def finetune_train(config, as_json):
     """Train a reward model (scalar head on the last token) on one (best, other) pair per example."""
-    from finetune.train import TrainConfig, train_reward_model
+    from finetune.train import train_reward_model
 
-    config = TrainConfig(
-        method=method, model=model, dataset=dataset, data_dir=data_dir, out=out, steps=steps,
-        learning_rate=learning_rate, batch_size=batch_size, limit=limit, seed=seed, precision=precision,
-        prompt_format=prompt_format,
-        device_map=device_map, max_memory=max_memory, offload_dir=offload_dir, quantize=quantize,
-        gradient_checkpointing=gradient_checkpointing,
-    )
     result = train_reward_model(config)
     if not result.is_main_process:
         return
@@ -605,7 +528,7 @@ def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, 
         click.echo(json.dumps(result.as_dict(), indent=1))
         return
     click.echo(
-        f"{result.method} on {dataset}: {result.steps} steps x {result.batch_size} pairs "
+        f"{result.method} on {config.dataset}: {result.steps} steps x {result.batch_size} pairs "
         f"({result.n_train_pairs} training pairs, lr {result.learning_rate:g}), "
         f"loss {result.mean_loss('first'):.4f} -> {result.mean_loss('last'):.4f} (first/last 20% of steps), "
         f"{result.train_seconds:.1f} s training, {result.total_seconds:.1f} s total"
@@ -619,39 +542,14 @@ def finetune_train(method, model, dataset, data_dir, out, steps, learning_rate, 
     click.echo(f"saved to {result.out_dir}")
 
 
-@finetune.command("eval")
-@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
-@click.option("--method", cls=RegistryHelp,
-              describe=lambda: " or ".join(registry.names(lambda spec: spec.base_model_baseline)) + " for a live baseline "
-              "(a run directory knows its own method).")
-@click.option("--model", help="Base model of a baseline (default: smollm2-135m).")
-@click.option("--dataset", required=True, help="Distribution to evaluate on.")
-@click.option("--data-dir", help=DATA_DIR_HELP)
-@click.option("--split", default="test", show_default=True)
-@click.option("--limit", type=int, help="Use only the first N examples.")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Sequences per forward pass.")
-@click.option("--shots-from", help="few-shot: distribution whose train split gives the shots.")
-@click.option("--shots", "n_shots", type=int, default=4, show_default=True, help="few-shot: shots per prompt.")
-@click.option("--seed", type=int, default=0, show_default=True, help="few-shot: seeds the choice of shots.")
-@click.option("--prompt-format", type=click.Choice(["raw", "chat"]),
-              help="chat: the prompt as a user turn in the tokenizer's chat template (default: a run's own; raw for baselines).")
-@click.option("--compute-dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]),
-              help="zero-/few-shot: the base model's dtype (a run directory's model runs in its training dtype).")
+@finetune.command("eval", cls=Configured, config="finetune.eval_request:EvalRequest")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_model_options
-def finetune_eval(run_dir, method, model, dataset, data_dir, split, limit, batch_size, shots_from, n_shots, seed,
-                  prompt_format, compute_dtype, as_json, device_map, max_memory, offload_dir, quantize):
+def finetune_eval(config, as_json):
     """Accuracy (all best-vs-other pairs), CI, AUROC, Brier and RMS calibration error."""
-    from finetune.eval_request import EvalRequest, run_eval
+    from finetune.eval_request import run_eval
     from finetune.evaluate import TABLE_COLUMNS
 
-    result = run_eval(EvalRequest(
-        dataset=dataset, run_dir=run_dir, method=method, model=model, data_dir=data_dir, split=split,
-        limit=limit, batch_size=batch_size, shots_from=shots_from, n_shots=n_shots, seed=seed,
-        prompt_format=prompt_format,
-        compute_dtype=compute_dtype, device_map=device_map, max_memory=max_memory, offload_dir=offload_dir,
-        quantize=None if quantize == "none" else quantize,
-    ))
+    result = run_eval(config)
     if as_json:
         click.echo(json.dumps(result.row(), indent=1))
         return

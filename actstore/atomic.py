@@ -1,8 +1,7 @@
-"""Files and directories users keep appear whole or not at all.
+"""Sealed directories: a directory users keep appears whole or not at all (files: common.write_text_atomic).
 
-A file is written to a temporary sibling and renamed into place. A directory (a saved probe, a
-trained reward model) is built in a temporary sibling whose last file is ``complete.json``: the
-sha256 of every other file, plus whatever record the caller adds. It is then renamed into
+A directory (a saved probe, a trained reward model) is built in a temporary sibling whose last
+file is ``complete.json``: the sha256 of every other file, plus whatever record the caller adds. It is then renamed into
 place in one step (an older directory there is moved aside first and deleted after). Readers
 call ``verify_directory``: a directory without the marker, or whose files no longer match it,
 is refused with one line, so a killed save or a damaged copy is never used.
@@ -14,31 +13,14 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from actstore.errors import UserError
+from actstore.common import UserError, temporary_sibling
 
 MARKER = "complete.json"
 MARKER_FORMAT = 1
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary sibling and one rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 @contextmanager
@@ -49,7 +31,7 @@ def atomic_directory(path: str | os.PathLike, record: dict | None = None) -> Ite
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.staging{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    staging = temporary_sibling(path, "staging")
     staging.mkdir()
     try:
         yield staging
@@ -69,7 +51,7 @@ def _move_into_place(staging: Path, path: Path) -> None:
     if not path.exists():
         os.replace(staging, path)
         return
-    old = path.with_name(f".{path.name}.old{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    old = temporary_sibling(path, "old")
     os.replace(path, old)
     try:
         os.replace(staging, path)

@@ -8,13 +8,15 @@ the same speed without float16's overflow on large activations.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 
-from actstore.errors import UserError
+from actstore.common import UserError
 from actstore.sharding import default_device
 
-COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+Dtype = Literal["float32", "bfloat16", "float16"]
+COMPUTE_DTYPES = ("auto", *get_args(Dtype))
 # CPU flags of native bfloat16 matrix multiplies (AVX512-BF16 dot products, AMX tiles).
 NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 

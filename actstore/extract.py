@@ -20,17 +20,16 @@ import torch
 
 from actstore.batching import PADDING_SIDES
 from actstore.compute_dtype import COMPUTE_DTYPES
-from actstore.data import Split, load_split, resolve_data_dir, split_path
-from actstore.errors import UserError
+from actstore.common import UserError, default_store_root
 from actstore.layers import needs_full_depth, parse_layers
 from actstore.locations import store_url
 from actstore.lock import ExtractionLock
-from actstore.models import LoadedModel, ModelSpec
-from actstore.paths import default_store_root
+from actstore.models import LoadedModel, ModelOnDemand, ModelSpec
 from actstore.prompt_reuse import reuses_prompts
 from actstore.roots import checked_store_root
 from actstore.preflight import check_context
 from actstore.sequence_table import SequenceTable, encode_rows, sequence_table
+from actstore.split_file import Split
 from actstore.stage_clock import clock_for
 from actstore.writer import BackgroundWriter
 from actstore.quantization import check_quantization
@@ -38,6 +37,7 @@ from actstore.sharding import Shard, wait_for_creation
 from actstore.store import (DISK_FULL, ActivationStore, StoreLayout, create_store, disk_full_message, find_store,
                             open_for_writing)
 from actstore.views import View, check_prompt_format, parse_views
+from genies.data import load_split, resolve_data_dir, split_path
 
 SITES = ("residual", "heads")
 STORAGE_DTYPES = ("float16", "float32")
@@ -127,24 +127,6 @@ class StoreResult:
     @property
     def sequences_per_second(self) -> float | None:
         return self.sequences_computed / self.seconds if self.sequences_computed and self.seconds else None
-
-
-class ModelOnDemand:
-    """Loads the model the first time a store needs it (or wraps one already loaded)."""
-
-    def __init__(self, spec: ModelSpec, loaded: LoadedModel | None = None):
-        self.spec, self._loaded = spec, loaded
-
-    @property
-    def is_loaded(self) -> bool:
-        return self._loaded is not None
-
-    def get(self) -> LoadedModel:
-        if self._loaded is None:
-            from actstore import models
-
-            self._loaded = models.load_model(self.spec)
-        return self._loaded
 
 
 def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_result=None,
@@ -534,11 +516,6 @@ def _short(value) -> str:
         return f"{value[0]}..{value[-1]}"
     text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def parse_names(spec: str) -> tuple[str, ...]:
-    """``a,b , c`` -> ("a", "b", "c"): the comma lists of the command line."""
-    return tuple(name.strip() for name in str(spec).split(",") if name.strip())
 
 
 def _device_map(loaded: LoadedModel) -> dict | str:

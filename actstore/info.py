@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import fsspec
 
-from actstore.errors import UserError
+from actstore.common import UserError, format_layers
 from actstore.locations import STORE_SUFFIX
 from actstore.store import find_store
 
@@ -73,7 +73,7 @@ def store_info(url: str) -> StoreInfo:
     return StoreInfo(
         url=str(url), model=str(meta.get("model", "")), model_id=str(meta.get("model_id", "")),
         dataset=str(meta.get("dataset", "")), split=str(meta.get("split", "")), view=str(meta.get("view", "")),
-        site=str(meta.get("site", "residual")), layers=compact_layers(list(meta["layers"])),
+        site=str(meta.get("site", "residual")), layers=format_layers(list(meta["layers"])),
         hidden_size=int(meta["hidden_size"]), dtype=str(meta["dtype"]),
         compute_dtype=str((meta.get("config") or {}).get("compute_dtype", "unknown (not recorded)")), sequences=int(meta["n_sequences"]),
         examples=int(meta["n_examples"]), blocks_done=int(done.sum()), blocks=len(done),
@@ -165,12 +165,6 @@ def closest_stores(url: str, n: int = 3) -> list[tuple[str, str]]:
 def size_on_disk(url: str) -> int:
     fs, path = fsspec.core.url_to_fs(str(url))
     return int(fs.du(path, total=True))
-
-
-def compact_layers(layers: list[int]) -> str:
-    if layers and layers == list(range(layers[0], layers[-1] + 1)) and len(layers) > 2:
-        return f"{layers[0]}..{layers[-1]}"
-    return ",".join(map(str, layers))
 
 
 def human_bytes(n: int) -> str:

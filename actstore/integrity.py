@@ -42,14 +42,6 @@ class Column:
     def key(self) -> str:
         return self.array if self.row is None else f"{self.array}[{self.row}]"
 
-    @classmethod
-    def parse(cls, key: str) -> "Column":
-        if key.endswith("]"):
-            name, row = key[:-1].split("[")
-            return cls(name, int(row))
-        return cls(key)
-
-
 @dataclass(frozen=True)
 class Damage:
     """A block of one array whose bytes are not the ones that were written."""

@@ -79,6 +79,6 @@ class StoreNames:
     limit: int | None = None
 
     def url(self, spec: str) -> str:
-        from actstore.paths import default_store_root
+        from actstore.common import default_store_root
 
         return store_location(spec, root=self.root or default_store_root(), limit=self.limit)

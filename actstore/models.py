@@ -1,6 +1,6 @@
 """One model specification and one loader: a model name to a loaded model and tokenizer.
 
-Names: an alias from manifests/models.json (``smollm2-135m``, the bundled GGUF;
+Names: an alias from model_aliases.json beside this file (``smollm2-135m``, the bundled GGUF;
 ``tiny-random``, built in code for tests), a local directory or ``.gguf`` file, or a Hugging
 Face hub id already in the local cache. Nothing here reaches the network when
 ``HF_HUB_OFFLINE=1``.
@@ -14,20 +14,24 @@ spread the blocks over the GPUs, the host and ``offload_dir`` within ``max_memor
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable, get_args
 
 import torch
 
-from actstore.compute_dtype import resolve_compute_dtype, torch_dtype
-from actstore.errors import UserError
-from actstore.paths import default_model_cache
-from actstore.quantization import QUANTIZATIONS, check_quantization, quantization_config
-from manifests import model_aliases
+from actstore.compute_dtype import Dtype, resolve_compute_dtype, torch_dtype
+from actstore.common import UserError, default_model_cache
+from actstore.placement import QUANTIZATIONS
+from actstore.quantization import check_quantization, quantization_config
+from actstore.sharding import default_device
 
+ALIASES_FILE = Path(__file__).with_name("model_aliases.json")
+DEFAULT_MODEL = "smollm2-135m"  # the bundled model (an alias of ALIASES_FILE)
 # accelerate's placements: spread the model over every device it may use, within --max-memory.
 PLACEMENTS = ("auto", "balanced", "balanced_low_0", "sequential")
 MAX_MEMORY_DEVICES = ("cpu", "mps")  # besides GPU indices 0, 1, ...
@@ -46,7 +50,7 @@ class ModelSpec:
     quantization: str = "none"  # none, 8bit or 4bit (bitsandbytes; 4bit = NF4, double quantization)
 
     def __post_init__(self):
-        if self.compute_dtype not in ("float32", "bfloat16", "float16"):
+        if self.compute_dtype not in get_args(Dtype):
             raise UserError(f"unknown compute dtype {self.compute_dtype!r} (choose float32, bfloat16 or float16)")
         if self.quantization not in QUANTIZATIONS:
             raise UserError(f"unknown --quantize {self.quantization!r} (choose {', '.join(QUANTIZATIONS)})")
@@ -73,7 +77,7 @@ class ModelSpec:
         if device and device_map and device != device_map:
             raise UserError(f"--device {device} and --device-map {device_map} disagree; give one of them")
         placement = (device_map or device or ("auto" if max_memory or offload_dir else None)
-                     or fallback_device or _default_device())
+                     or fallback_device or default_device())
         spec = cls(name, "float32", placement, parse_max_memory(max_memory), offload_dir, quantization)
         return replace(spec, compute_dtype=resolve_compute_dtype(compute_dtype, spec.main_device))
 
@@ -148,6 +152,31 @@ def parse_max_memory(text: str | None) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+class ModelOnDemand:
+    """The model, loaded the first time something needs it and at most once (or one already loaded):
+    the extractions, live trainings and live evaluations of one `genies run` share this one copy."""
+
+    def __init__(self, spec: ModelSpec, loaded: LoadedModel | None = None, log: Callable[[str], None] | None = None):
+        self.spec, self._loaded, self.log, self.load_count = spec, loaded, log, 0
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._loaded is not None
+
+    def get(self) -> LoadedModel:
+        if self._loaded is None:
+            if self.log:
+                self.log(f"loading model {self.spec.name} on {self.spec.device_map} ({self.spec.compute_dtype})")
+            self._loaded = load_model(self.spec)
+            self.load_count += 1
+        return self._loaded
+
+
+def model_aliases() -> dict[str, dict]:
+    """Names accepted wherever a ``--model`` is asked for, with how each is built or found."""
+    return json.loads(ALIASES_FILE.read_text(encoding="utf-8"))
+
+
 def load_model(spec: ModelSpec | str) -> LoadedModel:
     """Load ``spec`` (a bare name: float32 on the host) in its compute dtype onto its devices."""
     from transformers.utils import logging as hf_logging
@@ -179,12 +208,6 @@ def _build_tiny(spec: ModelSpec) -> "LoadedModel":
     loaded = tiny_random_llama()
     loaded.model.to(device=spec.device_map, dtype=torch_dtype(spec.compute_dtype))
     return loaded
-
-
-def _default_device() -> str:
-    from actstore.sharding import default_device
-
-    return default_device()
 
 
 def tiny_random_llama(seed: int = 0, n_layers: int = 4, hidden_size: int = 64, n_heads: int = 4) -> LoadedModel:

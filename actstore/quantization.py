@@ -10,9 +10,8 @@ import logging
 
 import torch
 
-from actstore.errors import UserError
+from actstore.common import UserError
 
-QUANTIZATIONS = ("none", "8bit", "4bit")
 INSTALL = "pip install 'genies-toolkit[quantize]' (bitsandbytes)"
 
 

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import fsspec
 
-from actstore.errors import UserError, describe
-from actstore.paths import default_store_root
+from actstore.common import UserError, default_store_root, describe
 
 FILE_SCHEME = "file://"
 WRITE_CHECK_PREFIX = ".genies-write-check-"

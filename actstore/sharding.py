@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from actstore.errors import UserError
+from actstore.common import UserError
 
 CREATION_WAIT_S = 1800.0  # rank 0 loads the model before it creates the store
 
@@ -45,7 +45,8 @@ class Shard:
 
 
 def default_device(environ: dict | None = None) -> str:
-    """cuda (this process's GPU, ``cuda:LOCAL_RANK``, under a multi-process launch) when available, else cpu."""
+    """This process's device, for every command: cuda (its GPU, ``cuda:LOCAL_RANK``, under a multi-process
+    launch such as `accelerate launch` or torchrun) when available, else cpu."""
     import torch
 
     if not torch.cuda.is_available():

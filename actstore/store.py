@@ -40,7 +40,7 @@ import numpy as np
 import zarr
 
 from actstore import __version__
-from actstore.errors import UserError, describe
+from actstore.common import UserError, describe, format_layers
 from actstore.hints import extract_command
 from actstore.integrity import LABEL_ARRAYS, MISMATCH, Column, Damage, block_crcs, crc32
 
@@ -156,7 +156,7 @@ class ActivationStore:
 
     def _row(self, layer: int, layers: list[int], what: str) -> int:
         if layer not in layers:
-            raise UserError(f"{self.url}: layer {layer} not in this store's {what} (has {_span(layers)})")
+            raise UserError(f"{self.url}: layer {layer} not in this store's {what} (has {format_layers(layers)})")
         return layers.index(layer)
 
     def activations(self, layer: int) -> np.ndarray:
@@ -624,11 +624,3 @@ def check_float16_range(values: np.ndarray, name: str, url: str, first_sequence:
             f"{url}: {name}{layer} sequence {sequence}: value {float(values[where]):.4g} is outside the float16 "
             f"range (max {FLOAT16_MAX:.0f}); re-run with --dtype float32 --overwrite"
         )
-
-
-def _span(values: list[int]) -> str:
-    if not values:
-        return "none"
-    if values == list(range(values[0], values[-1] + 1)):
-        return f"{values[0]}..{values[-1]}"
-    return ",".join(map(str, values))

@@ -13,10 +13,12 @@ so the continuation (the response) is the assistant's reply.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal, get_args
 
-from actstore.errors import UserError
+from actstore.common import UserError, parse_list
 
-PROMPT_FORMATS = ("raw", "chat")
+PromptFormat = Literal["raw", "chat"]  # chat: the prompt as a user turn in the tokenizer's chat template
+PROMPT_FORMATS = get_args(PromptFormat)
 QUESTION = "\n\n### Does the responder successfully follow the instruction?\n"
 
 
@@ -55,7 +57,7 @@ def get_view(name: str) -> View:
 
 def parse_views(spec: str, prompt_format: str = "raw") -> list[View]:
     check_prompt_format(prompt_format)
-    return [replace(get_view(name.strip()), prompt_format=prompt_format) for name in spec.split(",") if name.strip()]
+    return [replace(get_view(name), prompt_format=prompt_format) for name in parse_list(spec)]
 
 
 def check_prompt_format(prompt_format: str) -> str:

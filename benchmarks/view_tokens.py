@@ -22,7 +22,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actstore.data import load_split, resolve_data_dir  # noqa: E402
+from genies.data import load_split, resolve_data_dir  # noqa: E402
 from actstore.batching import EncodedSequence  # noqa: E402
 from actstore.models import ModelSpec, load_model  # noqa: E402
 from actstore.prefix_tree import ViewSequences, build_forest  # noqa: E402

@@ -15,8 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from actstore.data import Example
-from actstore.errors import UserError
+from actstore.split_file import Example
+from actstore.common import UserError
 from actstore.batching import EncodedSequence
 from actstore.capture import DecoderParts
 from actstore.prompt_reuse import sequence_logliks
@@ -79,9 +79,9 @@ def evaluate_loglik_baseline(
 ) -> EvalResult:
     """Zero-shot (``shots_from`` None) or few-shot accuracy of a base model on one split: ``loaded``
     when given, else loaded by ``spec`` (default: float32 on this process's device)."""
-    from actstore.data import load_split, resolve_data_dir
+    from genies.data import load_split, resolve_data_dir
     from actstore.models import ModelSpec
-    from finetune.devices import default_device
+    from actstore.sharding import default_device
     from finetune.sequences import context_length, encode_examples
 
     if limit is not None and limit < 1:
@@ -95,7 +95,7 @@ def evaluate_loglik_baseline(
     if shots_from is not None:
         shots = load_split(root, shots_from, "train").examples
         prompt_for = few_shot_prompts(shots, n_shots=n_shots, seed=seed, exclude_self=(shots_from == dataset and split == "train"))
-    loaded = loaded or (spec or ModelSpec(model, device_map=str(default_device()))).load()
+    loaded = loaded or (spec or ModelSpec(model, device_map=default_device())).load()
     encoded = encode_examples(
         loaded.tokenizer, examples, max_length=context_length(loaded.model, loaded.tokenizer), prompt_for=prompt_for,
         prompt_format=prompt_format,

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from actstore.atomic import atomic_directory, verify_directory
-from actstore.errors import UserError
+from actstore.common import UserError, read_json
 from finetune.reward_model import AdapterSettings, RewardModel, quiet_peft
 
 FORMAT = 1
@@ -60,10 +60,7 @@ def read_record(directory: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{directory}: not a finetune run directory (no {RECORD_FILE}; train one with `finetune train`)")
     verify_directory(directory)
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    record = read_json(path)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise UserError(f"{path}: unsupported run format {record.get('format') if isinstance(record, dict) else None!r} (expected {FORMAT})")
     for key in ("model", "model_id", "settings"):
@@ -77,12 +74,11 @@ def base_model_spec(record: dict, *, device: str | torch.device | None = None, d
     """The base model as it was trained: its name, its training dtype (bfloat16 under bf16) and its
     quantization, placed as asked (default: this process's device)."""
     from actstore.models import ModelSpec
-    from finetune.devices import default_device
 
     trained = record.get("config", {})
     dtype = "bfloat16" if record.get("result", {}).get("precision") == "bf16" else "float32"
     return ModelSpec.requested(record["model"], compute_dtype=dtype,
-                               fallback_device=str(device or default_device()), device_map=device_map,
+                               fallback_device=str(device) if device else None, device_map=device_map,
                                max_memory=max_memory, offload_dir=offload_dir,
                                quantization=trained.get("quantize", "none"))
 

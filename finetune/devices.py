@@ -2,33 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from actstore.compute_dtype import runs_bfloat16_fast
+from actstore.sharding import default_device
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def default_device() -> torch.device:
-    """This process's device: its GPU under ``accelerate launch`` or on a GPU machine, else CPU."""
-    from accelerate import PartialState
-
-    return PartialState().device
+Precision = Literal["auto", "fp32", "bf16"]
 
 
 def fast_bf16() -> bool:
     """Whether this process's device runs bf16 matmuls natively; elsewhere bf16 autocast is
     emulated and slower than fp32."""
-    return runs_bfloat16_fast(default_device())
+    return runs_bfloat16_fast(torch.device(default_device()))
 
 
-def mixed_precision(precision: str) -> str:
-    """accelerate's name for a --precision choice: bf16 = bf16 autocast over fp32 master weights;
-    auto = bf16 where the hardware is fast at it, else fp32."""
-    from actstore.errors import UserError
-
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+def mixed_precision(precision: Precision) -> str:
+    """accelerate's name for a --precision choice (TrainConfig checked it): bf16 = bf16 autocast over
+    fp32 master weights; auto = bf16 where the hardware is fast at it, else fp32."""
     if precision == "auto":
         precision = "bf16" if fast_bf16() else "fp32"
     return "no" if precision == "fp32" else "bf16"
@@ -38,7 +30,7 @@ def check_adapter_placement(loaded) -> None:
     """An adapter needs its base weights resident on the device they run on: accelerate's offloaded
     weights (on disk, or on the host for a GPU model) live on the meta device between uses, where
     peft would create the adapter's own weights too."""
-    from actstore.errors import UserError
+    from actstore.common import UserError
 
     placement = getattr(loaded.model, "hf_device_map", None) or {}
     runs_on_gpu = loaded.input_device.type != "cpu"

@@ -6,11 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import registry
-from actstore.errors import UserError
-from actstore.views import check_prompt_format
+from actstore.common import UserError
+from actstore.compute_dtype import Dtype
+from actstore.models import DEFAULT_MODEL
+from actstore.placement import QUANTIZE_HELP, Placement, Quantization
+from actstore.settings import check_choices, setting
+from actstore.views import PromptFormat
+from genies.data import DATA_DIR_HELP
 from finetune.evaluate import EvalResult
-
-DEFAULT_MODEL = "smollm2-135m"
 
 
 def base_model_baselines() -> tuple[str, ...]:
@@ -18,33 +21,41 @@ def base_model_baselines() -> tuple[str, ...]:
     return registry.names(lambda spec: spec.base_model_baseline)
 
 
-@dataclass(frozen=True)
-class EvalRequest:
-    dataset: str
-    run_dir: Path | None = None  # a trained reward model; None for a live baseline
-    method: str | None = None  # zero-shot / few-shot, or the run's own method
-    model: str | None = None  # base model of a baseline (default: the bundled model)
-    data_dir: str | None = None
-    split: str = "test"
-    limit: int | None = None
-    batch_size: int = 16
-    shots_from: str | None = None
-    n_shots: int = 4
-    seed: int = 0
-    prompt_format: str | None = None  # None: a run's own, raw for a baseline
-    compute_dtype: str = "float32"  # baselines; a reward model runs in its training dtype
-    device_map: str | None = None  # see actstore.models.ModelSpec
-    max_memory: str | None = None
-    offload_dir: str | None = None
-    quantize: str | None = None  # None: a run's own quantization, none for a baseline
+def run_quantization(text: str) -> str | None:
+    """``--quantize none`` is the default: a run directory's own quantization, none for a baseline."""
+    return None if text == "none" else text
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalRequest(Placement):
+    """`finetune eval`: each documented field is one of its options (RUN_DIR its argument)."""
+
+    run_dir: Path | None = setting(None, "A trained reward model (`finetune train`); none for a live baseline.",
+                                   argument=True)
+    method: str | None = setting(None, "zero-shot or few-shot for a live baseline (a run directory knows its own "
+                                       "method).")
+    model: str | None = setting(None, f"Base model of a baseline (default: {DEFAULT_MODEL}).")
+    dataset: str = setting(help="Distribution to evaluate on.")
+    data_dir: str | None = setting(None, DATA_DIR_HELP)
+    split: str = setting("test", "Split to evaluate on.")
+    limit: int | None = setting(None, "Use only the first N examples.")
+    batch_size: int = setting(16, "Sequences per forward pass.")
+    shots_from: str | None = setting(None, "few-shot: distribution whose train split gives the shots.")
+    n_shots: int = setting(4, "few-shot: shots per prompt.", option="--shots")
+    seed: int = setting(0, "few-shot: seeds the choice of shots.")
+    prompt_format: PromptFormat | None = setting(None, "chat: the prompt as a user turn in the tokenizer's chat "
+                                                       "template (default: a run's own; raw for baselines).")
+    compute_dtype: Dtype = setting("float32", "zero-/few-shot: the base model's dtype (a run directory's model runs in "
+                                              "its training dtype).")
+    quantize: Quantization | None = setting(None, QUANTIZE_HELP + " Default: a run directory's own; none for a "
+                                                  "baseline.", parse=run_quantization)
 
     def check(self) -> None:
+        check_choices(self)
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1, got {self.limit}")
-        if self.prompt_format is not None:
-            check_prompt_format(self.prompt_format)
         if self.run_dir is not None:
             if self.method in base_model_baselines():
                 raise UserError(f"--method {self.method} evaluates a base model: give --model, not a run directory")
@@ -93,7 +104,6 @@ def run_eval(request: EvalRequest, *, loaded=None) -> EvalResult:
         )
     from actstore.models import ModelSpec
     from finetune.baselines import evaluate_loglik_baseline
-    from finetune.devices import default_device
 
     return evaluate_loglik_baseline(
         request.model or DEFAULT_MODEL,
@@ -108,7 +118,7 @@ def run_eval(request: EvalRequest, *, loaded=None) -> EvalResult:
         prompt_format=request.prompt_format or "raw",
         spec=None if loaded else ModelSpec.requested(
             request.model or DEFAULT_MODEL, compute_dtype=request.compute_dtype,
-            fallback_device=str(default_device()), device_map=request.device_map,
+            device_map=request.device_map,
             max_memory=request.max_memory, offload_dir=request.offload_dir, quantization=request.quantize or "none"),
         loaded=loaded,
     )

@@ -59,7 +59,7 @@ def metrics_from_scores(scores: np.ndarray, example: np.ndarray, is_best: np.nda
 
 
 def result_from_scores(method: str, dataset: str, split: str, encoded: EncodedSplit, scores: np.ndarray) -> EvalResult:
-    from actstore.errors import UserError
+    from actstore.common import UserError
 
     if not encoded.sequences:
         raise UserError(f"{dataset}/{split}: no example fits the model's context ({encoded.max_length} tokens)")
@@ -120,7 +120,7 @@ def evaluate_reward_model(
 
 def _score_split(trained, dataset: str, *, data_dir: str | None, split: str, limit: int | None,
                  batch_size: int) -> EvalResult:
-    from actstore.data import load_split, resolve_data_dir
+    from genies.data import load_split, resolve_data_dir
     from finetune.sequences import context_length, encode_examples
 
     examples = load_split(resolve_data_dir(data_dir), dataset, split).examples

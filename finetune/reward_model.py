@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import registry
-from actstore.errors import UserError
+from actstore.common import UserError
 from actstore.quantization import quiet_bitsandbytes
 from finetune.full_sequences import run_full_sequences
 from finetune.shared_prompts import run_shared

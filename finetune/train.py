@@ -19,42 +19,51 @@ from pathlib import Path
 
 import torch
 
-from actstore.errors import UserError
-from actstore.views import check_prompt_format
+from actstore.common import UserError
+from actstore.models import DEFAULT_MODEL
+from actstore.placement import QuantizedPlacement
+from actstore.settings import check_choices, setting
+from actstore.views import PromptFormat
+from finetune.devices import Precision, mixed_precision
+from finetune.memory import peak_memory, wants_checkpointing
 from finetune.reward_model import AdapterSettings, check_method, default_learning_rate
+from genies.data import DATA_DIR_HELP
 
 DEFAULT_EPOCHS = 3  # the paper's runs saw about 2.7 to 5.3 epochs of a 600-example source
 MAX_DEFAULT_STEPS = 150  # the paper's longest runs
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    method: str  # "lora" or "prompt-tuning"
-    model: str
-    dataset: str
-    data_dir: str | None = None
-    out: str | None = None  # None: <cache>/finetune/<method>-<model>-<dataset>
-    steps: int | None = None  # None: default_steps()
-    learning_rate: float | None = None  # None: the paper's rate for the method
-    batch_size: int = 16  # pairs per process per step
-    limit: int | None = None  # use only the first N training examples
-    seed: int = 0
-    precision: str = "auto"  # "fp32", "bf16" (autocast over fp32 weights), or auto: bf16 where fast
-    prompt_format: str = "raw"  # raw, or chat: the prompt as a user turn in the tokenizer's chat template
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(QuantizedPlacement):
+    """`finetune train`: each documented field is one of its options."""
+
+    method: str = setting(help="lora or prompt-tuning.")
+    model: str = setting(DEFAULT_MODEL, "Base model: alias, local path or cached hub id.")
+    dataset: str = setting(help="Source distribution; its train split is used.")
+    data_dir: str | None = setting(None, DATA_DIR_HELP)
+    out: str | None = setting(None, "Run directory (default: <cache>/finetune/<method>-<model>-<dataset>).")
+    steps: int | None = setting(None, "Optimizer steps (default: about 3 epochs, at most 150).")
+    learning_rate: float | None = setting(None, "Learning rate (default: 2e-4 for lora, 5.2e-3 for prompt-tuning).",
+                                          option="--lr")
+    batch_size: int = setting(16, "Pairs per step (per process).")
+    limit: int | None = setting(None, "Use only the first N training examples.")
+    seed: int = setting(0, "Seeds pair sampling, initialization and shuffling.")
+    precision: Precision = setting("auto", "fp32, bf16 (autocast; the frozen base model in bfloat16, adapter and head "
+                                           "in float32), or auto (bf16 where the hardware runs it natively).")
+    gradient_checkpointing: bool | None = setting(
+        None, "Recompute each block in the backward pass: far less activation memory, about 1/3 more compute "
+              "(default: on for base models of 1B parameters or more).")
+    prompt_format: PromptFormat = setting("raw", "chat: the prompt as a user turn in the tokenizer's chat template "
+                                                 "(recorded in the run).")
     max_grad_norm: float = 0.3
     lora_r: int = 64
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     n_virtual_tokens: int = 10
-    device_map: str | None = None  # see actstore.models.ModelSpec
-    max_memory: str | None = None
-    offload_dir: str | None = None
-    quantize: str = "none"
-    gradient_checkpointing: bool | None = None  # None: on from finetune.memory.CHECKPOINTING_FROM_PARAMETERS
 
     def __post_init__(self):
         check_method(self.method)
-        check_prompt_format(self.prompt_format)
+        check_choices(self)
         for name in ("steps", "batch_size", "limit", "lora_r", "n_virtual_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -88,10 +97,10 @@ class TrainConfig:
     def out_dir(self) -> Path:
         if self.out:
             return Path(self.out).expanduser()
-        from actstore.paths import user_cache_dir
+        from actstore.common import default_finetune_dir
 
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).name or self.model)
-        return user_cache_dir() / "finetune" / f"{self.method}-{slug}-{self.dataset}"
+        return default_finetune_dir() / f"{self.method}-{slug}-{self.dataset}"
 
 
 @dataclass
@@ -136,56 +145,110 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, loaded=Non
     ``loaded``: the base model already loaded (``genies run`` shares one); its adapter is removed
     again after training, so the caller gets its model back unchanged. ``seal`` is kept in the run
     directory's completion marker (the benchmark runner records data fingerprints there)."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
 
-    from actstore.data import load_split, resolve_data_dir
     from actstore.quantization import check_quantization
-    from finetune.checkpoint import save_reward_model
-    from finetune.devices import check_adapter_placement, mixed_precision
-    from finetune.memory import peak_memory, wants_checkpointing
-    from finetune.pairs import PairCollator, sample_training_pairs
-    from finetune.reward_model import new_reward_model, pair_loss
-    from finetune.sequences import context_length, encode_examples
+    from finetune.devices import check_adapter_placement
+    from genies.data import load_split, resolve_data_dir
 
     started = time.perf_counter()
-    # accelerate keeps its precision in process-wide state and refuses a second Accelerator with
-    # another one; each training run here is self-contained, so start from a fresh state (the
-    # process-group state, PartialState, is kept).
-    AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(mixed_precision=mixed_precision(config.precision))
+    accelerator = _fresh_accelerator(config.precision)
     spec = config.model_spec(accelerator.device, accelerator.mixed_precision) if loaded is None else loaded.spec
     check_quantization(spec.quantization, spec.main_device)
     set_seed(config.seed)
     data_dir = resolve_data_dir(config.data_dir)
     split = load_split(data_dir, config.dataset, "train")
-    examples = split.examples[: config.limit] if config.limit else split.examples
     shared_model = loaded is not None
     loaded = loaded or spec.load()
     check_adapter_placement(loaded)
-    settings = config.settings
+    encoded, pairs = _training_pairs(config, loaded, split.examples[: config.limit] if config.limit else split.examples)
+    steps = config.steps or default_steps(len(pairs), config.batch_size * accelerator.num_processes)
+    run = _prepare_training(config, accelerator, loaded, pairs)
+    loop_started = time.perf_counter()
+    losses = _optimize(run, accelerator, config, steps, loaded.input_device,
+                       progress=progress and accelerator.is_main_process)
+    result = TrainResult(
+        out_dir=config.out_dir(),
+        method=config.method,
+        steps=steps,
+        learning_rate=config.resolved_learning_rate,
+        batch_size=config.batch_size,
+        n_processes=accelerator.num_processes,
+        precision="fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision,
+        n_train_pairs=len(pairs),
+        dropped_examples=len(encoded.dropped_examples),
+        losses=losses,
+        train_seconds=time.perf_counter() - loop_started,
+        is_main_process=accelerator.is_main_process,
+        gradient_checkpointing=run.checkpointing,
+    )
+    peak = peak_memory()
+    result.peak_host_rss_bytes, result.peak_gpu_bytes = peak.host_rss_bytes, peak.gpu_bytes
+    accelerator.wait_for_everyone()
+    result.total_seconds = time.perf_counter() - started
+    if accelerator.is_main_process:
+        _save(config, result, accelerator.unwrap_model(run.model).eval(), loaded, data_dir, split, seal)
+    accelerator.wait_for_everyone()
+    if shared_model:
+        _restore_base(run.reward_model, run.checkpointing)
+    return result
+
+
+@dataclass
+class _Training:
+    """What the optimization loop works on, prepared by accelerate."""
+
+    reward_model: torch.nn.Module  # as built (the shared base model's adapter is taken out of it again)
+    model: torch.nn.Module  # as accelerate prepared it
+    optimizer: torch.optim.Optimizer
+    loader: object
+    trainable: list[torch.nn.Parameter]
+    checkpointing: bool
+
+
+def _fresh_accelerator(precision: str):
+    """accelerate keeps its precision in process-wide state and refuses a second Accelerator with
+    another one; each training run here is self-contained, so start from a fresh state (the
+    process-group state, PartialState, is kept)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision(precision))
+
+
+def _training_pairs(config: TrainConfig, loaded, examples):
+    """The examples tokenized for the model's context (too long ones dropped), and one seeded
+    (best, other) pair per example."""
+    from finetune.pairs import sample_training_pairs
+    from finetune.sequences import context_length, encode_examples
+
     encoded = encode_examples(
         loaded.tokenizer,
         examples,
         max_length=context_length(loaded.model, loaded.tokenizer),
-        extra_tokens=settings.extra_tokens,
+        extra_tokens=config.settings.extra_tokens,
         prompt_format=config.prompt_format,
     )
     if not encoded.sequences:
         raise UserError(f"{config.dataset}: every training example is longer than the model's context ({encoded.max_length} tokens)")
-    pairs = sample_training_pairs(encoded, config.seed)
-    steps = config.steps or default_steps(len(pairs), config.batch_size * accelerator.num_processes)
-    learning_rate = config.resolved_learning_rate
+    return encoded, sample_training_pairs(encoded, config.seed)
 
+
+def _prepare_training(config: TrainConfig, accelerator, loaded, pairs) -> _Training:
+    """The reward model on its frozen base, its optimizer and the shuffled pair loader, through accelerate."""
+    from torch.utils.data import DataLoader
+
+    from finetune.pairs import PairCollator
+    from finetune.reward_model import new_reward_model
+
+    spec = loaded.spec
     checkpointing = wants_checkpointing(config.gradient_checkpointing, loaded.model)
     base = _prepare_base(loaded.model, quantized=spec.quantization != "none", checkpointing=checkpointing)
-    reward_model = new_reward_model(base, settings, seed=config.seed)
+    reward_model = new_reward_model(base, config.settings, seed=config.seed)
     reward_model.full_sequences = checkpointing
     trainable = [p for p in reward_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(trainable, lr=config.resolved_learning_rate, weight_decay=0.0)
     loader = DataLoader(
         pairs,
         batch_size=config.batch_size,
@@ -196,65 +259,51 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, loaded=Non
     # accelerate moves the model only where the spec put it on accelerate's own device; a placed,
     # quantized or elsewhere-placed base stays put, and batches go to where its embeddings run.
     moved = spec.quantization == "none" and spec.device_map == str(accelerator.device)
-    model = accelerator.prepare_model(reward_model, device_placement=moved)
-    optimizer = accelerator.prepare_optimizer(optimizer)
-    loader = accelerator.prepare_data_loader(loader, device_placement=False)
-    input_device = loaded.input_device
+    return _Training(reward_model, accelerator.prepare_model(reward_model, device_placement=moved),
+                     accelerator.prepare_optimizer(optimizer), accelerator.prepare_data_loader(loader, device_placement=False),
+                     trainable, checkpointing)
+
+
+def _optimize(run: _Training, accelerator, config: TrainConfig, steps: int, input_device, *, progress: bool) -> list[float]:
+    """``steps`` optimizer steps over the pair loader (as many passes as that takes); the mean loss of each."""
+    from tqdm.auto import tqdm
+
+    from finetune.reward_model import pair_loss
 
     losses: list[float] = []
-    loop_started = time.perf_counter()
-    model.train()
-    bar = tqdm(total=steps, desc=f"{config.method} {config.dataset}", disable=not (progress and accelerator.is_main_process))
+    run.model.train()
+    bar = tqdm(total=steps, desc=f"{config.method} {config.dataset}", disable=not progress)
     while len(losses) < steps:
-        for batch in loader:
-            loss = pair_loss(model(**{name: tensor.to(input_device) for name, tensor in batch.items()}))
+        for batch in run.loader:
+            loss = pair_loss(run.model(**{name: tensor.to(input_device) for name, tensor in batch.items()}))
             accelerator.backward(loss)
-            accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            accelerator.clip_grad_norm_(run.trainable, config.max_grad_norm)
+            run.optimizer.step()
+            run.optimizer.zero_grad(set_to_none=True)
             losses.append(float(accelerator.reduce(loss.detach(), reduction="mean")))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             if len(losses) == steps:
                 break
     bar.close()
-    train_seconds = time.perf_counter() - loop_started
+    return losses
 
-    result = TrainResult(
-        out_dir=config.out_dir(),
-        method=config.method,
-        steps=steps,
-        learning_rate=learning_rate,
-        batch_size=config.batch_size,
-        n_processes=accelerator.num_processes,
-        precision="fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision,
-        n_train_pairs=len(pairs),
-        dropped_examples=len(encoded.dropped_examples),
-        losses=losses,
-        train_seconds=train_seconds,
-        is_main_process=accelerator.is_main_process,
-        gradient_checkpointing=checkpointing,
-    )
-    peak = peak_memory()
-    result.peak_host_rss_bytes, result.peak_gpu_bytes = peak.host_rss_bytes, peak.gpu_bytes
-    accelerator.wait_for_everyone()
-    result.total_seconds = time.perf_counter() - started
-    if accelerator.is_main_process:
-        record = {
-            "model": config.model,
-            "model_id": loaded.model_id,
-            "dataset": config.dataset,
-            "data_dir": str(data_dir),
-            "data_fingerprint": split.fingerprint,
-            "prompt_format": config.prompt_format,
-            "config": asdict(config),
-            "result": {k: v for k, v in result.as_dict().items() if k != "out_dir"},
-        }
-        save_reward_model(result.out_dir, accelerator.unwrap_model(model).eval(), record, seal=seal)
-    accelerator.wait_for_everyone()
-    if shared_model:
-        _restore_base(reward_model, checkpointing)
-    return result
+
+def _save(config: TrainConfig, result: TrainResult, reward_model, loaded, data_dir: Path, split, seal: dict | None) -> None:
+    """The run directory: adapter and head, and what made them (model, data fingerprint, config, result)."""
+    from finetune.checkpoint import save_reward_model
+
+    record = {
+        "model": config.model,
+        "model_id": loaded.model_id,
+        "dataset": config.dataset,
+        "data_dir": str(data_dir),
+        "data_fingerprint": split.fingerprint,
+        "prompt_format": config.prompt_format,
+        "config": asdict(config),
+        "result": {k: v for k, v in result.as_dict().items() if k != "out_dir"},
+    }
+    save_reward_model(result.out_dir, reward_model, record, seal=seal)
 
 
 def _prepare_base(causal_lm: torch.nn.Module, *, quantized: bool, checkpointing: bool) -> torch.nn.Module:

@@ -8,23 +8,20 @@ from pathlib import Path
 
 import numpy as np
 
-from actstore.errors import UserError
+from actstore.common import UserError
 from genies.evaluations import read_row_evaluations
-from genies.report import read_run_info
 from genies.results_csv import load_run, results_path
-from genies.summary import compare_runs
+from genies.run_info import read_run_info
+from genies.summary import RunComparison, compare_runs
 from genies.uncertainty import N_BOOTSTRAP, Interval, RunBootstrap, interval, shift_counts, weighted_means, weighted_pearson
 
 
 @dataclass(frozen=True)
-class RunComparisonInterval:
-    method: str  # a method name, or "all" for every (shift, method) the runs share
-    n: int
-    pearson_r: float
+class RunComparisonInterval(RunComparison):
+    """A RunComparison with 95% bootstrap intervals for r and for the mean difference."""
+
     r_low: float
     r_high: float
-    mean_a: float
-    mean_b: float
     difference: float  # mean_b - mean_a over the shared shifts
     difference_low: float
     difference_high: float
@@ -57,6 +54,6 @@ def compare_run_dirs(run_a: Path, run_b: Path, metric: str = "generalization_acc
         weights = counts[:, [shifts.index(r.shift) for r in mine]]
         r = interval(point.pearson_r, weighted_pearson(a, b, weights))
         difference = interval(point.mean_b - point.mean_a, weighted_means(b - a, weights))
-        out.append(RunComparisonInterval(point.method, point.n, point.pearson_r, r.low, r.high, point.mean_a,
-                                         point.mean_b, difference.estimate, difference.low, difference.high))
+        out.append(RunComparisonInterval(**vars(point), r_low=r.low, r_high=r.high, difference=difference.estimate,
+                                         difference_low=difference.low, difference_high=difference.high))
     return out

@@ -1,4 +1,4 @@
-"""`make demo`: the toolkit end to end on the bundled model and the bundled demo data.
+"""`make demo` (`genies demo`): the toolkit end to end on the bundled model and the bundled demo data.
 
 It runs `genies run --model smollm2-135m --shifts demo --data-dir demo --layer best` with the
 representation methods that read the plain view (one extraction per split), on the first
@@ -9,25 +9,18 @@ layer sweep for one shift. Everything goes under ./demo-out (stores included), s
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import click
-
 import registry
-from actstore.demo_data import ensure_demo_data
-from actstore.errors import UserError
-from actstore.inventory import summarize
-from cli import print_report_summary, print_table, with_interval
+from actstore.locations import store_url
+from actstore.models import DEFAULT_MODEL
 from genies.plan import RunConfig
-from genies.runner import RunSummary, run_benchmark
-from manifests import load_manifest
 from probes.estimator import make_probe
 from probes.plot import plot_sweep
 from probes.sources import StoreSource
 from probes.sweep import SweepConfig, run_sweep, sweep_layers
 
-MODEL = "smollm2-135m"
+MODEL = DEFAULT_MODEL
 DEMO_METHODS = ("zero-shot", "mms", "lat", "logreg", "random")
 DEMO_LIMIT = 40  # examples per split: 1,000 sequences, about 3 minutes of extraction on a busy 2-core CPU
 OUT = Path("demo-out")
@@ -47,8 +40,6 @@ def demo_command(config: RunConfig) -> str:
 
 def layer_sweep_plot(config: RunConfig, out: Path) -> Path:
     """Accuracy by layer on the source's validation split, its test split and the target's test split."""
-    from actstore.locations import store_url
-
     source, target = SWEEP_SHIFT
 
     def store(dataset: str, split: str) -> StoreSource:
@@ -62,40 +53,3 @@ def layer_sweep_plot(config: RunConfig, out: Path) -> Path:
     return plot_sweep(sweep.rows, sweep.eval_names, out / f"sweep-{source}-to-{target}.png",
                       best={b.method: b.layer for b in sweep.best},
                       title=f"{config.model}: {source} -> {target} (layer chosen on {source} validation)")
-
-
-def print_summary(summary: RunSummary) -> None:
-    click.echo("\nPer-method means over the demo shifts (95% bootstrap bounds beside each):")
-    print_report_summary(summary.report)
-    click.echo("\nPer shift:")
-    print_table([{"shift": r.shift_name, "method": r.method, "layer": r.layer,
-                  "generalization": with_interval(r.generalization_accuracy, *r.interval("generalization_accuracy")),
-                  "source": r.source_accuracy, "zero_shot": r.zero_shot_accuracy, "ttc": r.target_tuned_capability,
-                  "de": with_interval(r.differential_elicitation, *r.interval("differential_elicitation"))}
-                 for r in summary.rows])
-
-
-def main() -> None:
-    started = time.perf_counter()
-    data_dir = ensure_demo_data()
-    click.echo(f"Demo data: {data_dir}")
-    print_table([s.as_row() for s in summarize(data_dir)])
-    click.echo("\nDemo shifts (manifests/demo.json):")
-    print_table([vars(s) for s in load_manifest("demo")], ["source", "target", "target_reference", "label", "category"])
-
-    config = demo_config()
-    command = demo_command(config)
-    click.echo(f"\n$ {command}")
-    summary = run_benchmark(config, command=command, log=click.echo)
-    print_summary(summary)
-    plot = layer_sweep_plot(config, OUT)
-    click.echo(f"\nreport: {summary.report.path} (plots beside it: {', '.join(p.name for p in sorted(summary.run_dir.glob('*.png')))})")
-    click.echo(f"layer sweep for {' -> '.join(SWEEP_SHIFT)}: {plot}")
-    click.echo(f"demo finished in {time.perf_counter() - started:.0f}s")
-
-
-if __name__ == "__main__":
-    try:
-        main()
-    except UserError as err:
-        raise SystemExit(f"error: {err}") from None

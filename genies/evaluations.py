@@ -17,9 +17,10 @@ import math
 from dataclasses import fields
 from pathlib import Path
 
-from actstore.atomic import is_complete, read_marker, write_text_atomic
-from actstore.data import fingerprint, resolve_data_dir, split_path
-from actstore.errors import UserError
+from actstore.atomic import is_complete, read_marker
+from actstore.common import UserError, write_text_atomic
+from actstore.split_file import fingerprint
+from genies.data import resolve_data_dir, split_path
 from actstore.store import find_store
 from genies.generalization import Evaluation, ResultRow, RowEvaluations
 from genies.plan import DataFingerprints, DoneChecks

@@ -168,16 +168,6 @@ def _need(index: EvaluationIndex, method: str, trained_on: str, tested_on: str) 
     return found
 
 
-def result_rows(
-    shifts: Iterable[Shift],
-    evaluations: Iterable[Evaluation],
-    methods: Iterable[str] | None = None,
-    training_set: Callable[[Shift], str] = lambda shift: shift.source,
-) -> list[ResultRow]:
-    """One ResultRow per shift x method, from the runner's evaluations (see :func:`rows_with_evaluations`)."""
-    return [row for row, _ in rows_with_evaluations(shifts, evaluations, methods, training_set)]
-
-
 def rows_with_evaluations(
     shifts: Iterable[Shift],
     evaluations: Iterable[Evaluation],

@@ -25,14 +25,16 @@ import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 from actstore.atomic import atomic_directory
-from actstore.data import SPLITS, check_example, distributions_dir, load_split_file, resolve_data_dir
-from actstore.errors import UserError, describe
+from actstore.common import UserError, describe
 from actstore.names import check_name
+from actstore.settings import check_choices, setting
+from actstore.split_file import check_example, load_split_file
+from genies.data import DATA_DIR_HELP, SPLITS, distributions_dir, resolve_data_dir
 
-FORMATS = ("auto", "genies", "preference", "ranked")
+Format = Literal["auto", "genies", "preference", "ranked"]
 READERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 ACCEPTED = "a JSON, JSONL, CSV or Parquet file, or a directory saved with datasets' save_to_disk"
 INSTALL = "pip install 'genies-toolkit[import]' (or: pip install datasets)"
@@ -40,28 +42,34 @@ INSTALL = "pip install 'genies-toolkit[import]' (or: pip install datasets)"
 
 @dataclass(frozen=True)
 class Columns:
-    prompt: str = "prompt"
-    chosen: str = "chosen"
-    rejected: str = "rejected"
-    responses: str = "responses"
-    scores: str = "scores"
-    split: str = "split"
+    """Which source column holds what."""
+
+    prompt: str = setting("prompt", "Column of the prompt.", option="--prompt-column")
+    chosen: str = setting("chosen", "Column of the preferred response (preference format).", option="--chosen-column")
+    rejected: str = setting("rejected", "Column of the other response (preference format).", option="--rejected-column")
+    responses: str = setting("responses", "Column of the responses (ranked and genies formats).",
+                             option="--responses-column")
+    scores: str = setting("scores", "Column of the scores (ranked format).", option="--scores-column")
+    split: str = setting("split", "Column naming each row's split (train/test), if any.", option="--split-column")
 
 
 @dataclass(frozen=True)
 class ImportConfig:
-    source: Path
-    name: str
-    data_dir: str | None = None
-    format: str = "auto"
-    split_ratio: float = 0.8
-    seed: int = 0
+    """`genies data import`: each documented field is one of its options (SOURCE its argument)."""
+
+    source: Path = setting(help="JSON, JSONL, CSV, Parquet, or a saved `datasets` directory.", argument=True)
+    name: str = setting(help="Name of the distribution to write.")
+    format: Format = setting("auto", "preference: prompt+chosen+rejected (texts or message lists); ranked: "
+                                     "responses+scores lists; genies: prompt+responses (text -> score); auto: told "
+                                     "by the columns.")
+    split_ratio: float = setting(0.8, "Share of rows in train when the source has no split column.")
+    seed: int = setting(0, "Seeds the train/test split.")
     columns: Columns = field(default_factory=Columns)
-    overwrite: bool = False
+    overwrite: bool = setting(False, "Replace an existing distribution of that name.")
+    data_dir: str | None = setting(None, DATA_DIR_HELP)
 
     def __post_init__(self):
-        if self.format not in FORMATS:
-            raise UserError(f"unknown --format {self.format!r} (choose from {', '.join(FORMATS)})")
+        check_choices(self)
         if not 0 < self.split_ratio < 1:
             raise UserError(f"--split-ratio must be between 0 and 1 (the share of rows in train), got {self.split_ratio}")
         check_name(self.name)

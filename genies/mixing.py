@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from actstore.data import read_examples, split_path
-from actstore.errors import UserError
+from actstore.split_file import read_examples
+from genies.data import split_path
+from actstore.common import UserError
 from probes.labels import Labels
 from probes.sources import FeatureSource
 

@@ -22,10 +22,13 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import registry
-from actstore.errors import UserError
+from actstore.common import UserError, default_store_root
 from actstore.locations import store_url
-from actstore.paths import default_store_root
-from actstore.views import check_prompt_format
+from actstore.placement import Placement
+from actstore.roots import checked_store_root
+from actstore.settings import check_choices, setting
+from actstore.views import PromptFormat
+from genies.data import DATA_DIR_HELP
 from genies.generalization import UNTRAINED, ZERO_SHOT
 from manifests import Shift
 from registry import Kind
@@ -36,25 +39,39 @@ EVAL_SPLIT, TRAIN_SPLIT = "test", "train"
 BEST_LAYER_TAG = "layer-best-1se"
 
 
+def layer_choice(text: str) -> int | str:
+    """``--layer``: a number, or a word (``best``) that RunConfig checks."""
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def writable_store_root(text: str) -> str:
+    return checked_store_root(text, "--store-root", writing=True)
+
+
 @dataclass(frozen=True)
-class RunConfig:
-    model: str
-    shifts: str = "genies"  # manifest name or path
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    layer: int | str = "best"  # a layer number, or "best": chosen on the source's validation split
-    limit: int | None = None  # examples per split
-    data_dir: str | None = None
-    out: Path = Path("genies-run")
-    store_root: str | None = None  # default: actstore's per-user store directory
-    mix_target: int = 0  # K target training examples mixed into each source (sensitivity analysis)
-    seed: int = 0
-    prompt_format: str = "raw"  # raw, or chat: prompts as a user turn in the model's chat template
-    device_map: str | None = None  # where the model runs (see actstore.models.ModelSpec)
-    max_memory: str | None = None
-    offload_dir: str | None = None
+class RunConfig(Placement):
+    """`genies run`: each documented field is one of its options."""
+
+    model: str = setting(help="Model alias (tiny-random, smollm2-135m, ...), hub id or local path.")
+    shifts: str = setting("genies", "genies, all, demo, or a manifest JSON file.")
+    methods: tuple[str, ...] = setting(
+        DEFAULT_METHODS, "Comma-separated: zero-shot, mms, lat, lat-stim, lat-stim-1, ccs, cra, logreg, random, few-shot, "
+        "lora, prompt-tuning; or `paper` (the paper's interventions: zero-shot, few-shot, lora, prompt-tuning, mms, "
+        "lat-stim-1, lat-stim, cra, ccs) or `all` (paper + lat, logreg, random).", parse=registry.expand_methods)
+    layer: int | str = setting("best", "Probe layer number, or 'best': chosen per method on a validation split of the "
+                                       "source's train data.", parse=layer_choice)
+    limit: int | None = setting(None, "First N examples of each split.")
+    data_dir: str | None = setting(None, DATA_DIR_HELP + " Default with --shifts demo: demo.")
+    store_root: str | None = setting(None, "Where activation stores live (default: the per-user store directory).",
+                                     parse=writable_store_root)
+    out: Path = setting(Path("genies-run"), "Run directory (RUN_DIR).", required=True)
+    mix_target: int = setting(0, "Add K target training examples to each source before fitting (sensitivity analysis).")
+    seed: int = setting(0, "Seeds every sampled choice (validation splits, fits, bootstrap, few-shot shots).")
+    prompt_format: PromptFormat = setting("raw", "chat: prompts as a user turn in the model's chat template (stores, "
+                                                 "fine-tuning, few-shot).")
 
     def __post_init__(self):
-        check_prompt_format(self.prompt_format)
+        check_choices(self)
         choices = registry.benchmark_methods()
         unknown = [m for m in self.methods if m not in choices]
         if unknown:

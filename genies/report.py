@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import registry
-from actstore.errors import UserError
+from actstore.common import UserError, write_text_atomic
 from genies.evaluations import ROW_OUTCOMES_FILE, read_row_evaluations
-from genies.generalization import ZERO_SHOT, ResultRow
+from genies.generalization import ZERO_SHOT, ResultRow, RowEvaluations
 from genies.paper import INTERVENTIONS, PAPER_MODEL, paper_figure, paper_rows
 from genies.plots import method_bars, zero_shot_scatter
 from genies.results_csv import load_run
+from genies.run_info import read_run_info
 from genies.summary import (Correlation, MethodSummary, mean, method_summaries, methods_in_order, pearson,
                             zero_shot_correlation)
 from genies.uncertainty import LEVEL, N_BOOTSTRAP, Interval, PairedDifference, RunBootstrap, shift_correlation
 from probes.sweep import LAYER_RULE, MIN_VALIDATION_PAIRS
 
 REPORT_FILE = "report.md"
-RUN_INFO_FILE = "run.json"  # written by the runner: command, model, manifest, timings
 SCATTER_FILE = "generalization_vs_zero_shot.png"
 BARS_FILE = "methods.png"
 
@@ -55,19 +54,6 @@ class Report:
                 row.update({name: found.estimate, f"{name}_low": found.low, f"{name}_high": found.high})
             rows.append(row)
         return rows
-
-
-def read_run_info(run_dir: Path) -> dict:
-    path = Path(run_dir) / RUN_INFO_FILE
-    if not path.is_file():
-        return {}
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(info, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return info
 
 
 def paper_comparisons(rows: Sequence[ResultRow]) -> dict[str, PaperComparison]:
@@ -328,13 +314,21 @@ NOTES = [
 
 
 def write_report(run_dir: Path, *, n_bootstrap: int = N_BOOTSTRAP) -> Report:
-    """(Re)build RUN_DIR/report.md and its plots from RUN_DIR/results.csv (and outcomes.json, if kept).
+    """(Re)build RUN_DIR/report.md and its plots from RUN_DIR/results.csv (and outcomes.json, if kept)."""
+    run_dir = Path(run_dir)
+    return report_from_rows(run_dir, load_run(run_dir), read_row_evaluations(run_dir), n_bootstrap=n_bootstrap)
+
+
+def report_from_rows(run_dir: Path, rows: Sequence[ResultRow],
+                     evaluations: Mapping[tuple[str, str, str], RowEvaluations] | None, *,
+                     n_bootstrap: int = N_BOOTSTRAP) -> Report:
+    """Write RUN_DIR/report.md and its plots from the rows of a run and their evaluations (None: no
+    per-example outcomes, so only shifts are resampled); `genies run` passes the rows it holds.
 
     Deterministic: the bootstrap is seeded with the run's seed, so the same inputs give the same bytes."""
     run_dir = Path(run_dir)
-    rows = load_run(run_dir)
     info = read_run_info(run_dir)
-    bootstrap = RunBootstrap(rows, read_row_evaluations(run_dir), n_bootstrap=n_bootstrap, seed=int(info.get("seed", 0)))
+    bootstrap = RunBootstrap(rows, evaluations, n_bootstrap=n_bootstrap, seed=int(info.get("seed", 0)))
     summaries = method_summaries(rows)
     paper = paper_comparisons(rows)
     correlation = zero_shot_correlation(rows)
@@ -366,7 +360,5 @@ def write_report(run_dir: Path, *, n_bootstrap: int = N_BOOTSTRAP) -> Report:
     warnings = layer_warnings(rows)
     lines += _layer_lines(rows, warnings, info.get("layer")) + _shift_lines(rows, bootstrap) + NOTES
     path = run_dir / REPORT_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, "\n".join(lines))
     return Report(path, summaries, correlation, paper_correlation, bootstrap, correlation_interval, warnings)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import fields
 from pathlib import Path
 
-from actstore.errors import UserError
+from actstore.atomic import file_sha256
+from actstore.common import UserError, write_text_atomic
 from genies.generalization import INTERVAL_METRICS, ResultRow
+from genies.run_info import RESULTS_CHECKSUM, read_run_info
 
 RESULTS_FILE = "results.csv"
 INTERVAL_COLUMNS = tuple(f"{m}_{end}" for m in INTERVAL_METRICS for end in ("low", "high"))
@@ -45,16 +48,12 @@ def _cell(value) -> str:
 
 
 def write_results(path: Path, rows: list[ResultRow]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
-        for row in rows:
-            writer.writerow([_cell(getattr(row, column)) for column in COLUMNS])
-    tmp.replace(path)
-    return path
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([_cell(getattr(row, column)) for column in COLUMNS])
+    return write_text_atomic(path, text.getvalue())
 
 
 def results_path(run_dir: Path) -> Path:
@@ -123,14 +122,8 @@ def _parse(path: Path, line: int, record: dict) -> ResultRow:
     )
 
 
-RESULTS_CHECKSUM = "results_sha256"  # run.json: what `genies run` wrote to results.csv
-
-
 def load_run(run_dir: Path) -> list[ResultRow]:
     """The rows of RUN_DIR/results.csv, refused when the file is not the one `genies run` wrote."""
-    from actstore.atomic import file_sha256
-    from genies.report import read_run_info
-
     path = results_path(run_dir)
     recorded = read_run_info(Path(run_dir)).get(RESULTS_CHECKSUM)
     if recorded and path.is_file() and file_sha256(path) != recorded:

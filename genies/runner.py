@@ -7,7 +7,6 @@ finds every evaluation done, so it neither loads the model nor extracts nor fits
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -16,22 +15,22 @@ from pathlib import Path
 from typing import Callable
 
 import registry
-from actstore.atomic import file_sha256, write_text_atomic
-from actstore.errors import UserError
+from actstore.atomic import file_sha256
+from actstore.common import UserError
+from actstore.models import ModelOnDemand
 from genies.evaluations import ROW_OUTCOMES_FILE, filesystem_checks, load_evaluation, write_row_evaluations
 from genies.generalization import ResultRow, rows_with_evaluations
 from genies.plan import RESULT_SETTINGS, Plan, RunConfig, build_plan, check_reusable, training_set_for
-from genies.report import RUN_INFO_FILE, Report, read_run_info, write_report
-from genies.results_csv import RESULTS_CHECKSUM, RESULTS_FILE, write_results
-from genies.steps import (ChosenLayer, LazyModel, extract_stores, fit_probes, run_evaluations, store_settings,
-                          train_live)
+from genies.report import Report, report_from_rows
+from genies.results_csv import RESULTS_FILE, write_results
+from genies.run_info import RESULTS_CHECKSUM, read_run_info, write_run_info
+from genies.steps import ChosenLayer, extract_stores, fit_probes, run_evaluations, store_settings, train_live
 from genies.uncertainty import RunBootstrap
 from manifests import load_manifest
 from registry import Kind
 
 SWEEPS_DIR = "sweeps"  # per training set: the layer sweep that chose each method's layer
 MIXED_DATA_DIR = "mixed-data"  # --mix-target: mixed training distributions for live methods
-HISTORY_KEYS = ("stores_extracted", "fits_run", "evaluations_run", "model_loads")
 
 
 @dataclass
@@ -72,7 +71,8 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     shifts = load_manifest(config.shifts)
     out = Path(config.out)
     check_reusable(read_run_info(out), config)
-    _write_run_info(out, config, command, started_at, {})  # settings first, so a crashed run is not mixed with others
+    settings = _run_settings(config, command, started_at)
+    write_run_info(out, settings, {})  # settings first, so a crashed run is not mixed with others
 
     plan = build_plan(config, shifts, filesystem_checks(config.data_dir, store_settings(config)))
     plan_lines = plan.summary_lines()
@@ -83,16 +83,17 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     evaluations = [load_evaluation(step.path) for step in plan.evaluations]
     found = rows_with_evaluations(shifts, evaluations, config.methods,
                                   training_set=lambda shift: training_set_for(shift, config.mix_target).name)
-    bootstrap = RunBootstrap([row for row, _ in found], {row.key: e for row, e in found}, seed=config.seed)
+    evaluations = {row.key: e for row, e in found}
+    bootstrap = RunBootstrap([row for row, _ in found], evaluations, seed=config.seed)
     rows = [bootstrap.with_intervals(row) for row, _ in found]
     write_row_evaluations(out / ROW_OUTCOMES_FILE, found)
     write_results(out / RESULTS_FILE, rows)
     wall = time.perf_counter() - started
     data = {key: value for step in plan.evaluations for key, value in step.data.items()}
-    _write_run_info(out, config, command, started_at, {**work.record(), "wall_time_s": round(wall, 1),
-                                                       "data_fingerprints": dict(sorted(data.items())),
-                                                       RESULTS_CHECKSUM: file_sha256(out / RESULTS_FILE)})
-    report = write_report(out)
+    write_run_info(out, settings, {**work.record(), "wall_time_s": round(wall, 1),
+                                   "data_fingerprints": dict(sorted(data.items())),
+                                   RESULTS_CHECKSUM: file_sha256(out / RESULTS_FILE)})
+    report = report_from_rows(out, rows, evaluations)
     if not (plan.stores_to_extract or plan.fits_to_run or plan.evaluations_to_run):
         log(f"reused everything: no model loaded, no extraction, no fitting ({wall:.1f}s)")
     log(f"wrote {out / RESULTS_FILE} ({len(rows)} rows) and {report.path} in {wall:.1f}s")
@@ -117,7 +118,7 @@ class Work:
 
 def _execute(plan: Plan, out: Path, log: Callable[[str], None], progress: bool) -> Work:
     config, work = plan.config, Work()
-    model = LazyModel(config.model_spec(), log)
+    model = ModelOnDemand(config.model_spec(), log=log)
 
     def phase(name: str, action: Callable[[], object]) -> None:
         began = time.perf_counter()
@@ -143,9 +144,8 @@ def _execute(plan: Plan, out: Path, log: Callable[[str], None], progress: bool) 
     return work
 
 
-def _write_run_info(out: Path, config: RunConfig, command: str | None, started_at: str, work: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    info = {
+def _run_settings(config: RunConfig, command: str | None, started_at: str) -> dict:
+    return {
         **({"command": command} if command else {}),
         "model": config.model,
         "manifest": config.shifts,
@@ -155,10 +155,4 @@ def _write_run_info(out: Path, config: RunConfig, command: str | None, started_a
         "store_root": config.resolved_store_root,
         "started_at": started_at,
         **{name: getattr(config, name) for name in RESULT_SETTINGS},
-        **work,
     }
-    # One entry per finished run, so a rerun that reuses everything keeps the first run's cost on record.
-    info["history"] = read_run_info(out).get("history", [])
-    if work:
-        info["history"].append({k: info[k] for k in ("started_at", "wall_time_s", *HISTORY_KEYS) if k in info})
-    write_text_atomic(out / RUN_INFO_FILE, json.dumps(info, indent=1) + "\n")

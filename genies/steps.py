@@ -1,8 +1,8 @@
 """Executing the plan's steps: extract stores, fit probes (choosing layers on source validation
 data), train live reward models, and evaluate. genies/runner.py orders and reports them.
 
-Module attributes (``models.load_model``, ``extraction.extract``) are looked up at call time, so
-a test can make any model work fail loudly.
+Module attributes (``extraction.extract``, ``actstore.models.load_model`` through ``ModelOnDemand``)
+are looked up at call time, so a test can make any model work fail loudly.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Callable
 
 import actstore.extract as extraction
-import actstore.models as models
 import registry
-from actstore.errors import UserError
+from actstore.common import UserError
 from actstore.locations import store_url
+from actstore.models import ModelOnDemand
 from genies.evaluations import evaluation_from_metrics, save_evaluation
 from genies.generalization import Evaluation
 from genies.mixing import MixedSource, write_mixed_distribution
@@ -30,22 +30,6 @@ Log = Callable[[str], None]
 VALIDATION_PAIRS = "validation_pairs"  # probe config: pairs of the validation split that chose its layer
 
 
-class LazyModel:
-    """The language model, loaded the first time some step needs it and at most once per run: extraction,
-    live training and live evaluation all use this one copy."""
-
-    def __init__(self, spec: models.ModelSpec, log: Log):
-        self.spec, self.log, self.loaded, self.load_count = spec, log, None, 0
-
-    def get(self):
-        if self.loaded is None:
-            spec = self.spec
-            self.log(f"loading model {spec.name} on {spec.device_map} ({spec.compute_dtype})")
-            self.loaded = models.load_model(spec)
-            self.load_count += 1
-        return self.loaded
-
-
 def store_settings(config: RunConfig) -> dict:
     """The settings of the stores ``extract_stores`` makes: a store is reused only when made with them."""
     defaults = extraction.ExtractConfig(model=config.model, datasets=("any",))
@@ -53,7 +37,7 @@ def store_settings(config: RunConfig) -> dict:
             "site": defaults.site, "skip_bad": defaults.skip_bad, "quantization": None}
 
 
-def extract_stores(config: RunConfig, steps: list[StoreStep], model: LazyModel, log: Log, *,
+def extract_stores(config: RunConfig, steps: list[StoreStep], model: ModelOnDemand, log: Log, *,
                    progress: bool = False) -> None:
     """One extraction per (dataset, split), all its missing views at once (they share tokenization)."""
     groups: dict[tuple[str, str], list[StoreStep]] = {}
@@ -206,7 +190,7 @@ def write_sweep_csv(rows: list[SweepRow], path: Path) -> Path:
     return write_csv(kept + rows, path)
 
 
-def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, model: LazyModel, log: Log) -> None:
+def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, model: ModelOnDemand, log: Log) -> None:
     """LoRA / prompt-tuning reward models via finetune, on the run's model (each adapter is taken out again)."""
     from finetune.train import TrainConfig, train_reward_model
 
@@ -224,7 +208,7 @@ def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, mo
 def _live_training_data(config: RunConfig, training: TrainingSet, mixed_data_dir: Path) -> tuple[str, str | None, int | None]:
     if not training.mixed_with:
         return training.dataset, config.data_dir, config.limit
-    from actstore.data import resolve_data_dir
+    from genies.data import resolve_data_dir
 
     name = write_mixed_distribution(resolve_data_dir(config.data_dir), training.dataset, training.mixed_with,
                                     training.n_mixed, config.seed, mixed_data_dir, limit=config.limit)
@@ -232,7 +216,7 @@ def _live_training_data(config: RunConfig, training: TrainingSet, mixed_data_dir
 
 
 def run_evaluations(config: RunConfig, steps: list[EvalStep], fits: dict[tuple[str, TrainingSet], Path],
-                    model: LazyModel, log: Log) -> None:
+                    model: ModelOnDemand, log: Log) -> None:
     """Score every evaluation step and save it; stores of one test split are read once for all methods."""
     by_tested: dict[str, list[EvalStep]] = {}
     for step in steps:
@@ -247,7 +231,7 @@ def run_evaluations(config: RunConfig, steps: list[EvalStep], fits: dict[tuple[s
 
 
 def _evaluate(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path], sources: Sources,
-              model: LazyModel) -> Evaluation:
+              model: ModelOnDemand) -> Evaluation:
     spec = registry.get(step.method)
     if spec.from_stores:
         test = sources.get(step.tested_on, EVAL_SPLIT, spec.views)
@@ -262,7 +246,7 @@ def _evaluate(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingS
                                    outcomes=result.outcomes)
 
 
-def _live_result(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path], model: LazyModel):
+def _live_result(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path], model: ModelOnDemand):
     from finetune.eval_request import EvalRequest, run_eval
 
     if registry.get(step.method).kind is Kind.LIVE_TRAINED:

@@ -1,19 +1,17 @@
-"""Shift manifests and model aliases, shipped as JSON data beside this file.
+"""Shift manifests, shipped as JSON data beside this file (model aliases: actstore/model_aliases.json).
 
 - ``genies.json``: the 15 GENIES shifts, labels and categories as written in GENIES.json.
 - ``all.json``: the 56 distinct shifts of the reference's ``distribution_shifts/all.json``
   (see README.md here for why the reference lists 69).
 - ``demo.json``: the bundled demo mini-benchmark's shifts.
-- ``models.json``: model aliases (``smollm2-135m``, ``tiny-random``).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from actstore.errors import UserError
+from actstore.common import UserError, read_json
 from actstore.names import check_name
 
 HERE = Path(__file__).resolve().parent
@@ -50,10 +48,7 @@ def manifest_path(name_or_path: str) -> Path:
 
 def load_manifest(name_or_path: str) -> list[Shift]:
     path = manifest_path(name_or_path)
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: not a valid JSON manifest ({err})") from None
+    entries = read_json(path)
     if not isinstance(entries, list):
         raise UserError(f"{path}: a manifest is a JSON list of shifts")
     shifts = []
@@ -79,7 +74,3 @@ def load_manifest(name_or_path: str) -> list[Shift]:
             )
         )
     return shifts
-
-
-def model_aliases() -> dict[str, dict]:
-    return json.loads((HERE / "models.json").read_text())

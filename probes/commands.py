@@ -13,7 +13,7 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 
 import registry
-from actstore.errors import UserError
+from actstore.common import UserError, parse_list
 from actstore.locations import StoreNames
 from actstore.roots import checked_location
 from probes.estimator import StoreProbe, load_probe, make_probe
@@ -68,7 +68,7 @@ def method_rows() -> list[dict]:
 
 def open_source(spec: str, names: StoreNames = StoreNames()) -> StoreSource:
     """One split's stores: a URL, a path or a name (``MODEL/DATASET/SPLIT[/VIEW]``), or several, comma-separated."""
-    urls = [checked_location(names.url(url.strip()), "STORE") for url in str(spec).split(",") if url.strip()]
+    urls = [checked_location(names.url(url), "STORE") for url in parse_list(spec)]
     return StoreSource(urls)
 
 

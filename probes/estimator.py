@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 import registry
-from actstore.errors import UserError
+from actstore.common import UserError, format_layers
 from probes.metrics import ExampleOutcomes, Metrics, compute_metrics, example_outcomes, fit_temperature
 from probes.normalize import Normalizer
 from probes.probe import FittedProbe, provenance, read_fitted, save_fitted
@@ -155,7 +155,7 @@ class LayerProbe(StoreProbe):
             layers = source.layers(view)
             if self.layer not in layers:
                 raise UserError(f"layer {self.layer} is out of range for {source.name} ({view} view has layers "
-                                f"{_span(layers)}; 0 = embeddings)")
+                                f"{format_layers(layers)}; 0 = embeddings)")
 
 
 class SeededLayerProbe(LayerProbe):
@@ -197,8 +197,3 @@ def load_probe(directory: str | Path) -> StoreProbe:
     spec = registry.get(fitted.method)
     return spec.estimator._from_fitted(fitted, dict(spec.params))
 
-
-def _span(layers: list[int]) -> str:
-    if layers and layers == list(range(layers[0], layers[-1] + 1)):
-        return f"{layers[0]}..{layers[-1]}"
-    return ",".join(map(str, layers)) or "none"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actstore.errors import UserError
+from actstore.common import UserError
 
 NORMALIZATIONS = ("none", "center", "standardize")
 

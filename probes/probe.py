@@ -14,7 +14,7 @@ from safetensors.numpy import load_file, save_file
 
 from actstore import __version__
 from actstore.atomic import atomic_directory, verify_directory
-from actstore.errors import UserError
+from actstore.common import UserError
 from probes.probe_checks import check_document, nonfinite_weights, scorer_from_files
 from probes.scorers import SCORERS, Scorer
 from probes.sources import MODEL_KEYS, FeatureSource

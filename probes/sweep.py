@@ -27,8 +27,7 @@ from pathlib import Path
 
 from sklearn.base import clone
 
-from actstore.atomic import write_text_atomic
-from actstore.errors import UserError
+from actstore.common import UserError, format_layers, write_text_atomic
 from probes.estimator import LayerProbe, StoreProbe, as_source
 from probes.labels import split_by_example
 from probes.metrics import Metrics
@@ -98,7 +97,7 @@ class BestLayer:
         return self.validation_pairs is not None and self.validation_pairs < MIN_VALIDATION_PAIRS
 
     def describe(self) -> str:
-        ties = f", {len(self.near_ties)} near-ties {_span(self.near_ties)}" if len(self.near_ties) > 1 else ""
+        ties = f", {len(self.near_ties)} near-ties {format_layers(self.near_ties)}" if len(self.near_ties) > 1 else ""
         small = " SMALL" if self.small_validation else ""
         return f"{self.method} {self.layer} ({self.validation_accuracy:.3f}, {self.validation_pairs} pairs{small}{ties})"
 
@@ -193,10 +192,6 @@ def best_layers(rows: list[SweepRow], methods: list[StoreProbe]) -> list[BestLay
         else:
             best.append(BestLayer(name, chosen.layer, chosen.accuracy, chosen.n_pairs, tuple(r.layer for r in near)))
     return best
-
-
-def _span(layers: tuple[int, ...]) -> str:
-    return f"{layers[0]}..{layers[-1]}" if list(layers) == list(range(layers[0], layers[-1] + 1)) else ",".join(map(str, layers))
 
 
 def _unique_names(sources: list[FeatureSource]) -> list[str]:

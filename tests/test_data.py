@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from actstore.data import check_example, fingerprint, load_split, resolve_data_dir, validate_file
-from actstore.errors import UserError
+from actstore.split_file import check_example, fingerprint, validate_file
+from genies.data import load_split, resolve_data_dir
+from actstore.common import UserError
 from conftest import example, write_distribution
 
 

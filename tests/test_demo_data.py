@@ -1,6 +1,6 @@
-from actstore.data import load_split
-from actstore.demo_data import DISTRIBUTIONS, N_TEST, N_TRAIN, ensure_demo_data, write_demo_data
-from actstore.inventory import validate_all
+from genies.data import load_split
+from genies.demo_data import DISTRIBUTIONS, N_TEST, N_TRAIN, ensure_demo_data, write_demo_data
+from genies.inventory import validate_all
 from manifests import load_manifest
 
 

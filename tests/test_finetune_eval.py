@@ -7,8 +7,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from actstore.data import load_split
-from actstore.errors import UserError
+from genies.data import load_split
+from actstore.common import UserError
 from actstore.models import load_model
 from cli import finetune
 from conftest import TOY_EXAMPLES, write_distribution, reseal
@@ -218,7 +218,7 @@ def test_cli_zero_shot_table(toy_data):
     (["eval", "--method", "zero-shot", "--model", "tiny-random", "--dataset", "nope"], "unknown dataset 'nope'"),
     (["eval", "/no/such/run", "--dataset", "toy"], "not a finetune run directory"),
     (["train", "--method", "full", "--model", "tiny-random", "--dataset", "toy"], "unknown fine-tuning method"),
-    (["train", "--method", "lora", "--model", "tiny-random", "--dataset", "toy", "--precision", "fp8"], "unknown precision"),
+    (["train", "--method", "lora", "--model", "tiny-random", "--dataset", "toy", "--precision", "fp8"], "unknown --precision 'fp8'"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(toy_data, args, message):
     result = run(*args, "--data-dir", toy_data)
@@ -229,7 +229,7 @@ def test_cli_bad_input_is_one_line_exit_2(toy_data, args, message):
 @pytest.mark.bundled
 def test_bundled_model_shared_prompt_logliks_match_full_sequences(bundled_model):
     """The real tokenizer (no BOS, pad = EOS) through the shared-prompt path."""
-    from actstore.data import resolve_data_dir
+    from genies.data import resolve_data_dir
 
     examples = load_split(resolve_data_dir("demo"), "arith_easy", "test").examples[:3]
     tokenizer, model = bundled_model.tokenizer, bundled_model.model

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from actstore.models import ModelSpec, load_model, tiny_random_llama
+from actstore.models import load_model, tiny_random_llama
 from conftest import write_distribution
 from finetune.evaluate import evaluate_reward_model
 from finetune.memory import wants_checkpointing
@@ -14,6 +14,7 @@ from finetune.sequences import encode_examples
 from finetune.shared_prompts import collate_groups, group_by_prompt
 from finetune.train import TrainConfig, train_reward_model
 from test_finetune_train import learnable_examples
+from test_finetune_train import toy_config as train_config
 
 
 @pytest.fixture
@@ -22,9 +23,7 @@ def toy_data(tmp_path):
 
 
 def toy_config(toy_data, out, **overrides) -> TrainConfig:
-    settings = dict(method="lora", model="tiny-random", dataset="toy", data_dir=str(toy_data), out=str(out),
-                    steps=3, batch_size=8, learning_rate=1e-2, precision="fp32", seed=0)
-    return TrainConfig(**{**settings, **overrides})
+    return train_config(toy_data, out, **{"steps": 3, **overrides})  # a few steps: these tests check memory and sharing
 
 
 @pytest.mark.parametrize("method", ["lora", "prompt-tuning"])
@@ -45,7 +44,7 @@ def test_full_sequence_rewards_equal_shared_prompt_rewards(method):
 
 
 def _examples():
-    from actstore.data import Example
+    from actstore.split_file import Example
 
     return [Example(index=i, prompt=e["prompt"], responses=list(e["responses"]), scores=list(e["responses"].values()))
             for i, e in enumerate(learnable_examples(5))]

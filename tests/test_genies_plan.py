@@ -1,6 +1,6 @@
 import pytest
 
-from actstore.errors import UserError
+from actstore.common import UserError
 from genies.plan import (DoneChecks, RunConfig, TrainingSet, build_plan, check_reusable, needed_evaluations,
                          training_set_for)
 from manifests import Shift

@@ -7,8 +7,9 @@ import pytest
 
 import actstore.extract
 import actstore.models
+import genies.report
 import genies.steps
-from actstore.errors import UserError
+from actstore.common import UserError
 from conftest import write_distribution
 from genies.plan import RunConfig
 from genies.runner import run_benchmark
@@ -66,6 +67,11 @@ def test_run_writes_one_row_per_shift_and_method_and_a_report(first_run):
     assert (first_run.run_dir / "generalization_vs_zero_shot.png").stat().st_size > 0
 
 
+def test_report_from_the_rows_held_is_the_one_rebuilt_from_results_csv(first_run):
+    written = (first_run.run_dir / "report.md").read_bytes()
+    assert genies.report.write_report(first_run.run_dir).path.read_bytes() == written
+
+
 def test_zero_shot_has_differential_elicitation_exactly_zero(first_run):
     zero_shot = [r for r in first_run.rows if r.method == "zero-shot"]
     assert len(zero_shot) == len(SHIFTS)
@@ -97,6 +103,11 @@ def test_second_identical_run_reuses_everything_without_the_model(benchmark, fir
     monkeypatch.setattr(actstore.models, "load_model", no_model_work)
     monkeypatch.setattr(actstore.extract, "extract", no_model_work)
     monkeypatch.setattr(genies.steps, "make_probe", no_model_work)
+
+    def reread(*args, **kwargs):
+        raise AssertionError("genies run re-read the results.csv it had just written")
+
+    monkeypatch.setattr(genies.report, "load_run", reread)
     lines = []
     again = run_benchmark(config_for(benchmark), command="genies run (test)", log=lines.append)
     assert again.reused_everything and again.model_loads == 0

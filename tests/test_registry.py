@@ -5,7 +5,7 @@ import pytest
 from sklearn.base import clone
 
 import registry
-from actstore.errors import UserError
+from actstore.common import UserError
 from probes import CCS, CRA, LAT, MMS, CRAHeads, LatStim, LogReg, MMSHeads, RandomDirection, ZeroShot, load_probe, make_probe
 from probes.metrics import Metrics
 from registry import Kind

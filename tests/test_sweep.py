@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from actstore.errors import UserError
+from actstore.common import UserError
 from probes.commands import best_layer_rows, parse_methods, parse_sweep_layers, sweep_command
 from probes.sources import StoreSource
 from probes.metrics import Metrics

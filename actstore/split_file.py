@@ -1,27 +1,23 @@
-"""GENIES-format distributions: loading, validation, data-directory resolution, fingerprints.
+"""One split file: a JSON list of preference examples, read and checked; what extraction reads.
 
-A distribution lives in ``<data_dir>/distributions/<name>/{train,test}.json``: a JSON list of
-examples, each with a non-empty ``prompt`` and a ``responses`` mapping (text -> score) with at
+Each example has a non-empty ``prompt`` and a ``responses`` mapping (text -> score) with at
 least two responses, exactly one scored 1.0 and the others 0.0. Other fields are metadata.
 No key appears twice in an object (JSON parsers keep only the last), and the prompt and responses
-are text: no lone surrogate (``"\\ud800"``), which no tokenizer can encode.
+are text: no lone surrogate (``"\\ud800"``), which no tokenizer can encode. Where such files live
+(a GENIES data directory, names, the demo data) is genies/data.py's concern.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actstore.errors import UserError
-from actstore.names import check_name
-from actstore.paths import default_data_dir
+from actstore.common import UserError
 
-SPLITS = ("train", "test")
 LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")  # JSON's "\ud800" escape: a str that is not UTF-8 text
 
 
@@ -75,43 +71,6 @@ class Split:
         return sum(len(e.responses) for e in self.examples)
 
 
-def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """``--data-dir``, then ``$GENIES_DATA``, then the per-user cache. ``demo`` = the demo data."""
-    chosen = explicit or os.environ.get("GENIES_DATA")
-    if chosen is None:
-        return default_data_dir()
-    if str(chosen) == "demo":
-        from actstore.demo_data import ensure_demo_data
-
-        return ensure_demo_data()
-    return Path(chosen).expanduser()
-
-
-def distributions_dir(data_dir: Path) -> Path:
-    return data_dir / "distributions"
-
-
-def list_distributions(data_dir: Path) -> list[str]:
-    root = distributions_dir(data_dir)
-    if not root.is_dir():
-        raise UserError(
-            f"{root}: no GENIES data here (run `genies data download`, or pass --data-dir / "
-            "set GENIES_DATA to the directory that holds distributions/)"
-        )
-    return sorted(p.name for p in root.iterdir() if (p / "train.json").is_file() or (p / "test.json").is_file())
-
-
-def split_path(data_dir: Path, name: str, split: str) -> Path:
-    if split not in SPLITS:
-        raise UserError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
-    directory = distributions_dir(data_dir) / check_name(name)
-    if not directory.is_dir():
-        known = list_distributions(data_dir)
-        hint = _closest(name, known)
-        raise UserError(f"{directory}: unknown dataset {name!r}{hint}")
-    return directory / f"{split}.json"
-
-
 def fingerprint_bytes(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
@@ -149,19 +108,15 @@ def check_example(raw: object) -> str | None:
     if getattr(raw, "duplicates", ()):
         return f"field {raw.duplicates[0]!r} appears more than once"
     prompt = raw.get("prompt")
-    if prompt is None:
-        return "missing field 'prompt'"
-    if not isinstance(prompt, str):
-        return f"'prompt' must be a string, got {_kind(prompt)}"
+    if problem := _field_problem("prompt", prompt, str, "a string"):
+        return problem
     if not prompt.strip():
         return "empty prompt"
     if LONE_SURROGATE.search(prompt):
         return f"prompt {_not_text(prompt)}"
     responses = raw.get("responses")
-    if responses is None:
-        return "missing field 'responses'"
-    if not isinstance(responses, dict):
-        return f"'responses' must be an object of response -> score, got {_kind(responses)}"
+    if problem := _field_problem("responses", responses, dict, "an object of response -> score"):
+        return problem
     if getattr(responses, "duplicates", ()):
         return (f"response {_short(responses.duplicates[0])} appears more than once in 'responses' "
                 "(each response is one key, with one score)")
@@ -215,15 +170,6 @@ def validate_file(path: Path) -> list[Problem]:
     return problems
 
 
-def load_split(data_dir: Path, name: str, split: str, *, skip_bad: bool = False) -> Split:
-    """Load one split. Strict by default: the first bad example raises UserError.
-
-    With ``skip_bad`` the bad examples are left out and listed in ``Split.skipped``.
-    """
-    path = split_path(data_dir, name, split)
-    return load_split_file(path, dataset=name, split=split, skip_bad=skip_bad)
-
-
 def load_split_file(path: Path, *, dataset: str, split: str, skip_bad: bool = False) -> Split:
     data, raw = read_examples(path)
     examples, skipped = [], []
@@ -243,6 +189,14 @@ def load_split_file(path: Path, *, dataset: str, split: str, skip_bad: bool = Fa
     return Split(dataset, split, Path(path), tuple(examples), fingerprint_bytes(raw), tuple(skipped))
 
 
+def _field_problem(name: str, value: object, kind: type, described: str) -> str | None:
+    if value is None:
+        return f"missing field {name!r}"
+    if not isinstance(value, kind):
+        return f"{name!r} must be {described}, got {_kind(value)}"
+    return None
+
+
 def _kind(value: object) -> str:
     return "dict" if isinstance(value, dict) else type(value).__name__  # not JsonObject
 
@@ -255,10 +209,3 @@ def _not_text(text: str) -> str:
 
 def _short(text: str, width: int = 40) -> str:
     return repr(text if len(text) <= width else text[: width - 3] + "...")
-
-
-def _closest(name: str, known: list[str]) -> str:
-    import difflib
-
-    match = difflib.get_close_matches(name, known, n=1)
-    return f" (did you mean {match[0]!r}?)" if match else ""

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actstore.data import SPLITS, Problem, distributions_dir, list_distributions, read_examples, validate_file
-from actstore.errors import UserError
+from actstore.split_file import Problem, read_examples, validate_file
+from genies.data import SPLITS, distributions_dir, list_distributions
+from actstore.common import UserError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,31 @@
+"""Where a command's model goes: the settings every config of a command that loads a model shares
+(documented fields, so they are the commands' options; see actstore/settings.py). Light on purpose:
+the command line reads it without importing torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from actstore.settings import setting
+
+Quantization = Literal["none", "8bit", "4bit"]
+QUANTIZATIONS = get_args(Quantization)
+QUANTIZE_HELP = "bitsandbytes weights: 8bit (LLM.int8) or 4bit (NF4, double quantization)."
+
+
+@dataclass(frozen=True, kw_only=True)
+class Placement:
+    """Where a command's model goes, shared by every config of a command that loads one (see ModelSpec)."""
+
+    device_map: str | None = setting(None, "One device (cpu, cuda:N), or a placement over several: auto, balanced, "
+                                           "sequential (accelerate; default: the one device, cuda when available).")
+    max_memory: str | None = setting(None, "Memory per device for a placement, e.g. 0=70GiB,1=70GiB,cpu=200GiB "
+                                           "(implies --device-map auto).")
+    offload_dir: str | None = setting(None, "Directory for weights that fit nowhere in --max-memory (disk offload; "
+                                            "implies --device-map auto).")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizedPlacement(Placement):
+    quantize: Quantization = setting("none", QUANTIZE_HELP)
