@@ -42,6 +42,19 @@ def assert_same_values(got: dict, expected: dict, label: str, *, bfloat16: bool 
             np.testing.assert_allclose(got[name], values, rtol=1e-4, atol=1e-5, err_msg=f"{label} {name}")
 
 
+def kill_at_block(monkeypatch, killed: int):
+    """Make every store's write of block ``killed`` raise KeyboardInterrupt; return the real write."""
+    real_write = ActivationStore.write_block
+
+    def write_block(self, block, **arrays):
+        if block == killed:
+            raise KeyboardInterrupt
+        real_write(self, block, **arrays)
+
+    monkeypatch.setattr(ActivationStore, "write_block", write_block)
+    return real_write
+
+
 def count_tokens(model):
     """Token slots (padding included) and passes through the first block."""
     seen = []
@@ -79,14 +92,7 @@ def test_resume_computes_only_what_each_view_misses(tiny_model, data_dir, tmp_pa
     clean = {r.view: r.url for r in extract(config(data_dir, tmp_path / "clean", views=("plain", "yes", "no"), **settings),
                                             loaded=tiny_model)}
     extract(config(data_dir, tmp_path / "cut", views=("yes",), **settings), loaded=tiny_model)  # yes: complete
-    real_write = ActivationStore.write_block
-
-    def killed_at_block_2(self, block, **arrays):
-        if block == 2:
-            raise KeyboardInterrupt
-        real_write(self, block, **arrays)
-
-    monkeypatch.setattr(ActivationStore, "write_block", killed_at_block_2)
+    real_write = kill_at_block(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         extract(config(data_dir, tmp_path / "cut", views=("plain",), **settings), loaded=tiny_model)  # plain: blocks 0, 1
     written = []
@@ -108,14 +114,7 @@ def test_a_view_resumed_with_other_blocks_is_filled_apart(tiny_model, data_dir, 
     settings = dict(dtype="float32", prompt_reuse=True, batch_tokens=100)
     clean = {r.view: r.url for r in extract(config(data_dir, tmp_path / "clean", views=("plain", "no"), block_size=3,
                                                    **settings), loaded=tiny_model)}
-    real_write = ActivationStore.write_block
-
-    def killed_at_block_1(self, block, **arrays):
-        if block == 1:
-            raise KeyboardInterrupt
-        real_write(self, block, **arrays)
-
-    monkeypatch.setattr(ActivationStore, "write_block", killed_at_block_1)
+    real_write = kill_at_block(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         extract(config(data_dir, tmp_path / "cut", views=("plain",), block_size=3, **settings), loaded=tiny_model)
     monkeypatch.setattr(ActivationStore, "write_block", real_write)
