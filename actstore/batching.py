@@ -48,7 +48,8 @@ class PaddedBatch:
         return self.attention_mask.argmax(dim=1)
 
 
-def plan_batches(lengths: Sequence[int], batch_tokens: int, min_fill: float = 0.75, cached: int = 0) -> list[list[int]]:
+def plan_batches(lengths: Sequence[int], batch_tokens: int, min_fill: float = 0.75, cached: int = 0,
+                 min_padding: int = 0) -> list[list[int]]:
     """Indices grouped into batches whose padded size (rows x (``cached`` + longest row)) fits ``batch_tokens``.
 
     Longest first, so that a budget too large for the device fails on the first batch, not at
@@ -56,7 +57,9 @@ def plan_batches(lengths: Sequence[int], batch_tokens: int, min_fill: float = 0.
     shorter than ``min_fill`` x the batch's longest starts a new batch: a long outlier does not
     pad a whole budget of short rows (padding is computed like real tokens). ``cached``: tokens
     each row attends to on top of its own (the keys and values of a prompt pass), which count
-    against the budget but are not computed, so not against the fill.
+    against the budget but are not computed, so not against the fill. ``min_padding``: a row is
+    never moved to a new batch to save fewer padded tokens than this (where a pass costs more
+    than that much padding, as short passes over a cache do).
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
@@ -65,7 +68,8 @@ def plan_batches(lengths: Sequence[int], batch_tokens: int, min_fill: float = 0.
     for index in order:
         width = width or lengths[index]  # longest of the batch: the first one in it
         too_many = (len(current) + 1) * (cached + width) > batch_tokens
-        if current and (too_many or lengths[index] < min_fill * width):
+        underfilled = lengths[index] < min_fill * width and width - lengths[index] > min_padding
+        if current and (too_many or underfilled):
             batches.append(current)
             current, width = [], lengths[index]
         current.append(index)

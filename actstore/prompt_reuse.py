@@ -40,6 +40,12 @@ def reuses_prompts(requested: bool | None, device: str) -> bool:
     return torch.device(device).type == "cpu"
 
 
+# Short passes over a cache cost more than this many padded tokens per row on a CPU
+# (reading every weight once, attention over the cache, appending to it): rows whose own tokens
+# differ by less share a pass (benchmarks/RESULTS.md, "prefix tree").
+MIN_PADDING = 16
+
+
 @dataclass(frozen=True)
 class PromptGroup:
     prompt_ids: tuple[int, ...]
@@ -158,7 +164,7 @@ class _TreeRunner:
     def below(self, above: TreePass) -> Iterator[tuple[str, list[int], BatchActivations]]:
         children = self.forest.children_of(above.nodes)
         lengths = [len(self.forest.nodes[child].tokens) for _, child in children]
-        for rows in plan_batches(lengths, self.batch_tokens, cached=above.width):
+        for rows in plan_batches(lengths, self.batch_tokens, cached=above.width, min_padding=MIN_PADDING):
             node_pass, captured = self.node_pass(above, [children[r] for r in rows])
             yield from self.finished(node_pass, captured)
             yield from self.below(node_pass)

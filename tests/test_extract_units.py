@@ -57,6 +57,13 @@ def test_plan_batches_counts_cached_tokens_against_the_budget_not_the_fill():
     assert plan_batches([n + 100 for n in lengths], batch_tokens=250) == [[1, 4], [5, 0], [2, 3]]
 
 
+def test_plan_batches_keeps_short_rows_together_within_min_padding():
+    # 1 and 3 are far below 0.75 x 9, but padding them to 9 costs at most 8 tokens a row: one pass
+    assert plan_batches([9, 1, 3], batch_tokens=1000, cached=50) == [[0], [2], [1]]
+    assert plan_batches([9, 1, 3], batch_tokens=1000, cached=50, min_padding=8) == [[0, 2, 1]]
+    assert plan_batches([40, 1], batch_tokens=1000, min_padding=8) == [[0], [1]]  # 39 padded tokens: apart
+
+
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_pad_batch_positions_and_last_token(side):
     sequences = [EncodedSequence((1, 2), (3,)), EncodedSequence((1, 4, 5, 6), (7, 8))]
