@@ -276,56 +276,10 @@ def actstore():
     """Run a model once per dataset and keep its activations in Zarr stores."""
 
 
-@actstore.command("extract")
-@click.option("--model", required=True, help="smollm2-135m, tiny-random, a local directory or .gguf file, or a cached hub id.")
-@click.option("--dataset", "datasets", required=True, help="NAME[,NAME...] of distributions under the data directory.")
-@click.option("--data-dir", help=DATA_DIR_HELP)
-@click.option("--split", "splits", default="train,test", show_default=True, help="train, test or both.")
-@click.option("--views", default="plain", show_default=True, help="plain, stim, yes, no (comma-separated).")
-@click.option("--layers", default="all", show_default=True,
-              help="all, a list 0,10,20, or inclusive ranges 10:20 (0 = embeddings, l = output of block l-1).")
-@click.option("--limit", type=int, help="Only the first N examples of each split.")
-@click.option("--dtype", default="float16", show_default=True, type=click.Choice(["float16", "float32"]),
-              help="Storage dtype (see --compute-dtype for the model's).")
-@click.option("--compute-dtype", default="auto", show_default=True,
-              type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
-              help="Dtype the model computes in; auto: bfloat16 where the device runs it natively, else float32.")
-@click.option("--prompt-reuse/--no-prompt-reuse", default=None,
-              help="Encode each example's prompt once and run only its responses' tokens on the cached keys/values "
-                   "(default: on for CPUs, where it was measured faster; off for GPUs).")
-@click.option("--site", default="residual", show_default=True, type=click.Choice(["residual", "heads"]),
-              help="heads: also keep per-head attention outputs (input of o_proj).")
-@click.option("--prompt-format", default="raw", show_default=True, type=click.Choice(["raw", "chat"]),
-              help="chat: the prompt as a user turn in the tokenizer's chat template (instruct/chat models).")
-@click.option("--out", help="Store root: a directory or fsspec URL (default: the per-user store directory).")
-@click.option("--batch-tokens", default=4096, show_default=True, type=int, help="Padded tokens per forward pass.")
-@click.option("--block-size", default=512, show_default=True, type=int,
-              help="Sequences per chunk-aligned block: the unit of writing and of resuming.")
-@click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).")
-@click.option("--strict/--skip-bad", "strict", default=True, show_default=True,
-              help="--strict: stop at the first invalid example; --skip-bad: leave invalid examples out (counted in the "
-                   "store's attributes n_skipped_examples / skipped_examples). Sequences longer than the model's "
-                   "context are always refused.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing store that holds a different extraction.")
-@click.option("--repair", is_flag=True,
-              help="Check every block of existing stores against its checksums and recompute the damaged ones.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@options(QuantizedPlacement)
-def actstore_extract(model, datasets, data_dir, splits, views, layers, limit, dtype, compute_dtype, prompt_reuse, site,
-                     prompt_format, out, batch_tokens, block_size, device, strict, overwrite, repair, no_progress,
-                     device_map, max_memory, offload_dir, quantize):
+@actstore.command("extract", cls=Configured, config="actstore.extract:ExtractConfig")
+def actstore_extract(config):
     """Run MODEL once over each (dataset, split, view) and write one store each; print their paths."""
-    from actstore.common import parse_list
-    from actstore.extract import ExtractConfig, extract
-
-    config = ExtractConfig(
-        model=model, datasets=parse_list(datasets), splits=parse_list(splits), views=parse_list(views),
-        layers=layers, limit=limit, dtype=dtype, compute_dtype=compute_dtype, prompt_reuse=prompt_reuse, site=site,
-        prompt_format=prompt_format, out=out, data_dir=data_dir, batch_tokens=batch_tokens,
-        block_size=block_size, device=device, overwrite=overwrite, repair=repair, skip_bad=not strict,
-        progress=not no_progress, device_map=device_map, max_memory=max_memory, offload_dir=offload_dir,
-        quantize=quantize,
-    )
+    from actstore.extract import extract
 
     def report(result):
         rate = f", {result.sequences_per_second:.1f} seq/s" if result.sequences_per_second else ""

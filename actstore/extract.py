@@ -15,18 +15,20 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Literal
 
 import torch
 
 from actstore.batching import PADDING_SIDES
-from actstore.compute_dtype import COMPUTE_DTYPES
-from actstore.common import UserError, default_store_root
+from actstore.common import UserError, default_store_root, parse_list
 from actstore.layers import needs_full_depth, parse_layers
 from actstore.locations import store_url
 from actstore.lock import ExtractionLock
 from actstore.models import LoadedModel, ModelOnDemand, ModelSpec
+from actstore.placement import QuantizedPlacement
 from actstore.prompt_reuse import reuses_prompts
 from actstore.roots import checked_store_root
+from actstore.settings import check_choices, setting
 from actstore.preflight import check_context
 from actstore.sequence_table import SequenceTable, encode_rows, sequence_table
 from actstore.split_file import Split
@@ -36,49 +38,52 @@ from actstore.quantization import check_quantization
 from actstore.sharding import Shard, wait_for_creation
 from actstore.store import (DISK_FULL, ActivationStore, StoreLayout, create_store, disk_full_message, find_store,
                             open_for_writing)
-from actstore.views import View, check_prompt_format, parse_views
-from genies.data import load_split, resolve_data_dir, split_path
+from actstore.views import PromptFormat, View, parse_views
+from genies.data import DATA_DIR_HELP, load_split, resolve_data_dir, split_path
 
-SITES = ("residual", "heads")
-STORAGE_DTYPES = ("float16", "float32")
+Site = Literal["residual", "heads"]
+StorageDtype = Literal["float16", "float32"]
 
 
-@dataclass(frozen=True)
-class ExtractConfig:
-    model: str
-    datasets: tuple[str, ...]
-    splits: tuple[str, ...] = ("train", "test")
-    views: tuple[str, ...] = ("plain",)
-    layers: str = "all"  # see actstore.layers.parse_layers
-    limit: int | None = None  # first N examples of each split
-    dtype: str = "float16"  # storage dtype
-    compute_dtype: str = "auto"  # the model's dtype; auto: bfloat16 where the device runs it natively, else float32
-    site: str = "residual"  # "heads" adds per-head attention outputs
-    prompt_format: str = "raw"  # raw, or chat: the prompt as a user turn in the tokenizer's chat template
-    out: str | None = None  # store root (directory or fsspec URL); default: the per-user store root
-    data_dir: str | None = None
-    batch_tokens: int = 4096  # padded tokens per forward pass
-    block_size: int = 512  # sequences per chunk-aligned block (the unit of writing and resuming)
+@dataclass(frozen=True, kw_only=True)
+class ExtractConfig(QuantizedPlacement):
+    """`actstore extract`: each documented field is one of its options."""
+
+    model: str = setting(help="smollm2-135m, tiny-random, a local directory or .gguf file, or a cached hub id.")
+    datasets: tuple[str, ...] = setting(help="NAME[,NAME...] of distributions under the data directory.",
+                                        option="--dataset", parse=parse_list)
+    data_dir: str | None = setting(None, DATA_DIR_HELP)
+    splits: tuple[str, ...] = setting(("train", "test"), "train, test or both.", option="--split", parse=parse_list)
+    views: tuple[str, ...] = setting(("plain",), "plain, stim, yes, no (comma-separated).", parse=parse_list)
+    layers: str = setting("all", "all, a list 0,10,20, or inclusive ranges 10:20 (0 = embeddings, l = output of "
+                                 "block l-1).")
+    limit: int | None = setting(None, "Only the first N examples of each split.")
+    dtype: StorageDtype = setting("float16", "Storage dtype (see --compute-dtype for the model's).")
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting(
+        "auto", "Dtype the model computes in; auto: bfloat16 where the device runs it natively, else float32.")
+    prompt_reuse: bool | None = setting(
+        None, "Run every token prefix shared by a block's sequences (an example's prompt, a response shared by "
+              "views) once, on cached keys/values (default: on for CPUs, where it was measured faster; off for GPUs).")
+    site: Site = setting("residual", "heads: also keep per-head attention outputs (input of o_proj).")
+    prompt_format: PromptFormat = setting("raw", "chat: the prompt as a user turn in the tokenizer's chat template "
+                                                 "(instruct/chat models).")
+    out: str | None = setting(None, "Store root: a directory or fsspec URL (default: the per-user store directory).")
+    batch_tokens: int = setting(4096, "Padded tokens per forward pass.")
+    block_size: int = setting(512, "Sequences per chunk-aligned block: the unit of writing and of resuming.")
+    device: str | None = setting(None, "cpu, cuda, cuda:1 ... (default: cuda when available).")
+    skip_bad: bool = setting(False, "--skip-bad: leave invalid examples out (counted in the store's attributes "
+                                    "n_skipped_examples / skipped_examples); --strict: stop at the first invalid "
+                                    "example. Sequences longer than the model's context are always refused.",
+                             option="--skip-bad/--strict")
+    overwrite: bool = setting(False, "Replace an existing store that holds a different extraction.")
+    repair: bool = setting(False, "Check every block of existing stores against its checksums and recompute the "
+                                  "damaged ones.")
+    progress: bool = setting(True, "Show a progress bar (--no-progress: none).")
     padding_side: str = "right"
-    prompt_reuse: bool | None = None  # one prompt pass per example, responses on its keys/values; None: where it helps
     compressor: str | None = "blosc-zstd"
-    device: str | None = None  # None: cuda when available, else cpu
-    device_map: str | None = None  # one device, or a placement over several (auto, balanced, sequential)
-    max_memory: str | None = None  # per device for a placement, e.g. "0=70GiB,cpu=200GiB"
-    offload_dir: str | None = None  # disk offload for weights that fit nowhere in max_memory
-    quantize: str = "none"  # none, 8bit, 4bit (bitsandbytes)
-    overwrite: bool = False
-    repair: bool = False  # verify every block of an existing store and recompute the damaged ones
-    skip_bad: bool = False
-    progress: bool = True
 
     def __post_init__(self):
-        if self.dtype not in STORAGE_DTYPES:
-            raise UserError(f"unknown --dtype {self.dtype!r} (choose {' or '.join(STORAGE_DTYPES)})")
-        if self.compute_dtype not in COMPUTE_DTYPES:
-            raise UserError(f"unknown --compute-dtype {self.compute_dtype!r} (choose {', '.join(COMPUTE_DTYPES)})")
-        if self.site not in SITES:
-            raise UserError(f"unknown --site {self.site!r} (choose {' or '.join(SITES)})")
+        check_choices(self)
         for name in ("batch_tokens", "block_size", "limit"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -87,7 +92,6 @@ class ExtractConfig:
             raise UserError(f"unknown padding side {self.padding_side!r} (choose {' or '.join(PADDING_SIDES)})")
         if not self.datasets:
             raise UserError("no dataset named (--dataset NAME[,NAME...])")
-        check_prompt_format(self.prompt_format)
         parse_views(",".join(self.views))  # unknown views fail before any work
         self.model_spec()  # so do unknown placements and quantizations
 
