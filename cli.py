@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from actstore.common import UserError
-from actstore.placement import QuantizedPlacement
-from actstore.settings import Configured, options
+from actstore.locations import STORE_HELP
+from actstore.settings import Configured
 from genies.data import DATA_DIR_HELP
 
 
@@ -43,9 +43,6 @@ def _fmt(value) -> str:
         return f"{value:.4f}"
     return str(value)
 
-
-STORE_HELP = ("Store: MODEL/DATASET/SPLIT[/VIEW] under --store-root (view: plain by default), or a path or URL "
-              "(its sibling views are found by name), or comma-separated stores of one split's views.")
 
 
 def _store_name_options(command):
@@ -342,26 +339,6 @@ def probes():
 
 
 
-def _probe_fit_options(command):
-    """Options shared by `probes fit` and `probes sweep` (how methods fit and how metrics are computed)."""
-    for option in reversed([
-        click.option("--seed", type=int, default=0, show_default=True, help="Seeds every random choice (splits, orientations, restarts, bootstrap)."),
-        click.option("--normalize", type=click.Choice(["none", "center", "standardize"]), help="Override the method's default normalization (fitted on train)."),
-        click.option("--alpha", type=float, default=1.0, show_default=True, help="cra: contrast h_yes - alpha * h_no."),
-        click.option("--top-k", type=int, default=16, show_default=True, help="lat-stim / head-wise methods: layers or heads kept."),
-        click.option("--calibration", type=click.Choice(["binned", "reference"]), default="binned", show_default=True, help="RMS calibration error formula (reference = the GENIES code's, for comparison)."),
-        click.option("--threads", type=int, default=1, show_default=True, help="BLAS threads while fitting (1 is fastest on a busy machine; 0 = library default)."),
-        click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables."),
-    ]):
-        command = option(command)
-    return command
-
-
-def _probe_options(seed, normalize, alpha, top_k) -> dict:
-    """The fit options; each method takes those it has a parameter for."""
-    return {"seed": seed, "normalize": normalize, "alpha": alpha, "top_k": top_k}
-
-
 @probes.command("methods")
 def probes_methods():
     """List the methods, the views they read and whether they take --layer."""
@@ -370,29 +347,21 @@ def probes_methods():
     print_table(method_rows())
 
 
-@probes.command("fit")
-@click.option("--method", required=True, help="See `probes methods`.")
-@click.option("--layer", type=int, help="Layer (0 = embeddings, l = output of block l); per-layer methods only.")
-@click.option("--train", "train_spec", required=True, help=STORE_HELP)
-@click.option("--eval", "eval_specs", multiple=True, help="Store to evaluate on (repeatable). " + STORE_HELP)
-@click.option("--out", type=click.Path(path_type=Path), help="Save the probe in this directory (probe.json + tensors.safetensors).")
-@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for the accuracy CI (0 = none).")
-@_probe_fit_options
-@_store_name_options
-def probes_fit(method, layer, train_spec, eval_specs, out, bootstrap, seed, normalize, alpha, top_k, calibration, threads,
-               as_json, store_root, names_limit):
+@probes.command("fit", cls=Configured, config="probes.requests:FitRequest")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def probes_fit(config, as_json):
     """Fit METHOD on the train store; metrics on its test split (if extracted) and on each --eval store."""
     from probes.commands import TABLE_COLUMNS, fit_command, jsonable
     from probes.estimator import make_probe
 
-    report = fit_command(make_probe(method, layer, **_probe_options(seed, normalize, alpha, top_k)), train_spec,
-                         eval_specs, out, calibration=calibration, n_bootstrap=bootstrap, seed=seed,
-                         threads=threads or None, names=_names(store_root, names_limit))
+    report = fit_command(make_probe(config.method, config.layer, **config.estimator_options()), config.train,
+                         config.eval_stores, config.out, calibration=config.calibration, n_bootstrap=config.bootstrap,
+                         seed=config.seed, threads=config.blas_threads, names=config.names())
     if as_json:
         click.echo(json.dumps(jsonable(report.as_dict()), indent=1))
         return
     probe = report.probe.fitted
-    click.echo(f"{probe.method} on {probe.scorer.describe()}, fit on {probe.trained_on.get('dataset', train_spec)}"
+    click.echo(f"{probe.method} on {probe.scorer.describe()}, fit on {probe.trained_on.get('dataset', config.train)}"
                f"/{probe.trained_on.get('split', '')}; temperature {probe.temperature:.4g}")
     print_table([row.as_dict() for row in report.rows], TABLE_COLUMNS)
     for note in report.notes:
@@ -422,28 +391,18 @@ def probes_eval(probe_path, eval_specs, bootstrap, calibration, seed, as_json, s
     print_table(rows, TABLE_COLUMNS)
 
 
-@probes.command("sweep")
-@click.option("--methods", "methods_spec", default="mms,lat,ccs,cra,logreg", show_default=True, help="Comma-separated per-layer methods.")
-@click.option("--train", "train_spec", required=True, help=STORE_HELP)
-@click.option("--eval", "eval_specs", multiple=True, help="Store to evaluate on (repeatable). " + STORE_HELP)
-@click.option("--layers", "layers_spec", default="all", show_default=True, help="all, 0,10,20, 10:20 (inclusive) or a mix.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Directory for sweep.csv and sweep.png.")
-@click.option("--val-fraction", type=float, default=0.3, show_default=True, help="Share of training examples held out to choose layers.")
-@click.option("--refit", is_flag=True, help="Refit on all training data before scoring eval stores (twice the fits).")
-@click.option("--bootstrap", type=int, default=200, show_default=True, help="Bootstrap resamples per row (0 = none).")
-@_probe_fit_options
-@_store_name_options
-def probes_sweep(methods_spec, train_spec, eval_specs, layers_spec, out_dir, val_fraction, refit, bootstrap, seed,
-                 normalize, alpha, top_k, calibration, threads, as_json, store_root, names_limit):
+@probes.command("sweep", cls=Configured, config="probes.requests:SweepRequest")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def probes_sweep(config, as_json):
     """Every method at every layer; best layer per method chosen on a validation split of the train store."""
     from probes.commands import best_layer_rows, jsonable, parse_methods, sweep_command
     from probes.sweep import SweepConfig
 
-    methods = parse_methods(methods_spec, **_probe_options(seed, normalize, alpha, top_k))
-    config = SweepConfig(val_fraction=val_fraction, seed=seed, refit=refit, n_bootstrap=bootstrap,
-                         calibration=calibration)
-    result, csv_path, png_path = sweep_command(methods, train_spec, eval_specs, out_dir, layers_spec, config,
-                                               threads=threads or None, names=_names(store_root, names_limit))
+    methods = parse_methods(config.methods, **config.estimator_options())
+    sweep = SweepConfig(val_fraction=config.val_fraction, seed=config.seed, refit=config.refit,
+                        n_bootstrap=config.bootstrap, calibration=config.calibration)
+    result, csv_path, png_path = sweep_command(methods, config.train, config.eval_stores, config.out, config.layers,
+                                               sweep, threads=config.blas_threads, names=config.names())
     best = best_layer_rows(result)
     if as_json:
         click.echo(json.dumps(jsonable({"best": best, "csv": str(csv_path), "png": str(png_path),

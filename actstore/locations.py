@@ -20,6 +20,9 @@ from actstore.names import check_name
 
 STORE_SUFFIX = ".zarr"
 
+STORE_HELP = ("Store: MODEL/DATASET/SPLIT[/VIEW] under --store-root (view: plain by default), or a path or URL "
+              "(its sibling views are found by name), or comma-separated stores of one split's views.")
+
 
 def model_slug(model: str) -> str:
     """A directory name for a model: an alias as is, a local path by its name, a hub id with ``--``."""

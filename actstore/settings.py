@@ -11,7 +11,8 @@ them, and checked once.
 Metadata a setting may carry for the command line: ``option`` (its name when not ``--field-name``),
 ``required`` (a command must be given it although Python callers have a default), ``parse`` (turns
 the command line's text into the field's value, e.g. a comma-separated list into a tuple) and
-``argument`` (a positional argument, FIELD_NAME, instead of an option).
+``argument`` (a positional argument, FIELD_NAME, instead of an option) and ``multiple`` (a repeatable
+option whose values make a tuple).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ MISSING = dataclasses.MISSING
 
 
 def setting(default: Any = MISSING, help: str = "", *, option: str | None = None, required: bool = False,
-            parse: Callable[[str], Any] | None = None, argument: bool = False, default_factory: Any = MISSING) -> Any:
+            parse: Callable[[str], Any] | None = None, argument: bool = False, default_factory: Any = MISSING,
+            multiple: bool = False) -> Any:
     """A documented dataclass field (see the module docstring)."""
-    metadata = {"help": help, "option": option, "required": required, "parse": parse, "argument": argument}
+    metadata = {"help": help, "option": option, "required": required, "parse": parse, "argument": argument,
+                "multiple": multiple}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -177,6 +180,8 @@ def _option_kwargs(field: dataclasses.Field, annotation: Any) -> dict:
     if kind is bool:  # --name (off by default), or --name/--no-name
         return {**kwargs, "is_flag": True} if default is False else {**kwargs, "default": default,
                                                                      "show_default": default is not None}
+    if field.metadata.get("multiple"):
+        return {**kwargs, "multiple": True}
     if field.metadata.get("parse") and isinstance(default, tuple):
         default = ",".join(map(str, default))
     if allowed is not None:  # checked by the config itself (check_choices), with its one-line error
