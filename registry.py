@@ -153,6 +153,14 @@ def method_sets() -> dict[str, tuple[str, ...]]:
     return {"paper": paper, "all": paper + tuple(m for m in benchmark_methods() if m not in paper)}
 
 
+def benchmark_methods_help() -> str:
+    """`genies run --methods`' help, naming what the registry holds."""
+    sets = method_sets()
+    extra = [m for m in sets["all"] if m not in sets["paper"]]
+    return (f"Comma-separated: {', '.join(benchmark_methods())}; or `paper` (the paper's interventions: "
+            f"{', '.join(sets['paper'])}) or `all` (paper + {', '.join(extra)}).")
+
+
 def expand_methods(spec: str) -> tuple[str, ...]:
     """A comma-separated method list in which `paper` and `all` stand for their sets; order kept, no repeats."""
     sets = method_sets()

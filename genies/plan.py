@@ -54,10 +54,8 @@ class RunConfig(Placement):
 
     model: str = setting(help="Model alias (tiny-random, smollm2-135m, ...), hub id or local path.")
     shifts: str = setting("genies", "genies, all, demo, or a manifest JSON file.")
-    methods: tuple[str, ...] = setting(
-        DEFAULT_METHODS, "Comma-separated: zero-shot, mms, lat, lat-stim, lat-stim-1, ccs, cra, logreg, random, few-shot, "
-        "lora, prompt-tuning; or `paper` (the paper's interventions: zero-shot, few-shot, lora, prompt-tuning, mms, "
-        "lat-stim-1, lat-stim, cra, ccs) or `all` (paper + lat, logreg, random).", parse=registry.expand_methods)
+    methods: tuple[str, ...] = setting(DEFAULT_METHODS, registry.benchmark_methods_help(),
+                                       parse=registry.expand_methods)
     layer: int | str = setting("best", "Probe layer number, or 'best': chosen per method on a validation split of the "
                                        "source's train data.", parse=layer_choice)
     limit: int | None = setting(None, "First N examples of each split.")
