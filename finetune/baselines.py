@@ -17,7 +17,6 @@ import torch
 
 from actstore.split_file import Example
 from actstore.common import UserError
-from actstore.batching import EncodedSequence
 from actstore.capture import DecoderParts
 from actstore.prompt_reuse import sequence_logliks
 from finetune.evaluate import EvalResult, result_from_scores
@@ -36,9 +35,8 @@ def response_logliks(causal_lm, sequences: Sequence[TokenSequence], *, pad_id: i
     if not sequences:
         return np.empty(0, dtype=np.float64)
     causal_lm.eval()
-    encoded = [EncodedSequence(s.prompt_ids, s.continuation_ids) for s in sequences]
-    return sequence_logliks(DecoderParts.of(causal_lm), encoded, pad_id=pad_id,
-                            batch_tokens=batch_size * max(s.n_tokens for s in encoded))
+    return sequence_logliks(DecoderParts.of(causal_lm), sequences, pad_id=pad_id,
+                            batch_tokens=batch_size * max(s.n_tokens for s in sequences))
 
 
 def few_shot_prompts(shots: Sequence[Example], *, n_shots: int, seed: int, exclude_self: bool) -> PromptBuilder:

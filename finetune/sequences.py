@@ -16,28 +16,22 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
+from actstore.batching import EncodedSequence
 from actstore.split_file import Example
 from actstore.views import encode, parse_views, require_chat_template
 
 PromptBuilder = Callable[[Example], str]
 
 
-@dataclass(frozen=True)
-class TokenSequence:
+@dataclass(frozen=True, kw_only=True)
+class TokenSequence(EncodedSequence):
+    """One response of one example: the extraction's ``EncodedSequence`` (prompt, response + EOS)
+    plus where it comes from, so the same batching and padding code serves both."""
+
     example: int  # Example.index: position in the split file
     response: int  # index of the response within its example
     is_best: bool
-    prompt_ids: tuple[int, ...]
-    continuation_ids: tuple[int, ...]  # response tokens + EOS
-
-    @property
-    def input_ids(self) -> tuple[int, ...]:
-        return self.prompt_ids + self.continuation_ids
-
-    def __len__(self) -> int:
-        return len(self.prompt_ids) + len(self.continuation_ids)
 
 
 @dataclass(frozen=True)
@@ -91,24 +85,12 @@ def encode_examples(
         encoded = []
         for r, response in enumerate(example.responses):
             prompt_ids, continuation_ids = encode(tokenizer, view, prompt, response)
-            encoded.append(
-                TokenSequence(example.index, r, r == example.best, tuple(prompt_ids), tuple(continuation_ids))
-            )
-        if max(len(s) for s in encoded) + extra_tokens > max_length:
+            encoded.append(TokenSequence(tuple(prompt_ids), tuple(continuation_ids), example=example.index,
+                                         response=r, is_best=r == example.best))
+        if max(s.n_tokens for s in encoded) + extra_tokens > max_length:
             dropped.append(example.index)
             dropped_pairs += len(example.responses) - 1
             continue
         kept.extend(encoded)
     return EncodedSplit(tuple(kept), len(examples), tuple(dropped), dropped_pairs, max_length)
 
-
-def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask). Right padding keeps positions 0..n-1 for every real token,
-    so a sequence scores the same whatever it is batched with."""
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        attention_mask[i, : len(row)] = 1
-    return input_ids, attention_mask

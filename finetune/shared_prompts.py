@@ -20,8 +20,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from actstore.batching import EncodedSequence, pad_batch
 from actstore.prompt_reuse import cache_argument, group_by_prompt
-from finetune.sequences import TokenSequence, pad_right
+from finetune.sequences import TokenSequence
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,15 @@ def collate_groups(groups: Sequence[Sequence[TokenSequence]], pad_id: int) -> di
         for s in sequences:
             continuations.append(s.continuation_ids)
             group.append(g)
-    prompt_ids, prompt_mask = pad_right(prompts, pad_id)
-    continuation_ids, continuation_mask = pad_right(continuations, pad_id)
+    # Right padding keeps positions 0..n-1 for every real token: a sequence scores the same
+    # whatever it is batched with.
+    prompt_batch = pad_batch([EncodedSequence(p, ()) for p in prompts], pad_id)
+    continuation_batch = pad_batch([EncodedSequence((), c) for c in continuations], pad_id)
     return {
-        "prompt_ids": prompt_ids,
-        "prompt_mask": prompt_mask,
-        "continuation_ids": continuation_ids,
-        "continuation_mask": continuation_mask,
+        "prompt_ids": prompt_batch.input_ids,
+        "prompt_mask": prompt_batch.attention_mask,
+        "continuation_ids": continuation_batch.input_ids,
+        "continuation_mask": continuation_batch.attention_mask,
         "group": torch.tensor(group, dtype=torch.long),
     }
 
@@ -104,7 +107,7 @@ def score_grouped(
     """One float per sequence, in the order given; whole prompt groups, about ``batch_size``
     sequences per forward pass, groups of similar length together."""
     groups = [list(group.members) for group in group_by_prompt(sequences)]  # one example's responses each
-    order = sorted(range(len(groups)), key=lambda g: (max(len(sequences[i]) for i in groups[g]), g))
+    order = sorted(range(len(groups)), key=lambda g: (max(sequences[i].n_tokens for i in groups[g]), g))
     scores = np.empty(len(sequences), dtype=np.float64)
     batch: list[int] = []
     for position, g in enumerate(order):

@@ -118,7 +118,7 @@ def test_zero_shot_loglik_is_total_loglik_of_response_and_eos(toy_data):
     live = response_logliks(tiny.model, sequences, pad_id=tiny.tokenizer.pad_token_id, batch_size=3)
     for s, value in zip(sequences, live):
         with torch.no_grad():
-            logprobs = tiny.model(torch.tensor([s.input_ids])).logits[0].double().log_softmax(-1)
+            logprobs = tiny.model(torch.tensor([s.ids])).logits[0].double().log_softmax(-1)
         n = len(s.prompt_ids)
         expected = sum(float(logprobs[n + k - 1, token]) for k, token in enumerate(s.continuation_ids))
         assert s.continuation_ids[-1] == tiny.tokenizer.eos_token_id
@@ -238,6 +238,6 @@ def test_bundled_model_shared_prompt_logliks_match_full_sequences(bundled_model)
     live = response_logliks(model, sequences, pad_id=tokenizer.pad_token_id, batch_size=9)
     for s, value in zip(sequences, live):
         with torch.no_grad():
-            logprobs = model(torch.tensor([s.input_ids], device=model.device)).logits[0].double().log_softmax(-1)
+            logprobs = model(torch.tensor([s.ids], device=model.device)).logits[0].double().log_softmax(-1)
         n = len(s.prompt_ids)
         assert value == pytest.approx(sum(float(logprobs[n + k - 1, t]) for k, t in enumerate(s.continuation_ids)), abs=2e-3)

@@ -67,7 +67,7 @@ def test_collator_shares_prompts_and_alternates_chosen_rejected(toy_data):
 
 
 def sequence(example, response, prompt, continuation):
-    return TokenSequence(example, response, response == 0, tuple(prompt), tuple(continuation))
+    return TokenSequence(tuple(prompt), tuple(continuation), example=example, response=response, is_best=response == 0)
 
 
 @pytest.mark.parametrize("method", ["lora", "prompt-tuning"])
@@ -86,7 +86,7 @@ def test_reward_equals_full_sequence_and_ignores_batching(method):
         alone = model(**collate_groups(groups[1:], pad_id=0))
         # the same reward computed the plain way: whole sequence, hidden state at its last token
         s = groups[0][0]
-        ids = torch.tensor([s.input_ids])
+        ids = torch.tensor([s.ids])
         if method == "prompt-tuning":
             embeds = torch.cat([model.peft_model.get_prompt(1), tiny.model.get_input_embeddings()(ids)], dim=1)
             hidden = tiny.model.get_decoder()(inputs_embeds=embeds).last_hidden_state
