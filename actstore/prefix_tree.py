@@ -15,9 +15,14 @@ Pure planning: no model here (``actstore.prompt_reuse`` runs the tree).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
-from actstore.batching import EncodedSequence
+from actstore.batching import EncodedSequence, plan_batches
+
+# Short passes over a cache cost more than this many padded tokens per row on a CPU
+# (reading every weight once, attention over the cache, appending to it): rows whose own tokens
+# differ by less share a pass (benchmarks/RESULTS.md, "prefix tree").
+MIN_PADDING = 16
 
 
 @dataclass
@@ -48,6 +53,46 @@ class PrefixForest:
 
     def computed_tokens(self) -> int:
         return sum(len(node.tokens) for node in self.nodes)
+
+
+@dataclass(frozen=True)
+class PlannedPass:
+    """One forward pass of the tree: ``nodes`` (one per row), each on the keys and values of row
+    ``rows_above[r]`` of the latest pass one level up (none for the prompts, level 0)."""
+
+    level: int
+    nodes: tuple[int, ...]
+    rows_above: tuple[int, ...]
+    cached: int  # width of the keys and values each row attends to (the passes above, padding included)
+    width: int  # the longest row's own tokens: the pass's padded width
+
+    @property
+    def slots(self) -> int:
+        """Token positions computed, padding included."""
+        return len(self.nodes) * self.width
+
+
+def plan_passes(forest: PrefixForest, batch_tokens: int, min_padding: int = MIN_PADDING) -> Iterator[PlannedPass]:
+    """Every pass of the tree, in the order they run: a batch of prompts, then depth first the
+    levels below it, each batch of rows x (cached width + own width) within ``batch_tokens``.
+    A pass's parent is the latest pass one level up, so a runner keeps one pass per level."""
+    for batch in plan_batches([len(forest.nodes[root].tokens) for root in forest.roots], batch_tokens):
+        roots = tuple(forest.roots[i] for i in batch)
+        prompts = PlannedPass(0, roots, (), 0, max(len(forest.nodes[root].tokens) for root in roots))
+        yield prompts
+        yield from _passes_below(forest, prompts, batch_tokens, min_padding)
+
+
+def _passes_below(forest: PrefixForest, above: PlannedPass, batch_tokens: int,
+                  min_padding: int) -> Iterator[PlannedPass]:
+    children = forest.children_of(above.nodes)
+    lengths = [len(forest.nodes[child].tokens) for _, child in children]
+    cached = above.cached + above.width
+    for rows in plan_batches(lengths, batch_tokens, cached=cached, min_padding=min_padding):
+        planned = PlannedPass(above.level + 1, tuple(children[r][1] for r in rows), tuple(children[r][0] for r in rows),
+                              cached, max(lengths[r] for r in rows))
+        yield planned
+        yield from _passes_below(forest, planned, batch_tokens, min_padding)
 
 
 def build_forest(groups: Sequence[Sequence[int]], views: Sequence[ViewSequences]) -> PrefixForest:

@@ -23,10 +23,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from actstore.batching import EncodedSequence, pad_batch, plan_batches, position_ids_from_mask
+from actstore.batching import EncodedSequence, pad_batch, position_ids_from_mask
 from actstore.capture import Captured, CapturePlan, DecoderParts, LastTokenCapture, StopForward
 from actstore.forward import BatchActivations, Float32Head, continuation_positions, token_logprobs
-from actstore.prefix_tree import PrefixForest, ViewSequences, build_forest
+from actstore.prefix_tree import PlannedPass, PrefixForest, ViewSequences, build_forest, plan_passes
 from actstore.stage_clock import StageClock
 
 
@@ -39,11 +39,6 @@ def reuses_prompts(requested: bool | None, device: str) -> bool:
         return requested
     return torch.device(device).type == "cpu"
 
-
-# Short passes over a cache cost more than this many padded tokens per row on a CPU
-# (reading every weight once, attention over the cache, appending to it): rows whose own tokens
-# differ by less share a pass (benchmarks/RESULTS.md, "prefix tree").
-MIN_PADDING = 16
 
 
 @dataclass(frozen=True)
@@ -86,7 +81,7 @@ class TreePass:
     """One pass over nodes of the tree: its keys and values (the nodes above included) and what
     the passes below it need."""
 
-    nodes: list[int]  # node per row
+    nodes: Sequence[int]  # node per row
     cache: object  # DynamicCache, row r = the tokens from the prompt down to node r
     mask: torch.Tensor  # (rows, width) attention mask of those tokens (padding in between)
     lengths: torch.Tensor  # (rows,) real tokens down to the node
@@ -104,14 +99,20 @@ def run_tree(parts: DecoderParts, groups: Sequence[PromptGroup], views: Sequence
     """(view key, block indices, their activations) for every sequence of every view, each shared
     token prefix run once (``actstore.prefix_tree``): the prompts in passes of their own, then each
     level of the tree on the keys and values of the pass above it, in batches of rows x (cached
-    width + node tokens) within ``batch_tokens``."""
+    width + node tokens) within ``batch_tokens`` (``prefix_tree.plan_passes``)."""
     forest = build_forest([group.members for group in groups],
                           [ViewSequences(v.key, v.sequences, v.with_loglik, v.deep) for v in views])
     runner = _TreeRunner(parts, forest, {view.key: view for view in views}, pad_id=pad_id,
-                         batch_tokens=batch_tokens, padding_side=padding_side, clock=clock)
-    for batch in plan_batches([len(forest.nodes[root].tokens) for root in forest.roots], batch_tokens):
-        prompt = runner.prompt_pass([forest.roots[i] for i in batch])
-        yield from runner.below(prompt)
+                         padding_side=padding_side, clock=clock)
+    latest: list[TreePass] = []  # the latest pass of each level down to the current one
+    for planned in plan_passes(forest, batch_tokens):
+        del latest[planned.level:]
+        if planned.level == 0:
+            latest.append(runner.prompt_pass(planned.nodes))
+            continue
+        node_pass, captured = runner.node_pass(latest[-1], planned)
+        latest.append(node_pass)
+        yield from runner.finished(node_pass, captured)
 
 
 def sequence_logliks(parts: DecoderParts, sequences: Sequence[EncodedSequence], *, pad_id: int, batch_tokens: int,
@@ -129,9 +130,9 @@ def sequence_logliks(parts: DecoderParts, sequences: Sequence[EncodedSequence], 
 
 class _TreeRunner:
     def __init__(self, parts: DecoderParts, forest: PrefixForest, views: dict[str, Responses], *, pad_id: int,
-                 batch_tokens: int, padding_side: str, clock: StageClock):
+                 padding_side: str, clock: StageClock):
         self.parts, self.forest, self.views = parts, forest, views
-        self.pad_id, self.batch_tokens, self.padding_side, self.clock = pad_id, batch_tokens, padding_side, clock
+        self.pad_id, self.padding_side, self.clock = pad_id, padding_side, clock
         plans = [view.capture.plan for view in views.values()]
         layers = tuple(sorted(set().union(*(plan.layers for plan in plans))))
         heads = tuple(sorted(set().union(*(plan.head_layers for plan in plans))))
@@ -141,7 +142,7 @@ class _TreeRunner:
         self.shallow_capture = LastTokenCapture(parts, replace(union, stop_after=max(layers)), n_heads) if layers \
             else self.deep_capture
 
-    def prompt_pass(self, roots: list[int]) -> TreePass:
+    def prompt_pass(self, roots: Sequence[int]) -> TreePass:
         from transformers import DynamicCache
 
         nodes = [self.forest.nodes[root] for root in roots]
@@ -161,20 +162,14 @@ class _TreeRunner:
         loglik = torch.zeros(len(roots), dtype=torch.float64, device=device) if deep else None
         return TreePass(roots, cache, mask, prompts.lengths.to(device), last_hidden, loglik)
 
-    def below(self, above: TreePass) -> Iterator[tuple[str, list[int], BatchActivations]]:
-        children = self.forest.children_of(above.nodes)
-        lengths = [len(self.forest.nodes[child].tokens) for _, child in children]
-        for rows in plan_batches(lengths, self.batch_tokens, cached=above.width, min_padding=MIN_PADDING):
-            node_pass, captured = self.node_pass(above, [children[r] for r in rows])
-            yield from self.finished(node_pass, captured)
-            yield from self.below(node_pass)
-
-    def node_pass(self, above: TreePass, chosen: list[tuple[int, int]]) -> tuple[TreePass, Captured]:
-        """The tokens of the ``chosen`` (row above, node) on the keys and values of their rows above."""
+    def node_pass(self, above: TreePass, planned: PlannedPass) -> tuple[TreePass, Captured]:
+        """The tokens of the planned nodes on the keys and values of their rows above."""
         device = self.parts.input_device
-        nodes = [self.forest.nodes[node] for _, node in chosen]
+        nodes = [self.forest.nodes[node] for node in planned.nodes]
         deep, with_loglik = any(n.deep for n in nodes), any(n.needs_loglik for n in nodes)
-        rows_above = torch.tensor([row for row, _ in chosen], device=device)
+        if above.width != planned.cached:
+            raise RuntimeError(f"the pass above is {above.width} tokens wide, planned {planned.cached}")
+        rows_above = torch.tensor(planned.rows_above, device=device)
         segments = pad_batch([EncodedSequence((), node.tokens) for node in nodes], self.pad_id, self.padding_side)
         ids, mask = segments.input_ids.to(device), segments.attention_mask.to(device)
         last = segments.last_positions.to(device)
@@ -191,7 +186,7 @@ class _TreeRunner:
                 loglik = above.loglik[rows_above] + loglik_after_prompt(
                     output.last_hidden_state, above.last_hidden[rows_above], ids, segments.offsets.to(device),
                     segments.lengths.to(device), self.parts.loglik_head)
-            node_pass = TreePass([node for _, node in chosen], cache, torch.cat([above.mask[rows_above], mask], dim=1),
+            node_pass = TreePass(planned.nodes, cache, torch.cat([above.mask[rows_above], mask], dim=1),
                                  above.lengths[rows_above] + segments.lengths.to(device),
                                  _at(output, last) if deep else None, loglik)
         return node_pass, capture.captured

@@ -3,7 +3,7 @@
 import pytest
 
 from actstore.batching import EncodedSequence
-from actstore.prefix_tree import ViewSequences, build_forest
+from actstore.prefix_tree import ViewSequences, build_forest, plan_passes
 
 PROMPT = (1, 2, 3)
 
@@ -65,3 +65,34 @@ def test_groups_are_separate_trees_and_bad_input_is_refused():
     other_prompt = ViewSequences("x", [EncodedSequence((9,), (4,))], False, False)
     with pytest.raises(ValueError, match="share their prompt"):
         build_forest([(0,)], [views[0], other_prompt])
+
+
+@pytest.mark.parametrize("batch_tokens", [4, 12, 40, 4096])
+def test_planned_passes_run_every_node_once_on_its_parent_within_the_budget(batch_tokens):
+    prompts = [(1, 2, 3), (1, 2, 3), (4,), (5, 6, 7, 8, 9), (5, 6, 7, 8, 9)]
+    continuations = [(10, 11, 0), (12, 0), (13, 0), (14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30,
+                                                  31, 32, 0), (14, 0)]
+    plain = ViewSequences("plain", [EncodedSequence(p, c) for p, c in zip(prompts, continuations)], True, True)
+    yes = ViewSequences("yes", [EncodedSequence(p, c[:-1] + (40, 41, 30)) for p, c in zip(prompts, continuations)],
+                        False, False)
+    forest = build_forest([(0, 1), (2,), (3, 4)], [plain, yes])
+    parent = {child: node for node, n in enumerate(forest.nodes) for child in n.children}
+    passes = list(plan_passes(forest, batch_tokens))
+    latest = []  # the latest pass of each level, as a runner keeps them
+    seen = []
+    for planned in passes:
+        del latest[planned.level:]
+        lengths = [len(forest.nodes[node].tokens) for node in planned.nodes]
+        assert planned.width == max(lengths) and planned.slots == len(lengths) * planned.width
+        if planned.level == 0:
+            assert set(planned.nodes) <= set(forest.roots) and planned.cached == 0 and not planned.rows_above
+        else:
+            above = latest[-1]
+            assert planned.cached == above.cached + above.width
+            assert [above.nodes[row] for row in planned.rows_above] == [parent[node] for node in planned.nodes]
+        # within the budget, unless a single row is too long for it
+        assert len(lengths) * (planned.cached + planned.width) <= batch_tokens or len(lengths) == 1
+        latest.append(planned)
+        seen.extend(planned.nodes)
+    assert sorted(seen) == list(range(len(forest.nodes)))
+    assert sum(len(forest.nodes[node].tokens) for node in seen) == forest.computed_tokens()
