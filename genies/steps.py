@@ -56,9 +56,14 @@ def extract_stores(config: RunConfig, steps: list[StoreStep], model: ModelOnDema
                                      prompt_format=config.prompt_format, device_map=config.device_map,
                                      max_memory=config.max_memory, offload_dir=config.offload_dir),
             loaded=model.get())
+        computed = [result for result in results if result.sequences_computed]
         for result in results:
-            rate = f", {result.sequences_per_second:.1f} seq/s" if result.sequences_per_second else ""
-            log(f"    {result.view}: {result.status}, {result.n_sequences} sequences in {result.seconds:.1f}s{rate}")
+            log(f"    {result.view}: {result.status}, {result.n_sequences} sequences")
+        if computed:  # views computed together are each charged a share of their passes: say the sum
+            seconds = sum(result.seconds for result in computed)
+            sequences = sum(result.sequences_computed for result in computed)
+            rate = f", {sequences / seconds:.1f} seq/s" if seconds else ""
+            log(f"    {sequences} sequences of {len(computed)} view(s) computed in {seconds:.1f}s{rate}")
 
 
 def _holding(source: StoreSource, **claimed) -> StoreSource:
