@@ -37,10 +37,27 @@ def sample_training_pairs(encoded: EncodedSplit, seed: int) -> list[TrainingPair
 
 
 class PairCollator:
-    """A batch of B pairs -> B shared prompts and 2B continuation rows: chosen, rejected, chosen, ..."""
+    """A step's B pairs -> its passes: each pass the shared prompts of some pairs and their
+    continuation rows (chosen, rejected, chosen, ...), at most ``max_tokens`` padded tokens per
+    pass (a pair longer than that gets a pass of its own)."""
 
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    def __init__(self, pad_id: int, max_tokens: int | None = None):
+        self.pad_id, self.max_tokens = pad_id, max_tokens
 
-    def __call__(self, pairs: list[TrainingPair]) -> dict[str, torch.Tensor]:
-        return collate_groups([(p.chosen, p.rejected) for p in pairs], self.pad_id)
+    def __call__(self, pairs: list[TrainingPair]) -> list[dict[str, torch.Tensor]]:
+        return [collate_groups([(p.chosen, p.rejected) for p in part], self.pad_id) for part in self.passes(pairs)]
+
+    def passes(self, pairs: list[TrainingPair]) -> list[list[TrainingPair]]:
+        parts: list[list[TrainingPair]] = [[]]
+        for pair in pairs:
+            if parts[-1] and self.max_tokens and padded_tokens(parts[-1] + [pair]) > self.max_tokens:
+                parts.append([])
+            parts[-1].append(pair)
+        return parts
+
+
+def padded_tokens(pairs: list[TrainingPair]) -> int:
+    """Padded tokens of one pass over ``pairs``: a prompt row per pair, two continuation rows."""
+    prompt = max(len(p.chosen.prompt_ids) for p in pairs)
+    continuation = max(len(s.continuation_ids) for p in pairs for s in (p.chosen, p.rejected))
+    return len(pairs) * (prompt + 2 * continuation)

@@ -46,6 +46,8 @@ class TrainConfig(QuantizedPlacement):
     learning_rate: float | None = setting(None, "Learning rate (default: 2e-4 for lora, 5.2e-3 for prompt-tuning).",
                                           option="--lr")
     batch_size: int = setting(16, "Pairs per step (per process).")
+    max_tokens: int = setting(8192, "Most padded tokens per forward/backward pass: a step whose pairs hold more runs "
+                                     "in several passes, gradients summed (the same step, less activation memory).")
     limit: int | None = setting(None, "Use only the first N training examples.")
     seed: int = setting(0, "Seeds pair sampling, initialization and shuffling.")
     precision: Precision = setting("auto", "fp32, bf16 (autocast; the frozen base model in bfloat16, adapter and head "
@@ -64,7 +66,7 @@ class TrainConfig(QuantizedPlacement):
     def __post_init__(self):
         check_method(self.method)
         check_choices(self)
-        for name in ("steps", "batch_size", "limit", "lora_r", "n_virtual_tokens"):
+        for name in ("steps", "batch_size", "max_tokens", "limit", "lora_r", "n_virtual_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -253,7 +255,7 @@ def _prepare_training(config: TrainConfig, accelerator, loaded, pairs) -> _Train
         pairs,
         batch_size=config.batch_size,
         shuffle=True,
-        collate_fn=PairCollator(loaded.tokenizer.pad_token_id),
+        collate_fn=PairCollator(loaded.tokenizer.pad_token_id, config.max_tokens),
         generator=torch.Generator().manual_seed(config.seed),
     )
     # accelerate moves the model only where the spec put it on accelerate's own device; a placed,
@@ -274,13 +276,18 @@ def _optimize(run: _Training, accelerator, config: TrainConfig, steps: int, inpu
     run.model.train()
     bar = tqdm(total=steps, desc=f"{config.method} {config.dataset}", disable=not progress)
     while len(losses) < steps:
-        for batch in run.loader:
-            loss = pair_loss(run.model(**{name: tensor.to(input_device) for name, tensor in batch.items()}))
-            accelerator.backward(loss)
+        for passes in run.loader:
+            n_pairs = sum(len(batch["group"]) // 2 for batch in passes)
+            loss = 0.0
+            for batch in passes:  # the step's mean loss, pass by pass: each weighted by its share of the pairs
+                share = len(batch["group"]) // 2 / n_pairs
+                part = pair_loss(run.model(**{name: tensor.to(input_device) for name, tensor in batch.items()})) * share
+                accelerator.backward(part)
+                loss += part.detach()
             accelerator.clip_grad_norm_(run.trainable, config.max_grad_norm)
             run.optimizer.step()
             run.optimizer.zero_grad(set_to_none=True)
-            losses.append(float(accelerator.reduce(loss.detach(), reduction="mean")))
+            losses.append(float(accelerator.reduce(loss, reduction="mean")))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             if len(losses) == steps:

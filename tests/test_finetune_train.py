@@ -10,7 +10,7 @@ from genies.data import load_split
 from actstore.common import UserError
 from actstore.models import tiny_random_llama
 from conftest import write_distribution
-from finetune.pairs import PairCollator, sample_training_pairs
+from finetune.pairs import PairCollator, padded_tokens, sample_training_pairs
 from finetune.reward_model import AdapterSettings, new_reward_model, pair_loss
 from finetune.sequences import TokenSequence, encode_examples
 from finetune.shared_prompts import collate_groups
@@ -56,7 +56,7 @@ def test_collator_shares_prompts_and_alternates_chosen_rejected(toy_data):
     tiny = tiny_random_llama()
     encoded = encode_examples(tiny.tokenizer, load_split(toy_data, "toy", "train").examples[:2], max_length=1024)
     pairs = sample_training_pairs(encoded, seed=0)
-    batch = PairCollator(pad_id=tiny.tokenizer.pad_token_id)(pairs)
+    [batch] = PairCollator(pad_id=tiny.tokenizer.pad_token_id)(pairs)
     assert batch["prompt_ids"].shape[0] == 2 and batch["continuation_ids"].shape[0] == 4
     assert batch["group"].tolist() == [0, 0, 1, 1]
     chosen = pairs[0].chosen.continuation_ids
@@ -132,6 +132,29 @@ def test_lora_adapter_itself_is_trained(toy_data, tmp_path):
     assert lora_b and all(name.endswith(("q_proj.lora_B.weight", "v_proj.lora_B.weight"))
                           for name in tensors if "lora_B" in name)
     assert any(t.abs().max() > 0 for t in lora_b)  # lora_B starts at zero
+
+
+def test_a_step_is_split_into_passes_within_the_token_budget(toy_data):
+    tiny = tiny_random_llama()
+    encoded = encode_examples(tiny.tokenizer, load_split(toy_data, "toy", "train").examples, max_length=1024)
+    pairs = sample_training_pairs(encoded, seed=0)[:8]
+    budget = padded_tokens(pairs[:3])
+    parts = PairCollator(pad_id=0, max_tokens=budget).passes(pairs)
+    assert len(parts) > 1 and [p for part in parts for p in part] == pairs  # every pair once, in order
+    assert all(padded_tokens(part) <= budget for part in parts)
+    assert PairCollator(pad_id=0, max_tokens=1).passes(pairs) == [[p] for p in pairs]  # too long: one pair a pass
+    batches = PairCollator(pad_id=0, max_tokens=budget)(pairs)
+    assert [len(b["group"]) for b in batches] == [2 * len(part) for part in parts]
+
+
+def test_a_step_split_into_passes_is_the_same_step(toy_data, tmp_path):
+    """Prompt tuning (no dropout): a step's pairs in several passes, gradients summed, give the same
+    training as one pass, up to float rounding."""
+    whole = train_reward_model(toy_config(toy_data, tmp_path / "a", method="prompt-tuning", steps=4), progress=False)
+    split = train_reward_model(toy_config(toy_data, tmp_path / "b", method="prompt-tuning", steps=4, max_tokens=60),
+                               progress=False)
+    assert split.losses == pytest.approx(whole.losses, rel=1e-5)
+    assert whole.losses[-1] != whole.losses[0]  # the steps did change the prompt
 
 
 def test_training_is_reproducible_with_seed(toy_data, tmp_path):
