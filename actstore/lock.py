@@ -102,7 +102,7 @@ class ExtractionLock:
 
     def _refuse_live_conflicts(self, *, include_stale: bool = False) -> None:
         for path in sorted(self.directory.glob("rank*-of*.json")):
-            holder = _read_holder(path)
+            holder = _read_holder_when_written(path)
             conflicts = holder is None or holder.rank == self.shard.rank or holder.world_size != self.shard.world_size
             if not conflicts:
                 continue  # another process of this same run
@@ -153,6 +153,16 @@ class ExtractionLock:
                 self.directory.rmdir()
             except OSError:  # other processes of the run still hold theirs
                 pass
+
+
+def _read_holder_when_written(path: Path) -> LockHolder | None:
+    """The holder, once a file just created (empty until its owner writes it) has been written;
+    None for a file still unreadable after UNREADABLE_GRACE_S (or gone meanwhile)."""
+    while True:
+        holder = _read_holder(path)
+        if holder is not None or not path.exists() or time.time() - _mtime(path) > UNREADABLE_GRACE_S:
+            return holder
+        time.sleep(0.05)
 
 
 def _read_holder(path: Path) -> LockHolder | None:
