@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -279,11 +280,13 @@ def _optimize(run: _Training, accelerator, config: TrainConfig, steps: int, inpu
         for passes in run.loader:
             n_pairs = sum(len(batch["group"]) // 2 for batch in passes)
             loss = 0.0
-            for batch in passes:  # the step's mean loss, pass by pass: each weighted by its share of the pairs
+            for index, batch in enumerate(passes):  # the step's mean loss, each pass weighted by its share of pairs
                 share = len(batch["group"]) // 2 / n_pairs
-                part = pair_loss(run.model(**{name: tensor.to(input_device) for name, tensor in batch.items()})) * share
-                accelerator.backward(part)
-                loss += part.detach()
+                # Only the last pass synchronizes gradients across processes, whose pass counts may differ.
+                with accelerator.no_sync(run.model) if index < len(passes) - 1 else nullcontext():
+                    part = pair_loss(run.model(**{name: tensor.to(input_device) for name, tensor in batch.items()}))
+                    accelerator.backward(part * share)
+                loss += part.detach() * share
             accelerator.clip_grad_norm_(run.trainable, config.max_grad_norm)
             run.optimizer.step()
             run.optimizer.zero_grad(set_to_none=True)
