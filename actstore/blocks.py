@@ -20,27 +20,35 @@ def run_block(parts: DecoderParts, views: Sequence[Responses], *, pad_id: int, b
     computed in length-sorted batches.
 
     With ``prompt_reuse``, every token prefix shared by sequences of one prompt (in any of the
-    views) runs once (see ``actstore.prompt_reuse``), when the block has any prompt shared by two
-    sequences.
+    views with the same prompts: ``stim`` has its own) runs once (see ``actstore.prompt_reuse``),
+    when the block has any prompt shared by two sequences.
     """
     assembled = {view.key: BlockAssembler(len(view.sequences)) for view in views}
     clocks = {view.key: view.clock for view in views}
+    alone = list(views)
     if prompt_reuse:
-        groups = group_by_prompt(views[0].sequences)
-        prompts = [s.prompt_ids for s in views[0].sequences]
-        shared = len(groups) < len(prompts) or len(views) > 1
-        if shared and all([s.prompt_ids for s in view.sequences] == prompts for view in views):
-            for key, indices, out in run_tree(parts, groups, views, pad_id=pad_id, batch_tokens=batch_tokens,
-                                              padding_side=padding_side, clock=shared_clock or StageClock()):
-                _add(assembled[key], indices, out, on_batch, clocks[key])
-            return {key: block.result() for key, block in assembled.items()}
-    for view in views:
+        for same_prompts in _by_prompts(views):
+            groups = group_by_prompt(same_prompts[0].sequences)
+            if len(groups) < len(same_prompts[0].sequences) or len(same_prompts) > 1:
+                for key, indices, out in run_tree(parts, groups, same_prompts, pad_id=pad_id, batch_tokens=batch_tokens,
+                                                  padding_side=padding_side, clock=shared_clock or StageClock()):
+                    _add(assembled[key], indices, out, on_batch, clocks[key])
+                alone = [view for view in alone if view.key not in {v.key for v in same_prompts}]
+    for view in alone:
         with view.capture:
             for indices in plan_batches([s.n_tokens for s in view.sequences], batch_tokens):
                 batch = pad_batch([view.sequences[i] for i in indices], pad_id, padding_side)
                 out = run_batch(parts, view.capture, batch, with_loglik=view.with_loglik, clock=view.clock)
                 _add(assembled[view.key], indices, out, on_batch, view.clock)
     return {key: block.result() for key, block in assembled.items()}
+
+
+def _by_prompts(views: Sequence[Responses]) -> list[list[Responses]]:
+    """The views in groups whose sequences have the same prompts, in order."""
+    groups: dict[tuple, list[Responses]] = {}
+    for view in views:
+        groups.setdefault(tuple(s.prompt_ids for s in view.sequences), []).append(view)
+    return list(groups.values())
 
 
 def _add(block: "BlockAssembler", indices: Sequence[int], out: BatchActivations, on_batch, clock: StageClock) -> None:

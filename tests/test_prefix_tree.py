@@ -96,3 +96,15 @@ def test_planned_passes_run_every_node_once_on_its_parent_within_the_budget(batc
         seen.extend(planned.nodes)
     assert sorted(seen) == list(range(len(forest.nodes)))
     assert sum(len(forest.nodes[node].tokens) for node in seen) == forest.computed_tokens()
+
+
+def test_views_are_grouped_by_their_prompts_so_stim_does_not_stop_the_others_sharing():
+    from types import SimpleNamespace
+
+    from actstore.blocks import _by_prompts
+
+    def responses(key, prompt):
+        return SimpleNamespace(key=key, sequences=[EncodedSequence(prompt, (4,)), EncodedSequence(prompt, (5,))])
+
+    views = [responses("plain", PROMPT), responses("stim", (7, 8)), responses("yes", PROMPT), responses("no", PROMPT)]
+    assert [[v.key for v in group] for group in _by_prompts(views)] == [["plain", "yes", "no"], ["stim"]]
