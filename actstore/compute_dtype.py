@@ -16,7 +16,9 @@ from actstore.common import UserError
 from actstore.sharding import default_device
 
 Dtype = Literal["float32", "bfloat16", "float16"]
-COMPUTE_DTYPES = ("auto", *get_args(Dtype))
+ComputeDtype = Literal["auto", "float32", "bfloat16", "float16"]  # a --compute-dtype choice
+COMPUTE_DTYPES = get_args(ComputeDtype)
+COMPUTE_DTYPE_HELP = "Dtype the model computes in; auto: bfloat16 where the device runs it natively, else float32."
 # CPU flags of native bfloat16 matrix multiplies (AVX512-BF16 dot products, AMX tiles).
 NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 

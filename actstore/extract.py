@@ -21,6 +21,7 @@ import torch
 
 from actstore.batching import PADDING_SIDES
 from actstore.common import UserError, default_store_root, parse_list
+from actstore.compute_dtype import COMPUTE_DTYPE_HELP, ComputeDtype
 from actstore.layers import needs_full_depth, parse_layers
 from actstore.locations import store_url
 from actstore.lock import ExtractionLock
@@ -59,8 +60,7 @@ class ExtractConfig(QuantizedPlacement):
                                  "block l-1).")
     limit: int | None = setting(None, "Only the first N examples of each split.")
     dtype: StorageDtype = setting("float16", "Storage dtype (see --compute-dtype for the model's).")
-    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting(
-        "auto", "Dtype the model computes in; auto: bfloat16 where the device runs it natively, else float32.")
+    compute_dtype: ComputeDtype = setting("auto", COMPUTE_DTYPE_HELP)
     prompt_reuse: bool | None = setting(
         None, "Run every token prefix shared by a block's sequences (an example's prompt, a response shared by "
               "views) once, on cached keys/values (default: on for CPUs, where it was measured faster; off for GPUs).")

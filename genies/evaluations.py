@@ -32,11 +32,12 @@ CHECKSUM_KEY = "checksum"  # sha256 of the rest of the record: an edited or dama
 
 
 def evaluation_from_metrics(method: str, trained_on: str, tested_on: str, metrics: Metrics, layer: int | None = None,
-                            outcomes: ExampleOutcomes | None = None, validation_pairs: int | None = None) -> Evaluation:
+                            outcomes: ExampleOutcomes | None = None, validation_pairs: int | None = None,
+                            compute_dtype: str | None = None) -> Evaluation:
     """The shared metrics module's result (probes.metrics.compute_metrics) as one Evaluation."""
     return Evaluation(method=method, trained_on=trained_on, tested_on=tested_on, accuracy=metrics.accuracy, layer=layer,
                       auroc=metrics.auroc, brier=metrics.brier, rms_calibration_error=metrics.rms_calibration_error,
-                      outcomes=outcomes, validation_pairs=validation_pairs)
+                      outcomes=outcomes, validation_pairs=validation_pairs, compute_dtype=compute_dtype)
 
 
 def evaluation_record(evaluation: Evaluation) -> dict:
@@ -94,20 +95,32 @@ def load_evaluation(path: Path) -> Evaluation:
 
 def store_is_complete(url: str, expected: dict | None = None) -> bool:
     """A complete store at ``url`` that was extracted with the ``expected`` settings (a store made
-    otherwise at the same place, e.g. with other layers, is not this run's: extracting it again
-    refuses it in one line instead of reading it silently). ``layers: "all"`` means every layer."""
-    from actstore.extract import recorded_identity
+    otherwise at the same place, e.g. with other layers, is not this run's: see ``store_conflict``).
+    ``layers: "all"`` means every layer."""
+    store = find_store(url)
+    return store is not None and bool(store.meta.get("complete")) and not _differing_settings(store, expected or {})
 
+
+def store_conflict(url: str, expected: dict) -> str | None:
+    """How a complete store at ``url`` differs from the ``expected`` settings, or None (no store, or the same)."""
     store = find_store(url)
     if store is None or not store.meta.get("complete"):
-        return False
+        return None
+    differing = _differing_settings(store, expected)
+    return "; ".join(f"{key}: stored {found!r}, this run {wanted!r}" for key, (found, wanted) in differing.items()) or None
+
+
+def _differing_settings(store, expected: dict) -> dict[str, tuple]:
+    from actstore.extract import recorded_identity
+
     identity = recorded_identity(store)
-    for key, value in (expected or {}).items():
+    differing = {}
+    for key, value in expected.items():
         if key == "layers" and value == "all":
             value = list(range(int(store.meta.get("model_n_blocks", -1)) + 1))
         if identity.get(key) != value:
-            return False
-    return True
+            differing[key] = (identity.get(key), value)
+    return differing
 
 
 def recorded_data(where: str | Path) -> DataFingerprints | None:

@@ -42,6 +42,7 @@ class Evaluation:
     rms_calibration_error: float | None = None
     outcomes: ExampleOutcomes | None = None  # per example: what a bootstrap resamples
     validation_pairs: int | None = None  # pairs of the validation split that chose the layer
+    compute_dtype: str | None = None  # what the model computed in: the scored stores', or the live model's
 
     @property
     def key(self) -> str:

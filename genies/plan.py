@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 
 import registry
 from actstore.common import UserError, default_store_root
+from actstore.compute_dtype import COMPUTE_DTYPE_HELP, ComputeDtype
 from actstore.locations import store_url
 from actstore.placement import Placement
 from actstore.roots import checked_store_root
@@ -67,6 +68,9 @@ class RunConfig(Placement):
     seed: int = setting(0, "Seeds every sampled choice (validation splits, fits, bootstrap, few-shot shots).")
     prompt_format: PromptFormat = setting("raw", "chat: prompts as a user turn in the model's chat template (stores, "
                                                  "fine-tuning, few-shot).")
+    compute_dtype: ComputeDtype = setting("auto", COMPUTE_DTYPE_HELP + " For extraction and the live methods. With auto, "
+                                          "stores are reused whatever dtype made them (e.g. on a GPU); a named dtype "
+                                          "reuses only stores computed in it.")
 
     def __post_init__(self):
         check_choices(self)
@@ -82,15 +86,23 @@ class RunConfig(Placement):
             raise UserError(f"--limit must be at least 1, got {self.limit}")
         if self.mix_target < 0:
             raise UserError(f"--mix-target must be 0 or more, got {self.mix_target}")
+        if self.compute_dtype == "float16" and any(registry.get(m).kind is Kind.LIVE_TRAINED for m in self.methods):
+            raise UserError("--compute-dtype float16 is for extraction only: lora and prompt-tuning train in float32 "
+                            "or bfloat16")
         self.model_spec()  # unknown placements fail before any work
 
     def model_spec(self):
-        """The one model of the run, loaded once, in the compute dtype `actstore extract` picks by default
-        (so stores made by either are the same extraction)."""
+        """The one model of the run, loaded once, in ``--compute-dtype`` (auto: what `actstore extract` picks by
+        default, so stores made by either are the same extraction)."""
         from actstore.models import ModelSpec
 
-        return ModelSpec.requested(self.model, device_map=self.device_map, max_memory=self.max_memory,
-                                   offload_dir=self.offload_dir)
+        return ModelSpec.requested(self.model, compute_dtype=self.compute_dtype, device_map=self.device_map,
+                                   max_memory=self.max_memory, offload_dir=self.offload_dir)
+
+    @property
+    def training_precision(self) -> str:
+        """The live methods' training precision: that of the run's model (bf16 autocast over a bfloat16 base)."""
+        return "fp32" if self.model_spec().compute_dtype == "float32" else "bf16"
 
     @property
     def resolved_store_root(self) -> str:
@@ -319,7 +331,7 @@ def layer_tag(config: RunConfig, method: str) -> str:
     return config.layer_tag
 
 
-RESULT_SETTINGS = ("model", "limit", "seed", "data_dir", "prompt_format")
+RESULT_SETTINGS = ("model", "limit", "seed", "data_dir", "prompt_format", "compute_dtype")
 
 
 def check_reusable(recorded: dict, config: RunConfig) -> None:

@@ -102,7 +102,8 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
     return lines + [""]
 
 
-def _run_lines(run_dir: Path, info: dict, rows: Sequence[ResultRow], bootstrap: RunBootstrap) -> list[str]:
+def _run_lines(run_dir: Path, info: dict, rows: Sequence[ResultRow],
+               evaluations: Mapping[tuple[str, str, str], RowEvaluations] | None, bootstrap: RunBootstrap) -> list[str]:
     lines = ["# GENIES run report", ""]
     for key in ("command", "model", "manifest"):  # each run's start and wall time: the history below
         if key in info:
@@ -116,7 +117,7 @@ def _run_lines(run_dir: Path, info: dict, rows: Sequence[ResultRow], bootstrap: 
     n_shifts = len({(r.source, r.target) for r in rows})
     lines += [f"- run directory: `{run_dir}`", f"- {n_shifts} shifts x {len(methods_in_order(rows))} methods "
               f"({len(rows)} rows of `results.csv`)", *_live_settings_lines(run_dir, methods_in_order(rows)),
-              _uncertainty_line(bootstrap), ""]
+              compute_dtype_line(evaluations, info.get("compute_dtype", "auto")), _uncertainty_line(bootstrap), ""]
     return lines
 
 
@@ -148,6 +149,23 @@ def _live_settings_lines(run_dir: Path, methods: Sequence[str]) -> list[str]:
                      f"{config['batch_size']} pairs, precision {config['precision']}, seed {config['seed']} "
                      f"({len(records)} training sets)")
     return lines
+
+
+def compute_dtype_line(evaluations: Mapping[tuple[str, str, str], RowEvaluations] | None, requested: str) -> str:
+    """What the model computed in for the evaluations behind the rows: one dtype, or a warning when they mix
+    (stores reused from extractions in another dtype: rounding alone moves per-shift accuracies)."""
+    found = {e.key: e.compute_dtype for row in (evaluations or {}).values()
+             for e in (row.generalization, row.source, row.zero_shot, row.target_tuned)}
+    counts: dict[str, int] = {}
+    for dtype in found.values():
+        counts[dtype or "not recorded"] = counts.get(dtype or "not recorded", 0) + 1
+    if not counts:
+        return f"- compute dtype: not known (no per-example evaluations kept; requested {requested})"
+    if len(counts) == 1:
+        return f"- compute dtype: {next(iter(counts))} for all {len(found)} evaluations (requested {requested})"
+    parts = ", ".join(f"{dtype} for {n}" for dtype, n in sorted(counts.items(), key=lambda item: -item[1]))
+    return (f"- compute dtype: **mixed** ({parts} of {len(found)} evaluations; requested {requested}): "
+            "rounding alone moves per-shift accuracies, so compare methods only within one dtype")
 
 
 def _uncertainty_line(bootstrap: RunBootstrap) -> str:
@@ -339,7 +357,7 @@ def report_from_rows(run_dir: Path, rows: Sequence[ResultRow],
     zero_shot_scatter(rows, bootstrap, correlation_interval, run_dir / SCATTER_FILE)
     method_bars(means, {m: p.generalization_accuracy for m, p in paper.items()}, run_dir / BARS_FILE,
                 resampled="shifts and examples" if bootstrap.example_level else "shifts only")
-    lines = _run_lines(run_dir, info, rows, bootstrap)
+    lines = _run_lines(run_dir, info, rows, evaluations, bootstrap)
     lines += _summary_lines(summaries, paper, bootstrap)
     lines += _counterpart_lines(methods_in_order(rows))
     lines += _difference_lines(bootstrap)

@@ -18,7 +18,8 @@ import registry
 from actstore.atomic import file_sha256
 from actstore.common import UserError
 from actstore.models import ModelOnDemand
-from genies.evaluations import ROW_OUTCOMES_FILE, filesystem_checks, load_evaluation, write_row_evaluations
+from genies.evaluations import (ROW_OUTCOMES_FILE, filesystem_checks, load_evaluation, store_conflict,
+                               write_row_evaluations)
 from genies.generalization import ResultRow, rows_with_evaluations
 from genies.plan import RESULT_SETTINGS, Plan, RunConfig, build_plan, check_reusable, training_set_for
 from genies.report import Report, report_from_rows
@@ -75,6 +76,7 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     write_run_info(out, settings, {})  # settings first, so a crashed run is not mixed with others
 
     plan = build_plan(config, shifts, filesystem_checks(config.data_dir, store_settings(config)))
+    _refuse_other_extractions(plan)
     plan_lines = plan.summary_lines()
     for line in plan_lines:
         log(line)
@@ -99,6 +101,17 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     log(f"wrote {out / RESULTS_FILE} ({len(rows)} rows) and {report.path} in {wall:.1f}s")
     return RunSummary(out, plan_lines, rows, report, work.stores, work.fits, work.evaluations, work.model_loads, wall,
                       work.chosen_layers)
+
+
+def _refuse_other_extractions(plan: Plan) -> None:
+    """Before any model work: a store to extract where a complete store made with other settings lies (another
+    --compute-dtype, layers, ...) is refused; a store stale only in its data file is extracted again over it."""
+    expected = store_settings(plan.config)
+    for step in plan.stores_to_extract:
+        conflict = None if step.stale else store_conflict(step.url, expected)
+        if conflict:
+            raise UserError(f"{step.url}: holds an extraction made with other settings ({conflict}); use another "
+                            "--store-root, or delete the store to extract it again")
 
 
 @dataclass

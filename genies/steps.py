@@ -33,8 +33,9 @@ VALIDATION_PAIRS = "validation_pairs"  # probe config: pairs of the validation s
 def store_settings(config: RunConfig) -> dict:
     """The settings of the stores ``extract_stores`` makes: a store is reused only when made with them."""
     defaults = extraction.ExtractConfig(model=config.model, datasets=("any",))
+    named_dtype = {} if config.compute_dtype == "auto" else {"compute_dtype": config.compute_dtype}
     return {"layers": "all", "limit": config.limit, "prompt_format": config.prompt_format, "dtype": defaults.dtype,
-            "site": defaults.site, "skip_bad": defaults.skip_bad, "quantization": None}
+            "site": defaults.site, "skip_bad": defaults.skip_bad, "quantization": None, **named_dtype}
 
 
 def extract_stores(config: RunConfig, steps: list[StoreStep], model: ModelOnDemand, log: Log, *,
@@ -53,7 +54,8 @@ def extract_stores(config: RunConfig, steps: list[StoreStep], model: ModelOnDema
             extraction.ExtractConfig(model=config.model, datasets=(dataset,), splits=(split,), views=views,
                                      layers="all", limit=config.limit, out=config.resolved_store_root,
                                      data_dir=config.data_dir, overwrite=bool(stale), progress=progress,
-                                     prompt_format=config.prompt_format, device_map=config.device_map,
+                                     prompt_format=config.prompt_format, compute_dtype=config.compute_dtype,
+                                     device_map=config.device_map,
                                      max_memory=config.max_memory, offload_dir=config.offload_dir),
             loaded=model.get())
         computed = [result for result in results if result.sequences_computed]
@@ -204,7 +206,8 @@ def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, mo
         dataset, data_dir, limit = _live_training_data(config, step.training, mixed_data_dir)
         result = train_reward_model(TrainConfig(method=step.method, model=config.model, dataset=dataset,
                                                 data_dir=data_dir, out=str(step.path), limit=limit, seed=config.seed,
-                                                prompt_format=config.prompt_format),
+                                                prompt_format=config.prompt_format,
+                                                precision=config.training_precision),
                                     progress=False, loaded=model.get(), seal={"data": step.data})
         log(f"    {result.steps} steps, loss {result.mean_loss('first'):.3f} -> {result.mean_loss('last'):.3f}, "
             f"{result.total_seconds:.0f}s")
@@ -245,10 +248,11 @@ def _evaluate(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingS
         # No per-evaluation CI: results.csv and the report bootstrap the kept per-example outcomes instead.
         metrics, outcomes = probe.score_with_outcomes(test, n_bootstrap=0, seed=config.seed)
         return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, metrics,
-                                       probe.fitted.params.get("layer"), outcomes, probe.notes_.get(VALIDATION_PAIRS))
+                                       probe.fitted.params.get("layer"), outcomes, probe.notes_.get(VALIDATION_PAIRS),
+                                       compute_dtype=(test.meta.get("identity") or {}).get("compute_dtype"))
     result = _live_result(config, step, fits, model)
     return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, result.metrics,
-                                   outcomes=result.outcomes)
+                                   outcomes=result.outcomes, compute_dtype=model.get().compute_dtype)
 
 
 def _live_result(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path], model: ModelOnDemand):

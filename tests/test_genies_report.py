@@ -152,3 +152,20 @@ def test_cli_compare_prints_correlations(tmp_path):
     write_results(tmp_path / "d" / "results.csv", [r for r in synthetic_rows() if r.method == "lat"][:1])
     disjoint = CliRunner().invoke(genies, ["compare", str(tmp_path / "c"), str(tmp_path / "d")])
     assert disjoint.exit_code == 2 and "share no" in disjoint.output
+
+
+def test_compute_dtype_line_names_one_dtype_and_flags_a_mix():
+    from genies.generalization import Evaluation, RowEvaluations
+    from genies.report import compute_dtype_line
+
+    def row(dtypes):
+        return RowEvaluations(*(Evaluation("mms", "a", tested, 0.5, compute_dtype=dtype)
+                                for tested, dtype in zip(("b", "a", "c", "d"), dtypes)))
+
+    same = {("a", "b", "mms"): row(["bfloat16"] * 4)}
+    assert compute_dtype_line(same, "auto") == "- compute dtype: bfloat16 for all 4 evaluations (requested auto)"
+    mixed = {("a", "b", "mms"): row(["bfloat16", "float32", "float32", None])}
+    line = compute_dtype_line(mixed, "auto")
+    assert line.startswith("- compute dtype: **mixed** (float32 for 2, bfloat16 for 1, not recorded for 1 of 4 ")
+    assert "compare methods only within one dtype" in line
+    assert compute_dtype_line(None, "float32").startswith("- compute dtype: not known")

@@ -244,3 +244,39 @@ def test_lat_stim_1_runs_from_the_plain_stores(benchmark, first_run):
     mms_pairs = {r.source: r.validation_pairs for r in first_run.rows if r.method == "mms"}
     assert all(r.validation_pairs == mms_pairs[r.source] for r in rows)  # its top-k layers: the same split
     assert "| lat-stim-1 | lat_stim_1 | yes |" in (summary.run_dir / "report.md").read_text()
+
+
+def test_named_compute_dtype_refuses_stores_of_another_and_reports_its_own(benchmark, first_run, monkeypatch):
+    """With --compute-dtype named, stores computed in another dtype are refused in one line before any model work
+    (auto reuses them); in a store root of its own the run extracts in that dtype and its report says so."""
+    root, _ = benchmark
+    made_in = json.loads(next((root / "stores").rglob("zarr.json")).read_text())["attributes"]["identity"]["compute_dtype"]
+    other = "float32" if made_in == "bfloat16" else "bfloat16"
+    assert f"- compute dtype: {made_in} for all " in (first_run.run_dir / "report.md").read_text()
+
+    def no_model_work(*args, **kwargs):
+        raise AssertionError("a refused run did model work")
+
+    monkeypatch.setattr(actstore.models, "load_model", no_model_work)
+    with pytest.raises(UserError, match=rf"holds an extraction made with other settings \(compute_dtype: stored "
+                                        rf"'{made_in}', this run '{other}'\); use another --store-root"):
+        run_benchmark(config_for(benchmark, compute_dtype=other, out=root / "other-dtype"), log=lambda line: None)
+    with pytest.raises(UserError, match=rf"compute_dtype '{made_in}' \(now '{other}'\)"):
+        run_benchmark(config_for(benchmark, compute_dtype=other), log=lambda line: None)
+    monkeypatch.undo()
+
+    summary = run_benchmark(config_for(benchmark, methods=("zero-shot", "mms"), compute_dtype=other,
+                                       store_root=str(root / f"stores-{other}"), out=root / "other-dtype"),
+                            log=lambda line: None)
+    stores = list((root / f"stores-{other}").rglob("*.plain.zarr"))
+    assert summary.stores_extracted == len(stores) > 0
+    assert {json.loads((s / "zarr.json").read_text())["attributes"]["identity"]["compute_dtype"] for s in stores} == {other}
+    assert f"- compute dtype: {other} for all " in (summary.run_dir / "report.md").read_text()
+
+
+def test_float16_compute_is_for_extraction_only():
+    with pytest.raises(UserError, match="--compute-dtype float16 is for extraction only"):
+        RunConfig(model="tiny-random", methods=("zero-shot", "lora"), compute_dtype="float16")
+    RunConfig(model="tiny-random", methods=("zero-shot", "mms", "few-shot"), compute_dtype="float16")
+    assert RunConfig(model="tiny-random", compute_dtype="float32").training_precision == "fp32"
+    assert RunConfig(model="tiny-random", compute_dtype="bfloat16").training_precision == "bf16"
