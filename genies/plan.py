@@ -68,6 +68,9 @@ class RunConfig(Placement):
     seed: int = setting(0, "Seeds every sampled choice (validation splits, fits, bootstrap, few-shot shots).")
     prompt_format: PromptFormat = setting("raw", "chat: prompts as a user turn in the model's chat template (stores, "
                                                  "fine-tuning, few-shot).")
+    train_max_tokens: int = setting(8192, "lora / prompt-tuning: most padded tokens per forward/backward pass (a "
+                                          "step's pairs run in several passes, gradients summed); lower it when "
+                                          "training runs out of memory.")
     compute_dtype: ComputeDtype = setting("auto", COMPUTE_DTYPE_HELP + " For extraction and the live methods. With auto, "
                                           "stores are reused whatever dtype made them (e.g. on a GPU); a named dtype "
                                           "reuses only stores computed in it.")
@@ -84,6 +87,8 @@ class RunConfig(Placement):
             raise UserError(f"--layer must be a layer number or 'best', got {self.layer!r}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1, got {self.limit}")
+        if self.train_max_tokens < 1:
+            raise UserError(f"--train-max-tokens must be at least 1, got {self.train_max_tokens}")
         if self.mix_target < 0:
             raise UserError(f"--mix-target must be 0 or more, got {self.mix_target}")
         if self.compute_dtype == "float16" and any(registry.get(m).kind is Kind.LIVE_TRAINED for m in self.methods):

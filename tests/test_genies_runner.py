@@ -261,7 +261,7 @@ def test_named_compute_dtype_refuses_stores_of_another_and_reports_its_own(bench
     with pytest.raises(UserError, match=rf"holds an extraction made with other settings \(compute_dtype: stored "
                                         rf"'{made_in}', this run '{other}'\); use another --store-root"):
         run_benchmark(config_for(benchmark, compute_dtype=other, out=root / "other-dtype"), log=lambda line: None)
-    with pytest.raises(UserError, match=rf"compute_dtype '{made_in}' \(now '{other}'\)"):
+    with pytest.raises(UserError, match=rf"compute_dtype 'auto' \(now '{other}'\)"):
         run_benchmark(config_for(benchmark, compute_dtype=other), log=lambda line: None)
     monkeypatch.undo()
 
@@ -280,3 +280,26 @@ def test_float16_compute_is_for_extraction_only():
     RunConfig(model="tiny-random", methods=("zero-shot", "mms", "few-shot"), compute_dtype="float16")
     assert RunConfig(model="tiny-random", compute_dtype="float32").training_precision == "fp32"
     assert RunConfig(model="tiny-random", compute_dtype="bfloat16").training_precision == "bf16"
+
+
+def test_live_training_takes_the_runs_pass_budget_and_precision(tmp_path, monkeypatch):
+    import finetune.train
+    from genies.plan import FitStep, TrainingSet
+
+    seen = []
+
+    class Trained:
+        steps, total_seconds = 1, 0.0
+
+        def mean_loss(self, which):
+            return 0.5
+
+    monkeypatch.setattr(finetune.train, "train_reward_model", lambda config, **kwargs: seen.append(config) or Trained())
+    config = RunConfig(model="tiny-random", methods=("lora",), train_max_tokens=1024, compute_dtype="float32",
+                       out=tmp_path / "run")
+    step = FitStep("lora", TrainingSet("easy"), tmp_path / "run" / "fits" / "lora" / "easy", False)
+    genies.steps.train_live(config, [step], tmp_path / "mixed", model=type("Model", (), {"get": lambda self: None})(),
+                            log=lambda line: None)
+    assert [(c.max_tokens, c.precision, c.dataset) for c in seen] == [(1024, "fp32", "easy")]
+    with pytest.raises(UserError, match="--train-max-tokens must be at least 1"):
+        RunConfig(model="tiny-random", train_max_tokens=0)
