@@ -161,6 +161,8 @@ def compute_dtype_line(evaluations: Mapping[tuple[str, str, str], RowEvaluations
         counts[dtype or "not recorded"] = counts.get(dtype or "not recorded", 0) + 1
     if not counts:
         return f"- compute dtype: not known (no per-example evaluations kept; requested {requested})"
+    if set(counts) == {"not recorded"}:
+        return f"- compute dtype: not recorded (evaluations made before it was; requested {requested})"
     if len(counts) == 1:
         return f"- compute dtype: {next(iter(counts))} for all {len(found)} evaluations (requested {requested})"
     parts = ", ".join(f"{dtype} for {n}" for dtype, n in sorted(counts.items(), key=lambda item: -item[1]))

@@ -169,3 +169,5 @@ def test_compute_dtype_line_names_one_dtype_and_flags_a_mix():
     assert line.startswith("- compute dtype: **mixed** (float32 for 2, bfloat16 for 1, not recorded for 1 of 4 ")
     assert "compare methods only within one dtype" in line
     assert compute_dtype_line(None, "float32").startswith("- compute dtype: not known")
+    old = {("a", "b", "mms"): row([None] * 4)}
+    assert compute_dtype_line(old, "auto").startswith("- compute dtype: not recorded (evaluations made before")
