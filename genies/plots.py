@@ -22,19 +22,24 @@ def _error(estimate: float, found: Interval) -> tuple[float, float]:
     return max(estimate - found.low, 0.0), max(found.high - estimate, 0.0)
 
 
+COLORS_IN_CYCLE = 10  # matplotlib's default color cycle: the 11th method takes the 1st color, with another marker
+MARKERS = ("o", "s", "^", "D")
+
+
 def zero_shot_scatter(rows: Sequence[ResultRow], bootstrap: RunBootstrap, correlation: Interval, path: Path) -> Path:
     """Generalization vs zero-shot accuracy, one point per shift x method (zero-shot left out), each with its
     per-shift intervals on both axes and its shift number (as in the report's per-shift table)."""
     fig, ax = plt.subplots(figsize=(7, 6.3))
     shifts = list(dict.fromkeys(r.shift for r in rows))
     methods = list(dict.fromkeys(r.method for r in rows if r.method != ZERO_SHOT))
-    for method in methods:
+    for index, method in enumerate(methods):
         mine = [r for r in rows if r.method == method]
         x, y = [r.zero_shot_accuracy for r in mine], [r.generalization_accuracy for r in mine]
         xerr = list(zip(*(_error(r.zero_shot_accuracy, bootstrap.row_interval(r, "zero_shot_accuracy")) for r in mine)))
         yerr = list(zip(*(_error(r.generalization_accuracy, bootstrap.row_interval(r, "generalization_accuracy"))
                           for r in mine)))
-        bars = ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=3.5, lw=0.6, alpha=0.75, capsize=0, label=method)
+        marker = MARKERS[index // COLORS_IN_CYCLE % len(MARKERS)]
+        bars = ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=marker, ms=3.5, lw=0.6, alpha=0.75, capsize=0, label=method)
         for r, xi, yi in zip(mine, x, y):
             ax.annotate(str(shifts.index(r.shift) + 1), (xi, yi), xytext=(2, 2), textcoords="offset points",
                         fontsize=5, color=bars.lines[0].get_color())
