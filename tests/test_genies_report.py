@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +172,18 @@ def test_compute_dtype_line_names_one_dtype_and_flags_a_mix():
     assert compute_dtype_line(None, "float32").startswith("- compute dtype: not known")
     old = {("a", "b", "mms"): row([None] * 4)}
     assert compute_dtype_line(old, "auto").startswith("- compute dtype: not recorded (evaluations made before")
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (Path(__file__).parent.parent / "docs").glob("example-*")))
+def test_shipped_example_runs_are_the_files_their_run_wrote(example):
+    """results.csv matches run.json's checksum, outcomes.json its seal, and every row has its evaluations."""
+    from genies.evaluations import read_row_evaluations
+
+    run_dir = Path(__file__).parent.parent / "docs" / example
+    assert json.loads((run_dir / "run.json").read_text())["results_sha256"]
+    rows = load_run(run_dir)
+    evaluations = read_row_evaluations(run_dir)
+    assert rows and evaluations is not None
+    assert {(r.source, r.target, r.method) for r in rows} == set(evaluations)
+    assert all(row.generalization.accuracy == pytest.approx(r.generalization_accuracy)
+               for r in rows for row in [evaluations[(r.source, r.target, r.method)]])
