@@ -257,7 +257,8 @@ def test_genies_run_does_not_reuse_a_store_made_with_other_settings(tmp_path):
     by_hand = ["extract", "--model", "tiny-random", "--dataset", "easy", "--split", "train", "--data-dir",
                str(tmp_path / "data"), "--out", str(tmp_path / "stores"), "--layers", "0,2", "--no-progress"]
     assert CliRunner().invoke(actstore, by_hand).exit_code == 0
-    with pytest.raises(UserError, match=r"train.plain.zarr: holds a different extraction \(layers: stored \[0, 2\]"):
+    with pytest.raises(UserError, match=r"train.plain.zarr: holds an extraction made with other settings \(layers: "
+                                        r"stored \[0, 2\], this run \[0, 1, 2, 3, 4\]\); use another --store-root"):
         run(tmp_path)
 
 
