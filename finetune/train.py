@@ -125,16 +125,20 @@ class TrainResult:
     peak_gpu_bytes: int | None = None  # peak memory torch allocated on the GPUs; None without one
     is_main_process: bool = True  # under `accelerate launch`, only the main process reports
 
-    def mean_loss(self, which: str, fraction: float = 0.2) -> float:
-        """Mean loss over the first or last ``fraction`` of the steps (single steps are noisy)."""
-        k = max(1, int(len(self.losses) * fraction))
-        window = self.losses[:k] if which == "first" else self.losses[-k:]
-        return float(sum(window) / len(window))
+    def mean_loss(self, which: str) -> float:
+        return mean_loss(self.losses, which)
 
     def as_dict(self) -> dict:
         record = {**asdict(self), "out_dir": str(self.out_dir)}
         del record["is_main_process"]
         return record
+
+
+def mean_loss(losses: list[float], which: str, fraction: float = 0.2) -> float:
+    """Mean loss over the first or last ``fraction`` of the steps (single steps are noisy)."""
+    k = max(1, int(len(losses) * fraction))
+    window = losses[:k] if which == "first" else losses[-k:]
+    return float(sum(window) / len(window))
 
 
 def default_steps(n_pairs: int, pairs_per_step: int) -> int:

@@ -68,6 +68,8 @@ class RunConfig(Placement):
     seed: int = setting(0, "Seeds every sampled choice (validation splits, fits, bootstrap, few-shot shots).")
     prompt_format: PromptFormat = setting("raw", "chat: prompts as a user turn in the model's chat template (stores, "
                                                  "fine-tuning, few-shot).")
+    train_steps: int | None = setting(None, "lora / prompt-tuning: optimizer steps per training set (default: "
+                                            "finetune's, about 3 epochs of the training set, at most 150).")
     train_max_tokens: int = setting(8192, "lora / prompt-tuning: most padded tokens per forward/backward pass (a "
                                           "step's pairs run in several passes, gradients summed); lower it when "
                                           "training runs out of memory.")
@@ -87,6 +89,8 @@ class RunConfig(Placement):
             raise UserError(f"--layer must be a layer number or 'best', got {self.layer!r}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1, got {self.limit}")
+        if self.train_steps is not None and self.train_steps < 1:
+            raise UserError(f"--train-steps must be at least 1, got {self.train_steps}")
         if self.train_max_tokens < 1:
             raise UserError(f"--train-max-tokens must be at least 1, got {self.train_max_tokens}")
         if self.mix_target < 0:
@@ -336,12 +340,18 @@ def layer_tag(config: RunConfig, method: str) -> str:
     return config.layer_tag
 
 
-RESULT_SETTINGS = ("model", "limit", "seed", "data_dir", "prompt_format", "compute_dtype")
+RESULT_SETTINGS = ("model", "limit", "seed", "data_dir", "prompt_format", "compute_dtype", "train_steps")
+# Settings a RUN_DIR made before they existed was made with: such a run is refused a different value too.
+SETTINGS_ADDED_LATER = {"prompt_format": "raw", "compute_dtype": "auto", "train_steps": None}
 
 
 def check_reusable(recorded: dict, config: RunConfig) -> None:
     """Refuse to mix into RUN_DIR results made with other settings (stale fits and evaluations)."""
-    differing = [name for name in RESULT_SETTINGS if name in recorded and recorded[name] != getattr(config, name)]
+    if not recorded:
+        return
+    found = {name: recorded.get(name, SETTINGS_ADDED_LATER.get(name)) for name in RESULT_SETTINGS
+             if name in recorded or name in SETTINGS_ADDED_LATER}
+    differing = [name for name, value in found.items() if value != getattr(config, name)]
     if differing:
-        what = ", ".join(f"{n} {recorded[n]!r} (now {getattr(config, n)!r})" for n in differing)
+        what = ", ".join(f"{n} {found[n]!r} (now {getattr(config, n)!r})" for n in differing)
         raise UserError(f"{config.out}: made with different settings: {what}; use another --out")

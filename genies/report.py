@@ -148,7 +148,26 @@ def _live_settings_lines(run_dir: Path, methods: Sequence[str]) -> list[str]:
                      f"{'-'.join(map(str, (steps[0], steps[-1]) if len(steps) > 1 else steps))} steps of "
                      f"{config['batch_size']} pairs, precision {config['precision']}, seed {config['seed']} "
                      f"({len(records)} training sets)")
+        lines += barely_trained_lines(method, [r["result"]["losses"] for r in records])
     return lines
+
+
+CHANCE_LOSS = math.log(2)  # the pair loss of a reward model that prefers neither response
+BARELY_TRAINED_MARGIN = 0.03  # a final training loss within this of chance: the adapter has hardly learned
+
+
+def barely_trained_lines(method: str, losses: Sequence[list[float]]) -> list[str]:
+    """A warning when a live method's final training loss (last 20% of steps) stayed near chance on some sets."""
+    from finetune.train import mean_loss
+
+    final = [mean_loss(run, "last") for run in losses if run]
+    barely = [loss for loss in final if loss > CHANCE_LOSS - BARELY_TRAINED_MARGIN]
+    if not barely:
+        return []
+    return [f"- **warning: {method} barely trained on {len(barely)} of {len(final)} training sets**: their final "
+            f"training loss is {min(barely):.3f}-{max(barely):.3f}, within {BARELY_TRAINED_MARGIN} of chance "
+            f"(ln 2 = {CHANCE_LOSS:.3f}); its comparisons with other methods say little there. Train longer "
+            "(`--train-steps`)."]
 
 
 def compute_dtype_line(evaluations: Mapping[tuple[str, str, str], RowEvaluations] | None, requested: str) -> str:

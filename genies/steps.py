@@ -208,7 +208,7 @@ def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, mo
                                                 data_dir=data_dir, out=str(step.path), limit=limit, seed=config.seed,
                                                 prompt_format=config.prompt_format,
                                                 precision=config.training_precision,
-                                                max_tokens=config.train_max_tokens),
+                                                steps=config.train_steps, max_tokens=config.train_max_tokens),
                                     progress=False, loaded=model.get(), seal={"data": step.data})
         log(f"    {result.steps} steps, loss {result.mean_loss('first'):.3f} -> {result.mean_loss('last'):.3f}, "
             f"{result.total_seconds:.0f}s")

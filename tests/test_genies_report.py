@@ -187,3 +187,13 @@ def test_shipped_example_runs_are_the_files_their_run_wrote(example):
     assert {(r.source, r.target, r.method) for r in rows} == set(evaluations)
     assert all(row.generalization.accuracy == pytest.approx(r.generalization_accuracy)
                for r in rows for row in [evaluations[(r.source, r.target, r.method)]])
+
+
+def test_a_live_method_whose_loss_stayed_near_chance_is_flagged():
+    from genies.report import barely_trained_lines
+
+    learned, stuck = [0.693, 0.6, 0.45, 0.3, 0.2, 0.1], [0.693, 0.693, 0.692, 0.69, 0.689, 0.68]
+    assert barely_trained_lines("prompt-tuning", [learned, learned]) == []
+    (line,) = barely_trained_lines("lora", [learned, stuck, stuck])
+    assert line.startswith("- **warning: lora barely trained on 2 of 3 training sets**: their final training loss is "
+                           "0.680-0.680, within 0.03 of chance (ln 2 = 0.693)")

@@ -282,7 +282,7 @@ def test_float16_compute_is_for_extraction_only():
     assert RunConfig(model="tiny-random", compute_dtype="bfloat16").training_precision == "bf16"
 
 
-def test_live_training_takes_the_runs_pass_budget_and_precision(tmp_path, monkeypatch):
+def test_live_training_takes_the_runs_steps_pass_budget_and_precision(tmp_path, monkeypatch):
     import finetune.train
     from genies.plan import FitStep, TrainingSet
 
@@ -295,11 +295,23 @@ def test_live_training_takes_the_runs_pass_budget_and_precision(tmp_path, monkey
             return 0.5
 
     monkeypatch.setattr(finetune.train, "train_reward_model", lambda config, **kwargs: seen.append(config) or Trained())
-    config = RunConfig(model="tiny-random", methods=("lora",), train_max_tokens=1024, compute_dtype="float32",
-                       out=tmp_path / "run")
+    config = RunConfig(model="tiny-random", methods=("lora",), train_max_tokens=1024, train_steps=3,
+                       compute_dtype="float32", out=tmp_path / "run")
     step = FitStep("lora", TrainingSet("easy"), tmp_path / "run" / "fits" / "lora" / "easy", False)
     genies.steps.train_live(config, [step], tmp_path / "mixed", model=type("Model", (), {"get": lambda self: None})(),
                             log=lambda line: None)
-    assert [(c.max_tokens, c.precision, c.dataset) for c in seen] == [(1024, "fp32", "easy")]
+    assert [(c.max_tokens, c.steps, c.precision, c.dataset) for c in seen] == [(1024, 3, "fp32", "easy")]
     with pytest.raises(UserError, match="--train-max-tokens must be at least 1"):
         RunConfig(model="tiny-random", train_max_tokens=0)
+
+
+def test_a_run_dir_made_before_a_setting_existed_refuses_another_value_of_it(tmp_path):
+    """run.json without compute_dtype / train_steps was made with their defaults: another value is refused."""
+    from genies.plan import check_reusable
+
+    recorded = {"model": "tiny-random", "limit": None, "seed": 0, "data_dir": None}
+    check_reusable(recorded, RunConfig(model="tiny-random", out=tmp_path))
+    for setting, value in (("compute_dtype", "float32"), ("train_steps", 30), ("prompt_format", "chat")):
+        with pytest.raises(UserError, match=rf"made with different settings: {setting} .* \(now {value!r}\)"):
+            check_reusable(recorded, RunConfig(model="tiny-random", out=tmp_path, **{setting: value}))
+    check_reusable({}, RunConfig(model="other", out=tmp_path))  # a new run directory
