@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -175,16 +176,14 @@ def compute_dtype_line(evaluations: Mapping[tuple[str, str, str], RowEvaluations
     (stores reused from extractions in another dtype: rounding alone moves per-shift accuracies)."""
     found = {e.key: e.compute_dtype for row in (evaluations or {}).values()
              for e in (row.generalization, row.source, row.zero_shot, row.target_tuned)}
-    counts: dict[str, int] = {}
-    for dtype in found.values():
-        counts[dtype or "not recorded"] = counts.get(dtype or "not recorded", 0) + 1
+    counts = Counter(dtype or "not recorded" for dtype in found.values())
     if not counts:
         return f"- compute dtype: not known (no per-example evaluations kept; requested {requested})"
     if set(counts) == {"not recorded"}:
         return f"- compute dtype: not recorded (evaluations made before it was; requested {requested})"
     if len(counts) == 1:
         return f"- compute dtype: {next(iter(counts))} for all {len(found)} evaluations (requested {requested})"
-    parts = ", ".join(f"{dtype} for {n}" for dtype, n in sorted(counts.items(), key=lambda item: -item[1]))
+    parts = ", ".join(f"{dtype} for {n}" for dtype, n in counts.most_common())
     return (f"- compute dtype: **mixed** ({parts} of {len(found)} evaluations; requested {requested}): "
             "rounding alone moves per-shift accuracies, so compare methods only within one dtype")
 
