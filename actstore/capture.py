@@ -1,13 +1,14 @@
 """Forward hooks that keep only the last real token of each row, and stop the pass early.
 
-The model's own ``forward`` builds the causal mask and rotary embeddings; these hooks only
-read what passes through its modules (see ``DecoderParts``), so any LLaMA-family model of
-transformers works without copying its code:
+The model's own ``forward`` builds the causal mask and position embeddings; these hooks only
+read what passes through its modules (see ``DecoderParts``; ``actstore.families`` lists the
+supported families), so no model's code is copied:
 
 - layer 0 (embeddings): the input of block 0 (a forward pre-hook, so that models that scale
   their embeddings inside ``forward`` are read after the scaling);
 - layer l >= 1: the output of block l-1;
-- heads of layer l: the input of block l-1's ``o_proj``, split into heads;
+- heads of layer l: the input of block l-1's attention output projection (``o_proj``, ``dense``,
+  ``c_proj``), split into heads;
 - the final norm: the output of the model's last norm.
 
 When the deepest requested layer is not the last one, the hook that reads it raises
@@ -28,15 +29,21 @@ class StopForward(Exception):
 
 @dataclass(frozen=True)
 class DecoderParts:
-    body: torch.nn.Module  # the decoder (LlamaModel): embeddings, blocks, final norm
+    causal_lm: torch.nn.Module  # the transformers causal LM (its forward turns final hidden states into logits)
+    body: torch.nn.Module  # the decoder (LlamaModel, GPT2Model, ...): embeddings, blocks, final norm
     blocks: torch.nn.ModuleList
     norm: torch.nn.Module
-    lm_head: torch.nn.Module
+    attention_outputs: tuple[torch.nn.Module, ...]  # per block, the projection of its merged heads
 
     @classmethod
     def of(cls, causal_lm: torch.nn.Module) -> "DecoderParts":
-        body = causal_lm.get_decoder() if hasattr(causal_lm, "get_decoder") else causal_lm.model
-        return cls(body=body, blocks=body.layers, norm=body.norm, lm_head=causal_lm.get_output_embeddings())
+        from actstore.families import family_of
+
+        family = family_of(causal_lm.config)
+        body = causal_lm.get_decoder()
+        blocks = next(module for module in body.children() if isinstance(module, torch.nn.ModuleList))
+        return cls(causal_lm=causal_lm, body=body, blocks=blocks, norm=getattr(body, family.final_norm),
+                   attention_outputs=tuple(block.get_submodule(family.attention_output) for block in blocks))
 
     @property
     def n_blocks(self) -> int:
@@ -52,10 +59,10 @@ class DecoderParts:
 
     @functools.cached_property
     def loglik_head(self):
-        """The LM head in float32 for log-likelihoods (``actstore.forward.Float32Head``), made once."""
-        from actstore.forward import Float32Head
+        """The model's own logits in float32 for log-likelihoods (``actstore.logits.ModelLogits``), made once."""
+        from actstore.logits import ModelLogits
 
-        return Float32Head(self.lm_head)
+        return ModelLogits(self.causal_lm)
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,7 @@ class LastTokenCapture:
             else:
                 self._add(blocks[layer - 1].register_forward_hook(self._block_output_hook(layer)))
         for layer in plan.head_layers:
-            self._add(blocks[layer - 1].self_attn.o_proj.register_forward_pre_hook(self._heads_hook(layer)))
+            self._add(self.parts.attention_outputs[layer - 1].register_forward_pre_hook(self._heads_hook(layer)))
         if plan.final_norm:
             self._add(self.parts.norm.register_forward_hook(self._final_norm_hook))
         return self

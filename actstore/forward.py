@@ -9,6 +9,7 @@ import torch
 
 from actstore.batching import PaddedBatch
 from actstore.capture import DecoderParts, LastTokenCapture, StopForward
+from actstore.logits import ModelLogits
 from actstore.stage_clock import StageClock
 
 # Rows of LM-head logits computed at once: bounds the (rows, vocab) float32 block to ~16 MB (~85 rows of a 49k vocabulary: still a good matmul).
@@ -65,7 +66,7 @@ def collect(capture: LastTokenCapture, batch: PaddedBatch, loglik: np.ndarray | 
 
 
 def continuation_loglik(final_hidden: torch.Tensor, input_ids: torch.Tensor, offsets: torch.Tensor,
-                        prompt_lengths: torch.Tensor, lengths: torch.Tensor, head: Float32Head) -> np.ndarray:
+                        prompt_lengths: torch.Tensor, lengths: torch.Tensor, head: ModelLogits) -> np.ndarray:
     """Sum over continuation tokens of log p(token | everything before it), per row.
 
     The token at column ``c`` is predicted from the hidden state at ``c - 1``; only those
@@ -77,43 +78,11 @@ def continuation_loglik(final_hidden: torch.Tensor, input_ids: torch.Tensor, off
     return summed_token_logprobs(hidden, targets, rows, len(lengths), head)
 
 
-class Float32Head:
-    """The LM head in float32, whatever dtype the model computes in (the float32 weights are made once).
-
-    Logits are tens of nats and a log-likelihood is their small differences: rounded to bfloat16's 8
-    bits, each logit moves by up to ~0.1 nat, which summed over a response moved log-likelihoods by
-    up to a nat on the bundled model. The final hidden state stays in the model's dtype.
-    """
-
-    def __init__(self, lm_head: torch.nn.Module):
-        weight, bias = _materialized(lm_head, "weight"), _materialized(lm_head, "bias")
-        self.weight = weight.detach().float()  # the same tensor when the model is float32
-        self.bias = None if bias is None else bias.detach().float()
-
-    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.weight.device != hidden.device:  # a head placed on another device than the final hidden state
-            self.weight = self.weight.to(hidden.device)
-            self.bias = None if self.bias is None else self.bias.to(hidden.device)
-        return torch.nn.functional.linear(hidden.float(), self.weight, self.bias)
-
-
-def _materialized(module: torch.nn.Module, name: str) -> torch.Tensor | None:
-    """A parameter's values, also when accelerate offloaded them (the module then holds a meta
-    tensor and its hook the real one)."""
-    tensor = getattr(module, name, None)
-    if tensor is not None and tensor.device.type == "meta":
-        hook = getattr(module, "_hf_hook", None)
-        weights = getattr(hook, "weights_map", None)
-        if weights is None:
-            raise RuntimeError(f"the LM head's {name} is offloaded where it cannot be read")
-        tensor = weights[name]
-    return tensor
-
-
-def token_logprobs(hidden: torch.Tensor, targets: torch.Tensor, head: Float32Head) -> torch.Tensor:
-    """log p(target) from the final hidden state that predicts it, float32 log-softmax, float64 out."""
+def token_logprobs(hidden: torch.Tensor, targets: torch.Tensor, head: ModelLogits) -> torch.Tensor:
+    """log p(target) from the final hidden state that predicts it, float32 log-softmax of the model's
+    own logits, float64 out."""
     out = torch.empty(len(targets), dtype=torch.float64, device=hidden.device)
-    chunk = max(1, LOGIT_ELEMENTS_PER_CHUNK // head.weight.shape[0])
+    chunk = max(1, LOGIT_ELEMENTS_PER_CHUNK // head.vocab_size)
     for start in range(0, len(targets), chunk):
         logits = head(hidden[start:start + chunk])
         picked = logits.gather(1, targets[start:start + chunk, None])[:, 0]
@@ -122,7 +91,7 @@ def token_logprobs(hidden: torch.Tensor, targets: torch.Tensor, head: Float32Hea
 
 
 def summed_token_logprobs(hidden: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, n_rows: int,
-                          head: Float32Head) -> np.ndarray:
+                          head: ModelLogits) -> np.ndarray:
     """Per row, the sum of log p(target) from the final hidden state that predicts it."""
     totals = torch.zeros(n_rows, dtype=torch.float64, device=hidden.device)
     totals.index_add_(0, rows, token_logprobs(hidden, targets, head))

@@ -23,9 +23,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from actstore.attention_masks import decoder_attention_mask, new_cache
 from actstore.batching import EncodedSequence, pad_batch, position_ids_from_mask
 from actstore.capture import Captured, CapturePlan, DecoderParts, LastTokenCapture, StopForward
-from actstore.forward import BatchActivations, Float32Head, continuation_positions, token_logprobs
+from actstore.forward import BatchActivations, continuation_positions, token_logprobs
+from actstore.logits import ModelLogits
 from actstore.prefix_tree import PlannedPass, PrefixForest, ViewSequences, build_forest, plan_passes
 from actstore.stage_clock import StageClock
 
@@ -84,6 +86,7 @@ class TreePass:
     nodes: Sequence[int]  # node per row
     cache: object  # DynamicCache, row r = the tokens from the prompt down to node r
     mask: torch.Tensor  # (rows, width) attention mask of those tokens (padding in between)
+    positions: torch.Tensor  # (rows, width) each of those slots' position in its sequence
     lengths: torch.Tensor  # (rows,) real tokens down to the node
     last_hidden: torch.Tensor | None  # (rows, hidden) final hidden state at the node's last token (deep passes)
     loglik: torch.Tensor | None  # (rows,) float64, log-likelihood of the continuation tokens down to the node
@@ -143,24 +146,22 @@ class _TreeRunner:
             else self.deep_capture
 
     def prompt_pass(self, roots: Sequence[int]) -> TreePass:
-        from transformers import DynamicCache
-
         nodes = [self.forest.nodes[root] for root in roots]
         deep = any(node.deep for node in nodes)
         device = self.parts.input_device
         prompts = pad_batch([EncodedSequence(node.tokens, ()) for node in nodes], self.pad_id, self.padding_side)
         mask = prompts.attention_mask.to(device)
         last = prompts.last_positions.to(device)
-        cache = DynamicCache(config=self.parts.body.config)
+        positions = prompts.position_ids.to(device)
+        cache = new_cache()
         capture = self.deep_capture if deep else self.shallow_capture
         with capture, self.clock.stage("forward"):
             capture.begin(last)  # what the hooks read here is discarded: no sequence ends in its prompt
             output = _run(self.parts.body, input_ids=prompts.input_ids.to(device), attention_mask=mask,
-                          position_ids=prompts.position_ids.to(device), use_cache=True,
-                          **{cache_argument(self.parts.body): cache})
+                          position_ids=positions, use_cache=True, **{cache_argument(self.parts.body): cache})
         last_hidden = _at(output, last) if deep else None
         loglik = torch.zeros(len(roots), dtype=torch.float64, device=device) if deep else None
-        return TreePass(roots, cache, mask, prompts.lengths.to(device), last_hidden, loglik)
+        return TreePass(roots, cache, mask, positions, prompts.lengths.to(device), last_hidden, loglik)
 
     def node_pass(self, above: TreePass, planned: PlannedPass) -> tuple[TreePass, Captured]:
         """The tokens of the planned nodes on the keys and values of their rows above."""
@@ -173,21 +174,25 @@ class _TreeRunner:
         segments = pad_batch([EncodedSequence((), node.tokens) for node in nodes], self.pad_id, self.padding_side)
         ids, mask = segments.input_ids.to(device), segments.attention_mask.to(device)
         last = segments.last_positions.to(device)
-        cache = repeat_rows(above.cache, rows_above, self.parts.body.config)
+        cache = repeat_rows(above.cache, rows_above)
+        padding = torch.cat([above.mask[rows_above], mask], dim=1)
+        own_positions = above.lengths[rows_above][:, None] + position_ids_from_mask(mask)
+        positions = torch.cat([above.positions[rows_above], own_positions], dim=1)
+        body = self.parts.body
         capture = self.deep_capture if deep else self.shallow_capture
         with capture, self.clock.stage("forward"):
             capture.begin(last)
-            output = _run(self.parts.body, input_ids=ids, attention_mask=torch.cat([above.mask[rows_above], mask], dim=1),
-                          position_ids=above.lengths[rows_above][:, None] + position_ids_from_mask(mask), use_cache=True,
-                          **{cache_argument(self.parts.body): cache})
+            output = _run(body, input_ids=ids, position_ids=own_positions, use_cache=True,
+                          attention_mask=decoder_attention_mask(body.config, padding, positions, ids.shape[1],
+                                                                body.dtype),
+                          **{cache_argument(body): cache})
         with self.clock.stage("gather"):
             loglik = None
             if with_loglik:
                 loglik = above.loglik[rows_above] + loglik_after_prompt(
                     output.last_hidden_state, above.last_hidden[rows_above], ids, segments.offsets.to(device),
                     segments.lengths.to(device), self.parts.loglik_head)
-            node_pass = TreePass(planned.nodes, cache, torch.cat([above.mask[rows_above], mask], dim=1),
-                                 above.lengths[rows_above] + segments.lengths.to(device),
+            node_pass = TreePass(planned.nodes, cache, padding, positions, above.lengths[rows_above] + segments.lengths.to(device),
                                  _at(output, last) if deep else None, loglik)
         return node_pass, capture.captured
 
@@ -229,11 +234,9 @@ def _activations(view: Responses, captured: Captured, rows: list[int], indices: 
     )
 
 
-def repeat_rows(cache, rows: torch.Tensor, config):
+def repeat_rows(cache, rows: torch.Tensor):
     """A new cache whose row r is ``cache``'s row ``rows[r]`` (layers the prompt pass never reached stay empty)."""
-    from transformers import DynamicCache
-
-    repeated = DynamicCache(config=config)
+    repeated = new_cache()
     for index, layer in enumerate(cache.layers):
         if layer.get_seq_length() > 0:
             repeated.update(layer.keys[rows], layer.values[rows], index)
@@ -254,7 +257,7 @@ def _run(body: torch.nn.Module, **inputs):
 
 def loglik_after_prompt(continuation_hidden: torch.Tensor, prompt_last_hidden: torch.Tensor,
                         continuation_ids: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor,
-                        head: Float32Head) -> torch.Tensor:
+                        head: ModelLogits) -> torch.Tensor:
     """Per row, sum_t log p(continuation token t | prompt, tokens before t), float64: token 0 from the
     prompt's last hidden state (``prompt_last_hidden``, one per row), token t > 0 from continuation
     position t - 1. ``offsets``: each row's first real column (0 for right padding). The store's

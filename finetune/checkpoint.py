@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from actstore.atomic import atomic_directory, verify_directory
+from actstore.capture import DecoderParts
 from actstore.common import UserError, read_json
 from finetune.reward_model import AdapterSettings, RewardModel, quiet_peft
 
@@ -115,7 +116,7 @@ def load_reward_model(directory: Path, *, device: str | torch.device | None = No
     head = nn.Linear(hidden, 1, bias=False)
     with torch.no_grad():
         head.weight.copy_(weight)
-    head.to(device=execution_device(loaded.model.get_decoder().norm))
+    head.to(device=execution_device(DecoderParts.of(loaded.model).norm))
     model = RewardModel(peft_model, head, settings).eval()
     return LoadedRewardModel(model, loaded.tokenizer, record)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from actstore.attention_masks import decoder_attention_mask
 from actstore.batching import position_ids_from_mask
 from finetune.shared_prompts import SharedOutput
 
@@ -31,6 +32,8 @@ def run_full_sequences(
         embeds = torch.cat([prefix_embeds[group], embeds.to(prefix_embeds.dtype)], dim=1)
         mask = torch.cat([mask.new_ones(prefix_embeds[group].shape[:2]), mask], dim=1)
     position_ids = position_ids_from_mask(mask)
-    hidden = body(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False).last_hidden_state
+    attention_mask = decoder_attention_mask(body.config, mask, position_ids, mask.shape[1], body.dtype)
+    hidden = body(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                  use_cache=False).last_hidden_state
     width = continuation_ids.shape[1]
     return SharedOutput(hidden[:, hidden.shape[1] - width:], continuation_mask.to(hidden.device))

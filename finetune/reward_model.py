@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import registry
+from actstore.capture import DecoderParts
 from actstore.common import UserError
 from actstore.quantization import quiet_bitsandbytes
 from finetune.full_sequences import run_full_sequences
@@ -125,7 +126,7 @@ def new_reward_model(causal_lm: nn.Module, settings: AdapterSettings, *, seed: i
         peft_model = get_peft_model(causal_lm, settings.peft_config(), autocast_adapter_dtype=True)
     head = nn.Linear(causal_lm.config.hidden_size, 1, bias=False)
     nn.init.zeros_(head.weight)
-    head.to(device=execution_device(causal_lm.get_decoder().norm), dtype=torch.float32)
+    head.to(device=execution_device(DecoderParts.of(causal_lm).norm), dtype=torch.float32)
     return RewardModel(peft_model, head, settings)
 
 

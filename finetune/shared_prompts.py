@@ -20,7 +20,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from actstore.batching import EncodedSequence, pad_batch
+from actstore.attention_masks import decoder_attention_mask, new_cache
+from actstore.batching import EncodedSequence, pad_batch, position_ids_from_mask
 from actstore.prompt_reuse import cache_argument, group_by_prompt
 from finetune.sequences import TokenSequence
 
@@ -75,22 +76,25 @@ def run_shared(
 
     ``prefix_embeds`` (prompts, n, d) are put in front of each prompt (prompt tuning).
     """
+    cache_keyword = cache_argument(body)
+    cache = new_cache()
     if prefix_embeds is None:
-        first = body(input_ids=prompt_ids, attention_mask=prompt_mask, use_cache=True)
+        inputs = {"input_ids": prompt_ids}
     else:
         embeds = torch.cat([prefix_embeds, body.get_input_embeddings()(prompt_ids).to(prefix_embeds.dtype)], dim=1)
         prompt_mask = torch.cat([prompt_mask.new_ones(prefix_embeds.shape[:2]), prompt_mask], dim=1)
-        first = body(inputs_embeds=embeds, attention_mask=prompt_mask, use_cache=True)
+        inputs = {"inputs_embeds": embeds}
+    prompt_positions = position_ids_from_mask(prompt_mask)
+    body(**inputs, attention_mask=prompt_mask, position_ids=prompt_positions, use_cache=True, **{cache_keyword: cache})
     prompt_lengths = prompt_mask.sum(dim=1)
-    cache_keyword = cache_argument(body)
-    cache = first[cache_keyword]
     cache.batch_select_indices(group)
     width = continuation_ids.shape[1]
     position_ids = prompt_lengths[group][:, None] + torch.arange(width, device=continuation_ids.device)
-    attention_mask = torch.cat([prompt_mask[group], continuation_mask], dim=1)
+    padding = torch.cat([prompt_mask[group], continuation_mask], dim=1)
+    positions = torch.cat([prompt_positions[group], position_ids], dim=1)
     second = body(
         input_ids=continuation_ids,
-        attention_mask=attention_mask,
+        attention_mask=decoder_attention_mask(body.config, padding, positions, width, body.dtype),
         position_ids=position_ids,
         use_cache=True,
         **{cache_keyword: cache},

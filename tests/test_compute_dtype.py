@@ -36,7 +36,8 @@ def test_cpu_flags_reads_the_flags_line(tmp_path):
 
 def test_loglik_head_runs_in_float32_for_a_bfloat16_model():
     """Logits of tens of nats lose ~0.1 nat each in bfloat16; the log-likelihood head keeps float32."""
-    from actstore.forward import Float32Head, token_logprobs
+    from actstore.forward import token_logprobs
+    from actstore.logits import Float32Head
 
     torch.manual_seed(0)
     lm_head = torch.nn.Linear(64, 1000, bias=False).to(torch.bfloat16)

@@ -1,0 +1,171 @@
+"""Conformance: every supported family gives transformers' own numbers on every engine path.
+
+A tiny random model per family (tests/model_families.py: float32, a sliding window of 12 tokens
+where the family has one, its logit processing switched on), sequences of mixed lengths (20-70
+tokens) that run past the window, in views that share prompts and responses as the store's
+views do. Reference: transformers' own forward of each whole sequence, alone and unpadded
+(``output_hidden_states`` and ``log_softmax`` of the model's own logits).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from actstore.batching import EncodedSequence
+from actstore.blocks import run_block
+from actstore.capture import CapturePlan, DecoderParts, LastTokenCapture
+from actstore.families import FAMILIES, family_of, lora_targets
+from actstore.prompt_reuse import Responses, sequence_logliks
+from actstore.stage_clock import StageClock
+from model_families import PROCESSED_LOGITS, tiny_family_model
+
+# Prompts of 33-45 tokens share passes (padded to the longest, a window's worth of padding), and
+# responses of 1-43 tokens pad the levels below them.
+PROMPTS = ["Tell me about the sea and its ships.\n", "Q: what is two plus two, exactly?\n",
+           "A longer prompt, one that runs past the window.\n"]
+RESPONSES = [["Blue and deep.", "It is wet, and ships float on it for days."], ["4", "Four, of course, as always"],
+             ["Fine.", "No", "A long answer that also crosses the window"]]
+QUESTION = "\nIs that right? "
+
+
+def encoded(tokenizer, prompt: str, continuation: str) -> EncodedSequence:
+    ids = lambda text: tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return EncodedSequence((tokenizer.bos_token_id, *ids(prompt)), ids(continuation))
+
+
+def views_of(tokenizer) -> dict[str, list[EncodedSequence]]:
+    """plain (response + EOS), yes and no (response + question + Yes/No), and stim (own prompts)."""
+    eos = tokenizer.eos_token
+    pairs = [(p, r) for p, responses in zip(PROMPTS, RESPONSES) for r in responses]
+    return {
+        "plain": [encoded(tokenizer, p, r + eos) for p, r in pairs],
+        "yes": [encoded(tokenizer, p, r + QUESTION + "Yes") for p, r in pairs],
+        "no": [encoded(tokenizer, p, r + QUESTION + "No") for p, r in pairs],
+        "stim": [encoded(tokenizer, "Consider: " + p, r + " That was") for p, r in pairs],
+    }
+
+
+def reference(model, sequence: EncodedSequence, heads_of) -> dict:
+    """transformers' forward of one whole sequence: last-token hidden states of every layer (the
+    last one after the final norm), the attention output projections' inputs, the log-likelihood."""
+    seen = {}
+    handles = [module.register_forward_pre_hook(lambda m, args, i=i: seen.__setitem__(i, args[0][0, -1]))
+               for i, module in enumerate(heads_of)]
+    try:
+        with torch.no_grad():
+            out = model(torch.tensor([sequence.ids]), output_hidden_states=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    logprobs = torch.log_softmax(out.logits[0].float(), dim=-1)
+    start = len(sequence.prompt_ids)
+    picked = logprobs[torch.arange(start - 1, len(sequence.ids) - 1), torch.tensor(sequence.continuation_ids)]
+    return {"hidden": torch.stack([h[0, -1] for h in out.hidden_states]), "heads": torch.stack(
+        [seen[i] for i in range(len(heads_of))]), "loglik": float(picked.double().sum())}
+
+
+def assert_close_per_layer(got: np.ndarray, want: torch.Tensor, what: str) -> None:
+    """Within 1e-4 of each layer's RMS (layers on axis 0)."""
+    want = want.numpy()
+    rms = np.sqrt((want ** 2).mean(axis=tuple(range(1, want.ndim)), keepdims=True))
+    error = np.abs(got - want) / rms
+    assert error.max() < 1e-4, f"{what}: off by {error.max():.2e} of the layer's RMS"
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family_model(request):
+    return tiny_family_model(request.param)
+
+
+@pytest.mark.parametrize("prompt_reuse", [True, False], ids=["tree", "plain-batches"])
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_extraction_equals_transformers(family_model, prompt_reuse, padding_side):
+    model, tokenizer = family_model.model, family_model.tokenizer
+    parts = DecoderParts.of(model)
+    n_blocks = parts.n_blocks
+    n_heads = model.config.num_attention_heads
+    views = views_of(tokenizer)
+    layers = tuple(range(n_blocks))  # layer n_blocks is read after the final norm (final_norm)
+    plan = CapturePlan.for_request(layers, n_blocks, heads=True, full_depth=True)
+    responses = [Responses(key, sequences, LastTokenCapture(parts, plan, n_heads), with_loglik=key == "plain",
+                           clock=StageClock()) for key, sequences in views.items()]
+    with torch.inference_mode():
+        outs = run_block(parts, responses, pad_id=tokenizer.pad_token_id, batch_tokens=300, padding_side=padding_side,
+                         prompt_reuse=prompt_reuse)
+    for key, sequences in views.items():
+        refs = [reference(model, s, parts.attention_outputs) for s in sequences]
+        out = outs[key]
+        want = torch.stack([r["hidden"] for r in refs], dim=1)  # (layers + 1, sequences, hidden)
+        assert_close_per_layer(out.residual, want[:n_blocks], f"{key} residual")
+        assert_close_per_layer(out.final_norm[None], want[n_blocks:], f"{key} final norm")
+        heads = torch.stack([r["heads"] for r in refs], dim=1)[[layer - 1 for layer in plan.head_layers]]
+        assert_close_per_layer(out.heads.reshape(heads.shape), heads, f"{key} heads")
+        if key == "plain":
+            np.testing.assert_allclose(out.loglik, [r["loglik"] for r in refs], rtol=0, atol=1e-3)
+
+
+def test_live_logliks_equal_transformers(family_model):
+    """Live zero- and few-shot read these (finetune.baselines.response_logliks)."""
+    model, tokenizer = family_model.model, family_model.tokenizer
+    sequences = views_of(tokenizer)["yes"]
+    parts = DecoderParts.of(model)
+    with torch.inference_mode():
+        got = sequence_logliks(parts, sequences, pad_id=tokenizer.pad_token_id, batch_tokens=300)
+    want = [reference(model, s, parts.attention_outputs)["loglik"] for s in sequences]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)
+    if model.config.model_type in PROCESSED_LOGITS:  # the processing after the head matters here
+        from actstore.logits import Float32Head
+
+        hidden = torch.randn(8, model.config.hidden_size)
+        raw = torch.log_softmax(Float32Head(model.get_output_embeddings())(hidden), dim=-1)
+        processed = torch.log_softmax(parts.loglik_head(hidden), dim=-1)
+        assert (raw - processed).abs().max() > 0.05
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt-tuning"])
+def test_one_training_step_equals_an_independent_loss(family_model, method):
+    """The reward model's loss (shared prompt pass, padding in the middle) equals the loss of each
+    whole sequence run alone through the adapted model; one optimizer step runs and changes it."""
+    import copy
+
+    from finetune.reward_model import AdapterSettings, new_reward_model, pair_loss
+    from finetune.shared_prompts import collate_groups
+
+    model, tokenizer = copy.deepcopy(family_model.model), family_model.tokenizer
+    settings = AdapterSettings(method, lora_r=4, lora_dropout=0.0, lora_target_modules=lora_targets(model.config),
+                               n_virtual_tokens=3)
+    reward_model = new_reward_model(model, settings, seed=0)
+    torch.manual_seed(1)
+    torch.nn.init.normal_(reward_model.head.weight)  # a zero head would make every loss log 2
+    eos = tokenizer.eos_token
+    groups = [[encoded(tokenizer, p, r + eos) for r in responses[:2]] for p, responses in zip(PROMPTS, RESPONSES)]
+    batch = collate_groups(groups, tokenizer.pad_token_id)
+    loss = pair_loss(reward_model(**batch))
+
+    def alone(sequence) -> torch.Tensor:
+        body = reward_model.causal_lm.get_decoder()
+        embeds = body.get_input_embeddings()(torch.tensor([sequence.ids]))
+        if method == "prompt-tuning":
+            embeds = torch.cat([reward_model.peft_model.get_prompt(batch_size=1).to(embeds.dtype), embeds], dim=1)
+        hidden = body(inputs_embeds=embeds).last_hidden_state[0, -1]
+        return reward_model.head(hidden)[0]
+
+    independent = pair_loss(torch.stack([alone(s) for group in groups for s in group]))
+    torch.testing.assert_close(loss, independent, rtol=0, atol=1e-5)
+    trained = [p for p in reward_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=1e-2)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in trained if p.grad is not None)
+    optimizer.step()
+    assert float(pair_loss(reward_model(**batch))) != pytest.approx(float(loss), abs=1e-6)
+
+
+def test_an_unsupported_model_type_is_refused_in_one_line():
+    from transformers import AutoConfig
+
+    from actstore.common import UserError
+
+    with pytest.raises(UserError, match="model type 'bloom' is not supported \\(supported: llama, mistral"):
+        family_of(AutoConfig.for_model("bloom"))
