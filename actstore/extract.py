@@ -25,7 +25,7 @@ from actstore.compute_dtype import COMPUTE_DTYPE_HELP, ComputeDtype
 from actstore.layers import needs_full_depth, parse_layers
 from actstore.locations import store_url
 from actstore.lock import ExtractionLock
-from actstore.models import LoadedModel, ModelOnDemand, ModelSpec
+from actstore.models import LoadedModel, ModelOnDemand, ModelSpec, check_family
 from actstore.placement import QuantizedPlacement
 from actstore.prompt_reuse import reuses_prompts
 from actstore.roots import checked_store_root
@@ -146,6 +146,7 @@ def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_resu
     spec = config.model_spec()
     if loaded is None:
         check_quantization(spec.quantization, spec.main_device)
+        check_family(spec.name)
     if config.prompt_reuse and spec.placed and spec.main_device != "cpu" and torch.cuda.device_count() > 1:
         raise UserError("--prompt-reuse runs a model on one device; a placement over several GPUs runs without it")
     config = replace(config, compute_dtype=concrete_compute_dtype(config, loaded),

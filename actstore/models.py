@@ -25,6 +25,7 @@ from typing import Callable, get_args
 import torch
 
 from actstore.compute_dtype import Dtype, resolve_compute_dtype, torch_dtype
+from actstore.families import family_of
 from actstore.common import UserError, default_model_cache
 from actstore.placement import QUANTIZATIONS
 from actstore.quantization import check_quantization, quantization_config
@@ -185,12 +186,14 @@ def load_model(spec: ModelSpec | str) -> LoadedModel:
     check_quantization(spec.quantization, spec.main_device)
     hf_logging.disable_progress_bar()
     aliases = model_aliases()
+    check_family(spec.name, aliases)
     if _is_builtin(spec.name, aliases):
         loaded = _build_tiny(spec)
     elif spec.name in aliases:
         loaded = _load_packaged_gguf(spec, aliases[spec.name])
     else:
         loaded = _load_path_or_hub(spec, aliases)
+    family_of(loaded.model.config, source=spec.name)
     _ensure_pad_token(loaded.tokenizer)
     loaded.model.eval()
     loaded.spec = spec
@@ -261,13 +264,19 @@ def _load_packaged_gguf(spec: ModelSpec, alias: dict) -> LoadedModel:
         raise UserError(f"model {name!r} needs the package {alias['package']}: run `{alias['install']}`")
     package_dir = Path(list(found.submodule_search_locations)[0])
     gguf_path = package_dir / alias["gguf_file"]
-    if not gguf_path.is_file():
+    if "assemble" not in alias and not gguf_path.is_file():
         raise UserError(f"{gguf_path}: bundled model file missing; reinstall with `{alias['install']}`")
     model_id = f"{name}:{alias['gguf_file']}"
     converted = default_model_cache() / name
 
+    def convert(staging: Path) -> None:
+        if "assemble" in alias:
+            _convert_assembled_gguf(name, alias, staging)
+        else:
+            _convert_gguf(package_dir, alias["gguf_file"], staging)
+
     def float32_cache() -> Path:
-        return _sealed_cache(converted, lambda staging: _convert_gguf(package_dir, alias["gguf_file"], staging))
+        return _sealed_cache(converted, convert)
 
     if spec.compute_dtype == "float32":
         cache = float32_cache()
@@ -277,6 +286,24 @@ def _load_packaged_gguf(spec: ModelSpec, alias: dict) -> LoadedModel:
     model = _from_pretrained(cache, spec)
     tokenizer = AutoTokenizer.from_pretrained(cache)
     return LoadedModel(model, tokenizer, name, model_id)
+
+
+def _convert_assembled_gguf(name: str, alias: dict, staging: Path) -> None:
+    """A GGUF its package ships in chunks: ``alias["assemble"]`` names the package's function that
+    joins them, ``assemble(output_path=...)``, returning the file's path. It is joined inside the
+    staging directory, converted, and deleted before the cache is sealed: only the float32 cache stays."""
+    import importlib
+
+    package = importlib.import_module(alias["package"])
+    scratch = staging / ".assembled"
+    try:
+        gguf_path = Path(getattr(package, alias["assemble"])(output_path=scratch / alias["gguf_file"]))
+    except (OSError, ValueError) as err:  # missing chunk packages, a checksum that does not match
+        raise UserError(f"model {name!r}: cannot assemble its GGUF ({err}); reinstall with `{alias['install']}`") from None
+    try:
+        _convert_gguf(gguf_path.parent, gguf_path.name, staging)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _sealed_cache(path: Path, build) -> Path:
@@ -386,3 +413,30 @@ def _load_path_or_hub(spec: ModelSpec, aliases: dict) -> LoadedModel:
 def _ensure_pad_token(tokenizer) -> None:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+
+
+def check_family(name: str, aliases: dict | None = None) -> None:
+    """Refuse a model whose family the toolkit does not support, from its config alone (no weights
+    read), before any store or run directory is made. Names whose config cannot be read here (an
+    alias, a missing path) are left to the loader, which checks the family again."""
+    from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
+
+    if name in (aliases or model_aliases()):
+        return
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        source, kwargs = path.parent, {"gguf_file": path.name}
+    elif (path / "config.json").is_file():
+        source, kwargs = path, {}
+    else:
+        source, kwargs = name, {"local_files_only": True}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, TypeError, KeyError):
+        return
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    family_of(config, source=name)

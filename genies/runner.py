@@ -17,7 +17,7 @@ from typing import Callable
 import registry
 from actstore.atomic import file_sha256
 from actstore.common import UserError
-from actstore.models import ModelOnDemand
+from actstore.models import ModelOnDemand, check_family
 from genies.evaluations import (ROW_OUTCOMES_FILE, filesystem_checks, load_evaluation, store_conflict,
                                write_row_evaluations)
 from genies.generalization import ResultRow, rows_with_evaluations
@@ -70,6 +70,7 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     if config.mix_target and any(registry.get(m).kind is Kind.LIVE_UNTRAINED for m in config.methods):
         raise UserError("few-shot takes its shots from one distribution; run it without --mix-target")
     shifts = load_manifest(config.shifts)
+    check_family(config.model)
     out = Path(config.out)
     check_reusable(read_run_info(out), config)
     settings = _run_settings(config, command, started_at)

@@ -169,3 +169,59 @@ def test_an_unsupported_model_type_is_refused_in_one_line():
 
     with pytest.raises(UserError, match="model type 'bloom' is not supported \\(supported: llama, mistral"):
         family_of(AutoConfig.for_model("bloom"))
+
+
+def saved(model_type: str, directory) -> str:
+    """A tiny model of ``model_type`` saved as a user's local checkpoint (config, weights, tokenizer)."""
+    if model_type in FAMILIES:
+        loaded = tiny_family_model(model_type)
+        model, tokenizer = loaded.model, loaded.tokenizer
+    else:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from actstore.models import byte_tokenizer
+
+        tokenizer = byte_tokenizer()
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(
+            model_type, vocab_size=len(tokenizer), hidden_size=32, n_layer=2, n_head=4))
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "gemma2"])
+def test_cli_extracts_from_a_saved_model_of_another_family(model_type, tmp_path):
+    from click.testing import CliRunner
+
+    from actstore.store import open_store
+    from cli import actstore
+    from conftest import TOY_EXAMPLES, write_distribution
+
+    data = write_distribution(tmp_path / "data", "toy", train=TOY_EXAMPLES, test=TOY_EXAMPLES)
+    result = CliRunner().invoke(actstore, ["extract", "--model", saved(model_type, tmp_path / "model"), "--dataset", "toy",
+                                           "--data-dir", str(data), "--views", "plain,yes", "--site", "heads",
+                                           "--out", str(tmp_path / "stores"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    stores = sorted((tmp_path / "stores").rglob("*.plain.zarr"))
+    assert stores
+    store = open_store(str(stores[0]))
+    assert np.isfinite(store.sequences()["loglik"]).all() and np.isfinite(store.head_activations(1)).all()
+
+
+def test_an_unsupported_model_is_refused_before_any_store_or_run_directory(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import actstore, genies
+    from conftest import TOY_EXAMPLES, write_distribution
+
+    model = saved("bloom", tmp_path / "bloom")
+    data = write_distribution(tmp_path / "data", "toy", train=TOY_EXAMPLES, test=TOY_EXAMPLES)
+    for group, args in ((actstore, ["extract", "--model", model, "--dataset", "toy", "--data-dir", str(data),
+                                    "--out", str(tmp_path / "stores"), "--no-progress"]),
+                        (genies, ["run", "--model", model, "--shifts", "demo", "--methods", "mms",
+                                  "--store-root", str(tmp_path / "stores"), "--out", str(tmp_path / "run")])):
+        result = CliRunner().invoke(group, args)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert "model type 'bloom' is not supported (supported: llama," in lines[0] and "gpt2" in lines[0]
+    assert not (tmp_path / "stores").exists() and not (tmp_path / "run").exists()
