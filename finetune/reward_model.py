@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,7 @@ from torch import nn
 import registry
 from actstore.capture import DecoderParts
 from actstore.common import UserError
+from actstore.families import lora_targets
 from actstore.quantization import quiet_bitsandbytes
 from finetune.full_sequences import run_full_sequences
 from finetune.shared_prompts import run_shared
@@ -33,7 +34,7 @@ class AdapterSettings:
     lora_r: int = 64
     lora_alpha: int = 16
     lora_dropout: float = 0.1
-    lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    lora_target_modules: tuple[str, ...] = ()  # none given: the model family's (actstore.families.lora_targets)
     n_virtual_tokens: int = 10
 
     def __post_init__(self):
@@ -121,6 +122,8 @@ def new_reward_model(causal_lm: nn.Module, settings: AdapterSettings, *, seed: i
 
     from actstore.models import execution_device
 
+    if settings.method == "lora" and not settings.lora_target_modules:
+        settings = replace(settings, lora_target_modules=lora_targets(causal_lm.config))
     torch.manual_seed(seed)
     with quiet_peft():
         peft_model = get_peft_model(causal_lm, settings.peft_config(), autocast_adapter_dtype=True)

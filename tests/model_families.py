@@ -19,13 +19,13 @@ SPECIAL_CASES: dict[str, dict] = {
     "qwen2": dict(use_sliding_window=True, sliding_window=WINDOW, layer_types=MIXED),
     "qwen2_moe": dict(use_sliding_window=True, sliding_window=WINDOW, layer_types=MIXED, num_experts=4,
                       num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32),
-    "qwen3": dict(use_sliding_window=True, sliding_window=WINDOW, layer_types=MIXED, head_dim=8),
-    "qwen3_moe": dict(use_sliding_window=True, sliding_window=WINDOW, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, head_dim=8),
-    "gemma": dict(head_dim=8),
-    "gemma2": dict(head_dim=8, sliding_window=WINDOW, layer_types=MIXED, final_logit_softcapping=1.5,
-                   query_pre_attn_scalar=8),
-    "gemma3_text": dict(head_dim=8, sliding_window=WINDOW, layer_types=MIXED, final_logit_softcapping=1.5,
-                        query_pre_attn_scalar=8),
+    "qwen3": dict(use_sliding_window=True, sliding_window=WINDOW, layer_types=MIXED, head_dim=16),
+    "qwen3_moe": dict(use_sliding_window=True, sliding_window=WINDOW, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, head_dim=16),
+    "gemma": dict(head_dim=16),
+    "gemma2": dict(head_dim=16, sliding_window=WINDOW, layer_types=MIXED, final_logit_softcapping=1.5,
+                   query_pre_attn_scalar=16),
+    "gemma3_text": dict(head_dim=16, sliding_window=WINDOW, layer_types=MIXED, final_logit_softcapping=1.5,
+                        query_pre_attn_scalar=16),
     "phi3": dict(sliding_window=WINDOW),
     "granite": dict(logits_scaling=0.25),
     "cohere": dict(logit_scale=4.0),
@@ -40,7 +40,7 @@ def tiny_family_model(model_type: str, seed: int = 0) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     tokenizer = byte_tokenizer()
-    common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                   pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, initializer_range=0.2)

@@ -134,9 +134,10 @@ def test_one_training_step_equals_an_independent_loss(family_model, method):
     from finetune.shared_prompts import collate_groups
 
     model, tokenizer = copy.deepcopy(family_model.model), family_model.tokenizer
-    settings = AdapterSettings(method, lora_r=4, lora_dropout=0.0, lora_target_modules=lora_targets(model.config),
-                               n_virtual_tokens=3)
+    settings = AdapterSettings(method, lora_r=4, lora_dropout=0.0, n_virtual_tokens=3)
     reward_model = new_reward_model(model, settings, seed=0)
+    if method == "lora":  # no targets given: the family's, recorded in the settings
+        assert reward_model.settings.lora_target_modules == lora_targets(model.config) != ()
     torch.manual_seed(1)
     torch.nn.init.normal_(reward_model.head.weight)  # a zero head would make every loss log 2
     eos = tokenizer.eos_token
@@ -225,3 +226,33 @@ def test_an_unsupported_model_is_refused_before_any_store_or_run_directory(tmp_p
         assert result.exit_code == 2 and len(lines) == 1, result.output
         assert "model type 'bloom' is not supported (supported: llama," in lines[0] and "gpt2" in lines[0]
     assert not (tmp_path / "stores").exists() and not (tmp_path / "run").exists()
+
+
+PLACED_FAMILIES = ("gpt2", "gpt_neox", "falcon", "gemma2", "cohere")  # head layouts, tied heads, processed logits
+
+
+@pytest.mark.parametrize("model_type", PLACED_FAMILIES)
+def test_disk_offload_and_quantization_run_on_other_families(model_type, tmp_path):
+    """Most blocks and the LM head offloaded to disk: the same store bytes as the model in memory
+    (log-likelihoods included: the head's weights are read from the offload); 4-bit quantized runs."""
+    from actstore.extract import ExtractConfig, extract
+    from actstore.store import open_store
+    from conftest import TOY_EXAMPLES, write_distribution
+
+    model = saved(model_type, tmp_path / "model")
+    data = write_distribution(tmp_path / "data", "toy", train=TOY_EXAMPLES, test=TOY_EXAMPLES)
+
+    def arrays(out, **placement):
+        [result] = extract(ExtractConfig(model=model, datasets=("toy",), splits=("test",), data_dir=str(data),
+                                         out=str(tmp_path / out), layers="all", progress=False, **placement))
+        group = open_store(result.url).group
+        return {name: group[name][:] for name in ("residual", "final_norm", "loglik")}
+
+    in_memory = arrays("memory", compute_dtype="float32")
+    offloaded = arrays("offload", compute_dtype="float32", max_memory="cpu=20KB", offload_dir=str(tmp_path / "disk"))
+    for name, values in in_memory.items():
+        assert offloaded[name].tobytes() == values.tobytes(), name
+    if model_type in ("gpt2", "gemma2"):
+        pytest.importorskip("bitsandbytes")
+        quantized = arrays("quantized", compute_dtype="bfloat16", quantize="4bit")
+        assert all(np.isfinite(values).all() for values in quantized.values())
