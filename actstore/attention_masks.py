@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import torch
 
+from actstore.common import UserError
 from actstore.families import family_of, sliding_layers
+
+MASKED_IMPLEMENTATIONS = ("sdpa", "eager")  # take a 4D mask as given (flash attention reads only padding)
 
 
 def has_sliding_window(config) -> bool:
@@ -37,6 +40,10 @@ def decoder_attention_mask(config, padding_mask: torch.Tensor, positions: torch.
     ``padding_mask`` itself (transformers' own causal mask is then exact)."""
     if not has_sliding_window(config):
         return padding_mask
+    if config._attn_implementation not in MASKED_IMPLEMENTATIONS:
+        raise UserError(f"{config.model_type}: a sliding-window model under attention implementation "
+                        f"{config._attn_implementation!r} cannot take masks by real position; load it with "
+                        f"attn_implementation='sdpa' or 'eager'")
     window = config.sliding_window
     kinds = set(zip(sliding_layers(config), getattr(config, "layer_types", None) or [None] * config.num_hidden_layers))
     masks = {kind: _mask(config, padding_mask, positions, q_length, dtype, window if sliding else None)
