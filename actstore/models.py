@@ -80,7 +80,17 @@ class ModelSpec:
         placement = (device_map or device or ("auto" if max_memory or offload_dir else None)
                      or fallback_device or default_device())
         spec = cls(name, "float32", placement, parse_max_memory(max_memory), offload_dir, quantization)
+        spec.check_devices()
         return replace(spec, compute_dtype=resolve_compute_dtype(compute_dtype, spec.main_device))
+
+    def check_devices(self) -> None:
+        """Refuse, in one line, a device this machine does not have (``--device-map cuda:1`` on a machine
+        with one GPU, ``mps`` off a Mac, a ``--max-memory`` GPU index that is not there)."""
+        wanted = [] if self.placed else [torch.device(self.device_map)]
+        wanted += [torch.device("cuda", int(d)) if d.isdigit() else torch.device(d) for d, _ in self.max_memory]
+        for device in wanted:
+            if not device_available(device):
+                raise UserError(f"device {device} is not on this machine (it has: {', '.join(available_devices())})")
 
     @property
     def placed(self) -> bool:
@@ -130,6 +140,19 @@ def execution_device(module: torch.nn.Module) -> torch.device:
     if getattr(hook, "execution_device", None) is not None:
         return torch.device(hook.execution_device)
     return next(module.parameters()).device
+
+
+def device_available(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    if device.type == "mps":
+        return torch.backends.mps.is_available()
+    return device.type in ("cpu", "meta")
+
+
+def available_devices() -> list[str]:
+    gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return ["cpu", *gpus, *(["mps"] if torch.backends.mps.is_available() else [])]
 
 
 def parse_max_memory(text: str | None) -> tuple[tuple[str, str], ...]:
@@ -183,6 +206,7 @@ def load_model(spec: ModelSpec | str) -> LoadedModel:
     from transformers.utils import logging as hf_logging
 
     spec = ModelSpec(spec) if isinstance(spec, str) else spec
+    spec.check_devices()
     check_quantization(spec.quantization, spec.main_device)
     hf_logging.disable_progress_bar()
     aliases = model_aliases()

@@ -115,10 +115,15 @@ def test_bundled_gguf_cache_loads_straight_into_the_compute_dtype(monkeypatch):
         assert torch.equal(got, expected.to(torch.bfloat16)), name
 
 
-def test_requested_spec_resolves_auto_and_parses_max_memory():
+def test_requested_spec_resolves_auto_and_parses_max_memory(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with one GPU, as far as the spec asks
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     spec = ModelSpec.requested("m", compute_dtype="float32", max_memory="0=70GiB, cpu=200GiB", offload_dir="/d")
-    assert spec.device_map == "auto" and spec.placed and spec.main_device == "cpu"
+    assert spec.device_map == "auto" and spec.placed
     assert spec.max_memory == (("0", "70GiB"), ("cpu", "200GiB"))
+    with pytest.raises(UserError, match=r"device cuda:1 is not on this machine \(it has: cpu, cuda:0\)"):
+        ModelSpec.requested("m", device_map="cuda:1")
+    monkeypatch.undo()
     assert ModelSpec.requested("m", compute_dtype="float16", device="cpu").device_map == "cpu"
     assert parse_max_memory(None) == ()
 
@@ -131,8 +136,14 @@ def test_requested_spec_resolves_auto_and_parses_max_memory():
     (dict(device="cpu", device_map="auto"), "disagree"),
     (dict(quantization="4bit", offload_dir="/d"), "does not combine with --offload-dir"),
     (dict(quantization="2bit"), "unknown --quantize '2bit'"),
+    (dict(device_map="cuda:0"), r"device cuda:0 is not on this machine \(it has: cpu\)"),
+    (dict(device="cuda"), "device cuda is not on this machine"),
+    (dict(device_map="mps"), "device mps is not on this machine"),
+    (dict(max_memory="0=1GiB,cpu=1GiB"), "device cuda:0 is not on this machine"),
 ])
-def test_bad_specs_are_user_errors(kwargs, message):
+def test_bad_specs_are_user_errors(kwargs, message, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a machine with a GPU
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(UserError, match=message):
         ModelSpec.requested("m", **kwargs)
 
