@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from pathlib import Path
@@ -19,6 +20,16 @@ from typing import Iterable
 
 class UserError(Exception):
     """Bad input from the user (a file, a name, a flag). The message names what and where."""
+
+
+def check_number(name: str, value: float | None, *, minimum: float = 0.0, above: bool = True) -> None:
+    """Refuse, in one line, a hyper-parameter that is not a finite number above ``minimum`` (or at
+    least ``minimum`` with ``above=False``); ``None`` (the default chosen later) passes."""
+    if value is None:
+        return
+    if not (math.isfinite(value) and (value > minimum if above else value >= minimum)):
+        bound = f"above {minimum:g}" if above else f"at least {minimum:g}"
+        raise UserError(f"{name} must be a finite number {bound}, got {value}")
 
 
 def describe(err: BaseException) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from actstore.common import UserError
+from actstore.common import UserError, check_number
 from actstore.models import DEFAULT_MODEL
 from actstore.placement import QuantizedPlacement
 from actstore.settings import check_choices, setting
@@ -71,8 +71,12 @@ class TrainConfig(QuantizedPlacement):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            raise UserError(f"--lr must be positive, got {self.learning_rate}")
+        check_number("--lr", self.learning_rate)
+        check_number("max_grad_norm", self.max_grad_norm)
+        check_number("lora_alpha", self.lora_alpha)
+        check_number("lora_dropout", self.lora_dropout, above=False)
+        if self.lora_dropout >= 1:
+            raise UserError(f"lora_dropout must be below 1, got {self.lora_dropout}")
 
     def model_spec(self, device, precision: str) -> "ModelSpec":
         """The base model's spec on this process's ``device``, in the dtype of accelerate's ``precision``."""

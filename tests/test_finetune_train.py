@@ -179,7 +179,11 @@ def test_default_steps_scale_with_data_and_cap():
     ({"method": "full"}, "unknown fine-tuning method"),
     ({"steps": 0}, "--steps must be at least 1"),
     ({"batch_size": 0}, "--batch-size must be at least 1"),
-    ({"learning_rate": -1.0}, "--lr must be positive"),
+    ({"learning_rate": -1.0}, "--lr must be a finite number above 0, got -1.0"),
+    ({"learning_rate": float("inf")}, "--lr must be a finite number above 0, got inf"),
+    ({"learning_rate": float("nan")}, "--lr must be a finite number above 0, got nan"),
+    ({"max_grad_norm": 0.0}, "max_grad_norm must be a finite number above 0"),
+    ({"lora_dropout": 1.0}, "lora_dropout must be below 1"),
 ])
 def test_bad_config_is_a_user_error(toy_data, tmp_path, overrides, message):
     with pytest.raises(UserError, match=message):

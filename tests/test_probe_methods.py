@@ -234,3 +234,17 @@ def test_temperature_is_fitted_on_training_margins(train):
     # Score differences that are logits already keep their scale.
     assert make_probe("logreg", LAYER).fit(train.source()).temperature_ == 1.0
     assert make_probe("zero-shot").fit(train.source()).temperature_ == 1.0
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(restarts=0), "CCS restarts must be a finite number at least 1, got 0"),
+    (dict(max_iter=0), "CCS max_iter must be"),
+    (dict(l2=float("nan")), "CCS l2 must be a finite number at least 0, got nan"),
+])
+def test_ccs_settings_that_cannot_fit_are_one_line_errors(settings, message):
+    from actstore.common import UserError
+    from probes.methods.ccs import train_ccs
+
+    x = np.random.default_rng(0).normal(size=(8, 3))
+    with pytest.raises(UserError, match=message):
+        train_ccs(x, -x, **settings)

@@ -21,6 +21,7 @@ from scipy.optimize import minimize
 from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
+from actstore.common import check_number
 from probes.estimator import LayerProbe
 from probes.methods.common import label_sign
 from probes.normalize import Normalizer
@@ -59,6 +60,9 @@ def _objective(x_yes: np.ndarray, x_no: np.ndarray, restarts: int, l2: float):
 def train_ccs(x_yes: np.ndarray, x_no: np.ndarray, *, seed: int = 0, restarts: int = 10, max_iter: int = 100,
               l2: float = 1e-3) -> tuple[np.ndarray, float, float]:
     """Unsupervised CCS fit on normalized activations; (weight, bias, loss) of the best restart."""
+    check_number("CCS restarts", restarts, minimum=1, above=False)
+    check_number("CCS max_iter", max_iter, minimum=1, above=False)
+    check_number("CCS l2", l2, above=False)
     x_yes = np.ascontiguousarray(x_yes, dtype=np.float32)
     x_no = np.ascontiguousarray(x_no, dtype=np.float32)
     d = x_yes.shape[1]
