@@ -153,6 +153,9 @@ def parse_methods(spec: str, **options) -> list[StoreProbe]:
 def sweep_command(methods: list[StoreProbe], train_spec: str, eval_specs: tuple[str, ...], out_dir: str | Path,
                   layers_spec: str = "all", config: SweepConfig = SweepConfig(),
                   threads: int | None = DEFAULT_THREADS, names: StoreNames = StoreNames()) -> tuple[SweepResult, Path, Path]:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir}: is a file; give a directory (sweep.csv and sweep.png are written into it)")
     train = open_source(train_spec, names)
     evals, notes = eval_sources(train, list(eval_specs), methods, names)
     for method in methods:
@@ -163,7 +166,6 @@ def sweep_command(methods: list[StoreProbe], train_spec: str, eval_specs: tuple[
         result = run_sweep(train, evals, methods, layers, config)
     result = replace(result, notes=tuple(notes))
     from probes.plot import plot_sweep  # matplotlib only where a plot is drawn
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = write_csv(result.rows, out_dir / "sweep.csv")
     png_path = plot_sweep(result.rows, result.eval_names, out_dir / "sweep.png",

@@ -119,6 +119,9 @@ def test_sweep_cli(stores, tmp_path):
     assert len((tmp_path / "sweep.csv").read_text().splitlines()) == 1 + 5 * 4 * 3
     assert_user_error(run("sweep", "--methods", "mms,nope", "--train", stores["train"]["plain"], "--out", tmp_path),
                       "unknown method 'nope'")
+    a_file = tmp_path / "sweep.csv"
+    assert_user_error(run("sweep", "--methods", "mms", "--train", stores["train"]["plain"], "--eval",
+                          stores["other"]["plain"], "--out", a_file), f"--out {a_file}: is a file")
 
 
 def test_methods_lists_every_method():
