@@ -17,12 +17,14 @@ import importlib.util
 import json
 import os
 import shutil
+import struct
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, get_args
 
 import torch
+from safetensors import SafetensorError
 
 from actstore.compute_dtype import Dtype, resolve_compute_dtype, torch_dtype
 from actstore.families import family_of
@@ -36,6 +38,9 @@ DEFAULT_MODEL = "smollm2-135m"  # the bundled model (an alias of ALIASES_FILE)
 # accelerate's placements: spread the model over every device it may use, within --max-memory.
 PLACEMENTS = ("auto", "balanced", "balanced_low_0", "sequential")
 MAX_MEMORY_DEVICES = ("cpu", "mps")  # besides GPU indices 0, 1, ...
+# What a model file that cannot be read raises: a config.json that is not a config (TypeError), a truncated
+# safetensors (SafetensorError) or GGUF (struct.error, EOFError, ValueError) file, a missing file (OSError).
+UNREADABLE = (OSError, ValueError, TypeError, SafetensorError, struct.error, EOFError)
 
 
 @dataclass(frozen=True)
@@ -419,7 +424,7 @@ def _load_path_or_hub(spec: ModelSpec, aliases: dict) -> LoadedModel:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = _from_pretrained(source, spec, **kwargs)
-    except (OSError, ValueError, TypeError) as err:  # TypeError: a config.json that is not a config
+    except UNREADABLE as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if path.exists():
             raise UserError(f"{path}: cannot load a model from it ({reason})") from None
@@ -459,7 +464,7 @@ def check_family(name: str, aliases: dict | None = None) -> None:
     hf_logging.set_verbosity_error()
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, TypeError, KeyError):
+    except (*UNREADABLE, KeyError):
         return
     finally:
         hf_logging.set_verbosity(verbosity)

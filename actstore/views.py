@@ -67,18 +67,30 @@ def check_prompt_format(prompt_format: str) -> str:
 
 
 def require_chat_template(tokenizer) -> None:
-    """Refuse ``--prompt-format chat`` for a tokenizer that has no chat template (base models)."""
+    """Refuse ``--prompt-format chat`` for a tokenizer that has no chat template (base models), or
+    one whose template does not render a user turn."""
     if not getattr(tokenizer, "chat_template", None):
-        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-        raise UserError(f"{name}: this model's tokenizer has no chat template, so --prompt-format chat cannot be used "
-                        "(use --prompt-format raw)")
+        raise UserError(f"{_tokenizer_name(tokenizer)}: this model's tokenizer has no chat template, so "
+                        "--prompt-format chat cannot be used (use --prompt-format raw)")
+    chat_prompt(tokenizer, "Is this rendered?")
 
 
 def chat_prompt(tokenizer, prompt: str) -> str:
     """``prompt`` as one user turn in the tokenizer's chat template, up to the start of the assistant's turn."""
-    require_chat_template(tokenizer)
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
+    from jinja2 import TemplateError
+
+    if not getattr(tokenizer, "chat_template", None):
+        require_chat_template(tokenizer)
+    try:
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+    except (TemplateError, TypeError, ValueError, KeyError) as err:  # a template that does not parse, or raises
+        raise UserError(f"{_tokenizer_name(tokenizer)}: its chat template fails on the prompt {prompt[:40]!r} "
+                        f"({type(err).__name__}: {err}); fix the template or use --prompt-format raw") from None
+
+
+def _tokenizer_name(tokenizer) -> str:
+    return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
 
 
 def encode(tokenizer, view: View, prompt: str, response: str) -> tuple[list[int], list[int]]:
