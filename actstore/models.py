@@ -380,6 +380,7 @@ def _from_pretrained(source, spec: ModelSpec, **kwargs):
     """transformers' loader with the spec's dtype, placement and quantization: each tensor is read
     (memory-mapped) and cast on its own, straight onto its device."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
     placement: dict = {"device_map": spec.device_map}
     if spec.max_memory:
@@ -389,10 +390,30 @@ def _from_pretrained(source, spec: ModelSpec, **kwargs):
     quantization = quantization_config(spec.quantization, torch_dtype(spec.compute_dtype))
     if quantization is not None:
         placement["quantization_config"] = quantization
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(spec.compute_dtype), **placement, **kwargs)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # transformers' own load report would precede our one line
+    try:
+        model, report = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(spec.compute_dtype),
+                                                             output_loading_info=True, **placement, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    check_loading_report(report, source)
     if quantization is None:
         _buffers_in_dtype(model, torch_dtype(spec.compute_dtype))
     return model
+
+
+def check_loading_report(report: dict, source) -> None:
+    """Refuse a checkpoint whose tensors do not match the model: a missing one would be randomly
+    initialised, a mismatched one replaced, an unexpected one ignored (transformers only warns)."""
+    problems = [(kind, sorted(report.get(key) or ())) for kind, key in
+                (("missing", "missing_keys"), ("of the wrong shape", "mismatched_keys"), ("unexpected", "unexpected_keys"))]
+    problems = [(kind, [str(name) for name in names]) for kind, names in problems if names]
+    if problems:
+        said = "; ".join(f"{len(names)} {kind} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+                         for kind, names in problems)
+        raise UserError(f"{source}: the checkpoint's tensors do not fit the model: {said}; it would load with "
+                        "weights randomly initialised or ignored")
 
 
 def _buffers_in_dtype(model: torch.nn.Module, dtype: torch.dtype) -> None:

@@ -67,3 +67,16 @@ def test_a_chat_template_that_raises_or_does_not_parse(tmp_path, data_dir, templ
     config_path.write_text(json.dumps(config))
     line = refusal(model, data_dir, tmp_path / "s", "--prompt-format", "chat")
     assert "its chat template fails" in line and reason in line and "--prompt-format raw" in line
+
+
+def test_a_checkpoint_missing_a_tensor_is_refused_not_randomly_initialised(tmp_path, data_dir):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    model = saved_tiny(tmp_path / "model")
+    weights = load_file(model / "model.safetensors")
+    del weights["model.layers.1.mlp.up_proj.weight"]
+    weights["model.extra.weight"] = torch.zeros(2)
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    line = refusal(model, data_dir, tmp_path / "s")
+    assert "1 missing (model.layers.1.mlp.up_proj.weight)" in line and "1 unexpected (model.extra.weight)" in line
