@@ -340,7 +340,8 @@ def layer_tag(config: RunConfig, method: str) -> str:
     return config.layer_tag
 
 
-RESULT_SETTINGS = ("model", "limit", "seed", "data_dir", "prompt_format", "compute_dtype", "train_steps")
+RESULT_SETTINGS = ("model", "limit", "seed", "data_dir", "prompt_format", "compute_dtype", "train_steps", "layer",
+                   "mix_target")
 # Settings a RUN_DIR made before they existed was made with: such a run is refused a different value too.
 SETTINGS_ADDED_LATER = {"prompt_format": "raw", "compute_dtype": "auto", "train_steps": None}
 

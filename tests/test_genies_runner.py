@@ -135,8 +135,9 @@ def test_cli_run_prints_the_summary_table(benchmark, first_run):
 
 
 def test_fixed_layer_with_mixed_target_examples(benchmark, first_run):
-    summary = run_benchmark(config_for(benchmark, methods=("zero-shot", "mms"), layer=2, mix_target=3),
-                            log=lambda line: None)
+    root, _ = benchmark
+    summary = run_benchmark(config_for(benchmark, methods=("zero-shot", "mms"), layer=2, mix_target=3,
+                                       out=root / "run-layer2-mixed"), log=lambda line: None)
     assert summary.stores_extracted == 1  # trap's training split; every other store is reused
     mms = [r for r in summary.rows if r.method == "mms"]
     assert len(mms) == len(SHIFTS) and {r.layer for r in mms} == {2}
@@ -147,6 +148,11 @@ def test_fixed_layer_with_mixed_target_examples(benchmark, first_run):
 def test_run_dir_of_other_settings_is_refused(benchmark, first_run):
     with pytest.raises(UserError, match="different settings"):
         run_benchmark(config_for(benchmark, limit=5), log=lambda line: None)
+    results = (first_run.run_dir / "results.csv").read_bytes()
+    for setting, value in (("layer", 2), ("mix_target", 3)):  # they change every probe's number
+        with pytest.raises(UserError, match=rf"made with different settings: {setting} .* \(now {value!r}\)"):
+            run_benchmark(config_for(benchmark, **{setting: value}), log=lambda line: None)
+    assert (first_run.run_dir / "results.csv").read_bytes() == results
 
 
 def test_shifts_demo_defaults_to_demo_data():
