@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 
 from actstore.compute_dtype import Dtype, resolve_compute_dtype, torch_dtype
 from actstore.families import family_of
-from actstore.common import UserError, default_model_cache
+from actstore.common import UserError, default_model_cache, describe
 from actstore.placement import QUANTIZATIONS
 from actstore.quantization import check_quantization, quantization_config
 from actstore.sharding import default_device
@@ -287,6 +287,14 @@ def _load_packaged_gguf(spec: ModelSpec, alias: dict) -> LoadedModel:
     cached once more per other compute dtype, so that a load maps its weights without a cast."""
     from transformers import AutoTokenizer
 
+    cache = _packaged_cache(spec, alias)
+    model = _from_pretrained(cache, spec)
+    tokenizer = AutoTokenizer.from_pretrained(cache)
+    return LoadedModel(model, tokenizer, spec.name, f"{spec.name}:{alias['gguf_file']}")
+
+
+def _packaged_cache(spec: ModelSpec, alias: dict) -> Path:
+    """The converted weights of a packaged alias in the spec's compute dtype (converted on first use)."""
     name = spec.name
     found = importlib.util.find_spec(alias["package"])
     if found is None or not found.submodule_search_locations:
@@ -295,7 +303,6 @@ def _load_packaged_gguf(spec: ModelSpec, alias: dict) -> LoadedModel:
     gguf_path = package_dir / alias["gguf_file"]
     if "assemble" not in alias and not gguf_path.is_file():
         raise UserError(f"{gguf_path}: bundled model file missing; reinstall with `{alias['install']}`")
-    model_id = f"{name}:{alias['gguf_file']}"
     converted = default_model_cache() / name
 
     def convert(staging: Path) -> None:
@@ -308,13 +315,9 @@ def _load_packaged_gguf(spec: ModelSpec, alias: dict) -> LoadedModel:
         return _sealed_cache(converted, convert)
 
     if spec.compute_dtype == "float32":
-        cache = float32_cache()
-    else:
-        typed = converted.with_name(f"{converted.name}.{spec.compute_dtype}")
-        cache = _sealed_cache(typed, lambda staging: _cache_in_dtype(float32_cache(), spec.compute_dtype, staging))
-    model = _from_pretrained(cache, spec)
-    tokenizer = AutoTokenizer.from_pretrained(cache)
-    return LoadedModel(model, tokenizer, name, model_id)
+        return float32_cache()
+    typed = converted.with_name(f"{converted.name}.{spec.compute_dtype}")
+    return _sealed_cache(typed, lambda staging: _cache_in_dtype(float32_cache(), spec.compute_dtype, staging))
 
 
 def _convert_assembled_gguf(name: str, alias: dict, staging: Path) -> None:
@@ -430,18 +433,7 @@ def _load_path_or_hub(spec: ModelSpec, aliases: dict) -> LoadedModel:
 
     name = spec.name
     path = Path(name).expanduser()
-    kwargs: dict = {}
-    if path.is_file() and path.suffix == ".gguf":
-        source, kwargs = path.parent, {"gguf_file": path.name}
-    elif path.exists():
-        if not (path / "config.json").is_file():
-            raise UserError(f"{path}: not a model: a local model is a directory holding config.json "
-                            "(Hugging Face format) or a .gguf file")
-        source = path
-    else:
-        source = name
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
-            kwargs["local_files_only"] = True
+    source, kwargs = _model_source(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = _from_pretrained(source, spec, **kwargs)
@@ -465,6 +457,19 @@ def _ensure_pad_token(tokenizer) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
+def _model_source(name: str) -> tuple[Path | str, dict]:
+    """Where transformers reads a local path or cached hub id from, and how (``from_pretrained``'s arguments)."""
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path.parent, {"gguf_file": path.name}
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path}: not a model: a local model is a directory holding config.json "
+                            "(Hugging Face format) or a .gguf file")
+        return path, {}
+    return name, {"local_files_only": True} if os.environ.get("HF_HUB_OFFLINE") == "1" else {}
+
+
 def check_family(name: str, aliases: dict | None = None) -> None:
     """Refuse a model whose family the toolkit does not support, from its config alone (no weights
     read), before any store or run directory is made. Names whose config cannot be read here (an
@@ -474,19 +479,30 @@ def check_family(name: str, aliases: dict | None = None) -> None:
 
     if name in (aliases or model_aliases()):
         return
-    path = Path(name).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
-        source, kwargs = path.parent, {"gguf_file": path.name}
-    elif (path / "config.json").is_file():
-        source, kwargs = path, {}
-    else:
-        source, kwargs = name, {"local_files_only": True}
+    source, kwargs = _model_source(name)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        config = AutoConfig.from_pretrained(source, **kwargs)
+        config = AutoConfig.from_pretrained(source, **{"local_files_only": True, **kwargs})
     except (*UNREADABLE, KeyError):
         return
     finally:
         hf_logging.set_verbosity(verbosity)
     family_of(config, source=name)
+
+
+def load_tokenizer(name: str):
+    """The model's tokenizer without its weights, for checks made before the model loads (a packaged
+    alias is converted first if it never was: the load that follows needs that anyway)."""
+    from transformers import AutoTokenizer
+
+    aliases = model_aliases()
+    if _is_builtin(name, aliases):
+        return byte_tokenizer()
+    if name in aliases:
+        return AutoTokenizer.from_pretrained(_packaged_cache(ModelSpec(name), aliases[name]))
+    source, kwargs = _model_source(name)
+    try:
+        return AutoTokenizer.from_pretrained(source, **kwargs)
+    except UNREADABLE as err:
+        raise UserError(f"{name}: cannot load its tokenizer ({describe(err)})") from None

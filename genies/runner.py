@@ -17,7 +17,8 @@ from typing import Callable
 import registry
 from actstore.atomic import file_sha256
 from actstore.common import UserError
-from actstore.models import ModelOnDemand, check_family
+from actstore.models import ModelOnDemand, check_family, load_tokenizer
+from actstore.views import require_chat_template
 from genies.evaluations import (ROW_OUTCOMES_FILE, filesystem_checks, load_evaluation, store_conflict,
                                write_row_evaluations)
 from genies.generalization import ResultRow, rows_with_evaluations
@@ -71,6 +72,8 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
         raise UserError("few-shot takes its shots from one distribution; run it without --mix-target")
     shifts = load_manifest(config.shifts)
     check_family(config.model)
+    if config.prompt_format == "chat":  # before run.json is locked to chat or the model loads
+        require_chat_template(load_tokenizer(config.model))
     out = Path(config.out)
     check_reusable(read_run_info(out), config)
     settings = _run_settings(config, command, started_at)

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 import actstore.models
+import genies.runner
 from actstore import open_store
 from genies.data import load_split
 from actstore.common import UserError
@@ -50,7 +51,14 @@ def chat_tiny(monkeypatch):
         loaded.tokenizer.chat_template = CHAT_TEMPLATE
         return loaded
 
+    def tokenizer_with_template(name):
+        tokenizer = original_tokenizer(name)
+        tokenizer.chat_template = CHAT_TEMPLATE
+        return tokenizer
+
+    original_tokenizer = actstore.models.load_tokenizer
     monkeypatch.setattr(actstore.models, "load_model", load_with_template)
+    monkeypatch.setattr(genies.runner, "load_tokenizer", tokenizer_with_template)
     return load_with_template("tiny-random")
 
 
@@ -168,6 +176,8 @@ def test_finetune_and_runner_refuse_chat_without_a_template(data_dir, tmp_path):
     assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "no chat template" in result.stderr
     assert not list((tmp_path / "stores").rglob("*.zarr"))
+    assert not (tmp_path / "run").exists()  # refused before run.json could lock the directory to chat
+    assert "loading model" not in result.output
 
 
 @pytest.mark.bundled
