@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -46,17 +47,23 @@ def _fmt(value) -> str:
 
 
 def _store_name_options(command):
-    """--store-root and --limit: where store names (MODEL/DATASET/SPLIT[/VIEW]) are looked up."""
-    command = click.option("--limit", "names_limit", type=int,
-                           help="Store names refer to stores extracted with this --limit.")(command)
+    """--store-root, --limit and --prompt-format: where store names (MODEL/DATASET/SPLIT[/VIEW]) are
+    looked up; the command receives them as one ``names`` (a ``StoreNames``)."""
+    from actstore.views import PROMPT_FORMATS
+
+    @functools.wraps(command)
+    def with_names(*args, store_root, names_limit, names_prompt_format, **kwargs):
+        from actstore.locations import StoreNames
+
+        return command(*args, names=StoreNames(store_root, names_limit, names_prompt_format), **kwargs)
+
+    with_names = click.option("--prompt-format", "names_prompt_format", type=click.Choice(PROMPT_FORMATS),
+                              default="raw", show_default=True,
+                              help="Store names refer to stores extracted with this --prompt-format.")(with_names)
+    with_names = click.option("--limit", "names_limit", type=int,
+                              help="Store names refer to stores extracted with this --limit.")(with_names)
     return click.option("--store-root", help="Where store names are looked up (default: the per-user store "
-                                             "directory).")(command)
-
-
-def _names(store_root, limit):
-    from actstore.locations import StoreNames
-
-    return StoreNames(store_root, limit)
+                                             "directory).")(with_names)
 
 
 # ----------------------------------------------------------------------------- genies
@@ -294,14 +301,14 @@ def actstore_extract(config):
 @click.option("--verify", is_flag=True,
               help="Also read every chunk and check each written block against its checksum (exit 2 on damage).")
 @_store_name_options
-def actstore_info(store, as_json, verify, store_root, names_limit):
+def actstore_info(store, as_json, verify, names):
     """What STORE holds: model, dataset, split, view, layers, sizes, completeness."""
     from dataclasses import asdict
 
     from actstore.info import human_bytes, store_info, verify_store
     from actstore.roots import checked_location
 
-    store = checked_location(_names(store_root, names_limit).url(store), "STORE")
+    store = checked_location(names.url(store), "STORE")
     info = store_info(store)
     verified = verify_store(store) if verify else None
     if as_json:
@@ -378,12 +385,12 @@ def probes_fit(config, as_json):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_store_name_options
-def probes_eval(probe_path, eval_specs, bootstrap, calibration, seed, as_json, store_root, names_limit):
+def probes_eval(probe_path, eval_specs, bootstrap, calibration, seed, as_json, names):
     """Score a saved probe on each --eval store (same model and hidden size only)."""
     from probes.commands import TABLE_COLUMNS, eval_command, jsonable
 
     probe, rows = eval_command(probe_path, eval_specs, calibration=calibration, n_bootstrap=bootstrap, seed=seed,
-                               names=_names(store_root, names_limit))
+                               names=names)
     rows = [row.as_dict() for row in rows]
     if as_json:
         click.echo(json.dumps(jsonable({"method": probe.method, "results": rows}), indent=1))

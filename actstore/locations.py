@@ -7,7 +7,7 @@ ROOT may be a local directory or an fsspec URL (``memory://``, ``s3://`` ...).
 
 Wherever a store is asked for, it may also be named ``MODEL/DATASET/SPLIT[/VIEW]`` (the view
 defaults to ``plain``; a hub id's ``/`` is part of MODEL), found under the store root with the
-``--limit`` it was extracted with.
+``--limit`` and ``--prompt-format`` it was extracted with.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def store_url(root: str | Path, model: str, dataset: str, split: str, view: str,
 SPLITS = ("train", "test")
 
 
-def store_location(spec: str, *, root: str | Path, limit: int | None = None, site: str = "residual") -> str:
+def store_location(spec: str, *, root: str | Path, limit: int | None = None, site: str = "residual",
+                   prompt_format: str = "raw") -> str:
     """A store named ``MODEL/DATASET/SPLIT[/VIEW]`` as its URL under ``root``; a path or URL as it is."""
     text = str(spec).strip().rstrip("/")
     parts = text.split("/")
@@ -71,17 +72,20 @@ def store_location(spec: str, *, root: str | Path, limit: int | None = None, sit
     if len(parts) < 3 or parts[-1] not in SPLITS:
         return str(spec)
     split, dataset, model = parts[-1], parts[-2], "/".join(parts[:-2])
-    return store_url(root, model, dataset, split, view, limit=limit, site=site)
+    return store_url(root, model, dataset, split, view, limit=limit, site=site, prompt_format=prompt_format)
 
 
 @dataclass(frozen=True)
 class StoreNames:
-    """How store names resolve: under ``root`` (None: the per-user store root), for ``--limit``."""
+    """How store names resolve: under ``root`` (None: the per-user store root), for ``--limit`` and
+    ``--prompt-format``."""
 
     root: str | None = None
     limit: int | None = None
+    prompt_format: str = "raw"
 
     def url(self, spec: str) -> str:
         from actstore.common import default_store_root
 
-        return store_location(spec, root=self.root or default_store_root(), limit=self.limit)
+        return store_location(spec, root=self.root or default_store_root(), limit=self.limit,
+                              prompt_format=self.prompt_format)

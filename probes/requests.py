@@ -12,6 +12,7 @@ from typing import Literal
 
 from actstore.locations import STORE_HELP
 from actstore.settings import check_choices, setting
+from actstore.views import PromptFormat
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,6 +30,8 @@ class ProbeOptions:
     store_root: str | None = setting(None, "Where store names are looked up (default: the per-user store directory).")
     names_limit: int | None = setting(None, "Store names refer to stores extracted with this --limit.",
                                       option="--limit")
+    names_prompt_format: PromptFormat = setting("raw", "Store names refer to stores extracted with this "
+                                                       "--prompt-format.", option="--prompt-format")
 
     def __post_init__(self):
         check_choices(self)
@@ -44,7 +47,7 @@ class ProbeOptions:
     def names(self):
         from actstore.locations import StoreNames
 
-        return StoreNames(self.store_root, self.names_limit)
+        return StoreNames(self.store_root, self.names_limit, self.names_prompt_format)
 
 
 @dataclass(frozen=True, kw_only=True)

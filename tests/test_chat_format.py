@@ -136,6 +136,12 @@ def test_probe_from_chat_stores_is_refused_on_raw_stores(chat_tiny, data_dir, tm
     probe = make_probe("mms", 2).fit(StoreSource(str(root / "tiny-random/toy/train.plain.zarr")))
     with pytest.raises(UserError, match="extracted with --prompt-format chat"):
         probe.score(StoreSource(str(root / "tiny-random/toy/test.chat.plain.zarr")))
+    by_name = run(probes_cli, "fit", "--method", "mms", "--layer", 2, "--store-root", root, "--prompt-format", "chat",
+                  "--train", "tiny-random/toy/train", "--eval", "tiny-random/toy/test", "--json")  # chat stores by name
+    assert by_name.exit_code == 0, by_name.output
+    assert json.loads(by_name.stdout)["trained_on"]["prompt_format"] == "chat"
+    info = run(actstore_cli, "info", "tiny-random/toy/test", "--store-root", root, "--prompt-format", "chat", "--json")
+    assert info.exit_code == 0 and json.loads(info.stdout)["url"].endswith("test.chat.plain.zarr"), info.output
 
 
 def test_views_of_mixed_prompt_formats_are_refused_in_one_source(chat_tiny, data_dir, tmp_path):
