@@ -25,7 +25,7 @@ from actstore.compute_dtype import COMPUTE_DTYPE_HELP, ComputeDtype
 from actstore.layers import needs_full_depth, parse_layers
 from actstore.locations import store_url
 from actstore.lock import ExtractionLock
-from actstore.models import LoadedModel, ModelOnDemand, ModelSpec, check_family
+from actstore.models import LoadedModel, ModelOnDemand, ModelSpec, check_family, model_fingerprint
 from actstore.placement import QuantizedPlacement
 from actstore.prompt_reuse import reuses_prompts
 from actstore.roots import checked_store_root
@@ -303,9 +303,12 @@ def _created_for(url: str, identity: dict, overwrite: bool) -> ActivationStore |
 def store_identity(config: ExtractConfig, split: Split, view: View, model_id: str, layers: tuple[int, ...]) -> dict:
     """What makes two extractions the same: a store is reused or resumed only when this matches.
     Quantized weights compute other activations; ``none`` is left out, so that stores made before
-    quantization existed keep matching unquantized requests."""
+    quantization existed keep matching unquantized requests. A local model adds its content's
+    fingerprint (``models.model_fingerprint``): the path alone does not say which weights it holds."""
     quantization = {} if config.quantize == "none" else {"quantization": config.quantize}
+    fingerprint = model_fingerprint(config.model)
     return {
+        **({"model_fingerprint": fingerprint} if fingerprint else {}),
         "model": config.model,
         "model_id": model_id,
         "dataset": split.dataset,

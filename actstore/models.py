@@ -506,3 +506,33 @@ def load_tokenizer(name: str):
         return AutoTokenizer.from_pretrained(source, **kwargs)
     except UNREADABLE as err:
         raise UserError(f"{name}: cannot load its tokenizer ({describe(err)})") from None
+
+
+FINGERPRINT_HEAD = 1 << 16  # bytes read from the start of each file (a safetensors header, a GGUF's metadata)
+FINGERPRINT_SAMPLES = 16  # and this many pieces of FINGERPRINT_PIECE bytes spread over the rest
+FINGERPRINT_PIECE = 1 << 12
+
+
+def model_fingerprint(name: str) -> str | None:
+    """The identity of a local model's content (None for an alias or a hub id, whose name and revision
+    say it): every file of the directory (or the one .gguf file) by name and size, its first 64 KiB
+    and 16 pieces spread over it. Cheap (a few hundred kB read per file) and independent of paths and
+    modification times, so the same checkpoint copied elsewhere keeps its stores, while weights
+    replaced in place, or another checkpoint reached by the same path, do not reuse them."""
+    import hashlib
+
+    path = Path(name).expanduser()
+    if name in model_aliases() or not path.exists():
+        return None
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    digest = hashlib.sha256()
+    for file in files:
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}\0{size}\0".encode())
+        with file.open("rb") as handle:
+            digest.update(handle.read(FINGERPRINT_HEAD))
+            for k in range(FINGERPRINT_SAMPLES):
+                handle.seek(size * (k + 1) // (FINGERPRINT_SAMPLES + 1))
+                digest.update(handle.read(FINGERPRINT_PIECE))
+    return digest.hexdigest()[:20]
+

@@ -92,7 +92,7 @@ def load_reward_model(directory: Path, *, device: str | torch.device | None = No
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from actstore.models import execution_device
+    from actstore.models import execution_device, model_fingerprint
     from finetune.devices import check_adapter_placement
 
     directory = Path(directory)
@@ -104,6 +104,9 @@ def load_reward_model(directory: Path, *, device: str | torch.device | None = No
         raise UserError(
             f"{directory}: trained on {record['model_id']!r}, but {record['model']!r} now resolves to {loaded.model_id!r}"
         )
+    if record.get("model_fingerprint") and model_fingerprint(record["model"]) != record["model_fingerprint"]:
+        raise UserError(f"{directory}: trained on {record['model']!r} as it was; its weights have changed since "
+                        "(another checkpoint at that path, or files replaced): train again")
     for required in (directory / ADAPTER_DIR / "adapter_config.json", directory / HEAD_FILE):
         if not required.is_file():
             raise UserError(f"{directory}: incomplete run directory, {required.name} is missing")

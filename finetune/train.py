@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from actstore.common import UserError, check_number
-from actstore.models import DEFAULT_MODEL
+from actstore.models import DEFAULT_MODEL, model_fingerprint
 from actstore.placement import QuantizedPlacement
 from actstore.settings import check_choices, setting
 from actstore.views import PromptFormat
@@ -314,6 +314,7 @@ def _save(config: TrainConfig, result: TrainResult, reward_model, loaded, data_d
     record = {
         "model": config.model,
         "model_id": loaded.model_id,
+        "model_fingerprint": model_fingerprint(config.model),
         "dataset": config.dataset,
         "data_dir": str(data_dir),
         "data_fingerprint": split.fingerprint,

@@ -100,6 +100,13 @@ class RunConfig(Placement):
                             "or bfloat16")
         self.model_spec()  # unknown placements fail before any work
 
+    @property
+    def model_fingerprint(self) -> str | None:
+        """A local model's content (``actstore.models.model_fingerprint``): part of the run's identity."""
+        from actstore.models import model_fingerprint
+
+        return model_fingerprint(self.model)
+
     def model_spec(self):
         """The one model of the run, loaded once, in ``--compute-dtype`` (auto: what `actstore extract` picks by
         default, so stores made by either are the same extraction)."""
@@ -340,10 +347,10 @@ def layer_tag(config: RunConfig, method: str) -> str:
     return config.layer_tag
 
 
-RESULT_SETTINGS = ("model", "limit", "seed", "data_dir", "prompt_format", "compute_dtype", "train_steps", "layer",
-                   "mix_target")
+RESULT_SETTINGS = ("model", "model_fingerprint", "limit", "seed", "data_dir", "prompt_format", "compute_dtype",
+                   "train_steps", "layer", "mix_target")
 # Settings a RUN_DIR made before they existed was made with: such a run is refused a different value too.
-SETTINGS_ADDED_LATER = {"prompt_format": "raw", "compute_dtype": "auto", "train_steps": None}
+SETTINGS_ADDED_LATER = {"prompt_format": "raw", "compute_dtype": "auto", "train_steps": None, "model_fingerprint": None}
 
 
 def check_reusable(recorded: dict, config: RunConfig) -> None:

@@ -35,7 +35,8 @@ def store_settings(config: RunConfig) -> dict:
     defaults = extraction.ExtractConfig(model=config.model, datasets=("any",))
     named_dtype = {} if config.compute_dtype == "auto" else {"compute_dtype": config.compute_dtype}
     return {"layers": "all", "limit": config.limit, "prompt_format": config.prompt_format, "dtype": defaults.dtype,
-            "site": defaults.site, "skip_bad": defaults.skip_bad, "quantization": None, **named_dtype}
+            "site": defaults.site, "skip_bad": defaults.skip_bad, "quantization": None,
+            "model_fingerprint": config.model_fingerprint, **named_dtype}
 
 
 def extract_stores(config: RunConfig, steps: list[StoreStep], model: ModelOnDemand, log: Log, *,

@@ -213,11 +213,11 @@ def test_genies_run_neither_reuses_a_store_nor_a_fit_that_is_not_what_its_place_
     assert again.stores_extracted == 1 and again.rows == first.rows
 
     layer3 = RunConfig(model="tiny-random", shifts=str(tmp_path / "shifts.json"), methods=("zero-shot", "mms"), layer=3,
-                       data_dir=str(tmp_path / "data"), store_root=str(tmp_path / "stores"), out=tmp_path / "run")
-    run_benchmark(layer3, log=lambda line: None)
+                       data_dir=str(tmp_path / "data"), store_root=str(tmp_path / "stores"), out=tmp_path / "run3")
+    run_benchmark(layer3, log=lambda line: None)  # another RUN_DIR: a run directory holds one layer rule
     fits = tmp_path / "run" / "fits" / "mms"
     shutil.rmtree(fits / "layer2" / "easy")
-    shutil.copytree(fits / "layer3" / "easy", fits / "layer2" / "easy")
+    shutil.copytree(tmp_path / "run3" / "fits" / "mms" / "layer3" / "easy", fits / "layer2" / "easy")
     shutil.rmtree(tmp_path / "run" / "evaluations" / "mms" / "layer2")
     with pytest.raises(UserError, match="a probe with layer 3, where this run expects 2"):
         run(tmp_path)

@@ -1,0 +1,57 @@
+"""A local model is identified by its content, not the path typed: other weights at the same path
+never reuse the stores or the run directory made from the first ones."""
+
+import shutil
+
+import pytest
+
+from actstore.common import UserError
+from actstore.extract import ExtractConfig, extract
+from actstore.models import model_fingerprint, tiny_random_llama
+from conftest import TOY_EXAMPLES, write_distribution
+
+
+def save(directory, seed):
+    tiny = tiny_random_llama(seed=seed)
+    tiny.model.save_pretrained(directory)
+    tiny.tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+def test_the_fingerprint_follows_the_content_not_the_path(tmp_path):
+    first = save(tmp_path / "a", seed=0)
+    copy = shutil.copytree(first, tmp_path / "copy")
+    other = save(tmp_path / "b", seed=1)
+    assert model_fingerprint(first) == model_fingerprint(str(copy)) != model_fingerprint(other)
+    assert model_fingerprint("tiny-random") is None and model_fingerprint("smollm2-135m") is None
+
+
+def test_other_weights_at_the_same_path_do_not_reuse_its_stores(tmp_path, monkeypatch):
+    data = write_distribution(tmp_path / "data", "toy", TOY_EXAMPLES, TOY_EXAMPLES)
+    monkeypatch.chdir(tmp_path)
+    settings = dict(model="model", datasets=("toy",), splits=("test",), data_dir=str(data), out=str(tmp_path / "s"),
+                    progress=False, compute_dtype="float32", layers="1")
+    save(tmp_path / "model", seed=0)
+    [made] = extract(ExtractConfig(**settings))
+    [again] = extract(ExtractConfig(**settings))
+    assert again.status == "complete" and again.blocks_computed == 0  # the same weights: reused
+    shutil.rmtree(tmp_path / "model")
+    save(tmp_path / "model", seed=1)  # another checkpoint, same relative path
+    with pytest.raises(UserError, match="model_fingerprint"):
+        extract(ExtractConfig(**settings))
+    [redone] = extract(ExtractConfig(**settings, overwrite=True))
+    assert redone.blocks_computed > 0 and redone.url == made.url
+
+
+def test_a_run_directory_refuses_other_weights_at_the_same_path(tmp_path):
+    from genies.plan import RunConfig, check_reusable
+    from genies.runner import _run_settings
+
+    model = save(tmp_path / "model", seed=0)
+    config = RunConfig(model=model, out=tmp_path / "run")
+    recorded = _run_settings(config, None, "now")
+    check_reusable(recorded, config)
+    shutil.rmtree(model)
+    save(tmp_path / "model", seed=1)
+    with pytest.raises(UserError, match="made with different settings: model_fingerprint"):
+        check_reusable(recorded, RunConfig(model=model, out=tmp_path / "run"))
