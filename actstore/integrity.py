@@ -19,16 +19,32 @@ LABEL_ARRAYS = ("example", "response", "score", "prompt_text", "response_text")
 TEXT_SEPARATOR = "\x1f"  # between the texts of one block when their checksum is taken
 
 
-def crc32(values: np.ndarray) -> int:
+def crc32(values: np.ndarray, salt: int = 0) -> int:
+    """crc32 of the values' bytes, started from ``salt`` (a store's own: see ``store_salt``)."""
     values = np.asarray(values)
     if values.dtype.kind in "OTU":  # texts: the checksum of their UTF-8 bytes, in order
-        return zlib.crc32(TEXT_SEPARATOR.join(map(str, values.reshape(-1))).encode("utf-8")) & 0xFFFFFFFF
-    return zlib.crc32(np.ascontiguousarray(values).view(np.uint8).reshape(-1)) & 0xFFFFFFFF
+        return zlib.crc32(TEXT_SEPARATOR.join(map(str, values.reshape(-1))).encode("utf-8"), salt) & 0xFFFFFFFF
+    return zlib.crc32(np.ascontiguousarray(values).view(np.uint8).reshape(-1), salt) & 0xFFFFFFFF
 
 
-def block_crcs(values: np.ndarray, block_size: int) -> list[int]:
+def block_crcs(values: np.ndarray, block_size: int, salt: int = 0) -> list[int]:
     """crc32 of each ``block_size`` slice of ``values`` along its first axis."""
-    return [crc32(values[start:start + block_size]) for start in range(0, len(values), block_size)]
+    return [crc32(values[start:start + block_size], salt) for start in range(0, len(values), block_size)]
+
+
+def store_salt(store_id: str | None) -> int:
+    """Where a block checksum starts: from the store's own id, so that an array and its checksums moved
+    in from another store do not check out here (stores made before store ids start from 0)."""
+    return zlib.crc32(store_id.encode("utf-8")) if store_id else 0
+
+
+def metadata_digest(metadata: dict) -> str:
+    """sha256 of an array's zarr metadata (dtype, shape, chunks, codecs, fill value), bound into the
+    store's sealed attributes at creation: an edited dtype would read the same bytes as other numbers."""
+    import hashlib
+    import json
+
+    return "sha256:" + hashlib.sha256(json.dumps(metadata, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

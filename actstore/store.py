@@ -33,6 +33,7 @@ import datetime as _dt
 import errno
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,8 @@ import zarr
 from actstore import __version__
 from actstore.common import UserError, describe, format_layers
 from actstore.hints import extract_command
-from actstore.integrity import LABEL_ARRAYS, MISMATCH, Column, Damage, block_crcs, crc32
+from actstore.integrity import (LABEL_ARRAYS, MISMATCH, Column, Damage, block_crcs, crc32, metadata_digest,
+                                 store_salt)
 
 STORE_FORMAT = 2  # 2: chunk and block checksums
 LAYER_CONVENTION = "0 = token embeddings; l = output of transformer block l-1 (1-based); final norm stored separately"
@@ -235,10 +237,15 @@ class ActivationStore:
         expected = self._expected_checksums(name, row)
         flagged = np.ones(layout.n_blocks, dtype=bool) if name in LABEL_ARRAYS else self._flags()
         damage = []
-        for block, (crc, wanted) in enumerate(zip(block_crcs(values, layout.block_size), expected)):
+        salt = 0 if name in LABEL_ARRAYS else self._salt
+        for block, (crc, wanted) in enumerate(zip(block_crcs(values, layout.block_size, salt), expected)):
             if flagged[block] and crc != wanted:
                 damage.append(self._damage(name, row, block, MISMATCH))
         return damage
+
+    @property
+    def _salt(self) -> int:
+        return store_salt(self.meta.get("store_id"))
 
     def _expected_checksums(self, name: str, row: int | None) -> list[int]:
         if name in LABEL_ARRAYS:
@@ -343,11 +350,16 @@ class ActivationStore:
         except (KeyError, TypeError, ValueError) as err:
             raise UserError(f"{self.url}: damaged store attributes (zarr.json: {describe(err)}); "
                             "re-extract it with the same command and --overwrite") from None
+        sealed = meta.get("array_metadata") or {}  # stores made before it was recorded: shapes only
         for name, (shape, chunks) in shapes.items():
             array = self._array(name)
             if tuple(array.shape) != shape or tuple(array.chunks) != chunks:
                 raise UserError(f"{self.url}: array {name} has shape {tuple(array.shape)} and chunks {tuple(array.chunks)}, "
                                 f"but the store's attributes say {shape} and {chunks} (damaged zarr.json); "
+                                "re-extract it with the same command and --overwrite")
+            if sealed and sealed.get(name) != metadata_digest(array.metadata.to_dict()):
+                raise UserError(f"{self.url}: array {name}'s metadata (zarr.json: dtype, codecs, fill value...) is not "
+                                "what the store was made with (edited, or moved in from another store); "
                                 "re-extract it with the same command and --overwrite")
         if meta.get("complete"):
             done = self._flags()
@@ -412,7 +424,8 @@ class ActivationStore:
         for name, values in stored.items():
             self.group[name][(slice(None), slice(start, stop)) if name in ("residual", "heads") else slice(start, stop)] = values
         self.group["block_checksums"][block] = [
-            crc32(stored[c.array][c.row] if c.row is not None else stored[c.array]) for c in layout.checksum_columns]
+            crc32(stored[c.array][c.row] if c.row is not None else stored[c.array], self._salt)
+            for c in layout.checksum_columns]
 
     def _disk_full_message(self, block: int) -> str:
         layout = self.layout
@@ -477,6 +490,8 @@ def create_store(url: str, layout: StoreLayout, per_sequence: dict[str, np.ndarr
         group[name][:] = values
     group.attrs.update({
         **attrs,
+        "store_id": uuid.uuid4().hex,
+        "array_metadata": {name: metadata_digest(group[name].metadata.to_dict()) for name in layout.array_shapes()},
         "format": STORE_FORMAT,
         "software_version": __version__,
         "layer_convention": LAYER_CONVENTION,

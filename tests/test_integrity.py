@@ -221,3 +221,31 @@ def test_edited_store_attributes_are_refused(store, key, value):
     meta_path.write_text(json.dumps(meta))
     fails(probes, fit(store["url"]), "attributes changed since it was extracted", "--overwrite")
     fails(actstore, ["info", store["url"]], "attributes changed since it was extracted")
+
+
+def test_an_edited_array_dtype_is_refused_though_its_bytes_check_out(store):
+    """float32 bytes read as int32 would pass a checksum of the bytes; the sealed metadata refuses them."""
+    url = store["url"]
+    meta_path = url / "residual" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["data_type"], meta["fill_value"] = "int32", 0
+    meta_path.write_text(json.dumps(meta))
+    fails(probes, fit(url), "array residual's metadata", "not what the store was made with")
+    fails(actstore, ["info", url, "--verify"], "array residual's metadata")
+
+
+def test_arrays_moved_in_from_another_store_with_their_checksums_are_refused(store, tmp_path):
+    """Another data set's store of the same shape: its activations moved in with their checksum table
+    agree with each other, but not with this store, whose block checksums start from its own id."""
+    others = [example(f"Other question {i}?\n### Response:\n", {f"yes {i}": 1.0, f"no answer {i}": 0.0}) for i in range(8)]
+    data = write_distribution(tmp_path / "data", "good", train=others, test=others)
+    args = [a for a in store["args"]]
+    args[args.index("--data-dir") + 1], args[args.index("--out") + 1] = str(data), str(tmp_path / "other")
+    result = CliRunner().invoke(actstore, args)
+    assert result.exit_code == 0, result.output
+    moved = tmp_path / "other" / "tiny-random" / "good" / "train.plain.zarr"
+    for name in ("residual", "final_norm", "loglik", "n_tokens", "last_token", "block_checksums", "block_done"):
+        shutil.rmtree(store["url"] / name)  # every array a block writes, and the block records
+        shutil.copytree(moved / name, store["url"] / name)
+    fails(actstore, ["info", store["url"], "--verify"], "does not match the checksum")
+    fails(probes, fit(store["url"]), "does not match the checksum")
