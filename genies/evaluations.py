@@ -158,12 +158,14 @@ def is_done(path: Path) -> bool:
     return record is not None and OUTCOMES_KEY in record
 
 
-def filesystem_checks(data_dir: str | None = None, store_settings: dict | None = None) -> DoneChecks:
+def filesystem_checks(data_dir: str | None = None, store_settings: dict | None = None,
+                      run_settings: str | None = None) -> DoneChecks:
     """Done = a complete store at the URL extracted with ``store_settings``, or a finished fit or
-    evaluation at the path (``is_done``), each made from the data files as they are now in ``data_dir``."""
+    evaluation at the path (``is_done``), each made from the data files as they are now in ``data_dir``
+    (fits and evaluations: under the run settings ``run_settings``)."""
     files = DataFiles(data_dir)
     return DoneChecks(store_complete=lambda url: store_is_complete(url, store_settings), path_exists=is_done,
-                      recorded_data=recorded_data, data_fingerprint=files.fingerprint)
+                      recorded_data=recorded_data, data_fingerprint=files.fingerprint, run_settings=run_settings)
 
 
 ROW_OUTCOMES_FILE = "outcomes.json"  # RUN_DIR: the evaluations behind each results.csv row, with their outcomes

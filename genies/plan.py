@@ -202,11 +202,18 @@ class DoneChecks:
     path_exists: Callable[[Path], bool] = Path.exists
     recorded_data: Callable[[str | Path], DataFingerprints | None] = lambda where: {}
     data_fingerprint: Callable[[str, str], str | None] = lambda dataset, split: None
+    run_settings: str | None = None  # ``settings_digest`` of the run: recorded with every fit and evaluation
 
     def data(self, *files: tuple[str, str]) -> DataFingerprints:
         """The current fingerprints of ``(dataset, split)`` files, as recorded with results."""
         found = {f"{dataset}/{split}": self.data_fingerprint(dataset, split) for dataset, split in files}
         return {key: value for key, value in found.items() if value is not None}
+
+    def result_data(self, *files: tuple[str, str]) -> DataFingerprints:
+        """What a fit or evaluation depends on: its data files, and the run settings that made it, so a
+        file made under other settings (a RUN_DIR whose run.json is gone or edited) is never reused."""
+        settings = {RUN_SETTINGS_KEY: self.run_settings} if self.run_settings else {}
+        return {**self.data(*files), **settings}
 
     def current(self, where: str | Path, depends_on: DataFingerprints) -> bool:
         recorded = self.recorded_data(where)
@@ -299,7 +306,7 @@ def build_plan(config: RunConfig, shifts: list[Shift], done: DoneChecks) -> Plan
         if (method, training) in fits:
             return
         path = fits_dir / method / layer_tag(config, method) / training.name
-        depends_on = done.data(*training_files(training))
+        depends_on = done.result_data(*training_files(training))
         finished = done.path_exists(path) and done.current(path, depends_on)
         fits[(method, training)] = step = FitStep(method, training, path, finished, depends_on)
         if not step.done and not step.live:
@@ -310,7 +317,7 @@ def build_plan(config: RunConfig, shifts: list[Shift], done: DoneChecks) -> Plan
 
     for method, training, tested_on in needed_evaluations(shifts, config.methods, config.mix_target):
         path = evals_dir / method / layer_tag(config, method) / (training.name if training else "untrained") / f"{tested_on}.json"
-        depends_on = done.data(*evaluation_files(training, tested_on))
+        depends_on = done.result_data(*evaluation_files(training, tested_on))
         step = EvalStep(method, training, tested_on, path, done.path_exists(path) and done.current(path, depends_on),
                         depends_on)
         plan.evaluations.append(step)
@@ -351,6 +358,19 @@ RESULT_SETTINGS = ("model", "model_fingerprint", "limit", "seed", "data_dir", "p
                    "train_steps", "layer", "mix_target")
 # Settings a RUN_DIR made before they existed was made with: such a run is refused a different value too.
 SETTINGS_ADDED_LATER = {"prompt_format": "raw", "compute_dtype": "auto", "train_steps": None, "model_fingerprint": None}
+
+
+RUN_SETTINGS_KEY = "run_settings"
+
+
+def settings_digest(config: RunConfig) -> str:
+    """The settings that change a fit's or an evaluation's numbers, as one digest (the data directory
+    is left out: the data files' own fingerprints are recorded beside it)."""
+    import hashlib
+    import json
+
+    settings = {name: getattr(config, name) for name in RESULT_SETTINGS if name != "data_dir"}
+    return "sha256:" + hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def check_reusable(recorded: dict, config: RunConfig) -> None:

@@ -22,7 +22,8 @@ from actstore.views import require_chat_template
 from genies.evaluations import (ROW_OUTCOMES_FILE, filesystem_checks, load_evaluation, store_conflict,
                                write_row_evaluations)
 from genies.generalization import ResultRow, rows_with_evaluations
-from genies.plan import RESULT_SETTINGS, Plan, RunConfig, build_plan, check_reusable, training_set_for
+from genies.plan import (RESULT_SETTINGS, Plan, RunConfig, build_plan, check_reusable, settings_digest,
+                         training_set_for)
 from genies.report import Report, report_from_rows
 from genies.results_csv import RESULTS_FILE, write_results
 from genies.run_info import RESULTS_CHECKSUM, read_run_info, write_run_info
@@ -79,7 +80,7 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     settings = _run_settings(config, command, started_at)
     write_run_info(out, settings, {})  # settings first, so a crashed run is not mixed with others
 
-    plan = build_plan(config, shifts, filesystem_checks(config.data_dir, store_settings(config)))
+    plan = build_plan(config, shifts, filesystem_checks(config.data_dir, store_settings(config), settings_digest(config)))
     _refuse_other_extractions(plan)
     plan_lines = plan.summary_lines()
     for line in plan_lines:

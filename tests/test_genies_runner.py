@@ -321,3 +321,18 @@ def test_a_run_dir_made_before_a_setting_existed_refuses_another_value_of_it(tmp
         with pytest.raises(UserError, match=rf"made with different settings: {setting} .* \(now {value!r}\)"):
             check_reusable(recorded, RunConfig(model="tiny-random", out=tmp_path, **{setting: value}))
     check_reusable({}, RunConfig(model="other", out=tmp_path))  # a new run directory
+
+
+def test_without_run_json_the_files_of_other_settings_are_never_reused(benchmark, tmp_path):
+    """Fits and evaluations record the settings that made them: a RUN_DIR whose run.json is gone does
+    not pass off its limit-5 numbers as a limit-8 run (they are computed again)."""
+    methods = ("zero-shot", "mms")
+    old = run_benchmark(config_for(benchmark, methods=methods, limit=5, out=tmp_path / "run"), log=lambda line: None)
+    (tmp_path / "run" / "run.json").unlink()
+    again = run_benchmark(config_for(benchmark, methods=methods, limit=8, out=tmp_path / "run"), log=lambda line: None)
+    fresh = run_benchmark(config_for(benchmark, methods=methods, limit=8, out=tmp_path / "fresh"), log=lambda line: None)
+    assert again.evaluations_run == old.evaluations_run and again.fits_run == old.fits_run  # nothing reused
+    assert again.rows == fresh.rows != old.rows
+    (tmp_path / "run" / "run.json").unlink()
+    same = run_benchmark(config_for(benchmark, methods=methods, limit=8, out=tmp_path / "run"), log=lambda line: None)
+    assert same.evaluations_run == 0 and same.rows == fresh.rows  # the same settings: every file reused
