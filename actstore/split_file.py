@@ -27,7 +27,7 @@ class JsonObject(dict):
     duplicates: tuple[str, ...] = ()
 
 
-def _json_object(pairs: list[tuple[str, object]]) -> JsonObject:
+def json_object(pairs: list[tuple[str, object]]) -> JsonObject:
     parsed = JsonObject(pairs)
     if len(parsed) < len(pairs):
         parsed.duplicates = tuple(key for key, n in Counter(key for key, _ in pairs).items() if n > 1)
@@ -146,7 +146,7 @@ def read_examples(path: Path) -> tuple[list[object], bytes]:
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
     try:
-        data = json.loads(text, object_pairs_hook=_json_object)
+        data = json.loads(text, object_pairs_hook=json_object)
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
     if not isinstance(data, list):

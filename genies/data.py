@@ -42,7 +42,8 @@ def list_distributions(data_dir: Path) -> list[str]:
             f"{root}: no GENIES data here (run `genies data download`, or pass --data-dir / "
             "set GENIES_DATA to the directory that holds distributions/)"
         )
-    return sorted(p.name for p in root.iterdir() if (p / "train.json").is_file() or (p / "test.json").is_file())
+    return sorted(p.name for p in root.iterdir()  # hidden names: an import's staging and scratch directories
+                  if not p.name.startswith(".") and ((p / "train.json").is_file() or (p / "test.json").is_file()))
 
 
 def split_path(data_dir: Path, name: str, split: str) -> Path:

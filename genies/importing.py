@@ -1,7 +1,7 @@
 """``genies data import``: preference or ranked data in the formats researchers have, into a GENIES distribution.
 
-Files are read by Hugging Face ``datasets`` (JSON, JSONL, CSV, Parquet, or a directory saved with
-``save_to_disk``). Each row becomes one GENIES example (prompt + responses, the best scored 1.0):
+JSON, JSONL and CSV files are read row by row, each row as it is (``genies.source_files``);
+Parquet files and directories saved with ``save_to_disk`` by Hugging Face ``datasets``. Each row becomes one GENIES example (prompt + responses, the best scored 1.0):
 
 - ``preference``: ``prompt`` + ``chosen`` + ``rejected`` texts; or the conversational variant, where
   chosen/rejected are lists of ``{role, content}`` messages and the prompt is the one user turn
@@ -18,24 +18,25 @@ written whole or not at all.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import random
+import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
 from actstore.atomic import atomic_directory
-from actstore.common import UserError, describe
+from actstore.common import UserError, demo_data_dir, describe
 from actstore.names import check_name
 from actstore.settings import check_choices, setting
 from actstore.split_file import check_example, load_split_file
 from genies.data import DATA_DIR_HELP, SPLITS, distributions_dir, resolve_data_dir
+from genies.source_files import TEXT_SUFFIXES, read_rows
 
 Format = Literal["auto", "genies", "preference", "ranked"]
-READERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 ACCEPTED = "a JSON, JSONL, CSV or Parquet file, or a directory saved with datasets' save_to_disk"
 INSTALL = "pip install 'genies-toolkit[import]' (or: pip install datasets)"
 
@@ -78,11 +79,11 @@ class ImportConfig:
 @dataclass(frozen=True)
 class Rejected:
     where: str  # the file (and the saved split of a DatasetDict)
-    row: int  # position in that file or split, from 0
+    position: str  # "line N" in a text file (from 1), "row N" in a Parquet file or saved dataset (from 0)
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.where}: row {self.row}: {self.reason}"
+        return f"{self.where}: {self.position}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -96,23 +97,31 @@ class ImportResult:
 
 @dataclass(frozen=True)
 class SourceTable:
-    """The rows of the source, each with where it came from and the split it named (None: not named)."""
+    """The rows of the source, each with where it came from and the split it named (None: not named),
+    and the rows that could not be read at all."""
 
-    rows: list[tuple[str, int, str | None, dict]]
+    rows: list[tuple[str, str, str | None, dict]]
     columns: tuple[str, ...]
+    unreadable: tuple[Rejected, ...] = ()
 
 
 def import_distribution(config: ImportConfig, *, on_rejected: Callable[[Rejected], None] | None = None) -> ImportResult:
     """Read, convert, validate and write ``config.source`` as distribution ``config.name``."""
-    target = distributions_dir(resolve_data_dir(config.data_dir)) / config.name
+    data_dir = resolve_data_dir(config.data_dir)
+    if data_dir.resolve() == demo_data_dir().resolve():
+        raise UserError(f"{data_dir}: the bundled demo data is rebuilt by the toolkit; import into your own --data-dir")
+    target = distributions_dir(data_dir) / config.name
     if target.exists() and not config.overwrite:
         raise UserError(f"{target}: distribution {config.name!r} already exists; pass --overwrite to replace it")
-    table = read_source(Path(config.source), config.columns.split)
+    scratch = distributions_dir(data_dir) / IMPORT_SCRATCH
+    if not _importing(data_dir):
+        shutil.rmtree(scratch, ignore_errors=True)
+    table = read_source(Path(config.source), config.columns.split, scratch)
     form = detect_format(table.columns, config.columns, str(config.source)) if config.format == "auto" else config.format
     check_columns(form, table.columns, config.columns, str(config.source))
     convert = CONVERTERS[form]
     examples: dict[str | None, list[dict]] = {}
-    rejected = []
+    rejected = list(table.unreadable)
     for where, row, split, raw in table.rows:
         try:
             example = convert(raw, config.columns)
@@ -123,37 +132,71 @@ def import_distribution(config: ImportConfig, *, on_rejected: Callable[[Rejected
                 raise RowError(f"split {split!r} is neither train nor test")
         except RowError as err:
             rejected.append(Rejected(where, row, str(err)))
-            if on_rejected:
-                on_rejected(rejected[-1])
             continue
         examples.setdefault(split, []).append(example)
+    parts = {where: i for i, where in enumerate(dict.fromkeys(where for where, *_ in table.rows))}
+    rejected.sort(key=lambda r: (parts.get(r.where, 0), int(r.position.split()[-1])))  # in the order read
+    for row in rejected if on_rejected else ():
+        on_rejected(row)
     n_good = sum(len(v) for v in examples.values())
     if not n_good:
         raise UserError(f"{config.source}: no row could be imported as {form} data ({len(rejected)} rejected)")
     train, test = assign_splits(examples, config.split_ratio, config.seed, str(config.source))
-    with atomic_directory(target, {"imported_from": str(config.source), "import_format": form,
-                                   "rejected_rows": len(rejected)}) as staging:
+    with exclusive(target), atomic_directory(target, {"imported_from": str(config.source), "import_format": form,
+                                                      "rejected_rows": len(rejected)}) as staging:
         for split, rows in (("train", train), ("test", test)):
             path = staging / f"{split}.json"
             path.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
             load_split_file(path, dataset=config.name, split=split)  # what was written is a valid distribution
+        if target.exists() and not config.overwrite:  # another import of the name finished meanwhile
+            raise UserError(f"{target}: distribution {config.name!r} was written by another import meanwhile; "
+                            "pass --overwrite to replace it")
     return ImportResult(target, form, len(train), len(test), tuple(rejected))
+
+
+IMPORT_SCRATCH = ".import-scratch"  # in distributions/: what a reader writes while reading (left by a killed import)
+
+
+def _importing(data_dir: Path) -> bool:
+    """Whether an import into ``data_dir`` holds its lock now (its scratch space is then in use)."""
+    return any(distributions_dir(data_dir).glob(".*.importing"))
+
+
+@contextmanager
+def exclusive(target: Path):
+    """One import of a distribution name at a time: the lock is a directory made atomically beside it."""
+    lock = target.with_name(f".{target.name}.importing")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.mkdir()
+    except FileExistsError:
+        raise UserError(f"{target}: another import of {target.name!r} is running (or was killed: remove {lock})") from None
+    try:
+        yield
+    finally:
+        lock.rmdir()
 
 
 class RowError(Exception):
     """One row that cannot become an example; the message is the reason."""
 
 
-def read_source(path: Path, split_column: str) -> SourceTable:
-    """Every row of a file or a saved dataset (a DatasetDict's splits become the rows' split)."""
+def read_source(path: Path, split_column: str, scratch: Path | None = None) -> SourceTable:
+    """Every row of a file or a saved dataset (a DatasetDict's splits become the rows' split).
+    ``scratch``: where ``datasets`` may write its cache while reading Parquet (default: a temporary
+    directory beside the source)."""
+    if not path.exists():
+        raise UserError(f"{path}: not found (expected {ACCEPTED})")
+    if path.is_file() and path.suffix.lower() in TEXT_SUFFIXES:
+        return _text_table(path, split_column)
+    if path.is_file() and path.suffix.lower() != ".parquet":
+        raise UserError(f"{path}: unknown file type {path.suffix or '(no extension)'!r} (expected {ACCEPTED})")
     try:
         import datasets
     except ImportError:
         raise UserError(f"genies data import needs the datasets package: {INSTALL}") from None
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a reader's own error log would precede our one line
-    if not path.exists():
-        raise UserError(f"{path}: not found (expected {ACCEPTED})")
     if path.is_dir():
         try:
             loaded = datasets.load_from_disk(str(path))
@@ -163,26 +206,35 @@ def read_source(path: Path, split_column: str) -> SourceTable:
         parts = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [(None, loaded)]
         return _table([(f"{path}[{name}]" if name else str(path), dataset, name) for name, dataset in parts],
                       split_column)
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise UserError(f"{path}: unknown file type {path.suffix or '(no extension)'!r} (expected {ACCEPTED})")
-    with tempfile.TemporaryDirectory(prefix="genies-import-") as cache:
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".genies-import-", dir=scratch or path.parent) as cache:
         try:
-            options = _csv_as_text(path, datasets) if reader == "csv" else {}
-            dataset = getattr(datasets.Dataset, f"from_{reader}")(str(path), cache_dir=cache, keep_in_memory=True,
-                                                                  **options)
-        except Exception as err:  # a damaged file surfaces as any of arrow's, pandas' or datasets' errors
-            raise UserError(f"{path}: cannot be read as {reader.upper()} ({describe(err)}); expected {ACCEPTED}") from None
+            dataset = datasets.Dataset.from_parquet(str(path), cache_dir=cache, keep_in_memory=True)
+        except Exception as err:  # a damaged file surfaces as any of arrow's or datasets' errors
+            raise UserError(f"{path}: cannot be read as Parquet ({describe(err)}); expected {ACCEPTED}") from None
         return _table([(str(path), dataset, None)], split_column)
 
 
-def _csv_as_text(path: Path, datasets) -> dict:
-    """Reader options that keep every CSV cell as the text it is: pandas would read ``007`` as the
-    number 7 and ``NA`` or ``None`` as missing. Only an empty cell is missing."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        header = next(csv.reader(handle), [])
-    return {"features": datasets.Features({name: datasets.Value("string") for name in header}),
-            "keep_default_na": False, "na_values": [""]}
+def _text_table(path: Path, split_column: str) -> SourceTable:
+    """A JSON, JSON Lines or CSV file, row by row (``genies.source_files``)."""
+    rows, columns, unreadable = [], [], []
+    for row in read_rows(path):
+        if row.values is None:
+            unreadable.append(Rejected(str(path), f"line {row.line}", row.problem))
+            continue
+        columns += [c for c in row.values if c not in columns]
+        rows.append((str(path), f"line {row.line}", _split_of(row.values, split_column, None), row.values))
+    if not rows:
+        reason = f" ({len(unreadable)} unreadable; the first: {unreadable[0]})" if unreadable else ""
+        raise UserError(f"{path}: holds no rows{reason}; expected {ACCEPTED}")
+    return SourceTable(rows, tuple(columns), tuple(unreadable))
+
+
+def _split_of(raw: dict, split_column: str, split_name: str | None) -> str | None:
+    if split_column in raw:
+        return "" if raw[split_column] is None else str(raw[split_column]).strip().lower()
+    return split_name
 
 
 def _table(parts, split_column: str) -> SourceTable:
@@ -190,10 +242,7 @@ def _table(parts, split_column: str) -> SourceTable:
     for where, dataset, split_name in parts:
         columns += [c for c in dataset.column_names if c not in columns]
         for index, raw in enumerate(dataset):
-            split = split_name
-            if split_column in raw:
-                split = "" if raw[split_column] is None else str(raw[split_column]).strip().lower()
-            rows.append((where, index, split, raw))
+            rows.append((where, f"row {index}", _split_of(raw, split_column, split_name), raw))
     if not rows:
         raise UserError(f"{parts[0][0] if parts else 'source'}: holds no rows")
     return SourceTable(rows, tuple(columns))
@@ -285,8 +334,8 @@ def ranked_example(raw: dict, names: Columns) -> dict:
 
 def genies_example(raw: dict, names: Columns) -> dict:
     responses = _field(raw, names.responses)
-    if isinstance(responses, dict):  # an Arrow struct holds every key of the file, None where a row lacks it
-        responses = {text: score for text, score in responses.items() if score is not None}
+    if isinstance(responses, dict) and None in responses.values():  # an Arrow struct holds every key of the file,
+        responses = {text: score for text, score in responses.items() if score is not None}  # None where a row lacks it
     return {"prompt": raw.get(names.prompt), "responses": responses}
 
 

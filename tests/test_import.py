@@ -56,9 +56,9 @@ def test_jsonl_preference_file_with_bad_rows(tmp_path):
     data_dir = tmp_path / "data"
     result = import_rows(source, data_dir, "prefs")
     assert result.exit_code == 0, result.output
-    assert rejected_lines(result) == [f"rejected: {source}: row 2: 'chosen' and 'rejected' are the same text",
-                                      f"rejected: {source}: row 5: empty 'prompt'",
-                                      f"rejected: {source}: row 10: empty 'rejected'"]
+    assert rejected_lines(result) == [f"rejected: {source}: line 3: 'chosen' and 'rejected' are the same text",
+                                      f"rejected: {source}: line 6: empty 'prompt'",
+                                      f"rejected: {source}: line 11: empty 'rejected'"]
     assert "4 train + 4 test examples (preference format); 3 row(s) rejected" in result.stdout
     train, test = load(data_dir, "prefs")
     imported = {e["prompt"]: e["responses"] for e in train + test}
@@ -82,8 +82,8 @@ def test_csv_with_split_column_and_mapped_columns(tmp_path):
     result = import_rows(source, data_dir, "csvprefs", "--prompt-column", "question", "--chosen-column", "good",
                          "--rejected-column", "bad")
     assert result.exit_code == 0, result.output
-    assert rejected_lines(result) == [f"rejected: {source}: row 8: empty 'good'",
-                                      f"rejected: {source}: row 9: split 'validation' is neither train nor test"]
+    assert rejected_lines(result) == [f"rejected: {source}: line 10: empty 'good'",
+                                      f"rejected: {source}: line 11: split 'validation' is neither train nor test"]
     train, test = load(data_dir, "csvprefs")
     assert [e["prompt"] for e in test] == [GOOD[0][0], GOOD[4][0]]  # the split column is kept, not the ratio
     assert len(train) == 7 and train[-1]["responses"] == {"007": 1.0, "NA": 0.0}  # not the number 7, not missing
@@ -149,8 +149,8 @@ def test_seeded_split_is_reproducible_and_atomic_rerun_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("content, suffix, fragment", [
-    (b"not parquet", ".parquet", "cannot be read as PARQUET"),
-    (b"{broken json\n", ".jsonl", "cannot be read as JSON"),
+    (b"not parquet", ".parquet", "cannot be read as Parquet"),
+    (b"{broken json\n", ".jsonl", "holds no rows (1 unreadable; the first: "),
     (b"prompt\tchosen\n", ".tsv", "unknown file type '.tsv'"),
 ])
 def test_unreadable_file_is_one_line_naming_the_formats(tmp_path, content, suffix, fragment):
@@ -197,8 +197,8 @@ def test_explicit_format_without_its_columns_is_one_line(tmp_path):
 
 
 def test_without_the_datasets_package_one_line_says_what_to_install(tmp_path, monkeypatch):
-    source = tmp_path / "prefs.jsonl"
-    source.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    source = tmp_path / "prefs.parquet"  # JSON, JSONL and CSV files are read without it
+    source.write_bytes(b"PAR1")
     monkeypatch.setitem(sys.modules, "datasets", None)  # what `import datasets` meets when not installed
     result = import_rows(source, tmp_path / "data", "p")
     assert result.exit_code == 2
