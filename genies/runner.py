@@ -78,10 +78,9 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     out = Path(config.out)
     check_reusable(read_run_info(out), config)
     settings = _run_settings(config, command, started_at)
-    write_run_info(out, settings, {})  # settings first, so a crashed run is not mixed with others
-
     plan = build_plan(config, shifts, filesystem_checks(config.data_dir, store_settings(config), settings_digest(config)))
-    _refuse_other_extractions(plan)
+    _refuse_other_extractions(plan)  # the data and the stores checked before run.json locks the directory
+    write_run_info(out, settings, {})  # settings before any work, so a crashed run is not mixed with others
     plan_lines = plan.summary_lines()
     for line in plan_lines:
         log(line)
