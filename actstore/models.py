@@ -26,9 +26,9 @@ from typing import Callable, get_args
 import torch
 from safetensors import SafetensorError
 
+from actstore.common import UserError, default_model_cache, describe
 from actstore.compute_dtype import Dtype, resolve_compute_dtype, torch_dtype
 from actstore.families import family_of
-from actstore.common import UserError, default_model_cache, describe
 from actstore.placement import QUANTIZATIONS
 from actstore.quantization import check_quantization, quantization_config
 from actstore.sharding import default_device
