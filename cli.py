@@ -226,13 +226,16 @@ def genies_compare(run_a, run_b):
     """Correlate per-shift generalization accuracy of two runs, per method and overall, with 95% intervals."""
     from dataclasses import asdict
 
-    from genies.compare import compare_run_dirs
+    from genies.compare import compare_run_dirs, software_note
 
     rows = [asdict(c) for c in compare_run_dirs(run_a, run_b)]
     print_table(rows, ["method", "n", "pearson_r", "r_low", "r_high", "mean_a", "mean_b", "difference",
                        "difference_low", "difference_high"])
     click.echo(f"A = {run_a}, B = {run_b}; pearson_r over per-shift generalization accuracy; difference = mean_b - "
                "mean_a; _low/_high: 95% bootstrap interval (shifts resampled jointly, examples within each run)")
+    note = software_note(run_a, run_b)
+    if note:
+        click.echo(note)
 
 
 @genies.command("demo")

@@ -33,6 +33,7 @@ from actstore.settings import check_choices, setting
 from actstore.preflight import check_context
 from actstore.sequence_table import SequenceTable, encode_rows, sequence_table
 from actstore.split_file import Split
+from actstore.software import software_versions
 from actstore.stage_clock import clock_for
 from actstore.writer import BackgroundWriter
 from actstore.quantization import check_quantization
@@ -412,6 +413,7 @@ def _attributes(config: ExtractConfig, loaded: LoadedModel, split: Split, view: 
         "n_skipped_examples": len(split.skipped),
         "skipped_examples": [str(problem) for problem in split.skipped],
         "identity": identity,
+        "software": software_versions(),
         "config": {
             "batch_tokens": config.batch_tokens,
             "padding_side": config.padding_side,

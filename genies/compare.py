@@ -57,3 +57,12 @@ def compare_run_dirs(run_a: Path, run_b: Path, metric: str = "generalization_acc
         out.append(RunComparisonInterval(**vars(point), r_low=r.low, r_high=r.high, difference=difference.estimate,
                                          difference_low=difference.low, difference_high=difference.high))
     return out
+
+
+def software_note(run_a: Path, run_b: Path) -> str | None:
+    """A line saying which recorded library versions or toolkit commit differ between two runs, or None."""
+    from actstore.software import software_differences
+
+    differences = software_differences(read_run_info(run_a).get("software"), read_run_info(run_b).get("software"))
+    return f"note: the runs differ in software: {'; '.join(differences)}" if differences else None
+

@@ -18,6 +18,7 @@ import registry
 from actstore.atomic import file_sha256
 from actstore.common import UserError
 from actstore.models import ModelOnDemand, check_family, load_tokenizer
+from actstore.software import software_versions
 from actstore.views import require_chat_template
 from genies.evaluations import (ROW_OUTCOMES_FILE, filesystem_checks, load_evaluation, store_conflict,
                                write_row_evaluations)
@@ -171,5 +172,6 @@ def _run_settings(config: RunConfig, command: str | None, started_at: str) -> di
         "mix_target": config.mix_target,
         "store_root": config.resolved_store_root,
         "started_at": started_at,
+        "software": software_versions(),
         **{name: getattr(config, name) for name in RESULT_SETTINGS},
     }
