@@ -123,7 +123,7 @@ def data_download(data_dir):
     from genies.data import resolve_data_dir
     from genies.download import download
 
-    target = resolve_data_dir(data_dir)
+    target = resolve_data_dir(data_dir).write_to
     count, digest = download(target)
     click.echo(f"{count} distributions in {target} (tarball sha256 {digest})")
 

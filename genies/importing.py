@@ -107,12 +107,17 @@ class SourceTable:
 
 def import_distribution(config: ImportConfig, *, on_rejected: Callable[[Rejected], None] | None = None) -> ImportResult:
     """Read, convert, validate and write ``config.source`` as distribution ``config.name``."""
-    data_dir = resolve_data_dir(config.data_dir)
+    data_dirs = resolve_data_dir(config.data_dir)
+    data_dir = data_dirs.write_to
     if data_dir.resolve() == demo_data_dir().resolve():
         raise UserError(f"{data_dir}: the bundled demo data is rebuilt by the toolkit; import into your own --data-dir")
     target = distributions_dir(data_dir) / config.name
     if target.exists() and not config.overwrite:
         raise UserError(f"{target}: distribution {config.name!r} already exists; pass --overwrite to replace it")
+    elsewhere = [d for d in data_dirs.dirs if d != data_dir and (distributions_dir(d) / config.name).is_dir()]
+    if elsewhere:  # a name on the search path twice would be refused wherever it is used
+        raise UserError(f"{distributions_dir(elsewhere[0]) / config.name}: distribution {config.name!r} exists in "
+                        f"another data directory on the search path; import it under another --name")
     scratch = distributions_dir(data_dir) / IMPORT_SCRATCH
     if not _importing(data_dir):
         shutil.rmtree(scratch, ignore_errors=True)

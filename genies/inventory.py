@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from actstore.split_file import Problem, read_examples, validate_file
-from genies.data import SPLITS, distributions_dir, list_distributions
+from genies.data import SPLITS, DataDirs, distribution_dir, list_distributions
 from actstore.common import UserError
 
 
@@ -32,13 +32,13 @@ class ValidationReport:
         return len({p.path.parent for p in self.problems})
 
 
-def summarize(data_dir: Path) -> list[DistributionSummary]:
+def summarize(data_dir: DataDirs | Path) -> list[DistributionSummary]:
     summaries = []
     for name in list_distributions(data_dir):
         counts, sizes = {}, set()
         for split in SPLITS:
             try:
-                examples, _ = read_examples(distributions_dir(data_dir) / name / f"{split}.json")
+                examples, _ = read_examples(distribution_dir(data_dir, name) / f"{split}.json")
             except UserError:
                 counts[split] = None
                 continue
@@ -49,16 +49,16 @@ def summarize(data_dir: Path) -> list[DistributionSummary]:
     return summaries
 
 
-def validate_all(data_dir: Path, names: tuple[str, ...] | list[str] = ()) -> ValidationReport:
+def validate_all(data_dir: DataDirs | Path, names: tuple[str, ...] | list[str] = ()) -> ValidationReport:
     known = list_distributions(data_dir)
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise UserError(f"{distributions_dir(data_dir)}: unknown distribution(s) {', '.join(unknown)}")
+        raise UserError(f"{data_dir}: unknown distribution(s) {', '.join(unknown)}")
     report = ValidationReport()
     for name in names or known:
         report.n_checked += 1
         for split in SPLITS:
-            report.problems += validate_file(distributions_dir(data_dir) / name / f"{split}.json")
+            report.problems += validate_file(distribution_dir(data_dir, name) / f"{split}.json")
     return report
 
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from actstore.split_file import check_example, fingerprint, validate_file
-from genies.data import load_split, resolve_data_dir
+from genies.data import list_distributions, load_split, resolve_data_dir
 from actstore.common import UserError
 from conftest import example, write_distribution
 
@@ -74,12 +74,36 @@ def test_unknown_dataset_suggests(tmp_path):
 
 
 def test_data_dir_resolution_order(tmp_path, monkeypatch):
-    monkeypatch.setenv("GENIES_DATA", str(tmp_path / "env"))
-    assert resolve_data_dir(tmp_path / "flag") == tmp_path / "flag"
-    assert resolve_data_dir(None) == tmp_path / "env"
-    monkeypatch.delenv("GENIES_DATA")
+    """--data-dir (a search path), else $GENIES_DATA (a search path) then the per-user directory; new
+    distributions go to the first directory named with --data-dir, else to the per-user one, never
+    into $GENIES_DATA."""
     monkeypatch.setenv("GENIES_HOME", str(tmp_path / "home"))
-    assert resolve_data_dir(None) == tmp_path / "home" / "data"
+    monkeypatch.setenv("GENIES_DATA", f"{tmp_path / 'env'}:{tmp_path / 'env2'}")
+    flag = resolve_data_dir(tmp_path / "flag")
+    assert flag.dirs == (tmp_path / "flag",) and flag.write_to == tmp_path / "flag"
+    both = resolve_data_dir(f"{tmp_path / 'mine'}:{tmp_path / 'shared'}")
+    assert both.dirs == (tmp_path / "mine", tmp_path / "shared") and both.write_to == tmp_path / "mine"
+    default = resolve_data_dir(None)
+    assert default.dirs == (tmp_path / "env", tmp_path / "env2", tmp_path / "home" / "data")
+    assert default.write_to == tmp_path / "home" / "data"
+    monkeypatch.delenv("GENIES_DATA")
+    assert resolve_data_dir(None).dirs == (tmp_path / "home" / "data",)
+
+
+def test_a_search_path_mixes_directories_and_refuses_a_name_held_twice(tmp_path):
+    shared = write_distribution(tmp_path / "shared", "alpaca_mmlu", [example()])
+    mine = write_distribution(tmp_path / "mine", "my_data", [example(prompt="mine")])
+    both = resolve_data_dir(f"{mine}:{shared}")
+    assert list_distributions(both) == ["alpaca_mmlu", "my_data"]
+    assert load_split(both, "my_data", "train").examples[0].prompt == "mine"
+    assert load_split(both, "alpaca_mmlu", "train").path.parent.parent == shared / "distributions"
+    with pytest.raises(UserError, match="unknown dataset 'my_dat' \\(did you mean 'my_data'"):
+        load_split(resolve_data_dir(f"{tmp_path / 'shared'}:{tmp_path / 'none'}:{mine}"), "my_dat", "train")
+    write_distribution(tmp_path / "mine", "alpaca_mmlu", [example(prompt="a copy")])
+    with pytest.raises(UserError, match="'alpaca_mmlu' is in two data directories, .*mine.* and .*shared"):
+        load_split(both, "alpaca_mmlu", "train")
+    with pytest.raises(UserError, match="in two data directories"):
+        list_distributions(both)
 
 
 def test_fingerprint_changes_with_bytes(tmp_path):

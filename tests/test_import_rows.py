@@ -113,3 +113,22 @@ def test_one_import_of_a_name_at_a_time_and_never_into_the_demo_data(tmp_path, m
     from actstore.common import demo_data_dir
 
     assert "the bundled demo data" in one_error(import_file(source, demo_data_dir()))
+
+
+def test_imports_never_go_into_the_shared_genies_directory_and_mix_with_it_by_search_path(tmp_path, monkeypatch):
+    from conftest import example, write_distribution
+    from genies.data import list_distributions, load_split, resolve_data_dir
+
+    shared = write_distribution(tmp_path / "shared", "alpaca_mmlu", [example()])
+    monkeypatch.setenv("GENIES_DATA", str(shared))
+    monkeypatch.setenv("GENIES_HOME", str(tmp_path / "home"))
+    source = jsonl(tmp_path / "rows.jsonl", [json.dumps(row).encode() for row in ROWS])
+    result = CliRunner().invoke(genies, ["data", "import", str(source), "--name", "cities", "--split-ratio", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert not (shared / "distributions" / "cities").exists()  # the shared directory is left as it was
+    assert (tmp_path / "home" / "data" / "distributions" / "cities" / "train.json").is_file()
+    both = resolve_data_dir(None)
+    assert list_distributions(both) == ["alpaca_mmlu", "cities"]  # one search path holds the two
+    assert load_split(both, "cities", "train").examples
+    twice = CliRunner().invoke(genies, ["data", "import", str(source), "--name", "alpaca_mmlu"])
+    assert "exists in another data directory on the search path" in one_error(twice)
