@@ -36,6 +36,8 @@ class DataDirs:
     def write_to(self) -> Path:
         """The first of ``writable`` that can be written (or created) here."""
         for directory in self.writable:
+            if directory.exists() and not directory.is_dir():
+                raise UserError(f"{directory}: is a file, not a data directory (one that holds distributions/)")
             existing = next((p for p in (directory, *directory.parents) if p.exists()), None)
             if existing is not None and existing.is_dir() and os.access(existing, os.W_OK):
                 return directory

@@ -132,3 +132,6 @@ def test_imports_never_go_into_the_shared_genies_directory_and_mix_with_it_by_se
     assert load_split(both, "cities", "train").examples
     twice = CliRunner().invoke(genies, ["data", "import", str(source), "--name", "alpaca_mmlu"])
     assert "exists in another data directory on the search path" in one_error(twice)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    assert "is a file, not a data directory" in one_error(import_file(source, a_file))
