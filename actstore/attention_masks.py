@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from actstore.common import UserError
+from common import UserError
 from actstore.families import family_of, sliding_layers
 
 MASKED_IMPLEMENTATIONS = ("sdpa", "eager")  # take a 4D mask as given (flash attention reads only padding)

@@ -12,7 +12,7 @@ from typing import Literal, get_args
 
 import torch
 
-from actstore.common import UserError
+from common import UserError
 from actstore.sharding import default_device
 
 Dtype = Literal["float32", "bfloat16", "float16"]

@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 
 from actstore.batching import PADDING_SIDES
-from actstore.common import UserError, default_store_root, parse_list
+from common import UserError, default_store_root, parse_list
 from actstore.compute_dtype import COMPUTE_DTYPE_HELP, ComputeDtype
 from actstore.layers import needs_full_depth, parse_layers
 from actstore.locations import store_url
@@ -29,10 +29,10 @@ from actstore.models import LoadedModel, ModelOnDemand, ModelSpec, check_family,
 from actstore.placement import QuantizedPlacement
 from actstore.prompt_reuse import reuses_prompts
 from actstore.roots import checked_store_root
-from actstore.settings import check_choices, setting
+from common.settings import check_choices, setting
 from actstore.preflight import check_context
 from actstore.sequence_table import SequenceTable, encode_rows, sequence_table
-from actstore.split_file import Split
+from distributions.split_file import Split
 from actstore.software import software_versions
 from actstore.stage_clock import clock_for
 from actstore.writer import BackgroundWriter
@@ -41,7 +41,7 @@ from actstore.sharding import Shard, wait_for_creation
 from actstore.store import (DISK_FULL, ActivationStore, StoreLayout, create_store, disk_full_message, find_store,
                             open_for_writing)
 from actstore.views import PromptFormat, View, parse_views
-from genies.data import DATA_DIR_HELP, load_split, resolve_data_dir, split_path
+from distributions.data import DATA_DIR_HELP, load_split, resolve_data_dir, split_path
 
 Site = Literal["residual", "heads"]
 StorageDtype = Literal["float16", "float32"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actstore.common import UserError
+from common import UserError
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import fsspec
 
-from actstore.common import UserError, format_layers
+from common import UserError, format_layers
 from actstore.locations import STORE_SUFFIX
 from actstore.store import find_store
 

@@ -7,7 +7,7 @@ through 20), or a mix ``0,5:8,30``.
 
 from __future__ import annotations
 
-from actstore.common import UserError
+from common import UserError
 
 
 def parse_layers(spec: str, n_blocks: int, *, model: str = "the model") -> tuple[int, ...]:

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from actstore.names import check_name
+from common.names import check_name
 
 STORE_SUFFIX = ".zarr"
 
@@ -85,7 +85,7 @@ class StoreNames:
     prompt_format: str = "raw"
 
     def url(self, spec: str) -> str:
-        from actstore.common import default_store_root
+        from common import default_store_root
 
         return store_location(spec, root=self.root or default_store_root(), limit=self.limit,
                               prompt_format=self.prompt_format)

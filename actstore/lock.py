@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from actstore.common import UserError
+from common import UserError
 from actstore.sharding import Shard
 
 LOCK_SUFFIX = ".lock"

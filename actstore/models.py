@@ -26,7 +26,7 @@ from typing import Callable, get_args
 import torch
 from safetensors import SafetensorError
 
-from actstore.common import UserError, default_model_cache, describe
+from common import UserError, default_model_cache, describe
 from actstore.compute_dtype import Dtype, resolve_compute_dtype, torch_dtype
 from actstore.families import family_of
 from actstore.placement import QUANTIZATIONS
@@ -339,9 +339,9 @@ def _convert_assembled_gguf(name: str, alias: dict, staging: Path) -> None:
 
 
 def _sealed_cache(path: Path, build) -> Path:
-    """A cache directory of converted weights, checked against its seal (actstore/atomic.py) at each
+    """A cache directory of converted weights, checked against its seal (common/atomic.py) at each
     load; one that is missing, half-written or damaged is built again by ``build(staging_dir)``."""
-    from actstore.atomic import atomic_directory, is_complete, verify_directory
+    from common.atomic import atomic_directory, is_complete, verify_directory
 
     if is_complete(path):
         try:
@@ -373,7 +373,7 @@ def _cache_in_dtype(cache: Path, dtype: str, staging: Path) -> None:
     """``cache`` (float32) saved in ``dtype`` (the same values a load would cast to)."""
     from transformers import AutoModelForCausalLM
 
-    from actstore.atomic import MARKER
+    from common.atomic import MARKER
 
     shutil.copytree(cache, staging, ignore=shutil.ignore_patterns("*.safetensors", MARKER), dirs_exist_ok=True)
     AutoModelForCausalLM.from_pretrained(cache, dtype=torch_dtype(dtype), device_map="cpu").save_pretrained(staging)

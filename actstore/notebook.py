@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from actstore.common import UserError
+from common import UserError
 
 if TYPE_CHECKING:
     from actstore.store import ActivationStore

@@ -1,5 +1,5 @@
 """Where a command's model goes: the settings every config of a command that loads a model shares
-(documented fields, so they are the commands' options; see actstore/settings.py). Light on purpose:
+(documented fields, so they are the commands' options; see common/settings.py). Light on purpose:
 the command line reads it without importing torch."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from actstore.settings import setting
+from common.settings import setting
 
 Quantization = Literal["none", "8bit", "4bit"]
 QUANTIZATIONS = get_args(Quantization)

@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-from actstore.common import UserError
+from common import UserError
 
 INSTALL = "pip install 'genies-toolkit[quantize]' (bitsandbytes)"
 

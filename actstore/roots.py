@@ -15,7 +15,7 @@ from pathlib import Path
 
 import fsspec
 
-from actstore.common import UserError, default_store_root, describe
+from common import UserError, default_store_root, describe
 
 FILE_SCHEME = "file://"
 WRITE_CHECK_PREFIX = ".genies-write-check-"

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from actstore.batching import EncodedSequence
-from actstore.split_file import Split
-from actstore.common import UserError
+from distributions.split_file import Split
+from common import UserError
 from actstore.views import View, encode
 
 

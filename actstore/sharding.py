@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from actstore.common import UserError
+from common import UserError
 
 CREATION_WAIT_S = 1800.0  # rank 0 loads the model before it creates the store
 

@@ -41,7 +41,7 @@ import numpy as np
 import zarr
 
 from actstore import __version__
-from actstore.common import UserError, describe, format_layers
+from common import UserError, describe, format_layers
 from actstore.hints import extract_command
 from actstore.integrity import (LABEL_ARRAYS, MISMATCH, Column, Damage, block_crcs, crc32, metadata_digest,
                                  store_salt)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
-from actstore.common import UserError, parse_list
+from common import UserError, parse_list
 
 PromptFormat = Literal["raw", "chat"]  # chat: the prompt as a user turn in the tokenizer's chat template
 PROMPT_FORMATS = get_args(PromptFormat)

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from actstore import open_store  # noqa: E402
-from genies.data import resolve_data_dir  # noqa: E402
+from distributions.data import resolve_data_dir  # noqa: E402
 from actstore.extract import ExtractConfig, extract  # noqa: E402
 from actstore.models import load_model  # noqa: E402
 

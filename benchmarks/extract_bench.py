@@ -41,7 +41,7 @@ import torch  # noqa: E402
 
 from actstore.compute_dtype import resolve_compute_dtype, torch_dtype  # noqa: E402
 from actstore.sharding import default_device  # noqa: E402
-from genies.data import load_split, resolve_data_dir  # noqa: E402
+from distributions.data import load_split, resolve_data_dir  # noqa: E402
 from actstore.extract import ExtractConfig, extract  # noqa: E402
 from actstore.models import ModelSpec, load_model  # noqa: E402
 from actstore.prompt_reuse import reuses_prompts  # noqa: E402

@@ -17,7 +17,7 @@ import numpy as np
 from genies.generalization import ZERO_SHOT, Evaluation, rows_with_evaluations
 from genies.uncertainty import INTERVAL_METRICS, N_BOOTSTRAP, RunBootstrap
 from manifests import load_manifest
-from probes.metrics import ExampleOutcomes
+from common.metrics import ExampleOutcomes
 from registry import method_sets
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from genies.data import load_split, resolve_data_dir  # noqa: E402
+from distributions.data import load_split, resolve_data_dir  # noqa: E402
 from actstore.batching import EncodedSequence  # noqa: E402
 from actstore.models import ModelSpec, load_model  # noqa: E402
 from actstore.extract import ExtractConfig  # noqa: E402

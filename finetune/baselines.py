@@ -15,8 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from actstore.split_file import Example
-from actstore.common import UserError
+from distributions.split_file import Example
+from common import UserError
 from actstore.capture import DecoderParts
 from actstore.prompt_reuse import sequence_logliks
 from finetune.evaluate import EvalResult, result_from_scores
@@ -77,7 +77,7 @@ def evaluate_loglik_baseline(
 ) -> EvalResult:
     """Zero-shot (``shots_from`` None) or few-shot accuracy of a base model on one split: ``loaded``
     when given, else loaded by ``spec`` (default: float32 on this process's device)."""
-    from genies.data import load_split, resolve_data_dir
+    from distributions.data import load_split, resolve_data_dir
     from actstore.models import ModelSpec
     from actstore.sharding import default_device
     from finetune.sequences import context_length, encode_examples

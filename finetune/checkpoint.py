@@ -3,7 +3,7 @@
 A run directory holds ``finetune.json`` (format, base model, adapter settings, training config
 and losses), ``adapter/`` (peft ``save_pretrained``: ``adapter_config.json`` plus
 ``adapter_model.safetensors``) and ``head.safetensors`` (the scalar head's weight), sealed by
-``complete.json`` (actstore/atomic.py): a run directory is replaced whole or not at all, and one
+``complete.json`` (common/atomic.py): a run directory is replaced whole or not at all, and one
 whose files do not match its seal is refused.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from actstore.atomic import atomic_directory, verify_directory
+from common.atomic import atomic_directory, verify_directory
 from actstore.capture import DecoderParts
-from actstore.common import UserError, read_json
+from common import UserError, read_json
 from finetune.reward_model import AdapterSettings, RewardModel, quiet_peft
 
 FORMAT = 1

@@ -30,7 +30,7 @@ def check_adapter_placement(loaded) -> None:
     """An adapter needs its base weights resident on the device they run on: accelerate's offloaded
     weights (on disk, or on the host for a GPU model) live on the meta device between uses, where
     peft would create the adapter's own weights too."""
-    from actstore.common import UserError
+    from common import UserError
 
     placement = getattr(loaded.model, "hf_device_map", None) or {}
     runs_on_gpu = loaded.input_device.type != "cpu"

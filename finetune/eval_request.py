@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import registry
-from actstore.common import UserError
+from common import UserError
 from actstore.compute_dtype import Dtype
 from actstore.models import DEFAULT_MODEL
 from actstore.placement import QUANTIZE_HELP, Placement, Quantization
-from actstore.settings import check_choices, setting
+from common.settings import check_choices, setting
 from actstore.views import PromptFormat
-from genies.data import DATA_DIR_HELP
+from distributions.data import DATA_DIR_HELP
 from finetune.evaluate import EvalResult
 
 

@@ -15,7 +15,7 @@ import torch
 
 from finetune.sequences import EncodedSplit, TokenSequence
 from finetune.shared_prompts import score_grouped
-from probes.metrics import ExampleOutcomes, Metrics, compute_metrics, example_outcomes, pair_indices, pair_margins
+from common.metrics import ExampleOutcomes, Metrics, compute_metrics, example_outcomes, pair_indices, pair_margins
 
 TABLE_COLUMNS = [
     "method", "dataset", "split", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
@@ -59,7 +59,7 @@ def metrics_from_scores(scores: np.ndarray, example: np.ndarray, is_best: np.nda
 
 
 def result_from_scores(method: str, dataset: str, split: str, encoded: EncodedSplit, scores: np.ndarray) -> EvalResult:
-    from actstore.common import UserError
+    from common import UserError
 
     if not encoded.sequences:
         raise UserError(f"{dataset}/{split}: no example fits the model's context ({encoded.max_length} tokens)")
@@ -120,7 +120,7 @@ def evaluate_reward_model(
 
 def _score_split(trained, dataset: str, *, data_dir: str | None, split: str, limit: int | None,
                  batch_size: int) -> EvalResult:
-    from genies.data import load_split, resolve_data_dir
+    from distributions.data import load_split, resolve_data_dir
     from finetune.sequences import context_length, encode_examples
 
     examples = load_split(resolve_data_dir(data_dir), dataset, split).examples

@@ -1,5 +1,5 @@
 """The methods finetune runs live on the model, as entries of the benchmark's method registry
-(registry.py): reward models it trains (`finetune train`, then `finetune eval RUN_DIR`) and the
+(the registry package): reward models it trains (`finetune train`, then `finetune eval RUN_DIR`) and the
 few-shot baseline (`finetune eval --method few-shot`). Imports no torch."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from torch import nn
 
 import registry
 from actstore.capture import DecoderParts
-from actstore.common import UserError
+from common import UserError
 from actstore.families import lora_targets
 from actstore.quantization import quiet_bitsandbytes
 from finetune.full_sequences import run_full_sequences

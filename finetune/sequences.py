@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from actstore.batching import EncodedSequence
-from actstore.split_file import Example
+from distributions.split_file import Example
 from actstore.views import encode, parse_views, require_chat_template
 
 PromptBuilder = Callable[[Example], str]

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import torch
 
-from actstore.common import UserError, check_number
+from common import UserError, check_number
 from actstore.models import DEFAULT_MODEL, model_fingerprint
 from actstore.placement import QuantizedPlacement
-from actstore.settings import check_choices, setting
+from common.settings import check_choices, setting
 from actstore.views import PromptFormat
 from finetune.devices import Precision, mixed_precision
 from finetune.memory import peak_memory, wants_checkpointing
 from finetune.reward_model import AdapterSettings, check_method, default_learning_rate
-from genies.data import DATA_DIR_HELP
+from distributions.data import DATA_DIR_HELP
 
 DEFAULT_EPOCHS = 3  # the paper's runs saw about 2.7 to 5.3 epochs of a 600-example source
 MAX_DEFAULT_STEPS = 150  # the paper's longest runs
@@ -104,7 +104,7 @@ class TrainConfig(QuantizedPlacement):
     def out_dir(self) -> Path:
         if self.out:
             return Path(self.out).expanduser()
-        from actstore.common import default_finetune_dir
+        from common import default_finetune_dir
 
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).name or self.model)
         return default_finetune_dir() / f"{self.method}-{slug}-{self.dataset}"
@@ -160,7 +160,7 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, loaded=Non
 
     from actstore.quantization import check_quantization
     from finetune.devices import check_adapter_placement
-    from genies.data import load_split, resolve_data_dir
+    from distributions.data import load_split, resolve_data_dir
 
     started = time.perf_counter()
     accelerator = _fresh_accelerator(config.precision)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actstore.common import UserError
+from common import UserError
 from genies.evaluations import read_row_evaluations
 from genies.results_csv import load_run, results_path
 from genies.run_info import read_run_info

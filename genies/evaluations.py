@@ -5,7 +5,7 @@ rename). It records the fingerprints of the data files it depends on and a check
 and keeps each test example's outcome (pairs, correct pairs), which the report's bootstrap
 resamples. It is done while its data files are unchanged, its checksum matches and it has its
 outcomes (one written before they were kept is recomputed), so a second run reads these files
-and does no model work. A fit directory is done when it is sealed (actstore/atomic.py) with the
+and does no model work. A fit directory is done when it is sealed (common/atomic.py) with the
 same fingerprints.
 """
 
@@ -17,14 +17,14 @@ import math
 from dataclasses import fields
 from pathlib import Path
 
-from actstore.atomic import is_complete, read_marker
-from actstore.common import UserError, write_text_atomic
-from actstore.split_file import fingerprint
-from genies.data import resolve_data_dir, split_path
+from common.atomic import is_complete, read_marker
+from common import UserError, write_text_atomic
+from distributions.split_file import fingerprint
+from distributions.data import resolve_data_dir, split_path
 from actstore.store import find_store
 from genies.generalization import Evaluation, ResultRow, RowEvaluations
 from genies.plan import DataFingerprints, DoneChecks
-from probes.metrics import ExampleOutcomes, Metrics
+from common.metrics import ExampleOutcomes, Metrics
 
 OUTCOMES_KEY = "outcomes"
 DATA_KEY = "data"  # the data fingerprints an evaluation was computed from
@@ -34,7 +34,7 @@ CHECKSUM_KEY = "checksum"  # sha256 of the rest of the record: an edited or dama
 def evaluation_from_metrics(method: str, trained_on: str, tested_on: str, metrics: Metrics, layer: int | None = None,
                             outcomes: ExampleOutcomes | None = None, validation_pairs: int | None = None,
                             compute_dtype: str | None = None) -> Evaluation:
-    """The shared metrics module's result (probes.metrics.compute_metrics) as one Evaluation."""
+    """The shared metrics module's result (common.metrics.compute_metrics) as one Evaluation."""
     return Evaluation(method=method, trained_on=trained_on, tested_on=tested_on, accuracy=metrics.accuracy, layer=layer,
                       auroc=metrics.auroc, brier=metrics.brier, rms_calibration_error=metrics.rms_calibration_error,
                       outcomes=outcomes, validation_pairs=validation_pairs, compute_dtype=compute_dtype)

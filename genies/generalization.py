@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Mapping
 
 import registry
 from manifests import Shift
-from probes.metrics import ExampleOutcomes
+from common.metrics import ExampleOutcomes
 
 ZERO_SHOT = "zero-shot"
 UNTRAINED = ""

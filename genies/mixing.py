@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from actstore.split_file import read_examples
-from genies.data import split_path
-from actstore.common import UserError
+from distributions.split_file import read_examples
+from distributions.data import split_path
+from common import UserError
 from probes.labels import Labels
 from probes.sources import FeatureSource
 

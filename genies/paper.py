@@ -34,7 +34,7 @@ SHIPPED = MANIFEST_DIR / "paper-results.csv"
 INTERVENTIONS = registry.PAPER_INTERVENTIONS
 TTC_INTERVENTIONS = ("lora_fine_tuning", "mms", "prompt_tuning", "few_shot", "zero_shot")
 # Which of our methods is the same as one of the paper's interventions, and why the others are not,
-# is declared by each method in the registry (registry.py: paper_intervention, stands_in_for, paper_note).
+# is declared by each method in the registry (the registry package: paper_intervention, stands_in_for, paper_note).
 DIGITS = 6
 
 

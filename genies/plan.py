@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import registry
-from actstore.common import UserError, default_store_root
+from common import UserError, default_store_root
 from actstore.compute_dtype import COMPUTE_DTYPE_HELP, ComputeDtype
 from actstore.locations import store_url
 from actstore.placement import Placement
 from actstore.roots import checked_store_root
-from actstore.settings import check_choices, setting
+from common.settings import check_choices, setting
 from actstore.views import PromptFormat
-from genies.data import DATA_DIR_HELP
+from distributions.data import DATA_DIR_HELP
 from genies.generalization import UNTRAINED, ZERO_SHOT
 from manifests import Shift
 from registry import Kind

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import registry
-from actstore.common import UserError, write_text_atomic
+from common import UserError, write_text_atomic
 from genies.evaluations import ROW_OUTCOMES_FILE, read_row_evaluations
 from genies.generalization import ZERO_SHOT, ResultRow, RowEvaluations
 from genies.paper import INTERVENTIONS, PAPER_MODEL, paper_figure, paper_rows

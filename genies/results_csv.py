@@ -8,8 +8,8 @@ import math
 from dataclasses import fields
 from pathlib import Path
 
-from actstore.atomic import file_sha256
-from actstore.common import UserError, write_text_atomic
+from common.atomic import file_sha256
+from common import UserError, write_text_atomic
 from genies.generalization import INTERVAL_METRICS, ResultRow
 from genies.run_info import RESULTS_CHECKSUM, read_run_info
 

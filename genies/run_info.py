@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from actstore.common import UserError, read_json, write_text_atomic
+from common import UserError, read_json, write_text_atomic
 
 RUN_INFO_FILE = "run.json"
 RESULTS_CHECKSUM = "results_sha256"  # what `genies run` wrote to results.csv

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 import registry
-from actstore.atomic import file_sha256
-from actstore.common import UserError
+from common.atomic import file_sha256
+from common import UserError
 from actstore.models import ModelOnDemand, check_family, load_tokenizer
 from actstore.software import software_versions
 from actstore.views import require_chat_template

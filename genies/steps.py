@@ -13,7 +13,7 @@ from typing import Callable
 
 import actstore.extract as extraction
 import registry
-from actstore.common import UserError
+from common import UserError
 from actstore.locations import store_url
 from actstore.models import ModelOnDemand
 from genies.evaluations import evaluation_from_metrics, save_evaluation
@@ -218,7 +218,7 @@ def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, mo
 def _live_training_data(config: RunConfig, training: TrainingSet, mixed_data_dir: Path) -> tuple[str, str | None, int | None]:
     if not training.mixed_with:
         return training.dataset, config.data_dir, config.limit
-    from genies.data import resolve_data_dir
+    from distributions.data import resolve_data_dir
 
     name = write_mixed_distribution(resolve_data_dir(config.data_dir), training.dataset, training.mixed_with,
                                     training.n_mixed, config.seed, mixed_data_dir, limit=config.limit)

@@ -30,7 +30,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from genies.generalization import INTERVAL_METRICS, ZERO_SHOT, Evaluation, ResultRow, RowEvaluations
-from probes.metrics import percentile_interval
+from common.metrics import percentile_interval
 
 N_BOOTSTRAP = 2000
 LEVEL = 0.95

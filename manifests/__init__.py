@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from actstore.common import UserError, read_json
-from actstore.names import check_name
+from common import UserError, read_json
+from common.names import check_name
 
 HERE = Path(__file__).resolve().parent
 NAMED = ("genies", "all", "demo")

@@ -6,8 +6,8 @@
 
 - ``probes.estimator``: the scikit-learn-shaped estimators' base (``fit`` / ``decision_function`` /
   ``score`` / ``save``), ``make_probe(name, layer, **options)`` and ``load_probe(dir)``.
-- ``probes.methods``: one module per method (its estimator and its registry entry; see registry.py).
-- ``probes.metrics``: the one metrics module (pairs, margins, temperature, accuracy/AUROC/Brier/RMS CE).
+- ``probes.methods``: one module per method (its estimator and its registry entry; see the registry package).
+- ``common.metrics``: the one metrics module (pairs, margins, temperature, accuracy/AUROC/Brier/RMS CE).
 - ``probes.sources``: ``StoreSource`` (the view stores of one split), ``ArraySource`` (arrays in memory).
 - ``probes.probe``: ``FittedProbe`` and its files (probe.json + tensors.safetensors, sealed).
 - ``probes.sweep``: ``run_sweep`` (every method x layer, best layer on a validation split); ``probes.plot``.

@@ -1,4 +1,4 @@
-"""What `probes fit / eval / sweep` do, as library calls; cli.py only parses and prints.
+"""What `probes fit / eval / sweep` do, as library calls; the cli package only parses and prints.
 
 A STORE argument is one store URL (its sibling views are found by name), or several URLs of
 the same split's views joined by commas.
@@ -13,11 +13,11 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 
 import registry
-from actstore.common import UserError, parse_list
+from common import UserError, parse_list
 from actstore.locations import StoreNames
 from actstore.roots import checked_location
 from probes.estimator import StoreProbe, load_probe, make_probe
-from probes.metrics import Metrics
+from common.metrics import Metrics
 from probes.sources import FeatureSource, StoreSource
 from probes.sweep import VALIDATION, SweepConfig, SweepResult, run_sweep, sweep_layers, write_csv
 

@@ -20,8 +20,8 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 import registry
-from actstore.common import UserError, format_layers
-from probes.metrics import ExampleOutcomes, Metrics, compute_metrics, example_outcomes, fit_temperature
+from common import UserError, format_layers
+from common.metrics import ExampleOutcomes, Metrics, compute_metrics, example_outcomes, fit_temperature
 from probes.normalize import Normalizer
 from probes.probe import FittedProbe, provenance, read_fitted, save_fitted
 from probes.scorers import Feature

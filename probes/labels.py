@@ -7,7 +7,7 @@ from functools import cached_property
 
 import numpy as np
 
-from probes.metrics import pair_indices
+from common.metrics import pair_indices
 
 
 @dataclass(frozen=True, eq=False)

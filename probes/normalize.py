@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actstore.common import UserError
+from common import UserError
 
 NORMALIZATIONS = ("none", "center", "standardize")
 

@@ -1,5 +1,5 @@
 """A fitted probe's state (scorer + temperature + provenance) and its files: PROBE/probe.json +
-PROBE/tensors.safetensors, sealed by PROBE/complete.json (actstore/atomic.py): a probe is saved
+PROBE/tensors.safetensors, sealed by PROBE/complete.json (common/atomic.py): a probe is saved
 whole or not at all, and loading refuses one whose files changed since."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from actstore import __version__
-from actstore.atomic import atomic_directory, verify_directory
-from actstore.common import UserError
+from common.atomic import atomic_directory, verify_directory
+from common import UserError
 from probes.probe_checks import check_document, nonfinite_weights, scorer_from_files
 from probes.scorers import SCORERS, Scorer
 from probes.sources import MODEL_KEYS, FeatureSource

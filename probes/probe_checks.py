@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actstore.common import UserError
+from common import UserError
 from probes.scorers import SCORERS, Scorer
 
 REFIT = "refit the probe"

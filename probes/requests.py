@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from actstore.locations import STORE_HELP
-from actstore.settings import check_choices, setting
+from common.settings import check_choices, setting
 from actstore.views import PromptFormat
 
 

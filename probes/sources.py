@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from actstore.split_file import check_data_unchanged
-from actstore.common import UserError
+from distributions.split_file import check_data_unchanged
+from common import UserError
 from actstore.hints import extract_command
 from actstore.info import no_store_error
 from probes.labels import Labels

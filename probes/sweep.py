@@ -27,10 +27,10 @@ from pathlib import Path
 
 from sklearn.base import clone
 
-from actstore.common import UserError, format_layers, write_text_atomic
+from common import UserError, format_layers, write_text_atomic
 from probes.estimator import LayerProbe, StoreProbe, as_source
 from probes.labels import split_by_example
-from probes.metrics import Metrics
+from common.metrics import Metrics
 from probes.sources import FeatureSource
 
 VALIDATION = "validation"

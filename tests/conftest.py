@@ -71,7 +71,7 @@ def example(prompt="Say hi.\n### Response:\n", responses=None):
 def reseal(directory: Path, **record) -> None:
     """Re-write a saved directory's completion marker over its current files: a probe or reward
     model that is complete and consistent, but whose contents are wrong (what a buggy writer makes)."""
-    from actstore.atomic import MARKER, file_sha256
+    from common.atomic import MARKER, file_sha256
 
     files = {p.relative_to(directory).as_posix(): file_sha256(p) for p in sorted(Path(directory).rglob("*"))
              if p.is_file() and p.name != MARKER}

@@ -70,9 +70,9 @@ def kill_before_complete() -> None:
 
 
 def kill_before_seal() -> None:
-    import actstore.atomic
+    import common.atomic
 
-    actstore.atomic._write_marker = lambda directory, record: die(f"seal {directory.name}")
+    common.atomic._write_marker = lambda directory, record: die(f"seal {directory.name}")
 
 
 def main() -> None:

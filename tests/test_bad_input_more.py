@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from safetensors.numpy import load_file, save_file
 
-from actstore.common import UserError
+from common import UserError
 from actstore.locations import model_slug, store_url
 from cli import actstore, finetune, genies, probes
 from conftest import reseal, write_distribution

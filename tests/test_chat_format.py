@@ -10,8 +10,8 @@ from click.testing import CliRunner
 import actstore.models
 import genies.runner
 from actstore import open_store
-from genies.data import load_split
-from actstore.common import UserError
+from distributions.data import load_split
+from common import UserError
 from actstore.extract import ExtractConfig, extract, recorded_identity
 from actstore.views import VIEWS, encode, parse_views
 from cli import actstore as actstore_cli
@@ -188,7 +188,7 @@ def test_finetune_and_runner_refuse_chat_without_a_template(data_dir, tmp_path):
 
 @pytest.mark.bundled
 def test_bundled_model_chat_and_raw_on_the_demo(bundled_model, tmp_path):
-    from genies.demo_data import ensure_demo_data
+    from distributions.demo_data import ensure_demo_data
 
     assert bundled_model.tokenizer.chat_template  # SmolLM2-135M-Instruct ships one
     settings = dict(model="smollm2-135m", datasets=("arith_easy",), data_dir=str(ensure_demo_data(tmp_path / "demo")),

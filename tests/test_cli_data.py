@@ -54,7 +54,7 @@ def test_missing_data_dir_says_how_to_get_data(tmp_path):
 
 
 def test_download_offline_is_one_clear_line(tmp_path, monkeypatch):
-    import genies.download as dl
+    import distributions.download as dl
 
     monkeypatch.setattr(dl, "GENIES_TARBALL_URL", "http://127.0.0.1:9/genies-datasets.tar")
     monkeypatch.setattr(dl.download, "__defaults__", ("http://127.0.0.1:9/genies-datasets.tar", 2.0))
@@ -67,7 +67,7 @@ def test_download_offline_is_one_clear_line(tmp_path, monkeypatch):
 def test_download_unpacks_a_valid_archive(tmp_path, monkeypatch):
     import tarfile
 
-    import genies.download as dl
+    import distributions.download as dl
 
     source = write_distribution(tmp_path / "src", "toy", [example()])
     tarball = tmp_path / "genies-datasets.tar"

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from actstore.common import UserError
-from actstore.settings import Configured, documented_fields, option_name
+from common import UserError
+from common.settings import Configured, documented_fields, option_name
 
 GROUPS = {"actstore": cli.actstore, "probes": cli.probes, "finetune": cli.finetune, "genies": cli.genies}
 # A command with more than MAX_PARAMETERS hand-written parameters fails below: its options belong in a config.
@@ -65,7 +65,7 @@ def test_generated_options_are_the_documented_fields(path, command):
     ("finetune", ["train", "--method", "lora", "--dataset", "d", "--precision", "fp8"],
      "finetune.train:TrainConfig", dict(method="lora", dataset="d", precision="fp8")),
     ("genies", ["data", "import", "some.json", "--name", "n", "--format", "xml"],
-     "genies.importing:ImportConfig", dict(source="some.json", name="n", format="xml")),
+     "distributions.importing:ImportConfig", dict(source="some.json", name="n", format="xml")),
 ])
 def test_a_choice_is_checked_once_by_the_config(group, args, config, settings):
     """The command line and Python callers meet the same check and the same one-line message."""
@@ -82,7 +82,7 @@ def test_a_choice_is_checked_once_by_the_config(group, args, config, settings):
 
 def test_settings_keep_their_types_and_parsers(tmp_path):
     """Parsing only (the run itself: test_genies_runner): --layer becomes a number, --methods a tuple."""
-    from actstore.settings import build_config
+    from common.settings import build_config
     from genies.plan import DEFAULT_METHODS, RunConfig
 
     command = cli.genies.commands["run"]

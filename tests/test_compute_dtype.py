@@ -5,7 +5,7 @@ import torch
 
 from actstore import compute_dtype
 from actstore.compute_dtype import cpu_flags, resolve_compute_dtype
-from actstore.common import UserError
+from common import UserError
 
 
 @pytest.mark.parametrize("flags, expected", [

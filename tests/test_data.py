@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from actstore.split_file import check_example, fingerprint, validate_file
-from genies.data import list_distributions, load_split, resolve_data_dir
-from actstore.common import UserError
+from distributions.split_file import check_example, fingerprint, validate_file
+from distributions.data import list_distributions, load_split, resolve_data_dir
+from common import UserError
 from conftest import example, write_distribution
 
 

@@ -1,6 +1,6 @@
-from genies.data import load_split
-from genies.demo_data import DISTRIBUTIONS, N_TEST, N_TRAIN, ensure_demo_data, write_demo_data
-from genies.inventory import validate_all
+from distributions.data import load_split
+from distributions.demo_data import DISTRIBUTIONS, N_TEST, N_TRAIN, ensure_demo_data, write_demo_data
+from distributions.inventory import validate_all
 from manifests import load_manifest
 
 

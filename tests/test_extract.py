@@ -8,7 +8,7 @@ import torch
 
 from actstore import open_store
 from actstore.compute_dtype import resolve_compute_dtype
-from actstore.common import UserError
+from common import UserError
 from actstore.extract import ExtractConfig, extract
 from actstore.models import tiny_random_llama
 from actstore.store import ActivationStore

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from actstore.batching import EncodedSequence, pad_batch, plan_batches
-from actstore.common import UserError
+from common import UserError
 from actstore.forward import continuation_positions
 from actstore.layers import parse_layers
 from actstore.locations import model_slug, store_location, store_name, store_url

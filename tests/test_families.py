@@ -172,7 +172,7 @@ def test_one_training_step_equals_an_independent_loss(family_model, method):
 def test_an_unsupported_model_type_is_refused_in_one_line():
     from transformers import AutoConfig
 
-    from actstore.common import UserError
+    from common import UserError
 
     with pytest.raises(UserError, match="model type 'bloom' is not supported \\(supported: llama, mistral"):
         family_of(AutoConfig.for_model("bloom"))
@@ -302,7 +302,7 @@ def test_readme_table_of_supported_models_is_this_files():
 
 def test_a_sliding_window_model_under_flash_attention_is_refused_not_masked_wrongly():
     from actstore.attention_masks import decoder_attention_mask
-    from actstore.common import UserError
+    from common import UserError
 
     config = tiny_family_model("mistral").model.config
     config._attn_implementation = "flash_attention_2"

@@ -7,8 +7,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from genies.data import load_split
-from actstore.common import UserError
+from distributions.data import load_split
+from common import UserError
 from actstore.models import load_model
 from cli import finetune
 from conftest import TOY_EXAMPLES, write_distribution, reseal
@@ -18,7 +18,7 @@ from finetune.evaluate import evaluate_reward_model, reward_scores
 from finetune.reward_model import AdapterSettings, new_reward_model
 from finetune.sequences import encode_examples
 from finetune.train import TrainConfig, train_reward_model
-from probes.metrics import compute_metrics, pair_indices, pair_margins
+from common.metrics import compute_metrics, pair_indices, pair_margins
 from test_finetune_train import learnable_examples
 
 TOY = [*TOY_EXAMPLES, {"prompt": "Say hi.\n### Response:\n", "responses": {"Hi!": 1.0, "Bye.": 0.0}}]
@@ -229,7 +229,7 @@ def test_cli_bad_input_is_one_line_exit_2(toy_data, args, message):
 @pytest.mark.bundled
 def test_bundled_model_shared_prompt_logliks_match_full_sequences(bundled_model):
     """The real tokenizer (no BOS, pad = EOS) through the shared-prompt path."""
-    from genies.data import resolve_data_dir
+    from distributions.data import resolve_data_dir
 
     examples = load_split(resolve_data_dir("demo"), "arith_easy", "test").examples[:3]
     tokenizer, model = bundled_model.tokenizer, bundled_model.model

@@ -44,7 +44,7 @@ def test_full_sequence_rewards_equal_shared_prompt_rewards(method):
 
 
 def _examples():
-    from actstore.split_file import Example
+    from distributions.split_file import Example
 
     return [Example(index=i, prompt=e["prompt"], responses=list(e["responses"]), scores=list(e["responses"].values()))
             for i, e in enumerate(learnable_examples(5))]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from genies.data import load_split
-from actstore.common import UserError
+from distributions.data import load_split
+from common import UserError
 from actstore.models import tiny_random_llama
 from conftest import write_distribution
 from finetune.pairs import PairCollator, padded_tokens, sample_training_pairs

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from actstore.common import UserError
+from common import UserError
 from genies.mixing import MixedSource, choose_mixed_examples, write_mixed_distribution
 from probes.labels import Labels
 from probes.sources import ArraySource

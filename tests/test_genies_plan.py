@@ -1,6 +1,6 @@
 import pytest
 
-from actstore.common import UserError
+from common import UserError
 from genies.plan import (DoneChecks, RunConfig, TrainingSet, build_plan, check_reusable, needed_evaluations,
                          training_set_for)
 from manifests import Shift
@@ -104,7 +104,7 @@ def test_run_config_and_settings_checks(tmp_path):
 def test_evaluation_cache_round_trip_and_done_checks(tmp_path):
     from genies.evaluations import evaluation_from_metrics, filesystem_checks, load_evaluation, save_evaluation
     from genies.generalization import Evaluation
-    from probes.metrics import compute_metrics, example_outcomes
+    from common.metrics import compute_metrics, example_outcomes
 
     margins, pair_example = [1.0, 0.0, -2.0, 3.0], [0, 0, 1, 2]
     metrics = compute_metrics(margins, n_bootstrap=0)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from actstore.common import UserError
+from common import UserError
 from cli import genies
 from genies.generalization import ZERO_SHOT, ResultRow, differential_elicitation, elicitation
 from genies.report import write_report

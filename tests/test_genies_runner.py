@@ -9,7 +9,7 @@ import actstore.extract
 import actstore.models
 import genies.report
 import genies.steps
-from actstore.common import UserError
+from common import UserError
 from conftest import write_distribution
 from genies.plan import RunConfig
 from genies.runner import run_benchmark

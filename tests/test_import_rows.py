@@ -110,14 +110,14 @@ def test_one_import_of_a_name_at_a_time_and_never_into_the_demo_data(tmp_path, m
     listed = CliRunner().invoke(genies, ["data", "ls", "--data-dir", str(data)])
     assert listed.exit_code == 0 and "cities" in listed.output and ".import" not in listed.output
     monkeypatch.setenv("GENIES_HOME", str(tmp_path / "home"))
-    from actstore.common import demo_data_dir
+    from common import demo_data_dir
 
     assert "the bundled demo data" in one_error(import_file(source, demo_data_dir()))
 
 
 def test_imports_never_go_into_the_shared_genies_directory_and_mix_with_it_by_search_path(tmp_path, monkeypatch):
     from conftest import example, write_distribution
-    from genies.data import list_distributions, load_split, resolve_data_dir
+    from distributions.data import list_distributions, load_split, resolve_data_dir
 
     shared = write_distribution(tmp_path / "shared", "alpaca_mmlu", [example()])
     monkeypatch.setenv("GENIES_DATA", str(shared))

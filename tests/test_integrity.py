@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from actstore.common import UserError
+from common import UserError
 from actstore.store import open_store
 from cli import actstore, probes
 from conftest import example, write_distribution

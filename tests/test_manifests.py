@@ -3,7 +3,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from actstore.common import UserError
+from common import UserError
 from cli import genies
 from manifests import load_manifest
 

@@ -1,4 +1,4 @@
-"""probes.metrics on hand-computed cases and against scikit-learn."""
+"""common.metrics on hand-computed cases and against scikit-learn."""
 
 import math
 import random
@@ -8,7 +8,7 @@ import pytest
 from scipy.special import expit
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from probes.metrics import (
+from common.metrics import (
     Metrics,
     binned_rms_calibration_error,
     compute_metrics,
@@ -219,7 +219,7 @@ def test_fit_temperature_edge_cases():
 
 
 def test_example_outcomes_and_clustered_standard_error():
-    from probes.metrics import ExampleOutcomes, example_outcomes, pair_correctness, ratio_standard_error
+    from common.metrics import ExampleOutcomes, example_outcomes, pair_correctness, ratio_standard_error
 
     margins = np.array([1.0, -1.0, 0.0, 2.0, 3.0])
     outcomes = example_outcomes(margins, np.array([7, 7, 3, 3, 9]))

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from actstore import open_store
-from actstore.common import UserError
+from common import UserError
 from actstore.extract import ExtractConfig, extract
 from actstore.models import ModelSpec, load_model, parse_max_memory, tiny_random_llama
 from cli import actstore
@@ -103,7 +103,7 @@ def test_bundled_gguf_cache_loads_straight_into_the_compute_dtype(monkeypatch):
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_pretrained)
     from safetensors import safe_open
 
-    from actstore.common import default_model_cache
+    from common import default_model_cache
 
     loaded = load_model(ModelSpec("smollm2-135m", compute_dtype="bfloat16"))
     assert asked[-1]["dtype"] == torch.bfloat16 and "gguf_file" not in asked[-1]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from actstore.common import UserError
+from common import UserError
 from actstore.models import load_model, tiny_random_llama
 
 
@@ -48,7 +48,7 @@ def test_damaged_bundled_model_cache_is_rebuilt_not_loaded(bundled_model, tmp_pa
     import shutil
 
     from actstore.models import ModelSpec, load_model
-    from actstore.common import default_model_cache
+    from common import default_model_cache
 
     reference = load_model(ModelSpec("smollm2-135m", compute_dtype="bfloat16"))
     for name in ("smollm2-135m", "smollm2-135m.bfloat16"):

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from actstore import open_store
-from actstore.common import UserError
+from common import UserError
 from cli import actstore, probes
 from conftest import example, write_distribution
 from test_bad_input import fails

@@ -7,7 +7,7 @@ from sklearn.linear_model import LogisticRegression
 import registry
 from probes import make_probe
 from probes.methods.ccs import CCS, ccs_losses, train_ccs
-from probes.metrics import pair_margins
+from common.metrics import pair_margins
 from synthetic import planted
 
 LAYER = 2
@@ -226,7 +226,7 @@ def test_every_method_is_deterministic(method, train):
 
 
 def test_temperature_is_fitted_on_training_margins(train):
-    from probes.metrics import fit_temperature
+    from common.metrics import fit_temperature
 
     for method in ("mms", "lat", "ccs"):
         probe = make_probe(method, LAYER).fit(train.source())
@@ -242,7 +242,7 @@ def test_temperature_is_fitted_on_training_margins(train):
     (dict(l2=float("nan")), "CCS l2 must be a finite number at least 0, got nan"),
 ])
 def test_ccs_settings_that_cannot_fit_are_one_line_errors(settings, message):
-    from actstore.common import UserError
+    from common import UserError
     from probes.methods.ccs import train_ccs
 
     x = np.random.default_rng(0).normal(size=(8, 3))

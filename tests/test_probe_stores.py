@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from actstore.common import UserError
+from common import UserError
 import registry
 from probes import load_probe, make_probe
 from probes.probe import CONFIG_FILE, TENSORS_FILE

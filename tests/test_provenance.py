@@ -10,7 +10,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from actstore.common import UserError
+from common import UserError
 from cli import actstore, finetune, probes
 from conftest import REPO, example, write_distribution
 from genies.evaluations import load_evaluation

@@ -49,7 +49,7 @@ def tour_commands() -> list[list[str]]:
 
 @pytest.mark.bundled
 def test_tour_steps_with_store_names_run_as_written(genies_data, tmp_path, monkeypatch, bundled_model):
-    from actstore.common import default_model_cache
+    from common import default_model_cache
 
     models = default_model_cache()  # the bundled model's converted copy, reused under the test's own cache
     (tmp_path / "home").mkdir()

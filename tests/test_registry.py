@@ -1,13 +1,13 @@
-"""The method registry (registry.py) and the scikit-learn estimator shape of every probe."""
+"""The method registry (the registry package) and the scikit-learn estimator shape of every probe."""
 
 import numpy as np
 import pytest
 from sklearn.base import clone
 
 import registry
-from actstore.common import UserError
+from common import UserError
 from probes import CCS, CRA, LAT, MMS, CRAHeads, LatStim, LogReg, MMSHeads, RandomDirection, ZeroShot, load_probe, make_probe
-from probes.metrics import Metrics
+from common.metrics import Metrics
 from registry import Kind
 from synthetic import planted
 

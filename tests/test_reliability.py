@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from actstore import open_store
-from actstore.common import UserError
+from common import UserError
 from actstore.lock import ExtractionLock, lock_dir
 from actstore.sharding import Shard, wait_for_creation
 from actstore.store import find_store

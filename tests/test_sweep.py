@@ -5,10 +5,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from actstore.common import UserError
+from common import UserError
 from probes.commands import best_layer_rows, parse_methods, parse_sweep_layers, sweep_command
 from probes.sources import StoreSource
-from probes.metrics import Metrics
+from common.metrics import Metrics
 from probes.sweep import CSV_COLUMNS, VALIDATION, SweepConfig, SweepRow, best_layers, read_csv, run_sweep
 from synthetic import planted, write_stores
 

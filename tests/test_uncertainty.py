@@ -104,7 +104,7 @@ def test_seeded_and_independent_of_other_methods(found):
 def test_example_replicates_resample_examples_not_pairs():
     """An example with 3 pairs moves 3 pairs at once: every replicate is a ratio of whole examples."""
     from genies.generalization import Evaluation
-    from probes.metrics import ExampleOutcomes
+    from common.metrics import ExampleOutcomes
 
     outcomes = ExampleOutcomes(np.array([0, 1]), np.array([3, 1]), np.array([3.0, 0.0]))
     replicates = example_replicates([Evaluation("m", "a", "d", 0.75, outcomes=outcomes)], n_bootstrap=500)["m|a|d"]

@@ -21,7 +21,7 @@ from scipy.optimize import minimize
 from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
-from actstore.common import check_number
+from common import check_number
 from probes.estimator import LayerProbe
 from probes.methods.common import label_sign
 from probes.normalize import Normalizer

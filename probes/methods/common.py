@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from probes.labels import Labels
-from probes.metrics import pair_correctness
+from common.metrics import pair_correctness
 
 
 def mass_mean(x: np.ndarray, is_best: np.ndarray) -> np.ndarray:

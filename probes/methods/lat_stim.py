@@ -8,7 +8,7 @@ Distinct from ``lat`` (RepE's PCA).
 
 from __future__ import annotations
 
-from actstore.common import UserError
+from common import UserError
 from probes.estimator import StoreProbe
 from probes.methods.selection import TopSites, fit_top_sites
 from probes.scorers import CosineScorer, Feature

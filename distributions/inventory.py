@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actstore.split_file import Problem, read_examples, validate_file
-from genies.data import SPLITS, DataDirs, distribution_dir, list_distributions
-from actstore.common import UserError
+from distributions.split_file import Problem, read_examples, validate_file
+from distributions.data import SPLITS, DataDirs, distribution_dir, list_distributions
+from common import UserError
 
 
 @dataclass(frozen=True)

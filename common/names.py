@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from actstore.common import UserError
+from common import UserError
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 

@@ -2,7 +2,7 @@
 
 A field made with ``setting(default, "help")`` documents itself, and a ``Literal[...]`` annotation
 lists its choices. ``check_choices(config)`` (from ``__post_init__``) refuses a value outside them
-with one line, for the command line and for Python callers alike. A cli.py command declared with
+with one line, for the command line and for Python callers alike. A `cli` command declared with
 ``cls=Configured, config="module:Class"`` gets its options generated from the same fields (name,
 type, default, help, choices); a command whose config is not one yet takes a config's options with
 ``@options(ConfigClass)``. So a setting and its choices are written once, beside the code that uses
@@ -26,7 +26,7 @@ from typing import Any, Callable, Literal
 
 import click
 
-from actstore.common import UserError
+from common import UserError
 
 MISSING = dataclasses.MISSING
 

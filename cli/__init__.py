@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
-from actstore.common import UserError
+from common import UserError
 from actstore.locations import STORE_HELP
-from actstore.settings import Configured
-from genies.data import DATA_DIR_HELP
+from common.settings import Configured
+from distributions.data import DATA_DIR_HELP
 
 
 class Group(click.Group):
@@ -84,7 +84,7 @@ def data():
 @click.option("--data-dir", help=DATA_DIR_HELP)
 def data_path(data_dir):
     """Print the data directory that commands will use."""
-    from genies.data import resolve_data_dir
+    from distributions.data import resolve_data_dir
 
     click.echo(resolve_data_dir(data_dir))
 
@@ -93,8 +93,8 @@ def data_path(data_dir):
 @click.option("--data-dir", help=DATA_DIR_HELP)
 def data_ls(data_dir):
     """List distributions with train/test example counts and responses per example."""
-    from genies.data import resolve_data_dir
-    from genies.inventory import summarize
+    from distributions.data import resolve_data_dir
+    from distributions.inventory import summarize
 
     print_table([s.as_row() for s in summarize(resolve_data_dir(data_dir))])
 
@@ -104,8 +104,8 @@ def data_ls(data_dir):
 @click.option("--data-dir", help=DATA_DIR_HELP)
 def data_validate(names, data_dir):
     """Check every example of every distribution (or of NAMES); exit 2 if any problem."""
-    from genies.data import resolve_data_dir
-    from genies.inventory import validate_all
+    from distributions.data import resolve_data_dir
+    from distributions.inventory import validate_all
 
     report = validate_all(resolve_data_dir(data_dir), names)
     for problem in report.problems:
@@ -120,18 +120,18 @@ def data_validate(names, data_dir):
 @click.option("--data-dir", help=DATA_DIR_HELP)
 def data_download(data_dir):
     """Fetch the official GENIES tarball, check it and unpack it into the data directory."""
-    from genies.data import resolve_data_dir
-    from genies.download import download
+    from distributions.data import resolve_data_dir
+    from distributions.download import download
 
     target = resolve_data_dir(data_dir).write_to
     count, digest = download(target)
     click.echo(f"{count} distributions in {target} (tarball sha256 {digest})")
 
 
-@data.command("import", cls=Configured, config="genies.importing:ImportConfig")
+@data.command("import", cls=Configured, config="distributions.importing:ImportConfig")
 def data_import(config):
     """Import SOURCE (JSON, JSONL, CSV, Parquet, or a saved `datasets` directory) as distribution NAME."""
-    from genies.importing import import_distribution
+    from distributions.importing import import_distribution
 
     result = import_distribution(config, on_rejected=lambda rejected: click.echo(f"rejected: {rejected}", err=True))
     click.echo(f"{result.directory}: {result.n_train} train + {result.n_test} test examples ({result.format} format); "
@@ -142,7 +142,7 @@ def data_import(config):
 @click.option("--out", type=click.Path(path_type=Path), help="Where to write it (default: the per-user cache).")
 def data_demo(out):
     """Write the bundled demo mini-benchmark (deterministic) and print its directory."""
-    from genies.demo_data import ensure_demo_data
+    from distributions.demo_data import ensure_demo_data
 
     click.echo(ensure_demo_data(out))
 
@@ -244,9 +244,9 @@ def genies_demo():
     import time
     from dataclasses import asdict
 
-    from genies.data import resolve_data_dir
+    from distributions.data import resolve_data_dir
     from genies.demo import OUT, SWEEP_SHIFT, demo_command, demo_config, layer_sweep_plot
-    from genies.inventory import summarize
+    from distributions.inventory import summarize
     from genies.runner import run_benchmark
     from manifests import load_manifest
 

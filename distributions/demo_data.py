@@ -18,7 +18,7 @@ import random
 from pathlib import Path
 from typing import Callable
 
-from actstore.common import demo_data_dir
+from common import demo_data_dir
 
 DEMO_VERSION = "1"
 N_TRAIN, N_TEST = 240, 120

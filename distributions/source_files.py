@@ -17,8 +17,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from actstore.common import UserError
-from actstore.split_file import LONE_SURROGATE, json_object
+from common import UserError
+from distributions.split_file import LONE_SURROGATE, json_object
 
 TEXT_SUFFIXES = (".json", ".jsonl", ".csv")
 

@@ -10,9 +10,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from actstore.split_file import validate_file
-from genies.data import list_distributions
-from actstore.common import UserError
+from distributions.split_file import validate_file
+from distributions.data import list_distributions
+from common import UserError
 
 GENIES_TARBALL_URL = "https://genies-data.s3.us-east-2.amazonaws.com/genies-datasets.tar"
 CHECKSUM_FILE = "genies-datasets.tar.sha256"

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from actstore.common import UserError, temporary_sibling
+from common import UserError, temporary_sibling
 
 MARKER = "complete.json"
 MARKER_FORMAT = 1

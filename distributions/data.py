@@ -2,7 +2,7 @@
 
 Which directory (``--data-dir``, ``$GENIES_DATA``, the per-user cache, or ``demo``), the
 distributions it holds, and one split by name. Each file is read and checked by
-actstore/split_file.py (the format extraction reads).
+distributions/split_file.py (the format extraction reads).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from actstore.common import UserError, default_data_dir
-from actstore.names import check_name
-from actstore.split_file import Split, load_split_file
+from common import UserError, default_data_dir
+from common.names import check_name
+from distributions.split_file import Split, load_split_file
 
 SPLITS = ("train", "test")
 DATA_DIR_HELP = ("Directories holding distributions/, searched in order, separated by ':' (default: $GENIES_DATA, "
@@ -49,7 +49,7 @@ def resolve_data_dir(explicit: str | os.PathLike | None = None) -> DataDirs:
     """``--data-dir`` (``a:b`` searches a, then b), else ``$GENIES_DATA`` then the per-user cache.
     ``demo`` = the demo data."""
     if explicit is not None and str(explicit) == "demo":
-        from genies.demo_data import ensure_demo_data
+        from distributions.demo_data import ensure_demo_data
 
         demo = ensure_demo_data()
         return DataDirs((demo,), (demo,))

@@ -21,7 +21,7 @@ from enum import Enum
 from functools import lru_cache
 from typing import Callable, Iterable, Literal
 
-from actstore.common import UserError
+from common import UserError
 
 CONTRIBUTORS = ("probes.methods", "finetune.methods")
 # The paper's interventions in its own order (reference §5): `--methods paper` follows it.

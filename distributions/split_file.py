@@ -4,7 +4,7 @@ Each example has a non-empty ``prompt`` and a ``responses`` mapping (text -> sco
 least two responses, exactly one scored 1.0 and the others 0.0. Other fields are metadata.
 No key appears twice in an object (JSON parsers keep only the last), and the prompt and responses
 are text: no lone surrogate (``"\\ud800"``), which no tokenizer can encode. Where such files live
-(a GENIES data directory, names, the demo data) is genies/data.py's concern.
+(a GENIES data directory, names, the demo data) is distributions/data.py's concern.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actstore.common import UserError
+from common import UserError
 
 LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")  # JSON's "\ud800" escape: a str that is not UTF-8 text
 

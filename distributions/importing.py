@@ -1,6 +1,6 @@
 """``genies data import``: preference or ranked data in the formats researchers have, into a GENIES distribution.
 
-JSON, JSONL and CSV files are read row by row, each row as it is (``genies.source_files``);
+JSON, JSONL and CSV files are read row by row, each row as it is (``distributions.source_files``);
 Parquet files and directories saved with ``save_to_disk`` by Hugging Face ``datasets``. Each row becomes one GENIES example (prompt + responses, the best scored 1.0):
 
 - ``preference``: ``prompt`` + ``chosen`` + ``rejected`` texts; or the conversational variant, where
@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
-from actstore.atomic import atomic_directory
-from actstore.common import UserError, demo_data_dir, describe
-from actstore.names import check_name
-from actstore.settings import check_choices, setting
-from actstore.split_file import check_example, load_split_file
-from genies.data import DATA_DIR_HELP, SPLITS, distributions_dir, resolve_data_dir
-from genies.source_files import TEXT_SUFFIXES, read_rows
+from common.atomic import atomic_directory
+from common import UserError, demo_data_dir, describe
+from common.names import check_name
+from common.settings import check_choices, setting
+from distributions.split_file import check_example, load_split_file
+from distributions.data import DATA_DIR_HELP, SPLITS, distributions_dir, resolve_data_dir
+from distributions.source_files import TEXT_SUFFIXES, read_rows
 
 Format = Literal["auto", "genies", "preference", "ranked"]
 ACCEPTED = "a JSON, JSONL, CSV or Parquet file, or a directory saved with datasets' save_to_disk"
@@ -222,7 +222,7 @@ def read_source(path: Path, split_column: str, scratch: Path | None = None) -> S
 
 
 def _text_table(path: Path, split_column: str) -> SourceTable:
-    """A JSON, JSON Lines or CSV file, row by row (``genies.source_files``)."""
+    """A JSON, JSON Lines or CSV file, row by row (``distributions.source_files``)."""
     rows, columns, unreadable = [], [], []
     for row in read_rows(path):
         if row.values is None:
