@@ -514,16 +514,18 @@ FINGERPRINT_PIECE = 1 << 12
 
 
 def model_fingerprint(name: str) -> str | None:
-    """The identity of a local model's content (None for an alias or a hub id, whose name and revision
-    say it): every file of the directory (or the one .gguf file) by name and size, its first 64 KiB
+    """The identity of a model's content: for a hub id the revision its local cache resolves to now
+    (None for an alias, or a name not in the cache); for a local model every file of the directory (or the one .gguf file) by name and size, its first 64 KiB
     and 16 pieces spread over it. Cheap (a few hundred kB read per file) and independent of paths and
     modification times, so the same checkpoint copied elsewhere keeps its stores, while weights
     replaced in place, or another checkpoint reached by the same path, do not reuse them."""
     import hashlib
 
     path = Path(name).expanduser()
-    if name in model_aliases() or not path.exists():
+    if name in model_aliases():
         return None
+    if not path.exists():
+        return _hub_revision(name)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and ".cache" not in p.parts)
     digest = hashlib.sha256()
     for file in files:
@@ -535,4 +537,16 @@ def model_fingerprint(name: str) -> str | None:
                 handle.seek(size * (k + 1) // (FINGERPRINT_SAMPLES + 1))
                 digest.update(handle.read(FINGERPRINT_PIECE))
     return digest.hexdigest()[:20]
+
+
+def _hub_revision(name: str) -> str | None:
+    """``revision:<commit>`` that the local Hugging Face cache resolves ``name`` to (what a load would
+    read), without loading it; None when the name is not cached as a model."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a repository id
+        return None
+    return f"revision:{Path(found).parent.name}" if isinstance(found, str) else None
 

@@ -55,3 +55,20 @@ def test_a_run_directory_refuses_other_weights_at_the_same_path(tmp_path):
     save(tmp_path / "model", seed=1)
     with pytest.raises(UserError, match="made with different settings: model_fingerprint"):
         check_reusable(recorded, RunConfig(model=model, out=tmp_path / "run"))
+
+
+def test_a_hub_id_is_identified_by_the_revision_its_cache_resolves_to(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    repo = cache / "models--org--tiny"
+    for revision in ("aaa111", "bbb222"):
+        (repo / "snapshots" / revision).mkdir(parents=True)
+        (repo / "snapshots" / revision / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("aaa111")
+    assert model_fingerprint("org/tiny") == "revision:aaa111"
+    (repo / "refs" / "main").write_text("bbb222")  # the cache moved on: stores of the old weights are not these
+    assert model_fingerprint("org/tiny") == "revision:bbb222"
+    assert model_fingerprint("org/not-cached") is None and model_fingerprint("no such/name here") is None
