@@ -29,7 +29,7 @@ test: install
 # requirements.lock anew from pyproject.toml (newest versions its bounds allow); commit the result.
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m piptools --version >/dev/null 2>&1 || $(PIP) install pip-tools
+	test -x $(VENV)/bin/pip-compile || $(PIP) install pip-tools
 	$(VENV)/bin/pip-compile --quiet --extra dev --extra gemma3 --unsafe-package torch --strip-extras \
 		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
