@@ -2,9 +2,11 @@
 finetune | probes > actstore | registry > distributions | manifests > common), every import counted,
 lazy (inside a function) ones included."""
 
+import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -13,9 +15,14 @@ from conftest import REPO
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:
-    command = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
-    return subprocess.run([command, "--config", str(root / "pyproject.toml"), "--no-cache"], cwd=root,
-                          capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": ""}, timeout=120)
+    """import-linter on the packages under ``root``: run without site's .pth files (``-S``), so that the
+    editable install's finder cannot answer for a copy of the packages, with site-packages on the path."""
+    site_packages = sysconfig.get_paths()["purelib"]
+    code = ("import sys; from importlinter.cli import lint_imports_command; "
+            f"sys.argv = ['lint-imports', '--config', {str(root / 'pyproject.toml')!r}, '--no-cache']; "
+            "sys.exit(lint_imports_command())")
+    return subprocess.run([sys.executable, "-S", "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root), site_packages])})
 
 
 def test_no_import_runs_back_up_a_layer():
