@@ -18,7 +18,7 @@ SPECIAL_CASES: dict[str, dict] = {
     "mixtral": dict(sliding_window=WINDOW, num_local_experts=4, num_experts_per_tok=2),
     "qwen2": dict(use_sliding_window=True, sliding_window=WINDOW, layer_types=MIXED),
     "qwen2_moe": dict(use_sliding_window=True, sliding_window=WINDOW, layer_types=MIXED, num_experts=4,
-                      num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32),
+                      num_experts_per_tok=2, moe_intermediate_size=64, shared_expert_intermediate_size=64),
     "qwen3": dict(use_sliding_window=True, sliding_window=WINDOW, layer_types=MIXED, head_dim=16),
     "qwen3_moe": dict(use_sliding_window=True, sliding_window=WINDOW, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, head_dim=16),
     "gemma": dict(head_dim=16),
