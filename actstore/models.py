@@ -290,6 +290,7 @@ def _load_packaged_gguf(spec: ModelSpec, alias: dict) -> LoadedModel:
     cache = _packaged_cache(spec, alias)
     model = _from_pretrained(cache, spec)
     tokenizer = AutoTokenizer.from_pretrained(cache)
+    tokenizer.name_or_path = spec.name  # messages name the alias the user typed, not the cache directory
     return LoadedModel(model, tokenizer, spec.name, f"{spec.name}:{alias['gguf_file']}")
 
 
