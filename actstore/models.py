@@ -13,6 +13,7 @@ spread the blocks over the GPUs, the host and ``offload_dir`` within ``max_memor
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -516,23 +517,33 @@ FINGERPRINT_PIECE = 1 << 12
 
 def model_fingerprint(name: str) -> str | None:
     """The identity of a model's content: for a hub id the revision its local cache resolves to now
-    (None for an alias, or a name not in the cache); for a local model every file of the directory (or the one .gguf file) by name and size, its first 64 KiB
-    and 16 pieces spread over it. Cheap (a few hundred kB read per file) and independent of paths and
-    modification times, so the same checkpoint copied elsewhere keeps its stores, while weights
-    replaced in place, or another checkpoint reached by the same path, do not reuse them."""
-    import hashlib
-
+    (None for an alias, or a name not in the cache); for a local model every file of the directory
+    (or the one .gguf file) by name and size, its first 64 KiB and 16 pieces spread over it. Cheap (a
+    few hundred kB read per file, and read again only when a file's size or modification time
+    changed) and independent of paths and modification times, so the same checkpoint copied elsewhere
+    keeps its stores, while weights replaced in place, or another checkpoint reached by the same
+    path, do not reuse them."""
     path = Path(name).expanduser()
     if name in model_aliases():
         return None
     if not path.exists():
         return _hub_revision(name)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    listing = tuple((str(file.relative_to(path) if path.is_dir() else file.name), file.stat().st_size,
+                     file.stat().st_mtime_ns, str(file)) for file in files)
+    return _content_digest(listing)
+
+
+@functools.lru_cache(maxsize=64)
+def _content_digest(listing: tuple[tuple[str, int, int, str], ...]) -> str:
+    """The digest of the files in ``listing`` ((name, size, mtime, path) each); cached per listing, so
+    one run reads a large checkpoint's samples once, and again only after a file changed."""
+    import hashlib
+
     digest = hashlib.sha256()
-    for file in files:
-        size = file.stat().st_size
-        digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}\0{size}\0".encode())
-        with file.open("rb") as handle:
+    for name, size, _, location in listing:
+        digest.update(f"{name}\0{size}\0".encode())
+        with open(location, "rb") as handle:
             digest.update(handle.read(FINGERPRINT_HEAD))
             for k in range(FINGERPRINT_SAMPLES):
                 handle.seek(size * (k + 1) // (FINGERPRINT_SAMPLES + 1))
