@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lock clean
+.PHONY: install demo test docs lock clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ demo: install
 test: install
 	$(VENV)/bin/python -m pytest -q tests
 
+# The documentation site from docs/ (mkdocs.yml) into site/; --strict: a broken link or reference fails.
+docs: install
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 # requirements.lock anew from pyproject.toml (newest versions its bounds allow); commit the result.
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,4 +38,4 @@ lock:
 		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 clean:
-	rm -rf $(VENV) demo-out
+	rm -rf $(VENV) demo-out site
