@@ -8,6 +8,7 @@ import fsspec
 
 from common import UserError, format_layers
 from actstore.locations import STORE_SUFFIX
+from actstore.model_names import model_name
 from actstore.store import find_store
 
 # model/dataset/store under a root; one more level lets ``ls`` also take a model directory's parent.
@@ -39,7 +40,7 @@ class StoreInfo:
 
     def as_row(self) -> dict:
         return {
-            "store": self.url, "model": self.model, "dataset": self.dataset, "split": self.split, "view": self.view,
+            "store": self.url, "model": model_name(self.model) if self.model else "", "dataset": self.dataset, "split": self.split, "view": self.view,
             "layers": self.layers, "dtype": self.dtype, "sequences": self.sequences, "size": human_bytes(self.size_bytes),
             "state": "complete" if self.complete else f"incomplete {self.blocks_done}/{self.blocks} blocks",
         }

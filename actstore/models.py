@@ -17,6 +17,7 @@ import functools
 import importlib.util
 import json
 import os
+import re
 import shutil
 import struct
 import sys
@@ -305,21 +306,37 @@ def _packaged_cache(spec: ModelSpec, alias: dict) -> Path:
     gguf_path = package_dir / alias["gguf_file"]
     if "assemble" not in alias and not gguf_path.is_file():
         raise UserError(f"{gguf_path}: bundled model file missing; reinstall with `{alias['install']}`")
-    converted = default_model_cache() / name
-
     def convert(staging: Path) -> None:
         if "assemble" in alias:
             _convert_assembled_gguf(name, alias, staging)
         else:
             _convert_gguf(package_dir, alias["gguf_file"], staging)
 
+    return _converted_cache(default_model_cache() / name, spec.compute_dtype, convert)
+
+
+def _converted_cache(converted: Path, compute_dtype: str, convert: Callable[[Path], None]) -> Path:
+    """``converted`` (float32 weights that ``convert(staging)`` writes once), or its sibling ``<name>.<dtype>`` in
+    another compute dtype; each sealed, checked at each load and rebuilt when damaged."""
     def float32_cache() -> Path:
         return _sealed_cache(converted, convert)
 
-    if spec.compute_dtype == "float32":
+    if compute_dtype == "float32":
         return float32_cache()
-    typed = converted.with_name(f"{converted.name}.{spec.compute_dtype}")
-    return _sealed_cache(typed, lambda staging: _cache_in_dtype(float32_cache(), spec.compute_dtype, staging))
+    typed = converted.with_name(f"{converted.name}.{compute_dtype}")
+    return _sealed_cache(typed, lambda staging: _cache_in_dtype(float32_cache(), compute_dtype, staging))
+
+
+def gguf_cache(path: Path, compute_dtype: str) -> Path:
+    """A user's ``.gguf`` file de-quantized once and cached like a packaged alias's, under a directory named by
+    its short name and content fingerprint (another file at the same path, or the same file edited, is converted
+    anew; the same file copied elsewhere reuses it)."""
+    from actstore.model_names import model_name
+
+    path = Path(path).expanduser().resolve()
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", model_name(str(path)))
+    converted = default_model_cache() / "gguf" / f"{name}-{model_fingerprint(str(path))}"
+    return _converted_cache(converted, compute_dtype, lambda staging: _convert_gguf(path.parent, path.name, staging))
 
 
 def _convert_assembled_gguf(name: str, alias: dict, staging: Path) -> None:
@@ -437,6 +454,8 @@ def _load_path_or_hub(spec: ModelSpec, aliases: dict) -> LoadedModel:
     path = Path(name).expanduser()
     source, kwargs = _model_source(name)
     try:
+        if "gguf_file" in kwargs:  # de-quantized once, then loaded from its cache like the bundled model
+            source, kwargs = gguf_cache(path, spec.compute_dtype), {}
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = _from_pretrained(source, spec, **kwargs)
     except UNREADABLE as err:
@@ -505,6 +524,8 @@ def load_tokenizer(name: str):
         return AutoTokenizer.from_pretrained(_packaged_cache(ModelSpec(name), aliases[name]))
     source, kwargs = _model_source(name)
     try:
+        if "gguf_file" in kwargs:
+            source, kwargs = gguf_cache(Path(name), "float32"), {}
         return AutoTokenizer.from_pretrained(source, **kwargs)
     except UNREADABLE as err:
         raise UserError(f"{name}: cannot load its tokenizer ({describe(err)})") from None
@@ -562,3 +583,31 @@ def _hub_revision(name: str) -> str | None:
         return None
     return f"revision:{Path(found).parent.name}" if isinstance(found, str) else None
 
+
+
+def model_n_blocks(name: str) -> int | None:
+    """The model's number of blocks (layers 0..n) from its config alone, no weights read; None when no config
+    can be read here (a packaged alias never converted, a hub id not in the cache)."""
+    from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
+
+    aliases = model_aliases()
+    if _is_builtin(name, aliases):
+        return tiny_random_llama.__defaults__[1]
+    if name in aliases:
+        source, kwargs = default_model_cache() / name, {}
+        if not (source / "config.json").is_file():
+            return None
+    else:
+        source, kwargs = _model_source(name)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        config = AutoConfig.from_pretrained(source, **{"local_files_only": True, **kwargs})
+    except (*UNREADABLE, KeyError, UserError):
+        return None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    config = getattr(config, "text_config", None) or config
+    found = getattr(config, "num_hidden_layers", None)
+    return int(found) if found else None

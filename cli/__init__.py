@@ -202,9 +202,9 @@ def print_report_summary(report) -> None:
                  for r in rows])
     click.echo("[low, high]: 95% bootstrap interval (shifts, then test examples, resampled)")
     r = report.correlation_interval
-    click.echo(f"generalization vs zero-shot: Pearson r = {r.estimate:.3f} [{r.low:.3f}, {r.high:.3f}] "
+    click.echo(f"generalization vs zero-shot: Pearson r = {with_interval(r.estimate, r.low, r.high) if r.estimate == r.estimate else 'n/a'} "
                f"(n = {report.correlation.n}; 95% bootstrap interval)")
-    for warning in report.layer_warnings:
+    for warning in [*report.layer_warnings, *report.fit_warnings]:
         click.echo(f"warning: {warning}")
 
 
@@ -220,21 +220,47 @@ def genies_report(run_dir):
 
 
 @genies.command("compare")
-@click.argument("run_a", type=click.Path(path_type=Path))
-@click.argument("run_b", type=click.Path(path_type=Path))
-def genies_compare(run_a, run_b):
-    """Correlate per-shift generalization accuracy of two runs, per method and overall, with 95% intervals."""
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Comparison directory to write (default: compare-<runs> beside the first run; an earlier "
+                   "comparison there is replaced).")
+@click.option("--bootstrap", type=int, default=2000, show_default=True, help="Bootstrap replicates per interval.")
+def genies_compare(runs, out, bootstrap):
+    """Compare two or more runs (e.g. two models): per-method means by model, and per pair of runs the
+    correlation of per-shift generalization and the mean difference, with 95% intervals; writes compare.md,
+    compare.csv and plots to --out."""
     from dataclasses import asdict
 
-    from genies.compare import compare_run_dirs, software_note
+    from genies.compare_report import write_comparison
 
-    rows = [asdict(c) for c in compare_run_dirs(run_a, run_b)]
-    print_table(rows, ["method", "n", "pearson_r", "r_low", "r_high", "mean_a", "mean_b", "difference",
-                       "difference_low", "difference_high"])
-    click.echo(f"A = {run_a}, B = {run_b}; pearson_r over per-shift generalization accuracy; difference = mean_b - "
-               "mean_a; _low/_high: 95% bootstrap interval (shifts resampled jointly, examples within each run)")
-    note = software_note(run_a, run_b)
-    if note:
+    if bootstrap < 100:
+        raise UserError(f"--bootstrap must be at least 100, got {bootstrap}")
+    comparison, directory = write_comparison(list(runs), out, n_bootstrap=bootstrap)
+    if comparison.means:
+        print_table([{"method": m.method, "run": m.run, "shifts": m.n_shifts,
+                      **{short: with_interval(m.means[name].estimate, m.means[name].low, m.means[name].high)
+                         for short, name in (("generalization", "generalization_accuracy"),
+                                             ("DE", "differential_elicitation"), ("source", "source_accuracy"))}}
+                     for m in comparison.means])
+        click.echo("")
+    for pair in comparison.pairs:
+        if not pair.comparisons:
+            click.echo(f"A = {pair.a}, B = {pair.b}: not compared (no shared (shift, method) rows)")
+            continue
+        print_table([asdict(c) for c in pair.comparisons], ["method", "n", "pearson_r", "r_low", "r_high", "mean_a",
+                                                            "mean_b", "difference", "difference_low",
+                                                            "difference_high"])
+        click.echo(f"A = {pair.a}, B = {pair.b}; pearson_r over per-shift generalization accuracy; difference = "
+                   "mean_b - mean_a; _low/_high: 95% bootstrap interval (shifts resampled jointly, examples within "
+                   "each run)")
+    for line in comparison.left_out:
+        click.echo(f"left out: {line}")
+    for warning in comparison.warnings:
+        click.echo(f"warning: {warning}")
+    for line in comparison.unchecked:
+        click.echo(f"not checked: {line}")
+    click.echo(f"wrote {directory} (compare.md, compare.csv and plots)")
+    for note in comparison.software_notes:
         click.echo(note)
 
 

@@ -77,12 +77,41 @@ def fit_temperature(margins: np.ndarray) -> float:
         return float(np.mean((expit(beta * m) - target) * m))
 
     if slope(0.0) >= 0.0:
-        return 1e6 * scale
+        return NO_SIGNAL_TEMPERATURE * scale
     hi = 1.0 / scale
     while slope(hi) < 0.0:
         hi *= 4.0
     beta = brentq(slope, 0.0, hi, xtol=1e-12 / scale, rtol=1e-10)
     return float(1.0 / beta)
+
+
+NO_SIGNAL_TEMPERATURE = 1e6  # x the largest |margin|: fit_temperature's bound when the margins carry no signal
+FLAT_PROBABILITY = 1e-6  # every |margin| / T below this: every P(best) is 0.5 to six places
+
+
+def fit_degeneracy(margins: np.ndarray) -> str | None:
+    """Why a fit on these training margins is degenerate, or None: constant scores (every training pair tied),
+    or no separation of its own training pairs (mean margin <= 0, where ``fit_temperature`` returns its bound)."""
+    m = np.asarray(margins, dtype=np.float64).ravel()
+    m = m[np.isfinite(m)]
+    if m.size == 0 or not np.abs(m).max() > 0:
+        return "constant scores on its training pairs (every pair tied)"
+    if m.mean() <= 0:
+        return (f"no separation of its training pairs (mean training margin {m.mean():.3g} <= 0; calibration "
+                "temperature at its bound)")
+    return None
+
+
+def score_degeneracy(margins: np.ndarray, temperature: float) -> str | None:
+    """Why scores on an evaluation split are degenerate, or None: constant scores (every pair tied), or a
+    temperature so large that every P(best) is 0.5 (Brier exactly 0.25)."""
+    m = np.asarray(margins, dtype=np.float64).ravel()
+    m = m[np.isfinite(m)]
+    if m.size == 0 or not np.abs(m).max() > 0:
+        return "constant scores (every pair tied)"
+    if np.abs(m).max() / temperature < FLAT_PROBABILITY:
+        return f"calibration temperature at its bound ({temperature:.3g}: every P(best) = 0.5)"
+    return None
 
 
 # ----------------------------------------------------------------------------- metrics

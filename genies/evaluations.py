@@ -33,11 +33,12 @@ CHECKSUM_KEY = "checksum"  # sha256 of the rest of the record: an edited or dama
 
 def evaluation_from_metrics(method: str, trained_on: str, tested_on: str, metrics: Metrics, layer: int | None = None,
                             outcomes: ExampleOutcomes | None = None, validation_pairs: int | None = None,
-                            compute_dtype: str | None = None) -> Evaluation:
+                            compute_dtype: str | None = None, degenerate: str | None = None) -> Evaluation:
     """The shared metrics module's result (common.metrics.compute_metrics) as one Evaluation."""
     return Evaluation(method=method, trained_on=trained_on, tested_on=tested_on, accuracy=metrics.accuracy, layer=layer,
                       auroc=metrics.auroc, brier=metrics.brier, rms_calibration_error=metrics.rms_calibration_error,
-                      outcomes=outcomes, validation_pairs=validation_pairs, compute_dtype=compute_dtype)
+                      outcomes=outcomes, validation_pairs=validation_pairs, compute_dtype=compute_dtype,
+                      degenerate=degenerate)
 
 
 def evaluation_record(evaluation: Evaluation) -> dict:

@@ -43,6 +43,7 @@ class Evaluation:
     outcomes: ExampleOutcomes | None = None  # per example: what a bootstrap resamples
     validation_pairs: int | None = None  # pairs of the validation split that chose the layer
     compute_dtype: str | None = None  # what the model computed in: the scored stores', or the live model's
+    degenerate: str | None = None  # why the fit or its scores are degenerate (never an ordinary number), or None
 
     @property
     def key(self) -> str:
@@ -76,6 +77,10 @@ class ResultRow:
     rms_calibration_error: float | None = None
     target_tuned_method: str = ""
     validation_pairs: int | None = None
+    depth: float | None = None  # layer / n_layers: 0 = embeddings, 1 = the last block's output
+    n_layers: int | None = None  # the model's blocks (layers 0..n_layers)
+    degenerate: str = ""  # why this row's fit or scores are degenerate ("" when they are not)
+    target_tuned_excluded: str = ""  # methods on the reference left out of the TTC, and why
     generalization_accuracy_low: float | None = None
     generalization_accuracy_high: float | None = None
     source_accuracy_low: float | None = None
@@ -124,19 +129,34 @@ def elicitation(generalization: float, target_tuned_capability: float) -> float:
     return generalization / target_tuned_capability
 
 
-def target_tuned_capability(in_distribution: Mapping[str, float]) -> tuple[str, float]:
+def relative_depth(layer: int | None, n_layers: int | None) -> float | None:
+    """layer / n_layers (0 = embeddings, 1 = the last block's output); None where either is unknown."""
+    if layer is None or not n_layers:
+        return None
+    return layer / n_layers
+
+
+def target_tuned_capability(in_distribution: Mapping[str, float],
+                            ineligible: Mapping[str, str] | None = None) -> tuple[str, float]:
     """The best (method, accuracy) among methods trained and tested on the reference.
 
-    Chance baselines (registry: they measure no capability) are left out; ties go to the first method in the
-    mapping's order.
+    Chance baselines (registry: they measure no capability) and the methods of ``ineligible`` (method -> why: a
+    live method whose training loss stayed near chance, a degenerate fit) are left out; ties go to the first
+    method in the mapping's order.
     """
     methods = registry.all_methods()
+    ineligible = ineligible or {}
     candidates = {m: a for m, a in in_distribution.items()
-                  if (m not in methods or methods[m].counts_as_capability) and not math.isnan(a)}
+                  if (m not in methods or methods[m].counts_as_capability) and not math.isnan(a) and m not in ineligible}
     if not candidates:
-        raise ValueError("no method was trained and tested on the target reference")
+        raise ValueError("no eligible method was trained and tested on the target reference")
     best = max(candidates, key=lambda method: candidates[method])
     return best, candidates[best]
+
+
+def excluded_text(ineligible: Mapping[str, str]) -> str:
+    """'lora (barely trained: ...); lat (degenerate: ...)' for results.csv."""
+    return "; ".join(f"{method} ({why})" for method, why in ineligible.items())
 
 
 class EvaluationIndex:
@@ -174,24 +194,33 @@ def rows_with_evaluations(
     evaluations: Iterable[Evaluation],
     methods: Iterable[str] | None = None,
     training_set: Callable[[Shift], str] = lambda shift: shift.source,
+    *,
+    ineligible: Callable[[Evaluation], str | None] = lambda evaluation: None,
+    n_layers: int | None = None,
 ) -> list[tuple[ResultRow, RowEvaluations]]:
     """One ResultRow per shift x method, from the runner's evaluations, with the evaluations it came from.
 
     ``training_set`` names what each method was fitted on for a shift (the source, or the source
     mixed with a few target examples in the sensitivity analysis). TTC is taken over every
-    method that has an in-distribution evaluation on the reference.
+    method that has an in-distribution evaluation on the reference, but those ``ineligible`` names a reason
+    for (a live method that hardly trained) and degenerate ones. ``n_layers`` (the model's blocks) gives each
+    row its relative depth.
     """
     index = evaluations if isinstance(evaluations, EvaluationIndex) else EvaluationIndex(evaluations)
     methods = list(methods) if methods is not None else index.methods
     rows = []
     for shift in shifts:
         reference = shift.reference
-        in_distribution = {}
+        in_distribution, excluded = {}, {}
         for method in index.methods:
             found = index.get(method, reference, reference)
             if found is not None:
                 in_distribution[method] = found.accuracy
-        ttc_method, ttc = target_tuned_capability(in_distribution)
+                spec = registry.all_methods().get(method)
+                why = ineligible(found) or (f"degenerate: {found.degenerate}" if found.degenerate else None)
+                if why and (spec is None or spec.counts_as_capability):
+                    excluded[method] = why
+        ttc_method, ttc = target_tuned_capability(in_distribution, excluded)
         ttc_evaluation = _need(index, ttc_method, reference, reference)
         zero_shot_evaluation = _need(index, ZERO_SHOT, UNTRAINED, shift.target)
         zero_shot = zero_shot_evaluation.accuracy
@@ -208,5 +237,8 @@ def rows_with_evaluations(
                 elicitation=elicitation(target.accuracy, ttc),
                 auroc=target.auroc, brier=target.brier, rms_calibration_error=target.rms_calibration_error,
                 target_tuned_method=ttc_method, validation_pairs=target.validation_pairs,
+                depth=relative_depth(target.layer, n_layers), n_layers=n_layers if target.layer is not None else None,
+                degenerate=target.degenerate or source.degenerate or "",
+                target_tuned_excluded=excluded_text(excluded),
             ), RowEvaluations(target, source, zero_shot_evaluation, ttc_evaluation)))
     return rows

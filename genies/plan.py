@@ -40,9 +40,41 @@ EVAL_SPLIT, TRAIN_SPLIT = "test", "train"
 BEST_LAYER_TAG = "layer-best-1se"
 
 
-def layer_choice(text: str) -> int | str:
-    """``--layer``: a number, or a word (``best``) that RunConfig checks."""
-    return int(text) if text.lstrip("-").isdigit() else text
+LAYER_HELP = ("Probe layer: an integer is a layer number (0 = embeddings, N = the last block's output); a decimal "
+              "strictly between 0 and 1 is a relative depth, layer = round(depth x N) for the model's N blocks "
+              "(0.6: 60% of the way up; 1.0 and 0.0 are refused as ambiguous: write 1 or 0 for a layer); 'best': "
+              "chosen per method on a validation split of the source's train data.")
+
+
+def layer_choice(text: str) -> int | float | str:
+    """``--layer``: an integer (a layer number), a decimal in (0, 1) (a relative depth), or a word (``best``) that
+    RunConfig checks. A decimal that could be read either way (1.0, 0.0, 2.5) is refused in one line."""
+    text = str(text).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if not 0.0 < value < 1.0:
+        raise UserError(f"--layer {text} is ambiguous: an integer is a layer number (e.g. 12) and a decimal strictly "
+                        "between 0 and 1 a relative depth (e.g. 0.6)")
+    return value
+
+
+def depth_layer(depth: float, n_layers: int) -> int:
+    """The layer at relative depth ``depth`` of a model with ``n_layers`` blocks (layers 0..n_layers)."""
+    return min(n_layers, max(0, int(round(depth * n_layers))))
+
+
+def check_model_name(text: str | None) -> str | None:
+    """``--model-name``: a short label (no path separators, at most 64 characters)."""
+    if text is None:
+        return None
+    name = str(text).strip()
+    if not name or len(name) > 64 or any(c in name for c in "/\\\n\t"):
+        raise UserError(f"--model-name {text!r}: give a short label (at most 64 characters, no slashes)")
+    return name
 
 
 def writable_store_root(text: str) -> str:
@@ -57,8 +89,10 @@ class RunConfig(Placement):
     shifts: str = setting("genies", "genies, all, demo, or a manifest JSON file.")
     methods: tuple[str, ...] = setting(DEFAULT_METHODS, registry.benchmark_methods_help(),
                                        parse=registry.expand_methods)
-    layer: int | str = setting("best", "Probe layer number, or 'best': chosen per method on a validation split of the "
-                                       "source's train data.", parse=layer_choice)
+    layer: int | float | str = setting("best", LAYER_HELP, parse=layer_choice)
+    model_name: str | None = setting(None, "Short model name for the run's reports, plots and comparisons (default: "
+                                           "the alias, or a name derived from the model's config or file name).",
+                                     parse=check_model_name)
     limit: int | None = setting(None, "First N examples of each split.")
     data_dir: str | None = setting(None, DATA_DIR_HELP + " Default with --shifts demo: demo.")
     store_root: str | None = setting(None, "Where activation stores live (default: the per-user store directory).",
@@ -85,8 +119,13 @@ class RunConfig(Placement):
             raise UserError(f"unknown method(s) {', '.join(unknown)} (choose from {', '.join(choices)})")
         if not self.methods:
             raise UserError("--methods is empty")
-        if not (self.layer == "best" or (isinstance(self.layer, int) and self.layer >= 0)):
-            raise UserError(f"--layer must be a layer number or 'best', got {self.layer!r}")
+        if isinstance(self.layer, str) and self.layer != "best":
+            object.__setattr__(self, "layer", layer_choice(self.layer))
+        if not (self.layer == "best" or (isinstance(self.layer, int) and not isinstance(self.layer, bool)
+                                         and self.layer >= 0)
+                or (isinstance(self.layer, float) and 0.0 < self.layer < 1.0)):
+            raise UserError(f"--layer must be a layer number or 'best' (or a relative depth in (0, 1)), got {self.layer!r}")
+        check_model_name(self.model_name)
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1, got {self.limit}")
         if self.train_steps is not None and self.train_steps < 1:
@@ -126,7 +165,16 @@ class RunConfig(Placement):
 
     @property
     def layer_tag(self) -> str:
-        return BEST_LAYER_TAG if self.layer == "best" else f"layer{self.layer}"
+        if self.layer == "best":
+            return BEST_LAYER_TAG
+        return f"depth{self.layer:g}" if isinstance(self.layer, float) else f"layer{self.layer}"
+
+    @property
+    def label(self) -> str:
+        """The run's short model name: ``--model-name``, else derived from the model (never a long path)."""
+        from actstore.model_names import model_name
+
+        return self.model_name or model_name(self.model)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ COLORS_IN_CYCLE = 10  # matplotlib's default color cycle: the 11th method takes 
 MARKERS = ("o", "s", "^", "D")
 
 
-def zero_shot_scatter(rows: Sequence[ResultRow], bootstrap: RunBootstrap, correlation: Interval, path: Path) -> Path:
+def zero_shot_scatter(rows: Sequence[ResultRow], bootstrap: RunBootstrap, correlation: Interval, path: Path, *,
+                      model: str = "") -> Path:
     """Generalization vs zero-shot accuracy, one point per shift x method (zero-shot left out), each with its
     per-shift intervals on both axes and its shift number (as in the report's per-shift table)."""
     fig, ax = plt.subplots(figsize=(7, 6.3))
@@ -50,7 +51,7 @@ def zero_shot_scatter(rows: Sequence[ResultRow], bootstrap: RunBootstrap, correl
         r_text += f" [{correlation.low:.2f}, {correlation.high:.2f}]"
     bars_text = ("bars: 95% bootstrap intervals (test examples resampled)" if bootstrap.rows_with_outcomes
                  else "no per-shift intervals: the run kept no per-example outcomes")
-    ax.set_title(f"Generalization vs zero-shot: r = {r_text} (n = {sum(r.method != ZERO_SHOT for r in rows)}; "
+    ax.set_title(f"{model + ': ' if model else ''}generalization vs zero-shot: r = {r_text} (n = {sum(r.method != ZERO_SHOT for r in rows)}; "
                  f"paper 0.7)\n{bars_text}; numbers: shifts", fontsize=9)
     if methods:
         ax.legend(fontsize=7, loc="lower right")
@@ -61,7 +62,7 @@ def zero_shot_scatter(rows: Sequence[ResultRow], bootstrap: RunBootstrap, correl
 
 
 def method_bars(means: dict[str, Interval], paper_means: dict[str, float], path: Path, *,
-                resampled: str = "shifts and examples") -> Path:
+                resampled: str = "shifts and examples", model: str = "") -> Path:
     """Mean generalization accuracy per method with its 95% interval, and the paper's llama-30b mean beside it."""
     methods = list(means)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(methods) + 2), 4))
@@ -77,8 +78,35 @@ def method_bars(means: dict[str, Interval], paper_means: dict[str, float], path:
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_xticks(list(positions), methods, rotation=30, ha="right")
     ax.set(ylim=(0, 1), ylabel="mean generalization accuracy")
+    if model:
+        ax.set_title(f"{model}: mean generalization accuracy per method", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def sweep_plots(sweeps_dir: Path, rows: Sequence[ResultRow], n_layers: int | None, model: str,
+                mix_target: int = 0) -> list[Path]:
+    """``sweeps_dir/<training set>.png`` beside each ``<training set>.csv`` that `genies run` wrote: validation
+    accuracy by relative depth (layer axis where the model's layer count is unknown), with its bootstrap band,
+    each method's chosen layer (the one its result rows used) marked."""
+    from probes.plot import plot_sweep
+    from probes.sweep import VALIDATION, read_csv
+
+    plots = []
+    for table in sorted(Path(sweeps_dir).glob("*.csv")) if Path(sweeps_dir).is_dir() else []:
+        sweep = [r for r in read_csv(table) if r.role == VALIDATION]
+        if not sweep:
+            continue
+        chosen = {r.method: r.layer for r in rows if r.layer is not None and _training_name(r, mix_target) == table.stem}
+        panels = list(dict.fromkeys(r.eval for r in sweep))
+        plots.append(plot_sweep(sweep, panels, table.with_suffix(".png"), best=chosen, n_layers=n_layers,
+                                title=f"{model}: layer sweep, {table.stem}"))
+    return plots
+
+
+def _training_name(row: ResultRow, mix_target: int) -> str:
+    """What the row's method was fitted on (genies.plan.TrainingSet.name)."""
+    return f"{row.source}+{mix_target}x{row.target}" if mix_target else row.source

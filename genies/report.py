@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -13,7 +13,8 @@ from common import UserError, write_text_atomic
 from genies.evaluations import ROW_OUTCOMES_FILE, read_row_evaluations
 from genies.generalization import ZERO_SHOT, ResultRow, RowEvaluations
 from genies.paper import INTERVENTIONS, PAPER_MODEL, paper_figure, paper_rows
-from genies.plots import method_bars, zero_shot_scatter
+from genies.baselines import BARELY_TRAINED_MARGIN, CHANCE_LOSS
+from genies.plots import method_bars, sweep_plots, zero_shot_scatter
 from genies.results_csv import load_run
 from genies.run_info import read_run_info
 from genies.summary import (Correlation, MethodSummary, mean, method_summaries, methods_in_order, pearson,
@@ -22,6 +23,7 @@ from genies.uncertainty import LEVEL, N_BOOTSTRAP, Interval, PairedDifference, R
 from probes.sweep import LAYER_RULE, MIN_VALIDATION_PAIRS
 
 REPORT_FILE = "report.md"
+SWEEPS_DIR = "sweeps"  # per training set: the layer sweep (CSV) that chose each method's layer, and its plot
 SCATTER_FILE = "generalization_vs_zero_shot.png"
 BARS_FILE = "methods.png"
 
@@ -44,6 +46,8 @@ class Report:
     bootstrap: RunBootstrap
     correlation_interval: Interval
     layer_warnings: list[str]
+    fit_warnings: list[str] = field(default_factory=list)  # degenerate fits, hardly trained TTC candidates
+    sweep_plots: list[Path] = field(default_factory=list)
 
     def summary_rows(self) -> list[dict]:
         """Per method, for console tables: each mean with its interval's bounds beside it."""
@@ -105,11 +109,14 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
 
 def _run_lines(run_dir: Path, info: dict, rows: Sequence[ResultRow],
                evaluations: Mapping[tuple[str, str, str], RowEvaluations] | None, bootstrap: RunBootstrap) -> list[str]:
-    lines = ["# GENIES run report", ""]
+    lines = [f"# GENIES run report: {run_label(run_dir, info)}", ""]
     for key in ("command", "model", "manifest"):  # each run's start and wall time: the history below
         if key in info:
             value = f"`{info[key]}`" if key == "command" else info[key]
             lines.append(f"- {key.replace('_', ' ')}: {value}")
+    lines.append(f"- model name: {run_label(run_dir, info)} (content fingerprint: "
+                 f"{info.get('model_fingerprint') or 'none: an alias names a pinned package or a built-in model'}; "
+                 f"{info.get('n_layers') or 'unknown'} layers: depth = layer / {info.get('n_layers') or 'n_layers'})")
     for number, run in enumerate(info.get("history", []), start=1):
         work = ("reused everything" if not any(run.get(k) for k in ("stores_extracted", "fits_run", "evaluations_run"))
                 else f"{run.get('stores_extracted', 0)} stores extracted, {run.get('fits_run', 0)} fits, "
@@ -153,10 +160,6 @@ def _live_settings_lines(run_dir: Path, methods: Sequence[str]) -> list[str]:
     return lines
 
 
-CHANCE_LOSS = math.log(2)  # the pair loss of a reward model that prefers neither response
-BARELY_TRAINED_MARGIN = 0.03  # a final training loss within this of chance: the adapter has hardly learned
-
-
 def barely_trained_lines(method: str, losses: Sequence[list[float]]) -> list[str]:
     """A warning when a live method's final training loss (last 20% of steps) stayed near chance on some sets."""
     from finetune.train import mean_loss
@@ -167,8 +170,8 @@ def barely_trained_lines(method: str, losses: Sequence[list[float]]) -> list[str
         return []
     return [f"- **warning: {method} barely trained on {len(barely)} of {len(final)} training sets**: their final "
             f"training loss is {min(barely):.3f}-{max(barely):.3f}, within {BARELY_TRAINED_MARGIN} of chance "
-            f"(ln 2 = {CHANCE_LOSS:.3f}); its comparisons with other methods say little there. Train longer "
-            "(`--train-steps`)."]
+            f"(ln 2 = {CHANCE_LOSS:.3f}); its comparisons with other methods say little there, and it is never the "
+            "target-tuned capability where it barely trained. Train longer (`--train-steps`)."]
 
 
 def compute_dtype_line(evaluations: Mapping[tuple[str, str, str], RowEvaluations] | None, requested: str) -> str:
@@ -306,8 +309,69 @@ def _layer_lines(rows: Sequence[ResultRow], warnings: list[str], layer_setting) 
     return lines
 
 
+def run_label(run_dir: Path, info: Mapping) -> str:
+    """A run's short model name: the one run.json records, else derived from its model (never a long path)."""
+    from actstore.model_names import model_name
+
+    if info.get("model_name"):
+        return str(info["model_name"])
+    return model_name(str(info["model"])) if info.get("model") else Path(run_dir).name
+
+
+def ttc_lines(rows: Sequence[ResultRow]) -> list[str]:
+    """Per target reference: the method taken as its target-tuned capability, why, and which were left out."""
+    lines = ["## Target-tuned capability (what DE and El divide by)", "",
+             "TTC is the best method trained and tested on the target reference's own splits. Not eligible: chance "
+             "baselines (they measure no capability), live methods whose final training loss stayed within "
+             f"{BARELY_TRAINED_MARGIN} of chance (ln 2), and degenerate fits (constant scores, no separation of their "
+             "own training pairs, a calibration temperature at its bound).", ""]
+    body, untrained = [], []
+    for reference in dict.fromkeys(r.target_reference for r in rows):
+        row = next(r for r in rows if r.target_reference == reference)
+        method = row.target_tuned_method or "not recorded"
+        trained = registry.all_methods().get(method)
+        why = "best accuracy among the eligible methods"
+        if trained is not None and trained.kind in (registry.Kind.STORE_BASELINE, registry.Kind.LIVE_UNTRAINED):
+            why = "no trained method qualifies: the untrained zero-shot baseline is the best eligible"
+            untrained.append(reference)
+        body.append([reference, method, _num(row.target_tuned_capability), why, row.target_tuned_excluded or "–"])
+    lines += _table(["reference", "TTC method", "TTC", "why", "left out (why)"], body)
+    if untrained:
+        lines += [f"**No trained method qualifies as the TTC on {len(untrained)} reference(s)** "
+                  f"({', '.join(untrained)}): DE there divides by zero-shot's own accuracy.", ""]
+    return lines
+
+
+def degenerate_warnings(rows: Sequence[ResultRow]) -> list[str]:
+    """One line per (method, source) whose fit or scores are degenerate: its numbers are not ordinary results."""
+    found = dict.fromkeys((r.method, r.source, r.degenerate) for r in rows if r.degenerate)
+    return [f"{method} trained on {source}: degenerate fit ({why}); its accuracies are not results"
+            for method, source, why in found]
+
+
+def _degenerate_lines(warnings: list[str]) -> list[str]:
+    if not warnings:
+        return []
+    return ["## Degenerate fits", "",
+            f"**Warning: {len(warnings)} fit(s) are degenerate.** Their accuracies sit at chance by construction "
+            "(every pair tied, or every P(best) = 0.5), so the per-shift table marks them `degenerate` instead of "
+            "showing them as numbers; the means above still count them (as the method's failure there).", ""] + [
+        f"- {w}" for w in warnings] + [""]
+
+
+def _sweep_lines(plots: Sequence[Path], run_dir: Path) -> list[str]:
+    if not plots:
+        return []
+    lines = ["### Layer sweeps", "", "Validation accuracy by relative depth (layer / n_layers) on each training "
+             "set's validation split, with 95% bootstrap bands; the dot marks the chosen layer.", ""]
+    for plot in plots:
+        relative = plot.relative_to(run_dir).as_posix()
+        lines.append(f"- {plot.stem}: [{relative}]({relative})")
+    return lines + [""]
+
+
 def _shift_lines(rows: Sequence[ResultRow], bootstrap: RunBootstrap) -> list[str]:
-    header = ["#", "shift", "label", "category", "method", "layer", "validation pairs", "generalization", "source",
+    header = ["#", "shift", "label", "category", "method", "layer", "depth", "validation pairs", "generalization", "source",
               "zero-shot", "TTC (best method)", "DE", "El", "AUROC", "RMS cal.", f"paper {PAPER_MODEL} generalization",
               "paper DE"]
     body = []
@@ -317,12 +381,17 @@ def _shift_lines(rows: Sequence[ResultRow], bootstrap: RunBootstrap) -> list[str
         reference = "" if r.target_reference == r.target else f" [ref {r.target_reference}]"
         ttc = _ci(bootstrap.row_interval(r, "target_tuned_capability"))
         ttc = f"{ttc} ({r.target_tuned_method})" if r.target_tuned_method else ttc
+        own = ("generalization_accuracy", "source_accuracy", "differential_elicitation", "elicitation")
+        cell = {m: ("**degenerate**" if r.degenerate and m in own else _ci(bootstrap.row_interval(r, m), signed))
+                for m, signed in (("generalization_accuracy", False), ("source_accuracy", False),
+                                  ("zero_shot_accuracy", False), ("differential_elicitation", True),
+                                  ("elicitation", False))}
         body.append([shifts.index(r.shift) + 1, f"{r.source} -> {r.target}{reference}", r.label, r.category, r.method,
-                     "" if r.layer is None else r.layer, "" if r.validation_pairs is None else r.validation_pairs,
-                     *(_ci(bootstrap.row_interval(r, m)) for m in ("generalization_accuracy", "source_accuracy",
-                                                                   "zero_shot_accuracy")),
-                     ttc, _ci(bootstrap.row_interval(r, "differential_elicitation"), True),
-                     _ci(bootstrap.row_interval(r, "elicitation")), _num(r.auroc), _num(r.rms_calibration_error),
+                     "" if r.layer is None else r.layer, "" if r.depth is None else f"{r.depth:.2f}",
+                     "" if r.validation_pairs is None else r.validation_pairs,
+                     cell["generalization_accuracy"], cell["source_accuracy"], cell["zero_shot_accuracy"],
+                     ttc, cell["differential_elicitation"], cell["elicitation"],
+                     "–" if r.degenerate else _num(r.auroc), "–" if r.degenerate else _num(r.rms_calibration_error),
                      _num(p.generalization_accuracy) if p else "–",
                      _num(p.differential_elicitation, True) if p else "–"])
     return ["## Per-shift results", "", "`#` numbers the shifts as in the scatter plot.", ""] + _table(header, body)
@@ -374,9 +443,12 @@ def report_from_rows(run_dir: Path, rows: Sequence[ResultRow],
     paper_correlation = paper_zero_shot_correlation(rows)
     paper_interval = shift_correlation(paper_points(rows), bootstrap.shifts, n_bootstrap=n_bootstrap, seed=bootstrap.seed)
     means = {s.method: bootstrap.mean_interval(s.method, "generalization_accuracy") for s in summaries}
-    zero_shot_scatter(rows, bootstrap, correlation_interval, run_dir / SCATTER_FILE)
+    label = run_label(run_dir, info)
+    zero_shot_scatter(rows, bootstrap, correlation_interval, run_dir / SCATTER_FILE, model=label)
     method_bars(means, {m: p.generalization_accuracy for m, p in paper.items()}, run_dir / BARS_FILE,
-                resampled="shifts and examples" if bootstrap.example_level else "shifts only")
+                resampled="shifts and examples" if bootstrap.example_level else "shifts only", model=label)
+    n_layers = info.get("n_layers") or next((r.n_layers for r in rows if r.n_layers), None)
+    sweeps = sweep_plots(run_dir / SWEEPS_DIR, rows, n_layers, label, int(info.get("mix_target") or 0))
     lines = _run_lines(run_dir, info, rows, evaluations, bootstrap)
     lines += _summary_lines(summaries, paper, bootstrap)
     lines += _counterpart_lines(methods_in_order(rows))
@@ -396,7 +468,11 @@ def report_from_rows(run_dir: Path, rows: Sequence[ResultRow],
         "## Mean generalization accuracy per method", "", f"![per-method means]({BARS_FILE})", "",
     ]
     warnings = layer_warnings(rows)
-    lines += _layer_lines(rows, warnings, info.get("layer")) + _shift_lines(rows, bootstrap) + NOTES
+    degenerate = degenerate_warnings(rows)
+    lines += ttc_lines(rows) + _degenerate_lines(degenerate)
+    lines += _layer_lines(rows, warnings, info.get("layer")) + _sweep_lines(sweeps, run_dir)
+    lines += _shift_lines(rows, bootstrap) + NOTES
     path = run_dir / REPORT_FILE
     write_text_atomic(path, "\n".join(lines))
-    return Report(path, summaries, correlation, paper_correlation, bootstrap, correlation_interval, warnings)
+    return Report(path, summaries, correlation, paper_correlation, bootstrap, correlation_interval, warnings,
+                  degenerate, sweeps)

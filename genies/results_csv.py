@@ -17,26 +17,31 @@ RESULTS_FILE = "results.csv"
 INTERVAL_COLUMNS = tuple(f"{m}_{end}" for m in INTERVAL_METRICS for end in ("low", "high"))
 
 
+BESIDE_LAYER = ("depth", "n_layers", "validation_pairs")  # right after the layer, in this order
+
+
 def _column_order() -> tuple[str, ...]:
-    """ResultRow's fields, each interval's bounds right after its metric, the validation size after the layer."""
+    """ResultRow's fields, each interval's bounds right after its metric; the relative depth, the model's layer
+    count and the validation size after the layer."""
     order = []
     for name in (f.name for f in fields(ResultRow)):
-        if name in INTERVAL_COLUMNS or name == "validation_pairs":
+        if name in INTERVAL_COLUMNS or name in BESIDE_LAYER:
             continue
         order.append(name)
         if name in INTERVAL_METRICS:
             order += [f"{name}_low", f"{name}_high"]
         if name == "layer":
-            order.append("validation_pairs")
+            order += BESIDE_LAYER
     return tuple(order)
 
 
 COLUMNS = _column_order()
 TEXT_COLUMNS = ("source", "target", "target_reference", "label", "category", "method")
 FLOAT_COLUMNS = INTERVAL_METRICS
-OPTIONAL_FLOAT_COLUMNS = ("auroc", "brier", "rms_calibration_error", *INTERVAL_COLUMNS)
-# Files written by other tools (or before intervals were kept) may omit these; everything else is required.
-OPTIONAL_COLUMNS = ("target_tuned_method", "validation_pairs", *INTERVAL_COLUMNS)
+OPTIONAL_FLOAT_COLUMNS = ("auroc", "brier", "rms_calibration_error", "depth", *INTERVAL_COLUMNS)
+OPTIONAL_TEXT_COLUMNS = ("target_tuned_method", "degenerate", "target_tuned_excluded")
+# Files written by other tools (or before these were kept) may omit these; everything else is required.
+OPTIONAL_COLUMNS = (*OPTIONAL_TEXT_COLUMNS, "validation_pairs", "n_layers", *INTERVAL_COLUMNS, "depth")
 
 
 def _cell(value) -> str:
@@ -116,9 +121,10 @@ def _parse(path: Path, line: int, record: dict) -> ResultRow:
         **texts,
         layer=integer("layer"),
         validation_pairs=integer("validation_pairs"),
+        n_layers=integer("n_layers"),
         **{c: number(c, optional=False) for c in FLOAT_COLUMNS},
         **{c: number(c, optional=True) for c in OPTIONAL_FLOAT_COLUMNS},
-        target_tuned_method=(record.get("target_tuned_method") or "").strip(),
+        **{c: (record.get(c) or "").strip() for c in OPTIONAL_TEXT_COLUMNS},
     )
 
 

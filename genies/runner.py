@@ -20,12 +20,13 @@ from common import UserError
 from actstore.models import ModelOnDemand, check_family, load_tokenizer
 from actstore.software import software_versions
 from actstore.views import require_chat_template
+from genies.baselines import live_training_reasons
 from genies.evaluations import (ROW_OUTCOMES_FILE, filesystem_checks, load_evaluation, store_conflict,
                                write_row_evaluations)
 from genies.generalization import ResultRow, rows_with_evaluations
 from genies.plan import (RESULT_SETTINGS, Plan, RunConfig, build_plan, check_reusable, settings_digest,
                          training_set_for)
-from genies.report import Report, report_from_rows
+from genies.report import SWEEPS_DIR, Report, report_from_rows
 from genies.results_csv import RESULTS_FILE, write_results
 from genies.run_info import RESULTS_CHECKSUM, read_run_info, write_run_info
 from genies.steps import ChosenLayer, extract_stores, fit_probes, run_evaluations, store_settings, train_live
@@ -33,7 +34,6 @@ from genies.uncertainty import RunBootstrap
 from manifests import load_manifest
 from registry import Kind
 
-SWEEPS_DIR = "sweeps"  # per training set: the layer sweep that chose each method's layer
 MIXED_DATA_DIR = "mixed-data"  # --mix-target: mixed training distributions for live methods
 
 
@@ -77,7 +77,8 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     if config.prompt_format == "chat":  # before run.json is locked to chat or the model loads
         require_chat_template(load_tokenizer(config.model))
     out = Path(config.out)
-    check_reusable(read_run_info(out), config)
+    previous = read_run_info(out)
+    check_reusable(previous, config)
     settings = _run_settings(config, command, started_at)
     plan = build_plan(config, shifts, filesystem_checks(config.data_dir, store_settings(config), settings_digest(config)))
     _refuse_other_extractions(plan)  # the data and the stores checked before run.json locks the directory
@@ -88,8 +89,12 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     work = _execute(plan, out, log, sys.stderr.isatty() if progress is None else progress)
 
     evaluations = [load_evaluation(step.path) for step in plan.evaluations]
+    n_layers = work.n_layers or _recorded_n_layers(plan, previous)
+    hardly_trained = live_training_reasons(out / "fits", [m for m in config.methods
+                                                          if registry.get(m).kind is Kind.LIVE_TRAINED])
     found = rows_with_evaluations(shifts, evaluations, config.methods,
-                                  training_set=lambda shift: training_set_for(shift, config.mix_target).name)
+                                  training_set=lambda shift: training_set_for(shift, config.mix_target).name,
+                                  ineligible=lambda e: hardly_trained.get((e.method, e.trained_on)), n_layers=n_layers)
     evaluations = {row.key: e for row, e in found}
     bootstrap = RunBootstrap([row for row, _ in found], evaluations, seed=config.seed)
     rows = [bootstrap.with_intervals(row) for row, _ in found]
@@ -97,7 +102,7 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     write_results(out / RESULTS_FILE, rows)
     wall = time.perf_counter() - started
     data = {key: value for step in plan.evaluations for key, value in step.data.items()}
-    write_run_info(out, settings, {**work.record(), "wall_time_s": round(wall, 1),
+    write_run_info(out, settings, {**work.record(), "n_layers": n_layers, "wall_time_s": round(wall, 1),
                                    "data_fingerprints": dict(sorted(data.items())),
                                    RESULTS_CHECKSUM: file_sha256(out / RESULTS_FILE)})
     report = report_from_rows(out, rows, evaluations)
@@ -106,6 +111,21 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     log(f"wrote {out / RESULTS_FILE} ({len(rows)} rows) and {report.path} in {wall:.1f}s")
     return RunSummary(out, plan_lines, rows, report, work.stores, work.fits, work.evaluations, work.model_loads, wall,
                       work.chosen_layers)
+
+
+def _recorded_n_layers(plan: Plan, previous: dict) -> int | None:
+    """The model's number of blocks when this run loaded no model: from a store of the plan, an earlier run of
+    RUN_DIR (same model: ``check_reusable``), or the model's config."""
+    from actstore.models import model_n_blocks
+    from actstore.store import find_store
+
+    for step in plan.stores:
+        store = find_store(step.url)
+        if store is not None and store.meta.get("model_n_blocks"):
+            return int(store.meta["model_n_blocks"])
+    if previous.get("n_layers"):
+        return int(previous["n_layers"])
+    return model_n_blocks(plan.config.model)
 
 
 def _refuse_other_extractions(plan: Plan) -> None:
@@ -127,6 +147,7 @@ class Work:
     model_loads: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     chosen_layers: list[ChosenLayer] = field(default_factory=list)
+    n_layers: int | None = None  # the model's blocks, when this run loaded it
 
     def record(self) -> dict:
         return {"stores_extracted": self.stores, "fits_run": self.fits, "evaluations_run": self.evaluations,
@@ -159,6 +180,7 @@ def _execute(plan: Plan, out: Path, log: Callable[[str], None], progress: bool) 
         phase("evaluation", lambda: run_evaluations(config, plan.evaluations_to_run, fits, model, log))
         work.evaluations = len(plan.evaluations_to_run)
     work.model_loads = model.load_count
+    work.n_layers = model.get().n_layers if model.is_loaded else None
     return work
 
 
@@ -166,6 +188,7 @@ def _run_settings(config: RunConfig, command: str | None, started_at: str) -> di
     return {
         **({"command": command} if command else {}),
         "model": config.model,
+        "model_name": config.label,
         "manifest": config.shifts,
         "methods": list(config.methods),
         "layer": config.layer,

@@ -19,8 +19,9 @@ from actstore.models import ModelOnDemand
 from genies.evaluations import evaluation_from_metrics, save_evaluation
 from genies.generalization import Evaluation
 from genies.mixing import MixedSource, write_mixed_distribution
-from genies.plan import EVAL_SPLIT, TRAIN_SPLIT, EvalStep, FitStep, RunConfig, StoreStep, TrainingSet
-from probes.estimator import StoreProbe, load_probe, make_probe
+from common.metrics import score_degeneracy
+from genies.plan import EVAL_SPLIT, TRAIN_SPLIT, EvalStep, FitStep, RunConfig, StoreStep, TrainingSet, depth_layer
+from probes.estimator import DEGENERATE_NOTE, StoreProbe, load_probe, make_probe
 from probes.labels import split_by_example
 from probes.sources import FeatureSource, StoreSource
 from probes.sweep import MIN_VALIDATION_PAIRS, SweepConfig, SweepRow, read_csv, run_sweep, sweep_layers, write_csv
@@ -79,11 +80,26 @@ def _holding(source: StoreSource, **claimed) -> StoreSource:
     return source
 
 
-def _fit_for(step: EvalStep, path: Path, config: RunConfig) -> StoreProbe:
+def fixed_layer(config: RunConfig, n_layers: int | None) -> int | None:
+    """The layer of a fixed ``--layer``: the number, or the layer at the relative depth (None: ``best``)."""
+    if isinstance(config.layer, float):
+        if not n_layers:
+            raise UserError(f"--layer {config.layer}: the stores do not record the model's number of layers, so a "
+                            "relative depth cannot be turned into a layer; give a layer number")
+        return depth_layer(config.layer, n_layers)
+    return config.layer if isinstance(config.layer, int) else None
+
+
+def n_blocks(source: FeatureSource) -> int | None:
+    found = source.meta.get("model_n_blocks")
+    return int(found) if found is not None else None
+
+
+def _fit_for(step: EvalStep, path: Path, config: RunConfig, n_layers: int | None = None) -> StoreProbe:
     """The saved probe of ``step``'s fit, once it says it is that fit (method, training data, layer)."""
     probe = load_probe(path)
     takes_layer = registry.get(step.method).takes_layer
-    layer = config.layer if isinstance(config.layer, int) and takes_layer else None
+    layer = fixed_layer(config, n_layers) if config.layer != "best" and takes_layer else None
     claims = {"method": (probe.method, step.method),
               "training set": (probe.trained_on_.get("dataset"), step.training.dataset)}
     if layer is not None:
@@ -172,7 +188,7 @@ def _layers(config: RunConfig, training: TrainingSet, group: list[FitStep], trai
     per_layer = [s.method for s in group if registry.get(s.method).takes_layer]
     layers: dict[str, int | None] = {s.method: None for s in group}
     if config.layer != "best":
-        return {**layers, **{m: int(config.layer) for m in per_layer}}
+        return {**layers, **{m: fixed_layer(config, n_blocks(train)) for m in per_layer}}
     if not per_layer:
         return layers
     methods = [_probe(config, m) for m in per_layer]
@@ -246,12 +262,15 @@ def _evaluate(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingS
     if spec.from_stores:
         test = sources.get(step.tested_on, EVAL_SPLIT, spec.views)
         probe = (_probe(config, step.method).fit(test) if spec.kind is Kind.STORE_BASELINE
-                 else _fit_for(step, fits[(step.method, step.training)], config))
+                 else _fit_for(step, fits[(step.method, step.training)], config, n_blocks(test)))
         # No per-evaluation CI: results.csv and the report bootstrap the kept per-example outcomes instead.
         metrics, outcomes = probe.score_with_outcomes(test, n_bootstrap=0, seed=config.seed)
+        degenerate = None if spec.chance_baseline or spec.kind is not Kind.PROBE else (
+            probe.notes_.get(DEGENERATE_NOTE) or score_degeneracy(probe.margins(test), probe.temperature_))
         return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, metrics,
                                        probe.fitted.params.get("layer"), outcomes, probe.notes_.get(VALIDATION_PAIRS),
-                                       compute_dtype=(test.meta.get("identity") or {}).get("compute_dtype"))
+                                       compute_dtype=(test.meta.get("identity") or {}).get("compute_dtype"),
+                                       degenerate=degenerate)
     result = _live_result(config, step, fits, model)
     return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, result.metrics,
                                    outcomes=result.outcomes, compute_dtype=model.get().compute_dtype)

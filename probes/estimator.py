@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator
 
 import registry
 from common import UserError, format_layers
-from common.metrics import ExampleOutcomes, Metrics, compute_metrics, example_outcomes, fit_temperature
+from common.metrics import ExampleOutcomes, Metrics, compute_metrics, example_outcomes, fit_degeneracy, fit_temperature
 from probes.normalize import Normalizer
 from probes.probe import FittedProbe, provenance, read_fitted, save_fitted
 from probes.scorers import Feature
@@ -38,6 +38,9 @@ def as_source(source) -> FeatureSource:
         return StoreSource([str(getattr(item, "url", item)) for item in source])
     raise UserError(f"cannot read activations from {type(source).__name__} {source!r}: give a store path or URL, "
                     "an opened store, or a list of one split's view stores")
+
+
+DEGENERATE_NOTE = "degenerate"  # probe notes: why the fit is degenerate (common.metrics.fit_degeneracy)
 
 
 class StoreProbe(BaseEstimator):
@@ -73,7 +76,10 @@ class StoreProbe(BaseEstimator):
         draft = FittedProbe(self.method, self._fit_scorer(source), 1.0, provenance(source), self.get_params())
         margins = draft.margins(source)  # also checks that the training scores are finite
         temperature = 1.0 if self.natural_scale else fit_temperature(margins)
-        object.__setattr__(self, "fitted_", replace(draft, temperature=temperature))
+        # Noted only when it is (other probe files keep their bytes); a natural-scale score has nothing fitted.
+        degenerate = None if self.natural_scale else fit_degeneracy(margins)
+        notes = {DEGENERATE_NOTE: degenerate} if degenerate else {}
+        object.__setattr__(self, "fitted_", replace(draft, temperature=temperature, notes={**draft.notes, **notes}))
         return self
 
     def _check_layer(self, source: FeatureSource) -> None:

@@ -14,9 +14,14 @@ from probes.sweep import SweepRow  # noqa: E402
 
 
 def plot_sweep(rows: list[SweepRow], panels: list[str], path: str | Path, *, best: dict[str, int] | None = None,
-               title: str = "") -> Path:
+               title: str = "", n_layers: int | None = None) -> Path:
     """One panel per name in ``panels`` (the rows' ``eval`` column); a dot marks each method's chosen layer and a
-    band each accuracy's bootstrap interval (examples resampled), where the rows have one."""
+    band each accuracy's bootstrap interval (examples resampled), where the rows have one. With ``n_layers`` (the
+    model's blocks) the x axis is the relative depth layer / n_layers, 0 to 1, so sweeps of models of different
+    depths line up."""
+    def x_of(layer: int) -> float:
+        return layer / n_layers if n_layers else layer
+
     methods = list(dict.fromkeys(r.method for r in rows))
     columns = 2 if len(panels) == 4 else min(len(panels), 3)
     n_rows = -(-len(panels) // columns)
@@ -30,21 +35,27 @@ def plot_sweep(rows: list[SweepRow], panels: list[str], path: str | Path, *, bes
             if not points:
                 continue
             layers, accuracy, low, high = zip(*points)
+            xs = [x_of(layer) for layer in layers]
             color = colors[m % len(colors)]
-            ax.plot(layers, accuracy, label=method, color=color, linewidth=1.5)
-            ax.fill_between(layers, low, high, color=color, alpha=0.15, linewidth=0)
+            ax.plot(xs, accuracy, label=method, color=color, linewidth=1.5)
+            ax.fill_between(xs, low, high, color=color, alpha=0.15, linewidth=0)
             if best and method in best and best[method] in layers:
-                ax.plot([best[method]], [accuracy[layers.index(best[method])]], "o", color=color)
+                chosen = layers.index(best[method])
+                ax.plot([xs[chosen]], [accuracy[chosen]], "o", color=color, markersize=7, markeredgecolor="black")
         ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
         ax.set_title(panel, fontsize=10)
-        ax.set_xlabel("layer")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if n_layers:
+            ax.set_xlim(0, 1)
+            ax.set_xlabel(f"relative depth (layer / {n_layers})")
+        else:
+            ax.set_xlabel("layer")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if index % columns == 0:
             ax.set_ylabel("pairwise accuracy")
     for index in range(len(panels), n_rows * columns):
         axes[index // columns][index % columns].axis("off")
-    axes[0][0].legend(fontsize=8, loc="best", title="bands: 95% bootstrap", title_fontsize=7)
+    axes[0][0].legend(fontsize=8, loc="best", title="bands: 95% bootstrap; dot: chosen layer", title_fontsize=7)
     if title:
         figure.suptitle(title, fontsize=11)
     figure.tight_layout()

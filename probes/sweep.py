@@ -58,20 +58,28 @@ class SweepRow:
     temperature: float
     fitted_on: str  # train-70% (the fit split) or train (refit on all training data)
     fit_seconds: float
+    depth: float | None = None  # layer / n_layers (the model's blocks): comparable across models
 
     @classmethod
     def scored(cls, method: str, layer: int, name: str, role: str, metrics: Metrics, temperature: float,
-               fitted_on: str, seconds: float) -> "SweepRow":
+               fitted_on: str, seconds: float, n_layers: int | None = None) -> "SweepRow":
         measured = {f.name: getattr(metrics, f.name) for f in fields(Metrics) if f.name in CSV_COLUMNS}
         return cls(method=method, layer=layer, eval=name, role=role, **measured, temperature=temperature,
-                   fitted_on=fitted_on, fit_seconds=round(seconds, 4))
+                   fitted_on=fitted_on, fit_seconds=round(seconds, 4), depth=layer / n_layers if n_layers else None)
 
     @classmethod
     def from_csv(cls, row: dict[str, str]) -> "SweepRow":
-        return cls(**{name: row[name] if name in TEXT_COLUMNS else _number(row[name]) for name in CSV_COLUMNS})
+        """A row of sweep.csv (one written before depth was kept has none)."""
+        return cls(**{name: row.get(name, "") if name in TEXT_COLUMNS else _number(row.get(name) or "")
+                      for name in CSV_COLUMNS})
 
 
-CSV_COLUMNS = [f.name for f in fields(SweepRow)]
+def _csv_columns() -> list[str]:
+    names = [f.name for f in fields(SweepRow) if f.name != "depth"]
+    return names[:names.index("layer") + 1] + ["depth"] + names[names.index("layer") + 1:]
+
+
+CSV_COLUMNS = _csv_columns()  # SweepRow's fields, the depth beside the layer
 TEXT_COLUMNS = ("method", "eval", "role", "fitted_on")
 
 
@@ -142,6 +150,8 @@ def run_sweep(train, evals: list[tuple[str, object]], methods: list[StoreProbe],
     fit_part, val_part = train.subset(fit_rows), train.subset(val_rows)
     eval_names = _unique_names(evals)
     share = f"train-{round(100 * len(fit_rows) / len(train.labels))}%"
+    n_layers = train.meta.get("model_n_blocks")
+    n_layers = int(n_layers) if n_layers else None
 
     rows: list[SweepRow] = []
     for layer in layers:
@@ -149,14 +159,15 @@ def run_sweep(train, evals: list[tuple[str, object]], methods: list[StoreProbe],
             began = time.perf_counter()
             probe = clone(method).set_params(layer=layer).fit(fit_part)
             seconds = time.perf_counter() - began
-            rows.append(_row(layer, f"{train.name} {VALIDATION}", VALIDATION, probe, val_part, config, share, seconds))
+            rows.append(_row(layer, f"{train.name} {VALIDATION}", VALIDATION, probe, val_part, config, share, seconds,
+                             n_layers))
             fitted_on = share
             if config.refit and evals:
                 began = time.perf_counter()
                 probe = clone(probe).fit(train)
                 seconds, fitted_on = time.perf_counter() - began, "train"
             for name, role, source in zip(eval_names, roles, evals):
-                rows.append(_row(layer, name, role, probe, source, config, fitted_on, seconds))
+                rows.append(_row(layer, name, role, probe, source, config, fitted_on, seconds, n_layers))
         for source in (train, *evals):
             source.release()
     best = best_layers(rows, methods)
@@ -164,9 +175,9 @@ def run_sweep(train, evals: list[tuple[str, object]], methods: list[StoreProbe],
 
 
 def _row(layer: int, name: str, role: str, probe: StoreProbe, source: FeatureSource, config: SweepConfig,
-         fitted_on: str, seconds: float) -> SweepRow:
+         fitted_on: str, seconds: float, n_layers: int | None = None) -> SweepRow:
     metrics = probe.score(source, calibration=config.calibration, n_bootstrap=config.n_bootstrap, seed=config.seed)
-    return SweepRow.scored(probe.method, layer, name, role, metrics, probe.temperature_, fitted_on, seconds)
+    return SweepRow.scored(probe.method, layer, name, role, metrics, probe.temperature_, fitted_on, seconds, n_layers)
 
 
 def best_layers(rows: list[SweepRow], methods: list[StoreProbe]) -> list[BestLayer]:
