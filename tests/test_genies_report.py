@@ -174,7 +174,8 @@ def test_compute_dtype_line_names_one_dtype_and_flags_a_mix():
     assert compute_dtype_line(old, "auto").startswith("- compute dtype: not recorded (evaluations made before")
 
 
-@pytest.mark.parametrize("example", sorted(p.name for p in (Path(__file__).parent.parent / "docs").glob("example-*")))
+@pytest.mark.parametrize("example", sorted(p.parent.name for p in (Path(__file__).parent.parent / "docs").glob(
+    "example-*/results.csv")))  # the run directories (docs/example-compare is a comparison, not a run)
 def test_shipped_example_runs_are_the_files_their_run_wrote(example):
     """results.csv matches run.json's checksum, outcomes.json its seal, and every row has its evaluations."""
     from genies.evaluations import read_row_evaluations

@@ -96,6 +96,35 @@ def test_best_layer_is_chosen_on_source_validation_only(first_run):
     assert {(c.method, c.training) for c in first_run.chosen_layers} >= {("mms", "easy"), ("mms", "hard"), ("mms", "ref")}
 
 
+def test_rows_carry_relative_depth_and_the_run_its_model_name_and_sweep_plots(first_run):
+    """depth = layer / n_layers in every row with a layer (tiny-random: 4 blocks); one sweep plot per training set,
+    linked from the report; run.json names the model shortly and records its layer count."""
+    with first_run.results_path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    layered = [r for r in rows if r["layer"]]
+    assert layered and all(float(r["depth"]) == int(r["layer"]) / 4 and r["n_layers"] == "4" for r in layered)
+    assert all(r["depth"] == "" for r in rows if not r["layer"])
+    info = json.loads((first_run.run_dir / "run.json").read_text())
+    assert info["model_name"] == "tiny-random" and info["n_layers"] == 4
+    report = (first_run.run_dir / "report.md").read_text()
+    assert report.startswith("# GENIES run report: tiny-random")
+    for training in ("easy", "hard", "ref"):
+        plot = first_run.run_dir / "sweeps" / f"{training}.png"
+        assert plot.stat().st_size > 10_000 and f"(sweeps/{training}.png)" in report
+    assert "## Target-tuned capability (what DE and El divide by)" in report
+
+
+def test_a_relative_depth_picks_the_layer_at_that_depth(benchmark, first_run):
+    root, _ = benchmark
+    summary = run_benchmark(config_for(benchmark, methods=("zero-shot", "mms"), layer=0.5, out=root / "run-depth",
+                                       model_name="tiny"), log=lambda line: None)
+    assert summary.stores_extracted == 0  # the first run's stores
+    mms = [r for r in summary.rows if r.method == "mms"]
+    assert {r.layer for r in mms} == {2} and {r.depth for r in mms} == {0.5}
+    assert (root / "run-depth" / "fits" / "mms" / "depth0.5").is_dir()
+    assert json.loads((root / "run-depth" / "run.json").read_text())["model_name"] == "tiny"
+
+
 def test_second_identical_run_reuses_everything_without_the_model(benchmark, first_run, monkeypatch):
     def no_model_work(*args, **kwargs):
         raise AssertionError("the second run did model work")
