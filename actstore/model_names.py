@@ -9,20 +9,20 @@ the model's content fingerprint (``actstore.models.model_fingerprint``), recorde
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
 
+ALIASES_FILE = Path(__file__).with_name("model_aliases.json")
 MAX_LENGTH = 48
 _HASH = re.compile(r"^[0-9a-f]{20,}$")
 
 
 def model_name(model: str) -> str:
     """The short name of ``model`` (an alias, a local path or a hub id); pure apart from reading a config.json."""
-    from actstore.models import model_aliases
-
     text = str(model).strip()
-    if text in model_aliases():
+    if text in _aliases():
         return text
     path = Path(text).expanduser()
     if path.suffix == ".gguf":
@@ -32,6 +32,12 @@ def model_name(model: str) -> str:
     if _looks_like_path(text):
         return _short(path.name or text)
     return _short(text.strip("/").split("/")[-1])
+
+
+@functools.lru_cache(maxsize=1)
+def _aliases() -> frozenset[str]:
+    """The alias names (actstore/model_aliases.json), read without importing the model loader (and torch)."""
+    return frozenset(json.loads(ALIASES_FILE.read_text(encoding="utf-8")))
 
 
 def _directory_name(path: Path) -> str:

@@ -168,9 +168,13 @@ def sweep_command(methods: list[StoreProbe], train_spec: str, eval_specs: tuple[
     from probes.plot import plot_sweep  # matplotlib only where a plot is drawn
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = write_csv(result.rows, out_dir / "sweep.csv")
+    from actstore.model_names import model_name
+
+    n_layers = train.meta.get("model_n_blocks")
+    label = model_name(str(train.meta["model"])) if train.meta.get("model") else ""
     png_path = plot_sweep(result.rows, result.eval_names, out_dir / "sweep.png",
-                          best={b.method: b.layer for b in result.best},
-                          title=f"{train.meta.get('model', '')} trained on {train.name}".strip())
+                          best={b.method: b.layer for b in result.best}, n_layers=int(n_layers) if n_layers else None,
+                          title=f"{label} trained on {train.name}".strip())
     return result, csv_path, png_path
 
 

@@ -177,3 +177,17 @@ def test_a_users_gguf_is_converted_once_and_cached_per_compute_dtype(tmp_path, m
     assert first.model_id == again.model_id == str(gguf.resolve())
     for mine, theirs in zip(first.model.state_dict().values(), tiny_random_llama(seed=5).model.state_dict().values()):
         assert np.array_equal(mine.numpy(), theirs.numpy())
+
+
+def test_a_single_shift_run_prints_n_a_for_pearson_r(tmp_path):
+    from cli import genies
+    from genies.results_csv import write_results
+
+    rows = [row for row, _ in rows_with_evaluations([SHIFT], evaluations({ZERO_SHOT: 0.5, "mms": 0.9, "lora": 0.7}),
+                                                    [ZERO_SHOT, "mms", "lora"], n_layers=30)]
+    write_results(tmp_path / "results.csv", rows)
+    (tmp_path / "run.json").write_text(json.dumps({"model": "tiny-random"}))
+    result = CliRunner().invoke(genies, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "generalization vs zero-shot: Pearson r = n/a (n = 2; 95% bootstrap interval)" in result.output
+    assert "nan" not in result.output
