@@ -268,7 +268,7 @@ def test_disk_offload_and_quantization_run_on_every_family(model_type, tmp_path)
         assert all(np.isfinite(values).all() for values in quantized.values())
 
 
-# ----------------------------------------------------------------------------- the README's table
+# ----------------------------------------------------------------------------- the docs' table
 PROVEN_EVERYWHERE = ("Every family below, in tests/test_families.py: extraction (every layer, `--site heads`, final norm, "
                      "log-likelihood; prefix tree and plain batches; left and right padding) within 1e-4 of each layer's "
                      "RMS and 1e-3 nats of transformers' own forward, live zero-/few-shot log-likelihoods, one LoRA and "
@@ -280,7 +280,7 @@ PROVEN_ELSEWHERE = {"llama": "SmolLM2-135M end to end; 8-bit in tests/test_model
 
 
 def supported_models_table() -> str:
-    """The README's "Supported models" table: what this file proves, family by family."""
+    """docs/supported-models.md's table: what this file proves, family by family."""
     from model_families import SPECIAL_CASES
 
     from actstore.families import sliding_layers
@@ -299,11 +299,12 @@ def supported_models_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_readme_table_of_supported_models_is_this_files():
+def test_docs_table_of_supported_models_is_this_files():
     from conftest import REPO
 
     table = supported_models_table()
-    assert table in (REPO / "README.md").read_text(), "README's Supported models table is stale; it should read:\n" + table
+    page = REPO / "docs" / "supported-models.md"
+    assert table in page.read_text(), f"{page.name}'s Supported models table is stale; it should read:\n" + table
 
 
 def test_a_sliding_window_model_under_flash_attention_is_refused_not_masked_wrongly():

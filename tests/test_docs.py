@@ -1,0 +1,268 @@
+"""The documentation site: `mkdocs build --strict` succeeds, and every code block of every page runs as written.
+
+Each page's blocks run in order in one working directory, with a per-user directory of their own
+($GENIES_HOME), as a reader following the page would: ```python blocks share one namespace per
+page (like a notebook), ```bash blocks are command lines of our programs (through click's
+CliRunner, in this process) or of the launchers torchrun / accelerate (as processes), ```text
+blocks are outputs and are never run. A block that cannot run on a test machine is marked on its
+page by `<!-- shown, not run: REASON -->` on the line above, and must be listed in SHOWN_NOT_RUN.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import cli
+from conftest import REPO
+
+DOCS = REPO / "docs"
+PAGES = sorted(path.relative_to(DOCS).as_posix() for path in DOCS.rglob("*.md"))
+OUR_PROGRAMS = ("actstore", "probes", "finetune", "genies")
+LAUNCHERS = ("torchrun", "accelerate")
+SHOWN_NOT_RUN_MARKER = re.compile(r"^<!-- shown, not run: (.+) -->$")
+
+# Every block a test machine cannot run, by (page, first line): each needs what the suite has not.
+SHOWN_NOT_RUN = {
+    ("getting-started.md", "genies data download"): "downloads the GENIES tarball from the network",
+    ("reliability.md", "actstore extract --model smollm2-135m --dataset arith_easy --data-dir demo --out "
+                       "s3://my-bucket/genies-stores"): "an S3 bucket, its credentials and the network",
+    ("cross-model.md", "genies run --model smollm2-135m --shifts docs/cross-model-shifts.json --limit 40 \\"):
+        "the full GENIES data and about 30 minutes of two real models (the benchmark page runs the same "
+        "commands on the demo data)",
+    ("example-genies-limit100/report.md", "genies run --model smollm2-135m --shifts genies --limit 100 \\"):
+        "the command the example run was made with: 42 minutes on the full GENIES data",
+    ("example-genies-paper-limit30/report.md", "genies run --model smollm2-135m --shifts genies --methods all --limit 30 \\"):
+        "the command the example run was made with: 2 h 22 min on the full GENIES data",
+}
+
+
+@dataclass(frozen=True)
+class Block:
+    page: str
+    line: int  # of the opening fence, counted from 1
+    language: str
+    code: str
+    shown_not_run: str | None  # the reason given on the page, when marked
+
+    @property
+    def first_line(self) -> str:
+        return self.code.splitlines()[0] if self.code else ""
+
+
+def page_blocks(page: str) -> list[Block]:
+    lines = (DOCS / page).read_text().splitlines()
+    blocks, index = [], 0
+    while index < len(lines):
+        opening = re.match(r"^```(\S*)\s*$", lines[index])
+        if not opening:
+            index += 1
+            continue
+        end = next((i for i in range(index + 1, len(lines)) if lines[i].strip() == "```"), None)
+        assert end is not None, f"{page}:{index + 1}: a code block that is never closed"
+        marker = SHOWN_NOT_RUN_MARKER.match(lines[index - 1]) if index else None
+        blocks.append(Block(page, index + 1, opening.group(1), "\n".join(lines[index + 1:end]) + "\n",
+                            marker.group(1) if marker else None))
+        index = end + 1
+    return blocks
+
+
+def command_lines(block: Block) -> list[list[str]]:
+    """A bash block's commands: continuation lines joined, comments and blank lines dropped."""
+    joined = block.code.replace("\\\n", " ")
+    return [words for words in (shlex.split(line, comments=True) for line in joined.splitlines()) if words]
+
+
+def is_command(line: str) -> bool:
+    return line.split(" ", 1)[0] in OUR_PROGRAMS + LAUNCHERS
+
+
+# ----------------------------------------------------------------------------- the site builds
+def test_the_site_builds_with_strict_and_holds_every_page_the_plots_and_the_api_reference(tmp_path):
+    site = tmp_path / "site"
+    built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)], cwd=REPO,
+                           capture_output=True, text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "WARNING" not in built.stderr, built.stderr
+    for page in PAGES:
+        assert (site / page.replace(".md", ".html")).is_file(), page
+    benchmark_page = (site / "benchmark.html").read_text()
+    for plot in ("example-genies-limit100/generalization_vs_zero_shot.png", "example-genies-limit100/methods.png"):
+        assert f'src="{plot}"' in benchmark_page and (site / plot).stat().st_size > 0, plot
+    # mkdocstrings rendered the docstrings (a `::: module` left as text would still build)
+    assert 'id="actstore.store.open_store"' in (site / "api" / "actstore.html").read_text()
+    assert 'id="probes.estimator.StoreProbe.fit"' in (site / "api" / "probes.html").read_text()
+    assert not any(":::" in (site / "api" / name).read_text() for name in os.listdir(site / "api"))
+
+
+def test_every_page_is_in_the_navigation_and_linked_from_the_readme():
+    import yaml
+
+    def nav_pages(entries) -> list[str]:
+        found = []
+        for entry in entries:
+            for value in (entry.values() if isinstance(entry, dict) else [entry]):
+                found += nav_pages(value) if isinstance(value, list) else [value]
+        return found
+
+    config = yaml.safe_load((REPO / "mkdocs.yml").read_text())
+    assert sorted(nav_pages(config["nav"])) == PAGES
+    readme = (REPO / "README.md").read_text()
+    assert [page for page in PAGES if f"](docs/{page})" not in readme] == []
+    assert len(readme.splitlines()) <= 150
+
+
+# ----------------------------------------------------------------------------- what the pages' blocks are
+def test_blocks_that_are_not_run_are_exactly_the_listed_ones():
+    marked = {(b.page, b.first_line): b for page in PAGES for b in page_blocks(page) if b.shown_not_run}
+    assert sorted(marked) == sorted(SHOWN_NOT_RUN)
+    assert all(block.language == "bash" for block in marked.values())  # shown as what a reader would type
+
+
+def test_every_block_is_python_bash_or_text_and_text_blocks_hold_no_commands():
+    blocks = [block for page in PAGES for block in page_blocks(page)]
+    assert [f"{b.page}:{b.line}" for b in blocks if b.language not in ("python", "bash", "text")] == []
+    # a command belongs in a bash block, where it runs; a text block is output (or make targets)
+    assert [f"{b.page}:{b.line}" for b in blocks if b.language == "text"
+            and any(is_command(line.strip()) for line in b.code.splitlines())] == []
+    for block in blocks:
+        if block.language == "bash":
+            assert all(words[0] in OUR_PROGRAMS + LAUNCHERS for words in command_lines(block)), block
+
+
+# ----------------------------------------------------------------------------- every page runs
+def run_command(words: list[str], where: Path) -> str:
+    program, *args = words
+    if program in LAUNCHERS:  # processes of their own, started as a shell would (the venv's launchers)
+        done = subprocess.run([str(Path(sys.executable).parent / program), *args], cwd=where, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, (words, done.stdout[-3000:], done.stderr[-3000:])
+        return done.stdout
+    result = CliRunner().invoke(getattr(cli, program), args)
+    assert result.exit_code == 0, (words, result.output, result.exception)
+    return result.output
+
+
+def run_page(page: str, where: Path) -> dict:
+    namespace: dict = {}
+    for block in page_blocks(page):
+        if block.shown_not_run or block.language == "text":
+            continue
+        if block.language == "python":
+            exec(compile(block.code, f"docs/{page}:{block.line}", "exec"), namespace)  # noqa: S102 - our own docs
+        else:
+            for words in command_lines(block):
+                run_command(words, where)
+    return namespace
+
+
+def check_getting_started(where: Path, namespace: dict) -> None:
+    import pandas
+
+    assert set(pandas.read_csv(where / "sweep" / "sweep.csv")["method"]) == {"mms", "lat", "ccs", "cra", "logreg"}
+
+
+def check_extraction(where: Path, namespace: dict) -> None:  # the notebook walkthrough
+    assert namespace["heads"].head_activations(11).shape == (60, 9, 64)  # SmolLM2-135M: 9 heads of 64
+    assert namespace["acts"].dims == ("sequence", "layer", "hidden")
+    assert namespace["gap"].shape == (576,)
+    assert (namespace["work"] / "sweep.png").stat().st_size > 0
+    assert {row.method for row in namespace["sweep"].rows} == {"mms", "lat"}
+
+
+def check_probes(where: Path, namespace: dict) -> None:  # the estimator example
+    table, sweep = namespace["table"], namespace["sweep"]
+    assert set(table["method"]) == {"lat", "ccs", "logreg"} and set(table["role"]) == {"validation", "target"}
+    assert len(table) == 3 * 5 * 2  # methods x layers (tiny-random: embeddings + 4 blocks) x (validation, target)
+    assert {best.method for best in sweep.best} == {"lat", "ccs", "logreg"}
+    assert namespace["ccs"].get_params()["seed"] == 1 and namespace["ccs"].trained_on_["dataset"] == "arith_easy"
+    assert (where / "lat-probe" / "probe.json").is_file() and (where / "sweep" / "sweep.png").is_file()
+
+
+def check_finetune(where: Path, namespace: dict) -> None:
+    assert (where / "lora-arith" / "finetune.json").is_file()
+
+
+def check_benchmark(where: Path, namespace: dict) -> None:
+    for run in ("smollm2", "tiny"):
+        assert {"results.csv", "report.md", "run.json", "methods.png"} <= set(os.listdir(where / "runs" / run)), run
+    assert set(namespace["results"]["method"]) == {"zero-shot", "mms", "lat", "logreg", "random"}
+
+
+def check_own_data(where: Path, namespace: dict) -> None:
+    from common import default_store_root
+
+    assert (where / "mine" / "distributions" / "my_prefs" / "train.json").is_file()
+    assert (default_store_root() / "smollm2-135m" / "my_prefs" / "train.chat.plain.zarr").is_dir()
+    assert (where / "runs" / "mine" / "results.csv").is_file()
+
+
+def check_several_processes(where: Path, namespace: dict) -> None:
+    from actstore import open_store
+    from common import default_store_root
+
+    for dataset in ("arith_easy", "arith_hard"):
+        store = open_store(str(default_store_root() / "tiny-random" / dataset / "train.limit20.plain.zarr"))
+        assert store.meta["complete"] and store.meta["n_sequences"] == 60, dataset
+
+
+def check_large_models(where: Path, namespace: dict) -> None:
+    from actstore import open_store
+
+    for root in ("offloaded", "quantized"):
+        assert open_store(str(where / root / "smollm2-135m/arith_easy/test.limit10.plain.zarr")).meta["complete"], root
+
+
+def check_reliability(where: Path, namespace: dict) -> None:
+    from actstore import open_store
+    from common import default_store_root
+
+    assert open_store(str(default_store_root() / "tiny-random/arith_easy/train.limit20.plain.zarr")).meta["complete"]
+    assert namespace["train_url"].startswith("memory://stores/tiny-random/arith_easy/train")
+
+
+CHECKS = {"getting-started.md": check_getting_started, "extraction.md": check_extraction, "probes.md": check_probes,
+          "finetune.md": check_finetune, "benchmark.md": check_benchmark, "own-data.md": check_own_data,
+          "several-processes.md": check_several_processes, "large-models.md": check_large_models,
+          "reliability.md": check_reliability}
+
+
+def uses_the_bundled_model(page: str) -> bool:
+    return any("smollm2-135m" in block.code for block in page_blocks(page)
+               if block.language in ("python", "bash") and not block.shown_not_run)
+
+
+def runnable(page: str) -> bool:
+    return any(block.language in ("python", "bash") and not block.shown_not_run for block in page_blocks(page))
+
+
+@pytest.mark.parametrize("page", [pytest.param(page, marks=[pytest.mark.bundled] * uses_the_bundled_model(page))
+                                  for page in PAGES if runnable(page)])
+def test_the_pages_code_runs_as_written(page, tmp_path, monkeypatch, request):
+    from common import default_model_cache
+
+    if uses_the_bundled_model(page):
+        request.getfixturevalue("bundled_model")  # converted once into the model cache, shared below
+    models = default_model_cache()
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "models").symlink_to(models, target_is_directory=True)
+    monkeypatch.setenv("GENIES_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("GENIES_DATA", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    namespace = run_page(page, tmp_path)
+    if page in CHECKS:
+        CHECKS[page](tmp_path, namespace)
+
+
+def test_every_page_that_runs_has_its_results_checked():
+    assert sorted(page for page in PAGES if runnable(page)) == sorted(CHECKS)
