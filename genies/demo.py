@@ -50,6 +50,7 @@ def layer_sweep_plot(config: RunConfig, out: Path) -> Path:
     train = store(source, "train")
     sweep = run_sweep(train, [("source test", store(source, "test")), ("target", store(target, "test"))], methods,
                       sweep_layers(train, methods), SweepConfig(seed=config.seed))
+    n_layers = train.meta.get("model_n_blocks")
     return plot_sweep(sweep.rows, sweep.eval_names, out / f"sweep-{source}-to-{target}.png",
-                      best={b.method: b.layer for b in sweep.best},
+                      best={b.method: b.layer for b in sweep.best}, n_layers=int(n_layers) if n_layers else None,
                       title=f"{config.model}: {source} -> {target} (layer chosen on {source} validation)")
