@@ -28,7 +28,7 @@ test: install
 
 # The documentation site from docs/ (mkdocs.yml) into site/; --strict: a broken link or reference fails.
 docs: install
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # requirements.lock anew from pyproject.toml (newest versions its bounds allow); commit the result.
 lock:

@@ -7,7 +7,7 @@ reads, whether the decoder takes one attention mask per layer type, and the LoRA
 peft has no default for the family. A ``model_type`` not listed is refused before any work.
 
 The list is what ``tests/test_families.py`` proves against transformers' own forward pass on a
-tiny random model of each family (and what the README's "Supported models" table says).
+tiny random model of each family (and what the "Supported models" table of docs/supported-models.md says).
 """
 
 from __future__ import annotations
