@@ -138,3 +138,52 @@ def shift_numbers(comparison: Comparison) -> dict[tuple[str, str], int]:
     shifts += [s for run in comparison.runs for s in run.shifts if s not in shifts]
     shifts = list(dict.fromkeys(shifts))
     return {s: i + 1 for i, s in enumerate(shifts)}
+
+
+SWEEPS_FILE = "validation_by_depth.png"
+
+
+def validation_by_depth(comparison: Comparison, path: Path) -> Path | None:
+    """Each run's layer sweeps (RUN_DIR/sweeps/*.csv: validation accuracy at every layer, on a validation split of
+    each training set) averaged over its training sets, against relative depth: one panel per method, one line
+    per run, so "which depth works" can be compared across models of different depth. None without sweeps."""
+    from probes.sweep import VALIDATION, read_csv
+
+    curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for run in comparison.runs:
+        if not run.n_layers or not (run.path / "sweeps").is_dir():
+            continue
+        sums: dict[tuple[str, int], list[float]] = {}
+        for table in sorted((run.path / "sweeps").glob("*.csv")):
+            for row in read_csv(table):
+                if row.role == VALIDATION and row.method in comparison.methods:
+                    sums.setdefault((row.method, row.layer), []).append(row.accuracy)
+        for (method, layer), values in sorted(sums.items()):
+            curves.setdefault(method, {}).setdefault(run.label, []).append((layer / run.n_layers,
+                                                                            sum(values) / len(values)))
+    if not curves:
+        return None
+    methods = [m for m in comparison.methods if m in curves]
+    columns = min(3, len(methods))
+    n_rows = -(-len(methods) // columns)
+    fig, axes = plt.subplots(n_rows, columns, figsize=(4.2 * columns, 3.6 * n_rows), squeeze=False, sharey=True)
+    colors = {run.label: plt.rcParams["axes.prop_cycle"].by_key()["color"][k % COLORS_IN_CYCLE]
+              for k, run in enumerate(comparison.runs)}
+    for index, method in enumerate(methods):
+        ax = axes[index // columns][index % columns]
+        for label, points in curves[method].items():
+            ax.plot(*zip(*sorted(points)), marker=".", lw=1.2, color=colors[label], label=label)
+        ax.axhline(0.5, color="grey", lw=0.6, ls=":")
+        ax.set(xlim=(0, 1), ylim=(0, 1), title=method, xlabel="relative depth (layer / n_layers)")
+        if index % columns == 0:
+            ax.set_ylabel("validation accuracy (mean over training sets)")
+        ax.grid(alpha=0.3)
+    for index in range(len(methods), n_rows * columns):
+        axes[index // columns][index % columns].axis("off")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.suptitle("Layer sweeps by relative depth: validation accuracy, averaged over each run's training sets",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

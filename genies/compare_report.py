@@ -13,8 +13,8 @@ from typing import Sequence
 from common import UserError
 from common.atomic import MARKER, atomic_directory, read_marker
 from genies.compare import MEAN_METRICS, Comparison, compare_runs_in
-from genies.compare_plots import (DEPTH_FILE, MEANS_FILE, generalization_vs_depth, means_by_model, pair_scatter,
-                                  scatter_file, shift_numbers)
+from genies.compare_plots import (DEPTH_FILE, MEANS_FILE, SWEEPS_FILE, generalization_vs_depth, means_by_model,
+                                  pair_scatter, scatter_file, shift_numbers, validation_by_depth)
 from genies.uncertainty import LEVEL, N_BOOTSTRAP, Interval
 
 COMPARE_FILE = "compare.md"
@@ -59,8 +59,9 @@ def write_comparison(run_dirs: Sequence[Path], out: Path | None = None, *,
                 plots.append(pair_scatter(comparison, pair, staging / scatter_file(pair), n_bootstrap))
         if comparison.means:
             plots.append(means_by_model(comparison, staging / MEANS_FILE))
-        depth = generalization_vs_depth(comparison, staging / DEPTH_FILE)
-        plots += [depth] if depth else []
+        for drawn in (generalization_vs_depth(comparison, staging / DEPTH_FILE),
+                      validation_by_depth(comparison, staging / SWEEPS_FILE)):
+            plots += [drawn] if drawn else []
         (staging / CSV_FILE).write_text(csv_text(comparison), encoding="utf-8")
         (staging / COMPARE_FILE).write_text("\n".join(markdown_lines(comparison, [p.name for p in plots], n_bootstrap)),
                                             encoding="utf-8")

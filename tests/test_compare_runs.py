@@ -11,6 +11,7 @@ from genies.compare_report import write_comparison
 from genies.generalization import ZERO_SHOT, ResultRow, differential_elicitation, elicitation
 from genies.results_csv import write_results
 from manifests import load_manifest
+from probes.sweep import VALIDATION, SweepRow, write_csv
 
 SHIFTS = load_manifest("genies")
 
@@ -32,6 +33,10 @@ def run_dir(path, *, model, n_layers, shifts=SHIFTS[:6], methods=(ZERO_SHOT, "mm
                 differential_elicitation=differential_elicitation(gen, zero_shot, ttc), elicitation=elicitation(gen, ttc),
                 target_tuned_method="mms"))
     write_results(path / "results.csv", rows)
+    sweep = [SweepRow(method, layer, f"{shifts[0].source}/train validation", VALIDATION, 0.5 + 0.4 * layer / n_layers,
+                      None, None, None, None, None, None, 30, 10, 1.0, "train-70%", 0.01, layer / n_layers)
+             for method in methods if method != ZERO_SHOT for layer in range(n_layers + 1)]
+    write_csv(sweep, path / "sweeps" / f"{shifts[0].source}.csv")
     (path / "run.json").write_text(json.dumps({"model": f"/models/{model}.gguf", "model_name": model, "seed": 0,
                                                "limit": limit, "prompt_format": "raw", "n_layers": n_layers, **info}))
     return path
@@ -43,13 +48,14 @@ def test_three_runs_write_the_report_the_csv_and_the_plots(tmp_path):
             run_dir(tmp_path / "large", model="large", n_layers=24, scale=1.1)]
     comparison, out = write_comparison(runs, tmp_path / "cmp", n_bootstrap=200)
     names = sorted(p.name for p in out.iterdir())
-    assert {"compare.md", "compare.csv", "means_by_model.png", "generalization_vs_depth.png",
+    assert {"compare.md", "compare.csv", "means_by_model.png", "generalization_vs_depth.png", "validation_by_depth.png",
             "scatter_small_vs_medium.png", "scatter_small_vs_large.png", "scatter_medium_vs_large.png"} <= set(names)
     assert all((out / n).stat().st_size > 10_000 for n in names if n.endswith(".png"))
     text = (out / "compare.md").read_text()
     assert text.startswith("# GENIES comparison: small vs medium vs large")
     assert "Nothing was left out" in text and "they differ in the model only" in text
-    for name in ("means_by_model.png", "generalization_vs_depth.png", "scatter_small_vs_medium.png"):
+    for name in ("means_by_model.png", "generalization_vs_depth.png", "validation_by_depth.png",
+                 "scatter_small_vs_medium.png"):
         assert f"]({name})" in text
     with (out / "compare.csv").open() as handle:
         rows = list(csv.DictReader(handle))
