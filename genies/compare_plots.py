@@ -98,7 +98,7 @@ def generalization_vs_depth(comparison: Comparison, path: Path) -> Path | None:
     """Generalization accuracy of each (shift, method) row against its layer's relative depth (0 = embeddings,
     1 = the last block's output), one panel per method that has a layer, one colour per run; None when no row
     of any run has a known depth."""
-    methods = [m for m in comparison.methods if m != ZERO_SHOT and any(
+    methods = [m for m in comparison.methods if m != ZERO_SHOT and not _chance(m) and any(
         run.depth(r) is not None for run in comparison.runs for r in run.rows if r.method == m)]
     if not methods:
         return None
@@ -132,6 +132,14 @@ def generalization_vs_depth(comparison: Comparison, path: Path) -> Path | None:
     return Path(path)
 
 
+def _chance(method: str) -> bool:
+    """A chance baseline: its layer is the middle one, never chosen, so its depth says nothing."""
+    import registry
+
+    spec = registry.all_methods().get(method)
+    return bool(spec and spec.chance_baseline)
+
+
 def shift_numbers(comparison: Comparison) -> dict[tuple[str, str], int]:
     """Shift -> its number in compare.md: the common shifts first, then any other, in the runs' order."""
     shifts = list(comparison.shifts)
@@ -163,7 +171,9 @@ def validation_by_depth(comparison: Comparison, path: Path) -> Path | None:
                                                                             sum(values) / len(values)))
     if not curves:
         return None
-    methods = [m for m in comparison.methods if m in curves]
+    methods = [m for m in comparison.methods if m in curves and not _chance(m)]
+    if not methods:
+        return None
     columns = min(3, len(methods))
     n_rows = -(-len(methods) // columns)
     fig, axes = plt.subplots(n_rows, columns, figsize=(4.2 * columns, 3.6 * n_rows), squeeze=False, sharey=True)
