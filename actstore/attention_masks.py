@@ -40,13 +40,46 @@ def decoder_attention_mask(config, padding_mask: torch.Tensor, positions: torch.
     ``padding_mask`` itself (transformers' own causal mask is then exact)."""
     if not has_sliding_window(config):
         return padding_mask
-    if config._attn_implementation not in MASKED_IMPLEMENTATIONS:
-        raise UserError(f"{config.model_type}: a sliding-window model under attention implementation "
+    _check_masked(config, "a sliding-window model")
+
+    def real_positions(batch, head, q, kv):
+        return positions[batch, kv] <= positions[batch, q]
+
+    rows, slots = padding_mask.shape
+    return _per_layer_type(config, real_positions, positions, rows=rows, q_length=q_length, kv_length=slots,
+                           padding_mask=padding_mask.bool(), dtype=dtype)
+
+
+def tree_attention_mask(config, subtree_ends: torch.Tensor, positions: torch.Tensor,
+                        dtype: torch.dtype) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The ``attention_mask`` argument of the decoder for flattened prefix trees (``actstore.tree_rows``):
+    slot q sees slot k when k is on its path, ``k <= q < subtree_ends[k]``, and, in sliding-window
+    layers, within the window by real position. ``subtree_ends`` and ``positions``: (rows, slots)."""
+    _check_masked(config, "prefix-tree attention")
+
+    def on_path(batch, head, q, kv):
+        return (kv <= q) & (q < subtree_ends[batch, kv])
+
+    rows, slots = subtree_ends.shape
+    return _per_layer_type(config, on_path, positions, rows=rows, q_length=slots, kv_length=slots,
+                           padding_mask=None, dtype=dtype)
+
+
+def takes_tree_masks(config) -> bool:
+    return config._attn_implementation in MASKED_IMPLEMENTATIONS
+
+
+def _check_masked(config, what: str) -> None:
+    if not takes_tree_masks(config):
+        raise UserError(f"{config.model_type}: {what} under attention implementation "
                         f"{config._attn_implementation!r} cannot take masks by real position; load it with "
                         f"attn_implementation='sdpa' or 'eager'")
-    window = config.sliding_window
+
+
+def _per_layer_type(config, visible, positions: torch.Tensor, **shape) -> torch.Tensor | dict[str, torch.Tensor]:
+    """``visible`` as the decoder takes it: one mask, or one per layer type (sliding ones windowed)."""
     kinds = set(zip(sliding_layers(config), getattr(config, "layer_types", None) or [None] * config.num_hidden_layers))
-    masks = {kind: _mask(config, padding_mask, positions, q_length, dtype, window if sliding else None)
+    masks = {kind: _mask(config, visible, positions, config.sliding_window if sliding else None, **shape)
              for sliding, kind in kinds}
     if family_of(config).mask_per_layer_type:
         return masks
@@ -55,19 +88,17 @@ def decoder_attention_mask(config, padding_mask: torch.Tensor, positions: torch.
     return next(iter(masks.values()))
 
 
-def _mask(config, padding_mask: torch.Tensor, positions: torch.Tensor, q_length: int, dtype: torch.dtype,
-          window: int | None) -> torch.Tensor:
+def _mask(config, visible, positions: torch.Tensor, window: int | None, *, rows: int, q_length: int,
+          kv_length: int, padding_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sliding_window_overlay
 
     in_window = sliding_window_overlay(window) if window else None
 
-    def real_positions(batch, head, q, kv):
-        query, key = positions[batch, q], positions[batch, kv]
-        seen = key <= query
-        return seen & in_window(batch, head, query, key) if in_window else seen
+    def mask_function(batch, head, q, kv):
+        seen = visible(batch, head, q, kv)
+        return seen & in_window(batch, head, positions[batch, q], positions[batch, kv]) if in_window else seen
 
-    rows, slots = padding_mask.shape
     build = ALL_MASK_ATTENTION_FUNCTIONS[config._attn_implementation]
-    return build(batch_size=rows, q_length=q_length, kv_length=slots, q_offset=slots - q_length, kv_offset=0,
-                 mask_function=real_positions, attention_mask=padding_mask.bool(), allow_is_causal_skip=False,
-                 dtype=dtype, config=config, use_vmap=False, device=padding_mask.device)
+    return build(batch_size=rows, q_length=q_length, kv_length=kv_length, q_offset=kv_length - q_length, kv_offset=0,
+                 mask_function=mask_function, attention_mask=padding_mask, allow_is_causal_skip=False,
+                 dtype=dtype, config=config, use_vmap=False, device=positions.device)

@@ -104,9 +104,10 @@ class LastTokenCapture:
         self._positions: torch.Tensor | None = None
         self._handles: list = []
 
-    def begin(self, last_positions: torch.Tensor) -> None:
+    def begin(self, last_positions: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """Read ``(rows[i], last_positions[i])`` for each i (``rows``: one point per row by default)."""
         self._positions = last_positions
-        self._rows = torch.arange(len(last_positions), device=last_positions.device)
+        self._rows = torch.arange(len(last_positions), device=last_positions.device) if rows is None else rows
         self.captured = Captured()
 
     def __enter__(self) -> "LastTokenCapture":

@@ -23,12 +23,13 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from actstore.attention_masks import decoder_attention_mask, new_cache
+from actstore.attention_masks import decoder_attention_mask, new_cache, takes_tree_masks, tree_attention_mask
 from actstore.batching import EncodedSequence, pad_batch, position_ids_from_mask
 from actstore.capture import Captured, CapturePlan, DecoderParts, LastTokenCapture, StopForward
 from actstore.forward import BatchActivations, continuation_positions, token_logprobs
 from actstore.logits import ModelLogits
 from actstore.prefix_tree import PlannedPass, PrefixForest, ViewSequences, build_forest, plan_passes
+from actstore.tree_rows import FlatGroup, PlannedRows, flatten_group, pack_rows
 from actstore.stage_clock import StageClock
 
 
@@ -100,13 +101,24 @@ def run_tree(parts: DecoderParts, groups: Sequence[PromptGroup], views: Sequence
              batch_tokens: int, padding_side: str,
              clock: StageClock) -> Iterator[tuple[str, list[int], BatchActivations]]:
     """(view key, block indices, their activations) for every sequence of every view, each shared
-    token prefix run once (``actstore.prefix_tree``): the prompts in passes of their own, then each
-    level of the tree on the keys and values of the pass above it, in batches of rows x (cached
-    width + node tokens) within ``batch_tokens`` (``prefix_tree.plan_passes``)."""
+    token prefix run once (``actstore.prefix_tree``).
+
+    Tree attention: each prompt group's tree is one flattened row segment whose mask lets a token
+    see exactly its path (``actstore.tree_rows``), segments packed into rows and rows into passes
+    of about ``batch_tokens`` slots, no cache between passes. Attention implementations that take
+    no such mask (flash attention reads only a padding mask) run the tree level by level instead:
+    the prompts, then each level on the keys and values of the level above
+    (``prefix_tree.plan_passes``)."""
     forest = build_forest([group.members for group in groups],
                           [ViewSequences(v.key, v.sequences, v.with_loglik, v.deep) for v in views])
-    runner = _TreeRunner(parts, forest, {view.key: view for view in views}, pad_id=pad_id,
-                         padding_side=padding_side, clock=clock)
+    by_key = {view.key: view for view in views}
+    if takes_tree_masks(parts.body.config):
+        rows = _RowRunner(parts, forest, by_key, pad_id=pad_id, clock=clock)
+        flat = [flatten_group(forest, root) for root in forest.roots]
+        for planned in pack_rows([len(group) for group in flat], batch_tokens):
+            yield from rows.run(flat, planned)
+        return
+    runner = _TreeRunner(parts, forest, by_key, pad_id=pad_id, padding_side=padding_side, clock=clock)
     latest: list[TreePass] = []  # the latest pass of each level down to the current one
     for planned in plan_passes(forest, batch_tokens):
         del latest[planned.level:]
@@ -131,19 +143,135 @@ def sequence_logliks(parts: DecoderParts, sequences: Sequence[EncodedSequence], 
     return logliks
 
 
+def union_captures(parts: DecoderParts, views: Sequence[Responses]) -> tuple[LastTokenCapture, LastTokenCapture]:
+    """(deep, shallow): one capture of every site any view keeps, to full depth and stopping at the
+    deepest kept layer (for passes where no sequence needs the final hidden states)."""
+    plans = [view.capture.plan for view in views]
+    layers = tuple(sorted(set().union(*(plan.layers for plan in plans))))
+    heads = tuple(sorted(set().union(*(plan.head_layers for plan in plans))))
+    n_heads = next((view.capture.n_heads for view in views if view.capture.n_heads), None)
+    union = CapturePlan(layers, heads, final_norm=any(plan.final_norm for plan in plans), stop_after=None)
+    deep = LastTokenCapture(parts, union, n_heads)
+    return deep, LastTokenCapture(parts, replace(union, stop_after=max(layers)), n_heads) if layers else deep
+
+
+@dataclass(frozen=True)
+class RowsPass:
+    """The tensors of one tree-attention pass and where each sequence ends in it."""
+
+    input_ids: torch.Tensor  # (rows, width)
+    positions: torch.Tensor  # (rows, width) position along each slot's own path
+    subtree_ends: torch.Tensor  # (rows, width)
+    point_rows: torch.Tensor  # (points,) the row and slot of each node a sequence ends at
+    point_slots: torch.Tensor
+    ends: dict[str, tuple[list[int], list[int]]]  # view key -> (point of each ending sequence, its block index)
+    nodes: list[tuple[int, int, int, int, int]]  # (row, first slot, forest node, parent's index here or -1,
+    #                                               point or -1), parents first
+    deep: bool
+    with_loglik: bool
+
+
+class _RowRunner:
+    """Runs packed rows of flattened prompt groups, one forward pass each (``actstore.tree_rows``)."""
+
+    def __init__(self, parts: DecoderParts, forest: PrefixForest, views: dict[str, Responses], *, pad_id: int,
+                 clock: StageClock):
+        self.parts, self.forest, self.views, self.pad_id, self.clock = parts, forest, views, pad_id, clock
+        self.deep_capture, self.shallow_capture = union_captures(parts, list(views.values()))
+
+    def layout(self, flat: Sequence[FlatGroup], planned: PlannedRows) -> RowsPass:
+        shape = (len(planned.rows), planned.width)
+        ids = torch.full(shape, self.pad_id, dtype=torch.long)
+        positions = torch.zeros(shape, dtype=torch.long)
+        subtree_ends = torch.arange(1, planned.width + 1).repeat(len(planned.rows), 1)  # padding sees itself only
+        point_rows, point_slots, nodes = [], [], []
+        ends: dict[str, tuple[list[int], list[int]]] = {}
+        deep = with_loglik = False
+        for row, members in enumerate(planned.rows):
+            offset = 0
+            for member in members:
+                group = flat[member]
+                span = slice(offset, offset + len(group))
+                ids[row, span] = torch.tensor(group.tokens)
+                positions[row, span] = torch.tensor(group.positions)
+                subtree_ends[row, span] = torch.tensor(group.subtree_ends) + offset
+                root = self.forest.nodes[group.nodes[0]]
+                deep, with_loglik = deep or root.deep, with_loglik or root.needs_loglik
+                first_here = len(nodes)
+                for node_id, start, parent in zip(group.nodes, group.node_starts, group.parents):
+                    node = self.forest.nodes[node_id]
+                    nodes.append((row, offset + start, node_id, first_here + parent if parent >= 0 else -1,
+                                  len(point_rows) if node.ends else -1))
+                    if node.ends:
+                        point_rows.append(row)
+                        point_slots.append(offset + start + len(node.tokens) - 1)
+                        for key, index in node.ends:
+                            points, indices = ends.setdefault(key, ([], []))
+                            points.append(len(point_rows) - 1)
+                            indices.append(index)
+                offset += len(group)
+        device = self.parts.input_device
+        return RowsPass(ids.to(device), positions.to(device), subtree_ends.to(device),
+                        torch.tensor(point_rows, device=device), torch.tensor(point_slots, device=device),
+                        ends, nodes, deep, with_loglik)
+
+    def run(self, flat: Sequence[FlatGroup], planned: PlannedRows) -> Iterator[tuple[str, list[int], BatchActivations]]:
+        with self.clock.stage("gather"):
+            rows = self.layout(flat, planned)
+        body = self.parts.body
+        capture = self.deep_capture if rows.deep else self.shallow_capture
+        with capture, self.clock.stage("forward"):
+            capture.begin(rows.point_slots, rows.point_rows)
+            mask = tree_attention_mask(body.config, rows.subtree_ends, rows.positions, body.dtype)
+            output = _run(body, input_ids=rows.input_ids, position_ids=rows.positions, attention_mask=mask,
+                          use_cache=False)
+        with self.clock.stage("gather"):
+            loglik = self.point_logliks(rows, output) if rows.with_loglik else None
+            for key, (points, indices) in rows.ends.items():
+                yield key, indices, _activations(self.views[key], capture.captured, points, indices, loglik,
+                                                 self.parts.input_device)
+
+    def point_logliks(self, rows: RowsPass, output) -> torch.Tensor:
+        """Per point, float64: the sum of log p(token) over the continuation tokens on its path (every
+        node below the prompt): a node's first token predicted at its parent's last slot, the others
+        at the slot before them."""
+        if output is None:
+            raise RuntimeError("the log-likelihood needs the full forward pass; the capture plan stopped early")
+        target_rows, target_slots, predictor_slots, target_nodes = [], [], [], []
+        for index, (row, start, node_id, parent, _) in enumerate(rows.nodes):
+            node = self.forest.nodes[node_id]
+            if parent < 0 or not node.needs_loglik:
+                continue
+            _, parent_start, parent_id, _, _ = rows.nodes[parent]
+            parent_last = parent_start + len(self.forest.nodes[parent_id].tokens) - 1
+            n = len(node.tokens)
+            target_rows.extend([row] * n)
+            target_slots.extend(range(start, start + n))
+            predictor_slots.extend([parent_last, *range(start, start + n - 1)])
+            target_nodes.extend([index] * n)
+        device = self.parts.input_device
+        target_rows_t = torch.tensor(target_rows, device=device)
+        hidden = output.last_hidden_state[target_rows_t, torch.tensor(predictor_slots, device=device)]
+        targets = rows.input_ids[target_rows_t, torch.tensor(target_slots, device=device)]
+        node_sums = torch.zeros(len(rows.nodes), dtype=torch.float64, device=device)
+        node_sums.index_add_(0, torch.tensor(target_nodes, dtype=torch.long, device=device),
+                             token_logprobs(hidden, targets, self.parts.loglik_head))
+        sums = node_sums.cpu().tolist()
+        path_sums = [0.0] * len(rows.nodes)
+        by_point = [0.0] * len(rows.point_rows)
+        for index, (_, _, _, parent, point) in enumerate(rows.nodes):  # parents come first
+            path_sums[index] = sums[index] + (path_sums[parent] if parent >= 0 else 0.0)
+            if point >= 0:
+                by_point[point] = path_sums[index]
+        return torch.tensor(by_point, dtype=torch.float64, device=device)
+
+
 class _TreeRunner:
     def __init__(self, parts: DecoderParts, forest: PrefixForest, views: dict[str, Responses], *, pad_id: int,
                  padding_side: str, clock: StageClock):
         self.parts, self.forest, self.views = parts, forest, views
         self.pad_id, self.padding_side, self.clock = pad_id, padding_side, clock
-        plans = [view.capture.plan for view in views.values()]
-        layers = tuple(sorted(set().union(*(plan.layers for plan in plans))))
-        heads = tuple(sorted(set().union(*(plan.head_layers for plan in plans))))
-        n_heads = next((view.capture.n_heads for view in views.values() if view.capture.n_heads), None)
-        union = CapturePlan(layers, heads, final_norm=any(plan.final_norm for plan in plans), stop_after=None)
-        self.deep_capture = LastTokenCapture(parts, union, n_heads)
-        self.shallow_capture = LastTokenCapture(parts, replace(union, stop_after=max(layers)), n_heads) if layers \
-            else self.deep_capture
+        self.deep_capture, self.shallow_capture = union_captures(parts, list(views.values()))
 
     def prompt_pass(self, roots: Sequence[int]) -> TreePass:
         nodes = [self.forest.nodes[root] for root in roots]

@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     row = {"split": f"{args.dataset}/{args.split}", "limit": args.limit, "views": args.views,
            "sequences": sum(r.sequences_computed for r in results), "seconds": round(seconds, 2),
            "passes": len(passes), "token_slots": sum(rows * width for rows, width in passes),
-           "rows": sum(rows for rows, _ in passes)}
+           "rows": sum(rows for rows, _ in passes), "pass_shapes": passes}
     print("| split | limit | views | sequences | seconds | passes | token slots | rows |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print("| " + " | ".join(str(row[k]) for k in ("split", "limit", "views", "sequences", "seconds", "passes",

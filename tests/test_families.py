@@ -155,9 +155,9 @@ def test_one_training_step_equals_an_independent_loss(family_model, method):
         return reward_model.head(hidden)[0]
 
     independent = pair_loss(torch.stack([alone(s) for group in groups for s in group]))
-    torch.testing.assert_close(loss, independent, rtol=0, atol=1e-5)
+    torch.testing.assert_close(loss, independent, rtol=1e-5, atol=1e-5)
     reward_model.full_sequences = True  # the pass gradient checkpointing runs: whole rows, padding in the middle
-    torch.testing.assert_close(pair_loss(reward_model(**batch)), independent, rtol=0, atol=1e-5)
+    torch.testing.assert_close(pair_loss(reward_model(**batch)), independent, rtol=1e-5, atol=1e-5)
     reward_model.full_sequences = False
     trained = [p for p in reward_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=1e-2)

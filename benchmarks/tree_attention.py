@@ -1,0 +1,141 @@
+"""Tree attention against the level-by-level prefix tree and against long unpadded passes, one process.
+
+    python benchmarks/tree_attention.py --dataset alpaca_mmlu --split test --limit 100 \\
+        [--model smollm2-135m] [--compute-dtype bfloat16] [--data-dir D] [--json-out PATH]
+
+Everything is measured in the same process, after one warm-up pass (the CPU's first bfloat16
+pass builds its kernels: seconds), so the ratios hold on a noisy machine:
+
+- ``long passes``: the model's full forward (LM head included) on random unpadded tokens, batch 1 x
+  1024 to 32 x 64: the rate the machine gives this model;
+- ``level by level``: the views extracted together, the tree run level by level on key/value caches
+  (the path for attention implementations that take no mask);
+- ``tree attention``: the same, each prompt group one flattened row (the default);
+- ``one view at a time``: tree attention, each view its own extraction.
+
+Computed tokens are the tree's real tokens (each shared prefix once); slots include padding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+import actstore.prompt_reuse as prompt_reuse  # noqa: E402
+from actstore.extract import ExtractConfig, extract  # noqa: E402
+from actstore.models import ModelSpec, load_model  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "genies-data"
+LONG_SHAPES = ((1, 1024), (4, 512), (8, 512), (16, 128), (32, 64))
+
+
+class Counter:
+    """Passes and slots (at the first block), and the tree's real tokens (from the packing or the forest)."""
+
+    def __init__(self, loaded):
+        self.passes = self.slots = self.tokens = 0
+        self.hook = loaded.model.get_decoder().layers[0].register_forward_pre_hook(self._count)
+        self._pack, self._forest = prompt_reuse.pack_rows, prompt_reuse.build_forest
+        prompt_reuse.build_forest = self._build_forest
+
+    def _count(self, module, args):
+        self.passes += 1
+        self.slots += args[0].shape[0] * args[0].shape[1]
+
+    def _build_forest(self, *args, **kwargs):
+        forest = self._forest(*args, **kwargs)
+        self.tokens += forest.computed_tokens()
+        return forest
+
+    def close(self):
+        self.hook.remove()
+        prompt_reuse.build_forest = self._forest
+
+
+def long_pass_rates(loaded, repeats: int = 2) -> dict[str, float]:
+    model = loaded.model
+    rates = {}
+    with torch.inference_mode():
+        for rows, width in LONG_SHAPES:
+            ids = torch.randint(100, 20000, (rows, width))
+            started = time.perf_counter()
+            for _ in range(repeats):
+                model(input_ids=ids, use_cache=False)
+            rates[f"{rows}x{width}"] = rows * width * repeats / (time.perf_counter() - started)
+    return rates
+
+
+def timed_extraction(loaded, args, views: tuple[str, ...], *, level_by_level: bool) -> dict:
+    counter = Counter(loaded)
+    takes_masks = prompt_reuse.takes_tree_masks
+    if level_by_level:
+        prompt_reuse.takes_tree_masks = lambda config: False
+    out = Path(tempfile.mkdtemp(prefix="tree-attention-"))
+    try:
+        config = ExtractConfig(model=args.model, datasets=(args.dataset,), splits=(args.split,), views=views,
+                               limit=args.limit, data_dir=args.data_dir, out=str(out), progress=False,
+                               prompt_reuse=True, compute_dtype=args.compute_dtype)
+        started = time.perf_counter()
+        extract(config, loaded=loaded)
+        seconds = time.perf_counter() - started
+    finally:
+        prompt_reuse.takes_tree_masks = takes_masks
+        counter.close()
+        shutil.rmtree(out, ignore_errors=True)
+    return {"seconds": seconds, "passes": counter.passes, "slots": counter.slots, "tokens": counter.tokens}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--dataset", default="alpaca_mmlu")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--views", default="plain,yes,no")
+    parser.add_argument("--compute-dtype", default="bfloat16")
+    parser.add_argument("--data-dir", default=str(SHARED_DATA))
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args(argv)
+    loaded = load_model(ModelSpec(args.model, compute_dtype=args.compute_dtype))
+    views = tuple(args.views.split(","))
+    long_pass_rates(loaded, repeats=1)  # warm-up
+    timed_extraction(loaded, args, views[:1], level_by_level=False)  # warm-up of the extraction path
+    runs = {"level by level": timed_extraction(loaded, args, views, level_by_level=True),
+            "tree attention": timed_extraction(loaded, args, views, level_by_level=False)}
+    alone = [timed_extraction(loaded, args, (view,), level_by_level=False) for view in views]
+    runs["one view at a time"] = {key: sum(run[key] for run in alone) for key in alone[0]}
+    rates = long_pass_rates(loaded)
+    reference = sorted(rates.values())[len(rates) // 2]
+    print(f"long passes, tokens/s: " + ", ".join(f"{shape} {rate:.0f}" for shape, rate in rates.items())
+          + f" (median {reference:.0f})")
+    print("| engine | seconds | passes | slots | computed tokens | computed tokens/s | of long-pass median |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, run in runs.items():
+        run["tokens_per_second"] = run["tokens"] / run["seconds"]
+        run["of_long_pass_rate"] = run["tokens_per_second"] / reference
+        print(f"| {name} | {run['seconds']:.1f} | {run['passes']} | {run['slots']:,} | {run['tokens']:,} | "
+              f"{run['tokens_per_second']:.0f} | {run['of_long_pass_rate']:.0%} |")
+    together = runs["tree attention"]["seconds"]
+    print(f"views together vs one at a time: {runs['one view at a time']['seconds'] / together:.2f}x less time; "
+          f"tree attention vs level by level: {runs['level by level']['seconds'] / together:.2f}x")
+    result = {"split": f"{args.dataset}/{args.split}", "limit": args.limit, "views": args.views,
+              "model": args.model, "compute_dtype": args.compute_dtype, "threads": torch.get_num_threads(),
+              "long_pass_rates": rates, "long_pass_median": reference, "runs": runs}
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
