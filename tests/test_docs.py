@@ -143,8 +143,10 @@ def test_every_block_is_python_bash_or_text_and_text_blocks_hold_no_commands():
 def run_command(words: list[str], where: Path) -> str:
     program, *args = words
     if program in LAUNCHERS:  # processes of their own, started as a shell would (the venv's launchers)
+        # CPU processes, as the page says: on a machine with fewer GPUs than processes, cuda:LOCAL_RANK would not exist
+        environment = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
         done = subprocess.run([str(Path(sys.executable).parent / program), *args], cwd=where, capture_output=True,
-                              text=True, timeout=600)
+                              text=True, timeout=600, env=environment)
         assert done.returncode == 0, (words, done.stdout[-3000:], done.stderr[-3000:])
         return done.stdout
     result = CliRunner().invoke(getattr(cli, program), args)
