@@ -21,7 +21,6 @@ from actstore.capture import DecoderParts
 from common import UserError
 from actstore.families import lora_targets
 from actstore.quantization import quiet_bitsandbytes
-from finetune.full_sequences import run_full_sequences
 from finetune.shared_prompts import run_shared
 from registry import Kind
 
@@ -87,7 +86,6 @@ class RewardModel(nn.Module):
         self.peft_model = peft_model
         self.head = head
         self.settings = settings
-        self.full_sequences = False  # True under gradient checkpointing (see finetune.full_sequences)
 
     @property
     def causal_lm(self) -> nn.Module:
@@ -107,12 +105,11 @@ class RewardModel(nn.Module):
             # float32 virtual tokens, fed to the base model in its own dtype (gradients reach them through the cast)
             virtual = self.peft_model.get_prompt(batch_size=prompt_ids.shape[0])
             virtual = virtual.to(self.causal_lm.get_input_embeddings().weight.dtype)
-        run = run_full_sequences if self.full_sequences else run_shared
-        output = run(
+        last_hidden = run_shared(
             self.causal_lm.get_decoder(), prompt_ids, prompt_mask, continuation_ids, continuation_mask, group,
             prefix_embeds=virtual,
         )
-        return self.head(output.last_hidden().to(self.head.weight.device, self.head.weight.dtype)).squeeze(-1)
+        return self.head(last_hidden.to(self.head.weight.device, self.head.weight.dtype)).squeeze(-1)
 
 
 def new_reward_model(causal_lm: nn.Module, settings: AdapterSettings, *, seed: int) -> RewardModel:

@@ -1,12 +1,13 @@
-"""One forward pass per prompt, shared by all of its responses (key/value reuse).
+"""One forward pass per prompt group, shared by all of its responses (tree attention).
 
-The responses of an example differ only after the prompt, so the prompt is run once, its keys
-and values are copied to one row per response, and only the continuations (response + EOS)
-are run on top. The result equals running each full sequence (up to float rounding): the
-continuation sees the prompt's real tokens at positions 0..n-1 and itself after them.
-Gradients flow through the shared keys and values, so training uses it too. For the demo data
-(long prompt, short answers) this halves the cost of a training pair and divides evaluation
-by about the number of responses.
+The responses of an example differ only after the prompt, so a group becomes one row: the prompt
+once (after prompt tuning's virtual tokens), then each response + EOS, each at the positions
+that continue the prompt and seeing only the prompt and itself (``actstore.tree_rows``' mask).
+The result equals running each full sequence (up to float rounding). No key/value cache is
+carried, so gradients flow through the shared prompt and gradient checkpointing (which
+recomputes each block in the backward pass) works on the same pass. For the demo data (long
+prompt, short answers) this halves the cost of a training pair and divides evaluation by about
+the number of responses.
 
 A batch is a dict of tensors (so accelerate can move it): prompts right-padded, continuations
 right-padded, and ``group`` = the prompt row of each continuation row.
@@ -14,28 +15,15 @@ right-padded, and ``group`` = the prompt row of each continuation row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from actstore.attention_masks import decoder_attention_mask, new_cache
-from actstore.batching import EncodedSequence, pad_batch, position_ids_from_mask
-from actstore.prompt_reuse import cache_argument, group_by_prompt
+from actstore.attention_masks import tree_attention_mask
+from actstore.batching import EncodedSequence, pad_batch
+from actstore.prompt_reuse import group_by_prompt
 from finetune.sequences import TokenSequence
-
-
-@dataclass(frozen=True)
-class SharedOutput:
-    continuation_hidden: torch.Tensor  # (C, Lc, d)
-    continuation_mask: torch.Tensor  # (C, Lc)
-
-    def last_hidden(self) -> torch.Tensor:
-        """Final hidden state at the last real token of each continuation (the EOS)."""
-        last = self.continuation_mask.sum(dim=1) - 1
-        rows = torch.arange(len(last), device=last.device)
-        return self.continuation_hidden[rows, last]
 
 
 def collate_groups(groups: Sequence[Sequence[TokenSequence]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -71,35 +59,39 @@ def run_shared(
     group: torch.Tensor,
     *,
     prefix_embeds: torch.Tensor | None = None,
-) -> SharedOutput:
-    """Run the decoder ``body`` on the prompts, then on every continuation over its prompt's cache.
-
-    ``prefix_embeds`` (prompts, n, d) are put in front of each prompt (prompt tuning).
-    """
-    cache_keyword = cache_argument(body)
-    cache = new_cache()
-    if prefix_embeds is None:
-        inputs = {"input_ids": prompt_ids}
-    else:
-        embeds = torch.cat([prefix_embeds, body.get_input_embeddings()(prompt_ids).to(prefix_embeds.dtype)], dim=1)
-        prompt_mask = torch.cat([prompt_mask.new_ones(prefix_embeds.shape[:2]), prompt_mask], dim=1)
-        inputs = {"inputs_embeds": embeds}
-    prompt_positions = position_ids_from_mask(prompt_mask)
-    body(**inputs, attention_mask=prompt_mask, position_ids=prompt_positions, use_cache=True, **{cache_keyword: cache})
-    prompt_lengths = prompt_mask.sum(dim=1)
-    cache.batch_select_indices(group)
-    width = continuation_ids.shape[1]
-    position_ids = prompt_lengths[group][:, None] + torch.arange(width, device=continuation_ids.device)
-    padding = torch.cat([prompt_mask[group], continuation_mask], dim=1)
-    positions = torch.cat([prompt_positions[group], position_ids], dim=1)
-    second = body(
-        input_ids=continuation_ids,
-        attention_mask=decoder_attention_mask(body.config, padding, positions, width, body.dtype),
-        position_ids=position_ids,
-        use_cache=True,
-        **{cache_keyword: cache},
-    )
-    return SharedOutput(second.last_hidden_state, continuation_mask)
+) -> torch.Tensor:
+    """The decoder ``body``'s final hidden state at each continuation's last real token (C, d): one
+    row per prompt, ``prefix_embeds`` (prompts, n, d) in front of it (prompt tuning), then its
+    continuations, each seeing the prefix, the prompt and itself."""
+    n_virtual = 0 if prefix_embeds is None else prefix_embeds.shape[1]
+    prompt_lengths = (prompt_mask.sum(dim=1) + n_virtual).tolist()
+    row_lengths = list(prompt_lengths)
+    starts = []  # each continuation's first slot in its row
+    for row, length in zip(group.tolist(), continuation_mask.sum(dim=1).tolist()):
+        starts.append(row_lengths[row])
+        row_lengths[row] += length
+    width = max(row_lengths)
+    ids = torch.zeros((len(row_lengths), width), dtype=torch.long)
+    positions = torch.zeros_like(ids)
+    subtree_ends = torch.arange(1, width + 1).repeat(len(row_lengths), 1)  # padding sees itself only
+    for row, (prompt, end) in enumerate(zip(prompt_lengths, row_lengths)):
+        ids[row, n_virtual:prompt] = prompt_ids[row, :prompt - n_virtual].cpu()
+        positions[row, :prompt] = torch.arange(prompt)
+        subtree_ends[row, :prompt] = end
+    for index, (row, start) in enumerate(zip(group.tolist(), starts)):
+        length = int(continuation_mask[index].sum())
+        ids[row, start:start + length] = continuation_ids[index, :length].cpu()
+        positions[row, start:start + length] = torch.arange(prompt_lengths[row], prompt_lengths[row] + length)
+        subtree_ends[row, start:start + length] = start + length
+    device = prompt_ids.device
+    positions = positions.to(device)
+    embeds = body.get_input_embeddings()(ids.to(device))
+    if prefix_embeds is not None:
+        embeds = torch.cat([prefix_embeds, embeds[:, n_virtual:].to(prefix_embeds.dtype)], dim=1)
+    mask = tree_attention_mask(body.config, subtree_ends.to(device), positions, embeds.dtype)
+    hidden = body(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False).last_hidden_state
+    lasts = torch.tensor(starts) + continuation_mask.sum(dim=1).cpu() - 1
+    return hidden[group.to(hidden.device), lasts.to(hidden.device)]
 
 
 def score_grouped(

@@ -257,7 +257,6 @@ def _prepare_training(config: TrainConfig, accelerator, loaded, pairs) -> _Train
     checkpointing = wants_checkpointing(config.gradient_checkpointing, loaded.model)
     base = _prepare_base(loaded.model, quantized=spec.quantization != "none", checkpointing=checkpointing)
     reward_model = new_reward_model(base, config.settings, seed=config.seed)
-    reward_model.full_sequences = checkpointing
     trainable = [p for p in reward_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.resolved_learning_rate, weight_decay=0.0)
     loader = DataLoader(

@@ -27,7 +27,9 @@ def toy_config(toy_data, out, **overrides) -> TrainConfig:
 
 
 @pytest.mark.parametrize("method", ["lora", "prompt-tuning"])
-def test_full_sequence_rewards_equal_shared_prompt_rewards(method):
+def test_group_row_rewards_equal_each_sequence_alone(method):
+    """One row per prompt group (prompt once, its responses side by side, mixed lengths) gives the
+    rewards of each whole sequence run alone, virtual tokens at the row's root."""
     tiny = tiny_random_llama()
     model = new_reward_model(tiny.model, AdapterSettings(method), seed=0).eval()
     with torch.no_grad():
@@ -35,12 +37,17 @@ def test_full_sequence_rewards_equal_shared_prompt_rewards(method):
     sequences = list(encode_examples(tiny.tokenizer, [e for e in _examples()], max_length=1024).sequences)
     groups = group_by_prompt(sequences)
     batch = collate_groups([[sequences[i] for i in g.members] for g in groups], tiny.tokenizer.pad_token_id)
+    body = model.causal_lm.get_decoder()
     with torch.no_grad():
         shared = model(**batch)
-        model.full_sequences = True
-        full = model(**batch)
-    assert shared.shape == full.shape == (len(sequences),)
-    torch.testing.assert_close(full, shared, atol=1e-5, rtol=1e-5)
+        alone = []
+        for s in sequences:
+            embeds = body.get_input_embeddings()(torch.tensor([s.ids]))
+            if method == "prompt-tuning":
+                embeds = torch.cat([model.peft_model.get_prompt(batch_size=1).to(embeds.dtype), embeds], dim=1)
+            alone.append(model.head(body(inputs_embeds=embeds).last_hidden_state[0, -1])[0])
+    assert shared.shape == (len(sequences),) and len({len(s.ids) for s in sequences}) > 1
+    torch.testing.assert_close(shared, torch.stack(alone), atol=1e-5, rtol=1e-5)
 
 
 def _examples():
