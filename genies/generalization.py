@@ -156,7 +156,12 @@ def target_tuned_capability(in_distribution: Mapping[str, float],
 
 def excluded_text(ineligible: Mapping[str, str]) -> str:
     """'lora (barely trained: ...); lat (degenerate: ...)' for results.csv."""
-    return "; ".join(f"{method} ({why})" for method, why in ineligible.items())
+    return "; ".join(f"{method} ({why.replace('; ', ', ')})" for method, why in ineligible.items())
+
+
+def excluded_methods(text: str) -> list[str]:
+    """The methods an ``excluded_text`` names."""
+    return [part.split(" (", 1)[0] for part in text.split("; ") if part]
 
 
 class EvaluationIndex:

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import registry
 from common import UserError, write_text_atomic
 from genies.evaluations import ROW_OUTCOMES_FILE, read_row_evaluations
-from genies.generalization import ZERO_SHOT, ResultRow, RowEvaluations
+from genies.generalization import ZERO_SHOT, ResultRow, RowEvaluations, excluded_methods
 from genies.paper import INTERVENTIONS, PAPER_MODEL, paper_figure, paper_rows
 from genies.baselines import BARELY_TRAINED_MARGIN, CHANCE_LOSS
 from genies.plots import method_bars, sweep_plots, zero_shot_scatter
@@ -325,20 +325,30 @@ def ttc_lines(rows: Sequence[ResultRow]) -> list[str]:
              "baselines (they measure no capability), live methods whose final training loss stayed within "
              f"{BARELY_TRAINED_MARGIN} of chance (ln 2), and degenerate fits (constant scores, no separation of their "
              "own training pairs, a calibration temperature at its bound).", ""]
+    untrained_kinds = (registry.Kind.STORE_BASELINE, registry.Kind.LIVE_UNTRAINED)
+    specs = registry.all_methods()
+    trained = [m for m in methods_in_order(rows) if m in specs and specs[m].counts_as_capability
+               and specs[m].kind not in untrained_kinds]
     body, untrained = [], []
     for reference in dict.fromkeys(r.target_reference for r in rows):
         row = next(r for r in rows if r.target_reference == reference)
         method = row.target_tuned_method or "not recorded"
-        trained = registry.all_methods().get(method)
         why = "best accuracy among the eligible methods"
-        if trained is not None and trained.kind in (registry.Kind.STORE_BASELINE, registry.Kind.LIVE_UNTRAINED):
-            why = "no trained method qualifies: the untrained zero-shot baseline is the best eligible"
-            untrained.append(reference)
+        if method in specs and specs[method].kind in untrained_kinds:
+            left_out = set(excluded_methods(row.target_tuned_excluded))
+            if not trained:
+                why = f"the run has no trained method: {method} (untrained) is the TTC"
+            elif all(m in left_out for m in trained):
+                why = f"no trained method qualifies (all left out): {method} (untrained) is the TTC"
+                untrained.append(reference)
+            else:
+                why = f"{method} (untrained) was more accurate than every eligible trained method"
         body.append([reference, method, _num(row.target_tuned_capability), why, row.target_tuned_excluded or "–"])
     lines += _table(["reference", "TTC method", "TTC", "why", "left out (why)"], body)
     if untrained:
         lines += [f"**No trained method qualifies as the TTC on {len(untrained)} reference(s)** "
-                  f"({', '.join(untrained)}): DE there divides by zero-shot's own accuracy.", ""]
+                  f"({', '.join(untrained)}): every trained method was left out there, and DE divides by an "
+                  "untrained baseline's accuracy.", ""]
     return lines
 
 

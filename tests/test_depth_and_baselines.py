@@ -84,6 +84,12 @@ def test_an_untrained_live_method_is_never_the_target_tuned_capability(tmp_path)
     assert rows[0].target_tuned_excluded.startswith("lora (barely trained: final training loss 0.691")
     text = "\n".join(ttc_lines(rows))
     assert "| ref | mms | 0.800 | best accuracy among the eligible methods | lora (barely trained" in text
+    # zero-shot more accurate than every eligible trained method: it is the TTC, and nothing was disqualified
+    rows = [row for row, _ in rows_with_evaluations([SHIFT], evaluations({ZERO_SHOT: 0.99, "mms": 0.8, "lora": 0.95}),
+                                                    ineligible=lambda e: reasons.get((e.method, e.trained_on)))]
+    text = "\n".join(ttc_lines(rows))
+    assert "| ref | zero-shot | 0.990 | zero-shot (untrained) was more accurate than every eligible trained" in text
+    assert "No trained method qualifies" not in text
     # when no trained method qualifies, the report says so (zero-shot is then the TTC)
     rows = [row for row, _ in rows_with_evaluations([SHIFT], evaluations({ZERO_SHOT: 0.55, "mms": 0.5, "lora": 0.95},
                                                                          mms={"degenerate": "constant scores"}),
