@@ -29,7 +29,7 @@ from actstore.capture import Captured, CapturePlan, DecoderParts, LastTokenCaptu
 from actstore.forward import BatchActivations, continuation_positions, token_logprobs
 from actstore.logits import ModelLogits
 from actstore.prefix_tree import PlannedPass, PrefixForest, ViewSequences, build_forest, plan_passes
-from actstore.tree_rows import FlatGroup, PlannedRows, flatten_group, pack_rows
+from actstore.tree_rows import FlatGroup, PlannedRows, flatten_group, pack_rows, row_tensors
 from actstore.stage_clock import StageClock
 
 
@@ -180,21 +180,13 @@ class _RowRunner:
         self.deep_capture, self.shallow_capture = union_captures(parts, list(views.values()))
 
     def layout(self, flat: Sequence[FlatGroup], planned: PlannedRows) -> RowsPass:
-        shape = (len(planned.rows), planned.width)
-        ids = torch.full(shape, self.pad_id, dtype=torch.long)
-        positions = torch.zeros(shape, dtype=torch.long)
-        subtree_ends = torch.arange(1, planned.width + 1).repeat(len(planned.rows), 1)  # padding sees itself only
+        tensors = row_tensors(flat, planned.rows, self.pad_id)
         point_rows, point_slots, nodes = [], [], []
         ends: dict[str, tuple[list[int], list[int]]] = {}
         deep = with_loglik = False
-        for row, members in enumerate(planned.rows):
-            offset = 0
-            for member in members:
+        for row, (members, offsets) in enumerate(zip(planned.rows, tensors.offsets)):
+            for member, offset in zip(members, offsets):
                 group = flat[member]
-                span = slice(offset, offset + len(group))
-                ids[row, span] = torch.tensor(group.tokens)
-                positions[row, span] = torch.tensor(group.positions)
-                subtree_ends[row, span] = torch.tensor(group.subtree_ends) + offset
                 root = self.forest.nodes[group.nodes[0]]
                 deep, with_loglik = deep or root.deep, with_loglik or root.needs_loglik
                 first_here = len(nodes)
@@ -209,9 +201,8 @@ class _RowRunner:
                             points, indices = ends.setdefault(key, ([], []))
                             points.append(len(point_rows) - 1)
                             indices.append(index)
-                offset += len(group)
         device = self.parts.input_device
-        return RowsPass(ids.to(device), positions.to(device), subtree_ends.to(device),
+        return RowsPass(tensors.input_ids.to(device), tensors.positions.to(device), tensors.subtree_ends.to(device),
                         torch.tensor(point_rows, device=device), torch.tensor(point_slots, device=device),
                         ends, nodes, deep, with_loglik)
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import torch
+
 from actstore.prefix_tree import PrefixForest
 
 @dataclass(frozen=True)
@@ -110,3 +112,41 @@ def pack_rows(lengths: Sequence[int], batch_tokens: int) -> list[PlannedRows]:
     if rows:
         close()
     return passes
+
+
+@dataclass(frozen=True)
+class RowTensors:
+    """The tensors of one pass of packed rows (all (rows, width), on the host)."""
+
+    input_ids: torch.Tensor
+    positions: torch.Tensor  # along each slot's own path
+    subtree_ends: torch.Tensor
+    offsets: tuple[tuple[int, ...], ...]  # per row, the slot of each of its groups' first token (after any prefix)
+
+
+def row_tensors(flat: Sequence[FlatGroup], rows: Sequence[Sequence[int]], pad_id: int, *,
+                prefix: int = 0) -> RowTensors:
+    """``rows[r]`` = indices into ``flat`` laid out one after the other in row r, padding after them.
+    ``prefix``: slots put at the root of every group, before its prompt (prompt tuning's virtual
+    tokens: their ids are ``pad_id``, for the caller to replace by their embeddings); every token of
+    the group sees them and counts them in its position."""
+    width = max(sum(prefix + len(flat[g]) for g in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    subtree_ends = torch.arange(1, width + 1).repeat(len(rows), 1)  # padding sees itself only
+    offsets = []
+    for r, row in enumerate(rows):
+        start, starts = 0, []
+        for member in row:
+            group = flat[member]
+            end = start + prefix + len(group)
+            positions[r, start:start + prefix] = torch.arange(prefix)
+            subtree_ends[r, start:start + prefix] = end
+            start += prefix
+            ids[r, start:end] = torch.tensor(group.tokens)
+            positions[r, start:end] = torch.tensor(group.positions) + prefix
+            subtree_ends[r, start:end] = torch.tensor(group.subtree_ends) + start
+            starts.append(start)
+            start = end
+        offsets.append(tuple(starts))
+    return RowTensors(ids, positions, subtree_ends, tuple(offsets))

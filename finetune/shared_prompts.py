@@ -22,7 +22,9 @@ import torch
 
 from actstore.attention_masks import tree_attention_mask
 from actstore.batching import EncodedSequence, pad_batch
+from actstore.prefix_tree import ViewSequences, build_forest
 from actstore.prompt_reuse import group_by_prompt
+from actstore.tree_rows import flatten_group, row_tensors
 from finetune.sequences import TokenSequence
 
 
@@ -61,36 +63,29 @@ def run_shared(
     prefix_embeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The decoder ``body``'s final hidden state at each continuation's last real token (C, d): one
-    row per prompt, ``prefix_embeds`` (prompts, n, d) in front of it (prompt tuning), then its
-    continuations, each seeing the prefix, the prompt and itself."""
+    row per prompt, its prefix tree flattened (``actstore.tree_rows``: the prompt once, the tokens
+    its continuations share once), ``prefix_embeds`` (prompts, n, d) at the row's root (prompt
+    tuning)."""
     n_virtual = 0 if prefix_embeds is None else prefix_embeds.shape[1]
-    prompt_lengths = (prompt_mask.sum(dim=1) + n_virtual).tolist()
-    row_lengths = list(prompt_lengths)
-    starts = []  # each continuation's first slot in its row
-    for row, length in zip(group.tolist(), continuation_mask.sum(dim=1).tolist()):
-        starts.append(row_lengths[row])
-        row_lengths[row] += length
-    width = max(row_lengths)
-    ids = torch.zeros((len(row_lengths), width), dtype=torch.long)
-    positions = torch.zeros_like(ids)
-    subtree_ends = torch.arange(1, width + 1).repeat(len(row_lengths), 1)  # padding sees itself only
-    for row, (prompt, end) in enumerate(zip(prompt_lengths, row_lengths)):
-        ids[row, n_virtual:prompt] = prompt_ids[row, :prompt - n_virtual].cpu()
-        positions[row, :prompt] = torch.arange(prompt)
-        subtree_ends[row, :prompt] = end
-    for index, (row, start) in enumerate(zip(group.tolist(), starts)):
-        length = int(continuation_mask[index].sum())
-        ids[row, start:start + length] = continuation_ids[index, :length].cpu()
-        positions[row, start:start + length] = torch.arange(prompt_lengths[row], prompt_lengths[row] + length)
-        subtree_ends[row, start:start + length] = start + length
+    sequences = [EncodedSequence(tuple(prompt_ids[row, :int(prompt_mask[row].sum())].tolist()),
+                                 tuple(continuation_ids[index, :int(continuation_mask[index].sum())].tolist()))
+                 for index, row in enumerate(group.tolist())]
+    members = [[index for index, row in enumerate(group.tolist()) if row == g] for g in range(len(prompt_ids))]
+    forest = build_forest(members, [ViewSequences("rewards", sequences, with_loglik=False, deep=True)])
+    flat = [flatten_group(forest, root) for root in forest.roots]
+    rows = row_tensors(flat, [[g] for g in range(len(flat))], pad_id=0, prefix=n_virtual)
+    lasts = torch.empty(len(sequences), dtype=torch.long)
+    for g, group_row in enumerate(flat):
+        for node_id, start in zip(group_row.nodes, group_row.node_starts):
+            for _, index in forest.nodes[node_id].ends:
+                lasts[index] = rows.offsets[g][0] + start + len(forest.nodes[node_id].tokens) - 1
     device = prompt_ids.device
-    positions = positions.to(device)
-    embeds = body.get_input_embeddings()(ids.to(device))
+    positions = rows.positions.to(device)
+    embeds = body.get_input_embeddings()(rows.input_ids.to(device))
     if prefix_embeds is not None:
         embeds = torch.cat([prefix_embeds, embeds[:, n_virtual:].to(prefix_embeds.dtype)], dim=1)
-    mask = tree_attention_mask(body.config, subtree_ends.to(device), positions, embeds.dtype)
+    mask = tree_attention_mask(body.config, rows.subtree_ends.to(device), positions, embeds.dtype)
     hidden = body(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False).last_hidden_state
-    lasts = torch.tensor(starts) + continuation_mask.sum(dim=1).cpu() - 1
     return hidden[group.to(hidden.device), lasts.to(hidden.device)]
 
 

@@ -25,11 +25,17 @@ def tokens_run_by_first_block(model):
     return seen, hook
 
 
+@pytest.mark.parametrize("engine", ["tree attention", "level by level"])
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 @pytest.mark.parametrize("views, layers, site", [(("plain",), "all", "heads"), (("yes",), "0,2", "residual"),
                                                   (("plain", "yes", "no", "stim"), "all", "heads"),
                                                   (("yes", "no"), "0,2", "residual")])
-def test_prompt_reuse_matches_the_plain_path(tiny_model, data_dir, tmp_path, padding_side, views, layers, site):
+def test_prompt_reuse_matches_the_plain_path(tiny_model, data_dir, tmp_path, padding_side, views, layers, site,
+                                             engine, monkeypatch):
+    """Both engines of the prefix tree: tree attention (the default), and level by level on key/value
+    caches (the path of attention implementations that take no mask, as if flash attention ran)."""
+    if engine == "level by level":
+        monkeypatch.setattr("actstore.prompt_reuse.takes_tree_masks", lambda config: False)
     stores = {}
     tokens = {}
     for reuse in (False, True):
