@@ -35,6 +35,7 @@ from actstore.sequence_table import SequenceTable, encode_rows, sequence_table
 from distributions.split_file import Split
 from actstore.software import software_versions
 from actstore.stage_clock import clock_for
+from actstore.threads import THREADS_HELP, compute_threads
 from actstore.writer import BackgroundWriter
 from actstore.quantization import check_quantization
 from actstore.sharding import Shard, wait_for_creation
@@ -80,12 +81,13 @@ class ExtractConfig(QuantizedPlacement):
     repair: bool = setting(False, "Check every block of existing stores against its checksums and recompute the "
                                   "damaged ones.")
     progress: bool = setting(True, "Show a progress bar (--no-progress: none).")
+    threads: int | None = setting(None, THREADS_HELP)
     padding_side: str = "right"
     compressor: str | None = "blosc-zstd"
 
     def __post_init__(self):
         check_choices(self)
-        for name in ("batch_tokens", "block_size", "limit"):
+        for name in ("batch_tokens", "block_size", "limit", "threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -162,14 +164,15 @@ def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_resu
             on_start(config)
 
     results = []
-    for dataset in config.datasets:
-        for split_name in config.splits:
-            split = load_split(data_dir, dataset, split_name, skip_bad=config.skip_bad)
-            table = sequence_table(split, config.limit)
-            for result in extract_split(config, model, split, table, views, starting):
-                results.append(result)
-                if on_result:
-                    on_result(result)
+    with compute_threads(config.threads):
+        for dataset in config.datasets:
+            for split_name in config.splits:
+                split = load_split(data_dir, dataset, split_name, skip_bad=config.skip_bad)
+                table = sequence_table(split, config.limit)
+                for result in extract_split(config, model, split, table, views, starting):
+                    results.append(result)
+                    if on_result:
+                        on_result(result)
     return results
 
 

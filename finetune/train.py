@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from common import UserError, check_number
+from actstore.threads import compute_threads
 from actstore.models import DEFAULT_MODEL, model_fingerprint
 from actstore.placement import QuantizedPlacement
 from common.settings import check_choices, setting
@@ -176,8 +177,9 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, loaded=Non
     steps = config.steps or default_steps(len(pairs), config.batch_size * accelerator.num_processes)
     run = _prepare_training(config, accelerator, loaded, pairs)
     loop_started = time.perf_counter()
-    losses = _optimize(run, accelerator, config, steps, loaded.input_device,
-                       progress=progress and accelerator.is_main_process)
+    with compute_threads(None):
+        losses = _optimize(run, accelerator, config, steps, loaded.input_device,
+                           progress=progress and accelerator.is_main_process)
     result = TrainResult(
         out_dir=config.out_dir(),
         method=config.method,

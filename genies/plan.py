@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 
 import registry
 from common import UserError, default_store_root
+from actstore.threads import THREADS_HELP
 from actstore.compute_dtype import COMPUTE_DTYPE_HELP, ComputeDtype
 from actstore.locations import store_url
 from actstore.placement import Placement
@@ -94,6 +95,7 @@ class RunConfig(Placement):
                                            "the alias, or a name derived from the model's config or file name).",
                                      parse=check_model_name)
     limit: int | None = setting(None, "First N examples of each split.")
+    threads: int | None = setting(None, THREADS_HELP)
     data_dir: str | None = setting(None, DATA_DIR_HELP + " Default with --shifts demo: demo.")
     store_root: str | None = setting(None, "Where activation stores live (default: the per-user store directory).",
                                      parse=writable_store_root)
@@ -119,6 +121,8 @@ class RunConfig(Placement):
             raise UserError(f"unknown method(s) {', '.join(unknown)} (choose from {', '.join(choices)})")
         if not self.methods:
             raise UserError("--methods is empty")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {self.threads}")
         if isinstance(self.layer, str) and self.layer != "best":
             object.__setattr__(self, "layer", layer_choice(self.layer))
         if not (self.layer == "best" or (isinstance(self.layer, int) and not isinstance(self.layer, bool)

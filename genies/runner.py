@@ -17,6 +17,7 @@ from typing import Callable
 import registry
 from common.atomic import file_sha256
 from common import UserError
+from actstore.threads import compute_threads
 from actstore.models import ModelOnDemand, check_family, load_tokenizer
 from actstore.software import software_versions
 from actstore.views import require_chat_template
@@ -86,7 +87,9 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     plan_lines = plan.summary_lines()
     for line in plan_lines:
         log(line)
-    work = _execute(plan, out, log, sys.stderr.isatty() if progress is None else progress)
+    with compute_threads(config.threads) as threads:
+        log(f"torch computes with {threads} thread(s) (--threads)")
+        work = _execute(plan, out, log, sys.stderr.isatty() if progress is None else progress)
 
     evaluations = [load_evaluation(step.path) for step in plan.evaluations]
     n_layers = work.n_layers or _recorded_n_layers(plan, previous)
