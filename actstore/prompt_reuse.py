@@ -218,9 +218,9 @@ class _RowRunner:
                           use_cache=False)
         with self.clock.stage("gather"):
             loglik = self.point_logliks(rows, output) if rows.with_loglik else None
+            captured = HostCaptured.of(capture.captured)
             for key, (points, indices) in rows.ends.items():
-                yield key, indices, _activations(self.views[key], capture.captured, points, indices, loglik,
-                                                 self.parts.input_device)
+                yield key, indices, _activations(self.views[key], captured, points, indices, loglik)
 
     def point_logliks(self, rows: RowsPass, output) -> torch.Tensor:
         """Per point, float64: the sum of log p(token) over the continuation tokens on its path (every
@@ -323,11 +323,10 @@ class _TreeRunner:
                 rows, indices = ending.setdefault(key, ([], []))
                 rows.append(row)
                 indices.append(index)
+        host = HostCaptured.of(captured)
         for key, (rows, indices) in ending.items():
-            view = self.views[key]
             with self.clock.stage("gather"):
-                yield key, indices, _activations(view, captured, rows, indices, node_pass.loglik,
-                                                 self.parts.input_device)
+                yield key, indices, _activations(self.views[key], host, rows, indices, node_pass.loglik)
 
 
 def _at(output, positions: torch.Tensor) -> torch.Tensor:
@@ -336,20 +335,40 @@ def _at(output, positions: torch.Tensor) -> torch.Tensor:
     return output.last_hidden_state[torch.arange(len(positions), device=positions.device), positions]
 
 
-def _activations(view: Responses, captured: Captured, rows: list[int], indices: list[int],
-                 loglik: torch.Tensor | None, device: torch.device) -> BatchActivations:
+@dataclass(frozen=True)
+class HostCaptured:
+    """What a pass captured, on the host, each site stacked once for all the views that read it."""
+
+    layers: tuple[int, ...]
+    residual: np.ndarray  # (layers, points, hidden)
+    head_layers: tuple[int, ...]
+    heads: np.ndarray | None  # (head layers, points, n_heads, head_dim)
+    final_norm: np.ndarray | None  # (points, hidden)
+
+    @classmethod
+    def of(cls, captured: Captured) -> "HostCaptured":
+        layers, head_layers = tuple(captured.residual), tuple(captured.heads)
+        return cls(layers, torch.stack([captured.residual[layer] for layer in layers]).cpu().numpy() if layers
+                   else np.empty((0, 0, 0), dtype=np.float32),
+                   head_layers, torch.stack([captured.heads[layer] for layer in head_layers]).cpu().numpy()
+                   if head_layers else None,
+                   captured.final_norm.cpu().numpy() if captured.final_norm is not None else None)
+
+
+def _activations(view: Responses, captured: HostCaptured, rows: list[int], indices: list[int],
+                 loglik: torch.Tensor | None) -> BatchActivations:
     plan = view.capture.plan
-    picked = torch.tensor(rows, device=device)
     sequences = [view.sequences[i] for i in indices]
+    residual = captured.residual[np.ix_([captured.layers.index(layer) for layer in plan.layers], rows)] \
+        if plan.layers else np.empty((0, len(rows), 0), dtype=np.float32)
     return BatchActivations(
-        residual=torch.stack([captured.residual[layer][picked] for layer in plan.layers]).cpu().numpy()
-        if plan.layers else np.empty((0, len(rows), 0), dtype=np.float32),
+        residual=residual,
         n_tokens=np.array([s.n_tokens for s in sequences], dtype=np.int32),
         last_token=np.array([s.continuation_ids[-1] for s in sequences], dtype=np.int32),
-        final_norm=captured.final_norm[picked].cpu().numpy() if plan.final_norm else None,
-        heads=torch.stack([captured.heads[layer][picked] for layer in plan.head_layers]).cpu().numpy()
+        final_norm=captured.final_norm[rows] if plan.final_norm else None,
+        heads=captured.heads[np.ix_([captured.head_layers.index(layer) for layer in plan.head_layers], rows)]
         if plan.head_layers else None,
-        loglik=loglik[picked.to(loglik.device)].cpu().numpy() if view.with_loglik else None,
+        loglik=loglik[torch.tensor(rows, device=loglik.device)].cpu().numpy() if view.with_loglik else None,
     )
 
 
