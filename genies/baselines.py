@@ -42,6 +42,9 @@ def barely_trained(losses: Sequence[float]) -> str | None:
 def live_training_reasons(fits_dir: Path, methods: Sequence[str]) -> dict[tuple[str, str], str]:
     """{(method, training set): why} for each live fit under ``fits_dir/<method>/<training set>`` that barely
     trained (a fit directory that cannot be read is left to `genies run`, which trains it again)."""
+    records = [path for method in methods for path in sorted((Path(fits_dir) / method).glob("*/finetune.json"))]
+    if not records:  # no live fit: finetune (and torch's training stack) is never imported
+        return {}
     from finetune.checkpoint import read_record
 
     found = {}
