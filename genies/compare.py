@@ -285,7 +285,7 @@ def data_warnings(runs: Sequence[ComparedRun]) -> tuple[list[str], list[str]]:
                  "same"] if missing else []
     lines = []
     known = {label: found for label, found in recorded.items() if found}
-    files = sorted({key for found in known.values() for key in found})
+    files = sorted({key for found in known.values() for key in found if "/" in key})  # not the settings digest
     differing = [key for key in files if len({found[key] for found in known.values() if key in found}) > 1]
     if differing:
         lines.append(f"data files differ between runs ({len(differing)}: {', '.join(differing[:5])}"

@@ -158,10 +158,12 @@ class RunBootstrap:
                 continue
             self.rows_with_outcomes += 1
             generalization, source, zero_shot, ttc = parts
-            self._replicates[(row.shift, row.method)] = {
-                "generalization_accuracy": generalization, "source_accuracy": source, "zero_shot_accuracy": zero_shot,
-                "target_tuned_capability": ttc, "differential_elicitation": (generalization - zero_shot) / ttc,
-                "elicitation": generalization / ttc}
+            with np.errstate(divide="ignore", invalid="ignore"):  # a replicate whose TTC resample is 0: inf / NaN
+                self._replicates[(row.shift, row.method)] = {
+                    "generalization_accuracy": generalization, "source_accuracy": source,
+                    "zero_shot_accuracy": zero_shot,
+                    "target_tuned_capability": ttc, "differential_elicitation": (generalization - zero_shot) / ttc,
+                    "elicitation": generalization / ttc}
 
     @property
     def example_level(self) -> bool:
