@@ -257,6 +257,8 @@ def genies_compare(runs, out, bootstrap):
         click.echo(f"left out: {line}")
     for warning in comparison.warnings:
         click.echo(f"warning: {warning}")
+    for line in comparison.degenerate:
+        click.echo(f"warning: degenerate fit: {line}")
     for line in comparison.unchecked:
         click.echo(f"not checked: {line}")
     click.echo(f"wrote {directory} (compare.md, compare.csv and plots)")

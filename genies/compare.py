@@ -185,6 +185,7 @@ class Comparison:
     warnings: list[str]  # settings that differ between runs
     software_notes: list[str]  # `note: the runs differ in software: ...` lines
     unchecked: list[str] = field(default_factory=list)  # what could not be checked (not recorded by a run)
+    degenerate: list[str] = field(default_factory=list)  # rows of degenerate fits, per run
 
     def run(self, label: str) -> ComparedRun:
         return next(r for r in self.runs if r.label == label)
@@ -214,7 +215,7 @@ def compare_runs_in(run_dirs: Sequence[Path], *, n_bootstrap: int = N_BOOTSTRAP)
     notes, unrecorded = software_notes(runs)
     data, unchecked = data_warnings(runs)
     return Comparison(runs, shifts, methods, means, pairs, left_out_lines(runs, shifts, methods),
-                      setting_warnings(runs) + data, notes, unchecked + unrecorded)
+                      setting_warnings(runs) + data, notes, unchecked + unrecorded, degenerate_lines(runs))
 
 
 def left_out_lines(runs: Sequence[ComparedRun], shifts: Sequence[Shift], methods: Sequence[str]) -> list[str]:
@@ -262,11 +263,13 @@ def setting_warnings(runs: Sequence[ComparedRun]) -> list[str]:
     if len({tuple(v) for v in dtypes.values()}) > 1:
         warnings.append("compute dtype differs: " + ", ".join(
             f"{label} {'/'.join(found) or 'not recorded'}" for label, found in dtypes.items()))
-    degenerate = {run.label: sum(1 for r in run.rows if r.degenerate) for run in runs}
-    if any(degenerate.values()):
-        warnings.append("degenerate fits (their numbers sit at chance by construction): " + ", ".join(
-            f"{label} {n} row(s)" for label, n in degenerate.items() if n))
     return warnings
+
+
+def degenerate_lines(runs: Sequence[ComparedRun]) -> list[str]:
+    """Per run, its rows whose fit or scores are degenerate (their numbers sit at chance by construction)."""
+    return [f"{run.label}: {r.method} on {r.source} -> {r.target} ({r.degenerate})"
+            for run in runs for r in run.rows if r.degenerate]
 
 
 def compute_dtypes(run: ComparedRun) -> list[str]:

@@ -138,6 +138,11 @@ def markdown_lines(comparison: Comparison, plots: Sequence[str], n_bootstrap: in
     if comparison.unchecked:
         lines += ["", "Not checked (not recorded by the runs):", ""] + [f"- {u}" for u in comparison.unchecked]
     lines.append("")
+    if comparison.degenerate:
+        lines += [f"**Degenerate fits** ({len(comparison.degenerate)} row(s): constant scores, no separation of their "
+                  "own training pairs, or a calibration temperature at its bound: not ordinary results; the numbers below "
+                  "count them as the method's failure there):", ""]
+        lines += [f"- {line}" for line in comparison.degenerate] + [""]
     lines += [f"Compared: the {len(comparison.shifts)} shift(s) and {len(comparison.methods)} method(s) common to "
               "every run (per pair: the (shift, method) rows both runs hold)."]
     if comparison.left_out:

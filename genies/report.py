@@ -363,9 +363,10 @@ def _degenerate_lines(warnings: list[str]) -> list[str]:
     if not warnings:
         return []
     return ["## Degenerate fits", "",
-            f"**Warning: {len(warnings)} fit(s) are degenerate.** Their accuracies sit at chance by construction "
-            "(every pair tied, or every P(best) = 0.5), so the per-shift table marks them `degenerate` instead of "
-            "showing them as numbers; the means above still count them (as the method's failure there).", ""] + [
+            f"**Warning: {len(warnings)} fit(s) are degenerate.** Constant scores tie every pair; a fit that does "
+            "not separate its own training pairs points nowhere in particular; a calibration temperature at its "
+            "bound makes every P(best) 0.5. The per-shift table marks them `degenerate` instead of showing them as "
+            "numbers; the means above still count them (as the method's failure there).", ""] + [
         f"- {w}" for w in warnings] + [""]
 
 

@@ -17,7 +17,7 @@ SHIFTS = load_manifest("genies")
 
 
 def run_dir(path, *, model, n_layers, shifts=SHIFTS[:6], methods=(ZERO_SHOT, "mms", "lat"), scale=1.0, offset=0.0,
-            limit=20, **info):
+            limit=20, degenerate="", **info):
     """A run directory as `genies run` leaves it (results.csv, run.json), with made-up accuracies."""
     rows = []
     for i, shift in enumerate(shifts):
@@ -31,7 +31,7 @@ def run_dir(path, *, model, n_layers, shifts=SHIFTS[:6], methods=(ZERO_SHOT, "mm
                 n_layers=None if layer is None else n_layers, generalization_accuracy=gen, source_accuracy=0.8,
                 zero_shot_accuracy=zero_shot, target_tuned_capability=ttc,
                 differential_elicitation=differential_elicitation(gen, zero_shot, ttc), elicitation=elicitation(gen, ttc),
-                target_tuned_method="mms"))
+                target_tuned_method="mms", degenerate=degenerate if (i, method) == (0, "lat") else ""))
     write_results(path / "results.csv", rows)
     sweep = [SweepRow(method, layer, f"{shifts[0].source}/train validation", VALIDATION, 0.5 + 0.4 * layer / n_layers,
                       None, None, None, None, None, None, 30, 10, 1.0, "train-70%", 0.01, layer / n_layers)
@@ -89,7 +89,7 @@ def test_a_pair_with_disjoint_shifts_is_reported_not_crashed(tmp_path):
 def test_runs_that_differ_in_more_than_the_model_are_compared_with_a_warning(tmp_path):
     a = run_dir(tmp_path / "a", model="same", n_layers=30, data_fingerprints={"x/test": "1"}, compute_dtype="auto")
     b = run_dir(tmp_path / "b", model="same", n_layers=30, limit=40, prompt_format="chat",
-                data_fingerprints={"x/test": "2"}, shifts=SHIFTS[:4])
+                data_fingerprints={"x/test": "2"}, shifts=SHIFTS[:4], degenerate="constant scores (every pair tied)")
     result = CliRunner().invoke(genies, ["compare", str(a), str(b), "--bootstrap", "200"])
     assert result.exit_code == 0, result.output
     assert "warning: --limit (examples per split) differs: same (a) 20, same (b) 40" in result.output
@@ -98,6 +98,8 @@ def test_runs_that_differ_in_more_than_the_model_are_compared_with_a_warning(tmp
     text = (tmp_path / "compare-a-b" / "compare.md").read_text()  # the default --out: beside the first run
     assert "**Warning: these runs differ in more than the model**" in text
     assert "shift" in text and "only in same (a) (not run by same (b))" in text
+    assert f"- same (b): lat on {SHIFTS[0].source} -> {SHIFTS[0].target} (constant scores (every pair tied))" in text
+    assert "warning: degenerate fit: same (b): lat on" in result.output
 
 
 def test_compare_refuses_an_out_that_is_a_run_or_another_directory(tmp_path):
