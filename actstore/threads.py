@@ -3,21 +3,26 @@
 torch takes one thread per core by default. On a shared machine whose cores are busy with other
 work, those threads wait for each other at every operation (each waits for the slowest, which
 waits for a core): extraction on 2 busy cores ran at 0.7x a one-thread loop (benchmarks/RESULTS.md,
-"threads"). So the default is the number of cores not already busy, read from the one-minute load
-average when the command starts, at least one; ``--threads N`` sets it.
+"threads"). So the default is the number of cores not already busy with other processes, measured
+over a quarter of a second when the command starts (``/proc/stat``, less this process's own CPU
+time; the one-minute load average where there is no ``/proc``, which lags and counts this process
+too), at least one; ``--threads N`` sets it.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 from common import UserError
 
-THREADS_HELP = ("Threads torch computes with (default: the cores not busy with other work when the command starts, "
-                "from the load average; at least 1).")
+THREADS_HELP = ("Threads torch computes with (default: the cores not busy with other processes when the command "
+                "starts; at least 1).")
+SAMPLE_S = 0.25
 
 
 def usable_cores() -> int:
@@ -25,10 +30,33 @@ def usable_cores() -> int:
 
 
 def free_cores(cores: int | None = None, load: float | None = None) -> int:
-    """Cores minus the load of the other work (rounded), between 1 and all of them."""
+    """Cores minus the load of the other processes (in cores, rounded), between 1 and all of them."""
     cores = usable_cores() if cores is None else cores
-    load = os.getloadavg()[0] if load is None else load
+    load = busy_cores() if load is None else load
     return max(1, min(cores, round(cores - load)))
+
+
+def busy_cores(seconds: float = SAMPLE_S) -> float:
+    """How many cores other processes keep busy now: the machine's busy time over ``seconds`` less
+    this process's, in cores."""
+    try:
+        before, own_before = _cpu_times(), time.process_time()
+        time.sleep(seconds)
+        after, own_after = _cpu_times(), time.process_time()
+    except (OSError, ValueError):
+        return os.getloadavg()[0]
+    ticks_per_core = (after[0] - before[0]) / (os.cpu_count() or 1)  # all cores' ticks, per core
+    if ticks_per_core <= 0:
+        return 0.0
+    busy = (after[1] - before[1]) / ticks_per_core  # cores' worth of busy time, the machine's
+    return max(0.0, busy - (own_after - own_before) / seconds)
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(all ticks, busy ticks) of the machine from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]), sum(fields[:8]) - idle
 
 
 @functools.cache
