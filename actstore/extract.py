@@ -65,7 +65,8 @@ class ExtractConfig(QuantizedPlacement):
     compute_dtype: ComputeDtype = setting("auto", COMPUTE_DTYPE_HELP)
     prompt_reuse: bool | None = setting(
         None, "Run every token prefix shared by a block's sequences (an example's prompt, a response shared by "
-              "views) once, on cached keys/values (default: on for CPUs, where it was measured faster; off for GPUs).")
+              "views) once: each prompt group one row whose mask lets a token see its own path (default: on for "
+              "CPUs, where it was measured faster; off for GPUs, where it was not measured since).")
     site: Site = setting("residual", "heads: also keep per-head attention outputs (input of o_proj).")
     prompt_format: PromptFormat = setting("raw", "chat: the prompt as a user turn in the tokenizer's chat template "
                                                  "(instruct/chat models).")
@@ -137,9 +138,10 @@ class StoreResult:
 
 
 def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_result=None,
-            on_start=None) -> list[StoreResult]:
+            on_start=None, shard: Shard | None = None) -> list[StoreResult]:
     """Extract every (dataset, split, view) of ``config``; ``on_result`` sees each store as it finishes,
-    ``on_start`` the resolved config (compute dtype, prompt reuse) once, when the first store needs work."""
+    ``on_start`` the resolved config (compute dtype, prompt reuse) once, when the first store needs work.
+    ``shard``: this process's blocks (default: from RANK / WORLD_SIZE, ``Shard.from_environment``)."""
     config = replace(config, out=checked_store_root(config.out, "--out", writing=True))
     data_dir = resolve_data_dir(config.data_dir)
     views = list(dict.fromkeys(parse_views(",".join(config.views), config.prompt_format)))  # a view named twice is one store
@@ -169,7 +171,7 @@ def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_resu
             for split_name in config.splits:
                 split = load_split(data_dir, dataset, split_name, skip_bad=config.skip_bad)
                 table = sequence_table(split, config.limit)
-                for result in extract_split(config, model, split, table, views, starting):
+                for result in extract_split(config, model, split, table, views, starting, shard=shard):
                     results.append(result)
                     if on_result:
                         on_result(result)
@@ -210,10 +212,10 @@ class PendingStore:
 
 
 def extract_split(config: ExtractConfig, model: ModelOnDemand, split: Split, table: SequenceTable,
-                  views: list[View], starting=lambda: None) -> list[StoreResult]:
+                  views: list[View], starting=lambda: None, *, shard: Shard | None = None) -> list[StoreResult]:
     """The stores of ``views`` for one split, in that order; those that need work are filled together."""
     try:
-        return _extract_split(config, model, split, table, views, starting)
+        return _extract_split(config, model, split, table, views, starting, shard or Shard.from_environment())
     except OSError as err:
         if err.errno in DISK_FULL:
             where = store_url(config.root, config.model, split.dataset, split.split, views[0].name, limit=config.limit,
@@ -223,8 +225,7 @@ def extract_split(config: ExtractConfig, model: ModelOnDemand, split: Split, tab
 
 
 def _extract_split(config: ExtractConfig, model: ModelOnDemand, split: Split, table: SequenceTable,
-                   views: list[View], starting) -> list[StoreResult]:
-    shard = Shard.from_environment()
+                   views: list[View], starting, shard: Shard) -> list[StoreResult]:
     with ExitStack() as locks:
         prepared = []
         for view in views:
@@ -265,15 +266,15 @@ def _prepare(url: str, shard: Shard, lock: ExtractionLock, config: ExtractConfig
     identity = store_identity(config, split, view, loaded.model_id, layers)
     check_context(table, loaded.tokenizer, view, max_tokens=getattr(loaded.model.config, "max_position_embeddings", None),
                   source=str(split.path))
-    if not shard.is_main:  # rank 0 creates (or re-creates) the store; the others use it once it is this extraction
+    if not shard.creates:  # rank 0 creates (or re-creates) the store; the others use it once it is this extraction
         existing = wait_for_creation(url, lambda: _created_for(url, identity, config.overwrite), rank=shard.rank,
-                                     main_gone=lock.main_rank_gone)
+                                     main_gone=lock.main_rank_gone, creator=shard.first)
     if existing is not None and existing.meta.get("creating"):
         existing = None  # a creation that was killed: start again
     if existing is not None and not _same_extraction(existing, identity, overwrite=config.overwrite):
         existing = None  # --overwrite: replaced below
     if existing is not None:
-        if config.repair and not repaired and shard.is_main:
+        if config.repair and not repaired and shard.creates:
             _repair(url, table)
             existing = find_store(url)
         if existing.meta.get("complete"):

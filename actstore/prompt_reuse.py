@@ -3,15 +3,15 @@
 The responses of one example share its prompt, and the views of one response share the
 response (``plain``, ``yes`` and ``no`` all begin with it; ``yes`` and ``no`` differ only in
 their last token). ``actstore.prefix_tree`` puts each example's sequences in a tree of shared
-token runs; here the prompts run in passes of their own that keep their keys and values (a
-``DynamicCache``), then each level of the tree runs on a copy of the rows above it, at positions
-that continue them. A sequence's activations are read at its last token, in the pass of the node
-it ends at: attention sees exactly the keys and values of the tokens before it, so they are the
-whole sequence's, up to float rounding (batches differ in shape, so they are not bitwise those
-of one full-sequence pass).
-
-A log-likelihood adds up over the nodes below the prompt: each node's first token is predicted
-from the final hidden state at the last token of the node above, the others from its own pass.
+token runs. Tree attention runs it (``_RowRunner``): each prompt group is one flattened row
+(``actstore.tree_rows``) whose mask lets a token see exactly its path, rows packed into passes,
+no cache between passes; a sequence's activations are read at its last token's slot, its
+log-likelihood summed over the nodes of its path below the prompt (a node's first token
+predicted at its parent's last slot). Attention implementations that take no mask (flash
+attention) run the tree level by level instead (``_TreeRunner``): the prompts in passes that
+keep their keys and values, then each level on a copy of the rows above it. Either way the
+values are the whole sequence's, up to float rounding (batches differ in shape, so they are not
+bitwise those of one full-sequence pass).
 """
 
 from __future__ import annotations
@@ -35,13 +35,12 @@ from actstore.stage_clock import StageClock
 
 def reuses_prompts(requested: bool | None, device: str) -> bool:
     """``None`` (the default) turns reuse on where it was measured to help: on CPUs, where the time
-    is the tokens' arithmetic (1.4-2x, benchmarks/RESULTS.md). On GPUs a small model's passes are
-    bound by kernel launches, not arithmetic, and reuse's extra, smaller passes made SmolLM2-135M
-    2-3x slower on an H200; ``--prompt-reuse`` turns it on there for models large enough to gain."""
+    is the tokens' arithmetic (benchmarks/RESULTS.md). On GPUs the level-by-level tree's many short
+    passes made SmolLM2-135M 2-3x slower on an H200; tree attention runs few long passes instead,
+    but was not measured on a GPU yet, so ``--prompt-reuse`` turns it on there."""
     if requested is not None:
         return requested
     return torch.device(device).type == "cpu"
-
 
 
 @dataclass(frozen=True)

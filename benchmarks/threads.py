@@ -54,6 +54,7 @@ def main(argv=None) -> dict:
     loaded = load_model(ModelSpec(args.model, compute_dtype=args.compute_dtype))
     views = tuple(args.views.split(","))
     counts = sorted({1, usable_cores()})
+    args.threads = usable_cores()
     timed_extraction(loaded, args, views, level_by_level=False)  # warm-up
     rows = []
     for competitors in (0, args.competitors):
@@ -66,7 +67,7 @@ def main(argv=None) -> dict:
         chosen = free_cores()
         try:
             for threads in counts:
-                torch.set_num_threads(threads)
+                args.threads = threads
                 run = timed_extraction(loaded, args, views, level_by_level=False)
                 rows.append({"other_jobs": competitors, "threads": threads, "seconds": round(run["seconds"], 2),
                              "default_would_choose": chosen, "load_average": round(os.getloadavg()[0], 2)})

@@ -35,6 +35,7 @@ import torch  # noqa: E402
 import actstore.prompt_reuse as prompt_reuse  # noqa: E402
 from actstore.extract import ExtractConfig, extract  # noqa: E402
 from actstore.models import ModelSpec, load_model  # noqa: E402
+from actstore.threads import usable_cores  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "genies-data"
 LONG_SHAPES = ((1, 1024), (4, 512), (8, 512), (16, 128), (32, 64))
@@ -85,7 +86,7 @@ def timed_extraction(loaded, args, views: tuple[str, ...], *, level_by_level: bo
     try:
         config = ExtractConfig(model=args.model, datasets=(args.dataset,), splits=(args.split,), views=views,
                                limit=args.limit, data_dir=args.data_dir, out=str(out), progress=False,
-                               prompt_reuse=True, compute_dtype=args.compute_dtype)
+                               prompt_reuse=True, compute_dtype=args.compute_dtype, threads=args.threads)
         started = time.perf_counter()
         extract(config, loaded=loaded)
         seconds = time.perf_counter() - started
@@ -105,8 +106,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--views", default="plain,yes,no")
     parser.add_argument("--compute-dtype", default="bfloat16")
     parser.add_argument("--data-dir", default=str(SHARED_DATA))
+    parser.add_argument("--threads", type=int, default=usable_cores(), help="torch threads (default: every core)")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     loaded = load_model(ModelSpec(args.model, compute_dtype=args.compute_dtype))
     views = tuple(args.views.split(","))
     long_pass_rates(loaded, repeats=1)  # warm-up
