@@ -34,6 +34,11 @@ def model_name(model: str) -> str:
     return _short(text.strip("/").split("/")[-1])
 
 
+def is_alias(model: str) -> bool:
+    """Whether ``model`` is an alias of actstore/model_aliases.json (a pinned package or a built-in model)."""
+    return str(model).strip() in _aliases()
+
+
 @functools.lru_cache(maxsize=1)
 def _aliases() -> frozenset[str]:
     """The alias names (actstore/model_aliases.json), read without importing the model loader (and torch)."""

@@ -114,8 +114,11 @@ def _run_lines(run_dir: Path, info: dict, rows: Sequence[ResultRow],
         if key in info:
             value = f"`{info[key]}`" if key == "command" else info[key]
             lines.append(f"- {key.replace('_', ' ')}: {value}")
-    lines.append(f"- model name: {run_label(run_dir, info)} (content fingerprint: "
-                 f"{info.get('model_fingerprint') or 'none: an alias names a pinned package or a built-in model'}; "
+    from actstore.model_names import is_alias
+
+    fingerprint = info.get("model_fingerprint") or ("none: an alias names a pinned package or a built-in model"
+                                                    if is_alias(str(info.get("model", ""))) else "not recorded")
+    lines.append(f"- model name: {run_label(run_dir, info)} (content fingerprint: {fingerprint}; "
                  f"{info.get('n_layers') or 'unknown'} layers: depth = layer / {info.get('n_layers') or 'n_layers'})")
     for number, run in enumerate(info.get("history", []), start=1):
         work = ("reused everything" if not any(run.get(k) for k in ("stores_extracted", "fits_run", "evaluations_run"))
