@@ -12,7 +12,6 @@ said. Pure given the loaded runs; genies/compare_report.py writes the files.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -328,7 +327,3 @@ def software_note(run_a: Path, run_b: Path) -> str | None:
 
     differences = software_differences(read_run_info(run_a).get("software"), read_run_info(run_b).get("software"))
     return f"note: the runs differ in software: {'; '.join(differences)}" if differences else None
-
-
-def finite(value: float) -> bool:
-    return value is not None and not math.isnan(value)
