@@ -5,7 +5,9 @@
 
 The other jobs are processes that each multiply matrices on one thread, started by this script
 (``--competitors`` of them) for the contended half, so the contention is the same on every
-machine. The thread count ``--threads`` would choose by default (``actstore.threads.free_cores``)
+machine. Each runs in a session of its own, as another user's job would: Linux's autogroup
+scheduling shares the cores between sessions first, so jobs started as this process's children
+would only compete inside its own share. The thread count ``--threads`` would choose by default (``actstore.threads.free_cores``)
 is shown beside each condition, read after the competitors have run for a minute's load average
 to rise (``--settle`` seconds).
 """
@@ -14,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,11 +33,7 @@ from actstore.threads import free_cores, usable_cores  # noqa: E402
 from tree_attention import SHARED_DATA, timed_extraction  # noqa: E402
 
 
-def busy(stop) -> None:
-    torch.set_num_threads(1)
-    a = torch.randn(512, 512)
-    while not stop.is_set():
-        a = torch.tanh(a @ a)
+BUSY = "import torch; torch.set_num_threads(1); a = torch.randn(512, 512)\nwhile True: a = torch.tanh(a @ a)"
 
 
 def main(argv=None) -> dict:
@@ -58,10 +56,7 @@ def main(argv=None) -> dict:
     timed_extraction(loaded, args, views, level_by_level=False)  # warm-up
     rows = []
     for competitors in (0, args.competitors):
-        stop = multiprocessing.Event()
-        jobs = [multiprocessing.Process(target=busy, args=(stop,), daemon=True) for _ in range(competitors)]
-        for job in jobs:
-            job.start()
+        jobs = [subprocess.Popen([sys.executable, "-c", BUSY], start_new_session=True) for _ in range(competitors)]
         if competitors:
             time.sleep(args.settle)
         chosen = free_cores()
@@ -73,9 +68,9 @@ def main(argv=None) -> dict:
                              "default_would_choose": chosen, "load_average": round(os.getloadavg()[0], 2)})
                 print(rows[-1], flush=True)
         finally:
-            stop.set()
             for job in jobs:
-                job.join()
+                job.kill()
+                job.wait()
     print("| other jobs | threads | seconds | --threads default would choose |")
     print("| --- | --- | --- | --- |")
     for row in rows:
