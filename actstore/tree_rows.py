@@ -82,36 +82,28 @@ class PlannedRows:
 
 
 def pack_rows(lengths: Sequence[int], batch_tokens: int) -> list[PlannedRows]:
-    """Groups of the given lengths packed into passes of at most ``batch_tokens`` slots (at least one
-    row each), longest first: a pass's rows are as wide as its longest group, and each further group
-    goes into the first of its rows with room (a new row while the pass has room for one, else a new
-    pass). Each group sits whole in one row; rows stay narrow, so dense attention over a row costs
-    little against the rest of the pass."""
+    """Groups of the given lengths packed (first fit, longest first) into rows as wide as the longest
+    group, and the rows into passes of at most ``batch_tokens`` slots (at least one row each). Each
+    group sits whole in one row. (Rows as wide as each pass's own longest group fill worse: 7% more
+    slots and 4% more time on alpaca_mmlu, benchmarks/RESULTS.md.)"""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    passes: list[PlannedRows] = []
+    if not order:
+        return []
+    width = lengths[order[0]]
     rows: list[list[int]] = []
     free: list[int] = []
-    width = 0
-
-    def close() -> None:
-        passes.append(PlannedRows(tuple(tuple(row) for row in rows), max(width - space for space in free)))
-
     for group in order:
         row = next((r for r, space in enumerate(free) if space >= lengths[group]), None)
         if row is None:
-            if rows and (len(rows) + 1) * width > batch_tokens:
-                close()
-                rows, free = [], []
-            if not rows:
-                width = lengths[group]
             rows.append([])
             free.append(width)
             row = len(rows) - 1
         rows[row].append(group)
         free[row] -= lengths[group]
-    if rows:
-        close()
-    return passes
+    per_pass = max(1, batch_tokens // width)
+    return [PlannedRows(tuple(tuple(row) for row in rows[start:start + per_pass]),
+                        max(width - space for space in free[start:start + per_pass]))
+            for start in range(0, len(rows), per_pass)]
 
 
 @dataclass(frozen=True)
