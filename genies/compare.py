@@ -220,18 +220,13 @@ def compare_runs_in(run_dirs: Sequence[Path], *, n_bootstrap: int = N_BOOTSTRAP)
 def left_out_lines(runs: Sequence[ComparedRun], shifts: Sequence[Shift], methods: Sequence[str]) -> list[str]:
     """A line per shift and per method some run lacks: which runs hold it."""
     lines = []
-    all_shifts = list(dict.fromkeys(s for run in runs for s in run.shifts))
-    for shift in all_shifts:
-        if shift not in shifts:
-            holders = [run.label for run in runs if shift in run.shifts]
-            lines.append(f"shift {shift[0]} -> {shift[1]}: only in {', '.join(holders)} (not run by "
-                         f"{', '.join(run.label for run in runs if run.label not in holders)})")
-    all_methods = list(dict.fromkeys(m for run in runs for m in run.methods))
-    for method in all_methods:
-        if method not in methods:
-            holders = [run.label for run in runs if method in run.methods]
-            lines.append(f"method {method}: only in {', '.join(holders)} (not run by "
-                         f"{', '.join(run.label for run in runs if run.label not in holders)})")
+    for kind, held, kept, name in (("shift", lambda run: run.shifts, shifts, lambda s: f"{s[0]} -> {s[1]}"),
+                                   ("method", lambda run: run.methods, methods, str)):
+        for item in dict.fromkeys(item for run in runs for item in held(run)):
+            if item not in kept:
+                holders = [run.label for run in runs if item in held(run)]
+                lines.append(f"{kind} {name(item)}: only in {', '.join(holders)} (not run by "
+                             f"{', '.join(run.label for run in runs if run.label not in holders)})")
     return lines
 
 

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from genies.compare import Comparison, PairResult  # noqa: E402
 from genies.generalization import ZERO_SHOT  # noqa: E402
-from genies.plots import COLORS_IN_CYCLE, MARKERS, _error  # noqa: E402
+from genies.plots import COLORS_IN_CYCLE, MARKERS, _error, save_figure  # noqa: E402
 from genies.uncertainty import N_BOOTSTRAP, Interval  # noqa: E402
 
 MEANS_FILE = "means_by_model.png"
@@ -65,10 +65,7 @@ def pair_scatter(comparison: Comparison, pair: PairResult, path: Path, n_bootstr
                  "bars: 95% bootstrap intervals (each run's test examples); numbers: shifts (compare.md)", fontsize=9)
     if methods:
         ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def means_by_model(comparison: Comparison, path: Path, metric: str = "generalization_accuracy") -> Path:
@@ -88,10 +85,7 @@ def means_by_model(comparison: Comparison, path: Path, metric: str = "generaliza
     ax.set_title(f"Per-method means over the {len(comparison.shifts)} shifts common to the runs "
                  "(95% bootstrap: shifts, then examples)", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def generalization_vs_depth(comparison: Comparison, path: Path) -> Path | None:
@@ -126,10 +120,7 @@ def generalization_vs_depth(comparison: Comparison, path: Path) -> Path | None:
         axes[0][0].legend(fontsize=7, loc="lower left")
     fig.suptitle("Generalization against the relative depth of the layer each probe used (one point per shift)",
                  fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def _chance(method: str) -> bool:
@@ -193,7 +184,4 @@ def validation_by_depth(comparison: Comparison, path: Path) -> Path | None:
     axes[0][0].legend(fontsize=7, loc="lower left")
     fig.suptitle("Layer sweeps by relative depth: validation accuracy, averaged over each run's training sets",
                  fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

@@ -15,6 +15,14 @@ from genies.generalization import ZERO_SHOT, ResultRow  # noqa: E402
 from genies.uncertainty import Interval, RunBootstrap  # noqa: E402
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write (110 dpi) and close a figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def _error(estimate: float, found: Interval) -> tuple[float, float]:
     """matplotlib's (below, above) error lengths; zero where the interval is unknown."""
     if not found.known:
@@ -55,10 +63,7 @@ def zero_shot_scatter(rows: Sequence[ResultRow], bootstrap: RunBootstrap, correl
                  f"paper 0.7)\n{bars_text}; numbers: shifts", fontsize=9)
     if methods:
         ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def method_bars(means: dict[str, Interval], paper_means: dict[str, float], path: Path, *,
@@ -81,10 +86,7 @@ def method_bars(means: dict[str, Interval], paper_means: dict[str, float], path:
     if model:
         ax.set_title(f"{model}: mean generalization accuracy per method", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def sweep_plots(sweeps_dir: Path, rows: Sequence[ResultRow], n_layers: int | None, model: str,
