@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -154,6 +154,14 @@ def union_captures(parts: DecoderParts, views: Sequence[Responses]) -> tuple[Las
     return deep, LastTokenCapture(parts, replace(union, stop_after=max(layers)), n_heads) if layers else deep
 
 
+class PlacedNode(NamedTuple):
+    row: int
+    start: int  # its first slot in the row
+    node: int  # forest node id
+    parent: int  # the parent's index in the pass's nodes, -1 for a prompt
+    point: int  # the index of its capture point (where sequences end), -1 if none ends here
+
+
 @dataclass(frozen=True)
 class RowsPass:
     """The tensors of one tree-attention pass and where each sequence ends in it."""
@@ -164,8 +172,7 @@ class RowsPass:
     point_rows: torch.Tensor  # (points,) the row and slot of each node a sequence ends at
     point_slots: torch.Tensor
     ends: dict[str, tuple[list[int], list[int]]]  # view key -> (point of each ending sequence, its block index)
-    nodes: list[tuple[int, int, int, int, int]]  # (row, first slot, forest node, parent's index here or -1,
-    #                                               point or -1), parents first
+    nodes: list[PlacedNode]  # parents first
     deep: bool
     with_loglik: bool
 
@@ -191,8 +198,8 @@ class _RowRunner:
                 first_here = len(nodes)
                 for node_id, start, parent in zip(group.nodes, group.node_starts, group.parents):
                     node = self.forest.nodes[node_id]
-                    nodes.append((row, offset + start, node_id, first_here + parent if parent >= 0 else -1,
-                                  len(point_rows) if node.ends else -1))
+                    nodes.append(PlacedNode(row, offset + start, node_id, first_here + parent if parent >= 0 else -1,
+                                            len(point_rows) if node.ends else -1))
                     if node.ends:
                         point_rows.append(row)
                         point_slots.append(offset + start + len(node.tokens) - 1)
@@ -228,14 +235,14 @@ class _RowRunner:
         if output is None:
             raise RuntimeError("the log-likelihood needs the full forward pass; the capture plan stopped early")
         target_rows, target_slots, predictor_slots, target_nodes = [], [], [], []
-        for index, (row, start, node_id, parent, _) in enumerate(rows.nodes):
-            node = self.forest.nodes[node_id]
-            if parent < 0 or not node.needs_loglik:
+        for index, placed in enumerate(rows.nodes):
+            node = self.forest.nodes[placed.node]
+            if placed.parent < 0 or not node.needs_loglik:
                 continue
-            _, parent_start, parent_id, _, _ = rows.nodes[parent]
-            parent_last = parent_start + len(self.forest.nodes[parent_id].tokens) - 1
-            n = len(node.tokens)
-            target_rows.extend([row] * n)
+            parent = rows.nodes[placed.parent]
+            parent_last = parent.start + len(self.forest.nodes[parent.node].tokens) - 1
+            n, start = len(node.tokens), placed.start
+            target_rows.extend([placed.row] * n)
             target_slots.extend(range(start, start + n))
             predictor_slots.extend([parent_last, *range(start, start + n - 1)])
             target_nodes.extend([index] * n)
@@ -249,10 +256,10 @@ class _RowRunner:
         sums = node_sums.cpu().tolist()
         path_sums = [0.0] * len(rows.nodes)
         by_point = [0.0] * len(rows.point_rows)
-        for index, (_, _, _, parent, point) in enumerate(rows.nodes):  # parents come first
-            path_sums[index] = sums[index] + (path_sums[parent] if parent >= 0 else 0.0)
-            if point >= 0:
-                by_point[point] = path_sums[index]
+        for index, placed in enumerate(rows.nodes):  # parents come first
+            path_sums[index] = sums[index] + (path_sums[placed.parent] if placed.parent >= 0 else 0.0)
+            if placed.point >= 0:
+                by_point[placed.point] = path_sums[index]
         return torch.tensor(by_point, dtype=torch.float64, device=device)
 
 
@@ -398,7 +405,7 @@ def loglik_after_prompt(continuation_hidden: torch.Tensor, prompt_last_hidden: t
     """Per row, sum_t log p(continuation token t | prompt, tokens before t), float64: token 0 from the
     prompt's last hidden state (``prompt_last_hidden``, one per row), token t > 0 from continuation
     position t - 1. ``offsets``: each row's first real column (0 for right padding). The store's
-    log-likelihood and live zero-shot (finetune.baselines) both come from here."""
+    log-likelihood in the level-by-level tree comes from here."""
     rows, columns = continuation_positions(offsets, torch.zeros_like(lengths), lengths)
     first = columns == offsets[rows]
     hidden = torch.where(first[:, None], prompt_last_hidden[rows], continuation_hidden[rows, (columns - 1).clamp(min=0)])
