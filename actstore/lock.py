@@ -123,11 +123,12 @@ class ExtractionLock:
         return holder.host == socket.gethostname() and not _pid_running(holder.pid)
 
     def main_rank_gone(self) -> bool:
-        """For another rank waiting on rank 0: whether rank 0 of this run has stopped (its lock file
-        is stale, or was seen and is now gone). Never True for remote stores (no lock files)."""
+        """For another rank waiting on the store's creator (rank 0, or ``Shard.first``): whether that rank of
+        this run has stopped (its lock file is stale, or was seen and is now gone). Never True for remote
+        stores (no lock files)."""
         if self.directory is None:
             return False
-        path = self.directory / f"rank0-of{self.shard.world_size}.json"
+        path = self.directory / f"rank{self.shard.first}-of{self.shard.world_size}.json"
         if not path.exists():
             return self._seen_main
         holder = _read_holder(path)

@@ -178,6 +178,8 @@ def genies_run(config):
 
     command = "genies " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_benchmark(config, command=command, log=click.echo)
+    if summary is None:  # a process other than rank 0 of a launch in several processes: rank 0 reports
+        return
     click.echo("")
     print_report_summary(summary.report)
     click.echo(f"report: {summary.report.path}  results: {summary.results_path}")
@@ -288,6 +290,8 @@ def genies_demo():
     command = demo_command(config)
     click.echo(f"\n$ {command}")
     summary = run_benchmark(config, command=command, log=click.echo)
+    if summary is None:  # a process other than rank 0 of a launch in several processes: rank 0 reports
+        return
     click.echo("\nPer-method means over the demo shifts (95% bootstrap bounds beside each):")
     print_report_summary(summary.report)
     click.echo("\nPer shift:")

@@ -12,7 +12,7 @@ import numpy as np
 
 from distributions.split_file import read_examples
 from distributions.data import split_path
-from common import UserError
+from common import UserError, write_text_atomic
 from probes.labels import Labels
 from probes.sources import FeatureSource
 
@@ -80,7 +80,7 @@ def write_mixed_distribution(data_dir: Path, source: str, target: str, k: int, s
     chosen = [target_train[i] for i in choose_mixed_examples(len(target_train), k, seed)]
     name = f"{source}+{k}x{target}"
     directory = Path(out_data_dir) / "distributions" / name
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "train.json").write_text(json.dumps((source_train[:limit] if limit else source_train) + chosen))
-    (directory / "test.json").write_text(json.dumps(source_test))
+    # atomic: under `genies run` in several processes, two may write (the same) files while a third reads them
+    write_text_atomic(directory / "train.json", json.dumps((source_train[:limit] if limit else source_train) + chosen))
+    write_text_atomic(directory / "test.json", json.dumps(source_test))
     return name

@@ -17,6 +17,7 @@ from typing import Callable
 import registry
 from common.atomic import file_sha256
 from common import UserError
+from actstore.sharding import Shard
 from actstore.threads import compute_threads
 from actstore.models import ModelOnDemand, check_family, load_tokenizer
 from actstore.software import software_versions
@@ -68,7 +69,40 @@ def resolve_config(config: RunConfig) -> RunConfig:
 
 
 def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callable[[str], None] = print,
-                  progress: bool | None = None) -> RunSummary:
+                  progress: bool | None = None) -> RunSummary | None:
+    """Plan, execute, write the results. Under `torchrun` / `accelerate launch` (WORLD_SIZE > 1) the processes
+    share the work (genies/processes.py) and only rank 0 returns a summary (the others None)."""
+    if Shard.from_environment().world_size > 1:
+        from genies.processes import run_in_processes
+
+        return run_in_processes(config, command=command, log=log)
+    run = prepare_run(config, command, log)
+    with compute_threads(config.threads) as threads:
+        log(f"torch computes with {threads} thread(s) (--threads)")
+        work = _execute(run.plan, run.out, log, sys.stderr.isatty() if progress is None else progress)
+    return finish_run(run, work, log)
+
+
+@dataclass
+class PreparedRun:
+    """A run checked and planned, its settings written to run.json: what executing and finishing it need."""
+
+    config: RunConfig
+    shifts: list
+    previous: dict  # run.json of an earlier run of RUN_DIR ({} when none)
+    settings: dict
+    plan: Plan
+    plan_lines: list[str]
+    started: float  # time.perf_counter() when the run began
+    started_at: str
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out)
+
+
+def prepare_run(config: RunConfig, command: str | None, log: Callable[[str], None]) -> PreparedRun:
+    """Check the request and RUN_DIR, build the plan, write run.json's settings and print the plan."""
     started, started_at = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     config = resolve_config(config)
     if config.mix_target and any(registry.get(m).kind is Kind.LIVE_UNTRAINED for m in config.methods):
@@ -87,10 +121,12 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     plan_lines = plan.summary_lines()
     for line in plan_lines:
         log(line)
-    with compute_threads(config.threads) as threads:
-        log(f"torch computes with {threads} thread(s) (--threads)")
-        work = _execute(plan, out, log, sys.stderr.isatty() if progress is None else progress)
+    return PreparedRun(config, shifts, previous, settings, plan, plan_lines, started, started_at)
 
+
+def finish_run(run: PreparedRun, work: "Work", log: Callable[[str], None]) -> RunSummary:
+    """From the plan's evaluations (all saved by now): outcomes.json, results.csv, run.json and the report."""
+    config, plan, shifts, out, previous, settings = run.config, run.plan, run.shifts, run.out, run.previous, run.settings
     evaluations = [load_evaluation(step.path) for step in plan.evaluations]
     n_layers = work.n_layers or _recorded_n_layers(plan, previous)
     hardly_trained = live_training_reasons(out / "fits", [m for m in config.methods
@@ -103,7 +139,7 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     rows = [bootstrap.with_intervals(row) for row, _ in found]
     write_row_evaluations(out / ROW_OUTCOMES_FILE, found)
     write_results(out / RESULTS_FILE, rows)
-    wall = time.perf_counter() - started
+    wall = time.perf_counter() - run.started
     data = {key: value for step in plan.evaluations for key, value in step.data.items()}
     write_run_info(out, settings, {**work.record(), "n_layers": n_layers, "wall_time_s": round(wall, 1),
                                    "data_fingerprints": dict(sorted(data.items())),
@@ -112,8 +148,8 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
     if not (plan.stores_to_extract or plan.fits_to_run or plan.evaluations_to_run):
         log(f"reused everything: no model loaded, no extraction, no fitting ({wall:.1f}s)")
     log(f"wrote {out / RESULTS_FILE} ({len(rows)} rows) and {report.path} in {wall:.1f}s")
-    return RunSummary(out, plan_lines, rows, report, work.stores, work.fits, work.evaluations, work.model_loads, wall,
-                      work.chosen_layers)
+    return RunSummary(out, run.plan_lines, rows, report, work.stores, work.fits, work.evaluations, work.model_loads,
+                      wall, work.chosen_layers)
 
 
 def _recorded_n_layers(plan: Plan, previous: dict) -> int | None:
@@ -151,11 +187,13 @@ class Work:
     seconds: dict[str, float] = field(default_factory=dict)
     chosen_layers: list[ChosenLayer] = field(default_factory=list)
     n_layers: int | None = None  # the model's blocks, when this run loaded it
+    processes: int = 1  # the processes that shared the work (genies/processes.py)
 
     def record(self) -> dict:
         return {"stores_extracted": self.stores, "fits_run": self.fits, "evaluations_run": self.evaluations,
                 "model_loads": self.model_loads, "phase_seconds": {k: round(v, 1) for k, v in self.seconds.items()},
-                "chosen_layers": [vars(c) for c in self.chosen_layers]}
+                "chosen_layers": [vars(c) for c in self.chosen_layers],
+                **({"processes": self.processes} if self.processes > 1 else {})}
 
 
 def _execute(plan: Plan, out: Path, log: Callable[[str], None], progress: bool) -> Work:

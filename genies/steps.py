@@ -16,6 +16,7 @@ import registry
 from common import UserError
 from actstore.locations import store_url
 from actstore.models import ModelOnDemand
+from actstore.sharding import Shard
 from genies.evaluations import evaluation_from_metrics, save_evaluation
 from genies.generalization import Evaluation
 from genies.mixing import MixedSource, write_mixed_distribution
@@ -41,8 +42,10 @@ def store_settings(config: RunConfig) -> dict:
 
 
 def extract_stores(config: RunConfig, steps: list[StoreStep], model: ModelOnDemand, log: Log, *,
-                   progress: bool = False) -> None:
-    """One extraction per (dataset, split), all its missing views at once (they share tokenization)."""
+                   progress: bool = False, shard: Shard | None = None) -> list[extraction.StoreResult]:
+    """One extraction per (dataset, split), all its missing views at once (they share tokenization).
+    ``shard``: this process's blocks under `genies run` in several processes (genies/processes.py)."""
+    done = []
     groups: dict[tuple[str, str], list[StoreStep]] = {}
     for step in steps:
         groups.setdefault((step.dataset, step.split), []).append(step)
@@ -59,7 +62,8 @@ def extract_stores(config: RunConfig, steps: list[StoreStep], model: ModelOnDema
                                      prompt_format=config.prompt_format, compute_dtype=config.compute_dtype,
                                      device_map=config.device_map,
                                      max_memory=config.max_memory, offload_dir=config.offload_dir),
-            loaded=model.get())
+            loaded=model.get(), shard=shard)
+        done += results
         computed = [result for result in results if result.sequences_computed]
         for result in results:
             log(f"    {result.view}: {result.status}, {result.n_sequences} sequences")
@@ -68,6 +72,7 @@ def extract_stores(config: RunConfig, steps: list[StoreStep], model: ModelOnDema
             sequences = sum(result.sequences_computed for result in computed)
             rate = f", {sequences / seconds:.1f} seq/s" if seconds else ""
             log(f"    {sequences} sequences of {len(computed)} view(s) computed in {seconds:.1f}s{rate}")
+    return done
 
 
 def _holding(source: StoreSource, **claimed) -> StoreSource:

@@ -1,0 +1,171 @@
+"""`genies run` in two CPU processes (torchrun, gloo) on the demo data with the tiny random model, against the same
+run in one process: the same results.csv and evaluations; a process SIGKILLed mid-run, the run resumed by the same
+launch or by one process: the same results again; a process that raises stops the other within seconds, with one
+line naming its rank and error."""
+
+import csv
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from actstore.sharding import Shard
+from conftest import REPO
+from genies.plan import DoneChecks, RunConfig, build_plan
+from genies.processes import Assignment, Unit, balance
+from manifests import Shift
+
+BIN = Path(sys.executable).parent
+RUN = ["run", "--model", "tiny-random", "--shifts", "demo", "--methods", "zero-shot,mms,lat,lora,random",
+       "--limit", "12", "--train-steps", "2", "--threads", "1"]
+ENVIRONMENT = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "OMP_NUM_THREADS": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_args(where: Path, name: str, stores: str) -> list[str]:
+    return [*RUN, "--store-root", str(where / stores), "--out", str(where / name)]
+
+
+def two_processes(args: list[str], *, driver: bool = False, timeout: int = 240, **environment):
+    program = [str(REPO / "tests" / "processes_driver.py")] if driver else ["-m", "genies"]
+    return subprocess.run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master-port", str(free_port()),
+                           *program, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**ENVIRONMENT, **environment})
+
+
+def one_process(args: list[str], timeout: int = 240):
+    return subprocess.run([sys.executable, "-m", "genies", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=ENVIRONMENT)
+
+
+def succeeded(done) -> str:
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+def results(run_dir: Path) -> list[dict]:
+    with (run_dir / "results.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def evaluations(run_dir: Path) -> dict[str, dict]:
+    return {path.relative_to(run_dir).as_posix(): json.loads(path.read_text())
+            for path in sorted((run_dir / "evaluations").rglob("*.json"))}
+
+
+def assert_same_results(run_dir: Path, reference: Path) -> None:
+    """Bitwise: every process computes with one thread, so each unit's arithmetic is the one process's."""
+    assert (run_dir / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
+    assert evaluations(run_dir) == evaluations(reference)
+    assert (run_dir / "outcomes.json").read_bytes() == (reference / "outcomes.json").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    where = tmp_path_factory.mktemp("processes")
+    reference = succeeded(one_process(run_args(where, "one", "stores-one")))
+    began = time.perf_counter()
+    two = two_processes(run_args(where, "two", "stores-two"))
+    return where, reference, succeeded(two), time.perf_counter() - began
+
+
+def test_two_processes_write_the_results_of_one(runs):
+    where, _, output, _ = runs
+    assert_same_results(where / "two", where / "one")
+    assert {row["method"] for row in results(where / "two")} == {"zero-shot", "mms", "lat", "lora", "random"}
+    info = json.loads((where / "two" / "run.json").read_text())
+    assert info["processes"] == 2 and info["fits_run"] > 0 and info["evaluations_run"] > 0
+    # each process says what it does, one line per finished unit names its rank; rank 0 counts them all
+    for rank in (0, 1):
+        assert re.search(rf"^\[rank {rank}\] pid \d+ on .+, cpu, 1 thread\(s\): ", output, re.M), output
+        assert re.search(rf"^\[rank {rank}\] done .+ in [\d.]+s \(\d+/\d+ units of the run\)$", output, re.M)
+    total = int(re.search(r"\((\d+)/(\d+) units of the run\)", output).group(2))
+    assert f"overall: {total}/{total} units done" in output or f"({total}/{total} units of the run)" in output
+    assert output.count("wrote ") == 1 and "report: " in output  # rank 0 alone writes and reports
+
+
+def test_a_killed_process_resumes_with_the_same_launch_or_with_one_process(runs):
+    where = runs[0]
+    # rank 1 killed at its first block write: its stores half made, its lock files left behind
+    killed = two_processes(run_args(where, "killed", "stores-killed"), driver=True, FAIL_AT="1:kill:write")
+    assert killed.returncode != 0 and "failing at write (kill)" in killed.stderr, killed.stderr[-3000:]
+    assert not (where / "killed" / "results.csv").exists()
+    succeeded(two_processes(run_args(where, "killed", "stores-killed")))
+    assert_same_results(where / "killed", where / "one")
+    # rank 1 killed at its first live training set (the stores all extracted), the run finished by one process
+    killed = two_processes(run_args(where, "killed-training", "stores-two"), driver=True, FAIL_AT="1:kill:train")
+    assert killed.returncode != 0 and "failing at train (kill)" in killed.stderr, killed.stderr[-3000:]
+    assert not (where / "killed-training" / "results.csv").exists()
+    succeeded(one_process(run_args(where, "killed-training", "stores-two")))
+    assert_same_results(where / "killed-training", where / "one")
+
+
+def test_a_process_that_raises_stops_the_other_within_seconds_with_one_line(runs):
+    where = runs[0]
+    began = time.perf_counter()
+    # rank 0's fits, trainings and evaluations each take 5 minutes; rank 1 raises at its first training set
+    failed = two_processes(run_args(where, "raised", "stores-two"), driver=True, FAIL_AT="1:raise:train", SLOW_RANK="0")
+    took = time.perf_counter() - began
+    assert failed.returncode != 0
+    assert took < 60, (took, failed.stderr[-3000:])
+    ours = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+    failure = [line for line in ours if line.startswith("error: process rank 1 of 2 failed")]
+    assert len(failure) == 1, failed.stderr[-3000:]
+    assert failure[0].startswith("error: process rank 1 of 2 failed: RuntimeError: injected failure at train "
+                                 "(traceback: "), failure
+    assert all("rank 1 failed: RuntimeError: injected failure at train" in line for line in ours
+               if line.startswith("error: process rank 0 of 2 stops: ")), ours
+    assert (where / "raised" / "errors" / "rank1.txt").read_text().startswith("Traceback")
+    assert not re.search(r'File ".*/genies/', failed.stderr)  # no traceback of ours: one line
+
+
+def test_units_go_to_the_least_loaded_process_costliest_first():
+    units = [Unit("evaluate", "e1", (), 1.0), Unit("train", "t1", (), 60.0), Unit("train", "t2", (), 60.0),
+             Unit("train", "t3", (), 60.0), Unit("fit", "f1", (), 8.0), Unit("evaluate", "e2", (), 1.0)]
+    assert balance(units, 2) == [1, 0, 1, 0, 1, 1]  # t1 t2 t3 by turns, then the light units to rank 1
+    assert balance(units, 1) == [0] * 6
+    assert balance(units, 2) == balance(list(units), 2)  # the same in every process
+
+
+def test_a_stores_blocks_turn_over_the_processes_from_the_one_that_creates_it():
+    assert Shard(1, 2, first=1).creates and [b for b in range(5) if Shard(1, 2, first=1).owns(b)] == [0, 2, 4]
+    assert not Shard(0, 2, first=1).creates and [b for b in range(5) if Shard(0, 2, first=1).owns(b)] == [1, 3]
+    assert [b for b in range(5) if Shard(0, 2).owns(b)] == [0, 2, 4]  # the default: rank 0 first, as before
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 8])
+def test_every_unit_of_the_plan_goes_to_one_process_after_what_it_needs(tmp_path, size):
+    config = RunConfig(model="tiny-random", methods=("zero-shot", "mms", "ccs", "lora", "random"), layer=3, out=tmp_path,
+                       store_root=str(tmp_path / "stores"))
+    shifts = [Shift("easy", "hard", "extreme", "difficulty"),
+              Shift("easy", "trap", "probing", "unwanted_personas", target_reference="ref")]
+    plan = build_plan(config, shifts, DoneChecks(store_complete=lambda url: False, path_exists=lambda path: False))
+    split = Assignment.of(plan, size)
+    stores = [s for unit in split.extraction for s in unit.steps]
+    fits = [s for units in split.fits for unit in units for s in unit.steps if unit.kind in ("fit", "train")]
+    early = [s for units in split.fits for unit in units for s in unit.steps if unit.kind == "evaluate"]
+    late = [s for units in split.evaluations for unit in units for s in unit.steps]
+    assert sorted(s.url for s in stores) == sorted(s.url for s in plan.stores)  # each once
+    assert sorted(map(str, (f.path for f in fits))) == sorted(str(f.path) for f in plan.fits)
+    assert sorted(str(e.path) for e in early + late) == sorted(str(e.path) for e in plan.evaluations)
+    # an evaluation runs in the stage after its fit or training; those of the second stage need none
+    assert {e.method for e in early} == {"zero-shot"} and {e.method for e in late} == {"mms", "ccs", "lora", "random"}
+    # a process's evaluations of one test split are one unit
+    for units in split.evaluations:
+        tested = [unit.steps[0].tested_on for unit in units]
+        assert len(tested) == len(set(tested)) and all(len({s.tested_on for s in u.steps}) == 1 for u in units)
+    trainings = [sum(unit.kind == "train" for unit in units) for units in split.fits]
+    assert max(trainings) - min(trainings) <= 1  # the training sets spread over the processes
+    assert split.total == len(split.extraction) + sum(map(len, split.fits)) + sum(map(len, split.evaluations))
