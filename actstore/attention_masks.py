@@ -17,7 +17,9 @@ import torch
 from common import UserError
 from actstore.families import family_of, sliding_layers
 
-MASKED_IMPLEMENTATIONS = ("sdpa", "eager")  # take a 4D mask as given (flash attention reads only padding)
+# Take masks built from any mask function: a 4D mask (sdpa, eager) or a block mask (flex attention).
+# Flash attention reads only padding.
+MASKED_IMPLEMENTATIONS = ("sdpa", "eager", "flex_attention")
 
 
 def has_sliding_window(config) -> bool:
@@ -73,7 +75,7 @@ def _check_masked(config, what: str) -> None:
     if not takes_tree_masks(config):
         raise UserError(f"{config.model_type}: {what} under attention implementation "
                         f"{config._attn_implementation!r} cannot take masks by real position; load it with "
-                        f"attn_implementation='sdpa' or 'eager'")
+                        f"attn_implementation='sdpa', 'eager' or 'flex_attention'")
 
 
 def _per_layer_type(config, visible, positions: torch.Tensor, **shape) -> torch.Tensor | dict[str, torch.Tensor]:
