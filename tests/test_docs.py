@@ -28,7 +28,7 @@ from conftest import REPO
 DOCS = REPO / "docs"
 PAGES = sorted(path.relative_to(DOCS).as_posix() for path in DOCS.rglob("*.md"))
 OUR_PROGRAMS = ("actstore", "probes", "finetune", "genies")
-LAUNCHERS = ("torchrun", "accelerate")
+LAUNCHERS = ("torchrun", "accelerate", "srun")  # srun: shown only (a Slurm cluster)
 SHOWN_NOT_RUN_MARKER = re.compile(r"^<!-- shown, not run: (.+) -->$")
 
 # Every block a test machine cannot run, by (page, first line): each needs what the suite has not.
@@ -43,6 +43,10 @@ SHOWN_NOT_RUN = {
         "the command the example run was made with: 42 minutes on the full GENIES data",
     ("example-genies-paper-limit30/report.md", "genies run --model smollm2-135m --shifts genies --methods all --limit 30 \\"):
         "the command the example run was made with: 2 h 22 min on the full GENIES data",
+    ("several-processes.md", "torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --master_addr node-a --master_port "
+                             "29500 \\"): "two machines with GPUs and a shared file system",
+    ("several-processes.md", "srun --nodes 4 --ntasks-per-node 1 torchrun --nnodes 4 --nproc_per_node 8 --rdzv_backend "
+                             'c10d --rdzv_id "$SLURM_JOB_ID" \\'): "a Slurm cluster",
 }
 
 
@@ -215,6 +219,13 @@ def check_several_processes(where: Path, namespace: dict) -> None:
     for dataset in ("arith_easy", "arith_hard"):
         store = open_store(str(default_store_root() / "tiny-random" / dataset / "train.limit20.plain.zarr"))
         assert store.meta["complete"] and store.meta["n_sequences"] == 60, dataset
+    import json
+
+    import pandas
+
+    for run in ("two", "two-accelerate"):  # genies run in two processes, through torchrun and through accelerate
+        assert json.loads((where / "runs" / run / "run.json").read_text())["processes"] == 2, run
+        assert set(pandas.read_csv(where / "runs" / run / "results.csv")["method"]) == {"zero-shot", "mms", "lora"}, run
 
 
 def check_large_models(where: Path, namespace: dict) -> None:

@@ -131,6 +131,26 @@ def test_a_process_that_raises_stops_the_other_within_seconds_with_one_line(runs
     assert not re.search(r'File ".*/genies/', failed.stderr)  # no traceback of ours: one line
 
 
+def test_without_torchrun_the_others_stop_by_themselves(runs):
+    """Processes started as a launcher that stops no one would (srun): rank 0 stops through the run's store."""
+    where, port = runs[0], str(free_port())
+    began = time.perf_counter()
+    processes = [subprocess.Popen([sys.executable, str(REPO / "tests" / "processes_driver.py"),
+                                   *run_args(where, "raised-alone", "stores-two")], cwd=REPO, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env={**ENVIRONMENT, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+                                       "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+                                       "FAIL_AT": "1:raise:train", "SLOW_RANK": "0"}) for rank in (0, 1)]
+    errors = [process.communicate(timeout=240)[1] for process in processes]
+    assert time.perf_counter() - began < 60, errors
+    assert [process.returncode for process in processes] == [2, 2]
+    assert [line for line in errors[1].splitlines() if line.startswith("error: ")] == [
+        f"error: process rank 1 of 2 failed: RuntimeError: injected failure at train (traceback: "
+        f"{where / 'raised-alone' / 'errors' / 'rank1.txt'})"]
+    assert errors[0].splitlines() == ["error: process rank 0 of 2 stops: rank 1 failed: RuntimeError: injected failure "
+                                      f"at train (traceback: {where / 'raised-alone' / 'errors' / 'rank1.txt'})"]
+
+
 def test_units_go_to_the_least_loaded_process_costliest_first():
     units = [Unit("evaluate", "e1", (), 1.0), Unit("train", "t1", (), 60.0), Unit("train", "t2", (), 60.0),
              Unit("train", "t3", (), 60.0), Unit("fit", "f1", (), 8.0), Unit("evaluate", "e2", (), 1.0)]
