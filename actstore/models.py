@@ -244,7 +244,10 @@ def _build_tiny(spec: ModelSpec) -> "LoadedModel":
     return loaded
 
 
-def tiny_random_llama(seed: int = 0, n_layers: int = 4, hidden_size: int = 64, n_heads: int = 4) -> LoadedModel:
+TINY_RANDOM_BLOCKS = 4
+
+
+def tiny_random_llama(seed: int = 0, n_layers: int = TINY_RANDOM_BLOCKS, hidden_size: int = 64, n_heads: int = 4) -> LoadedModel:
     """A tiny randomly initialised LlamaForCausalLM with a byte-level tokenizer, built offline."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -593,7 +596,7 @@ def model_n_blocks(name: str) -> int | None:
 
     aliases = model_aliases()
     if _is_builtin(name, aliases):
-        return tiny_random_llama.__defaults__[1]
+        return TINY_RANDOM_BLOCKS
     if name in aliases:
         source, kwargs = default_model_cache() / name, {}
         if not (source / "config.json").is_file():
