@@ -3,7 +3,8 @@
 One (best, other) pair per training example (seeded), loss -log sigmoid(r_best - r_other),
 AdamW with a constant learning rate and gradient clipping at 0.3 (the reference's settings).
 accelerate places the model and, under ``accelerate launch``, shards batches over processes;
-``--batch-size`` is pairs per process. The frozen base model is loaded in the training precision
+``--batch-size`` is pairs per process (``split_steps``: pairs per step, split over the processes, as
+`genies run` trains one set together; finetune.step_share). The frozen base model is loaded in the training precision
 (bfloat16 under bf16 autocast), placed by the same ``ModelSpec`` as extraction (one device, a
 placement over several, or quantized: 4-bit base + LoRA is QLoRA); adapters and head train in
 float32. Gradient checkpointing: see finetune.memory.
@@ -64,6 +65,10 @@ class TrainConfig(QuantizedPlacement):
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     n_virtual_tokens: int = 10
+    # Under a launch of several processes: each step's ``batch_size`` pairs split over the processes (DDP), the
+    # steps of one process (finetune.step_share; `genies run` training one set together), instead of
+    # ``batch_size`` pairs per process.
+    split_steps: bool = False
 
     def __post_init__(self):
         check_method(self.method)
@@ -174,7 +179,8 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, loaded=Non
     loaded = loaded or spec.load()
     check_adapter_placement(loaded)
     encoded, pairs = _training_pairs(config, loaded, split.examples[: config.limit] if config.limit else split.examples)
-    steps = config.steps or default_steps(len(pairs), config.batch_size * accelerator.num_processes)
+    per_step = config.batch_size * (1 if config.split_steps else accelerator.num_processes)
+    steps = config.steps or default_steps(len(pairs), per_step)
     run = _prepare_training(config, accelerator, loaded, pairs)
     loop_started = time.perf_counter()
     with compute_threads(None):
@@ -254,6 +260,7 @@ def _prepare_training(config: TrainConfig, accelerator, loaded, pairs) -> _Train
 
     from finetune.pairs import PairCollator
     from finetune.reward_model import new_reward_model
+    from finetune.step_share import SplitCollator
 
     spec = loaded.spec
     checkpointing = wants_checkpointing(config.gradient_checkpointing, loaded.model)
@@ -261,18 +268,18 @@ def _prepare_training(config: TrainConfig, accelerator, loaded, pairs) -> _Train
     reward_model = new_reward_model(base, config.settings, seed=config.seed)
     trainable = [p for p in reward_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.resolved_learning_rate, weight_decay=0.0)
-    loader = DataLoader(
-        pairs,
-        batch_size=config.batch_size,
-        shuffle=True,
-        collate_fn=PairCollator(loaded.tokenizer.pad_token_id, config.max_tokens),
-        generator=torch.Generator().manual_seed(config.seed),
-    )
+    collator = PairCollator(loaded.tokenizer.pad_token_id, config.max_tokens)
+    split = config.split_steps and accelerator.num_processes > 1
+    if split:  # every process draws one process's steps and collates its share of each
+        collator = SplitCollator(collator, accelerator.process_index, accelerator.num_processes)
+    loader = DataLoader(pairs, batch_size=config.batch_size, shuffle=True, collate_fn=collator,
+                        generator=torch.Generator().manual_seed(config.seed))
     # accelerate moves the model only where the spec put it on accelerate's own device; a placed,
     # quantized or elsewhere-placed base stays put, and batches go to where its embeddings run.
     moved = spec.quantization == "none" and spec.device_map == str(accelerator.device)
     return _Training(reward_model, accelerator.prepare_model(reward_model, device_placement=moved),
-                     accelerator.prepare_optimizer(optimizer), accelerator.prepare_data_loader(loader, device_placement=False),
+                     accelerator.prepare_optimizer(optimizer),
+                     loader if split else accelerator.prepare_data_loader(loader, device_placement=False),
                      trainable, checkpointing)
 
 
@@ -281,25 +288,25 @@ def _optimize(run: _Training, accelerator, config: TrainConfig, steps: int, inpu
     from tqdm.auto import tqdm
 
     from finetune.reward_model import pair_loss
+    from finetune.step_share import StepShare
 
     losses: list[float] = []
     run.model.train()
     bar = tqdm(total=steps, desc=f"{config.method} {config.dataset}", disable=not progress)
     while len(losses) < steps:
-        for passes in run.loader:
-            n_pairs = sum(len(batch["group"]) // 2 for batch in passes)
+        for step in run.loader:
+            step = step if isinstance(step, StepShare) else StepShare.alone(step)
             loss = 0.0
-            for index, batch in enumerate(passes):  # the step's mean loss, each pass weighted by its share of pairs
-                share = len(batch["group"]) // 2 / n_pairs
+            for index, (batch, weight) in enumerate(zip(step.passes, step.weights)):  # the step's mean loss
                 # Only the last pass synchronizes gradients across processes, whose pass counts may differ.
-                with accelerator.no_sync(run.model) if index < len(passes) - 1 else nullcontext():
+                with accelerator.no_sync(run.model) if index < len(step.passes) - 1 else nullcontext():
                     part = pair_loss(run.model(**{name: tensor.to(input_device) for name, tensor in batch.items()}))
-                    accelerator.backward(part * share)
-                loss += part.detach() * share
+                    accelerator.backward(part * (weight * step.gradient_scale))
+                loss += part.detach() * weight
             accelerator.clip_grad_norm_(run.trainable, config.max_grad_norm)
             run.optimizer.step()
             run.optimizer.zero_grad(set_to_none=True)
-            losses.append(float(accelerator.reduce(loss, reduction="mean")))
+            losses.append(float(accelerator.reduce(loss, reduction=step.loss_reduction)))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             if len(losses) == steps:

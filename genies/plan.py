@@ -32,6 +32,7 @@ from common.settings import check_choices, setting
 from actstore.views import PromptFormat
 from distributions.data import DATA_DIR_HELP
 from genies.generalization import UNTRAINED, ZERO_SHOT
+from genies.train_layout import TRAIN_LAYOUT_HELP, TrainLayout
 from manifests import Shift
 from registry import Kind
 
@@ -112,6 +113,7 @@ class RunConfig(Placement):
     compute_dtype: ComputeDtype = setting("auto", COMPUTE_DTYPE_HELP + " For extraction and the live methods. With auto, "
                                           "stores are reused whatever dtype made them (e.g. on a GPU); a named dtype "
                                           "reuses only stores computed in it.")
+    train_layout: TrainLayout = setting("auto", TRAIN_LAYOUT_HELP)
 
     def __post_init__(self):
         check_choices(self)

@@ -9,9 +9,10 @@ own device (``cuda:LOCAL_RANK``, or the CPU) and the plan's work runs in three s
    first block; a store's blocks are turned over the ranks from there (``actstore.sharding.Shard.first``),
    so a store of one block is one rank's and a large store is everyone's (its other blocks are computed
    after a barrier, once every store exists);
-2. the probe fits (one unit per training set, whose layer sweep they share), the live training sets (one
-   unit each: one training set per process) and the evaluations that need no fit (zero-shot, random,
-   few-shot);
+2. the live training sets that all processes train together (DDP, genies/train_layout.py: fewer sets than
+   processes, or ``--train-layout ddp``), one after another in every process, then the probe fits (one unit per
+   training set, whose layer sweep they share), the other live training sets (one unit each: one training set
+   per process) and the evaluations that need no fit (zero-shot, random, few-shot);
 3. the evaluations of the fitted and trained methods.
 
 In stages 2 and 3 the units go to the ranks by a deterministic cost-balanced split (the costliest first, each
@@ -49,6 +50,7 @@ from genies.evaluations import store_is_complete
 from genies.plan import EvalStep, Plan, StoreStep
 from genies.report import SWEEPS_DIR
 from genies.runner import MIXED_DATA_DIR, PreparedRun, RunSummary, Work, finish_run, prepare_run
+from genies.train_layout import LayoutChoice, accelerate_as, choose_layout
 from registry import Kind
 
 Log = Callable[[str], None]
@@ -151,24 +153,33 @@ class Assignment:
     extraction: list[Unit]  # creator of group i: rank i % size
     fits: list[list[Unit]]  # per rank
     evaluations: list[list[Unit]]  # per rank
+    together: list[Unit] = field(default_factory=list)  # live training sets every rank trains at once (DDP)
+    layout: LayoutChoice | None = None
 
     @classmethod
     def of(cls, plan: Plan, size: int) -> "Assignment":
         fit_units, eval_units = fit_stage_units(plan), evaluation_stage_units(plan)
+        trains = [unit for unit in fit_units if unit.kind == "train"]
+        layout = choose_layout(plan.config.train_layout, len(trains), size, placed=plan.config.model_spec().placed)
+        together = trains[len(trains) - layout.together:] if layout.together else []
+        fit_units = [unit for unit in fit_units if not any(unit is t for t in together)]
         fit_ranks, eval_ranks = balance(fit_units, size), balance(eval_units, size)
         return cls(extraction_groups(plan), [units_of(fit_units, fit_ranks, r) for r in range(size)],
-                   [units_of(eval_units, eval_ranks, r) for r in range(size)])
+                   [units_of(eval_units, eval_ranks, r) for r in range(size)],
+                   [replace(unit, label=f"{unit.label} with all {size} processes (DDP)") for unit in together], layout)
 
     @property
     def total(self) -> int:
-        return len(self.extraction) + sum(map(len, self.fits)) + sum(map(len, self.evaluations))
+        return (len(self.extraction) + len(self.together) + sum(map(len, self.fits))
+                + sum(map(len, self.evaluations)))
 
     def describe(self, rank: int, size: int) -> str:
         """What ``rank`` does: its extractions (it creates the stores), training sets, probe fits, evaluations."""
         created = sum(1 for i in range(len(self.extraction)) if i % size == rank)
         kinds = [unit.kind for unit in self.fits[rank] + self.evaluations[rank]]
-        return (f"{created} extraction(s), {kinds.count('train')} training set(s), {kinds.count('fit')} probe fit "
-                f"unit(s), {kinds.count('evaluate')} evaluation unit(s)")
+        together = f" (+{len(self.together)} with all processes)" if self.together else ""
+        return (f"{created} extraction(s), {kinds.count('train')} training set(s){together}, {kinds.count('fit')} "
+                f"probe fit unit(s), {kinds.count('evaluate')} evaluation unit(s)")
 
 
 class _Stopped(BaseException):
@@ -321,27 +332,6 @@ def _variable(name: str, default: int) -> int:
         raise UserError(f"environment variable {name}={os.environ[name]!r} is not an integer") from None
 
 
-def _accelerate_alone(device: str) -> None:
-    """accelerate (finetune's training loop) sees this process alone, on ``device``: each process trains its own
-    training sets, where under a launcher accelerate would otherwise spread one set over every process (DDP)."""
-    from accelerate.state import PartialState
-
-    hidden = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE",
-              "MV2_COMM_WORLD_SIZE")
-    saved = {name: os.environ.pop(name) for name in hidden if name in os.environ}
-    had = os.environ.get("ACCELERATE_TORCH_DEVICE")
-    os.environ["ACCELERATE_TORCH_DEVICE"] = device
-    try:
-        PartialState._reset_state()
-        PartialState(cpu=device == "cpu")
-    finally:
-        os.environ.update(saved)
-        if had is None:
-            os.environ.pop("ACCELERATE_TORCH_DEVICE", None)
-        else:
-            os.environ["ACCELERATE_TORCH_DEVICE"] = had
-
-
 @dataclass
 class _Share:
     """What one process reports at the end."""
@@ -407,16 +397,16 @@ def _run(config, link: Link, command: str | None, log: Log, say: Log) -> RunSumm
     device = default_device()
     cpu = not device.startswith("cuda")
     threads = config.threads or (max(1, process_threads() // link.local_size) if cpu else None)
-    if any(unit.kind == "train" for unit in assignment.fits[rank]):
-        _accelerate_alone(device)
     if rank == 0:
         log(f"{size} processes share the work: the stores by (dataset, split) and their blocks, then the fits, "
             "training sets and evaluations by a cost-balanced split; each line below names its process")
+        if assignment.layout.per_process + assignment.layout.together:
+            log(assignment.layout.line(size))
     with compute_threads(threads) as threads:
         say(f"pid {os.getpid()} on {socket.gethostname()}, {device}, {threads} thread(s): "
             f"{assignment.describe(rank, size)}")
         link.watch(assignment.total, log)
-        share, seconds = _work(plan, assignment, link, say)
+        share, seconds = _work(plan, assignment, link, say, device)
     shares = link.gather(share)
     link.stop_watching()
     if rank == 0 and link.printed < assignment.total:
@@ -424,14 +414,16 @@ def _run(config, link: Link, command: str | None, log: Log, say: Log) -> RunSumm
     if rank != 0:
         say(f"finished {share.units} unit(s) in {share.busy_s:.1f}s of work; rank 0 writes the results")
         return None
+    trained = assignment.layout.per_process + assignment.layout.together
     work = Work(stores=len(plan.stores_to_extract), fits=len(plan.fits_to_run),
                 evaluations=len(plan.evaluations_to_run), model_loads=sum(s.model_loads for s in shares),
                 seconds=seconds, chosen_layers=[c for s in shares for c in s.chosen_layers],
-                n_layers=next((s.n_layers for s in shares if s.n_layers), None), processes=size)
+                n_layers=next((s.n_layers for s in shares if s.n_layers), None), processes=size,
+                train_layout=assignment.layout.record() if trained else None)
     return finish_run(prepared, work, log)
 
 
-def _work(plan: Plan, assignment: Assignment, link: Link, say: Log) -> tuple[_Share, dict[str, float]]:
+def _work(plan: Plan, assignment: Assignment, link: Link, say: Log, device: str) -> tuple[_Share, dict[str, float]]:
     """The three stages, each ended by a barrier; this process's share of the run, and each stage's wall time."""
     config, out, rank, size = plan.config, Path(plan.config.out), link.rank, link.size
     model = ModelOnDemand(config.model_spec(), log=say)
@@ -439,11 +431,16 @@ def _work(plan: Plan, assignment: Assignment, link: Link, say: Log) -> tuple[_Sh
     fits = {(f.method, f.training): f.path for f in plan.fits}
     unit_log = _unit_log(say)
 
-    def do(unit: Unit, action: Callable[[], object], *, counted: bool = True) -> object:
+    def do(unit: Unit, action: Callable[[], object], *, counted: bool = True, together: bool = False) -> object:
         began = time.perf_counter()
         try:
             result = action()
         except Exception as err:
+            if together:  # an all-reduce broken by another process's failure: that failure is the news
+                time.sleep(2 * POLL_S)
+                link.reason = link.reason or link.failure()
+                if link.reason:
+                    raise _Stopped() from None
             message = _describe(err, out, rank)
             link.fail(f"rank {rank} failed: {message}")
             raise UserError(f"process rank {rank} of {size} failed: {message}") from None
@@ -483,10 +480,19 @@ def _work(plan: Plan, assignment: Assignment, link: Link, say: Log) -> tuple[_Sh
                         unit_log(line)
                     say(f"done its blocks of {unit.label.removeprefix('extract ')}")
 
+    def train_together() -> None:  # every rank, the same sets in the same order; rank 0 says and counts them
+        quiet: Log = lambda line: None
+        for unit in assignment.together:
+            accelerate_as(device, together=True)
+            do(unit, lambda: steps.train_live(config, list(unit.steps), out / MIXED_DATA_DIR, model,
+                                              unit_log if rank == 0 else quiet, together=True),
+               counted=rank == 0, together=True)
+
     def run(units: list[Unit]) -> None:
         for unit in units:
             steps_ = list(unit.steps)
             if unit.kind == "train":
+                accelerate_as(device, together=False)
                 do(unit, lambda: steps.train_live(config, steps_, out / MIXED_DATA_DIR, model, unit_log))
             elif unit.kind == "fit":
                 do(unit, lambda: share.chosen_layers.extend(steps.fit_probes(config, steps_, out / SWEEPS_DIR,
@@ -496,8 +502,8 @@ def _work(plan: Plan, assignment: Assignment, link: Link, say: Log) -> tuple[_Sh
 
     if assignment.extraction:
         stage("extraction", extraction)
-    if any(assignment.fits):
-        stage("fits and training", lambda: run(assignment.fits[rank]))
+    if any(assignment.fits) or assignment.together:
+        stage("fits and training", lambda: (train_together(), run(assignment.fits[rank])))
     if any(assignment.evaluations):
         stage("evaluation", lambda: run(assignment.evaluations[rank]))
     share.model_loads = model.load_count

@@ -188,12 +188,14 @@ class Work:
     chosen_layers: list[ChosenLayer] = field(default_factory=list)
     n_layers: int | None = None  # the model's blocks, when this run loaded it
     processes: int = 1  # the processes that shared the work (genies/processes.py)
+    train_layout: dict | None = None  # how they shared the live training sets (genies/train_layout.py)
 
     def record(self) -> dict:
         return {"stores_extracted": self.stores, "fits_run": self.fits, "evaluations_run": self.evaluations,
                 "model_loads": self.model_loads, "phase_seconds": {k: round(v, 1) for k, v in self.seconds.items()},
                 "chosen_layers": [vars(c) for c in self.chosen_layers],
-                **({"processes": self.processes} if self.processes > 1 else {})}
+                **({"processes": self.processes} if self.processes > 1 else {}),
+                **({"train_layout": self.train_layout} if self.train_layout else {})}
 
 
 def _execute(plan: Plan, out: Path, log: Callable[[str], None], progress: bool) -> Work:

@@ -219,8 +219,11 @@ def write_sweep_csv(rows: list[SweepRow], path: Path) -> Path:
     return write_csv(kept + rows, path)
 
 
-def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, model: ModelOnDemand, log: Log) -> None:
-    """LoRA / prompt-tuning reward models via finetune, on the run's model (each adapter is taken out again)."""
+def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, model: ModelOnDemand, log: Log, *,
+               together: bool = False) -> None:
+    """LoRA / prompt-tuning reward models via finetune, on the run's model (each adapter is taken out again).
+    ``together``: every process of the launch trains each set at once, each step's pairs split over them (DDP:
+    genies/train_layout.py); rank 0 saves it."""
     from finetune.train import TrainConfig, train_reward_model
 
     for index, step in enumerate(steps, start=1):
@@ -230,7 +233,8 @@ def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, mo
                                                 data_dir=data_dir, out=str(step.path), limit=limit, seed=config.seed,
                                                 prompt_format=config.prompt_format,
                                                 precision=config.training_precision,
-                                                steps=config.train_steps, max_tokens=config.train_max_tokens),
+                                                steps=config.train_steps, max_tokens=config.train_max_tokens,
+                                                split_steps=together),
                                     progress=False, loaded=model.get(), seal={"data": step.data})
         log(f"    {result.steps} steps, loss {result.mean_loss('first'):.3f} -> {result.mean_loss('last'):.3f}, "
             f"{result.total_seconds:.0f}s")
