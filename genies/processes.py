@@ -382,6 +382,7 @@ def _run(config, link: Link, command: str | None, log: Log, say: Log) -> RunSumm
     prepared: PreparedRun | None = None
     if rank == 0:
         try:
+            choose_layout(config.train_layout, 0, size, placed=config.model_spec().placed)  # before run.json
             prepared = prepare_run(config, command, log)
         except BaseException as err:
             link.share(("refused", _describe(err)))

@@ -25,7 +25,7 @@ from actstore.store import ActivationStore
 
 
 def fail(how: str, where: str) -> None:
-    print(f"failing at {where} ({how})", file=sys.stderr, flush=True)
+    print(f"failing at {where} ({how}) at {time.time():.3f}", file=sys.stderr, flush=True)
     if how == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     raise RuntimeError(f"injected failure at {where}")

@@ -94,6 +94,10 @@ def test_two_processes_write_the_results_of_one(runs):
     total = int(re.search(r"\((\d+)/(\d+) units of the run\)", output).group(2))
     assert f"overall: {total}/{total} units done" in output or f"({total}/{total} units of the run)" in output
     assert output.count("wrote ") == 1 and "report: " in output  # rank 0 alone writes and reports
+    # as many lora training sets as processes, twice: one per process (--train-layout auto), said once
+    assert output.count("training sets: ") == 1
+    assert "training sets: 4 one per process: 4 sets on 2 processes, 2 each (--train-layout auto)" in output
+    assert info["train_layout"] == {"layout": "auto", "per_process": 4, "ddp": 0}
 
 
 def test_a_killed_process_resumes_with_the_same_launch_or_with_one_process(runs):
@@ -174,7 +178,8 @@ def test_every_unit_of_the_plan_goes_to_one_process_after_what_it_needs(tmp_path
     plan = build_plan(config, shifts, DoneChecks(store_complete=lambda url: False, path_exists=lambda path: False))
     split = Assignment.of(plan, size)
     stores = [s for unit in split.extraction for s in unit.steps]
-    fits = [s for units in split.fits for unit in units for s in unit.steps if unit.kind in ("fit", "train")]
+    fits = [s for units in [*split.fits, split.together] for unit in units for s in unit.steps
+            if unit.kind in ("fit", "train")]
     early = [s for units in split.fits for unit in units for s in unit.steps if unit.kind == "evaluate"]
     late = [s for units in split.evaluations for unit in units for s in unit.steps]
     assert sorted(s.url for s in stores) == sorted(s.url for s in plan.stores)  # each once
@@ -188,4 +193,7 @@ def test_every_unit_of_the_plan_goes_to_one_process_after_what_it_needs(tmp_path
         assert len(tested) == len(set(tested)) and all(len({s.tested_on for s in u.steps}) == 1 for u in units)
     trainings = [sum(unit.kind == "train" for unit in units) for units in split.fits]
     assert max(trainings) - min(trainings) <= 1  # the training sets spread over the processes
-    assert split.total == len(split.extraction) + sum(map(len, split.fits)) + sum(map(len, split.evaluations))
+    n_sets = sum(trainings) + len(split.together)  # fewer sets than processes (8): all together (DDP)
+    assert len(split.together) == (n_sets if n_sets < size else n_sets % size)
+    assert split.total == (len(split.extraction) + len(split.together) + sum(map(len, split.fits))
+                           + sum(map(len, split.evaluations)))
