@@ -77,6 +77,8 @@ def test_one_set_in_two_processes_trains_as_in_one(where):
     assert re.search(r"^\[rank 0\] done train lora on arith_easy with all 2 processes \(DDP\) in ", output, re.M)
     assert json.loads((where / "ddp" / "run.json").read_text())["train_layout"] == {"layout": "ddp", "per_process": 0,
                                                                                   "ddp": 2}
+    for record in (where / "ddp").glob("fits/*/*/finetune.json"):  # accelerate saw both processes: DDP
+        assert json.loads(record.read_text())["result"]["n_processes"] == 2, record
     together, alone = fits(where / "ddp"), fits(where / "one")
     assert sorted(together) == ["fits/lora/arith_easy", "fits/prompt-tuning/arith_easy"]
     for name, (losses, weights) in together.items():
