@@ -154,7 +154,7 @@ class Assignment:
     fits: list[list[Unit]]  # per rank
     evaluations: list[list[Unit]]  # per rank
     together: list[Unit] = field(default_factory=list)  # live training sets every rank trains at once (DDP)
-    layout: LayoutChoice | None = None
+    layout: LayoutChoice = field(default_factory=lambda: LayoutChoice("auto", 0, 0, "no live training sets"))
 
     @classmethod
     def of(cls, plan: Plan, size: int) -> "Assignment":
