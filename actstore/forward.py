@@ -12,8 +12,9 @@ from actstore.capture import DecoderParts, LastTokenCapture, StopForward
 from actstore.logits import ModelLogits
 from actstore.stage_clock import StageClock
 
-# Rows of LM-head logits computed at once: bounds the (rows, vocab) float32 block to ~16 MB (~85 rows of a 49k vocabulary: still a good matmul).
-LOGIT_ELEMENTS_PER_CHUNK = 1 << 22
+# Rows of LM-head logits computed at once: bounds the (rows, vocab) float32 block to 64 MB (341 rows of a
+# 49k vocabulary, 64 of a 262k one). Every chunk reads the whole head: fewer, larger chunks read it fewer times.
+LOGIT_ELEMENTS_PER_CHUNK = 1 << 24
 
 
 @dataclass(frozen=True)

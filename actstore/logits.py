@@ -11,7 +11,7 @@ head by the same head in float32.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -21,7 +21,9 @@ class Float32Head(torch.nn.Module):
 
     Logits are tens of nats and a log-likelihood is their small differences: rounded to bfloat16's 8
     bits, each logit moves by up to ~0.1 nat, which summed over a response moved log-likelihoods by
-    up to a nat on the bundled model. The final hidden state stays in the model's dtype.
+    up to a nat on the bundled model. The final hidden state stays in the model's dtype. Where both
+    operands are bfloat16 values (a bfloat16 model on the CPU), the float32 product runs on the
+    CPU's bfloat16 units with float32 accumulation: the same logits, many times faster.
     """
 
     def __init__(self, lm_head: torch.nn.Module):
@@ -29,6 +31,7 @@ class Float32Head(torch.nn.Module):
         weight, bias = _materialized(lm_head, "weight"), _materialized(lm_head, "bias")
         self.weight = weight.detach().float()  # the same tensor when the model is float32
         self.bias = None if bias is None else bias.detach().float()
+        self.weight_in_bfloat16 = _exactly_bfloat16(self.weight)
 
     @property
     def vocab_size(self) -> int:
@@ -38,7 +41,34 @@ class Float32Head(torch.nn.Module):
         if self.weight.device != hidden.device:  # a head placed on another device than the final hidden state
             self.weight = self.weight.to(hidden.device)
             self.bias = None if self.bias is None else self.bias.to(hidden.device)
-        return torch.nn.functional.linear(hidden.float(), self.weight, self.bias)
+        hidden = hidden.float()
+        exact = self.weight_in_bfloat16 and hidden.device.type == "cpu" and _exactly_bfloat16(hidden)
+        with _bfloat16_arithmetic() if exact else nullcontext():
+            logits = torch.nn.functional.linear(hidden, self.weight)
+        return logits if self.bias is None else logits + self.bias
+
+
+def _exactly_bfloat16(tensor: torch.Tensor) -> bool:
+    return bool(torch.equal(tensor, tensor.bfloat16().float()))
+
+
+@contextmanager
+def _bfloat16_arithmetic():
+    """oneDNN computes float32 matrix products from bfloat16 operands, accumulating in float32.
+
+    Only entered when both operands hold bfloat16 values exactly (a bfloat16 model's weights and
+    final hidden state): converting them loses nothing, every product of two bfloat16 numbers is
+    exact in float32, and the sums accumulate in float32, so the logits are float32 logits as
+    ``ieee`` mode computes them (up to summation order), on the CPU's bfloat16 units (AMX, AVX512-BF16)
+    at many times the speed.
+    """
+    settings = torch.backends.mkldnn.matmul
+    saved = settings.fp32_precision
+    settings.fp32_precision = "bf16"
+    try:
+        yield
+    finally:
+        settings.fp32_precision = saved
 
 
 class ModelLogits:

@@ -51,3 +51,33 @@ def test_loglik_head_runs_in_float32_for_a_bfloat16_model():
     torch.testing.assert_close(got, exact, rtol=0, atol=1e-3)
     in_bfloat16 = torch.log_softmax(lm_head(hidden).float(), dim=1)[torch.arange(20), targets].double()
     assert (in_bfloat16 - exact).abs().max() > 0.01  # what the float32 head avoids
+
+
+def test_loglik_head_uses_bfloat16_units_only_for_exact_bfloat16_operands(monkeypatch):
+    """bfloat16 weights and hidden states: float32 logits from the bfloat16 units, within float32
+    rounding of float64; anything else (a float32 model) takes the plain float32 product, bitwise."""
+    import actstore.logits as logits_module
+
+    entered = []
+    real = logits_module._bfloat16_arithmetic
+    monkeypatch.setattr(logits_module, "_bfloat16_arithmetic", lambda: entered.append(1) or real())
+    torch.manual_seed(0)
+    lm_head = torch.nn.Linear(576, 4000, bias=False).to(torch.bfloat16)
+    with torch.no_grad():
+        lm_head.weight.mul_(40.0)
+    hidden = torch.randn(64, 576).to(torch.bfloat16)
+    exact = hidden.double() @ lm_head.weight.double().T
+    got = logits_module.Float32Head(lm_head)(hidden)
+    assert entered and got.dtype == torch.float32
+    assert torch.backends.mkldnn.matmul.fp32_precision != "bf16"  # restored
+    torch.testing.assert_close(got.double(), exact, rtol=1e-6, atol=1e-4)
+
+    entered.clear()
+    float_head = torch.nn.Linear(576, 4000, bias=True)
+    float_hidden = torch.randn(64, 576)
+    got = logits_module.Float32Head(float_head)(float_hidden)
+    assert not entered
+    assert torch.equal(got, torch.nn.functional.linear(float_hidden, float_head.weight) + float_head.bias)
+    bfloat16_rows = float_hidden.bfloat16()  # bfloat16 hidden states, float32 weights: not exact either
+    logits_module.Float32Head(float_head)(bfloat16_rows)
+    assert not entered
