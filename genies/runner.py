@@ -78,7 +78,8 @@ def run_benchmark(config: RunConfig, *, command: str | None = None, log: Callabl
         return run_in_processes(config, command=command, log=log)
     run = prepare_run(config, command, log)
     with compute_threads(config.threads) as threads:
-        log(f"torch computes with {threads} thread(s) (--threads)")
+        how = "--threads" if config.threads else "the cores free when the run started; set with --threads"
+        log(f"torch computes with {threads} thread(s) ({how})")
         work = _execute(run.plan, run.out, log, sys.stderr.isatty() if progress is None else progress)
     return finish_run(run, work, log)
 
