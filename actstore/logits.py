@@ -42,7 +42,8 @@ class Float32Head(torch.nn.Module):
             self.weight = self.weight.to(hidden.device)
             self.bias = None if self.bias is None else self.bias.to(hidden.device)
         hidden = hidden.float()
-        exact = self.weight_in_bfloat16 and hidden.device.type == "cpu" and _exactly_bfloat16(hidden)
+        exact = (self.weight_in_bfloat16 and hidden.device.type == "cpu" and _has_bfloat16_arithmetic()
+                 and _exactly_bfloat16(hidden))
         with _bfloat16_arithmetic() if exact else nullcontext():
             logits = torch.nn.functional.linear(hidden, self.weight)
         return logits if self.bias is None else logits + self.bias
@@ -50,6 +51,12 @@ class Float32Head(torch.nn.Module):
 
 def _exactly_bfloat16(tensor: torch.Tensor) -> bool:
     return bool(torch.equal(tensor, tensor.bfloat16().float()))
+
+
+def _has_bfloat16_arithmetic() -> bool:
+    """torch >= 2.9 with oneDNN (the setting did not exist before)."""
+    matmul = getattr(torch.backends.mkldnn, "matmul", None)
+    return torch.backends.mkldnn.is_available() and hasattr(matmul, "fp32_precision")
 
 
 @contextmanager

@@ -261,9 +261,15 @@ def setting_warnings(runs: Sequence[ComparedRun]) -> list[str]:
 
 
 def degenerate_lines(runs: Sequence[ComparedRun]) -> list[str]:
-    """Per run, its rows whose fit or scores are degenerate (their numbers sit at chance by construction)."""
-    return [f"{run.label}: {r.method} on {r.source} -> {r.target} ({r.degenerate})"
-            for run in runs for r in run.rows if r.degenerate]
+    """Per run, its degenerate fits (their numbers sit at chance by construction), one line per fit with
+    every target it was evaluated on."""
+    targets: dict[tuple[str, str, str, str], list[str]] = {}
+    for run in runs:
+        for r in run.rows:
+            if r.degenerate:
+                targets.setdefault((run.label, r.method, r.source, r.degenerate), []).append(r.target)
+    return [f"{label}: {method} on {source} -> {', '.join(found)} ({why})"
+            for (label, method, source, why), found in targets.items()]
 
 
 def compute_dtypes(run: ComparedRun) -> list[str]:

@@ -112,3 +112,16 @@ def test_compare_refuses_an_out_that_is_a_run_or_another_directory(tmp_path):
     assert (tmp_path / "keep" / "notes.txt").read_text() == "mine"
     one = CliRunner().invoke(genies, ["compare", str(a)])
     assert one.exit_code == 2 and "two or more run directories" in one.output
+
+
+def test_a_degenerate_fit_is_one_line_with_every_target_it_was_evaluated_on():
+    from types import SimpleNamespace as Row
+
+    from genies.compare import degenerate_lines
+
+    why = "constant scores"
+    rows = [Row(method="lat", source="s", target=t, degenerate=why) for t in ("t1", "t2")]
+    rows += [Row(method="mms", source="s", target="t1", degenerate=""), Row(method="lat", source="u", target="t3",
+                                                                           degenerate=why)]
+    assert degenerate_lines([Row(label="m", rows=rows)]) == [f"m: lat on s -> t1, t2 ({why})",
+                                                             f"m: lat on u -> t3 ({why})"]
