@@ -81,3 +81,19 @@ def test_loglik_head_uses_bfloat16_units_only_for_exact_bfloat16_operands(monkey
     bfloat16_rows = float_hidden.bfloat16()  # bfloat16 hidden states, float32 weights: not exact either
     logits_module.Float32Head(float_head)(bfloat16_rows)
     assert not entered
+
+
+def test_loglik_head_takes_the_plain_product_where_torch_has_no_bfloat16_setting(monkeypatch):
+    """torch before 2.9 (no mkldnn.matmul.fp32_precision) or without oneDNN: bfloat16 operands take the
+    plain float32 product, bitwise, instead of failing on the missing setting."""
+    import actstore.logits as logits_module
+
+    entered = []
+    monkeypatch.setattr(logits_module, "_bfloat16_arithmetic", lambda: entered.append(1))
+    monkeypatch.setattr(torch.backends.mkldnn, "matmul", object(), raising=False)
+    torch.manual_seed(0)
+    lm_head = torch.nn.Linear(64, 300, bias=False).to(torch.bfloat16)
+    hidden = torch.randn(8, 64).to(torch.bfloat16)
+    got = logits_module.Float32Head(lm_head)(hidden)
+    assert not entered
+    assert torch.equal(got, torch.nn.functional.linear(hidden.float(), lm_head.weight.float()))
