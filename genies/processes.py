@@ -56,7 +56,7 @@ from registry import Kind
 Log = Callable[[str], None]
 
 # Relative costs of the units for the split (a live training set is the costliest unit by far: 42 of them took
-# 78 of the 142 minutes of the limit-30 paper run, docs/example-genies-paper-limit30).
+# 25 of the 45 minutes of the limit-30 paper run, docs/example-genies-paper-limit30).
 COSTS = {"train": 60.0, "live evaluation": 10.0, "probe fit": 4.0, "evaluation": 1.0}
 BARRIER_TIMEOUT = timedelta(hours=72)  # the longest one process may work on a stage while the others wait
 JOIN_TIMEOUT = timedelta(minutes=30)

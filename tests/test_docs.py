@@ -42,7 +42,7 @@ SHOWN_NOT_RUN = {
     ("example-genies-limit100/report.md", "genies run --model smollm2-135m --shifts genies --limit 100 \\"):
         "the command the example run was made with: 42 minutes on the full GENIES data",
     ("example-genies-paper-limit30/report.md", "genies run --model smollm2-135m --shifts genies --methods all --limit 30 \\"):
-        "the command the example run was made with: 2 h 22 min on the full GENIES data",
+        "the command this run was made with: 45 minutes on the full GENIES data",
     ("several-processes.md", "torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --master_addr node-a --master_port "
                              "29500 \\"): "two machines with GPUs and a shared file system",
     ("several-processes.md", "srun --nodes 4 --ntasks-per-node 1 torchrun --nnodes 4 --nproc_per_node 8 --rdzv_backend "

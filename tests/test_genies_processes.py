@@ -118,12 +118,10 @@ def test_a_killed_process_resumes_with_the_same_launch_or_with_one_process(runs)
 
 def test_a_process_that_raises_stops_the_other_within_seconds_with_one_line(runs):
     where = runs[0]
-    began = time.perf_counter()
     # rank 0's fits, trainings and evaluations each take 5 minutes; rank 1 raises at its first training set
     failed = two_processes(run_args(where, "raised", "stores-two"), driver=True, FAIL_AT="1:raise:train", SLOW_RANK="0")
-    took = time.perf_counter() - began
     assert failed.returncode != 0
-    assert took < 60, (took, failed.stderr[-3000:])
+    assert time.time() - failed_at("train", failed.stderr) < 60, failed.stderr[-3000:]
     ours = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
     failure = [line for line in ours if line.startswith("error: process rank 1 of 2 failed")]
     assert len(failure) == 1, failed.stderr[-3000:]
@@ -135,18 +133,23 @@ def test_a_process_that_raises_stops_the_other_within_seconds_with_one_line(runs
     assert not re.search(r'File ".*/genies/', failed.stderr)  # no traceback of ours: one line
 
 
+def failed_at(where: str, stderr: str) -> float:
+    """When the driver's injected failure happened (its own line on stderr): the others' stop is timed from
+    there, not from the launch, so that a loaded machine's slow start does not count."""
+    return float(re.search(rf"^failing at {where} \(raise\) at ([\d.]+)$", stderr, re.M).group(1))
+
+
 def test_without_torchrun_the_others_stop_by_themselves(runs):
     """Processes started as a launcher that stops no one would (srun): rank 0 stops through the run's store."""
     where, port = runs[0], str(free_port())
-    began = time.perf_counter()
     processes = [subprocess.Popen([sys.executable, str(REPO / "tests" / "processes_driver.py"),
                                    *run_args(where, "raised-alone", "stores-two")], cwd=REPO, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   env={**ENVIRONMENT, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
                                        "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
                                        "FAIL_AT": "1:raise:train", "SLOW_RANK": "0"}) for rank in (0, 1)]
-    errors = [process.communicate(timeout=240)[1] for process in processes]
-    assert time.perf_counter() - began < 60, errors
+    errors = [process.communicate(timeout=400)[1] for process in processes]
+    assert time.time() - failed_at("train", errors[1]) < 60, errors  # rank 0 was sleeping 5 minutes
     assert [process.returncode for process in processes] == [2, 2]
     assert [line for line in errors[1].splitlines() if line.startswith("error: ")] == [
         f"error: process rank 1 of 2 failed: RuntimeError: injected failure at train (traceback: "
