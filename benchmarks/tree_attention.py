@@ -1,7 +1,8 @@
 """Tree attention against the level-by-level prefix tree and against long unpadded passes, one process.
 
     python benchmarks/tree_attention.py --dataset alpaca_mmlu --split test --limit 100 \\
-        [--model smollm2-135m] [--compute-dtype bfloat16] [--data-dir D] [--json-out PATH]
+        [--model smollm2-135m] [--compute-dtype bfloat16] [--device cuda] [--attention flex_attention] \\
+        [--data-dir D] [--json-out PATH]
 
 Everything is measured in the same process, after one warm-up pass (the CPU's first bfloat16
 pass builds its kernels: seconds), so the ratios hold on a noisy machine:
@@ -14,6 +15,9 @@ pass builds its kernels: seconds), so the ratios hold on a noisy machine:
 - ``one view at a time``: tree attention, each view its own extraction.
 
 Computed tokens are the tree's real tokens (each shared prefix once); slots include padding.
+``--attention`` sets the model's attention implementation (sdpa, the default, eager or
+flex_attention) and ``--device`` where it runs: on a GPU, run it once with each implementation
+to compare dense masked SDPA with flex attention's block masks on the same split.
 """
 
 from __future__ import annotations
@@ -64,16 +68,23 @@ class Counter:
         prompt_reuse.build_forest = self._forest
 
 
+def synchronized(device: torch.device) -> float:
+    """The time once the device has finished its queued work (a GPU runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def long_pass_rates(loaded, repeats: int = 2) -> dict[str, float]:
-    model = loaded.model
+    model, device = loaded.model, loaded.input_device
     rates = {}
     with torch.inference_mode():
         for rows, width in LONG_SHAPES:
-            ids = torch.randint(100, 20000, (rows, width))
-            started = time.perf_counter()
+            ids = torch.randint(100, 20000, (rows, width), device=device)
+            started = synchronized(device)
             for _ in range(repeats):
                 model(input_ids=ids, use_cache=False)
-            rates[f"{rows}x{width}"] = rows * width * repeats / (time.perf_counter() - started)
+            rates[f"{rows}x{width}"] = rows * width * repeats / (synchronized(device) - started)
     return rates
 
 
@@ -87,9 +98,9 @@ def timed_extraction(loaded, args, views: tuple[str, ...], *, level_by_level: bo
         config = ExtractConfig(model=args.model, datasets=(args.dataset,), splits=(args.split,), views=views,
                                limit=args.limit, data_dir=args.data_dir, out=str(out), progress=False,
                                prompt_reuse=True, compute_dtype=args.compute_dtype, threads=args.threads)
-        started = time.perf_counter()
+        started = synchronized(loaded.input_device)
         extract(config, loaded=loaded)
-        seconds = time.perf_counter() - started
+        seconds = synchronized(loaded.input_device) - started
     finally:
         prompt_reuse.takes_tree_masks = takes_masks
         counter.close()
@@ -105,17 +116,24 @@ def main(argv=None) -> dict:
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--views", default="plain,yes,no")
     parser.add_argument("--compute-dtype", default="bfloat16")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    parser.add_argument("--attention", default="sdpa", choices=("sdpa", "eager", "flex_attention"),
+                        help="the model's attention implementation (the tree's mask is built for it)")
     parser.add_argument("--data-dir", default=str(SHARED_DATA))
     parser.add_argument("--threads", type=int, default=usable_cores(), help="torch threads (default: every core)")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    loaded = load_model(ModelSpec(args.model, compute_dtype=args.compute_dtype))
+    loaded = load_model(ModelSpec(args.model, compute_dtype=args.compute_dtype, device_map=args.device))
+    loaded.model.set_attn_implementation(args.attention)
+    print(f"{args.model} on {loaded.input_device}, {loaded.model.config._attn_implementation} attention, "
+          f"{args.compute_dtype}, {torch.get_num_threads()} thread(s)")
     views = tuple(args.views.split(","))
     long_pass_rates(loaded, repeats=1)  # warm-up
     timed_extraction(loaded, args, views[:1], level_by_level=False)  # warm-up of the extraction path
-    runs = {"level by level": timed_extraction(loaded, args, views, level_by_level=True),
-            "tree attention": timed_extraction(loaded, args, views, level_by_level=False)}
+    runs = {} if args.attention == "flex_attention" else {  # the level-by-level path never runs under flex
+        "level by level": timed_extraction(loaded, args, views, level_by_level=True)}
+    runs["tree attention"] = timed_extraction(loaded, args, views, level_by_level=False)
     alone = [timed_extraction(loaded, args, (view,), level_by_level=False) for view in views]
     runs["one view at a time"] = {key: sum(run[key] for run in alone) for key in alone[0]}
     rates = long_pass_rates(loaded)
@@ -130,10 +148,12 @@ def main(argv=None) -> dict:
         print(f"| {name} | {run['seconds']:.1f} | {run['passes']} | {run['slots']:,} | {run['tokens']:,} | "
               f"{run['tokens_per_second']:.0f} | {run['of_long_pass_rate']:.0%} |")
     together = runs["tree attention"]["seconds"]
-    print(f"views together vs one at a time: {runs['one view at a time']['seconds'] / together:.2f}x less time; "
-          f"tree attention vs level by level: {runs['level by level']['seconds'] / together:.2f}x")
+    print(f"views together vs one at a time: {runs['one view at a time']['seconds'] / together:.2f}x less time"
+          + (f"; tree attention vs level by level: {runs['level by level']['seconds'] / together:.2f}x"
+             if "level by level" in runs else ""))
     result = {"split": f"{args.dataset}/{args.split}", "limit": args.limit, "views": args.views,
               "model": args.model, "compute_dtype": args.compute_dtype, "threads": torch.get_num_threads(),
+              "device": str(loaded.input_device), "attention": loaded.model.config._attn_implementation,
               "long_pass_rates": rates, "long_pass_median": reference, "runs": runs}
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=1))
