@@ -65,6 +65,12 @@ def evaluations(run_dir: Path) -> dict[str, dict]:
             for path in sorted((run_dir / "evaluations").rglob("*.json"))}
 
 
+def failed_at(where: str, stderr: str) -> float:
+    """When the driver's injected failure happened (its own line on stderr): the others' stop is timed from
+    there, not from the launch, so that a loaded machine's slow start does not count."""
+    return float(re.search(rf"^failing at {where} \(raise\) at ([\d.]+)$", stderr, re.M).group(1))
+
+
 def assert_same_results(run_dir: Path, reference: Path) -> None:
     """Bitwise: every process computes with one thread, so each unit's arithmetic is the one process's."""
     assert (run_dir / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
@@ -131,12 +137,6 @@ def test_a_process_that_raises_stops_the_other_within_seconds_with_one_line(runs
                if line.startswith("error: process rank 0 of 2 stops: ")), ours
     assert (where / "raised" / "errors" / "rank1.txt").read_text().startswith("Traceback")
     assert not re.search(r'File ".*/genies/', failed.stderr)  # no traceback of ours: one line
-
-
-def failed_at(where: str, stderr: str) -> float:
-    """When the driver's injected failure happened (its own line on stderr): the others' stop is timed from
-    there, not from the launch, so that a loaded machine's slow start does not count."""
-    return float(re.search(rf"^failing at {where} \(raise\) at ([\d.]+)$", stderr, re.M).group(1))
 
 
 def test_without_torchrun_the_others_stop_by_themselves(runs):

@@ -20,7 +20,7 @@ from finetune.pairs import PairCollator
 from finetune.step_share import SplitCollator, share_of
 from genies.train_layout import choose_layout
 from common import UserError
-from test_genies_processes import ENVIRONMENT, succeeded, two_processes
+from test_genies_processes import ENVIRONMENT, failed_at, succeeded, two_processes
 
 SHIFT = {"source": "arith_easy", "target": "arith_sycophancy", "target_reference": "arith_easy", "label": "probing",
          "category": "unwanted_personas"}
@@ -99,8 +99,7 @@ def test_a_failure_inside_a_ddp_step_stops_the_other_process_within_seconds(wher
     assert failed.returncode != 0
     assert ("training sets: 1 with all 2 processes together (DDP, each step's pairs split over them): fewer training "
             "sets (1) than processes (2) (--train-layout auto)") in failed.stdout
-    failing_at = float(re.search(r"^failing at loss \(raise\) at ([\d.]+)$", failed.stderr, re.M).group(1))
-    assert ended - failing_at < 15, failed.stderr[-3000:]
+    assert ended - failed_at("loss", failed.stderr) < 15, failed.stderr[-3000:]
     ours = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
     cause = f"RuntimeError: injected failure at loss (traceback: {where / 'failed' / 'errors' / 'rank1.txt'})"
     assert sorted(ours) == [f"error: process rank 0 of 2 stops: rank 1 failed: {cause}",
