@@ -102,7 +102,8 @@ class ExtractConfig(QuantizedPlacement):
     def model_spec(self) -> ModelSpec:
         return ModelSpec.requested(self.model, compute_dtype=self.compute_dtype, device=self.device,
                                    device_map=self.device_map, max_memory=self.max_memory,
-                                   offload_dir=self.offload_dir, quantization=self.quantize)
+                                   offload_dir=self.offload_dir, quantization=self.quantize,
+                                   attention=self.attention)
 
     @property
     def root(self) -> str:
@@ -424,6 +425,7 @@ def _attributes(config: ExtractConfig, loaded: LoadedModel, split: Split, view: 
             "compute_dtype": config.compute_dtype,
             "quantization": config.quantize,
             "device_map": _device_map(loaded),
+            "attention": loaded.attention,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
         },

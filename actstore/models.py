@@ -29,6 +29,7 @@ import torch
 from safetensors import SafetensorError
 
 from common import UserError, default_model_cache, describe
+from actstore.attention import check_attention, set_attention
 from actstore.compute_dtype import Dtype, resolve_compute_dtype, torch_dtype
 from actstore.families import family_of
 from actstore.placement import QUANTIZATIONS
@@ -56,6 +57,8 @@ class ModelSpec:
     offload_dir: str | None = None  # disk offload of weights that fit nowhere in max_memory (safetensors
     # checkpoints need none: their offloaded weights are read from the checkpoint itself)
     quantization: str = "none"  # none, 8bit or 4bit (bitsandbytes; 4bit = NF4, double quantization)
+    attention: str = "auto"  # --attention: auto, sdpa, eager or flex_attention (actstore.attention)
+    trains: bool = False  # whether the command trains through the model (auto then keeps the family's own)
 
     def __post_init__(self):
         if self.compute_dtype not in get_args(Dtype):
@@ -74,11 +77,13 @@ class ModelSpec:
         if self.quantization != "none" and self.offload_dir:
             raise UserError("--quantize does not combine with --offload-dir (bitsandbytes weights cannot be offloaded "
                             "to disk); give the model more --max-memory or quantize it harder")
+        check_attention(self.attention, self.main_device, trains=self.trains)
 
     @classmethod
     def requested(cls, name: str, *, compute_dtype: str = "auto", device: str | None = None,
                   device_map: str | None = None, max_memory: str | None = None, offload_dir: str | None = None,
-                  quantization: str = "none", fallback_device: str | None = None) -> "ModelSpec":
+                  quantization: str = "none", fallback_device: str | None = None, attention: str = "auto",
+                  trains: bool = False) -> "ModelSpec":
         """The spec of command-line choices: ``auto`` dtype resolved for the device, ``--max-memory`` parsed;
         ``--max-memory`` or ``--offload-dir`` without ``--device-map`` mean ``auto``; with none of them,
         ``fallback_device`` (default: cuda when available, else cpu)."""
@@ -86,7 +91,7 @@ class ModelSpec:
             raise UserError(f"--device {device} and --device-map {device_map} disagree; give one of them")
         placement = (device_map or device or ("auto" if max_memory or offload_dir else None)
                      or fallback_device or default_device())
-        spec = cls(name, "float32", placement, parse_max_memory(max_memory), offload_dir, quantization)
+        spec = cls(name, "float32", placement, parse_max_memory(max_memory), offload_dir, quantization, attention, trains)
         spec.check_devices()
         return replace(spec, compute_dtype=resolve_compute_dtype(compute_dtype, spec.main_device))
 
@@ -134,6 +139,11 @@ class LoadedModel:
     @property
     def compute_dtype(self) -> str:
         return str(self.model.dtype).removeprefix("torch.")
+
+    @property
+    def attention(self) -> str:
+        """The attention implementation it runs (``--attention`` resolved; recorded with what it computed)."""
+        return self.model.config._attn_implementation
 
     @property
     def input_device(self) -> torch.device:
@@ -200,6 +210,8 @@ class ModelOnDemand:
                 self.log(f"loading model {self.spec.name} on {self.spec.device_map} ({self.spec.compute_dtype})")
             self._loaded = load_model(self.spec)
             self.load_count += 1
+            if self.log:
+                self.log(f"attention: {self._loaded.attention} (--attention {self.spec.attention})")
         return self._loaded
 
 
@@ -225,6 +237,7 @@ def load_model(spec: ModelSpec | str) -> LoadedModel:
     else:
         loaded = _load_path_or_hub(spec, aliases)
     family_of(loaded.model.config, source=spec.name)
+    set_attention(loaded.model, spec.name, spec.attention, spec.main_device, trains=spec.trains)
     _ensure_pad_token(loaded.tokenizer)
     loaded.model.eval()
     loaded.spec = spec

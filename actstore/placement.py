@@ -12,11 +12,18 @@ from common.settings import setting
 Quantization = Literal["none", "8bit", "4bit"]
 QUANTIZATIONS = get_args(Quantization)
 QUANTIZE_HELP = "bitsandbytes weights: 8bit (LLM.int8) or 4bit (NF4, double quantization)."
+Attention = Literal["auto", "sdpa", "eager", "flex_attention"]
+ATTENTIONS = get_args(Attention)
+ATTENTION_HELP = ("The model's attention implementation (transformers'). auto: the family's own (sdpa where it has "
+                  "it, else eager) on CPUs, where masked sdpa was measured faster than flex attention; on CUDA, "
+                  "flex_attention where torch, triton and the family have it, except for commands that train (their "
+                  "backward through flex attention is not checked here).")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Placement:
-    """Where a command's model goes, shared by every config of a command that loads one (see ModelSpec)."""
+    """Where a command's model goes and how it attends, shared by every config of a command that loads one
+    (see ModelSpec)."""
 
     device_map: str | None = setting(None, "One device (cpu, cuda:N), or a placement over several: auto, balanced, "
                                            "sequential (accelerate; default: the one device, cuda when available).")
@@ -24,6 +31,7 @@ class Placement:
                                            "(implies --device-map auto).")
     offload_dir: str | None = setting(None, "Directory for weights that fit nowhere in --max-memory (disk offload; "
                                             "implies --device-map auto).")
+    attention: Attention = setting("auto", ATTENTION_HELP)
 
 
 @dataclass(frozen=True, kw_only=True)

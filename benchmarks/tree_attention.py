@@ -15,9 +15,10 @@ pass builds its kernels: seconds), so the ratios hold on a noisy machine:
 - ``one view at a time``: tree attention, each view its own extraction.
 
 Computed tokens are the tree's real tokens (each shared prefix once); slots include padding.
-``--attention`` sets the model's attention implementation (sdpa, the default, eager or
-flex_attention) and ``--device`` where it runs: on a GPU, run it once with each implementation
-to compare dense masked SDPA with flex attention's block masks on the same split.
+``--attention`` sets the model's attention implementation as the commands take it (auto, the
+default: sdpa on a CPU, flex_attention on a GPU; or sdpa, eager, flex_attention) and ``--device``
+where it runs: on a GPU, run it once with sdpa and once with flex_attention to compare dense masked
+SDPA with flex attention's block masks on the same split.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import torch  # noqa: E402
 import actstore.prompt_reuse as prompt_reuse  # noqa: E402
 from actstore.extract import ExtractConfig, extract  # noqa: E402
 from actstore.models import ModelSpec, load_model  # noqa: E402
+from actstore.placement import ATTENTIONS  # noqa: E402
 from actstore.threads import usable_cores  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "genies-data"
@@ -117,21 +119,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--views", default="plain,yes,no")
     parser.add_argument("--compute-dtype", default="bfloat16")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
-    parser.add_argument("--attention", default="sdpa", choices=("sdpa", "eager", "flex_attention"),
-                        help="the model's attention implementation (the tree's mask is built for it)")
+    parser.add_argument("--attention", default="auto", choices=ATTENTIONS,
+                        help="the model's attention implementation, as `actstore extract --attention` takes it")
     parser.add_argument("--data-dir", default=str(SHARED_DATA))
     parser.add_argument("--threads", type=int, default=usable_cores(), help="torch threads (default: every core)")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    loaded = load_model(ModelSpec(args.model, compute_dtype=args.compute_dtype, device_map=args.device))
-    loaded.model.set_attn_implementation(args.attention)
-    print(f"{args.model} on {loaded.input_device}, {loaded.model.config._attn_implementation} attention, "
+    loaded = load_model(ModelSpec(args.model, compute_dtype=args.compute_dtype, device_map=args.device,
+                                  attention=args.attention))
+    print(f"{args.model} on {loaded.input_device}, {loaded.attention} attention, "
           f"{args.compute_dtype}, {torch.get_num_threads()} thread(s)")
     views = tuple(args.views.split(","))
     long_pass_rates(loaded, repeats=1)  # warm-up
     timed_extraction(loaded, args, views[:1], level_by_level=False)  # warm-up of the extraction path
-    runs = {} if args.attention == "flex_attention" else {  # the level-by-level path never runs under flex
+    runs = {} if loaded.attention == "flex_attention" else {  # the level-by-level path never runs under flex
         "level by level": timed_extraction(loaded, args, views, level_by_level=True)}
     runs["tree attention"] = timed_extraction(loaded, args, views, level_by_level=False)
     alone = [timed_extraction(loaded, args, (view,), level_by_level=False) for view in views]
@@ -153,7 +155,7 @@ def main(argv=None) -> dict:
              if "level by level" in runs else ""))
     result = {"split": f"{args.dataset}/{args.split}", "limit": args.limit, "views": args.views,
               "model": args.model, "compute_dtype": args.compute_dtype, "threads": torch.get_num_threads(),
-              "device": str(loaded.input_device), "attention": loaded.model.config._attn_implementation,
+              "device": str(loaded.input_device), "attention": loaded.attention,
               "long_pass_rates": rates, "long_pass_median": reference, "runs": runs}
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=1))

@@ -71,7 +71,8 @@ def read_record(directory: Path) -> dict:
 
 
 def base_model_spec(record: dict, *, device: str | torch.device | None = None, device_map: str | None = None,
-                    max_memory: str | None = None, offload_dir: str | None = None) -> "ModelSpec":
+                    max_memory: str | None = None, offload_dir: str | None = None,
+                    attention: str = "auto") -> "ModelSpec":
     """The base model as it was trained: its name, its training dtype (bfloat16 under bf16) and its
     quantization, placed as asked (default: this process's device)."""
     from actstore.models import ModelSpec
@@ -81,7 +82,7 @@ def base_model_spec(record: dict, *, device: str | torch.device | None = None, d
     return ModelSpec.requested(record["model"], compute_dtype=dtype,
                                fallback_device=str(device) if device else None, device_map=device_map,
                                max_memory=max_memory, offload_dir=offload_dir,
-                               quantization=trained.get("quantize", "none"))
+                               quantization=trained.get("quantize", "none"), attention=attention)
 
 
 def load_reward_model(directory: Path, *, device: str | torch.device | None = None, spec=None,

@@ -99,7 +99,8 @@ def run_eval(request: EvalRequest, *, loaded=None) -> EvalResult:
             limit=request.limit,
             batch_size=request.batch_size,
             spec=None if loaded else base_model_spec(record, device_map=request.device_map,
-                                                     max_memory=request.max_memory, offload_dir=request.offload_dir),
+                                                     max_memory=request.max_memory, offload_dir=request.offload_dir,
+                                                     attention=request.attention),
             loaded=loaded,
         )
     from actstore.models import ModelSpec
@@ -118,7 +119,7 @@ def run_eval(request: EvalRequest, *, loaded=None) -> EvalResult:
         prompt_format=request.prompt_format or "raw",
         spec=None if loaded else ModelSpec.requested(
             request.model or DEFAULT_MODEL, compute_dtype=request.compute_dtype,
-            device_map=request.device_map,
-            max_memory=request.max_memory, offload_dir=request.offload_dir, quantization=request.quantize or "none"),
+            device_map=request.device_map, max_memory=request.max_memory, offload_dir=request.offload_dir,
+            quantization=request.quantize or "none", attention=request.attention),
         loaded=loaded,
     )

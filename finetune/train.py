@@ -91,7 +91,7 @@ class TrainConfig(QuantizedPlacement):
         return ModelSpec.requested(self.model, compute_dtype="bfloat16" if precision == "bf16" else "float32",
                                    fallback_device=str(device), device_map=self.device_map,
                                    max_memory=self.max_memory, offload_dir=self.offload_dir,
-                                   quantization=self.quantize)
+                                   quantization=self.quantize, attention=self.attention, trains=True)
 
     @property
     def settings(self) -> AdapterSettings:

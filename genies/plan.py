@@ -140,7 +140,7 @@ class RunConfig(Placement):
             raise UserError(f"--train-max-tokens must be at least 1, got {self.train_max_tokens}")
         if self.mix_target < 0:
             raise UserError(f"--mix-target must be 0 or more, got {self.mix_target}")
-        if self.compute_dtype == "float16" and any(registry.get(m).kind is Kind.LIVE_TRAINED for m in self.methods):
+        if self.compute_dtype == "float16" and self.trains_live:
             raise UserError("--compute-dtype float16 is for extraction only: lora and prompt-tuning train in float32 "
                             "or bfloat16")
         self.model_spec()  # unknown placements fail before any work
@@ -152,13 +152,19 @@ class RunConfig(Placement):
 
         return model_fingerprint(self.model)
 
+    @property
+    def trains_live(self) -> bool:
+        """Whether a method trains through the run's model (lora, prompt tuning)."""
+        return any(registry.get(m).kind is Kind.LIVE_TRAINED for m in self.methods)
+
     def model_spec(self):
         """The one model of the run, loaded once, in ``--compute-dtype`` (auto: what `actstore extract` picks by
         default, so stores made by either are the same extraction)."""
         from actstore.models import ModelSpec
 
         return ModelSpec.requested(self.model, compute_dtype=self.compute_dtype, device_map=self.device_map,
-                                   max_memory=self.max_memory, offload_dir=self.offload_dir)
+                                   max_memory=self.max_memory, offload_dir=self.offload_dir,
+                                   attention=self.attention, trains=self.trains_live)
 
     @property
     def training_precision(self) -> str:

@@ -240,5 +240,6 @@ def _run_settings(config: RunConfig, command: str | None, started_at: str) -> di
         "store_root": config.resolved_store_root,
         "started_at": started_at,
         "software": software_versions(),
+        "attention": config.attention,
         **{name: getattr(config, name) for name in RESULT_SETTINGS},
     }

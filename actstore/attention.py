@@ -1,0 +1,73 @@
+"""Which attention implementation a loaded model runs (``--attention``).
+
+``auto`` keeps the family's own (transformers' default: sdpa where the family has it, else eager)
+on CPUs, where dense masked sdpa was measured faster than flex attention (benchmarks/RESULTS.md).
+On CUDA, for commands that only run the model forward, it takes flex attention where torch,
+triton and the family have it: its block masks skip the blocks a prefix tree's mask leaves out.
+Commands that train keep the family's own, because torch has no flex attention backward on the
+CPU, so the gradients through it could not be checked against transformers' here.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from common import UserError
+from actstore.placement import ATTENTIONS
+
+# torch compiles flex attention (and its block masks) once per mask function (sliding and full layers,
+# prefix trees and plain passes) and per shape specialization. Past dynamo's default of 8 it runs the
+# rest uncompiled, materializing every score: one Gemma 3 extraction reached it within its first passes.
+FLEX_RECOMPILE_LIMIT = 64
+
+
+def check_attention(requested: str, device: str, *, trains: bool) -> None:
+    """Refuse, in one line, an ``--attention`` choice that cannot run where it was asked for."""
+    if requested not in ATTENTIONS:
+        raise UserError(f"unknown --attention {requested!r} (choose {', '.join(ATTENTIONS)})")
+    if requested == "flex_attention" and trains and torch.device(device).type != "cuda":
+        raise UserError(f"--attention flex_attention cannot train on {device}: torch has no flex attention backward "
+                        "off CUDA; train with --attention auto, sdpa or eager")
+
+
+def wanted_attention(requested: str, device: str, *, trains: bool) -> str | None:
+    """The implementation to set on a model loaded for ``device``; None keeps the family's own."""
+    check_attention(requested, device, trains=trains)
+    if requested != "auto":
+        return requested
+    if torch.device(device).type == "cuda" and not trains and flex_attention_available():
+        return "flex_attention"
+    return None
+
+
+def flex_attention_available() -> bool:
+    """Whether this torch can compile flex attention's kernels for a GPU (transformers' check, and triton)."""
+    from torch.utils._triton import has_triton
+    from transformers.utils import is_torch_flex_attn_available
+
+    return is_torch_flex_attn_available() and has_triton()
+
+
+def set_attention(model, name: str, requested: str, device: str, *, trains: bool) -> str:
+    """Switch ``model`` (loaded in its family's own implementation) to the one ``requested`` resolves to,
+    and return the implementation it runs. ``auto`` falls back to the family's own where the family lacks
+    flex attention; a choice given explicitly that the model cannot take is refused in one line."""
+    wanted = wanted_attention(requested, device, trains=trains)
+    if wanted is not None and wanted != model.config._attn_implementation:
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the refusal below is our one line
+        try:
+            model.set_attn_implementation(wanted)
+            reason = "its attention cannot be switched after loading"  # (Falcon) transformers only warns
+        except (ValueError, ImportError) as error:
+            reason = str(error).strip().splitlines()[0]
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        if model.config._attn_implementation != wanted and requested != "auto":
+            raise UserError(f"{name}: --attention {wanted} is not available for {type(model).__name__} "
+                            f"({reason})")
+    if model.config._attn_implementation == "flex_attention":
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, FLEX_RECOMPILE_LIMIT)
+    return model.config._attn_implementation
