@@ -28,6 +28,7 @@ class StoreInfo:
     hidden_size: int
     dtype: str  # storage
     compute_dtype: str  # the model's, during extraction
+    attention: str  # the model's attention implementation, during extraction
     sequences: int
     examples: int
     blocks_done: int
@@ -76,10 +77,16 @@ def store_info(url: str) -> StoreInfo:
         dataset=str(meta.get("dataset", "")), split=str(meta.get("split", "")), view=str(meta.get("view", "")),
         site=str(meta.get("site", "residual")), layers=format_layers(list(meta["layers"])),
         hidden_size=int(meta["hidden_size"]), dtype=str(meta["dtype"]),
-        compute_dtype=str((meta.get("config") or {}).get("compute_dtype", "unknown (not recorded)")), sequences=int(meta["n_sequences"]),
+        compute_dtype=_recorded(meta, "compute_dtype"), attention=_recorded(meta, "attention"),
+        sequences=int(meta["n_sequences"]),
         examples=int(meta["n_examples"]), blocks_done=int(done.sum()), blocks=len(done),
         size_bytes=size_on_disk(url), complete=bool(meta.get("complete")),
     )
+
+
+def _recorded(meta: dict, setting: str) -> str:
+    """An extraction setting the store records (stores made before it was recorded say so)."""
+    return str((meta.get("config") or {}).get(setting, "unknown (not recorded)"))
 
 
 def verify_store(url: str) -> Verification:

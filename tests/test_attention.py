@@ -113,3 +113,5 @@ def test_a_store_records_the_attention_it_was_computed_with(tmp_path, requested,
     assert result.exit_code == 0, result.output
     (store,) = (tmp_path / "s").rglob("*.plain.zarr")
     assert open_store(str(store)).meta["config"]["attention"] == runs
+    shown = CliRunner().invoke(actstore, ["info", str(store)])
+    assert f"   attention: {runs}\n" in shown.output, shown.output
