@@ -2,10 +2,11 @@
 
 ``auto`` keeps the family's own (transformers' default: sdpa where the family has it, else eager)
 on CPUs, where dense masked sdpa was measured faster than flex attention (benchmarks/RESULTS.md).
-On CUDA, for commands that only run the model forward, it takes flex attention where torch,
+On one CUDA GPU, for commands that only run the model forward, it takes flex attention where
 triton and the family have it: its block masks skip the blocks a prefix tree's mask leaves out.
 Commands that train keep the family's own, because torch has no flex attention backward on the
-CPU, so the gradients through it could not be checked against transformers' here.
+CPU, so the gradients through it could not be checked against transformers' here; so does a
+model placed over several GPUs, which was not run under it.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ def check_attention(requested: str, device: str, *, trains: bool) -> None:
                         "off CUDA; train with --attention auto, sdpa or eager")
 
 
-def wanted_attention(requested: str, device: str, *, trains: bool) -> str | None:
-    """The implementation to set on a model loaded for ``device``; None keeps the family's own."""
+def wanted_attention(requested: str, device: str, *, trains: bool, several_gpus: bool = False) -> str | None:
+    """The implementation to set on a model loaded for ``device`` (its first, when placed over
+    ``several_gpus``: block masks are built there, and no such placement was run under flex
+    attention); None keeps the family's own."""
     check_attention(requested, device, trains=trains)
     if requested != "auto":
         return requested
-    if torch.device(device).type == "cuda" and not trains and flex_attention_available():
+    if torch.device(device).type == "cuda" and not trains and not several_gpus and flex_attention_available():
         return "flex_attention"
     return None
 
@@ -48,11 +51,11 @@ def flex_attention_available() -> bool:
     return is_torch_flex_attn_available() and has_triton()
 
 
-def set_attention(model, name: str, requested: str, device: str, *, trains: bool) -> str:
+def set_attention(model, name: str, requested: str, device: str, *, trains: bool, several_gpus: bool = False) -> str:
     """Switch ``model`` (loaded in its family's own implementation) to the one ``requested`` resolves to,
     and return the implementation it runs. ``auto`` falls back to the family's own where the family lacks
     flex attention; a choice given explicitly that the model cannot take is refused in one line."""
-    wanted = wanted_attention(requested, device, trains=trains)
+    wanted = wanted_attention(requested, device, trains=trains, several_gpus=several_gpus)
     if wanted is not None and wanted != model.config._attn_implementation:
         from transformers.utils import logging as hf_logging
 

@@ -237,7 +237,8 @@ def load_model(spec: ModelSpec | str) -> LoadedModel:
     else:
         loaded = _load_path_or_hub(spec, aliases)
     family_of(loaded.model.config, source=spec.name)
-    set_attention(loaded.model, spec.name, spec.attention, spec.main_device, trains=spec.trains)
+    set_attention(loaded.model, spec.name, spec.attention, spec.main_device, trains=spec.trains,
+                  several_gpus=spec.placed and torch.cuda.device_count() > 1)
     _ensure_pad_token(loaded.tokenizer)
     loaded.model.eval()
     loaded.spec = spec

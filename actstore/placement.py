@@ -15,8 +15,8 @@ QUANTIZE_HELP = "bitsandbytes weights: 8bit (LLM.int8) or 4bit (NF4, double quan
 Attention = Literal["auto", "sdpa", "eager", "flex_attention"]
 ATTENTIONS = get_args(Attention)
 ATTENTION_HELP = ("The model's attention implementation (transformers'). auto: the family's own (sdpa where it has "
-                  "it, else eager) on CPUs, where masked sdpa was measured faster than flex attention; on CUDA, "
-                  "flex_attention where torch, triton and the family have it, except for commands that train (their "
+                  "it, else eager) on CPUs, where masked sdpa was measured faster than flex attention; on one CUDA "
+                  "GPU, flex_attention where triton and the family have it, except for commands that train (their "
                   "backward through flex attention is not checked here).")
 
 

@@ -24,9 +24,10 @@ def flex_on_gpus(monkeypatch):
         yield
 
 
-def test_auto_takes_flex_attention_only_on_gpus_and_only_for_commands_that_do_not_train(flex_on_gpus):
+def test_auto_takes_flex_attention_only_on_one_gpu_and_only_for_commands_that_do_not_train(flex_on_gpus):
     assert wanted_attention("auto", "cuda:0", trains=False) == "flex_attention"
     assert wanted_attention("auto", "cuda:0", trains=True) is None
+    assert wanted_attention("auto", "cuda:0", trains=False, several_gpus=True) is None
     assert wanted_attention("auto", "cpu", trains=False) is None
     assert wanted_attention("sdpa", "cuda:0", trains=False) == "sdpa"
     assert wanted_attention("flex_attention", "cuda:0", trains=True) == "flex_attention"
