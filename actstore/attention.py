@@ -32,9 +32,9 @@ def check_attention(requested: str, device: str, *, trains: bool) -> None:
 
 
 def wanted_attention(requested: str, device: str, *, trains: bool, several_gpus: bool = False) -> str | None:
-    """The implementation to set on a model loaded for ``device`` (its first, when placed over
-    ``several_gpus``: block masks are built there, and no such placement was run under flex
-    attention); None keeps the family's own."""
+    """The implementation to set on a model loaded for ``device``; None keeps the family's own.
+    ``several_gpus``: the model is placed over several, which was never run under flex attention
+    (its block masks are built on the first)."""
     check_attention(requested, device, trains=trains)
     if requested != "auto":
         return requested

@@ -5,6 +5,7 @@ That the tree's masks give transformers' numbers under each implementation is te
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,8 +100,8 @@ def test_an_unknown_attention_is_refused_in_one_line(tmp_path):
                      "--attention", "flash"], "--attention", "flash")
 
 
-@pytest.mark.parametrize("requested, runs", [("auto", "sdpa"), ("eager", "eager")])
-def test_a_store_records_the_attention_it_was_computed_with(tmp_path, requested, runs):
+def extracted(tmp_path, attention: str):
+    """tiny-random's float32 store of the toy test split, extracted under ``--attention attention``."""
     from click.testing import CliRunner
 
     from actstore.store import open_store
@@ -108,11 +109,29 @@ def test_a_store_records_the_attention_it_was_computed_with(tmp_path, requested,
     from conftest import TOY_EXAMPLES, write_distribution
 
     data = write_distribution(tmp_path / "data", "toy", train=TOY_EXAMPLES, test=TOY_EXAMPLES)
+    out = tmp_path / attention
     result = CliRunner().invoke(actstore, ["extract", "--model", "tiny-random", "--dataset", "toy", "--split", "test",
-                                           "--data-dir", str(data), "--out", str(tmp_path / "s"), "--no-progress",
-                                           "--attention", requested])
+                                           "--data-dir", str(data), "--out", str(out), "--no-progress",
+                                           "--compute-dtype", "float32", "--dtype", "float32",
+                                           "--attention", attention])
     assert result.exit_code == 0, result.output
-    (store,) = (tmp_path / "s").rglob("*.plain.zarr")
-    assert open_store(str(store)).meta["config"]["attention"] == runs
-    shown = CliRunner().invoke(actstore, ["info", str(store)])
+    (store,) = out.rglob("*.plain.zarr")
+    return open_store(str(store))
+
+
+@pytest.mark.parametrize("requested, runs", [("eager", "eager"), ("flex_attention", "flex_attention")])
+def test_each_attention_extracts_the_same_values_and_the_store_records_it(tmp_path, requested, runs):
+    """Through the command line (flex attention on the CPU too: forward only), against the default's store."""
+    from click.testing import CliRunner
+
+    from cli import actstore
+
+    default, store = extracted(tmp_path, "auto"), extracted(tmp_path, requested)
+    assert default.meta["config"]["attention"] == "sdpa" and store.meta["config"]["attention"] == runs
+    for layer in store.layers:
+        want = default.activations(layer)
+        scale = np.sqrt((want ** 2).mean())
+        assert np.abs(store.activations(layer) - want).max() < 1e-4 * scale, layer
+    np.testing.assert_allclose(store.sequences()["loglik"], default.sequences()["loglik"], rtol=1e-5, atol=1e-3)
+    shown = CliRunner().invoke(actstore, ["info", store.url])
     assert f"   attention: {runs}\n" in shown.output, shown.output
