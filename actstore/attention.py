@@ -15,6 +15,7 @@ import torch
 
 from common import UserError
 from actstore.placement import ATTENTIONS
+from actstore.quiet import transformers_errors_only
 
 # torch compiles flex attention (and its block masks) once per mask function (sliding and full layers,
 # prefix trees and plain passes) and per shape specialization. Past dynamo's default of 8 it runs the
@@ -57,17 +58,12 @@ def set_attention(model, name: str, requested: str, device: str, *, trains: bool
     flex attention; a choice given explicitly that the model cannot take is refused in one line."""
     wanted = wanted_attention(requested, device, trains=trains, several_gpus=several_gpus)
     if wanted is not None and wanted != model.config._attn_implementation:
-        from transformers.utils import logging as hf_logging
-
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # the refusal below is our one line
         try:
-            model.set_attn_implementation(wanted)
+            with transformers_errors_only():  # the refusal below is our one line
+                model.set_attn_implementation(wanted)
             reason = "its attention cannot be switched after loading"  # (Falcon) transformers only warns
         except (ValueError, ImportError) as error:
             reason = str(error).strip().splitlines()[0]
-        finally:
-            hf_logging.set_verbosity(verbosity)
         if model.config._attn_implementation != wanted and requested != "auto":
             raise UserError(f"{name}: --attention {wanted} is not available for {type(model).__name__} "
                             f"({reason})")

@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 
 from common import UserError, default_model_cache, describe
 from actstore.attention import check_attention, set_attention
+from actstore.quiet import transformers_errors_only
 from actstore.compute_dtype import Dtype, resolve_compute_dtype, torch_dtype
 from actstore.families import family_of
 from actstore.placement import QUANTIZATIONS
@@ -419,7 +420,6 @@ def _from_pretrained(source, spec: ModelSpec, **kwargs):
     """transformers' loader with the spec's dtype, placement and quantization: each tensor is read
     (memory-mapped) and cast on its own, straight onto its device."""
     from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
 
     placement: dict = {"device_map": spec.device_map}
     if spec.max_memory:
@@ -429,13 +429,9 @@ def _from_pretrained(source, spec: ModelSpec, **kwargs):
     quantization = quantization_config(spec.quantization, torch_dtype(spec.compute_dtype))
     if quantization is not None:
         placement["quantization_config"] = quantization
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # transformers' own load report would precede our one line
-    try:
+    with transformers_errors_only():  # transformers' own load report would precede our one line
         model, report = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(spec.compute_dtype),
                                                              output_loading_info=True, **placement, **kwargs)
-    finally:
-        hf_logging.set_verbosity(verbosity)
     check_loading_report(report, source)
     if quantization is None:
         _buffers_in_dtype(model, torch_dtype(spec.compute_dtype))
@@ -513,19 +509,15 @@ def check_family(name: str, aliases: dict | None = None) -> None:
     read), before any store or run directory is made. Names whose config cannot be read here (an
     alias, a missing path) are left to the loader, which checks the family again."""
     from transformers import AutoConfig
-    from transformers.utils import logging as hf_logging
 
     if name in (aliases or model_aliases()):
         return
     source, kwargs = _model_source(name)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
     try:
-        config = AutoConfig.from_pretrained(source, **{"local_files_only": True, **kwargs})
+        with transformers_errors_only():
+            config = AutoConfig.from_pretrained(source, **{"local_files_only": True, **kwargs})
     except (*UNREADABLE, KeyError):
         return
-    finally:
-        hf_logging.set_verbosity(verbosity)
     family_of(config, source=name)
 
 
@@ -606,7 +598,6 @@ def model_n_blocks(name: str) -> int | None:
     """The model's number of blocks (layers 0..n) from its config alone, no weights read; None when no config
     can be read here (a packaged alias never converted, a hub id not in the cache)."""
     from transformers import AutoConfig
-    from transformers.utils import logging as hf_logging
 
     aliases = model_aliases()
     if _is_builtin(name, aliases):
@@ -617,14 +608,11 @@ def model_n_blocks(name: str) -> int | None:
             return None
     else:
         source, kwargs = _model_source(name)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
     try:
-        config = AutoConfig.from_pretrained(source, **{"local_files_only": True, **kwargs})
+        with transformers_errors_only():
+            config = AutoConfig.from_pretrained(source, **{"local_files_only": True, **kwargs})
     except (*UNREADABLE, KeyError, UserError):
         return None
-    finally:
-        hf_logging.set_verbosity(verbosity)
     config = getattr(config, "text_config", None) or config
     found = getattr(config, "num_hidden_layers", None)
     return int(found) if found else None

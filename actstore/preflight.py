@@ -9,6 +9,7 @@ tokens than the text has UTF-8 bytes, plus a few special tokens.
 
 from __future__ import annotations
 
+from actstore.quiet import transformers_errors_only
 from actstore.sequence_table import SequenceTable, encode_rows
 from actstore.views import View, chat_prompt, require_chat_template
 
@@ -22,18 +23,13 @@ def check_context(table: SequenceTable, tokenizer, view: View, *, max_tokens: in
         require_chat_template(tokenizer)
     if max_tokens is None:
         return
-    from transformers.utils import logging as hf_logging
-
     template_bytes = len(view.continuation.encode("utf-8"))
     if view.prompt_format == "chat":
         template_bytes += len(chat_prompt(tokenizer, "").encode("utf-8"))
     budget = max_tokens - SPECIAL_TOKEN_ALLOWANCE - template_bytes
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the tokenizer's own "longer than the maximum" warning would precede our error
-    try:
+    # the tokenizer's own "longer than the maximum" warning would precede our error
+    with transformers_errors_only():
         for i in range(len(table)):
             n_bytes = len(table.prompts[i].encode("utf-8")) + len(table.responses[i].encode("utf-8"))
             if n_bytes > budget:
                 encode_rows(table, i, i + 1, tokenizer, view, max_tokens=max_tokens, source=source)
-    finally:
-        hf_logging.set_verbosity(verbosity)
