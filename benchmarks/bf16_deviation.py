@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from actstore import open_store  # noqa: E402
 from distributions.data import resolve_data_dir  # noqa: E402
-from actstore.extract import ExtractConfig, extract  # noqa: E402
+from actstore.engine.extraction import ExtractConfig, extract  # noqa: E402
 from actstore.models import load_model  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "genies-data"

@@ -39,15 +39,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from actstore.compute_dtype import resolve_compute_dtype, torch_dtype  # noqa: E402
-from actstore.sharding import default_device  # noqa: E402
+from actstore.models.compute_dtype import resolve_compute_dtype, torch_dtype  # noqa: E402
+from actstore.models.devices import default_device  # noqa: E402
 from distributions.data import load_split, resolve_data_dir  # noqa: E402
-from actstore.extract import ExtractConfig, extract  # noqa: E402
+from actstore.engine.extraction import ExtractConfig, extract  # noqa: E402
 from actstore.models import ModelSpec, load_model  # noqa: E402
-from actstore.prompt_reuse import reuses_prompts  # noqa: E402
-from actstore.sequence_table import sequence_table  # noqa: E402
-from actstore.stage_clock import clock_for  # noqa: E402
-from actstore.views import VIEWS, encode  # noqa: E402
+from actstore.engine.prompt_reuse import reuses_prompts  # noqa: E402
+from actstore.engine.sequence_table import sequence_table  # noqa: E402
+from actstore.engine.stage_clock import clock_for  # noqa: E402
+from actstore.engine.views import VIEWS, encode  # noqa: E402
 
 WARMUP_EXAMPLES = 2
 MULTI_VIEWS = ("plain", "yes", "no")

@@ -109,7 +109,7 @@ def child(request: dict) -> dict:
     """One configuration, in this (fresh) process: load, extract, report peak memory."""
     import torch
 
-    from actstore.extract import ExtractConfig, extract
+    from actstore.engine.extraction import ExtractConfig, extract
     from actstore.models import ModelSpec
 
     torch.manual_seed(0)

@@ -23,7 +23,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actstore.extract import ExtractConfig, extract  # noqa: E402
+from actstore.engine.extraction import ExtractConfig, extract  # noqa: E402
 from actstore.models import ModelSpec, load_model  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "genies-data"

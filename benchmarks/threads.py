@@ -7,7 +7,7 @@ The other jobs are processes that each multiply matrices on one thread, started 
 (``--competitors`` of them) for the contended half, so the contention is the same on every
 machine. Each runs in a session of its own, as another user's job would: Linux's autogroup
 scheduling shares the cores between sessions first, so jobs started as this process's children
-would only compete inside its own share. The thread count ``--threads`` would choose by default (``actstore.threads.free_cores``)
+would only compete inside its own share. The thread count ``--threads`` would choose by default (``actstore.engine.threads.free_cores``)
 is shown beside each condition, read after the competitors have run for a minute's load average
 to rise (``--settle`` seconds).
 """
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from actstore.models import ModelSpec, load_model  # noqa: E402
-from actstore.threads import free_cores, usable_cores  # noqa: E402
+from actstore.engine.threads import free_cores, usable_cores  # noqa: E402
 from tree_attention import SHARED_DATA, timed_extraction  # noqa: E402
 
 

@@ -37,11 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-import actstore.prompt_reuse as prompt_reuse  # noqa: E402
-from actstore.extract import ExtractConfig, extract  # noqa: E402
+import actstore.engine.prompt_reuse as prompt_reuse  # noqa: E402
+from actstore.engine.extraction import ExtractConfig, extract  # noqa: E402
 from actstore.models import ModelSpec, load_model  # noqa: E402
-from actstore.placement import ATTENTIONS  # noqa: E402
-from actstore.threads import usable_cores  # noqa: E402
+from actstore.models.placement import ATTENTIONS  # noqa: E402
+from actstore.engine.threads import usable_cores  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "genies-data"
 LONG_SHAPES = ((1, 1024), (4, 512), (8, 512), (16, 128), (32, 64))

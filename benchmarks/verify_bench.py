@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from actstore.info import verify_store
+from actstore.store.info import verify_store
 from actstore.store import StoreLayout, create_store, open_store
 
 LAYERS = tuple(range(31))

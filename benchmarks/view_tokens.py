@@ -7,7 +7,7 @@ Counts real tokens (no timing; only the tokenizer runs), three ways: each view a
 example's prompt once plus its responses (``alone``, the reuse of issue 3); the views together
 with the prompt once for all of them (``prompts_shared``, issue 14's first step); and the views
 together through the prefix tree that extraction runs now, each token run shared by any of an
-example's sequences computed once (``tree``, ``actstore.prefix_tree``). Then the forward passes
+example's sequences computed once (``tree``, ``actstore.engine.prefix_tree``). Then the forward passes
 and padded token slots that extraction plans (``prefix_tree.plan_passes``, per block of
 ``--block-size`` sequences, ``--batch-tokens`` per pass) for each view extracted alone and for
 the views together, with the passes of each tree level (0 = prompts). The splits are those
@@ -26,13 +26,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distributions.data import load_split, resolve_data_dir  # noqa: E402
-from actstore.batching import EncodedSequence  # noqa: E402
+from actstore.engine.batching import EncodedSequence  # noqa: E402
 from actstore.models import ModelSpec, load_model  # noqa: E402
-from actstore.extract import ExtractConfig  # noqa: E402
-from actstore.prefix_tree import ViewSequences, build_forest, plan_passes  # noqa: E402
-from actstore.prompt_reuse import group_by_prompt  # noqa: E402
-from actstore.sequence_table import sequence_table  # noqa: E402
-from actstore.views import VIEWS, encode  # noqa: E402
+from actstore.engine.extraction import ExtractConfig  # noqa: E402
+from actstore.engine.prefix_tree import ViewSequences, build_forest, plan_passes  # noqa: E402
+from actstore.engine.prompt_reuse import group_by_prompt  # noqa: E402
+from actstore.engine.sequence_table import sequence_table  # noqa: E402
+from actstore.engine.views import VIEWS, encode  # noqa: E402
 from genies.plan import DoneChecks, RunConfig, build_plan  # noqa: E402
 from manifests import load_manifest  # noqa: E402
 

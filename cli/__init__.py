@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from common import UserError
-from actstore.locations import STORE_HELP
+from actstore.store.locations import STORE_HELP
 from common.settings import Configured
 from distributions.data import DATA_DIR_HELP
 
@@ -49,11 +49,11 @@ def _fmt(value) -> str:
 def _store_name_options(command):
     """--store-root, --limit and --prompt-format: where store names (MODEL/DATASET/SPLIT[/VIEW]) are
     looked up; the command receives them as one ``names`` (a ``StoreNames``)."""
-    from actstore.views import PROMPT_FORMATS
+    from actstore.engine.views import PROMPT_FORMATS
 
     @functools.wraps(command)
     def with_names(*args, store_root, names_limit, names_prompt_format, **kwargs):
-        from actstore.locations import StoreNames
+        from actstore.store.locations import StoreNames
 
         return command(*args, names=StoreNames(store_root, names_limit, names_prompt_format), **kwargs)
 
@@ -315,10 +315,10 @@ def actstore():
     """Run a model once per dataset and keep its activations in Zarr stores."""
 
 
-@actstore.command("extract", cls=Configured, config="actstore.extract:ExtractConfig")
+@actstore.command("extract", cls=Configured, config="actstore.engine.extraction:ExtractConfig")
 def actstore_extract(config):
     """Run MODEL once over each (dataset, split, view) and write one store each; print their paths."""
-    from actstore.extract import extract
+    from actstore.engine.extraction import extract
 
     def report(result):
         rate = f", {result.sequences_per_second:.1f} seq/s" if result.sequences_per_second else ""
@@ -340,8 +340,8 @@ def actstore_info(store, as_json, verify, names):
     """What STORE holds: model, dataset, split, view, layers, sizes, completeness."""
     from dataclasses import asdict
 
-    from actstore.info import human_bytes, store_info, verify_store
-    from actstore.roots import checked_location
+    from actstore.store.info import human_bytes, store_info, verify_store
+    from actstore.store.roots import checked_location
 
     store = checked_location(names.url(store), "STORE")
     info = store_info(store)
@@ -362,8 +362,8 @@ def actstore_info(store, as_json, verify, names):
 @click.argument("root", required=False)
 def actstore_ls(root):
     """One line per store under ROOT (default: the per-user store directory)."""
-    from actstore.info import LS_COLUMNS, list_stores
-    from actstore.roots import checked_store_root
+    from actstore.store.info import LS_COLUMNS, list_stores
+    from actstore.store.roots import checked_store_root
 
     infos = list_stores(checked_store_root(root, "ROOT", writing=False))
     print_table([info.as_row() for info in infos], LS_COLUMNS)

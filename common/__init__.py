@@ -109,3 +109,14 @@ def format_layers(layers: Iterable[int]) -> str:
     if len(layers) > 2 and layers == list(range(layers[0], layers[-1] + 1)):
         return f"{layers[0]}..{layers[-1]}"
     return ",".join(map(str, layers))
+
+
+def environment_int(environ, name: str, default: int) -> int:
+    """The integer environment variable ``name`` (``default`` when unset or empty); anything else is a UserError."""
+    value = environ.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"environment variable {name}={value!r} is not an integer") from None

@@ -1,6 +1,6 @@
 """Live zero-shot and few-shot baselines: score = total log-likelihood of response + EOS.
 
-Zero-shot reads exactly the sequences of the ``plain`` view (``actstore.views.encode``), so its
+Zero-shot reads exactly the sequences of the ``plain`` view (``actstore.engine.views.encode``), so its
 score is the same quantity as the ``loglik`` an activation store records. Few-shot puts
 ``n_shots`` solved examples from a source's train split in front of the prompt, as the
 reference does ("\\n\\n" + shot prompt + best response, for each shot, then "\\n\\n" + prompt);
@@ -17,8 +17,8 @@ import torch
 
 from distributions.split_file import Example
 from common import UserError
-from actstore.capture import DecoderParts
-from actstore.prompt_reuse import sequence_logliks
+from actstore.engine.capture import DecoderParts
+from actstore.engine.prompt_reuse import sequence_logliks
 from finetune.evaluate import EvalResult, result_from_scores
 from finetune.sequences import PromptBuilder, TokenSequence
 
@@ -28,7 +28,7 @@ DEFAULT_SHOTS = 4
 @torch.inference_mode()
 def response_logliks(causal_lm, sequences: Sequence[TokenSequence], *, pad_id: int, batch_size: int = 16) -> np.ndarray:
     """sum_t log p(continuation token t | everything before it), one float64 per sequence: the
-    extraction's own code (``actstore.prompt_reuse.sequence_logliks``), with passes of about
+    extraction's own code (``actstore.engine.prompt_reuse.sequence_logliks``), with passes of about
     ``batch_size`` of the longest sequences."""
     if any(len(s.prompt_ids) == 0 for s in sequences):
         raise UserError("a prompt encodes to no tokens; its response has nothing to be conditioned on")
@@ -79,7 +79,7 @@ def evaluate_loglik_baseline(
     when given, else loaded by ``spec`` (default: float32 on this process's device)."""
     from distributions.data import load_split, resolve_data_dir
     from actstore.models import ModelSpec
-    from actstore.sharding import default_device
+    from actstore.models.devices import default_device
     from finetune.sequences import context_length, encode_examples
 
     if limit is not None and limit < 1:

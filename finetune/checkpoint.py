@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from common.atomic import atomic_directory, verify_directory
-from actstore.capture import DecoderParts
+from actstore.engine.capture import DecoderParts
 from common import UserError, read_json
 from finetune.reward_model import AdapterSettings, RewardModel, quiet_peft
 

@@ -6,8 +6,8 @@ from typing import Literal
 
 import torch
 
-from actstore.compute_dtype import runs_bfloat16_fast
-from actstore.sharding import default_device
+from actstore.models.compute_dtype import runs_bfloat16_fast
+from actstore.models.devices import default_device
 
 Precision = Literal["auto", "fp32", "bf16"]
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import registry
 from common import UserError
-from actstore.compute_dtype import Dtype
+from actstore.models.compute_dtype import Dtype
 from actstore.models import DEFAULT_MODEL
-from actstore.placement import QUANTIZE_HELP, Placement, Quantization
+from actstore.models.placement import QUANTIZE_HELP, Placement, Quantization
 from common.settings import check_choices, setting
-from actstore.views import PromptFormat
+from actstore.engine.views import PromptFormat
 from distributions.data import DATA_DIR_HELP
 from finetune.evaluate import EvalResult
 

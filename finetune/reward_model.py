@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import registry
-from actstore.capture import DecoderParts
+from actstore.engine.capture import DecoderParts
 from common import UserError
-from actstore.families import lora_targets
-from actstore.quantization import quiet_bitsandbytes
+from actstore.models.families import lora_targets
+from actstore.models.quantization import quiet_bitsandbytes
 from finetune.shared_prompts import run_shared
 from registry import Kind
 
@@ -33,7 +33,7 @@ class AdapterSettings:
     lora_r: int = 64
     lora_alpha: int = 16
     lora_dropout: float = 0.1
-    lora_target_modules: tuple[str, ...] = ()  # none given: the model family's (actstore.families.lora_targets)
+    lora_target_modules: tuple[str, ...] = ()  # none given: the model family's (actstore.models.families.lora_targets)
     n_virtual_tokens: int = 10
 
     def __post_init__(self):

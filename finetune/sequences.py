@@ -1,6 +1,6 @@
 """Token sequences for live scoring: one per (example, response), in store order, and batching.
 
-Every live method reads the ``plain`` view, encoded by ``actstore.views.encode``: the prompt
+Every live method reads the ``plain`` view, encoded by ``actstore.engine.views.encode``: the prompt
 with the tokenizer's own special tokens (or, with the ``chat`` prompt format, as a user turn in
 its chat template), then response + EOS. The reward models score the last
 real token (the EOS); zero-/few-shot score the log-likelihood of response + EOS. Sequences are
@@ -17,9 +17,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from actstore.batching import EncodedSequence
+from actstore.engine.batching import EncodedSequence
 from distributions.split_file import Example
-from actstore.views import encode, parse_views, require_chat_template
+from actstore.engine.views import encode, parse_views, require_chat_template
 
 PromptBuilder = Callable[[Example], str]
 

@@ -2,7 +2,7 @@
 
 The responses of an example differ only after the prompt, so a group becomes one row: the prompt
 once (after prompt tuning's virtual tokens), then each response + EOS, each at the positions
-that continue the prompt and seeing only the prompt and itself (``actstore.tree_rows``' mask).
+that continue the prompt and seeing only the prompt and itself (``actstore.engine.tree_rows``' mask).
 The result equals running each full sequence (up to float rounding). No key/value cache is
 carried, so gradients flow through the shared prompt and gradient checkpointing (which
 recomputes each block in the backward pass) works on the same pass. For the demo data (long
@@ -20,11 +20,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from actstore.attention_masks import tree_attention_mask
-from actstore.batching import EncodedSequence, pad_batch
-from actstore.prefix_tree import ViewSequences, build_forest
-from actstore.prompt_reuse import group_by_prompt
-from actstore.tree_rows import flatten_group, row_tensors
+from actstore.engine.attention_masks import tree_attention_mask
+from actstore.engine.batching import EncodedSequence, pad_batch
+from actstore.engine.prefix_tree import ViewSequences, build_forest
+from actstore.engine.prompt_reuse import group_by_prompt
+from actstore.engine.tree_rows import flatten_group, row_tensors
 from finetune.sequences import TokenSequence
 
 
@@ -63,7 +63,7 @@ def run_shared(
     prefix_embeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The decoder ``body``'s final hidden state at each continuation's last real token (C, d): one
-    row per prompt, its prefix tree flattened (``actstore.tree_rows``: the prompt once, the tokens
+    row per prompt, its prefix tree flattened (``actstore.engine.tree_rows``: the prompt once, the tokens
     its continuations share once), ``prefix_embeds`` (prompts, n, d) at the row's root (prompt
     tuning)."""
     n_virtual = 0 if prefix_embeds is None else prefix_embeds.shape[1]

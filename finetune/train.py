@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 
 from common import UserError, check_number
-from actstore.threads import compute_threads
+from actstore.engine.threads import compute_threads
 from actstore.models import DEFAULT_MODEL, model_fingerprint
-from actstore.placement import QuantizedPlacement
+from actstore.models.placement import QuantizedPlacement
 from common.settings import check_choices, setting
-from actstore.views import PromptFormat
+from actstore.engine.views import PromptFormat
 from finetune.devices import Precision, mixed_precision
 from finetune.memory import peak_memory, wants_checkpointing
 from finetune.reward_model import AdapterSettings, check_method, default_learning_rate
@@ -164,7 +164,7 @@ def train_reward_model(config: TrainConfig, *, progress: bool = True, loaded=Non
     directory's completion marker (the benchmark runner records data fingerprints there)."""
     from accelerate.utils import set_seed
 
-    from actstore.quantization import check_quantization
+    from actstore.models.quantization import check_quantization
     from finetune.devices import check_adapter_placement
     from distributions.data import load_split, resolve_data_dir
 

@@ -299,7 +299,7 @@ def data_warnings(runs: Sequence[ComparedRun]) -> tuple[list[str], list[str]]:
 def software_notes(runs: Sequence[ComparedRun]) -> tuple[list[str], list[str]]:
     """``software_note`` lines of the first run against each other run (two runs: the one line as it always was),
     and the runs that recorded no software versions (nothing to check there)."""
-    from actstore.software import software_differences
+    from actstore.store.software import software_differences
 
     notes = []
     unrecorded = [run.label for run in runs if not run.info.get("software")]
@@ -324,7 +324,7 @@ def software_notes(runs: Sequence[ComparedRun]) -> tuple[list[str], list[str]]:
 
 def software_note(run_a: Path, run_b: Path) -> str | None:
     """A line saying which recorded library versions or toolkit commit differ between two runs, or None."""
-    from actstore.software import software_differences
+    from actstore.store.software import software_differences
 
     differences = software_differences(read_run_info(run_a).get("software"), read_run_info(run_b).get("software"))
     return f"note: the runs differ in software: {'; '.join(differences)}" if differences else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import registry
-from actstore.locations import store_url
+from actstore.store.locations import store_url
 from actstore.models import DEFAULT_MODEL
 from genies.plan import RunConfig
 from probes.estimator import make_probe

@@ -112,7 +112,7 @@ def store_conflict(url: str, expected: dict) -> str | None:
 
 
 def _differing_settings(store, expected: dict) -> dict[str, tuple]:
-    from actstore.extract import recorded_identity
+    from actstore.engine.store_identity import recorded_identity
 
     identity = recorded_identity(store)
     differing = {}

@@ -23,13 +23,13 @@ from typing import Callable, Iterable
 
 import registry
 from common import UserError, default_store_root
-from actstore.threads import THREADS_HELP
-from actstore.compute_dtype import COMPUTE_DTYPE_HELP, ComputeDtype
-from actstore.locations import store_url
-from actstore.placement import Placement
-from actstore.roots import checked_store_root
+from actstore.engine.threads import THREADS_HELP
+from actstore.models.compute_dtype import COMPUTE_DTYPE_HELP, ComputeDtype
+from actstore.store.locations import store_url
+from actstore.models.placement import Placement
+from actstore.store.roots import checked_store_root
 from common.settings import check_choices, setting
-from actstore.views import PromptFormat
+from actstore.engine.views import PromptFormat
 from distributions.data import DATA_DIR_HELP
 from genies.generalization import UNTRAINED, ZERO_SHOT
 from genies.train_layout import TRAIN_LAYOUT_HELP, TrainLayout
@@ -184,7 +184,7 @@ class RunConfig(Placement):
     @property
     def label(self) -> str:
         """The run's short model name: ``--model-name``, else derived from the model (never a long path)."""
-        from actstore.model_names import model_name
+        from common.model_names import model_name
 
         return self.model_name or model_name(self.model)
 

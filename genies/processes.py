@@ -6,7 +6,7 @@ goes to every process (``torch.distributed``: gloo, with nccl beside it on GPUs)
 own device (``cuda:LOCAL_RANK``, or the CPU) and the plan's work runs in three stages, a barrier after each:
 
 1. extraction: each (dataset, split) to extract is created by one rank, in turn, which computes its
-   first block; a store's blocks are turned over the ranks from there (``actstore.sharding.Shard.first``),
+   first block; a store's blocks are turned over the ranks from there (``actstore.store.sharding.Shard.first``),
    so a store of one block is one rank's and a large store is everyone's (its other blocks are computed
    after a barrier, once every store exists);
 2. the live training sets that all processes train together (DDP, genies/train_layout.py: fewer sets than
@@ -16,14 +16,15 @@ own device (``cuda:LOCAL_RANK``, or the CPU) and the plan's work runs in three s
 3. the evaluations of the fitted and trained methods.
 
 In stages 2 and 3 the units go to the ranks by a deterministic cost-balanced split (the costliest first, each
-to the least loaded rank), which every process computes from the shared plan: no scheduler. Each unit
+to the least loaded rank), which every process computes from the shared plan: no scheduler
+(genies/work_split.py). Each unit
 writes its own records atomically (store blocks, sealed fit directories, evaluation files), so a killed run
 resumes from what is saved, with the same launch or one process. After stage 3 rank 0 alone reads the
 evaluations and writes outcomes.json, results.csv, run.json and the report.
 
 A unit that raises stops its process with one line naming its rank and the error, after setting a failure
 key in the launch's torch.distributed store; every other process watches that store (and the others'
-heartbeats) from a thread and stops within about a second with one line naming the failed rank. torchrun
+heartbeats) from a thread (genies/process_group.py) and stops within about a second with one line naming the failed rank. torchrun
 also stops the other processes itself when one exits with an error.
 """
 
@@ -32,304 +33,28 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import threading
 import time
 import traceback
-from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import genies.steps as steps
-import registry
+from actstore.engine.threads import compute_threads, process_threads
 from actstore.models import ModelOnDemand
-from actstore.sharding import Shard, default_device
-from actstore.threads import compute_threads, process_threads
+from actstore.models.devices import default_device
+from actstore.store.sharding import Shard
 from common import UserError, write_text_atomic
 from genies.evaluations import store_is_complete
-from genies.plan import EvalStep, Plan, StoreStep
+from genies.plan import Plan
+from genies.process_group import POLL_S, Link, Log, Stopped
 from genies.report import SWEEPS_DIR
 from genies.runner import MIXED_DATA_DIR, PreparedRun, RunSummary, Work, finish_run, prepare_run
-from genies.train_layout import LayoutChoice, accelerate_as, choose_layout
-from registry import Kind
+from genies.train_layout import accelerate_as, choose_layout
+from genies.work_split import Assignment, Unit
 
-Log = Callable[[str], None]
-
-# Relative costs of the units for the split (a live training set is the costliest unit by far: 42 of them took
-# 25 of the 45 minutes of the limit-30 paper run, docs/example-genies-paper-limit30).
-COSTS = {"train": 60.0, "live evaluation": 10.0, "probe fit": 4.0, "evaluation": 1.0}
-BARRIER_TIMEOUT = timedelta(hours=72)  # the longest one process may work on a stage while the others wait
-JOIN_TIMEOUT = timedelta(minutes=30)
-POLL_S = 0.5  # how often each process looks for a failure of another
-BEAT_S = 2.0
-SILENT_AFTER_S = 300.0  # a process whose heartbeat stopped this long ago is taken for dead
 ERRORS_DIR = "errors"  # RUN_DIR/errors/rank<r>.txt: the traceback of a process that failed
 
-
-@dataclass(frozen=True)
-class Unit:
-    """One piece of a stage, done by one process."""
-
-    kind: str  # "extract", "fit", "train" or "evaluate"
-    label: str  # for the progress lines: "train lora on arith_easy"
-    steps: tuple
-    cost: float = 1.0
-
-
-def balance(units: list[Unit], size: int) -> list[int]:
-    """Each unit's rank: the costliest unit first, each to the least loaded rank (ties: the lower rank, then the
-    earlier unit), so every process computes the same split from the same plan."""
-    loads, ranks = [0.0] * size, [0] * len(units)
-    for index in sorted(range(len(units)), key=lambda i: (-units[i].cost, i)):
-        rank = min(range(size), key=lambda r: (loads[r], r))
-        ranks[index] = rank
-        loads[rank] += units[index].cost
-    return ranks
-
-
-def extraction_groups(plan: Plan) -> list[Unit]:
-    """The stores to extract by (dataset, split), in the plan's order: one extraction each (views together)."""
-    groups: dict[tuple[str, str], list[StoreStep]] = {}
-    for step in plan.stores_to_extract:
-        groups.setdefault((step.dataset, step.split), []).append(step)
-    return [Unit("extract", f"extract {dataset}/{split} ({', '.join(s.view for s in group)})", tuple(group))
-            for (dataset, split), group in groups.items()]
-
-
-def _needs_fit(step: EvalStep) -> bool:
-    return registry.get(step.method).kind in (Kind.PROBE, Kind.LIVE_TRAINED)
-
-
-def _evaluation(step: EvalStep) -> Unit:
-    live = registry.get(step.method).live
-    return Unit("evaluate", f"{step.method} ({step.trained_on})" if step.training else step.method, (step,),
-                COSTS["live evaluation" if live else "evaluation"])
-
-
-def fit_stage_units(plan: Plan) -> list[Unit]:
-    """Stage 2: a training set's probe fits together (one sweep picks their layers), each live training set
-    alone, and the evaluations that need no fit."""
-    units, probes = [], {}
-    for fit in plan.fits_to_run:
-        if fit.live:
-            units.append(Unit("train", f"train {fit.method} on {fit.training.name}", (fit,), COSTS["train"]))
-        else:
-            probes.setdefault(fit.training, []).append(fit)
-    for training, group in probes.items():
-        units.append(Unit("fit", f"fit {', '.join(f.method for f in group)} on {training.name}", tuple(group),
-                          COSTS["probe fit"] * len(group)))
-    return units + [_evaluation(step) for step in plan.evaluations_to_run if not _needs_fit(step)]
-
-
-def evaluation_stage_units(plan: Plan) -> list[Unit]:
-    """Stage 3: the evaluations of fitted and trained methods, one unit each."""
-    return [_evaluation(step) for step in plan.evaluations_to_run if _needs_fit(step)]
-
-
-def units_of(units: list[Unit], ranks: list[int], rank: int) -> list[Unit]:
-    """``rank``'s units in the plan's order, its evaluations of one test split joined into one unit (its stores
-    are read once for all of them)."""
-    mine: list[Unit] = []
-    for unit, owner in zip(units, ranks):
-        if owner != rank:
-            continue
-        tested_on = unit.steps[0].tested_on if unit.kind == "evaluate" else None
-        joined = next((i for i, u in enumerate(mine) if u.kind == "evaluate" and u.steps[0].tested_on == tested_on),
-                      None)
-        if joined is None:
-            mine.append(unit)
-        else:
-            other = mine[joined]
-            mine[joined] = replace(other, label=f"{other.label}, {unit.label}", steps=other.steps + unit.steps,
-                                   cost=other.cost + unit.cost)
-    return [replace(u, label=f"evaluate {u.label} on {u.steps[0].tested_on}") if u.kind == "evaluate" else u
-            for u in mine]
-
-
-@dataclass
-class Assignment:
-    """Who does what, the same in every process."""
-
-    extraction: list[Unit]  # creator of group i: rank i % size
-    fits: list[list[Unit]]  # per rank
-    evaluations: list[list[Unit]]  # per rank
-    together: list[Unit] = field(default_factory=list)  # live training sets every rank trains at once (DDP)
-    layout: LayoutChoice = field(default_factory=lambda: LayoutChoice("auto", 0, 0, "no live training sets"))
-
-    @classmethod
-    def of(cls, plan: Plan, size: int) -> "Assignment":
-        fit_units, eval_units = fit_stage_units(plan), evaluation_stage_units(plan)
-        trains = [unit for unit in fit_units if unit.kind == "train"]
-        layout = choose_layout(plan.config.train_layout, len(trains), size, placed=plan.config.model_spec().placed)
-        together = trains[len(trains) - layout.together:] if layout.together else []
-        fit_units = [unit for unit in fit_units if not any(unit is t for t in together)]
-        fit_ranks, eval_ranks = balance(fit_units, size), balance(eval_units, size)
-        return cls(extraction_groups(plan), [units_of(fit_units, fit_ranks, r) for r in range(size)],
-                   [units_of(eval_units, eval_ranks, r) for r in range(size)],
-                   [replace(unit, label=f"{unit.label} with all {size} processes (DDP)") for unit in together], layout)
-
-    @property
-    def total(self) -> int:
-        return (len(self.extraction) + len(self.together) + sum(map(len, self.fits))
-                + sum(map(len, self.evaluations)))
-
-    def describe(self, rank: int, size: int) -> str:
-        """What ``rank`` does: its extractions (it creates the stores), training sets, probe fits, evaluations."""
-        created = sum(1 for i in range(len(self.extraction)) if i % size == rank)
-        kinds = [unit.kind for unit in self.fits[rank] + self.evaluations[rank]]
-        together = f" (+{len(self.together)} with all processes)" if self.together else ""
-        return (f"{created} extraction(s), {kinds.count('train')} training set(s){together}, {kinds.count('fit')} "
-                f"probe fit unit(s), {kinds.count('evaluate')} evaluation unit(s)")
-
-
-class _Stopped(BaseException):
-    """Raised in the main thread when another process failed or the launcher stops this one (SIGTERM)."""
-
-
-class Link:
-    """This process's ties to the others of its launch: the process group (the plan, the barriers) and the
-    launch's key-value store (failures, heartbeats, the progress count)."""
-
-    def __init__(self, rank: int, size: int, local_rank: int, local_size: int, store):
-        self.rank, self.size, self.local_rank, self.local_size, self.store = rank, size, local_rank, local_size, store
-        self.prefix = f"genies/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
-        self.reason: str | None = None  # why this process was told to stop
-        self._quit = threading.Event()
-        self._watcher: threading.Thread | None = None
-        self.printed = 0  # the overall count rank 0 printed last
-
-    @classmethod
-    def join(cls) -> "Link":
-        """Join the launch that RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT describe (torchrun, accelerate)."""
-        import torch
-        import torch.distributed as dist
-
-        shard = Shard.from_environment()
-        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
-        if missing:
-            raise UserError(f"WORLD_SIZE={shard.world_size}, but {' and '.join(missing)} not set: start the processes "
-                            "with torchrun or accelerate launch (docs/several-processes.md)")
-        local_rank = _variable("LOCAL_RANK", 0)
-        try:
-            store, rank, size = next(dist.rendezvous("env://", timeout=JOIN_TIMEOUT))
-        except (RuntimeError, ValueError, OSError) as err:
-            raise UserError(f"process rank {shard.rank} could not join the launch at {os.environ['MASTER_ADDR']}:"
-                            f"{os.environ['MASTER_PORT']} ({err})") from None
-        gpu = torch.cuda.is_available()
-        if gpu:
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group("cpu:gloo,cuda:nccl" if gpu else "gloo", store=store, rank=rank, world_size=size,
-                                timeout=BARRIER_TIMEOUT)
-        return cls(rank, size, local_rank, _variable("LOCAL_WORLD_SIZE", size), store)
-
-    def close(self) -> None:
-        import torch.distributed as dist
-
-        self.stop_watching()
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-    # ------------------------------------------------------------------ collectives
-    def share(self, payload=None):
-        """Rank 0's ``payload`` in every process."""
-        import torch.distributed as dist
-
-        box = [payload]
-        self._collective(lambda: dist.broadcast_object_list(box, src=0))
-        return box[0]
-
-    def gather(self, mine) -> list:
-        """Every process's ``mine`` (a barrier)."""
-        import torch.distributed as dist
-
-        every = [None] * self.size
-        self._collective(lambda: dist.all_gather_object(every, mine))
-        return every
-
-    def _collective(self, action: Callable[[], None]) -> None:
-        try:
-            action()
-        except _Stopped:
-            raise
-        except Exception as err:  # a process of the launch is gone (gloo: connection closed by peer)
-            time.sleep(2 * POLL_S)  # its failure key, if it set one, is in the store by now
-            raise _Stopped(self.failure() or f"another process of this run stopped ({type(err).__name__})") from None
-
-    # ------------------------------------------------------------------ the store
-    def fail(self, message: str) -> None:
-        """Tell the others this process failed (the first failure of the launch is kept); this process's own
-        watcher stops first, so that it does not take the failure for another's."""
-        self.stop_watching()
-        try:
-            self.store.compare_set(self.prefix + "failed", "", message)
-        except Exception:  # the store is gone (rank 0 hosted it): the others notice that instead
-            pass
-
-    def failure(self) -> str | None:
-        try:
-            key = self.prefix + "failed"
-            return self.store.get(key).decode() if self.store.check([key]) else None
-        except Exception:
-            return None
-
-    def count_done(self) -> int:
-        """Add one finished unit to the launch's count; the count now."""
-        try:
-            return int(self.store.add(self.prefix + "done", 1))
-        except Exception:
-            return 0
-
-    # ------------------------------------------------------------------ watching the others
-    def watch(self, total: int, log: Log) -> None:
-        """From a thread: stop this process (SIGTERM to itself) when another failed, went silent, or the store is
-        gone; on rank 0 also print the overall count as it moves."""
-        self._watcher = threading.Thread(target=self._watch, args=(total, log), name="genies run watcher", daemon=True)
-        self._watcher.start()
-
-    def stop_watching(self) -> None:
-        self._quit.set()
-        if self._watcher is not None and self._watcher is not threading.current_thread():
-            self._watcher.join()
-
-    def _watch(self, total: int, log: Log) -> None:
-        seen = {rank: (-1, time.monotonic()) for rank in range(self.size) if rank != self.rank}
-        next_beat = 0.0
-        while not self._quit.wait(POLL_S):
-            try:
-                failed = self.store.check([self.prefix + "failed"])
-                if failed:
-                    return self._stop(self.failure() or "another process failed")
-                now = time.monotonic()
-                if now >= next_beat:
-                    next_beat = now + BEAT_S
-                    self.store.add(f"{self.prefix}beat{self.rank}", 1)
-                    for rank, (count, since) in seen.items():
-                        beats = int(self.store.add(f"{self.prefix}beat{rank}", 0))
-                        if beats != count:
-                            seen[rank] = (beats, now)
-                        elif now - since > SILENT_AFTER_S:
-                            return self._stop(f"rank {rank} has given no sign of life for {SILENT_AFTER_S:.0f} s "
-                                              "(killed?)")
-                if self.rank == 0:
-                    done = int(self.store.add(self.prefix + "done", 0))
-                    if done > self.printed:
-                        self.printed = done
-                        log(f"overall: {done}/{total} units done")
-            except Exception as err:  # the store is gone: rank 0 (which hosts it without torchrun) or the launcher
-                return self._stop(f"lost the launch's store ({type(err).__name__}): rank 0 or the launcher stopped")
-
-    def _stop(self, reason: str) -> None:
-        if self._quit.is_set():
-            return
-        self.reason = reason
-        os.kill(os.getpid(), signal.SIGTERM)  # wakes the main thread, even from a sleep
-
-
-def _variable(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name) or default)
-    except ValueError:
-        raise UserError(f"environment variable {name}={os.environ[name]!r} is not an integer") from None
 
 
 @dataclass
@@ -353,7 +78,7 @@ def run_in_processes(config, *, command: str | None = None, log: Log = print) ->
     def stopped(signum, frame) -> None:  # the first SIGTERM stops the work; the next ones (torchrun's) are not heard
         if not signals:
             signals.append(signum)
-            raise _Stopped()
+            raise Stopped()
 
     previous_handler = signal.signal(signal.SIGTERM, stopped)
     try:
@@ -361,7 +86,7 @@ def run_in_processes(config, *, command: str | None = None, log: Log = print) ->
             summary = _run(config, link, command, log, say)
             signal.signal(signal.SIGTERM, previous_handler)  # on failure SIGTERM stays unheard: the line is printed
             return summary
-        except _Stopped:
+        except Stopped:
             link.stop_watching()
             raise UserError(f"process rank {rank} of {size} stops: {link.reason or link.failure() or _TERMINATED}"
                             ) from None
@@ -441,7 +166,7 @@ def _work(plan: Plan, assignment: Assignment, link: Link, say: Log, device: str)
                 time.sleep(2 * POLL_S)
                 link.reason = link.reason or link.failure()
                 if link.reason:
-                    raise _Stopped() from None
+                    raise Stopped() from None
             message = _describe(err, out, rank)
             link.fail(f"rank {rank} failed: {message}")
             raise UserError(f"process rank {rank} of {size} failed: {message}") from None
@@ -525,7 +250,7 @@ def _describe(err: BaseException, out: Path | None = None, rank: int = 0) -> str
     RUN_DIR/errors/rank<r>.txt."""
     if isinstance(err, UserError):
         return str(err)
-    if isinstance(err, (_Stopped, KeyboardInterrupt)):
+    if isinstance(err, (Stopped, KeyboardInterrupt)):
         return "stopped"
     line = f"{type(err).__name__}: {err}".splitlines()[0]
     if out is not None:

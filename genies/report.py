@@ -114,7 +114,7 @@ def _run_lines(run_dir: Path, info: dict, rows: Sequence[ResultRow],
         if key in info:
             value = f"`{info[key]}`" if key == "command" else info[key]
             lines.append(f"- {key.replace('_', ' ')}: {value}")
-    from actstore.model_names import is_alias
+    from common.model_names import is_alias
 
     fingerprint = info.get("model_fingerprint") or ("none: an alias names a pinned package or a built-in model"
                                                     if is_alias(str(info.get("model", ""))) else "not recorded")
@@ -314,7 +314,7 @@ def _layer_lines(rows: Sequence[ResultRow], warnings: list[str], layer_setting) 
 
 def run_label(run_dir: Path, info: Mapping) -> str:
     """A run's short model name: the one run.json records, else derived from its model (never a long path)."""
-    from actstore.model_names import model_name
+    from common.model_names import model_name
 
     if info.get("model_name"):
         return str(info["model_name"])

@@ -17,11 +17,11 @@ from typing import Callable
 import registry
 from common.atomic import file_sha256
 from common import UserError
-from actstore.sharding import Shard
-from actstore.threads import compute_threads
+from actstore.store.sharding import Shard
+from actstore.engine.threads import compute_threads
 from actstore.models import ModelOnDemand, check_family, load_tokenizer
-from actstore.software import software_versions
-from actstore.views import require_chat_template
+from actstore.store.software import software_versions
+from actstore.engine.views import require_chat_template
 from genies.baselines import live_training_reasons
 from genies.evaluations import (ROW_OUTCOMES_FILE, filesystem_checks, load_evaluation, store_conflict,
                                write_row_evaluations)

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import actstore.extract as extraction
+import actstore.engine.extraction as extraction
 import registry
 from common import UserError
-from actstore.locations import store_url
+from actstore.store.locations import store_url
 from actstore.models import ModelOnDemand
-from actstore.sharding import Shard
+from actstore.store.sharding import Shard
 from genies.evaluations import evaluation_from_metrics, save_evaluation
 from genies.generalization import Evaluation
 from genies.mixing import MixedSource, write_mixed_distribution

@@ -1,4 +1,4 @@
-"""Shift manifests, shipped as JSON data beside this file (model aliases: actstore/model_aliases.json).
+"""Shift manifests, shipped as JSON data beside this file (model aliases: common/model_aliases.json).
 
 - ``genies.json``: the 15 GENIES shifts, labels and categories as written in GENIES.json.
 - ``all.json``: the 56 distinct shifts of the reference's ``distribution_shifts/all.json``

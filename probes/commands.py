@@ -14,8 +14,8 @@ from threadpoolctl import threadpool_limits
 
 import registry
 from common import UserError, parse_list
-from actstore.locations import StoreNames
-from actstore.roots import checked_location
+from actstore.store.locations import StoreNames
+from actstore.store.roots import checked_location
 from probes.estimator import StoreProbe, load_probe, make_probe
 from common.metrics import Metrics
 from probes.sources import FeatureSource, StoreSource
@@ -129,7 +129,7 @@ def eval_command(probe_path: str | Path, eval_specs: tuple[str, ...], *, calibra
 
 
 def parse_sweep_layers(spec: str, available: list[int]) -> list[int]:
-    from actstore.layers import parse_layers
+    from actstore.store.layers import parse_layers
 
     if not available:
         raise UserError("the training stores share no layer across the views these methods need")
@@ -168,7 +168,7 @@ def sweep_command(methods: list[StoreProbe], train_spec: str, eval_specs: tuple[
     from probes.plot import plot_sweep  # matplotlib only where a plot is drawn
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = write_csv(result.rows, out_dir / "sweep.csv")
-    from actstore.model_names import model_name
+    from common.model_names import model_name
 
     n_layers = train.meta.get("model_n_blocks")
     label = model_name(str(train.meta["model"])) if train.meta.get("model") else ""

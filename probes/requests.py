@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from actstore.locations import STORE_HELP
+from actstore.store.locations import STORE_HELP
 from common.settings import check_choices, setting
-from actstore.views import PromptFormat
+from actstore.engine.views import PromptFormat
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,7 +45,7 @@ class ProbeOptions:
         return self.threads or None
 
     def names(self):
-        from actstore.locations import StoreNames
+        from actstore.store.locations import StoreNames
 
         return StoreNames(self.store_root, self.names_limit, self.names_prompt_format)
 

@@ -1,7 +1,7 @@
 """Where probes get activations: the sibling view stores of one dataset split, or arrays in memory.
 
 Extraction writes one store per view at ``ROOT/<model>/<dataset>/<split>[.limit<N>][.heads].<view>.zarr``
-(actstore/locations.py), so the views of a split are found from any one of them by swapping
+(actstore/store/locations.py), so the views of a split are found from any one of them by swapping
 the ``.<view>.zarr`` suffix, its test split by swapping ``<split>`` (same extras), and its
 per-head store by adding ``.heads``; explicit URLs (one per view) work too. A method asks a source for ``residual(view, layer)``,
 ``heads(view, layer)`` or ``loglik()``; a store source reads each array once and keeps it
@@ -18,8 +18,8 @@ import numpy as np
 
 from distributions.split_file import check_data_unchanged
 from common import UserError
-from actstore.hints import extract_command
-from actstore.info import no_store_error
+from actstore.store.hints import extract_command
+from actstore.store.info import no_store_error
 from probes.labels import Labels
 
 STORE_NAME = re.compile(r"^(?P<prefix>.*/)?(?P<split>[^/.]+)(?P<extras>(?:\.[^/.]+)*?)\.(?P<view>[^/.]+)\.zarr/?$")

@@ -18,7 +18,7 @@ import sys
 import torch
 import zarr
 
-import actstore.models
+import actstore.models.loading
 from actstore.store import ActivationStore
 
 
@@ -28,7 +28,7 @@ def die(where: str) -> None:
 
 
 def kill_in_forward(n: int) -> None:
-    real_load = actstore.models.load_model
+    real_load = actstore.models.loading.load_model
     calls = [0]
 
     def count(module, args):
@@ -41,7 +41,7 @@ def kill_in_forward(n: int) -> None:
         loaded.model.model.layers[1].register_forward_pre_hook(count)
         return loaded
 
-    actstore.models.load_model = load_model
+    actstore.models.loading.load_model = load_model
 
 
 def kill_in_write(n: int) -> None:

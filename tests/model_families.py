@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from actstore.families import FAMILIES
+from actstore.models.families import FAMILIES
 from actstore.models import LoadedModel, byte_tokenizer
 
 WINDOW = 12  # tokens: the test prompts (20-70 byte tokens) run well past it

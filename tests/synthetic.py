@@ -108,7 +108,7 @@ def planted(*, n_examples: int = 120, n_responses: int = 3, hidden: int = 24, la
 
 
 def store_url(root: str | Path, model: str, dataset: str, split: str, view: str, extras: str = "") -> str:
-    """The extraction layout; ``extras`` e.g. ".heads" or ".limit10.heads" (actstore/locations.py)."""
+    """The extraction layout; ``extras`` e.g. ".heads" or ".limit10.heads" (actstore/store/locations.py)."""
     return f"{root}/{model}/{dataset}/{split}{extras}.{view}.zarr"
 
 

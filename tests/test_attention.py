@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import actstore.attention as attention
-from actstore.attention import FLEX_RECOMPILE_LIMIT, set_attention, wanted_attention
+import actstore.models.attention as attention
+from actstore.models.attention import FLEX_RECOMPILE_LIMIT, set_attention, wanted_attention
 from actstore.models import ModelSpec
 from common import UserError
 from model_families import tiny_family_model

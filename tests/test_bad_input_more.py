@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from safetensors.numpy import load_file, save_file
 
 from common import UserError
-from actstore.locations import model_slug, store_url
+from actstore.store.locations import model_slug, store_url
 from cli import actstore, finetune, genies, probes
 from conftest import reseal, write_distribution
 from probes.labels import Labels

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import actstore.models
+import actstore.models.loading
 import genies.runner
 from actstore import open_store
 from distributions.data import load_split
 from common import UserError
-from actstore.extract import ExtractConfig, extract, recorded_identity
-from actstore.views import VIEWS, encode, parse_views
+from actstore.engine.extraction import ExtractConfig, extract
+from actstore.engine.store_identity import recorded_identity
+from actstore.engine.views import VIEWS, encode, parse_views
 from cli import actstore as actstore_cli
 from cli import finetune as finetune_cli
 from cli import genies as genies_cli
@@ -44,7 +45,7 @@ def one_error_line(result) -> str:
 @pytest.fixture
 def chat_tiny(monkeypatch):
     """tiny-random (a byte tokenizer without a template) given CHAT_TEMPLATE wherever it is loaded by name."""
-    original = actstore.models.load_model
+    original = actstore.models.loading.load_model
 
     def load_with_template(name, **kwargs):
         loaded = original(name, **kwargs)
@@ -56,8 +57,8 @@ def chat_tiny(monkeypatch):
         tokenizer.chat_template = CHAT_TEMPLATE
         return tokenizer
 
-    original_tokenizer = actstore.models.load_tokenizer
-    monkeypatch.setattr(actstore.models, "load_model", load_with_template)
+    original_tokenizer = actstore.models.loading.load_tokenizer
+    monkeypatch.setattr(actstore.models.loading, "load_model", load_with_template)
     monkeypatch.setattr(genies.runner, "load_tokenizer", tokenizer_with_template)
     return load_with_template("tiny-random")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from actstore import compute_dtype
-from actstore.compute_dtype import cpu_flags, resolve_compute_dtype
+from actstore.models.compute_dtype import cpu_flags, resolve_compute_dtype
 from common import UserError
 
 
@@ -36,8 +36,8 @@ def test_cpu_flags_reads_the_flags_line(tmp_path):
 
 def test_loglik_head_runs_in_float32_for_a_bfloat16_model():
     """Logits of tens of nats lose ~0.1 nat each in bfloat16; the log-likelihood head keeps float32."""
-    from actstore.forward import token_logprobs
-    from actstore.logits import Float32Head
+    from actstore.engine.forward import token_logprobs
+    from actstore.engine.logits import Float32Head
 
     torch.manual_seed(0)
     lm_head = torch.nn.Linear(64, 1000, bias=False).to(torch.bfloat16)
@@ -56,7 +56,7 @@ def test_loglik_head_runs_in_float32_for_a_bfloat16_model():
 def test_loglik_head_uses_bfloat16_units_only_for_exact_bfloat16_operands(monkeypatch):
     """bfloat16 weights and hidden states: float32 logits from the bfloat16 units, within float32
     rounding of float64; anything else (a float32 model) takes the plain float32 product, bitwise."""
-    import actstore.logits as logits_module
+    import actstore.engine.logits as logits_module
 
     entered = []
     real = logits_module._bfloat16_arithmetic
@@ -86,7 +86,7 @@ def test_loglik_head_uses_bfloat16_units_only_for_exact_bfloat16_operands(monkey
 def test_loglik_head_takes_the_plain_product_where_torch_has_no_bfloat16_setting(monkeypatch):
     """torch before 2.9 (no mkldnn.matmul.fp32_precision) or without oneDNN: bfloat16 operands take the
     plain float32 product, bitwise, instead of failing on the missing setting."""
-    import actstore.logits as logits_module
+    import actstore.engine.logits as logits_module
 
     entered = []
     monkeypatch.setattr(logits_module, "_bfloat16_arithmetic", lambda: entered.append(1))

@@ -137,7 +137,7 @@ def test_a_planted_degenerate_fit_is_flagged_in_the_probe_results_csv_and_report
 
 
 def test_short_model_names_never_a_long_path(tmp_path):
-    from actstore.model_names import model_name
+    from common.model_names import model_name
     from genies.plan import RunConfig
 
     assert model_name("smollm2-135m") == "smollm2-135m"

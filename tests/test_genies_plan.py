@@ -125,7 +125,7 @@ def test_evaluation_cache_round_trip_and_done_checks(tmp_path):
 
 
 def test_plan_store_urls_follow_actstore_layout(tmp_path):
-    from actstore.locations import store_url
+    from actstore.store.locations import store_url
 
     config = RunConfig(model="tiny-random", methods=("zero-shot",), limit=5, store_root=str(tmp_path), out=tmp_path / "run")
     plan = build_plan(config, SHIFTS[:1], nothing_done())

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from actstore.sharding import Shard
+from actstore.store.sharding import Shard
 from conftest import REPO
 from genies.plan import DoneChecks, RunConfig, build_plan
-from genies.processes import Assignment, Unit, balance
+from genies.work_split import Assignment, Unit, balance
 from manifests import Shift
 
 BIN = Path(sys.executable).parent

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-import actstore.extract
-import actstore.models
+import actstore.engine.extraction
+import actstore.models.loading
 import genies.report
 import genies.steps
 from common import UserError
@@ -129,8 +129,8 @@ def test_second_identical_run_reuses_everything_without_the_model(benchmark, fir
     def no_model_work(*args, **kwargs):
         raise AssertionError("the second run did model work")
 
-    monkeypatch.setattr(actstore.models, "load_model", no_model_work)
-    monkeypatch.setattr(actstore.extract, "extract", no_model_work)
+    monkeypatch.setattr(actstore.models.loading, "load_model", no_model_work)
+    monkeypatch.setattr(actstore.engine.extraction, "extract", no_model_work)
     monkeypatch.setattr(genies.steps, "make_probe", no_model_work)
 
     def reread(*args, **kwargs):
@@ -197,8 +197,8 @@ def test_live_methods_run_through_the_runner_and_are_reused(benchmark, monkeypat
     trains and evaluates nothing."""
     root, _ = benchmark
     config = config_for(benchmark, methods=("zero-shot", "lora", "few-shot"), out=root / "live-run")
-    real_load, loads = actstore.models.load_model, []
-    monkeypatch.setattr(actstore.models, "load_model", lambda spec: loads.append(spec) or real_load(spec))
+    real_load, loads = actstore.models.loading.load_model, []
+    monkeypatch.setattr(actstore.models.loading, "load_model", lambda spec: loads.append(spec) or real_load(spec))
     first = run_benchmark(config, command="genies run (live)", log=lambda line: None)
     assert first.model_loads == 1 and len(loads) == 1
     assert first.fits_run > 0 and list((root / "live-run").rglob("head.safetensors"))  # lora really trained
@@ -292,7 +292,7 @@ def test_named_compute_dtype_refuses_stores_of_another_and_reports_its_own(bench
     def no_model_work(*args, **kwargs):
         raise AssertionError("a refused run did model work")
 
-    monkeypatch.setattr(actstore.models, "load_model", no_model_work)
+    monkeypatch.setattr(actstore.models.loading, "load_model", no_model_work)
     with pytest.raises(UserError, match=rf"holds an extraction made with other settings \(compute_dtype: stored "
                                         rf"'{made_in}', this run '{other}'\); use another --store-root"):
         run_benchmark(config_for(benchmark, compute_dtype=other, out=root / "other-dtype"), log=lambda line: None)

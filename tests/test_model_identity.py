@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from common import UserError
-from actstore.extract import ExtractConfig, extract
+from actstore.engine.extraction import ExtractConfig, extract
 from actstore.models import model_fingerprint, tiny_random_llama
 from conftest import TOY_EXAMPLES, write_distribution
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from actstore import open_store
 from common import UserError
-from actstore.extract import ExtractConfig, extract
+from actstore.engine.extraction import ExtractConfig, extract
 from actstore.models import ModelSpec, load_model, parse_max_memory, tiny_random_llama
 from cli import actstore
 from conftest import TOY_EXAMPLES, write_distribution
@@ -206,7 +206,7 @@ def extract_cli(saved, data_dir, out, *extra):
 
 def test_missing_bitsandbytes_is_one_line_before_any_work(saved, data_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes.functional", None)  # import fails as if not installed
-    monkeypatch.setattr("actstore.models.load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr("actstore.models.loading.load_model", lambda *a, **k: pytest.fail("loaded a model"))
     result = extract_cli(saved, data_dir, tmp_path / "s", "--quantize", "4bit")
     assert result.exit_code == 2, result.output
     assert result.output.count("\n") == 1 and "--quantize 4bit needs bitsandbytes" in result.output

@@ -2,8 +2,8 @@
 
 import pytest
 
-from actstore.batching import EncodedSequence
-from actstore.prefix_tree import ViewSequences, build_forest, plan_passes
+from actstore.engine.batching import EncodedSequence
+from actstore.engine.prefix_tree import ViewSequences, build_forest, plan_passes
 
 PROMPT = (1, 2, 3)
 
@@ -101,7 +101,7 @@ def test_planned_passes_run_every_node_once_on_its_parent_within_the_budget(batc
 def test_views_are_grouped_by_their_prompts_so_stim_does_not_stop_the_others_sharing():
     from types import SimpleNamespace
 
-    from actstore.blocks import _by_prompts
+    from actstore.engine.blocks import _by_prompts
 
     def responses(key, prompt):
         return SimpleNamespace(key=key, sequences=[EncodedSequence(prompt, (4,)), EncodedSequence(prompt, (5,))])

@@ -42,7 +42,7 @@ def test_sibling_url():
 
 
 def test_matches_the_extraction_layout():
-    from actstore.locations import store_url as extraction_url
+    from actstore.store.locations import store_url as extraction_url
 
     url = extraction_url("/root", "smollm2-135m", "alpaca_mmlu", "train", "plain", limit=20, site="heads")
     assert sibling_url(url, view="stim") == extraction_url("/root", "smollm2-135m", "alpaca_mmlu", "train", "stim",

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from actstore import open_store
-from actstore.batching import EncodedSequence
-from actstore.extract import extract
-from actstore.prompt_reuse import group_by_prompt
+from actstore.engine.batching import EncodedSequence
+from actstore.engine.extraction import extract
+from actstore.engine.prompt_reuse import group_by_prompt
 from test_extract import config, data_dir  # noqa: F401, F811  (data_dir is a fixture)
 
 
@@ -35,7 +35,7 @@ def test_prompt_reuse_matches_the_plain_path(tiny_model, data_dir, tmp_path, pad
     """Both engines of the prefix tree: tree attention (the default), and level by level on key/value
     caches (the path of attention implementations that take no mask, as if flash attention ran)."""
     if engine == "level by level":
-        monkeypatch.setattr("actstore.prompt_reuse.takes_tree_masks", lambda config: False)
+        monkeypatch.setattr("actstore.engine.prompt_reuse.takes_tree_masks", lambda config: False)
     stores = {}
     tokens = {}
     for reuse in (False, True):

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 from actstore import open_store
 from common import UserError
-from actstore.lock import ExtractionLock, lock_dir
-from actstore.sharding import Shard, wait_for_creation
+from actstore.store.lock import ExtractionLock, lock_dir
+from actstore.store.sharding import Shard, wait_for_creation
 from actstore.store import find_store
 from cli import actstore
 from conftest import REPO, write_distribution

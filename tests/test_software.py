@@ -6,7 +6,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from actstore.software import LIBRARIES, software_differences, software_versions, toolkit_commit
+from actstore.store.software import LIBRARIES, software_differences, software_versions, toolkit_commit
 from cli import genies
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "example-cross-model-smollm2"
@@ -38,7 +38,7 @@ def test_differences_name_each_version_that_changed():
 
 
 def test_a_store_and_run_json_record_it_and_compare_says_when_runs_differ(tmp_path):
-    from actstore.extract import ExtractConfig, extract
+    from actstore.engine.extraction import ExtractConfig, extract
     from actstore.store import open_store
     from conftest import TOY_EXAMPLES, write_distribution
 

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 import cli
-from actstore.threads import busy_cores, compute_threads, free_cores
+from actstore.engine.threads import busy_cores, compute_threads, free_cores
 
 
 def test_free_cores_leave_the_busy_ones_to_the_other_work():

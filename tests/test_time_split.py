@@ -3,8 +3,8 @@
 import time
 
 from actstore import open_store
-from actstore.extract import extract
-from actstore.stage_clock import StageClock
+from actstore.engine.extraction import extract
+from actstore.engine.stage_clock import StageClock
 from test_extract import config, data_dir  # noqa: F401, F811  (data_dir is a fixture)
 
 

@@ -4,9 +4,9 @@ import random
 
 import pytest
 
-from actstore.batching import EncodedSequence
-from actstore.prefix_tree import ViewSequences, build_forest
-from actstore.tree_rows import flatten_group, pack_rows
+from actstore.engine.batching import EncodedSequence
+from actstore.engine.prefix_tree import ViewSequences, build_forest
+from actstore.engine.tree_rows import flatten_group, pack_rows
 
 
 def random_forest(seed: int, n_groups: int = 3):

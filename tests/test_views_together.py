@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from actstore import open_store
-from actstore.extract import extract
+from actstore.engine.extraction import extract
 from actstore.store import ActivationStore
 from test_extract import config, data_dir  # noqa: F401, F811  (data_dir is a fixture)
 

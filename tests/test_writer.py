@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from actstore.writer import BackgroundWriter
+from actstore.store.writer import BackgroundWriter
 
 
 def test_writes_in_order_with_one_block_in_flight():

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common import UserError
-from actstore.sharding import Shard
+from actstore.store.sharding import Shard
 
 LOCK_SUFFIX = ".lock"
 HEARTBEAT_S = 10.0

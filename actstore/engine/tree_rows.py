@@ -1,6 +1,6 @@
 """The prefix tree of each prompt group as one flattened row, and rows packed into passes.
 
-A prompt group's tree (``actstore.prefix_tree``) is laid out depth first: each node's tokens
+A prompt group's tree (``actstore.engine.prefix_tree``) is laid out depth first: each node's tokens
 once, a parent before its children. A token's position is its position along its own path (the
 tokens of its ancestors, then its node's tokens before it), and it may attend to exactly the
 tokens on that path: those of its ancestors and its own node's earlier ones. Depth first, a
@@ -10,7 +10,7 @@ integer per slot instead of a square mask. Several groups packed in a row are se
 of it, and padding (after the last group) ends its own subtree at itself, so no real token sees
 it.
 
-Pure planning: no model here (``actstore.prompt_reuse`` runs the rows).
+Pure planning: no model here (``actstore.engine.prompt_reuse`` runs the rows).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from actstore.prefix_tree import PrefixForest
+from actstore.engine.prefix_tree import PrefixForest
 
 @dataclass(frozen=True)
 class FlatGroup:

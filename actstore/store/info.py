@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass
 import fsspec
 
 from common import UserError, format_layers
-from actstore.locations import STORE_SUFFIX
-from actstore.model_names import model_name
-from actstore.store import find_store
+from actstore.store.locations import STORE_SUFFIX
+from common.model_names import model_name
+from actstore.store.opening import find_store
 
 # model/dataset/store under a root; one more level lets ``ls`` also take a model directory's parent.
 MAX_DEPTH = 4

@@ -11,7 +11,7 @@ import numpy as np
 from common import UserError
 
 if TYPE_CHECKING:
-    from actstore.store import ActivationStore
+    from actstore.store.activation_store import ActivationStore
 
 NOTEBOOK_INSTALL = "pip install 'genies-toolkit[notebook]'  (or: pip install pandas xarray)"
 

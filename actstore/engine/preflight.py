@@ -9,9 +9,9 @@ tokens than the text has UTF-8 bytes, plus a few special tokens.
 
 from __future__ import annotations
 
-from actstore.quiet import transformers_errors_only
-from actstore.sequence_table import SequenceTable, encode_rows
-from actstore.views import View, chat_prompt, require_chat_template
+from actstore.models.quiet import transformers_errors_only
+from actstore.engine.sequence_table import SequenceTable, encode_rows
+from actstore.engine.views import View, chat_prompt, require_chat_template
 
 SPECIAL_TOKEN_ALLOWANCE = 8
 

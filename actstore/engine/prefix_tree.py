@@ -9,7 +9,7 @@ nodes that each hold a run of tokens read once: the prompt, the response, the qu
 its activations are those of that node's last token, computed on the keys and values of every
 node above it, which are exactly the tokens before it.
 
-Pure planning: no model here (``actstore.prompt_reuse`` runs the tree).
+Pure planning: no model here (``actstore.engine.prompt_reuse`` runs the tree).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-from actstore.batching import EncodedSequence, plan_batches
+from actstore.engine.batching import EncodedSequence, plan_batches
 
 # Short passes over a cache cost more than this many padded tokens per row on a CPU
 # (reading every weight once, attention over the cache, appending to it): rows whose own tokens

@@ -6,11 +6,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from actstore.batching import pad_batch, plan_batches
-from actstore.capture import DecoderParts
-from actstore.forward import BatchActivations, run_batch
-from actstore.prompt_reuse import Responses, group_by_prompt, run_tree
-from actstore.stage_clock import StageClock
+from actstore.engine.batching import pad_batch, plan_batches
+from actstore.engine.capture import DecoderParts
+from actstore.engine.forward import BatchActivations, run_batch
+from actstore.engine.prompt_reuse import Responses, group_by_prompt, run_tree
+from actstore.engine.stage_clock import StageClock
 
 
 def run_block(parts: DecoderParts, views: Sequence[Responses], *, pad_id: int, batch_tokens: int, padding_side: str,
@@ -20,7 +20,7 @@ def run_block(parts: DecoderParts, views: Sequence[Responses], *, pad_id: int, b
     computed in length-sorted batches.
 
     With ``prompt_reuse``, every token prefix shared by sequences of one prompt (in any of the
-    views with the same prompts: ``stim`` has its own) runs once (see ``actstore.prompt_reuse``),
+    views with the same prompts: ``stim`` has its own) runs once (see ``actstore.engine.prompt_reuse``),
     when the block has any prompt shared by two sequences.
     """
     assembled = {view.key: BlockAssembler(len(view.sequences)) for view in views}

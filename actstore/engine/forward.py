@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from actstore.batching import PaddedBatch
-from actstore.capture import DecoderParts, LastTokenCapture, StopForward
-from actstore.logits import ModelLogits
-from actstore.stage_clock import StageClock
+from actstore.engine.batching import PaddedBatch
+from actstore.engine.capture import DecoderParts, LastTokenCapture, StopForward
+from actstore.engine.logits import ModelLogits
+from actstore.engine.stage_clock import StageClock
 
 # Rows of LM-head logits computed at once: bounds the (rows, vocab) float32 block to 64 MB (341 rows of a
 # 49k vocabulary, 64 of a 262k one). Every chunk reads the whole head: fewer, larger chunks read it fewer times.

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from common import UserError
+from common import UserError, environment_int
 
 CREATION_WAIT_S = 1800.0  # rank 0 loads the model before it creates the store
 
@@ -53,20 +53,7 @@ class Shard:
     def from_environment(cls, environ: dict | None = None) -> "Shard":
         """This process's shard from ``RANK`` / ``WORLD_SIZE`` (set by accelerate launch and torchrun)."""
         environ = os.environ if environ is None else environ
-        return cls(_int_variable(environ, "RANK", 0), _int_variable(environ, "WORLD_SIZE", 1))
-
-
-def default_device(environ: dict | None = None) -> str:
-    """This process's device, for every command: cuda (its GPU, ``cuda:LOCAL_RANK``, under a multi-process
-    launch such as `accelerate launch` or torchrun) when available, else cpu."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return "cpu"
-    environ = os.environ if environ is None else environ
-    if _int_variable(environ, "WORLD_SIZE", 1) > 1:
-        return f"cuda:{_int_variable(environ, 'LOCAL_RANK', 0)}"
-    return "cuda"
+        return cls(environment_int(environ, "RANK", 0), environment_int(environ, "WORLD_SIZE", 1))
 
 
 def wait_for_creation(url: str, ready: Callable[[], object | None], *, rank: int,
@@ -89,13 +76,3 @@ def wait_for_creation(url: str, ready: Callable[[], object | None], *, rank: int
             raise UserError(f"{url}: process rank {rank} waited {timeout_s:.0f} s for rank {creator} to create this "
                             f"store; is rank {creator} running?")
         time.sleep(poll_s)
-
-
-def _int_variable(environ, name: str, default: int) -> int:
-    value = environ.get(name)
-    if value in (None, ""):
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise UserError(f"environment variable {name}={value!r} is not an integer") from None

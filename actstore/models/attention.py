@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 
 from common import UserError
-from actstore.placement import ATTENTIONS
-from actstore.quiet import transformers_errors_only
+from actstore.models.placement import ATTENTIONS
+from actstore.models.quiet import transformers_errors_only
 
 # torch compiles flex attention (and its block masks) once per mask function (sliding and full layers,
 # prefix trees and plain passes) and per shape specialization. Past dynamo's default of 8 it runs the

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from common import UserError
-from actstore.families import family_of, sliding_layers
+from actstore.models.families import family_of, sliding_layers
 
 # Take masks built from any mask function: a 4D mask (sdpa, eager) or a block mask (flex attention).
 # Flash attention reads only padding.
@@ -54,7 +54,7 @@ def decoder_attention_mask(config, padding_mask: torch.Tensor, positions: torch.
 
 def tree_attention_mask(config, subtree_ends: torch.Tensor, positions: torch.Tensor,
                         dtype: torch.dtype) -> torch.Tensor | dict[str, torch.Tensor]:
-    """The ``attention_mask`` argument of the decoder for flattened prefix trees (``actstore.tree_rows``):
+    """The ``attention_mask`` argument of the decoder for flattened prefix trees (``actstore.engine.tree_rows``):
     slot q sees slot k when k is on its path, ``k <= q < subtree_ends[k]``, and, in sliding-window
     layers, within the window by real position. ``subtree_ends`` and ``positions``: (rows, slots)."""
     _check_masked(config, "prefix-tree attention")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 from common import UserError, parse_list
+from actstore.store.locations import VIEW_NAMES
 
 PromptFormat = Literal["raw", "chat"]  # chat: the prompt as a user turn in the tokenizer's chat template
 PROMPT_FORMATS = get_args(PromptFormat)
@@ -47,6 +48,8 @@ VIEWS: dict[str, View] = {
     "yes": View("yes", "{response}" + QUESTION + "Yes", False, "prompt + response + question answered Yes (CCS, CRA)"),
     "no": View("no", "{response}" + QUESTION + "No", False, "prompt + response + question answered No (CCS, CRA)"),
 }
+
+assert tuple(VIEWS) == VIEW_NAMES, "a view's template and its name in store names are defined together"
 
 
 def get_view(name: str) -> View:

@@ -2,9 +2,9 @@
 
 The responses of one example share its prompt, and the views of one response share the
 response (``plain``, ``yes`` and ``no`` all begin with it; ``yes`` and ``no`` differ only in
-their last token). ``actstore.prefix_tree`` puts each example's sequences in a tree of shared
+their last token). ``actstore.engine.prefix_tree`` puts each example's sequences in a tree of shared
 token runs. Tree attention runs it (``_RowRunner``): each prompt group is one flattened row
-(``actstore.tree_rows``) whose mask lets a token see exactly its path, rows packed into passes,
+(``actstore.engine.tree_rows``) whose mask lets a token see exactly its path, rows packed into passes,
 no cache between passes; a sequence's activations are read at its last token's slot, its
 log-likelihood summed over the nodes of its path below the prompt (a node's first token
 predicted at its parent's last slot). Attention implementations that take no mask (flash
@@ -23,14 +23,14 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from actstore.attention_masks import decoder_attention_mask, new_cache, takes_tree_masks, tree_attention_mask
-from actstore.batching import EncodedSequence, pad_batch, position_ids_from_mask
-from actstore.capture import Captured, CapturePlan, DecoderParts, LastTokenCapture, StopForward
-from actstore.forward import BatchActivations, continuation_positions, token_logprobs
-from actstore.logits import ModelLogits
-from actstore.prefix_tree import PlannedPass, PrefixForest, ViewSequences, build_forest, plan_passes
-from actstore.tree_rows import FlatGroup, PlannedRows, flatten_group, pack_rows, row_tensors
-from actstore.stage_clock import StageClock
+from actstore.engine.attention_masks import decoder_attention_mask, new_cache, takes_tree_masks, tree_attention_mask
+from actstore.engine.batching import EncodedSequence, pad_batch, position_ids_from_mask
+from actstore.engine.capture import Captured, CapturePlan, DecoderParts, LastTokenCapture, StopForward
+from actstore.engine.forward import BatchActivations, continuation_positions, token_logprobs
+from actstore.engine.logits import ModelLogits
+from actstore.engine.prefix_tree import PlannedPass, PrefixForest, ViewSequences, build_forest, plan_passes
+from actstore.engine.tree_rows import FlatGroup, PlannedRows, flatten_group, pack_rows, row_tensors
+from actstore.engine.stage_clock import StageClock
 
 
 def reuses_prompts(requested: bool | None, device: str) -> bool:
@@ -100,10 +100,10 @@ def run_tree(parts: DecoderParts, groups: Sequence[PromptGroup], views: Sequence
              batch_tokens: int, padding_side: str,
              clock: StageClock) -> Iterator[tuple[str, list[int], BatchActivations]]:
     """(view key, block indices, their activations) for every sequence of every view, each shared
-    token prefix run once (``actstore.prefix_tree``).
+    token prefix run once (``actstore.engine.prefix_tree``).
 
     Tree attention: each prompt group's tree is one flattened row segment whose mask lets a token
-    see exactly its path (``actstore.tree_rows``), segments packed into rows and rows into passes
+    see exactly its path (``actstore.engine.tree_rows``), segments packed into rows and rows into passes
     of about ``batch_tokens`` slots, no cache between passes. Attention implementations that take
     no such mask (flash attention reads only a padding mask) run the tree level by level instead:
     the prompts, then each level on the keys and values of the level above
@@ -178,7 +178,7 @@ class RowsPass:
 
 
 class _RowRunner:
-    """Runs packed rows of flattened prompt groups, one forward pass each (``actstore.tree_rows``)."""
+    """Runs packed rows of flattened prompt groups, one forward pass each (``actstore.engine.tree_rows``)."""
 
     def __init__(self, parts: DecoderParts, forest: PrefixForest, views: dict[str, Responses], *, pad_id: int,
                  clock: StageClock):

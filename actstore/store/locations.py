@@ -18,6 +18,8 @@ from pathlib import Path
 
 from common.names import check_name
 
+VIEW_NAMES = ("plain", "stim", "yes", "no")  # the views a store name may end in (templates: actstore/engine/views.py)
+
 STORE_SUFFIX = ".zarr"
 
 STORE_HELP = ("Store: MODEL/DATASET/SPLIT[/VIEW] under --store-root (view: plain by default), or a path or URL "
@@ -66,9 +68,7 @@ def store_location(spec: str, *, root: str | Path, limit: int | None = None, sit
     parts = text.split("/")
     if "://" in text or text.endswith(STORE_SUFFIX) or text.startswith(("/", ".", "~")) or Path(text).exists():
         return str(spec)
-    from actstore.views import VIEWS
-
-    view = parts.pop() if len(parts) >= 4 and parts[-1] in VIEWS else "plain"
+    view = parts.pop() if len(parts) >= 4 and parts[-1] in VIEW_NAMES else "plain"
     if len(parts) < 3 or parts[-1] not in SPLITS:
         return str(spec)
     split, dataset, model = parts[-1], parts[-2], "/".join(parts[:-2])

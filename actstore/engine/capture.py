@@ -1,7 +1,7 @@
 """Forward hooks that keep only the last real token of each row, and stop the pass early.
 
 The model's own ``forward`` builds the causal mask and position embeddings; these hooks only
-read what passes through its modules (see ``DecoderParts``; ``actstore.families`` lists the
+read what passes through its modules (see ``DecoderParts``; ``actstore.models.families`` lists the
 supported families), so no model's code is copied:
 
 - layer 0 (embeddings): the input of block 0 (a forward pre-hook, so that models that scale
@@ -37,7 +37,7 @@ class DecoderParts:
 
     @classmethod
     def of(cls, causal_lm: torch.nn.Module) -> "DecoderParts":
-        from actstore.families import family_of
+        from actstore.models.families import family_of
 
         family = family_of(causal_lm.config)
         body = causal_lm.get_decoder()
@@ -59,8 +59,8 @@ class DecoderParts:
 
     @functools.cached_property
     def loglik_head(self):
-        """The model's own logits in float32 for log-likelihoods (``actstore.logits.ModelLogits``), made once."""
-        from actstore.logits import ModelLogits
+        """The model's own logits in float32 for log-likelihoods (``actstore.engine.logits.ModelLogits``), made once."""
+        from actstore.engine.logits import ModelLogits
 
         return ModelLogits(self.causal_lm)
 

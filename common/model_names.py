@@ -34,15 +34,20 @@ def model_name(model: str) -> str:
     return _short(text.strip("/").split("/")[-1])
 
 
+def model_aliases() -> dict[str, dict]:
+    """Names accepted wherever a ``--model`` is asked for, with how each is built or found."""
+    return json.loads(ALIASES_FILE.read_text(encoding="utf-8"))
+
+
 def is_alias(model: str) -> bool:
-    """Whether ``model`` is an alias of actstore/model_aliases.json (a pinned package or a built-in model)."""
+    """Whether ``model`` is an alias of common/model_aliases.json (a pinned package or a built-in model)."""
     return str(model).strip() in _aliases()
 
 
 @functools.lru_cache(maxsize=1)
 def _aliases() -> frozenset[str]:
-    """The alias names (actstore/model_aliases.json), read without importing the model loader (and torch)."""
-    return frozenset(json.loads(ALIASES_FILE.read_text(encoding="utf-8")))
+    """The alias names (common/model_aliases.json), read without importing the model loader (and torch)."""
+    return frozenset(model_aliases())
 
 
 def _directory_name(path: Path) -> str:

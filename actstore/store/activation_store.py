@@ -1,136 +1,19 @@
-"""The activation store: one Zarr v3 group per (model, dataset, split, view).
-
-Layout (all arrays chunked along sequences in blocks of ``block_size``; a layer's chunks are
-``(1, block_size, d)``, so one layer for all sequences is ``ceil(n / block_size)`` contiguous
-reads and never touches the other layers):
-
-- ``residual``   (n_layers_stored, n_sequences, hidden)  residual stream at the last real token;
-  ``meta["layers"][i]`` names row i in the layer convention (0 = embeddings, i+1 = output of
-  block i).
-- ``final_norm`` (n_sequences, hidden)  the final RMSNorm output at the last real token; present
-  only when the extraction ran the full depth (the deepest layer or the ``plain`` view's
-  log-likelihood needs it), since extraction stops after the deepest requested layer.
-- ``heads``      (n_head_layers, n_sequences, n_heads, head_dim), only with site ``heads``:
-  per-head attention outputs (input of ``o_proj``) of block l-1 for layer l in
-  ``meta["head_layers"]``.
-- per sequence: ``example``, ``response``, ``score``, ``n_tokens``, ``last_token`` and, for the
-  ``plain`` view, ``loglik`` (total log-likelihood of response + EOS given the prompt); and the
-  texts, ``prompt_text`` and ``response_text``, so a store needs no data directory to be read.
-- ``block_done`` (n_blocks,) one flag per block, written after the block's data, so a killed
-  run resumes at the first block without a flag and parallel writers never share a chunk.
-
-- ``block_checksums`` (n_blocks, columns) the crc32 of what each block wrote to each array (and
-  layer), written with the block before its flag (see actstore/integrity.py); every read checks it.
-
-Sequences are ordered by example, then by response in file order. Attributes hold the model,
-tokenizer, view template, layer convention, dtype, dataset fingerprint, software version and
-the completion record; ``complete`` is set last, only when every block is done.
-"""
+"""Reading (and, during extraction, writing) one activation store, every read checked against the
+checksums its blocks were written with (the format: actstore/store/layout.py)."""
 
 from __future__ import annotations
 
 import datetime as _dt
-import errno
-import os
-import shutil
-import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import zarr
 
-from actstore import __version__
 from common import UserError, describe, format_layers
-from actstore.hints import extract_command
-from actstore.integrity import (LABEL_ARRAYS, MISMATCH, Column, Damage, block_crcs, crc32, metadata_digest,
-                                 store_salt)
-
-STORE_FORMAT = 2  # 2: chunk and block checksums
-LAYER_CONVENTION = "0 = token embeddings; l = output of transformer block l-1 (1-based); final norm stored separately"
-FLOAT16_MAX = float(np.finfo(np.float16).max)
-PER_SEQUENCE = {"example": "int32", "response": "int32", "score": "float32", "n_tokens": "int32", "last_token": "int32"}
-TEXT_ARRAYS = ("prompt_text", "response_text")
-
-
-@dataclass(frozen=True)
-class StoreLayout:
-    n_sequences: int
-    layers: tuple[int, ...]
-    hidden_size: int
-    dtype: str = "float16"  # storage dtype: float16 or float32
-    block_size: int = 512
-    n_heads: int | None = None  # set for site "heads"
-    head_dim: int | None = None
-    with_loglik: bool = False
-    with_final_norm: bool = True
-    compressor: str | None = "blosc-zstd"  # or None
-    with_texts: bool = False  # prompt_text and response_text per sequence
-
-    @property
-    def n_blocks(self) -> int:
-        return -(-self.n_sequences // self.block_size)
-
-    @property
-    def head_layers(self) -> tuple[int, ...]:
-        return tuple(layer for layer in self.layers if layer >= 1) if self.n_heads else ()
-
-    def block_range(self, block: int) -> tuple[int, int]:
-        start = block * self.block_size
-        return start, min(start + self.block_size, self.n_sequences)
-
-    def block_length(self, block: int) -> int:
-        start, stop = self.block_range(block)
-        return stop - start
-
-    @property
-    def checksum_columns(self) -> tuple[Column, ...]:
-        """What ``block_checksums`` holds, column by column: every array a block writes."""
-        columns = [Column("residual", row) for row in range(len(self.layers))]
-        if self.with_final_norm:
-            columns.append(Column("final_norm"))
-        columns += [Column("heads", row) for row in range(len(self.head_layers))]
-        columns += [Column("n_tokens"), Column("last_token")] + ([Column("loglik")] if self.with_loglik else [])
-        return tuple(columns)
-
-    def array_shapes(self) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
-        """(shape, chunks) of every array of a store with this layout."""
-        n, b, d = self.n_sequences, self.block_size, self.hidden_size
-        shapes = {"residual": ((len(self.layers), n, d), (1, b, d))}
-        if self.with_final_norm:
-            shapes["final_norm"] = ((n, d), (b, d))
-        if self.n_heads:
-            shapes["heads"] = ((len(self.head_layers), n, self.n_heads, self.head_dim), (1, b, self.n_heads, self.head_dim))
-        for name in [*PER_SEQUENCE, *(["loglik"] if self.with_loglik else []), *(TEXT_ARRAYS if self.with_texts else [])]:
-            shapes[name] = ((n,), (b,))
-        shapes["block_done"] = ((self.n_blocks,), (1,))
-        shapes["block_checksums"] = ((self.n_blocks, len(self.checksum_columns)), (1, len(self.checksum_columns)))
-        return shapes
-
-
-def _compressors(name: str | None) -> list:
-    """The codecs after serialization: the compressor, then a crc32c of each chunk."""
-    if name is None or name == "none":
-        return [zarr.codecs.Crc32cCodec()]
-    if name == "blosc-zstd":
-        return [zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"), zarr.codecs.Crc32cCodec()]
-    raise UserError(f"unknown compressor {name!r} (choose blosc-zstd or none)")
-
-
-class NoStoreHere(UserError):
-    """Nothing at the URL (as opposed to something damaged there)."""
-
-
-def _open_group(url: str, mode: str):
-    if "://" not in str(url):
-        url = os.path.expanduser(str(url))
-    try:
-        return zarr.open_group(store=str(url), mode=mode)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
-        raise NoStoreHere(f"{url}: no activation store here") from None
-    except ValueError as err:  # a zarr.json that is not valid JSON or not zarr metadata
-        raise UserError(f"{url}: damaged store metadata (zarr.json: {describe(err)}); "
-                        "re-extract it with the same command and --overwrite") from None
+from actstore.store.disk import DISK_FULL, check_float16_range, disk_full_message
+from actstore.store.hints import extract_command
+from actstore.store.integrity import LABEL_ARRAYS, MISMATCH, Column, Damage, block_crcs, crc32, metadata_digest, store_salt
+from actstore.store.layout import PER_SEQUENCE, STORE_FORMAT, TEXT_ARRAYS, StoreLayout, attrs_checksum, creation_labels
 
 
 class ActivationStore:
@@ -192,13 +75,13 @@ class ActivationStore:
 
     def frame(self):
         """The per-sequence table (labels, token counts, log-likelihoods, texts) as a pandas DataFrame."""
-        from actstore.notebook import sequence_frame
+        from actstore.store.notebook import sequence_frame
 
         return sequence_frame(self)
 
     def to_xarray(self, layers=None):
         """Residual activations of ``layers`` (default: all) as an xarray DataArray (sequence, layer, hidden)."""
-        from actstore.notebook import activation_array
+        from actstore.store.notebook import activation_array
 
         return activation_array(self, layers)
 
@@ -385,7 +268,7 @@ class ActivationStore:
         rewrite damaged labels from ``per_sequence`` (the same data, by the caller's identity check)."""
         damage = self.verify()
         if any(d.array in LABEL_ARRAYS for d in damage):
-            for name, values in _labels(per_sequence, self.layout).items():
+            for name, values in creation_labels(per_sequence, self.layout).items():
                 self.group[name][:] = values
         blocks = sorted({d.block for d in damage if d.array not in LABEL_ARRAYS})
         if blocks or (self.meta.get("complete") and not self.blocks_done().all()):
@@ -453,189 +336,3 @@ class ActivationStore:
             "complete": True,
             "completion": {"finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **record},
         })
-
-
-def create_store(url: str, layout: StoreLayout, per_sequence: dict[str, np.ndarray], attrs: dict[str, Any]) -> ActivationStore:
-    """Create an empty store (overwriting whatever is at ``url``) with its per-sequence labels.
-
-    The group is marked ``creating`` until its arrays and attributes are all written, so a store
-    whose creation was killed is recognised (and re-created) rather than taken for a foreign one.
-    """
-    group = zarr.open_group(store=str(url), mode="w", attributes={"format": STORE_FORMAT, "creating": True,
-                                                                  "complete": False})
-    n, b = layout.n_sequences, layout.block_size
-    dtype = np.dtype(layout.dtype)
-    compressors = _compressors(layout.compressor)
-    group.create_array("residual", shape=(len(layout.layers), n, layout.hidden_size), chunks=(1, b, layout.hidden_size),
-                       dtype=dtype, fill_value=0, compressors=compressors)
-    if layout.with_final_norm:
-        group.create_array("final_norm", shape=(n, layout.hidden_size), chunks=(b, layout.hidden_size), dtype=dtype,
-                           fill_value=0, compressors=compressors)
-    if layout.n_heads:
-        group.create_array("heads", shape=(len(layout.head_layers), n, layout.n_heads, layout.head_dim),
-                           chunks=(1, b, layout.n_heads, layout.head_dim), dtype=dtype, fill_value=0, compressors=compressors)
-    for name, kind in PER_SEQUENCE.items():
-        group.create_array(name, shape=(n,), chunks=(b,), dtype=kind, fill_value=0, compressors=compressors)
-    if layout.with_loglik:
-        group.create_array("loglik", shape=(n,), chunks=(b,), dtype="float64", fill_value=np.nan, compressors=compressors)
-    group.create_array("block_done", shape=(layout.n_blocks,), chunks=(1,), dtype="uint8", fill_value=0, compressors=None)
-    columns = layout.checksum_columns
-    group.create_array("block_checksums", shape=(layout.n_blocks, len(columns)), chunks=(1, len(columns)), dtype="uint32",
-                       fill_value=0, compressors=_compressors(None))
-    if layout.with_texts:
-        for name in TEXT_ARRAYS:
-            group.create_array(name, shape=(n,), chunks=(b,), dtype=str, compressors=compressors)
-    labels = _labels(per_sequence, layout)
-    for name, values in labels.items():
-        group[name][:] = values
-    group.attrs.update({
-        **attrs,
-        "store_id": uuid.uuid4().hex,
-        "array_metadata": {name: metadata_digest(group[name].metadata.to_dict()) for name in layout.array_shapes()},
-        "format": STORE_FORMAT,
-        "software_version": __version__,
-        "layer_convention": LAYER_CONVENTION,
-        "layers": list(layout.layers),
-        "head_layers": list(layout.head_layers),
-        "hidden_size": layout.hidden_size,
-        "n_heads": layout.n_heads,
-        "head_dim": layout.head_dim,
-        "dtype": layout.dtype,
-        "block_size": layout.block_size,
-        "compressor": layout.compressor,
-        "with_loglik": layout.with_loglik,
-        "with_final_norm": layout.with_final_norm,
-        "with_texts": layout.with_texts,
-        "checksum_columns": [column.key for column in columns],
-        "label_checksums": {name: block_crcs(values, b) for name, values in labels.items()},
-        "n_sequences": n,
-        "n_examples": int(len(np.unique(per_sequence["example"]))),
-        "complete": False,
-        "creating": False,
-    })
-    group.attrs["attrs_checksum"] = attrs_checksum(dict(group.attrs))
-    return ActivationStore(url, group)
-
-
-def _labels(per_sequence: dict[str, np.ndarray], layout: StoreLayout) -> dict[str, np.ndarray]:
-    """What is written at creation: the labels, and the texts where the layout keeps them."""
-    labels = {name: np.asarray(per_sequence[name], dtype=PER_SEQUENCE[name]) for name in ("example", "response", "score")}
-    if layout.with_texts:
-        labels.update({name: np.asarray(per_sequence[name], dtype=object) for name in TEXT_ARRAYS})
-    return labels
-
-
-MUTABLE_ATTRS = ("complete", "completion", "creating", "attrs_checksum")
-
-
-def attrs_checksum(attrs: dict) -> str:
-    """sha256 of every attribute written at creation (not the completion record, set later)."""
-    import hashlib
-    import json
-
-    fixed = {key: value for key, value in attrs.items() if key not in MUTABLE_ATTRS}
-    return "sha256:" + hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()
-
-
-def open_store(url: str, *, require_complete: bool = True) -> ActivationStore:
-    """Open a store for reading. An incomplete store is refused unless ``require_complete=False``."""
-    try:
-        group = _open_group(url, "r")
-    except NoStoreHere:
-        from actstore.info import no_store_error
-
-        raise no_store_error(url) from None
-    if "format" not in group.attrs:
-        raise UserError(f"{url}: not an activation store (no format attribute)")
-    store = ActivationStore(url, group)
-    if not store.meta.get("creating"):
-        store.check_consistent()
-    if require_complete and store.meta.get("creating"):
-        raise UserError(f"{url}: incomplete store (its creation was interrupted); "
-                        "re-run the same `actstore extract` command to finish it")
-    if require_complete and not store.meta.get("complete"):
-        done = store.blocks_done()
-        raise UserError(f"{url}: incomplete store ({int(done.sum())}/{len(done)} blocks written); "
-                        "re-run the same `actstore extract` command to finish it")
-    return store
-
-
-def open_for_writing(url: str) -> ActivationStore:
-    return ActivationStore(url, _open_group(url, "r+"))
-
-
-def find_store(url: str) -> ActivationStore | None:
-    """The store at ``url`` in any state (complete or not), or None when nothing is there.
-
-    Something at ``url`` that is not an activation store is a UserError, so that extraction
-    never overwrites an unrelated directory without ``--overwrite``.
-    """
-    try:
-        group = _open_group(url, "r")
-    except UserError:
-        if not _holds_files(url):
-            return None
-        if _is_file(url, "zarr.json"):  # damaged metadata: _open_group's message says how to replace it
-            raise
-        raise UserError(f"{url}: exists but is not an activation store (no zarr.json)") from None
-    if "format" not in group.attrs:
-        raise UserError(f"{url}: exists but is not an activation store (no format attribute)")
-    if group.attrs["format"] != STORE_FORMAT:
-        raise UserError(f"{url}: store format {group.attrs['format']!r} (this toolkit reads format {STORE_FORMAT}, "
-                        "which checksums every block); re-extract it with the same command and --overwrite")
-    return ActivationStore(url, group)
-
-
-def _is_file(url: str, name: str) -> bool:
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(str(url))
-    return bool(fs.isfile(path.rstrip("/") + "/" + name))
-
-
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-def disk_full_message(url: str, when: str = "", needed: int | None = None, blocks_left: int | None = None) -> str:
-    from actstore.info import human_bytes
-
-    free = _free_bytes(url)
-    message = f"{url}: disk full{' ' + when if when else ''}"
-    if free is not None:
-        message += f" ({human_bytes(free)} free)"
-    if needed is not None:
-        message += f"; the {blocks_left} blocks still to write need up to {human_bytes(needed)} (uncompressed)"
-    return message + "; free some space and re-run the same command to resume (the blocks written so far are kept)"
-
-
-def _free_bytes(url: str) -> int | None:
-    if "://" in str(url):
-        return None
-    path = os.path.expanduser(str(url))
-    while path and not os.path.exists(path):
-        path = os.path.dirname(path)
-    return shutil.disk_usage(path or ".").free
-
-
-def _holds_files(url: str) -> bool:
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(str(url))
-    try:
-        return bool(fs.isdir(path) and fs.ls(path)) or fs.isfile(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-
-
-def check_float16_range(values: np.ndarray, name: str, url: str, first_sequence: int, *, sequence_axis: int = 0,
-                        layers: tuple[int, ...] | None = None) -> None:
-    """Refuse values that float16 would turn into infinities (or that are already not finite)."""
-    bad = ~np.isfinite(values) | (np.abs(values) > FLOAT16_MAX)
-    if bad.any():
-        where = tuple(np.argwhere(bad)[0])
-        sequence = first_sequence + int(where[sequence_axis])
-        layer = f" layer {layers[where[0]]}," if layers and sequence_axis == 1 else ""
-        raise UserError(
-            f"{url}: {name}{layer} sequence {sequence}: value {float(values[where]):.4g} is outside the float16 "
-            f"range (max {FLOAT16_MAX:.0f}); re-run with --dtype float32 --overwrite"
-        )

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actstore.batching import EncodedSequence
+from actstore.engine.batching import EncodedSequence
 from distributions.split_file import Split
 from common import UserError
-from actstore.views import View, encode
+from actstore.engine.views import View, encode
 
 
 @dataclass(frozen=True)

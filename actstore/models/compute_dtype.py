@@ -13,7 +13,7 @@ from typing import Literal, get_args
 import torch
 
 from common import UserError
-from actstore.sharding import default_device
+from actstore.models.devices import default_device
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 ComputeDtype = Literal["auto", "float32", "bfloat16", "float16"]  # a --compute-dtype choice

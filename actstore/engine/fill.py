@@ -1,0 +1,154 @@
+"""Filling stores block by block: each block's prompts computed once for every view that misses it,
+each store's block written and flagged on its own, each store marked complete at the end."""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING
+
+from distributions.split_file import Split
+from actstore.engine.sequence_table import SequenceTable, encode_rows
+from actstore.engine.stage_clock import clock_for
+from actstore.engine.views import View
+from actstore.models import LoadedModel
+from actstore.store import ActivationStore, StoreLayout
+from actstore.store.sharding import Shard
+from actstore.store.writer import BackgroundWriter
+
+if TYPE_CHECKING:
+    from actstore.engine.extraction import ExtractConfig
+
+
+@dataclass(frozen=True)
+class Timings:
+    tokenize_s: float = 0.0
+    forward_s: float = 0.0
+    gather_s: float = 0.0  # log-likelihood head, copies to the host, placing rows in the block
+    write_s: float = 0.0  # time the model waited for the writer
+    write_background_s: float = 0.0  # time the writer thread spent compressing and writing
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    url: str
+    dataset: str
+    split: str
+    view: str
+    status: str  # "complete" (found finished, nothing done), "created" or "resumed"
+    n_sequences: int
+    blocks_computed: int
+    blocks_total: int
+    sequences_computed: int
+    seconds: float
+    timings: Timings = field(default_factory=Timings)
+
+    @property
+    def sequences_per_second(self) -> float | None:
+        return self.sequences_computed / self.seconds if self.sequences_computed and self.seconds else None
+
+
+@dataclass(frozen=True)
+class PendingStore:
+    """A store of this extraction that still misses blocks."""
+
+    store: ActivationStore
+    status: str  # "created" or "resumed"
+    view: View
+
+
+def fill(pending: list[PendingStore], config: ExtractConfig, loaded: LoadedModel, split: Split, table: SequenceTable,
+          *, shard: Shard = Shard()) -> list[StoreResult]:
+    """Compute, write and flag every block of this shard that some store still misses (each block's
+    prompts once for all the views that miss it); mark each store complete once every block (of all
+    shards) is flagged, else report it ``partial``."""
+    import torch
+    from tqdm import tqdm
+
+    from actstore.engine.blocks import run_block
+    from actstore.engine.capture import DecoderParts, LastTokenCapture
+    from actstore.engine.prompt_reuse import Responses
+
+    parts = DecoderParts.of(loaded.model)
+    device = loaded.input_device
+    max_tokens = getattr(loaded.model.config, "max_position_embeddings", None)
+    layout = pending[0].store.layout  # the same sequences and blocks in every store given
+    todo, already = {}, 0
+    for target in pending:
+        done = target.store.blocks_done()
+        todo[target.view.name] = {b for b in range(layout.n_blocks) if not done[b] and shard.owns(b)}
+        already += sum(layout.block_length(b) for b in range(layout.n_blocks) if done[b])
+    captures = {t.view.name: LastTokenCapture(parts, _capture_plan(t.store.layout, parts.n_blocks),
+                                              t.store.layout.n_heads) for t in pending}
+    clocks = {t.view.name: clock_for(device) for t in pending}
+    shared_clock = clock_for(device)
+    shared = {name: {"forward": 0.0, "gather": 0.0} for name in clocks}  # each view's share of the shared passes
+    started = time.perf_counter()
+    names = ",".join(t.view.name for t in pending)
+    bar = tqdm(total=layout.n_sequences * len(pending), initial=already, unit="seq",
+               desc=f"{split.dataset}/{split.split}.{names}", disable=not config.progress, file=sys.stderr,
+               dynamic_ncols=True)
+    with bar, torch.inference_mode(), ExitStack() as writers:
+        writer = {t.view.name: writers.enter_context(BackgroundWriter(t.store.write_block)) for t in pending}
+        for block in sorted(set().union(*todo.values())):
+            start, stop = layout.block_range(block)
+            needing = [t for t in pending if block in todo[t.view.name]]
+            views = []
+            for target in needing:
+                name = target.view.name
+                with clocks[name].stage("tokenize"):
+                    sequences = encode_rows(table, start, stop, loaded.tokenizer, target.view, max_tokens=max_tokens,
+                                            source=str(split.path))
+                views.append(Responses(name, sequences, captures[name], target.store.layout.with_loglik, clocks[name]))
+            before = dict(shared_clock.seconds)
+            outs = run_block(parts, views, pad_id=loaded.tokenizer.pad_token_id, batch_tokens=config.batch_tokens,
+                             padding_side=config.padding_side, on_batch=bar.update, prompt_reuse=config.prompt_reuse,
+                             shared_clock=shared_clock)
+            for target in needing:
+                name = target.view.name
+                for stage in shared[name]:
+                    shared[name][stage] += (shared_clock.seconds[stage] - before[stage]) / len(needing)
+                with clocks[name].stage("write"):  # only the wait for the previous block's write
+                    writer[name].submit(block, {f.name: getattr(outs[name], f.name) for f in fields(outs[name])})
+        for target in pending:
+            with clocks[target.view.name].stage("write"):
+                writer[target.view.name].wait()
+    wall = time.perf_counter() - started
+    results = []
+    for target in pending:
+        name = target.view.name
+        timings = {**clocks[name].totals(), "write_background_s": writer[name].busy_s}
+        for stage, seconds in shared[name].items():
+            timings[f"{stage}_s"] += seconds
+        # The views ran interleaved: each is charged its own stages and its share of the shared passes.
+        seconds = sum(v for k, v in timings.items() if k != "write_background_s") if len(pending) > 1 else wall
+        results.append(_complete(target, todo[name], seconds, Timings(**timings), split, len(pending) > 1 and names))
+    return results
+
+
+def _capture_plan(layout: StoreLayout, n_blocks: int):
+    from actstore.engine.capture import CapturePlan
+
+    return CapturePlan.for_request(layout.layers, n_blocks, heads=bool(layout.n_heads), full_depth=layout.with_final_norm)
+
+
+def _complete(target: PendingStore, todo: set[int], seconds: float, timings: Timings, split: Split,
+              together: str | bool) -> StoreResult:
+    store, layout, view = target.store, target.store.layout, target.view
+    computed = sum(layout.block_length(b) for b in todo)
+    if not store.blocks_done().all():  # other processes still write their blocks; the last one marks it
+        return StoreResult(store.url, split.dataset, split.split, view.name, "partial", layout.n_sequences, len(todo),
+                           layout.n_blocks, computed, seconds, timings)
+    extra = {"views_together": together} if together else {}
+    store.mark_complete(run_status=target.status, blocks_computed=len(todo), sequences_computed=computed,
+                        seconds=round(seconds, 3), sequences_per_second=round(computed / seconds, 3) if seconds else None,
+                        timings={k: round(v, 3) for k, v in asdict(timings).items()}, **extra)
+    return StoreResult(store.url, split.dataset, split.split, view.name, target.status, layout.n_sequences, len(todo),
+                       layout.n_blocks, computed, seconds, timings)
+
+
+def finished(store: ActivationStore, url: str, split: Split, view: View) -> StoreResult:
+    layout = store.layout
+    return StoreResult(url, split.dataset, split.split, view.name, "complete", layout.n_sequences, 0, layout.n_blocks, 0, 0.0)
