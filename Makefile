@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test docs lock clean
+.PHONY: install demo test docs lock lock-check clean
 
 install: $(STAMP)
 
@@ -30,12 +30,20 @@ test: install
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
-# requirements.lock anew from pyproject.toml (newest versions its bounds allow); commit the result.
+# requirements.lock anew from pyproject.toml (newest versions its bounds allow), without torch's own dependency
+# tree (tools/lock.py), so that it installs beside any torch build; commit the result.
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	test -x $(VENV)/bin/pip-compile || $(PIP) install pip-tools
 	$(VENV)/bin/pip-compile --quiet --extra dev --extra gemma3 --unsafe-package torch --strip-extras \
 		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
+	$(PY) tools/lock.py requirements.lock
+
+# The lock resolved (pip's dry run, reads the package index) with this machine's CPU torch and the index's CUDA
+# torch for each Python the lock is meant for.
+lock-check:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	tools/lock_check.sh $(PY)
 
 clean:
 	rm -rf $(VENV) demo-out site

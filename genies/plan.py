@@ -114,6 +114,11 @@ class RunConfig(Placement):
                                           "stores are reused whatever dtype made them (e.g. on a GPU); a named dtype "
                                           "reuses only stores computed in it.")
     train_layout: TrainLayout = setting("auto", TRAIN_LAYOUT_HELP)
+    prompt_reuse: bool = setting(True, "Extraction runs each token prefix its sequences share once (the prefix "
+                                       "tree, on every device); --no-prompt-reuse runs every sequence whole.",
+                                 option="--prompt-reuse/--no-prompt-reuse")
+    batch_tokens: int | None = setting(None, "Extraction: padded tokens per forward pass (default: 4096 on a CPU, "
+                                             "on a GPU a budget scaled to its free memory).")
 
     def __post_init__(self):
         check_choices(self)
@@ -125,6 +130,8 @@ class RunConfig(Placement):
             raise UserError("--methods is empty")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.threads}")
+        if self.batch_tokens is not None and self.batch_tokens < 1:
+            raise UserError(f"--batch-tokens must be at least 1, got {self.batch_tokens}")
         if isinstance(self.layer, str) and self.layer != "best":
             object.__setattr__(self, "layer", layer_choice(self.layer))
         if not (self.layer == "best" or (isinstance(self.layer, int) and not isinstance(self.layer, bool)
@@ -164,7 +171,7 @@ class RunConfig(Placement):
 
         return ModelSpec.requested(self.model, compute_dtype=self.compute_dtype, device_map=self.device_map,
                                    max_memory=self.max_memory, offload_dir=self.offload_dir,
-                                   attention=self.attention, trains=self.trains_live)
+                                   attention=self.attention, trains=self.trains_live, tree_masks=self.prompt_reuse)
 
     @property
     def training_precision(self) -> str:

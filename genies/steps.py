@@ -60,7 +60,8 @@ def extract_stores(config: RunConfig, steps: list[StoreStep], model: ModelOnDema
                                      layers="all", limit=config.limit, out=config.resolved_store_root,
                                      data_dir=config.data_dir, overwrite=bool(stale), progress=progress,
                                      prompt_format=config.prompt_format, compute_dtype=config.compute_dtype,
-                                     device_map=config.device_map,
+                                     device_map=config.device_map, prompt_reuse=config.prompt_reuse,
+                                     batch_tokens=config.batch_tokens,
                                      max_memory=config.max_memory, offload_dir=config.offload_dir),
             loaded=model.get(), shard=shard)
         done += results

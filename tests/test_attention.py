@@ -34,6 +34,19 @@ def test_auto_takes_flex_attention_only_on_one_gpu_and_only_for_commands_that_do
     assert wanted_attention("flex_attention", "cuda:0", trains=True) == "flex_attention"
 
 
+def test_auto_takes_flex_attention_only_where_tree_masks_are_in_play(flex_on_gpus):
+    """--no-prompt-reuse: no block of a mask to skip, so no flex attention compiles to pay for."""
+    assert wanted_attention("auto", "cuda:0", trains=False, tree_masks=True) == "flex_attention"
+    assert wanted_attention("auto", "cuda:0", trains=False, tree_masks=False) is None
+    assert wanted_attention("flex_attention", "cuda:0", trains=False, tree_masks=False) == "flex_attention"
+
+
+def test_flex_attention_over_several_gpus_is_refused_in_one_line():
+    with pytest.raises(UserError, match="cannot serve a model placed over several GPUs"):
+        wanted_attention("flex_attention", "cuda:0", trains=False, several_gpus=True)
+    assert wanted_attention("sdpa", "cuda:0", trains=False, several_gpus=True) == "sdpa"
+
+
 def test_auto_keeps_the_family_own_where_torch_cannot_compile_flex_attention(monkeypatch):
     monkeypatch.setattr(attention, "flex_attention_available", lambda: False)
     assert wanted_attention("auto", "cuda:0", trains=False) is None

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from actstore import compute_dtype
+from actstore.models import compute_dtype
 from actstore.models.compute_dtype import cpu_flags, resolve_compute_dtype
 from common import UserError
 
@@ -97,3 +97,28 @@ def test_loglik_head_takes_the_plain_product_where_torch_has_no_bfloat16_setting
     got = logits_module.Float32Head(lm_head)(hidden)
     assert not entered
     assert torch.equal(got, torch.nn.functional.linear(hidden.float(), lm_head.weight.float()))
+
+
+def test_loglik_head_keeps_no_float32_copy_and_chunks_the_vocabulary(monkeypatch):
+    """The head holds the model's own weight only (no float32 copy of it); its float32 logits come from chunks
+    of the vocabulary, each taken to float32 on its own, and equal the whole product whatever the chunk size."""
+    import actstore.engine.logits as logits_module
+
+    torch.manual_seed(0)
+    lm_head = torch.nn.Linear(64, 1000, bias=True).to(torch.bfloat16)
+    head = logits_module.Float32Head(lm_head)
+    own = {lm_head.weight.data_ptr(), lm_head.bias.data_ptr()}
+    assert {tensor.data_ptr() for tensor in head.state_dict().values()} == own
+    assert not [tensor for tensor in vars(head).values() if isinstance(tensor, torch.Tensor)]
+    hidden = torch.randn(12, 64).to(torch.bfloat16)
+    whole = head(hidden)
+    widest = []
+    real_product = logits_module._float32_product
+    monkeypatch.setattr(logits_module, "_float32_product",
+                        lambda rows, weight, exact: widest.append(len(weight)) or real_product(rows, weight, exact))
+    monkeypatch.setattr(logits_module, "HEAD_CHUNK_BYTES", 64 * 4 * 300)  # 300 vocabulary rows a chunk
+    chunked = head(hidden)
+    assert widest == [300, 300, 300, 100]
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
+    exact = (hidden.double() @ lm_head.weight.double().T + lm_head.bias.double()).float()
+    torch.testing.assert_close(chunked, exact, rtol=1e-6, atol=1e-4)

@@ -365,3 +365,30 @@ def test_without_run_json_the_files_of_other_settings_are_never_reused(benchmark
     (tmp_path / "run" / "run.json").unlink()
     same = run_benchmark(config_for(benchmark, methods=methods, limit=8, out=tmp_path / "run"), log=lambda line: None)
     assert same.evaluations_run == 0 and same.rows == fresh.rows  # the same settings: every file reused
+
+
+def test_no_prompt_reuse_gives_the_same_results_within_float_rounding(benchmark, first_run):
+    """The prefix tree is the default engine; --no-prompt-reuse runs every sequence whole (own stores, so nothing
+    is reused): every number of results.csv agrees within 1e-6 (the tree's values equal the whole sequences' up to
+    float32 rounding, far below anything a pair comparison or a statistic resolves)."""
+    root, _ = benchmark
+    whole = run_benchmark(config_for(benchmark, prompt_reuse=False, store_root=str(root / "stores-whole"),
+                                     out=root / "run-whole"), log=lambda line: None)
+    assert whole.stores_extracted == first_run.stores_extracted > 0
+
+    def rows(summary):
+        with summary.results_path.open() as handle:
+            return {(r["source"], r["target"], r["method"]): r for r in csv.DictReader(handle)}
+
+    tree, plain = rows(first_run), rows(whole)
+    assert tree.keys() == plain.keys()
+    compared = 0
+    for key, row in tree.items():
+        for column, value in row.items():
+            try:
+                a, b = float(value), float(plain[key][column])
+            except ValueError:
+                continue
+            assert abs(a - b) <= 1e-6 or (a != a and b != b), (key, column, value, plain[key][column])
+            compared += 1
+    assert compared > 50

@@ -16,8 +16,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Literal
 
-import torch
-
 from common import UserError, default_store_root, parse_list
 from common.settings import check_choices, setting
 from distributions.data import DATA_DIR_HELP, load_split, resolve_data_dir, split_path
@@ -25,7 +23,6 @@ from distributions.split_file import Split
 from actstore.engine.batching import PADDING_SIDES
 from actstore.engine.fill import PendingStore, StoreResult, Timings, fill, finished
 from actstore.engine.preflight import check_context
-from actstore.engine.prompt_reuse import reuses_prompts
 from actstore.engine.sequence_table import SequenceTable, sequence_table
 from actstore.engine.store_identity import (matches_before_loading, same_extraction, store_attributes,
                                             store_identity, store_layout)
@@ -66,15 +63,16 @@ class ExtractConfig(QuantizedPlacement):
     limit: int | None = setting(None, "Only the first N examples of each split.")
     dtype: StorageDtype = setting("float16", "Storage dtype (see --compute-dtype for the model's).")
     compute_dtype: ComputeDtype = setting("auto", COMPUTE_DTYPE_HELP)
-    prompt_reuse: bool | None = setting(
-        None, "Run every token prefix shared by a block's sequences (an example's prompt, a response shared by "
-              "views) once: each prompt group one row whose mask lets a token see its own path (default: on for "
-              "CPUs, where it was measured faster; off for GPUs, where it was not measured since).")
+    prompt_reuse: bool = setting(
+        True, "Run every token prefix shared by a block's sequences (an example's prompt, a response shared by "
+              "views) once: each prompt group one row whose mask lets a token see its own path. On by default on "
+              "every device and placement; --no-prompt-reuse runs every sequence whole.")
     site: Site = setting("residual", "heads: also keep per-head attention outputs (input of o_proj).")
     prompt_format: PromptFormat = setting("raw", "chat: the prompt as a user turn in the tokenizer's chat template "
                                                  "(instruct/chat models).")
     out: str | None = setting(None, "Store root: a directory or fsspec URL (default: the per-user store directory).")
-    batch_tokens: int = setting(4096, "Padded tokens per forward pass.")
+    batch_tokens: int | None = setting(None, "Padded tokens per forward pass (default: 4096 on a CPU; on a GPU "
+                                             "a budget scaled to its free memory once the model is loaded).")
     block_size: int = setting(512, "Sequences per chunk-aligned block: the unit of writing and of resuming.")
     device: str | None = setting(None, "cpu, cuda, cuda:1 ... (default: cuda when available).")
     skip_bad: bool = setting(False, "--skip-bad: leave invalid examples out (counted in the store's attributes "
@@ -106,7 +104,7 @@ class ExtractConfig(QuantizedPlacement):
         return ModelSpec.requested(self.model, compute_dtype=self.compute_dtype, device=self.device,
                                    device_map=self.device_map, max_memory=self.max_memory,
                                    offload_dir=self.offload_dir, quantization=self.quantize,
-                                   attention=self.attention)
+                                   attention=self.attention, tree_masks=self.prompt_reuse)
 
     @property
     def root(self) -> str:
@@ -128,11 +126,8 @@ def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_resu
     if loaded is None:
         check_quantization(spec.quantization, spec.main_device)
         check_family(spec.name)
-    if config.prompt_reuse and spec.placed and spec.main_device != "cpu" and torch.cuda.device_count() > 1:
-        raise UserError("--prompt-reuse runs a model on one device; a placement over several GPUs runs without it")
     config = replace(config, compute_dtype=concrete_compute_dtype(config, loaded),
-                     quantize=_quantization(config, loaded),
-                     prompt_reuse=reuses_prompts(config.prompt_reuse, _device(spec, loaded)))
+                     quantize=_quantization(config, loaded))
     model = ModelOnDemand(replace(spec, compute_dtype=config.compute_dtype), loaded)
     announced = []
 
@@ -152,10 +147,6 @@ def extract(config: ExtractConfig, *, loaded: LoadedModel | None = None, on_resu
                     if on_result:
                         on_result(result)
     return results
-
-
-def _device(spec: ModelSpec, loaded: LoadedModel | None) -> str:
-    return str(loaded.input_device) if loaded is not None else spec.main_device
 
 
 def _quantization(config: ExtractConfig, loaded: LoadedModel | None) -> str:

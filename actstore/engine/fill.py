@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from distributions.split_file import Split
+from actstore.engine.batch_budget import batch_budget
 from actstore.engine.sequence_table import SequenceTable, encode_rows
 from actstore.engine.stage_clock import clock_for
 from actstore.engine.views import View
@@ -74,6 +75,7 @@ def fill(pending: list[PendingStore], config: ExtractConfig, loaded: LoadedModel
     parts = DecoderParts.of(loaded.model)
     device = loaded.input_device
     max_tokens = getattr(loaded.model.config, "max_position_embeddings", None)
+    budget = batch_budget(config.batch_tokens, loaded.model, device)
     layout = pending[0].store.layout  # the same sequences and blocks in every store given
     todo, already = {}, 0
     for target in pending:
@@ -103,7 +105,7 @@ def fill(pending: list[PendingStore], config: ExtractConfig, loaded: LoadedModel
                                             source=str(split.path))
                 views.append(Responses(name, sequences, captures[name], target.store.layout.with_loglik, clocks[name]))
             before = dict(shared_clock.seconds)
-            outs = run_block(parts, views, pad_id=loaded.tokenizer.pad_token_id, batch_tokens=config.batch_tokens,
+            outs = run_block(parts, views, pad_id=loaded.tokenizer.pad_token_id, batch_tokens=budget,
                              padding_side=config.padding_side, on_batch=bar.update, prompt_reuse=config.prompt_reuse,
                              shared_clock=shared_clock)
             for target in needing:

@@ -33,16 +33,6 @@ from actstore.engine.tree_rows import FlatGroup, PlannedRows, flatten_group, pac
 from actstore.engine.stage_clock import StageClock
 
 
-def reuses_prompts(requested: bool | None, device: str) -> bool:
-    """``None`` (the default) turns reuse on where it was measured to help: on CPUs, where the time
-    is the tokens' arithmetic (benchmarks/RESULTS.md). On GPUs the level-by-level tree's many short
-    passes made SmolLM2-135M 2-3x slower on an H200; tree attention runs few long passes instead,
-    but was not measured on a GPU yet, so ``--prompt-reuse`` turns it on there."""
-    if requested is not None:
-        return requested
-    return torch.device(device).type == "cpu"
-
-
 @dataclass(frozen=True)
 class PromptGroup:
     prompt_ids: tuple[int, ...]

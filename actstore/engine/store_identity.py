@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from common import UserError
 from distributions.split_file import Split
+from actstore.engine.batch_budget import batch_budget
 from actstore.engine.views import View
 from actstore.models import LoadedModel, model_fingerprint
 from actstore.store import ActivationStore, StoreLayout
@@ -122,7 +123,7 @@ def store_attributes(config: ExtractConfig, loaded: LoadedModel, split: Split, v
         "identity": identity,
         "software": software_versions(),
         "config": {
-            "batch_tokens": config.batch_tokens,
+            "batch_tokens": batch_budget(config.batch_tokens, loaded.model, loaded.input_device),
             "padding_side": config.padding_side,
             "compute_dtype": config.compute_dtype,
             "quantization": config.quantize,

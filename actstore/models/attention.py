@@ -2,11 +2,13 @@
 
 ``auto`` keeps the family's own (transformers' default: sdpa where the family has it, else eager)
 on CPUs, where dense masked sdpa was measured faster than flex attention (benchmarks/RESULTS.md).
-On one CUDA GPU, for commands that only run the model forward, it takes flex attention where
-triton and the family have it: its block masks skip the blocks a prefix tree's mask leaves out.
-Commands that train keep the family's own, because torch has no flex attention backward on the
-CPU, so the gradients through it could not be checked against transformers' here; so does a
-model placed over several GPUs, which was not run under it.
+On one CUDA GPU, for commands that only run the model forward with prefix-tree masks (prompt reuse, the
+default), it takes flex attention where triton and the family have it: its block masks skip the blocks
+a prefix tree's mask leaves out; with no tree masks there is nothing to skip and its compiles would be
+paid for nothing. Commands that train keep the family's own, because torch has no flex attention
+backward on the CPU, so the gradients through it could not be checked against transformers' here; so
+does a model placed over several GPUs, which was not run under it (and ``flex_attention`` asked for
+there is refused: its block masks are built on one device).
 """
 
 from __future__ import annotations
@@ -23,23 +25,28 @@ from actstore.models.quiet import transformers_errors_only
 FLEX_RECOMPILE_LIMIT = 64
 
 
-def check_attention(requested: str, device: str, *, trains: bool) -> None:
+def check_attention(requested: str, device: str, *, trains: bool, several_gpus: bool = False) -> None:
     """Refuse, in one line, an ``--attention`` choice that cannot run where it was asked for."""
     if requested not in ATTENTIONS:
         raise UserError(f"unknown --attention {requested!r} (choose {', '.join(ATTENTIONS)})")
+    if requested == "flex_attention" and several_gpus:
+        raise UserError("--attention flex_attention cannot serve a model placed over several GPUs (its block masks "
+                        "are built on one device); use --attention auto, sdpa or eager")
     if requested == "flex_attention" and trains and torch.device(device).type != "cuda":
         raise UserError(f"--attention flex_attention cannot train on {device}: torch has no flex attention backward "
                         "off CUDA; train with --attention auto, sdpa or eager")
 
 
-def wanted_attention(requested: str, device: str, *, trains: bool, several_gpus: bool = False) -> str | None:
+def wanted_attention(requested: str, device: str, *, trains: bool, several_gpus: bool = False,
+                     tree_masks: bool = True) -> str | None:
     """The implementation to set on a model loaded for ``device``; None keeps the family's own.
     ``several_gpus``: the model is placed over several, which was never run under flex attention
-    (its block masks are built on the first)."""
-    check_attention(requested, device, trains=trains)
+    (its block masks are built on the first); ``tree_masks``: its passes carry prefix-tree masks."""
+    check_attention(requested, device, trains=trains, several_gpus=several_gpus)
     if requested != "auto":
         return requested
-    if torch.device(device).type == "cuda" and not trains and not several_gpus and flex_attention_available():
+    if (torch.device(device).type == "cuda" and not trains and not several_gpus and tree_masks
+            and flex_attention_available()):
         return "flex_attention"
     return None
 
@@ -52,11 +59,12 @@ def flex_attention_available() -> bool:
     return is_torch_flex_attn_available() and has_triton()
 
 
-def set_attention(model, name: str, requested: str, device: str, *, trains: bool, several_gpus: bool = False) -> str:
+def set_attention(model, name: str, requested: str, device: str, *, trains: bool, several_gpus: bool = False,
+                  tree_masks: bool = True) -> str:
     """Switch ``model`` (loaded in its family's own implementation) to the one ``requested`` resolves to,
     and return the implementation it runs. ``auto`` falls back to the family's own where the family lacks
     flex attention; a choice given explicitly that the model cannot take is refused in one line."""
-    wanted = wanted_attention(requested, device, trains=trains, several_gpus=several_gpus)
+    wanted = wanted_attention(requested, device, trains=trains, several_gpus=several_gpus, tree_masks=tree_masks)
     if wanted is not None and wanted != model.config._attn_implementation:
         try:
             with transformers_errors_only():  # the refusal below is our one line

@@ -78,7 +78,7 @@ def load_model(spec: ModelSpec | str) -> LoadedModel:
         loaded = _load_path_or_hub(spec, aliases)
     family_of(loaded.model.config, source=spec.name)
     set_attention(loaded.model, spec.name, spec.attention, spec.main_device, trains=spec.trains,
-                  several_gpus=spec.placed and torch.cuda.device_count() > 1)
+                  several_gpus=spec.several_gpus, tree_masks=spec.tree_masks)
     _ensure_pad_token(loaded.tokenizer)
     loaded.model.eval()
     loaded.spec = spec

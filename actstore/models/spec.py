@@ -37,6 +37,7 @@ class ModelSpec:
     quantization: str = "none"  # none, 8bit or 4bit (bitsandbytes; 4bit = NF4, double quantization)
     attention: str = "auto"  # --attention: auto, sdpa, eager or flex_attention (actstore.models.attention)
     trains: bool = False  # whether the command trains through the model (auto then keeps the family's own)
+    tree_masks: bool = True  # whether passes carry prefix-tree masks (auto takes flex attention on a GPU only then)
 
     def __post_init__(self):
         if self.compute_dtype not in get_args(Dtype):
@@ -55,13 +56,13 @@ class ModelSpec:
         if self.quantization != "none" and self.offload_dir:
             raise UserError("--quantize does not combine with --offload-dir (bitsandbytes weights cannot be offloaded "
                             "to disk); give the model more --max-memory or quantize it harder")
-        check_attention(self.attention, self.main_device, trains=self.trains)
+        check_attention(self.attention, self.main_device, trains=self.trains, several_gpus=self.several_gpus)
 
     @classmethod
     def requested(cls, name: str, *, compute_dtype: str = "auto", device: str | None = None,
                   device_map: str | None = None, max_memory: str | None = None, offload_dir: str | None = None,
                   quantization: str = "none", fallback_device: str | None = None, attention: str = "auto",
-                  trains: bool = False) -> "ModelSpec":
+                  trains: bool = False, tree_masks: bool = True) -> "ModelSpec":
         """The spec of command-line choices: ``auto`` dtype resolved for the device, ``--max-memory`` parsed;
         ``--max-memory`` or ``--offload-dir`` without ``--device-map`` mean ``auto``; with none of them,
         ``fallback_device`` (default: cuda when available, else cpu)."""
@@ -69,7 +70,8 @@ class ModelSpec:
             raise UserError(f"--device {device} and --device-map {device_map} disagree; give one of them")
         placement = (device_map or device or ("auto" if max_memory or offload_dir else None)
                      or fallback_device or default_device())
-        spec = cls(name, "float32", placement, parse_max_memory(max_memory), offload_dir, quantization, attention, trains)
+        spec = cls(name, "float32", placement, parse_max_memory(max_memory), offload_dir, quantization, attention, trains,
+                   tree_masks)
         spec.check_devices()
         return replace(spec, compute_dtype=resolve_compute_dtype(compute_dtype, spec.main_device))
 
@@ -86,6 +88,11 @@ class ModelSpec:
     def placed(self) -> bool:
         """Whether accelerate decides where each block goes (else the whole model is on ``device_map``)."""
         return self.device_map in PLACEMENTS
+
+    @property
+    def several_gpus(self) -> bool:
+        """Whether accelerate may spread the model over more than one GPU."""
+        return self.placed and torch.cuda.is_available() and torch.cuda.device_count() > 1
 
     @property
     def main_device(self) -> str:
