@@ -325,7 +325,11 @@ def actstore_extract(config):
         click.echo(f"{result.url}  ({result.status}: {result.n_sequences} sequences{rate})")
 
     def starting(resolved):
-        click.echo(f"computing in {resolved.compute_dtype} (log-likelihood head in float32)", err=True)
+        from actstore.models.devices import device_choice
+
+        spec = resolved.model_spec()
+        where = spec.device_map if spec.placed else device_choice(spec.device_map)
+        click.echo(f"computing in {resolved.compute_dtype} on {where} (log-likelihood head in float32)", err=True)
 
     extract(config, on_result=report, on_start=starting)
 

@@ -6,6 +6,9 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# The suite runs on the CPU wherever it runs (every command's default device, and the processes tests start);
+# a test marked gpu runs on the machine's GPU instead, and is skipped where there is none.
+os.environ["GENIES_DEVICE"] = "cpu"
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "genies-data"
@@ -20,6 +23,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def device_of_the_test(request, monkeypatch):
+    """``gpu`` tests: the GPU, or a clean skip; every other test: the CPU (GENIES_DEVICE=cpu)."""
+    if request.node.get_closest_marker("gpu"):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA GPU")
+        monkeypatch.delenv("GENIES_DEVICE", raising=False)
 
 
 @pytest.fixture(scope="session")

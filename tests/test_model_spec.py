@@ -128,6 +128,31 @@ def test_requested_spec_resolves_auto_and_parses_max_memory(monkeypatch):
     assert parse_max_memory(None) == ()
 
 
+def test_a_gpu_asked_for_where_cuda_cannot_run_says_why(monkeypatch):
+    """One line with the reason: a CPU build of torch, a driver too old for this torch, or no device visible."""
+    from actstore.models import devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(UserError, match=r"device cuda was asked for, but this torch \(.*\) is a CPU build; install a "
+                                        r"CUDA build of torch"):
+        ModelSpec.requested("m", device="cuda")
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+
+    def old_driver():
+        raise RuntimeError("The NVIDIA driver on your system is too old (found version 11040).\nmore")
+
+    monkeypatch.setattr(torch.cuda, "init", old_driver)
+    with pytest.raises(UserError, match=r"device cuda:0 was asked for, but CUDA does not start \(RuntimeError: The "
+                                        r"NVIDIA driver on your system is too old \(found version 11040\)\.\)$"):
+        ModelSpec.requested("m", device_map="cuda:0")
+    monkeypatch.setattr(torch.cuda, "init", lambda: None)
+    assert devices.cuda_unavailable_reason().startswith("no CUDA device is visible")
+    assert devices.device_choice("cpu", {}).startswith("cpu (no GPU: no CUDA device is visible")
+    assert devices.device_choice("cpu", {"GENIES_DEVICE": "cpu"}) == "cpu (from GENIES_DEVICE)"
+    assert devices.default_device({"GENIES_DEVICE": "cuda:1"}) == "cuda:1"
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(max_memory="cpu=lots"), "'lots' is not a size"),
     (dict(max_memory="gpu0=1GiB"), "is not DEVICE=SIZE"),
@@ -136,10 +161,10 @@ def test_requested_spec_resolves_auto_and_parses_max_memory(monkeypatch):
     (dict(device="cpu", device_map="auto"), "disagree"),
     (dict(quantization="4bit", offload_dir="/d"), "does not combine with --offload-dir"),
     (dict(quantization="2bit"), "unknown --quantize '2bit'"),
-    (dict(device_map="cuda:0"), r"device cuda:0 is not on this machine \(it has: cpu\)"),
-    (dict(device="cuda"), "device cuda is not on this machine"),
-    (dict(device_map="mps"), "device mps is not on this machine"),
-    (dict(max_memory="0=1GiB,cpu=1GiB"), "device cuda:0 is not on this machine"),
+    (dict(device_map="cuda:0"), r"device cuda:0 was asked for, but "),
+    (dict(device="cuda"), "device cuda was asked for, but "),
+    (dict(device_map="mps"), r"device mps is not on this machine \(it has: cpu\)"),
+    (dict(max_memory="0=1GiB,cpu=1GiB"), "device cuda:0 was asked for, but "),
 ])
 def test_bad_specs_are_user_errors(kwargs, message, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a machine with a GPU
@@ -252,11 +277,22 @@ def test_sigkilled_offloaded_extraction_resumes_to_the_in_memory_store(saved, tm
     assert_bitwise_equal(url, whole.stdout.split()[0])
 
 
-def test_prompt_reuse_is_refused_over_several_gpus(saved, data_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    with pytest.raises(UserError, match="--prompt-reuse runs a model on one device"):
-        extract_one(saved, data_dir, tmp_path / "s", compute_dtype="bfloat16", device_map="auto", prompt_reuse=True)
+def test_the_tree_runs_over_a_placement_and_equals_whole_sequences(saved, data_dir, tmp_path):
+    """Prompt reuse is the engine over a device map too (the tree's masks are arguments that accelerate's hooks
+    move with the hidden states): over CPU and disk its float32 values equal whole sequences' within 1e-4 of
+    each layer's RMS, log-likelihoods within 1e-3 nats, and each store records which engine made it."""
+    placed = dict(compute_dtype="float32", dtype="float32", max_memory="cpu=200KB", offload_dir=str(tmp_path / "off"))
+    tree = extract_one(saved, data_dir, tmp_path / "tree", **placed)
+    whole = extract_one(saved, data_dir, tmp_path / "whole", prompt_reuse=False, **placed)
+    assert "disk" in open_store(tree.url).meta["config"]["device_map"].values()
+    assert open_store(tree.url).meta["config"]["prompt_reuse"] is True
+    assert open_store(whole.url).meta["config"]["prompt_reuse"] is False
+    got, expected = arrays(tree.url), arrays(whole.url)
+    for layer in range(expected["residual"].shape[0]):
+        rms = float(np.sqrt(np.mean(expected["residual"][layer].astype(np.float64) ** 2)))
+        assert np.abs(got["residual"][layer] - expected["residual"][layer]).max() <= 1e-4 * rms, layer
+    assert np.abs(got["loglik"] - expected["loglik"]).max() <= 1e-3
+    assert np.array_equal(got["n_tokens"], expected["n_tokens"]) and np.array_equal(got["last_token"], expected["last_token"])
 
 
 @pytest.mark.parametrize("group, args, message", [

@@ -124,6 +124,7 @@ def store_attributes(config: ExtractConfig, loaded: LoadedModel, split: Split, v
         "software": software_versions(),
         "config": {
             "batch_tokens": batch_budget(config.batch_tokens, loaded.model, loaded.input_device),
+            "prompt_reuse": config.prompt_reuse,
             "padding_side": config.padding_side,
             "compute_dtype": config.compute_dtype,
             "quantization": config.quantize,

@@ -25,6 +25,7 @@ from common import UserError, default_model_cache, describe
 from common.model_names import model_aliases
 from actstore.models.attention import set_attention
 from actstore.models.compute_dtype import torch_dtype
+from actstore.models.devices import device_choice
 from actstore.models.families import family_of
 from actstore.models.gguf_cache import gguf_cache, packaged_cache
 from actstore.models.quantization import check_quantization, quantization_config
@@ -52,7 +53,8 @@ class ModelOnDemand:
     def get(self) -> LoadedModel:
         if self._loaded is None:
             if self.log:
-                self.log(f"loading model {self.spec.name} on {self.spec.device_map} ({self.spec.compute_dtype})")
+                where = self.spec.device_map if self.spec.placed else device_choice(self.spec.device_map)
+                self.log(f"loading model {self.spec.name} on {where} ({self.spec.compute_dtype})")
             self._loaded = load_model(self.spec)
             self.load_count += 1
             if self.log:

@@ -15,7 +15,7 @@ import torch
 from common import UserError
 from actstore.models.attention import check_attention
 from actstore.models.compute_dtype import Dtype, resolve_compute_dtype
-from actstore.models.devices import available_devices, default_device, device_available, execution_device
+from actstore.models.devices import default_device, device_available, execution_device, unavailable_device_message
 from actstore.models.placement import QUANTIZATIONS
 
 
@@ -77,12 +77,13 @@ class ModelSpec:
 
     def check_devices(self) -> None:
         """Refuse, in one line, a device this machine does not have (``--device-map cuda:1`` on a machine
-        with one GPU, ``mps`` off a Mac, a ``--max-memory`` GPU index that is not there)."""
+        with one GPU, ``mps`` off a Mac, a ``--max-memory`` GPU index that is not there), saying why CUDA
+        cannot be used where it was asked for (a CPU build of torch, a driver too old)."""
         wanted = [] if self.placed else [torch.device(self.device_map)]
         wanted += [torch.device("cuda", int(d)) if d.isdigit() else torch.device(d) for d, _ in self.max_memory]
         for device in wanted:
             if not device_available(device):
-                raise UserError(f"device {device} is not on this machine (it has: {', '.join(available_devices())})")
+                raise UserError(unavailable_device_message(device))
 
     @property
     def placed(self) -> bool:
