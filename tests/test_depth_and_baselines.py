@@ -157,7 +157,7 @@ def test_short_model_names_never_a_long_path(tmp_path):
 
 def test_a_users_gguf_is_converted_once_and_cached_per_compute_dtype(tmp_path, monkeypatch):
     """The conversion (de-quantizing the GGUF) runs once; later loads, in either dtype, read the sealed cache."""
-    import actstore.models as models
+    import actstore.models.gguf_cache as models
     from actstore.models import ModelSpec, load_model, tiny_random_llama
 
     monkeypatch.setenv("GENIES_HOME", str(tmp_path / "home"))
