@@ -329,7 +329,7 @@ def actstore_extract(config):
 
         spec = resolved.model_spec()
         where = spec.device_map if spec.placed else device_choice(spec.device_map)
-        click.echo(f"computing in {resolved.compute_dtype} on {where} (log-likelihood head in float32)", err=True)
+        click.echo(f"computing in {resolved.compute_dtype} (log-likelihood head in float32) on {where}", err=True)
 
     extract(config, on_result=report, on_start=starting)
 
