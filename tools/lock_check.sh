@@ -26,10 +26,15 @@ resolve() {  # label, then pip arguments
     if "$PY" -m pip install --dry-run --ignore-installed --quiet --disable-pip-version-check --report "$report" \
             -r requirements.lock "$@" > "$scratch/log" 2>&1; then
         local torch
-        torch="$("$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print(next((i['metadata']['version'] + \
-' (' + ', '.join(sorted(d.split(';')[0].split('=')[0].split('>')[0].split('<')[0].strip() for d in \
-i['metadata'].get('requires_dist', []) if d.startswith(('nvidia-nccl', 'triton')))) + ')' for i in r['install'] \
-if i['metadata']['name'] == 'torch'), '?'))" "$report")"
+        torch="$("$PY" - "$report" <<'PYTHON'
+import json, re, sys
+report = json.load(open(sys.argv[1]))
+torch = next((i["metadata"] for i in report["install"] if i["metadata"]["name"] == "torch"), None)
+build = sorted({re.split(r"[ ;<>=!~\[(]", d)[0] for d in (torch or {}).get("requires_dist", [])
+                if d.startswith(("nvidia-nccl", "triton"))})
+print(f"{torch['version']} ({', '.join(build)})" if torch else "?")
+PYTHON
+)"
         printf '%-52s resolves: torch %s\n' "$label" "$torch"
         passed=$((passed + 1))
     else
