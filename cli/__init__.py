@@ -345,9 +345,11 @@ def actstore_info(store, as_json, verify, names):
     from dataclasses import asdict
 
     from actstore.store.info import human_bytes, store_info, verify_store
+    from actstore.store.opening import check_named
     from actstore.store.roots import checked_location
 
-    store = checked_location(names.url(store), "STORE")
+    asked, store = store, checked_location(names.url(store), "STORE")
+    check_named(store, names.name(asked, store), asked)
     info = store_info(store)
     verified = verify_store(store) if verify else None
     if as_json:

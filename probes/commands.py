@@ -15,6 +15,7 @@ from threadpoolctl import threadpool_limits
 import registry
 from common import UserError, parse_list
 from actstore.store.locations import StoreNames
+from actstore.store.opening import check_named
 from actstore.store.roots import checked_location
 from probes.estimator import StoreProbe, load_probe, make_probe
 from common.metrics import Metrics
@@ -68,7 +69,11 @@ def method_rows() -> list[dict]:
 
 def open_source(spec: str, names: StoreNames = StoreNames()) -> StoreSource:
     """One split's stores: a URL, a path or a name (``MODEL/DATASET/SPLIT[/VIEW]``), or several, comma-separated."""
-    urls = [checked_location(names.url(url), "STORE") for url in parse_list(spec)]
+    urls = []
+    for asked in parse_list(spec):
+        url = checked_location(names.url(asked), "STORE")
+        check_named(url, names.name(asked, url), asked)
+        urls.append(url)
     return StoreSource(urls)
 
 

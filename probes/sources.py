@@ -20,6 +20,7 @@ from distributions.split_file import check_data_unchanged
 from common import UserError
 from actstore.store.hints import extract_command
 from actstore.store.info import no_store_error
+from actstore.store.locations import name_of_place
 from probes.labels import Labels
 
 STORE_NAME = re.compile(r"^(?P<prefix>.*/)?(?P<split>[^/.]+)(?P<extras>(?:\.[^/.]+)*?)\.(?P<view>[^/.]+)\.zarr/?$")
@@ -111,6 +112,9 @@ class StoreSource(FeatureSource):
 
     def _add(self, view: str, url: str, store) -> None:
         check_data_unchanged(store.meta, url)
+        named = name_of_place(url)
+        if named is not None:
+            named.check(store.meta, url, url)
         if self._stores:
             first = next(iter(self._stores.values()))
             _check_siblings(first, store)
@@ -205,13 +209,27 @@ class StoreSource(FeatureSource):
         url = sibling_url(self.primary_url, split="test")
         if url is None or _find(url) is None:
             return None
-        return StoreSource(url)
+        test = StoreSource(url)
+        _check_same_extraction(self, test)
+        return test
+
+
+def _check_same_extraction(train: StoreSource, test: StoreSource) -> None:
+    """The test split found beside a train store is the same dataset, from the same model, extracted the same way."""
+    a, b = train.meta, test.meta
+    if b.get("split", "test") != "test":
+        raise UserError(f"{test.primary_url}: holds split {b['split']!r}, not the test split its name says")
+    identity_a, identity_b = a.get("identity") or {}, b.get("identity") or {}
+    for key in (*MODEL_KEYS, "dataset", "prompt_format", "limit", "model_fingerprint", "quantization"):
+        if a.get(key, identity_a.get(key)) != b.get(key, identity_b.get(key)):
+            raise UserError(f"{test.primary_url} is not the test split of {train.primary_url}: "
+                            f"{key} {b.get(key, identity_b.get(key))!r} vs {a.get(key, identity_a.get(key))!r}")
 
 
 def _check_siblings(first, other) -> None:
     """Views of one split must describe the same sequences, from the same model and the same data file."""
     a, b = first.meta, other.meta
-    for key in ("n_sequences", "hidden_size", *MODEL_KEYS, "dataset", "split", "prompt_format"):
+    for key in ("n_sequences", "hidden_size", *MODEL_KEYS, "dataset", "split", "prompt_format", "limit"):
         if key in a and key in b and a[key] != b[key]:
             raise UserError(f"{other.url} does not match {first.url}: {key} {b[key]!r} vs {a[key]!r}")
     if a.get("fingerprint") and b.get("fingerprint") and a["fingerprint"] != b["fingerprint"]:

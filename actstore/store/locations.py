@@ -16,11 +16,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import UserError
 from common.names import check_name
 
 VIEW_NAMES = ("plain", "stim", "yes", "no")  # the views a store name may end in (templates: actstore/engine/views.py)
 
 STORE_SUFFIX = ".zarr"
+PATH_STARTS = ("/", "./", "../", "~")
 
 STORE_HELP = ("Store: MODEL/DATASET/SPLIT[/VIEW] under --store-root (view: plain by default), or a path or URL "
               "(its sibling views are found by name), or comma-separated stores of one split's views.")
@@ -31,6 +33,8 @@ def model_slug(model: str) -> str:
     path = Path(model).expanduser()
     if path.exists():
         name = path.stem if path.suffix == ".gguf" else path.resolve().name
+    elif model.startswith(PATH_STARTS):  # a local model moved since: named as it was
+        name = path.stem if path.suffix == ".gguf" else path.name
     else:
         name = model.strip("/").replace("/", "--")
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
@@ -52,27 +56,95 @@ def store_name(split: str, view: str, *, limit: int | None = None, site: str = "
 
 def store_url(root: str | Path, model: str, dataset: str, split: str, view: str, *, limit: int | None = None,
               site: str = "residual", prompt_format: str = "raw") -> str:
-    check_name(dataset)
-    return "/".join([str(root).rstrip("/"), model_slug(model), dataset,
-                     store_name(check_name(split, "split"), check_name(view, "view"), limit=limit, site=site,
-                                prompt_format=prompt_format)])
+    return StoreName(model_slug(model), dataset, split, view, limit, site, prompt_format).url(root)
 
 
 SPLITS = ("train", "test")
 
 
-def store_location(spec: str, *, root: str | Path, limit: int | None = None, site: str = "residual",
-                   prompt_format: str = "raw") -> str:
-    """A store named ``MODEL/DATASET/SPLIT[/VIEW]`` as its URL under ``root``; a path or URL as it is."""
+def parse_store_name(spec: str, *, limit: int | None = None, site: str = "residual",
+                     prompt_format: str = "raw") -> "StoreName | None":
+    """The store ``MODEL/DATASET/SPLIT[/VIEW]`` names, or None when ``spec`` is a path or URL."""
     text = str(spec).strip().rstrip("/")
     parts = text.split("/")
     if "://" in text or text.endswith(STORE_SUFFIX) or text.startswith(("/", ".", "~")) or Path(text).exists():
-        return str(spec)
+        return None
     view = parts.pop() if len(parts) >= 4 and parts[-1] in VIEW_NAMES else "plain"
     if len(parts) < 3 or parts[-1] not in SPLITS:
-        return str(spec)
-    split, dataset, model = parts[-1], parts[-2], "/".join(parts[:-2])
-    return store_url(root, model, dataset, split, view, limit=limit, site=site, prompt_format=prompt_format)
+        return None
+    return StoreName(model_slug("/".join(parts[:-2])), parts[-2], parts[-1], view, limit, site, prompt_format)
+
+
+def store_location(spec: str, *, root: str | Path, limit: int | None = None, site: str = "residual",
+                   prompt_format: str = "raw") -> str:
+    """A store named ``MODEL/DATASET/SPLIT[/VIEW]`` as its URL under ``root``; a path or URL as it is."""
+    name = parse_store_name(spec, limit=limit, site=site, prompt_format=prompt_format)
+    return name.url(root) if name else str(spec)
+
+
+PLACE = re.compile(r"^(?P<split>[^/.]+)(?:\.limit(?P<limit>\d+))?(?P<heads>\.heads)?(?:\.(?P<format>chat))?"
+                   r"\.(?P<view>[^/.]+)\.zarr$")
+
+
+def name_of_place(url: str, root: str | Path | None = None) -> "StoreName | None":
+    """What a store's file name (``<split>[extras].<view>.zarr``) says it holds, and its model and dataset
+    where it lies at ``<slug>/<dataset>/`` under ``root``; None for any other file name."""
+    text = _comparable(url).rstrip("/")
+    match = PLACE.match(text.rsplit("/", 1)[-1])
+    if match is None:
+        return None
+    model = dataset = None
+    prefix = _comparable(root).rstrip("/") + "/" if root is not None else None
+    if prefix and text.startswith(prefix) and text[len(prefix):].count("/") == 2:
+        model, dataset = text[len(prefix):].split("/")[:2]
+    return StoreName(model, dataset, match["split"], match["view"], int(match["limit"]) if match["limit"] else None,
+                     "heads" if match["heads"] else "residual", match["format"] or "raw")
+
+
+def _comparable(place: str | Path) -> str:
+    text = str(place)
+    return text if "://" in text else str(Path(text).expanduser().absolute())
+
+
+@dataclass(frozen=True)
+class StoreName:
+    """What a store's name says it holds; ``model`` is the model's directory name (``model_slug``).
+    A file name alone says nothing of the model and dataset (None)."""
+
+    model: str | None
+    dataset: str | None
+    split: str
+    view: str = "plain"
+    limit: int | None = None
+    site: str = "residual"
+    prompt_format: str = "raw"
+
+    def url(self, root: str | Path) -> str:
+        check_name(self.dataset)
+        return "/".join([str(root).rstrip("/"), self.model, self.dataset,
+                         store_name(check_name(self.split, "split"), check_name(self.view, "view"), limit=self.limit,
+                                    site=self.site, prompt_format=self.prompt_format)])
+
+    def mismatches(self, meta: dict) -> list[str]:
+        """What the store's recorded attributes (``meta``) say that this name does not; a store made
+        before an attribute was recorded is not held to it."""
+        found = []
+        models = {model_slug(str(meta[key])) for key in ("model", "model_id") if meta.get(key)}
+        if self.model is not None and models and self.model not in models:
+            found.append(f"model {meta.get('model')} (the name says {self.model})")
+        recorded = {"site": "residual", "prompt_format": "raw", **meta}
+        for key in ("dataset", "split", "view", "limit", "site", "prompt_format"):
+            unknown = key == "dataset" and self.dataset is None
+            if key in recorded and not unknown and recorded[key] != getattr(self, key):
+                found.append(f"{key} {recorded[key]} (the name says {getattr(self, key)})")
+        return found
+
+    def check(self, meta: dict, url: str, asked: str) -> None:
+        """A UserError when the store at ``url``, found as ``asked``, holds something else than the name says."""
+        differing = self.mismatches(meta)
+        if differing:
+            raise UserError(f"{asked}: the store at {url} holds {'; '.join(differing)}; it is not the store this "
+                            "name stands for: move it to its own name or re-extract it there")
 
 
 @dataclass(frozen=True)
@@ -84,8 +156,16 @@ class StoreNames:
     limit: int | None = None
     prompt_format: str = "raw"
 
-    def url(self, spec: str) -> str:
+    @property
+    def resolved_root(self) -> str:
         from common import default_store_root
 
-        return store_location(spec, root=self.root or default_store_root(), limit=self.limit,
-                              prompt_format=self.prompt_format)
+        return str(self.root or default_store_root())
+
+    def url(self, spec: str) -> str:
+        return store_location(spec, root=self.resolved_root, limit=self.limit, prompt_format=self.prompt_format)
+
+    def name(self, spec: str, url: str) -> "StoreName | None":
+        """What ``spec`` (resolved to ``url``) says the store holds: its name, or its place under the root."""
+        return (parse_store_name(spec, limit=self.limit, prompt_format=self.prompt_format)
+                or name_of_place(url, self.resolved_root))

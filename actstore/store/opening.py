@@ -13,6 +13,7 @@ import zarr
 from actstore import __version__
 from common import UserError, describe
 from actstore.store.activation_store import ActivationStore
+from actstore.store.locations import StoreName
 from actstore.store.integrity import block_crcs, metadata_digest
 from actstore.store.layout import (LAYER_CONVENTION, PER_SEQUENCE, STORE_FORMAT, TEXT_ARRAYS, StoreLayout, attrs_checksum,
                                    compressors, creation_labels)
@@ -117,6 +118,13 @@ def open_store(url: str, *, require_complete: bool = True) -> ActivationStore:
         raise UserError(f"{url}: incomplete store ({int(done.sum())}/{len(done)} blocks written); "
                         "re-run the same `actstore extract` command to finish it")
     return store
+
+
+def check_named(url: str, name: StoreName | None, asked: str) -> None:
+    """The store at ``url`` (if any) holds what ``name`` says (None: nothing to check); ``asked``: how the user named it."""
+    store = find_store(url) if name is not None else None
+    if store is not None:
+        name.check(store.meta, url, asked)
 
 
 def open_for_writing(url: str) -> ActivationStore:
