@@ -84,6 +84,47 @@ def test_damaged_activation_chunk_fails_every_read_and_repair_restores_it(store,
     assert CliRunner().invoke(probes, fit(str(url))).exit_code == 0
 
 
+@pytest.mark.parametrize("damage", [truncate, flip_byte, delete], ids=lambda f: f.__name__)
+def test_one_repair_restores_every_damaged_block_of_an_array(store, damage):
+    """Several chunks of one array that will not decode (or are gone): one --repair recomputes them all."""
+    url = store["url"]
+    for block in (1, 3, 6):
+        damage(chunk(url, "residual", LAYER_ROW[2], block, 0))
+    damage(chunk(url, "residual", LAYER_ROW[0], 5, 0))
+    line = fails(actstore, ["info", url, "--verify"], "array residual layer 0 block 5", "and 3 more damaged blocks")
+    assert "Traceback" not in line
+    repaired = CliRunner().invoke(actstore, store["args"] + ["--repair"])
+    assert repaired.exit_code == 0, repaired.output
+    assert "(repaired: 16 sequences" in repaired.output, repaired.output
+    for block in (1, 3, 6):
+        assert f"layer 2 block {block}" in repaired.output
+    verified = CliRunner().invoke(actstore, ["info", str(url), "--verify"])
+    assert verified.exit_code == 0, verified.output
+    original, fixed = open_store(str(store["pristine"])), open_store(str(url))
+    for layer in (0, 2):
+        assert np.array_equal(original.activations(layer), fixed.activations(layer))
+
+
+def test_a_repair_that_leaves_damage_exits_non_zero_naming_it(store, monkeypatch):
+    """Damage the rewrite cannot reach (here: writing is made to skip the block) is said, never called repaired."""
+    from actstore.store.activation_store import ActivationStore
+
+    url = store["url"]
+    flip_byte(chunk(url, "residual", LAYER_ROW[2], 3, 0))
+    write_block = ActivationStore.write_block
+
+    def skipping_the_residual_of_block_3(self, block, **arrays):
+        write_block(self, block, **arrays)
+        if block == 3:
+            flip_byte(chunk(url, "residual", LAYER_ROW[2], 3, 0))
+
+    monkeypatch.setattr(ActivationStore, "write_block", skipping_the_residual_of_block_3)
+    result = CliRunner().invoke(actstore, store["args"] + ["--repair"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "--repair could not repair array residual layer 2 block 3" in errors[0], result.output
+
+
 def test_chunk_from_another_block_is_caught(store):
     """Bytes that decode fine but belong elsewhere: only the per-block checksum can tell."""
     url = store["url"]

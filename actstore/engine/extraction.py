@@ -32,7 +32,8 @@ from actstore.models import LoadedModel, ModelOnDemand, ModelSpec, check_family
 from actstore.models.compute_dtype import COMPUTE_DTYPE_HELP, ComputeDtype
 from actstore.models.placement import QuantizedPlacement
 from actstore.models.quantization import check_quantization
-from actstore.store import DISK_FULL, ActivationStore, create_store, disk_full_message, find_store, open_for_writing
+from actstore.store import (DISK_FULL, ActivationStore, create_store, disk_full_message, find_store, open_for_writing,
+                            open_store)
 from actstore.store.layers import parse_layers
 from actstore.store.locations import store_url
 from actstore.store.lock import ExtractionLock
@@ -202,7 +203,12 @@ def _extract_split(config: ExtractConfig, model: ModelOnDemand, split: Split, ta
         for targets in by_blocks.values():
             for target, result in zip(targets, fill(targets, config, model.get(), split, table, shard=shard)):
                 filled[target.view.name] = result
-        return [filled[p.view.name] if isinstance(p, PendingStore) else p for p in prepared]
+        results = [filled[p.view.name] if isinstance(p, PendingStore) else p for p in prepared]
+    if config.repair:  # a store other processes still fill is checked by the one that completes it
+        for result in results:
+            if result.status != "partial":
+                check_repaired(result.url)
+    return results
 
 
 def _prepare(url: str, shard: Shard, lock: ExtractionLock, config: ExtractConfig, model: ModelOnDemand,
@@ -233,11 +239,11 @@ def _prepare(url: str, shard: Shard, lock: ExtractionLock, config: ExtractConfig
         existing = None  # --overwrite: replaced below
     if existing is not None:
         if config.repair and not repaired and shard.creates:
-            _repair(url, table)
+            repaired = _repair(url, table)
             existing = find_store(url)
         if existing.meta.get("complete"):
             return finished(existing, url, split, view)
-        return PendingStore(open_for_writing(url), "resumed", view)
+        return PendingStore(open_for_writing(url), "repaired" if repaired else "resumed", view)
     layout = store_layout(config, loaded, layers, view, len(table))
     return PendingStore(create_store(url, layout, table.labels(), store_attributes(config, loaded, split, view, identity)),
                         "created", view)
@@ -250,6 +256,15 @@ def _repair(url: str, table: SequenceTable) -> bool:
     for found in damage:
         print(f"repair: {url}: {found}", file=sys.stderr)
     return not store.meta.get("complete")
+
+
+def check_repaired(url: str) -> None:
+    """After ``--repair``: the store verifies, or a UserError names what could not be repaired."""
+    damage = open_store(url).verify()
+    if damage:
+        more = f" (and {len(damage) - 1} more damaged blocks)" if len(damage) > 1 else ""
+        raise UserError(f"{url}: --repair could not repair {damage[0]}{more}; re-extract it with the same command "
+                        "and --overwrite")
 
 
 def _created_for(url: str, identity: dict, overwrite: bool) -> ActivationStore | None:

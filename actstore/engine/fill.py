@@ -38,7 +38,7 @@ class StoreResult:
     dataset: str
     split: str
     view: str
-    status: str  # "complete" (found finished, nothing done), "created" or "resumed"
+    status: str  # "complete" (found finished, nothing done), "created", "resumed", "repaired" or "partial"
     n_sequences: int
     blocks_computed: int
     blocks_total: int
@@ -56,7 +56,7 @@ class PendingStore:
     """A store of this extraction that still misses blocks."""
 
     store: ActivationStore
-    status: str  # "created" or "resumed"
+    status: str  # "created", "resumed" or "repaired"
     view: View
 
 

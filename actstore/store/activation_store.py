@@ -93,7 +93,8 @@ class ActivationStore:
         try:
             values = np.asarray(array[row] if row is not None else array[:])
         except Exception as err:  # noqa: BLE001 - zarr, codecs and the file system each raise their own
-            raise self.damaged_error([self._unreadable_block(name, row, err)]) from None
+            damage = self._check_block_by_block(name, row) or [self._damage(name, row, 0, f"unreadable ({describe(err)})")]
+            raise self.damaged_error(damage) from None
         damage = self._check(name, row, values)
         if damage:
             raise self.damaged_error(damage)
@@ -109,10 +110,28 @@ class ActivationStore:
             for row in rows:
                 try:
                     values = np.asarray(self._array(name)[row] if row is not None else self._array(name)[:])
-                except Exception as err:  # noqa: BLE001
-                    damage.append(self._unreadable_block(name, row, err))
+                except Exception:  # noqa: BLE001 - some chunk will not decode: find each one
+                    damage += self._check_block_by_block(name, row)
                     continue
                 damage += self._check(name, row, values)
+        return damage
+
+    def _check_block_by_block(self, name: str, row: int | None) -> list[Damage]:
+        """Every damaged block of one array (one row of a layered one), read one block at a time."""
+        layout, array = self.layout, self._array(name)
+        expected = self._expected_checksums(name, row)
+        flagged = np.ones(layout.n_blocks, dtype=bool) if name in LABEL_ARRAYS else self._flags()
+        salt = 0 if name in LABEL_ARRAYS else self._salt
+        damage = []
+        for block in range(layout.n_blocks):
+            start, stop = layout.block_range(block)
+            try:
+                values = np.asarray(array[(row, slice(start, stop)) if row is not None else slice(start, stop)])
+            except Exception as err:  # noqa: BLE001 - zarr, codecs and the file system each raise their own
+                damage.append(self._damage(name, row, block, f"chunk unreadable ({describe(err)})"))
+                continue
+            if flagged[block] and block_crcs(values, layout.block_size, salt)[0] != expected[block]:
+                damage.append(self._damage(name, row, block, MISMATCH))
         return damage
 
     def _check(self, name: str, row: int | None, values: np.ndarray) -> list[Damage]:
@@ -167,17 +186,6 @@ class ActivationStore:
                 self._cached_flags = self.blocks_done()
             return self._cached_flags
         return self.blocks_done()
-
-    def _unreadable_block(self, name: str, row: int | None, err: Exception) -> Damage:
-        """The first block of ``name`` (row ``row``) that fails to read, for the message."""
-        array = self._array(name)
-        for block in range(self.layout.n_blocks):
-            start, stop = self.layout.block_range(block)
-            try:
-                array[(row, slice(start, stop)) if row is not None else slice(start, stop)]
-            except Exception as block_err:  # noqa: BLE001
-                return self._damage(name, row, block, f"chunk unreadable ({describe(block_err)})")
-        return self._damage(name, row, 0, f"unreadable ({describe(err)})")
 
     def _damage(self, name: str, row: int | None, block: int, reason: str) -> Damage:
         start, stop = self.layout.block_range(block)
