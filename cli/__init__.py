@@ -218,6 +218,8 @@ def genies_report(run_dir):
 
     report = write_report(run_dir)
     print_report_summary(report)
+    for line in report.unchecked:
+        click.echo(f"not checked: {line}")
     click.echo(f"wrote {report.path}")
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from common import UserError
 from genies.evaluations import read_row_evaluations
 from genies.generalization import ResultRow, RowEvaluations
-from genies.results_csv import load_run, results_path
+from genies.results_csv import load_run, results_path, unchecked_records
 from genies.run_info import read_run_info
 from genies.summary import RunComparison, compare_runs
 from genies.uncertainty import (N_BOOTSTRAP, Interval, RunBootstrap, interval, shift_counts, weighted_means,
@@ -213,8 +213,22 @@ def compare_runs_in(run_dirs: Sequence[Path], *, n_bootstrap: int = N_BOOTSTRAP)
                         "nothing to compare")
     notes, unrecorded = software_notes(runs)
     data, unchecked = data_warnings(runs)
+    missing = [line for run in runs for line in unchecked_records(run.path)]
     return Comparison(runs, shifts, methods, means, pairs, left_out_lines(runs, shifts, methods),
-                      setting_warnings(runs) + data, notes, unchecked + unrecorded, degenerate_lines(runs))
+                      same_run_warnings(run_dirs) + setting_warnings(runs) + data, notes,
+                      missing + unchecked + unrecorded, degenerate_lines(runs))
+
+
+def same_run_warnings(run_dirs: Sequence[Path]) -> list[str]:
+    """A line per run directory given more than once (by any path to it): a run compared with itself."""
+    seen: dict[Path, Path] = {}
+    warnings = []
+    for run_dir in map(Path, run_dirs):
+        resolved = run_dir.resolve()
+        if resolved in seen:
+            warnings.append(f"{run_dir} is the same run as {seen[resolved]}: it is compared with itself")
+        seen.setdefault(resolved, run_dir)
+    return warnings
 
 
 def left_out_lines(runs: Sequence[ComparedRun], shifts: Sequence[Shift], methods: Sequence[str]) -> list[str]:

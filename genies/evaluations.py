@@ -19,6 +19,7 @@ from pathlib import Path
 
 from common.atomic import is_complete, read_marker
 from common import UserError, write_text_atomic
+from genies.run_info import RESULTS_CHECKSUM
 from distributions.split_file import fingerprint
 from distributions.data import resolve_data_dir, split_path
 from actstore.store import find_store
@@ -173,8 +174,9 @@ ROW_OUTCOMES_FILE = "outcomes.json"  # RUN_DIR: the evaluations behind each resu
 ROLES = ("generalization", "source", "zero_shot", "target_tuned")
 
 
-def write_row_evaluations(path: Path, rows: list[tuple[ResultRow, RowEvaluations]]) -> Path:
-    """Each evaluation once (by key), then per row the keys of its four evaluations."""
+def write_row_evaluations(path: Path, rows: list[tuple[ResultRow, RowEvaluations]], results_sha256: str) -> Path:
+    """Each evaluation once (by key), then per row the keys of its four evaluations, and the checksum of the
+    results.csv written from them (so that results.csv is vouched for without run.json)."""
     evaluations: dict[str, dict] = {}
     index = []
     for row, found in rows:
@@ -184,8 +186,18 @@ def write_row_evaluations(path: Path, rows: list[tuple[ResultRow, RowEvaluations
             evaluations.setdefault(evaluation.key, evaluation_record(evaluation))
             keys[role] = evaluation.key
         index.append({"source": row.source, "target": row.target, "method": row.method, "evaluations": keys})
-    return write_text_atomic(path, json.dumps(sealed({"evaluations": evaluations, "rows": index}),
+    return write_text_atomic(path, json.dumps(sealed({"evaluations": evaluations, "rows": index,
+                                                      RESULTS_CHECKSUM: results_sha256}),
                                               separators=(",", ":")) + "\n")
+
+
+def read_outcomes_record(path: Path) -> dict:
+    """RUN_DIR/outcomes.json as written, or a UserError."""
+    record = read_sealed(path)
+    if record is None:
+        raise UserError(f"{path}: not a valid outcomes file, or changed since it was written (checksum mismatch); "
+                        "rerun `genies run` to rewrite it")
+    return record
 
 
 def read_row_evaluations(run_dir: Path) -> dict[tuple[str, str, str], RowEvaluations] | None:
@@ -193,10 +205,7 @@ def read_row_evaluations(run_dir: Path) -> dict[tuple[str, str, str], RowEvaluat
     path = Path(run_dir) / ROW_OUTCOMES_FILE
     if not path.is_file():
         return None
-    record = read_sealed(path)
-    if record is None:
-        raise UserError(f"{path}: not a valid outcomes file, or changed since it was written (checksum mismatch); "
-                        "rerun `genies run` to rewrite it")
+    record = read_outcomes_record(path)
     try:
         evaluations = {key: evaluation_from_record(value) for key, value in record["evaluations"].items()}
         return {(r["source"], r["target"], r["method"]): RowEvaluations(*(evaluations[r["evaluations"][role]] for role in ROLES))

@@ -15,7 +15,7 @@ from genies.generalization import ZERO_SHOT, ResultRow, RowEvaluations, excluded
 from genies.paper import INTERVENTIONS, PAPER_MODEL, paper_figure, paper_rows
 from genies.baselines import BARELY_TRAINED_MARGIN, CHANCE_LOSS
 from genies.plots import method_bars, sweep_plots, zero_shot_scatter
-from genies.results_csv import load_run
+from genies.results_csv import load_run, unchecked_records
 from genies.run_info import read_run_info
 from genies.summary import (Correlation, MethodSummary, mean, method_summaries, methods_in_order, pearson,
                             zero_shot_correlation)
@@ -48,6 +48,7 @@ class Report:
     layer_warnings: list[str]
     fit_warnings: list[str] = field(default_factory=list)  # degenerate fits, hardly trained TTC candidates
     sweep_plots: list[Path] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)  # what a missing record of the run leaves unchecked
 
     def summary_rows(self) -> list[dict]:
         """Per method, for console tables: each mean with its interval's bounds beside it."""
@@ -486,7 +487,10 @@ def report_from_rows(run_dir: Path, rows: Sequence[ResultRow],
     lines += ttc_lines(rows) + _degenerate_lines(degenerate)
     lines += _layer_lines(rows, warnings, info.get("layer")) + _sweep_lines(sweeps, run_dir)
     lines += _shift_lines(rows, bootstrap) + NOTES
+    unchecked = unchecked_records(run_dir)
+    if unchecked:
+        lines += ["## Not checked", "", *(f"- {line}" for line in unchecked), ""]
     path = run_dir / REPORT_FILE
     write_text_atomic(path, "\n".join(lines))
     return Report(path, summaries, correlation, paper_correlation, bootstrap, correlation_interval, warnings,
-                  degenerate, sweeps)
+                  degenerate, sweeps, unchecked)

@@ -11,7 +11,8 @@ from pathlib import Path
 from common.atomic import file_sha256
 from common import UserError, write_text_atomic
 from genies.generalization import INTERVAL_METRICS, ResultRow
-from genies.run_info import RESULTS_CHECKSUM, read_run_info
+from genies.evaluations import ROW_OUTCOMES_FILE, read_outcomes_record
+from genies.run_info import RESULTS_CHECKSUM, RUN_INFO_FILE, read_run_info
 
 RESULTS_FILE = "results.csv"
 INTERVAL_COLUMNS = tuple(f"{m}_{end}" for m in INTERVAL_METRICS for end in ("low", "high"))
@@ -129,10 +130,45 @@ def _parse(path: Path, line: int, record: dict) -> ResultRow:
 
 
 def load_run(run_dir: Path) -> list[ResultRow]:
-    """The rows of RUN_DIR/results.csv, refused when the file is not the one `genies run` wrote."""
+    """The rows of RUN_DIR/results.csv, refused unless a record of the run vouches for them: the checksum
+    run.json and outcomes.json each keep of the results.csv `genies run` wrote."""
     path = results_path(run_dir)
-    recorded = read_run_info(Path(run_dir)).get(RESULTS_CHECKSUM)
-    if recorded and path.is_file() and file_sha256(path) != recorded:
-        raise UserError(f"{path}: changed since `genies run` wrote it (checksum mismatch); run the same `genies run` "
-                        "command again to rewrite it (it reuses every finished step)")
+    vouchers = results_vouchers(Path(run_dir))
+    if not vouchers:
+        raise UserError(f"{path}: no record of the run vouches for it (neither {RUN_INFO_FILE} nor "
+                        f"{ROW_OUTCOMES_FILE} keeps its checksum); run the `genies run` that made it again to "
+                        "rewrite them (it reuses every finished step)")
+    actual = file_sha256(path)
+    for record, recorded in vouchers.items():
+        if recorded != actual:
+            raise UserError(f"{path}: changed since `genies run` wrote it (its checksum is not the one {record} "
+                            "keeps); run the same `genies run` command again to rewrite it (it reuses every finished "
+                            "step)")
     return read_results(path)
+
+
+def results_vouchers(run_dir: Path) -> dict[str, str]:
+    """{record file: the results.csv checksum it keeps}, for run.json and outcomes.json where present."""
+    found = {}
+    recorded = read_run_info(run_dir).get(RESULTS_CHECKSUM)
+    if recorded:
+        found[RUN_INFO_FILE] = recorded
+    outcomes = run_dir / ROW_OUTCOMES_FILE
+    if outcomes.is_file():
+        recorded = read_outcomes_record(outcomes).get(RESULTS_CHECKSUM)
+        if recorded:
+            found[ROW_OUTCOMES_FILE] = recorded
+    return found
+
+
+def unchecked_records(run_dir: Path) -> list[str]:
+    """What a reader of the run's results cannot check, because a record of the run is missing."""
+    run_dir = Path(run_dir)
+    notes = []
+    if not (run_dir / RUN_INFO_FILE).is_file():
+        notes.append(f"{run_dir}: {RUN_INFO_FILE} is missing: the run's settings, model and data fingerprints are "
+                     f"unknown (results.csv checked against {ROW_OUTCOMES_FILE})")
+    if not (run_dir / ROW_OUTCOMES_FILE).is_file():
+        notes.append(f"{run_dir}: {ROW_OUTCOMES_FILE} is missing: per-example outcomes are unknown, so intervals "
+                     "resample shifts only")
+    return notes

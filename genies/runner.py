@@ -138,8 +138,8 @@ def finish_run(run: PreparedRun, work: "Work", log: Callable[[str], None]) -> Ru
     evaluations = {row.key: e for row, e in found}
     bootstrap = RunBootstrap([row for row, _ in found], evaluations, seed=config.seed)
     rows = [bootstrap.with_intervals(row) for row, _ in found]
-    write_row_evaluations(out / ROW_OUTCOMES_FILE, found)
     write_results(out / RESULTS_FILE, rows)
+    write_row_evaluations(out / ROW_OUTCOMES_FILE, found, file_sha256(out / RESULTS_FILE))
     wall = time.perf_counter() - run.started
     data = {key: value for step in plan.evaluations for key, value in step.data.items()}
     write_run_info(out, settings, {**work.record(), "n_layers": n_layers, "wall_time_s": round(wall, 1),

@@ -101,3 +101,17 @@ def edit_store_attrs(url, **changes) -> None:
     group = zarr.open_group(str(url), mode="r+")
     group.attrs.update(changes)
     group.attrs["attrs_checksum"] = attrs_checksum(dict(group.attrs))
+
+
+def write_vouched_results(run_dir: Path, rows, **info) -> Path:
+    """RUN_DIR/results.csv from ``rows`` and a run.json (``info`` added) that vouches for it, as `genies run` leaves them."""
+    from common.atomic import file_sha256
+    from genies.results_csv import write_results
+    from genies.run_info import RESULTS_CHECKSUM
+
+    run_dir = Path(run_dir)
+    path = write_results(run_dir / "results.csv", rows)
+    record = run_dir / "run.json"
+    existing = json.loads(record.read_text()) if record.is_file() else {}
+    record.write_text(json.dumps({**existing, **info, RESULTS_CHECKSUM: file_sha256(path)}))
+    return path

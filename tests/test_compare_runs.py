@@ -1,7 +1,6 @@
 """`genies compare` over two or more synthetic run directories: files, plots, left-out shifts, warnings."""
 
 import csv
-import json
 
 import pytest
 from click.testing import CliRunner
@@ -9,7 +8,7 @@ from click.testing import CliRunner
 from cli import genies
 from genies.compare_report import write_comparison
 from genies.generalization import ZERO_SHOT, ResultRow, differential_elicitation, elicitation
-from genies.results_csv import write_results
+from conftest import write_vouched_results
 from manifests import load_manifest
 from probes.sweep import VALIDATION, SweepRow, write_csv
 
@@ -32,13 +31,12 @@ def run_dir(path, *, model, n_layers, shifts=SHIFTS[:6], methods=(ZERO_SHOT, "mm
                 zero_shot_accuracy=zero_shot, target_tuned_capability=ttc,
                 differential_elicitation=differential_elicitation(gen, zero_shot, ttc), elicitation=elicitation(gen, ttc),
                 target_tuned_method="mms", degenerate=degenerate if (i, method) == (0, "lat") else ""))
-    write_results(path / "results.csv", rows)
     sweep = [SweepRow(method, layer, f"{shifts[0].source}/train validation", VALIDATION, 0.5 + 0.4 * layer / n_layers,
                       None, None, None, None, None, None, 30, 10, 1.0, "train-70%", 0.01, layer / n_layers)
              for method in methods if method != ZERO_SHOT for layer in range(n_layers + 1)]
     write_csv(sweep, path / "sweeps" / f"{shifts[0].source}.csv")
-    (path / "run.json").write_text(json.dumps({"model": f"/models/{model}.gguf", "model_name": model, "seed": 0,
-                                               "limit": limit, "prompt_format": "raw", "n_layers": n_layers, **info}))
+    write_vouched_results(path, rows, **{"model": f"/models/{model}.gguf", "model_name": model, "seed": 0,
+                                         "limit": limit, "prompt_format": "raw", "n_layers": n_layers, **info})
     return path
 
 

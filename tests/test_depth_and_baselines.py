@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from common import UserError
 from common.metrics import fit_degeneracy, fit_temperature, score_degeneracy
 from genies.generalization import ZERO_SHOT, Evaluation, rows_with_evaluations
+from conftest import write_vouched_results
 from manifests import Shift
 
 SHIFT = Shift("src", "tgt", "extreme", "difficulty", target_reference="ref")
@@ -110,7 +111,7 @@ def test_degenerate_fits_are_recognised_from_their_margins():
 
 def test_a_planted_degenerate_fit_is_flagged_in_the_probe_results_csv_and_report(tmp_path):
     from genies.report import report_from_rows
-    from genies.results_csv import load_run, write_results
+    from genies.results_csv import load_run
     from probes.estimator import DEGENERATE_NOTE, make_probe
     from synthetic import planted
 
@@ -123,8 +124,7 @@ def test_a_planted_degenerate_fit_is_flagged_in_the_probe_results_csv_and_report
     found = evaluations({ZERO_SHOT: 0.5, "mms": 0.5, "lora": 0.7},
                         mms={"degenerate": flat.notes_[DEGENERATE_NOTE]})
     rows = [row for row, _ in rows_with_evaluations([SHIFT], found, [ZERO_SHOT, "mms"], n_layers=30)]
-    write_results(tmp_path / "results.csv", rows)
-    (tmp_path / "run.json").write_text(json.dumps({"model": "tiny-random"}))
+    write_vouched_results(tmp_path, rows, model="tiny-random")
     mms = next(r for r in load_run(tmp_path) if r.method == "mms")
     assert mms.degenerate.startswith("constant scores on its training pairs")
     report = report_from_rows(tmp_path, rows, None, n_bootstrap=100)
@@ -187,12 +187,10 @@ def test_a_users_gguf_is_converted_once_and_cached_per_compute_dtype(tmp_path, m
 
 def test_a_single_shift_run_prints_n_a_for_pearson_r(tmp_path):
     from cli import genies
-    from genies.results_csv import write_results
 
     rows = [row for row, _ in rows_with_evaluations([SHIFT], evaluations({ZERO_SHOT: 0.5, "mms": 0.9, "lora": 0.7}),
                                                     [ZERO_SHOT, "mms", "lora"], n_layers=30)]
-    write_results(tmp_path / "results.csv", rows)
-    (tmp_path / "run.json").write_text(json.dumps({"model": "tiny-random"}))
+    write_vouched_results(tmp_path, rows, model="tiny-random")
     result = CliRunner().invoke(genies, ["report", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "generalization vs zero-shot: Pearson r = n/a (n = 2; 95% bootstrap interval)" in result.output

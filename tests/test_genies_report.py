@@ -9,7 +9,8 @@ from common import UserError
 from cli import genies
 from genies.generalization import ZERO_SHOT, ResultRow, differential_elicitation, elicitation
 from genies.report import write_report
-from genies.results_csv import load_run, write_results
+from conftest import write_vouched_results
+from genies.results_csv import load_run, read_results, write_results
 from genies.summary import compare_runs, method_summaries, pearson, zero_shot_correlation
 from genies.uncertainty import RunBootstrap
 from manifests import load_manifest
@@ -36,8 +37,7 @@ def synthetic_rows(scale: float = 1.0, offset: float = 0.0, methods=(ZERO_SHOT, 
 @pytest.fixture
 def run_dir(tmp_path):
     directory = tmp_path / "run"
-    write_results(directory / "results.csv", synthetic_rows())
-    (directory / "run.json").write_text(json.dumps({"command": "genies run --model tiny-random", "model": "tiny-random"}))
+    write_vouched_results(directory, synthetic_rows(), command="genies run --model tiny-random", model="tiny-random")
     return directory
 
 
@@ -77,7 +77,7 @@ def test_zero_shot_correlation_leaves_zero_shot_out():
 
 
 def test_report_has_sections_plots_and_paper_figures(run_dir):
-    write_results(run_dir / "results.csv", synthetic_rows(methods=(ZERO_SHOT, "mms-heads", "lat")))
+    write_vouched_results(run_dir, synthetic_rows(methods=(ZERO_SHOT, "mms-heads", "lat")))
     report = write_report(run_dir)
     text = report.path.read_text()
     for heading in ("Per-method means over the manifest", "Extreme vs probing", "Per category", "Per-shift results",
@@ -109,7 +109,9 @@ def test_cli_report_bad_input_is_one_line_exit_2(tmp_path):
     assert missing.exit_code == 2 and "no such run directory" in missing.output and "Traceback" not in missing.output
     (tmp_path / "results.csv").write_text("source,target\nA,B\n")
     bad = runner.invoke(genies, ["report", str(tmp_path)])
-    assert bad.exit_code == 2 and str(tmp_path / "results.csv") in bad.output and "missing column" in bad.output
+    assert bad.exit_code == 2 and str(tmp_path / "results.csv") in bad.output and "vouches for it" in bad.output
+    with pytest.raises(UserError, match="missing column"):
+        read_results(tmp_path / "results.csv")
     rows = synthetic_rows()[:2]
     write_results(tmp_path / "results.csv", rows)
     lines = (tmp_path / "results.csv").read_text().splitlines()
@@ -117,7 +119,7 @@ def test_cli_report_bad_input_is_one_line_exit_2(tmp_path):
     cells[header.index("generalization_accuracy")] = "abc"
     (tmp_path / "results.csv").write_text("\n".join(lines[:2] + [",".join(cells)]) + "\n")
     with pytest.raises(UserError, match=r"results.csv: line 3: generalization_accuracy is not a number"):
-        load_run(tmp_path)
+        read_results(tmp_path / "results.csv")
 
 
 def test_compare_runs_per_method_and_overall():
@@ -134,8 +136,8 @@ def test_compare_runs_per_method_and_overall():
 
 
 def test_cli_compare_prints_correlations(tmp_path):
-    write_results(tmp_path / "a" / "results.csv", synthetic_rows())
-    write_results(tmp_path / "b" / "results.csv", synthetic_rows(scale=0.5, offset=0.2))
+    write_vouched_results(tmp_path / "a", synthetic_rows())
+    write_vouched_results(tmp_path / "b", synthetic_rows(scale=0.5, offset=0.2))
     result = CliRunner().invoke(genies, ["compare", str(tmp_path / "a"), str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
     lines = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip()}
@@ -149,8 +151,8 @@ def test_cli_compare_prints_correlations(tmp_path):
     assert mms.difference_low <= mms.difference <= mms.difference_high < 0 and mms.resolved
     same = {c.method: c for c in compare_run_dirs(tmp_path / "a", tmp_path / "a", n_bootstrap=500)}
     assert same["mms"].difference_low == same["mms"].difference_high == 0.0 and not same["mms"].resolved
-    write_results(tmp_path / "c" / "results.csv", [r for r in synthetic_rows() if r.method == "mms"][:1])
-    write_results(tmp_path / "d" / "results.csv", [r for r in synthetic_rows() if r.method == "lat"][:1])
+    write_vouched_results(tmp_path / "c", [r for r in synthetic_rows() if r.method == "mms"][:1])
+    write_vouched_results(tmp_path / "d", [r for r in synthetic_rows() if r.method == "lat"][:1])
     disjoint = CliRunner().invoke(genies, ["compare", str(tmp_path / "c"), str(tmp_path / "d")])
     assert disjoint.exit_code == 2 and "share no" in disjoint.output
 

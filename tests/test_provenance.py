@@ -272,5 +272,17 @@ def test_report_refuses_a_results_csv_edited_after_the_run(tmp_path):
     results.write_text(results.read_text().replace("0.", "0.9", 1))
     fails(genies, ["report", str(tmp_path / "run")], "results.csv: changed since `genies run` wrote it")
     fails(genies, ["compare", str(tmp_path / "run"), str(tmp_path / "run")], "results.csv: changed since")
+    (tmp_path / "run" / "run.json").unlink()  # outcomes.json still vouches for the results it was written with
+    fails(genies, ["report", str(tmp_path / "run")], "results.csv: changed since", "outcomes.json")
+    fails(genies, ["compare", str(tmp_path / "run"), str(tmp_path / "run")], "results.csv: changed since")
+    (tmp_path / "run" / "outcomes.json").unlink()  # nothing vouches for it now
+    fails(genies, ["report", str(tmp_path / "run")], "results.csv: no record of the run vouches for it")
     run(tmp_path)  # the same run again rewrites it from its finished evaluations
     assert CliRunner().invoke(genies, ["report", str(tmp_path / "run")]).exit_code == 0
+    (tmp_path / "run" / "run.json").unlink()  # an unedited results.csv: shown, with what could not be checked
+    shown = CliRunner().invoke(genies, ["report", str(tmp_path / "run")])
+    assert shown.exit_code == 0, shown.output
+    assert "not checked: " in shown.output and "run.json is missing" in shown.output
+    compared = CliRunner().invoke(genies, ["compare", str(tmp_path / "run"), str(tmp_path / "run")])
+    assert compared.exit_code == 0, compared.output
+    assert "compared with itself" in compared.output and "run.json is missing" in compared.output

@@ -1,6 +1,5 @@
 """Bootstrap intervals and paired comparisons on synthetic stores whose truth is known by construction."""
 
-import json
 
 import numpy as np
 import pytest
@@ -8,6 +7,8 @@ import pytest
 from genies.evaluations import evaluation_from_metrics, read_row_evaluations, write_row_evaluations
 from genies.generalization import ZERO_SHOT, rows_with_evaluations
 from genies.report import write_report
+from common.atomic import file_sha256
+from conftest import write_vouched_results
 from genies.results_csv import load_run, write_results
 from genies.uncertainty import RunBootstrap, example_replicates, weighted_means, weighted_pearson
 from manifests import Shift
@@ -124,9 +125,8 @@ def test_weighted_helpers_hand_computed():
 def test_report_marks_the_resolved_difference_and_is_byte_identical_when_rebuilt(found, tmp_path):
     rows = [row for row, _ in found]
     boot = RunBootstrap(rows, {row.key: e for row, e in found}, seed=0)
-    write_results(tmp_path / "results.csv", [boot.with_intervals(row) for row in rows])
-    write_row_evaluations(tmp_path / "outcomes.json", found)
-    (tmp_path / "run.json").write_text(json.dumps({"seed": 0}))
+    results = write_vouched_results(tmp_path, [boot.with_intervals(row) for row in rows], seed=0)
+    write_row_evaluations(tmp_path / "outcomes.json", found, file_sha256(results))
     assert set(read_row_evaluations(tmp_path)) == {row.key for row in rows}
     loaded = load_run(tmp_path)
     assert loaded[1].generalization_accuracy_low == pytest.approx(boot.row_interval(rows[1], "generalization_accuracy").low)
@@ -144,8 +144,11 @@ def test_report_marks_the_resolved_difference_and_is_byte_identical_when_rebuilt
 
 
 def test_report_without_outcomes_says_its_intervals_resample_shifts_only(found, tmp_path):
-    write_results(tmp_path / "results.csv", [row for row, _ in found])
-    text = write_report(tmp_path).path.read_text()
+    write_vouched_results(tmp_path, [row for row, _ in found])
+    report = write_report(tmp_path)
+    assert report.unchecked == [f"{tmp_path}: outcomes.json is missing: per-example outcomes are unknown, so intervals "
+                                "resample shifts only"]
+    text = report.path.read_text()
     assert "only 0 of 24 rows kept per-example outcomes" in text
     mean_line = next(line for line in text.splitlines() if line.startswith("| signal | 6 |"))
     assert "[" in mean_line  # means still carry a (shift-only) interval
@@ -155,8 +158,8 @@ def test_compare_two_runs_on_the_same_examples_shares_their_resamples(found, tmp
     from genies.compare import compare_run_dirs
 
     for name in ("a", "b"):
-        write_results(tmp_path / name / "results.csv", [row for row, _ in found])
-        write_row_evaluations(tmp_path / name / "outcomes.json", found)
+        results = write_results(tmp_path / name / "results.csv", [row for row, _ in found])
+        write_row_evaluations(tmp_path / name / "outcomes.json", found, file_sha256(results))  # no run.json
     by_method = {c.method: c for c in compare_run_dirs(tmp_path / "a", tmp_path / "b", n_bootstrap=300)}
     assert set(by_method) == {ZERO_SHOT, "signal", "noise", "noise-2", "all"}
     for comparison in by_method.values():  # same outcomes, same resamples: no difference in any replicate
