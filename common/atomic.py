@@ -99,11 +99,17 @@ def verify_directory(path: str | os.PathLike) -> dict:
     return record
 
 
+HASH_CHUNK = 1 << 23  # bytes read at a time while hashing a file
+
+
 def file_sha256(path: Path) -> str:
+    """``sha256:<hex>`` of every byte of ``path``."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    buffer = bytearray(HASH_CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while read := handle.readinto(buffer):
+            digest.update(view[:read])
     return "sha256:" + digest.hexdigest()
 
 

@@ -2,6 +2,7 @@
 never reuse the stores or the run directory made from the first ones."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +42,46 @@ def test_other_weights_at_the_same_path_do_not_reuse_its_stores(tmp_path, monkey
         extract(ExtractConfig(**settings))
     [redone] = extract(ExtractConfig(**settings, overwrite=True))
     assert redone.blocks_computed > 0 and redone.url == made.url
+
+
+def edit_between_samples(weights: Path) -> None:
+    """Change bytes of ``weights`` in place, between the pieces a sampling fingerprint would read (16 pieces of
+    4 KiB spread over the file, after its first 64 KiB), keeping its size and modification time."""
+    import os
+
+    state = weights.stat()
+    raw = bytearray(weights.read_bytes())
+    size = len(raw)
+    start = size * 8 // 17 + 4096 + 64  # after the 8th piece, before the 9th
+    assert start > 1 << 16 and start + 1024 < size * 9 // 17
+    raw[start:start + 1024] = bytes(b ^ 0x5A for b in raw[start:start + 1024])
+    weights.write_bytes(bytes(raw))
+    os.utime(weights, ns=(state.st_atime_ns, state.st_mtime_ns))
+    assert weights.stat().st_size == state.st_size and weights.stat().st_mtime_ns == state.st_mtime_ns
+
+
+def test_every_byte_of_a_checkpoint_is_in_its_fingerprint(tmp_path, monkeypatch):
+    from actstore.models import fingerprint
+
+    monkeypatch.setenv("GENIES_HOME", str(tmp_path / "home"))
+    data = write_distribution(tmp_path / "data", "toy", TOY_EXAMPLES, TOY_EXAMPLES)
+    model = save(tmp_path / "model", seed=0)
+    settings = dict(model=model, datasets=("toy",), splits=("test",), data_dir=str(data), out=str(tmp_path / "s"),
+                    progress=False, compute_dtype="float32", layers="1")
+    extract(ExtractConfig(**settings))
+    first = model_fingerprint(model)
+    edit_between_samples(tmp_path / "model" / "model.safetensors")
+    assert model_fingerprint(model) != first
+    with pytest.raises(UserError, match="model_fingerprint"):  # never reported complete from the old weights
+        extract(ExtractConfig(**settings))
+
+    hashed = []
+    real = fingerprint.file_sha256
+    monkeypatch.setattr(fingerprint, "file_sha256", lambda path: hashed.append(path) or real(path))
+    again = model_fingerprint(model)
+    assert hashed == []  # unchanged files: their digests are kept beside their state
+    copy = shutil.copytree(tmp_path / "model", tmp_path / "copy")
+    assert model_fingerprint(str(copy)) == again and len(hashed) == len(list(copy.iterdir()))  # a copy: read once
 
 
 def test_a_run_directory_refuses_other_weights_at_the_same_path(tmp_path):

@@ -1,52 +1,90 @@
-"""A model's identity by its content: what a store, a run or a reward model records beside the model's name."""
+"""A model's identity by its content: what a store, a run or a reward model records beside the model's name.
+
+A local model's fingerprint hashes every byte of every file. Each file's sha256 is kept in a small
+per-user cache beside what says whether the file may have changed since (its size, modification time,
+inode and change time: the change time moves with every write and cannot be set back by hand), so a
+checkpoint is read in full once, and again only after a write touches it. A copy elsewhere is another
+file: it is read once, and its fingerprint is the same.
+"""
 
 from __future__ import annotations
 
-import functools
+import hashlib
+import json
+import os
 from pathlib import Path
 
+from common import user_cache_dir, write_text_atomic
+from common.atomic import file_sha256
 from common.model_names import model_aliases
 
-
-FINGERPRINT_HEAD = 1 << 16  # bytes read from the start of each file (a safetensors header, a GGUF's metadata)
-FINGERPRINT_SAMPLES = 16  # and this many pieces of FINGERPRINT_PIECE bytes spread over the rest
-FINGERPRINT_PIECE = 1 << 12
+DIGEST_CACHE = "file-digests.json"  # under the per-user cache: {path: {"stat": [...], "sha256": ...}}
 
 
 def model_fingerprint(name: str) -> str | None:
     """The identity of a model's content: for a hub id the revision its local cache resolves to now
-    (None for an alias, or a name not in the cache); for a local model every file of the directory
-    (or the one .gguf file) by name and size, its first 64 KiB and 16 pieces spread over it. Cheap (a
-    few hundred kB read per file, and read again only when a file's size or modification time
-    changed) and independent of paths and modification times, so the same checkpoint copied elsewhere
-    keeps its stores, while weights replaced in place, or another checkpoint reached by the same
-    path, do not reuse them."""
+    (None for an alias, or a name not in the cache); for a local model the sha256 of every file of the
+    directory (or the one .gguf file) with its name. Independent of paths and modification times, so
+    the same checkpoint copied elsewhere keeps its stores, while any byte changed in place, or another
+    checkpoint reached by the same path, does not reuse them."""
     path = Path(name).expanduser()
     if name in model_aliases():
         return None
     if not path.exists():
         return _hub_revision(name)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and ".cache" not in p.parts)
-    listing = tuple((str(file.relative_to(path) if path.is_dir() else file.name), file.stat().st_size,
-                     file.stat().st_mtime_ns, str(file)) for file in files)
-    return _content_digest(listing)
+    digests = FileDigests.load()
+    combined = hashlib.sha256()
+    for file in files:
+        relative = file.relative_to(path) if path.is_dir() else Path(file.name)
+        combined.update(f"{relative.as_posix()}\0{digests.sha256(file)}\0".encode())
+    digests.save()
+    return combined.hexdigest()[:20]
 
 
-@functools.lru_cache(maxsize=64)
-def _content_digest(listing: tuple[tuple[str, int, int, str], ...]) -> str:
-    """The digest of the files in ``listing`` ((name, size, mtime, path) each); cached per listing, so
-    one run reads a large checkpoint's samples once, and again only after a file changed."""
-    import hashlib
+def file_state(path: Path) -> list[int]:
+    """What changes whenever a file's bytes may have: size, modification and change times, inode, device."""
+    found = os.stat(path)
+    return [found.st_size, found.st_mtime_ns, found.st_ctime_ns, found.st_ino, found.st_dev]
 
-    digest = hashlib.sha256()
-    for name, size, _, location in listing:
-        digest.update(f"{name}\0{size}\0".encode())
-        with open(location, "rb") as handle:
-            digest.update(handle.read(FINGERPRINT_HEAD))
-            for k in range(FINGERPRINT_SAMPLES):
-                handle.seek(size * (k + 1) // (FINGERPRINT_SAMPLES + 1))
-                digest.update(handle.read(FINGERPRINT_PIECE))
-    return digest.hexdigest()[:20]
+
+class FileDigests:
+    """Files' sha256 digests, each valid while its ``file_state`` is unchanged."""
+
+    def __init__(self, location: Path, entries: dict):
+        self.location, self.entries, self.changed = location, entries, False
+
+    @classmethod
+    def load(cls) -> "FileDigests":
+        location = user_cache_dir() / DIGEST_CACHE
+        try:
+            entries = json.loads(location.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # none yet, or unreadable: every file is hashed again
+            entries = {}
+        return cls(location, entries if isinstance(entries, dict) else {})
+
+    def sha256(self, file: Path) -> str:
+        key = str(Path(file).absolute())
+        state = file_state(file)
+        entry = self.entries.get(key)
+        if isinstance(entry, dict) and entry.get("stat") == state and isinstance(entry.get("sha256"), str):
+            return entry["sha256"]
+        digest = file_sha256(file)
+        if file_state(file) == state:  # not written to while it was read
+            self.entries[key] = {"stat": state, "sha256": digest}
+            self.changed = True
+        return digest
+
+    def save(self) -> None:
+        """Keep the digests (those of files gone since are dropped); a cache that cannot be written is skipped."""
+        if not self.changed:
+            return
+        kept = {key: entry for key, entry in self.entries.items() if os.path.exists(key)}
+        try:
+            self.location.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.location, json.dumps(kept))
+        except OSError:
+            pass
 
 
 def _hub_revision(name: str) -> str | None:
