@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -15,14 +16,25 @@ from common.settings import Configured
 from distributions.data import DATA_DIR_HELP
 
 
+# A file system refusal of a path the user named: said in one line, like any other mistake in the input.
+PLACE_ERRORS = (errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOENT,
+                errno.ENOSPC, errno.EDQUOT)
+
+
 class Group(click.Group):
-    """A click group that turns a UserError into one line on stderr and exit code 2."""
+    """A click group that turns a UserError (or a file system refusal of a named path) into one line on
+    stderr and exit code 2."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except UserError as err:
             click.echo(f"error: {err}", err=True)
+            ctx.exit(2)
+        except OSError as err:
+            if err.errno not in PLACE_ERRORS or not err.filename:
+                raise
+            click.echo(f"error: {err.filename}: {err.strerror}", err=True)
             ctx.exit(2)
 
 
@@ -134,8 +146,11 @@ def data_import(config):
     from distributions.importing import import_distribution
 
     result = import_distribution(config, on_rejected=lambda rejected: click.echo(f"rejected: {rejected}", err=True))
+    for line in result.contradictions:
+        click.echo(f"warning: {line}", err=True)
+    contradicting = f"; {len(result.contradictions)} row(s) contradict an earlier one" if result.contradictions else ""
     click.echo(f"{result.directory}: {result.n_train} train + {result.n_test} test examples ({result.format} format); "
-               f"{len(result.rejected)} row(s) rejected")
+               f"{len(result.rejected)} row(s) rejected{contradicting}")
 
 
 @data.command("demo")
@@ -430,8 +445,10 @@ def probes_fit(config, as_json):
 @_store_name_options
 def probes_eval(probe_path, eval_specs, bootstrap, calibration, seed, as_json, names):
     """Score a saved probe on each --eval store (same model and hidden size only)."""
+    from common.settings import check_seed
     from probes.commands import TABLE_COLUMNS, eval_command, jsonable
 
+    check_seed(seed)
     probe, rows = eval_command(probe_path, eval_specs, calibration=calibration, n_bootstrap=bootstrap, seed=seed,
                                names=names)
     rows = [row.as_dict() for row in rows]

@@ -66,6 +66,24 @@ def default_finetune_dir() -> Path:
     return user_cache_dir() / "finetune"
 
 
+def check_writable_dir(path: str | os.PathLike, what: str) -> Path:
+    """``path``, when it is a directory that takes a new entry, or can be created (its nearest existing
+    parent is a directory that takes one); otherwise a UserError naming ``what`` ("the store root", ...;
+    nothing is left behind)."""
+    import tempfile
+
+    path = Path(path).expanduser()
+    absolute = path.absolute()
+    existing = next(p for p in (absolute, *absolute.parents) if os.path.lexists(p))
+    if not existing.is_dir():
+        raise UserError(f"{path}: cannot create {what}: {existing} is a file, not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".genies-write-check-", dir=existing))
+    except OSError as err:
+        raise UserError(f"{path}: cannot create {what} ({existing}: {err.strerror})") from None
+    return path
+
+
 def temporary_sibling(path: Path, kind: str) -> Path:
     """A name beside ``path`` that no other process or earlier attempt uses (hidden, so listings skip it)."""
     return path.with_name(f".{path.name}.{kind}{os.getpid()}-{uuid.uuid4().hex[:8]}")

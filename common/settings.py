@@ -31,12 +31,23 @@ from common import UserError
 MISSING = dataclasses.MISSING
 
 
+SEED_MAX = 2**32 - 1  # numpy and torch take seeds in [0, 2**32)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def setting(default: Any = MISSING, help: str = "", *, option: str | None = None, required: bool = False,
             parse: Callable[[str], Any] | None = None, argument: bool = False, default_factory: Any = MISSING,
-            multiple: bool = False) -> Any:
-    """A documented dataclass field (see the module docstring)."""
+            multiple: bool = False, at_least: int | None = None, at_most: int | Callable[[], int] | None = None) -> Any:
+    """A documented dataclass field (see the module docstring); ``at_least`` / ``at_most`` bound a number
+    (``at_most`` may be a function, read when the value is checked)."""
     metadata = {"help": help, "option": option, "required": required, "parse": parse, "argument": argument,
-                "multiple": multiple}
+                "multiple": multiple, "at_least": at_least, "at_most": at_most}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -64,13 +75,31 @@ def choices(annotation: Any) -> tuple | None:
 
 
 def check_choices(config: Any) -> None:
-    """A UserError naming the option for the first field whose value is outside its ``Literal`` choices."""
+    """A UserError naming the option for the first field whose value is outside its ``Literal`` choices
+    or its bounds."""
     types_of = field_types(type(config))
     for field in dataclasses.fields(config):
         allowed = choices(types_of[field.name])
         value = getattr(config, field.name)
         if allowed is not None and value is not None and value not in allowed:
             raise UserError(f"unknown {option_name(field)} {value!r} (choose from {', '.join(map(str, allowed))})")
+        if value is not None and not isinstance(value, bool) and isinstance(value, int):
+            check_bounds(value, option_name(field), field.metadata.get("at_least"), field.metadata.get("at_most"))
+
+
+def check_bounds(value: int, option: str, at_least: int | None, at_most: int | Callable[[], int] | None) -> int:
+    """``value`` when it lies within the bounds; else a UserError naming the option."""
+    if at_least is not None and value < at_least:
+        raise UserError(f"{option} must be at least {at_least}, got {value}")
+    limit = at_most() if callable(at_most) else at_most
+    if limit is not None and value > limit:
+        why = " (the CPUs this process may use)" if at_most is available_cpus else ""
+        raise UserError(f"{option} must be at most {limit}{why}, got {value}")
+    return value
+
+
+def check_seed(seed: int, option: str = "--seed") -> int:
+    return check_bounds(seed, option, 0, SEED_MAX)
 
 
 class Configured(click.Command):

@@ -48,13 +48,11 @@ class DataDirs:
 def resolve_data_dir(explicit: str | os.PathLike | None = None) -> DataDirs:
     """``--data-dir`` (``a:b`` searches a, then b), else ``$GENIES_DATA`` then the per-user cache.
     ``demo`` = the demo data."""
-    if explicit is not None and str(explicit) == "demo":
-        from distributions.demo_data import ensure_demo_data
-
-        demo = ensure_demo_data()
-        return DataDirs((demo,), (demo,))
-    if explicit:
+    if explicit is not None:
         named = _paths(explicit)
+        if not named:
+            raise UserError(f"--data-dir {str(explicit)!r} names no directory (give DIR, or DIR{os.pathsep}DIR... "
+                            "to search several, or demo)")
         return DataDirs(named, named)
     user = default_data_dir()
     shared = _paths(os.environ.get("GENIES_DATA") or "")
@@ -62,7 +60,15 @@ def resolve_data_dir(explicit: str | os.PathLike | None = None) -> DataDirs:
 
 
 def _paths(text: str | os.PathLike) -> tuple[Path, ...]:
-    return tuple(Path(part).expanduser() for part in str(text).split(os.pathsep) if part)
+    """The directories of a search path; ``demo`` in it is the bundled demo data (a folder named demo: ``./demo``)."""
+    return tuple(_demo_dir() if part == "demo" else Path(part).expanduser()
+                 for part in str(text).split(os.pathsep) if part.strip())
+
+
+def _demo_dir() -> Path:
+    from distributions.demo_data import ensure_demo_data
+
+    return ensure_demo_data()
 
 
 def searched(data: DataDirs | Path) -> tuple[Path, ...]:

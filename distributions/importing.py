@@ -31,7 +31,7 @@ from typing import Callable, Literal
 from common.atomic import atomic_directory
 from common import UserError, demo_data_dir, describe
 from common.names import check_name
-from common.settings import check_choices, setting
+from common.settings import SEED_MAX, check_choices, setting
 from distributions.split_file import check_example, load_split_file
 from distributions.data import DATA_DIR_HELP, SPLITS, distributions_dir, resolve_data_dir
 from distributions.source_files import TEXT_SUFFIXES, read_rows
@@ -64,7 +64,7 @@ class ImportConfig:
                                      "responses+scores lists; genies: prompt+responses (text -> score); auto: told "
                                      "by the columns.")
     split_ratio: float = setting(0.8, "Share of rows in train when the source has no split column.")
-    seed: int = setting(0, "Seeds the train/test split.")
+    seed: int = setting(0, "Seeds the train/test split.", at_least=0, at_most=SEED_MAX)
     columns: Columns = field(default_factory=Columns)
     overwrite: bool = setting(False, "Replace an existing distribution of that name.")
     data_dir: str | None = setting(None, DATA_DIR_HELP)
@@ -93,6 +93,7 @@ class ImportResult:
     n_train: int
     n_test: int
     rejected: tuple[Rejected, ...]
+    contradictions: tuple[str, ...] = ()  # the same prompt and responses preferring different responses
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ def import_distribution(config: ImportConfig, *, on_rejected: Callable[[Rejected
     check_columns(form, table.columns, config.columns, str(config.source))
     convert = CONVERTERS[form]
     examples: dict[str | None, list[dict]] = {}
+    origins: list[tuple[str, str, dict]] = []
     rejected = list(table.unreadable)
     for where, row, split, raw in table.rows:
         try:
@@ -139,6 +141,7 @@ def import_distribution(config: ImportConfig, *, on_rejected: Callable[[Rejected
             rejected.append(Rejected(where, row, str(err)))
             continue
         examples.setdefault(split, []).append(example)
+        origins.append((where, row, example))
     parts = {where: i for i, where in enumerate(dict.fromkeys(where for where, *_ in table.rows))}
     rejected.sort(key=lambda r: (parts.get(r.where, 0), int(r.position.split()[-1])))  # in the order read
     for row in rejected if on_rejected else ():
@@ -156,7 +159,29 @@ def import_distribution(config: ImportConfig, *, on_rejected: Callable[[Rejected
         if target.exists() and not config.overwrite:  # another import of the name finished meanwhile
             raise UserError(f"{target}: distribution {config.name!r} was written by another import meanwhile; "
                             "pass --overwrite to replace it")
-    return ImportResult(target, form, len(train), len(test), tuple(rejected))
+    return ImportResult(target, form, len(train), len(test), tuple(rejected), contradictions(origins))
+
+
+def contradictions(origins: list[tuple[str, str, dict]]) -> tuple[str, ...]:
+    """One line per example whose prompt and responses an earlier one has, but which prefers another response."""
+    first: dict[tuple, tuple[str, str, str]] = {}
+    found = []
+    for where, row, example in origins:
+        responses = example["responses"]
+        key = (example["prompt"], frozenset(responses))
+        preferred = next(text for text, score in responses.items() if score == 1.0)
+        if key not in first:
+            first[key] = (where, row, preferred)
+            continue
+        earlier_where, earlier_row, earlier = first[key]
+        if earlier != preferred:
+            found.append(f"{where}: {row}: prefers {_short(preferred)}, but {earlier_where}: {earlier_row} (the same "
+                         f"prompt and responses) prefers {_short(earlier)}: contradictory labels")
+    return tuple(found)
+
+
+def _short(text: str, n: int = 40) -> str:
+    return repr(text if len(text) <= n else text[:n - 3] + "...")
 
 
 IMPORT_SCRATCH = ".import-scratch"  # in distributions/: what a reader writes while reading (left by a killed import)

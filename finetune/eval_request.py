@@ -10,7 +10,7 @@ from common import UserError
 from actstore.models.compute_dtype import Dtype
 from actstore.models import DEFAULT_MODEL
 from actstore.models.placement import QUANTIZE_HELP, Placement, Quantization
-from common.settings import check_choices, setting
+from common.settings import SEED_MAX, check_choices, setting
 from actstore.engine.views import PromptFormat
 from distributions.data import DATA_DIR_HELP
 from finetune.evaluate import EvalResult
@@ -42,7 +42,7 @@ class EvalRequest(Placement):
     batch_size: int = setting(16, "Sequences per forward pass.")
     shots_from: str | None = setting(None, "few-shot: distribution whose train split gives the shots.")
     n_shots: int = setting(4, "few-shot: shots per prompt.", option="--shots")
-    seed: int = setting(0, "few-shot: seeds the choice of shots.")
+    seed: int = setting(0, "few-shot: seeds the choice of shots.", at_least=0, at_most=SEED_MAX)
     prompt_format: PromptFormat | None = setting(None, "chat: the prompt as a user turn in the tokenizer's chat "
                                                        "template (default: a run's own; raw for baselines).")
     compute_dtype: Dtype = setting("float32", "zero-/few-shot: the base model's dtype (a run directory's model runs in "

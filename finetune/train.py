@@ -25,7 +25,7 @@ from common import UserError, check_number
 from actstore.engine.threads import compute_threads
 from actstore.models import DEFAULT_MODEL, model_fingerprint
 from actstore.models.placement import QuantizedPlacement
-from common.settings import check_choices, setting
+from common.settings import SEED_MAX, check_choices, setting
 from actstore.engine.views import PromptFormat
 from finetune.devices import Precision, mixed_precision
 from finetune.memory import peak_memory, wants_checkpointing
@@ -52,7 +52,7 @@ class TrainConfig(QuantizedPlacement):
     max_tokens: int = setting(8192, "Most padded tokens per forward/backward pass: a step whose pairs hold more runs "
                                      "in several passes, gradients summed (the same step, less activation memory).")
     limit: int | None = setting(None, "Use only the first N training examples.")
-    seed: int = setting(0, "Seeds pair sampling, initialization and shuffling.")
+    seed: int = setting(0, "Seeds pair sampling, initialization and shuffling.", at_least=0, at_most=SEED_MAX)
     precision: Precision = setting("auto", "fp32, bf16 (autocast; the frozen base model in bfloat16, adapter and head "
                                            "in float32), or auto (bf16 where the hardware runs it natively).")
     gradient_checkpointing: bool | None = setting(

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from common import UserError
+from common import UserError, check_writable_dir
 from common.atomic import MARKER, atomic_directory, read_marker
 from genies.compare import MEAN_METRICS, Comparison, compare_runs_in
 from genies.compare_plots import (DEPTH_FILE, MEANS_FILE, SWEEPS_FILE, generalization_vs_depth, means_by_model,
@@ -35,6 +35,7 @@ def check_out(out: Path, run_dirs: Sequence[Path]) -> None:
     out = Path(out)
     if any(out.resolve() == Path(d).resolve() for d in run_dirs):
         raise UserError(f"--out {out}: is one of the compared runs; give another directory")
+    check_writable_dir(out, "the comparison directory (--out)")
     if out.exists():
         if not out.is_dir():
             raise UserError(f"--out {out}: is a file, not a directory")
@@ -49,9 +50,9 @@ def write_comparison(run_dirs: Sequence[Path], out: Path | None = None, *,
                      n_bootstrap: int = N_BOOTSTRAP) -> tuple[Comparison, Path]:
     """Compare ``run_dirs`` and write OUT (default ``default_out``): compare.md, compare.csv, the plots."""
     run_dirs = [Path(d) for d in run_dirs]
-    comparison = compare_runs_in(run_dirs, n_bootstrap=n_bootstrap)
     out = Path(out) if out is not None else default_out(run_dirs)
     check_out(out, run_dirs)
+    comparison = compare_runs_in(run_dirs, n_bootstrap=n_bootstrap)
     with atomic_directory(out, {"kind": KIND, "runs": [str(d) for d in run_dirs]}) as staging:
         plots = []
         for pair in comparison.pairs:

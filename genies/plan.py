@@ -28,7 +28,7 @@ from actstore.models.compute_dtype import COMPUTE_DTYPE_HELP, ComputeDtype
 from actstore.store.locations import store_url
 from actstore.models.placement import Placement
 from actstore.store.roots import checked_store_root
-from common.settings import check_choices, setting
+from common.settings import SEED_MAX, available_cpus, check_choices, setting
 from actstore.engine.views import PromptFormat
 from distributions.data import DATA_DIR_HELP
 from genies.generalization import UNTRAINED, ZERO_SHOT
@@ -65,8 +65,9 @@ def layer_choice(text: str) -> int | float | str:
 
 
 def depth_layer(depth: float, n_layers: int) -> int:
-    """The layer at relative depth ``depth`` of a model with ``n_layers`` blocks (layers 0..n_layers)."""
-    return min(n_layers, max(0, int(round(depth * n_layers))))
+    """The layer at relative depth ``depth`` (in (0, 1)) of a model with ``n_layers`` blocks: the output of a
+    block (1..n_layers), never the embeddings (layer 0), which are the same for every response at the last token."""
+    return min(n_layers, max(1, int(round(depth * n_layers))))
 
 
 def check_model_name(text: str | None) -> str | None:
@@ -96,13 +97,14 @@ class RunConfig(Placement):
                                            "the alias, or a name derived from the model's config or file name).",
                                      parse=check_model_name)
     limit: int | None = setting(None, "First N examples of each split.")
-    threads: int | None = setting(None, THREADS_HELP)
+    threads: int | None = setting(None, THREADS_HELP, at_least=1, at_most=available_cpus)
     data_dir: str | None = setting(None, DATA_DIR_HELP + " Default with --shifts demo: demo.")
     store_root: str | None = setting(None, "Where activation stores live (default: the per-user store directory).",
                                      parse=writable_store_root)
     out: Path = setting(Path("genies-run"), "Run directory (RUN_DIR).", required=True)
     mix_target: int = setting(0, "Add K target training examples to each source before fitting (sensitivity analysis).")
-    seed: int = setting(0, "Seeds every sampled choice (validation splits, fits, bootstrap, few-shot shots).")
+    seed: int = setting(0, "Seeds every sampled choice (validation splits, fits, bootstrap, few-shot shots).",
+                         at_least=0, at_most=SEED_MAX)
     prompt_format: PromptFormat = setting("raw", "chat: prompts as a user turn in the model's chat template (stores, "
                                                  "fine-tuning, few-shot).")
     train_steps: int | None = setting(None, "lora / prompt-tuning: optimizer steps per training set (default: "
@@ -128,8 +130,6 @@ class RunConfig(Placement):
             raise UserError(f"unknown method(s) {', '.join(unknown)} (choose from {', '.join(choices)})")
         if not self.methods:
             raise UserError("--methods is empty")
-        if self.threads is not None and self.threads < 1:
-            raise UserError(f"--threads must be at least 1, got {self.threads}")
         if self.batch_tokens is not None and self.batch_tokens < 1:
             raise UserError(f"--batch-tokens must be at least 1, got {self.batch_tokens}")
         if isinstance(self.layer, str) and self.layer != "best":

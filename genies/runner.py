@@ -16,7 +16,7 @@ from typing import Callable
 
 import registry
 from common.atomic import file_sha256
-from common import UserError
+from common import UserError, check_writable_dir
 from actstore.store.sharding import Shard
 from actstore.engine.threads import compute_threads
 from actstore.models import ModelOnDemand, check_family, load_tokenizer
@@ -112,7 +112,7 @@ def prepare_run(config: RunConfig, command: str | None, log: Callable[[str], Non
     check_family(config.model)
     if config.prompt_format == "chat":  # before run.json is locked to chat or the model loads
         require_chat_template(load_tokenizer(config.model))
-    out = Path(config.out)
+    out = check_writable_dir(config.out, "the run directory (--out)")
     previous = read_run_info(out)
     check_reusable(previous, config)
     settings = _run_settings(config, command, started_at)

@@ -13,7 +13,7 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 
 import registry
-from common import UserError, parse_list
+from common import UserError, check_writable_dir, parse_list
 from actstore.store.locations import StoreNames
 from actstore.store.opening import check_named
 from actstore.store.roots import checked_location
@@ -113,6 +113,8 @@ def fit_command(probe: StoreProbe, train_spec: str, eval_specs: tuple[str, ...] 
                 threads: int | None = DEFAULT_THREADS, names: StoreNames = StoreNames()) -> FitReport:
     """Fit the unfitted ``probe`` (see ``make_probe``) on the train store; score it in-sample, on the train store's
     test split (if extracted) and on each eval store; ``seed`` seeds the bootstrap."""
+    if out:
+        check_writable_dir(out, "the probe directory (--out)")
     train = open_source(train_spec, names)
     evals, notes = eval_sources(train, list(eval_specs), [probe], names)
     with blas_threads(threads):
@@ -161,6 +163,7 @@ def sweep_command(methods: list[StoreProbe], train_spec: str, eval_specs: tuple[
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir}: is a file; give a directory (sweep.csv and sweep.png are written into it)")
+    check_writable_dir(out_dir, "the sweep directory (--out)")
     train = open_source(train_spec, names)
     evals, notes = eval_sources(train, list(eval_specs), methods, names)
     for method in methods:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from actstore.store.locations import STORE_HELP
-from common.settings import check_choices, setting
+from common.settings import SEED_MAX, available_cpus, check_choices, setting
 from actstore.engine.views import PromptFormat
 
 
@@ -19,14 +19,16 @@ from actstore.engine.views import PromptFormat
 class ProbeOptions:
     """How methods fit, how metrics are computed, and where store names are looked up."""
 
-    seed: int = setting(0, "Seeds every random choice (splits, orientations, restarts, bootstrap).")
+    seed: int = setting(0, "Seeds every random choice (splits, orientations, restarts, bootstrap).",
+                         at_least=0, at_most=SEED_MAX)
     normalize: Literal["none", "center", "standardize"] | None = setting(
         None, "Override the method's default normalization (fitted on train).")
     alpha: float = setting(1.0, "cra: contrast h_yes - alpha * h_no.")
     top_k: int = setting(16, "lat-stim / head-wise methods: layers or heads kept.")
     calibration: Literal["binned", "reference"] = setting(
         "binned", "RMS calibration error formula (reference = the GENIES code's, for comparison).")
-    threads: int = setting(1, "BLAS threads while fitting (1 is fastest on a busy machine; 0 = library default).")
+    threads: int = setting(1, "BLAS threads while fitting (1 is fastest on a busy machine; 0 = library default).",
+                           at_least=0, at_most=available_cpus)
     store_root: str | None = setting(None, "Where store names are looked up (default: the per-user store directory).")
     names_limit: int | None = setting(None, "Store names refer to stores extracted with this --limit.",
                                       option="--limit")

@@ -51,6 +51,8 @@ def test_layer_takes_an_integer_layer_or_a_relative_depth_and_refuses_ambiguous_
         with pytest.raises(UserError, match=f"--layer {ambiguous} is ambiguous"):
             layer_choice(ambiguous)
     assert depth_layer(0.6, 30) == 18 and depth_layer(0.6, 18) == 11 and depth_layer(0.99, 4) == 4
+    for shallow in (0.1, 0.01, 1e-9):  # a block's output, never the embeddings (constant at the last token)
+        assert depth_layer(shallow, 4) == 1 and depth_layer(shallow, 2) == 1
     assert RunConfig(model="tiny-random", out=tmp_path, layer=0.5).layer_tag == "depth0.5"
     result = CliRunner().invoke(genies, ["run", "--model", "tiny-random", "--out", str(tmp_path), "--layer", "1.0"])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "is ambiguous" in result.output

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from common import UserError, default_store_root, parse_list
-from common.settings import check_choices, setting
+from common.settings import available_cpus, check_choices, setting
 from distributions.data import DATA_DIR_HELP, load_split, resolve_data_dir, split_path
 from distributions.split_file import Split
 from actstore.engine.batching import PADDING_SIDES
@@ -84,7 +84,7 @@ class ExtractConfig(QuantizedPlacement):
     repair: bool = setting(False, "Check every block of existing stores against its checksums and recompute the "
                                   "damaged ones.")
     progress: bool = setting(True, "Show a progress bar (--no-progress: none).")
-    threads: int | None = setting(None, THREADS_HELP)
+    threads: int | None = setting(None, THREADS_HELP, at_least=1, at_most=available_cpus)
     padding_side: str = "right"
     compressor: str | None = "blosc-zstd"
 

@@ -8,14 +8,11 @@ place can be reached; a root that stores will be written under must also take a 
 
 from __future__ import annotations
 
-import os
-import tempfile
 import uuid
-from pathlib import Path
 
 import fsspec
 
-from common import UserError, default_store_root, describe
+from common import UserError, check_writable_dir, default_store_root, describe
 
 FILE_SCHEME = "file://"
 WRITE_CHECK_PREFIX = ".genies-write-check-"
@@ -66,14 +63,7 @@ def checked_location(value: str, what: str) -> str:
 
 def _check_local_write(root: str) -> None:
     """The root exists and takes a new directory, or its nearest existing parent does (nothing is left behind)."""
-    path = Path(root).expanduser().absolute()
-    existing = next(p for p in (path, *path.parents) if os.path.lexists(p))
-    if not existing.is_dir():
-        raise UserError(f"{root}: cannot create the store root: {existing} is a file, not a directory")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=WRITE_CHECK_PREFIX, dir=existing))
-    except OSError as err:
-        raise UserError(f"{root}: cannot create the store root ({existing}: {err.strerror})") from None
+    check_writable_dir(root, "the store root")
 
 
 def _check_remote_write(root: str) -> None:
