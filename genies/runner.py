@@ -29,6 +29,7 @@ from genies.generalization import ResultRow, rows_with_evaluations
 from genies.plan import (RESULT_SETTINGS, Plan, RunConfig, build_plan, check_reusable, settings_digest,
                          training_set_for)
 from genies.report import SWEEPS_DIR, Report, report_from_rows
+from genies.computed_with import computed_with
 from genies.results_csv import RESULTS_FILE, write_results
 from genies.run_info import RESULTS_CHECKSUM, read_run_info, write_run_info
 from genies.steps import ChosenLayer, extract_stores, fit_probes, run_evaluations, store_settings, train_live
@@ -143,7 +144,7 @@ def finish_run(run: PreparedRun, work: "Work", log: Callable[[str], None]) -> Ru
     wall = time.perf_counter() - run.started
     data = {key: value for step in plan.evaluations for key, value in step.data.items()}
     write_run_info(out, settings, {**work.record(), "n_layers": n_layers, "wall_time_s": round(wall, 1),
-                                   "data_fingerprints": dict(sorted(data.items())),
+                                   "data_fingerprints": dict(sorted(data.items())), **computed_with(plan, previous),
                                    RESULTS_CHECKSUM: file_sha256(out / RESULTS_FILE)})
     report = report_from_rows(out, rows, evaluations)
     if not (plan.stores_to_extract or plan.fits_to_run or plan.evaluations_to_run):
@@ -240,6 +241,6 @@ def _run_settings(config: RunConfig, command: str | None, started_at: str) -> di
         "store_root": config.resolved_store_root,
         "started_at": started_at,
         "software": software_versions(),
-        "attention": config.attention,
+        "attention_requested": config.attention,  # what the stores were computed with: computed_with (finish_run)
         **{name: getattr(config, name) for name in RESULT_SETTINGS},
     }

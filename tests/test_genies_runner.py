@@ -2,6 +2,7 @@
 
 import csv
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -144,6 +145,7 @@ def test_second_identical_run_reuses_everything_without_the_model(benchmark, fir
     assert again.rows == first_run.rows
     info = json.loads((again.run_dir / "run.json").read_text())
     assert [h["model_loads"] for h in info["history"]] == [1, 0]
+    assert info["computed_with"] == {"attention": ["sdpa"], "live_training": []}  # what the reused stores were made with
     assert "run 2 (" in (again.run_dir / "report.md").read_text()
 
 
@@ -214,6 +216,13 @@ def test_live_methods_run_through_the_runner_and_are_reused(benchmark, monkeypat
     again = run_benchmark(config, command="genies run (live)", log=lambda line: None)
     assert again.model_loads == 0 and again.fits_run == 0 and again.evaluations_run == 0
     assert [r.generalization_accuracy for r in again.rows] == [r.generalization_accuracy for r in first.rows]
+    # another --attention and --train-layout reuse everything: run.json says what it was computed with, not the request
+    relabelled = run_benchmark(replace(config, attention="eager", train_layout="per-process"),
+                               command="genies run (live, eager)", log=lambda line: None)
+    assert relabelled.model_loads == 0 and relabelled.fits_run == 0 and relabelled.evaluations_run == 0
+    info = json.loads((root / "live-run" / "run.json").read_text())
+    assert info["attention_requested"] == "eager"
+    assert info["computed_with"] == {"attention": ["sdpa"], "live_training": ["one process"]}
 
 
 def test_contrast_methods_extract_yes_no_views_and_score(benchmark):
