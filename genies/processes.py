@@ -48,6 +48,7 @@ from common import UserError, write_text_atomic
 from genies.evaluations import store_is_complete
 from genies.plan import Plan
 from genies.process_group import POLL_S, Link, Log, Stopped
+from genies.rank_checks import PlannedInputs, check_same_inputs, check_same_request
 from genies.report import SWEEPS_DIR
 from genies.runner import MIXED_DATA_DIR, PreparedRun, RunSummary, Work, finish_run, prepare_run
 from genies.train_layout import accelerate_as, choose_layout
@@ -112,12 +113,19 @@ def _run(config, link: Link, command: str | None, log: Log, say: Log) -> RunSumm
         except BaseException as err:
             link.share(("refused", _describe(err)))
             raise
-        link.share(("plan", prepared.plan))
+        link.share(("plan", (prepared.plan, PlannedInputs.of(config, prepared.plan))))
         plan = prepared.plan
     else:
-        what, plan = link.share()
+        what, shared = link.share()
         if what == "refused":
-            raise UserError(f"process rank {rank} of {size} stops: rank 0: {plan}")
+            raise UserError(f"process rank {rank} of {size} stops: rank 0: {shared}")
+        plan, planned = shared
+        try:
+            check_same_request(config, planned.request)
+            check_same_inputs(plan, planned)
+        except UserError as err:
+            link.fail(f"rank {rank}: {err}")
+            raise UserError(f"process rank {rank} of {size} stops: {err}") from None
     config = plan.config
     assignment = Assignment.of(plan, size)
     device = default_device()

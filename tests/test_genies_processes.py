@@ -200,3 +200,82 @@ def test_every_unit_of_the_plan_goes_to_one_process_after_what_it_needs(tmp_path
     assert len(split.together) == (n_sets if n_sets < size else n_sets % size)
     assert split.total == (len(split.extraction) + len(split.together) + sum(map(len, split.fits))
                            + sum(map(len, split.evaluations)))
+
+
+# ----------------------------------------------------------------------------- every rank reads what rank 0 planned
+
+def launch_by_hand(tmp_path, args_of, environment_of, cwd_of=lambda rank: REPO):
+    """Two processes started one by one (as srun would), each with its own arguments, environment and cwd."""
+    port = str(free_port())
+    processes = [subprocess.Popen([sys.executable, "-m", "genies", *args_of(rank)], cwd=cwd_of(rank), text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env={**ENVIRONMENT, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+                                       "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+                                       **environment_of(rank)}) for rank in (0, 1)]
+    return [(process.communicate(timeout=400), process.returncode) for process in processes]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+@pytest.fixture(scope="module")
+def two_data_dirs(tmp_path_factory):
+    """A manifest of one shift, its data, and a copy of the data whose target test labels are flipped."""
+    from conftest import example, write_distribution
+
+    base = tmp_path_factory.mktemp("rank-data")
+    examples = [example(f"Add {i} and 2.\n### Response:\n", {f"{i + 2}": 1.0, f"{i + 3}": 0.0}) for i in range(8)]
+    flipped = [{**e, "responses": {text: 1.0 - score for text, score in e["responses"].items()}} for e in examples]
+    for name, test in (("right", examples), ("flipped", flipped)):
+        write_distribution(base / name, "easy", train=examples)
+        write_distribution(base / name, "hard", train=examples, test=test)
+    (base / "shifts.json").write_text(json.dumps([{"source": "easy", "target": "hard"}]))
+    return base
+
+
+def small_run(where: Path, out: str, *extra) -> list[str]:
+    return ["run", "--model", "tiny-random", "--shifts", str(where / "shifts.json"), "--methods", "zero-shot,mms",
+            "--threads", "1", "--store-root", str(where / "stores"), "--out", str(where / out), *extra]
+
+
+def test_a_rank_given_other_data_stops_the_launch_naming_itself_and_the_file(two_data_dirs):
+    where = two_data_dirs
+    (_, rank0_err), rank0_code = (done := launch_by_hand(
+        where, lambda rank: small_run(where, "mixed-data"),
+        lambda rank: {"GENIES_DATA": str(where / ("right" if rank == 0 else "flipped"))}))[0]
+    (_, rank1_err), rank1_code = done[1]
+    assert (rank0_code, rank1_code) == (2, 2), (rank0_err[-3000:], rank1_err[-3000:])
+    flipped_file = where / "flipped" / "distributions" / "hard" / "test.json"
+    assert error_lines(rank1_err) == [error_lines(rank1_err)[0]] and error_lines(rank1_err)[0].startswith(
+        f"error: process rank 1 of 2 stops: {flipped_file}: not the data file rank 0 planned with"), rank1_err
+    assert "rank 1: " in error_lines(rank0_err)[0] and str(flipped_file) in error_lines(rank0_err)[0], rank0_err
+    assert not (where / "mixed-data" / "results.csv").exists()
+    assert "Traceback" not in rank0_err + rank1_err
+
+
+def test_a_rank_given_other_settings_stops_the_launch(two_data_dirs):
+    where = two_data_dirs
+    done = launch_by_hand(where, lambda rank: small_run(where, "mixed-limit", "--limit", "4" if rank == 0 else "6"),
+                          lambda rank: {"GENIES_DATA": str(where / "right")})
+    (_, rank1_err), rank1_code = done[1]
+    assert rank1_code == 2 and error_lines(rank1_err) == [
+        "error: process rank 1 of 2 stops: --limit 6 here, but rank 0 was given 4: give every process the same "
+        "command"], rank1_err
+    assert done[0][1] == 2 and not (where / "mixed-limit" / "results.csv").exists()
+
+
+def test_a_rank_that_reaches_another_model_by_the_same_path_stops_the_launch(two_data_dirs, tmp_path):
+    from actstore.models import tiny_random_llama
+
+    where = two_data_dirs
+    for rank in (0, 1):  # the same relative path, two checkpoints (one per node's disk)
+        tiny = tiny_random_llama(seed=rank)
+        tiny.model.save_pretrained(tmp_path / f"node{rank}" / "model")
+        tiny.tokenizer.save_pretrained(tmp_path / f"node{rank}" / "model")
+    args = [a if a != "tiny-random" else "model" for a in small_run(where, "mixed-model", "--limit", "4")]
+    done = launch_by_hand(where, lambda rank: args, lambda rank: {"GENIES_DATA": str(where / "right")},
+                          cwd_of=lambda rank: tmp_path / f"node{rank}")
+    (_, rank1_err), rank1_code = done[1]
+    assert rank1_code == 2 and error_lines(rank1_err)[0].startswith(
+        "error: process rank 1 of 2 stops: model: not the model rank 0 planned with"), rank1_err
