@@ -13,7 +13,7 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 
 import registry
-from common import UserError, check_writable_dir, parse_list
+from common import UserError, check_writable_dir, format_layers, parse_list
 from actstore.store.locations import StoreNames
 from actstore.store.opening import check_named
 from actstore.store.roots import checked_location
@@ -172,6 +172,9 @@ def sweep_command(methods: list[StoreProbe], train_spec: str, eval_specs: tuple[
     layers = parse_sweep_layers(layers_spec, sweep_layers(train, methods))
     with blas_threads(threads):
         result = run_sweep(train, evals, methods, layers, config)
+    if result.skipped_layers:
+        notes.append(f"layer(s) {format_layers(list(result.skipped_layers))} left out: the same vector for every "
+                     "training sequence (no probe can be fitted there)")
     result = replace(result, notes=tuple(notes))
     from probes.plot import plot_sweep  # matplotlib only where a plot is drawn
     out_dir.mkdir(parents=True, exist_ok=True)

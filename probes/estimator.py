@@ -22,6 +22,7 @@ from sklearn.base import BaseEstimator
 import registry
 from common import UserError, format_layers
 from common.metrics import ExampleOutcomes, Metrics, compute_metrics, example_outcomes, fit_degeneracy, fit_temperature
+from probes.constant_layers import constant_layer_message, is_constant
 from probes.normalize import Normalizer
 from probes.probe import FittedProbe, provenance, read_fitted, save_fitted
 from probes.scorers import Feature
@@ -162,6 +163,8 @@ class LayerProbe(StoreProbe):
             if self.layer not in layers:
                 raise UserError(f"layer {self.layer} is out of range for {source.name} ({view} view has layers "
                                 f"{format_layers(layers)}; 0 = embeddings)")
+            if is_constant(source.residual(view, self.layer)):
+                raise UserError(constant_layer_message(source.name, self.layer, view))
 
 
 class SeededLayerProbe(LayerProbe):

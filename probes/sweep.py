@@ -28,6 +28,7 @@ from pathlib import Path
 from sklearn.base import clone
 
 from common import UserError, format_layers, write_text_atomic
+from probes.constant_layers import is_constant
 from probes.estimator import LayerProbe, StoreProbe, as_source
 from probes.labels import split_by_example
 from common.metrics import Metrics
@@ -117,6 +118,7 @@ class SweepResult:
     eval_names: list[str]  # panels, in order: validation first
     seconds: float
     notes: tuple[str, ...] = ()
+    skipped_layers: tuple[int, ...] = ()  # the same vector for every training sequence (probes/constant_layers.py)
 
 
 def check_sweepable(methods: list[StoreProbe]) -> None:
@@ -154,7 +156,13 @@ def run_sweep(train, evals: list[tuple[str, object]], methods: list[StoreProbe],
     n_layers = int(n_layers) if n_layers else None
 
     rows: list[SweepRow] = []
+    views = sorted({view for method in methods for view in method.spec.views})
+    constant = []  # layers that are the same vector for every sequence: left out
     for layer in layers:
+        if any(is_constant(train.residual(view, layer)) for view in views):
+            constant.append(layer)
+            train.release()
+            continue
         for method in methods:
             began = time.perf_counter()
             probe = clone(method).set_params(layer=layer).fit(fit_part)
@@ -171,7 +179,8 @@ def run_sweep(train, evals: list[tuple[str, object]], methods: list[StoreProbe],
         for source in (train, *evals):
             source.release()
     best = best_layers(rows, methods)
-    return SweepResult(rows, best, [f"{train.name} {VALIDATION}", *eval_names], time.perf_counter() - start)
+    return SweepResult(rows, best, [f"{train.name} {VALIDATION}", *eval_names], time.perf_counter() - start,
+                       skipped_layers=tuple(constant))
 
 
 def _row(layer: int, name: str, role: str, probe: StoreProbe, source: FeatureSource, config: SweepConfig,
