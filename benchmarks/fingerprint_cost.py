@@ -75,7 +75,7 @@ def main() -> None:
     print(f"checkpoint: {size / (1 << 30):.1f} GiB in {args.shards} shards")
     print(f"{'what':<42} {'seconds':>9} {'GB/s':>7}")
     for what, seconds, rate in rows:
-        print(f"{what:<42} {seconds:>9.3f} {rate if rate is None else f'{rate:.2f}':>7}")
+        print(f"{what:<42} {seconds:>9.3f} {'' if rate is None else f'{rate:.2f}':>7}")
     result = {"gib": size / (1 << 30), "shards": args.shards,
               "rows": [{"what": what, "seconds": round(seconds, 4), "gb_per_s": rate and round(rate, 3)}
                        for what, seconds, rate in rows]}

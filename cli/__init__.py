@@ -225,13 +225,17 @@ def print_report_summary(report) -> None:
         click.echo(f"warning: {warning}")
 
 
+KEEP_DEGENERATE_HELP = "Count degenerate fits in means, differences and correlations (default: listed, left out)."
+
+
 @genies.command("report")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-def genies_report(run_dir):
+@click.option("--keep-degenerate", is_flag=True, help=KEEP_DEGENERATE_HELP)
+def genies_report(run_dir, keep_degenerate):
     """Rebuild RUN_DIR/report.md and its plots from RUN_DIR/results.csv."""
     from genies.report import write_report
 
-    report = write_report(run_dir)
+    report = write_report(run_dir, keep_degenerate=keep_degenerate)
     print_report_summary(report)
     for line in report.unchecked:
         click.echo(f"not checked: {line}")
@@ -244,7 +248,8 @@ def genies_report(run_dir):
               help="Comparison directory to write (default: compare-<runs> beside the first run; an earlier "
                    "comparison there is replaced).")
 @click.option("--bootstrap", type=int, default=2000, show_default=True, help="Bootstrap replicates per interval.")
-def genies_compare(runs, out, bootstrap):
+@click.option("--keep-degenerate", is_flag=True, help=KEEP_DEGENERATE_HELP)
+def genies_compare(runs, out, bootstrap, keep_degenerate):
     """Compare two or more runs (e.g. two models): per-method means by model, and per pair of runs the
     correlation of per-shift generalization and the mean difference, with 95% intervals; writes compare.md,
     compare.csv and plots to --out."""
@@ -254,7 +259,7 @@ def genies_compare(runs, out, bootstrap):
 
     if bootstrap < 100:
         raise UserError(f"--bootstrap must be at least 100, got {bootstrap}")
-    comparison, directory = write_comparison(list(runs), out, n_bootstrap=bootstrap)
+    comparison, directory = write_comparison(list(runs), out, n_bootstrap=bootstrap, keep_degenerate=keep_degenerate)
     if comparison.means:
         print_table([{"method": m.method, "run": m.run, "shifts": m.n_shifts,
                       **{short: with_interval(m.means[name].estimate, m.means[name].low, m.means[name].high)

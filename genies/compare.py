@@ -24,7 +24,8 @@ from genies.generalization import ResultRow, RowEvaluations
 from genies.results_csv import load_run, results_path, unchecked_records
 from genies.run_info import read_run_info
 from genies.summary import RunComparison, compare_runs
-from genies.uncertainty import (N_BOOTSTRAP, Interval, RunBootstrap, interval, shift_counts, weighted_means,
+from genies.uncertainty import (N_BOOTSTRAP, Interval, RunBootstrap, counted_rows, interval, shift_counts,
+                                weighted_means,
                                 weighted_pearson)
 
 Shift = tuple[str, str]
@@ -56,6 +57,7 @@ class ComparedRun:
     info: dict
     rows: list[ResultRow]
     evaluations: Mapping[tuple[str, str, str], RowEvaluations] | None
+    keep_degenerate: bool = False  # whether comparisons count the rows of degenerate fits
     _bootstraps: dict = field(default_factory=dict, repr=False)  # and the layer count, once looked up
 
     @property
@@ -93,16 +95,24 @@ class ComparedRun:
         """The run's bootstrap (seeded with ``seed``, default its own), built once."""
         key = (n_bootstrap, self.seed if seed is None else seed)
         if key not in self._bootstraps:
-            self._bootstraps[key] = RunBootstrap(self.rows, self.evaluations, n_bootstrap=n_bootstrap, seed=key[1])
+            self._bootstraps[key] = RunBootstrap(self.rows, self.evaluations, n_bootstrap=n_bootstrap, seed=key[1],
+                                                 keep_degenerate=self.keep_degenerate)
         return self._bootstraps[key]
 
 
-def load_compared(run_dir: Path) -> ComparedRun:
+    @property
+    def counted(self) -> list[ResultRow]:
+        """The rows comparisons count (``uncertainty.counted_rows``)."""
+        return counted_rows(self.rows, self.keep_degenerate)
+
+
+def load_compared(run_dir: Path, keep_degenerate: bool = False) -> ComparedRun:
     from genies.report import run_label
 
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
-    return ComparedRun(run_dir, run_label(run_dir, info), info, load_run(run_dir), read_row_evaluations(run_dir))
+    return ComparedRun(run_dir, run_label(run_dir, info), info, load_run(run_dir), read_row_evaluations(run_dir),
+                       keep_degenerate)
 
 
 def unique_labels(runs: Sequence[ComparedRun]) -> None:
@@ -124,13 +134,13 @@ def pair_comparisons(a: ComparedRun, b: ComparedRun, metric: str = "generalizati
     """Per-method and pooled Pearson r and mean difference of ``metric`` over the (shift, method) rows both runs
     hold (empty when they share none). Shifts are resampled jointly for both runs, examples within each run;
     both runs are seeded with A's seed, so two runs on the same test examples share their resamples."""
-    points = compare_runs(a.rows, b.rows, metric)
+    points = compare_runs(a.counted, b.counted, metric)
     if points[-1].n == 0:
         return []
     seed = a.seed
     boots = [a.bootstrap(n_bootstrap, seed), b.bootstrap(n_bootstrap, seed)]
-    in_b = {r.key for r in b.rows}
-    shared = [r for r in a.rows if r.key in in_b]
+    in_b = {r.key for r in b.counted}
+    shared = [r for r in a.counted if r.key in in_b]
     shifts = list(dict.fromkeys(r.shift for r in shared))
     counts = shift_counts(len(shifts), n_bootstrap, seed, "compare")
     out = []
@@ -190,11 +200,13 @@ class Comparison:
         return next(r for r in self.runs if r.label == label)
 
 
-def compare_runs_in(run_dirs: Sequence[Path], *, n_bootstrap: int = N_BOOTSTRAP) -> Comparison:
-    """Everything `genies compare` reports about ``run_dirs`` (two or more)."""
+def compare_runs_in(run_dirs: Sequence[Path], *, n_bootstrap: int = N_BOOTSTRAP,
+                    keep_degenerate: bool = False) -> Comparison:
+    """Everything `genies compare` reports about ``run_dirs`` (two or more); degenerate fits are left out of every
+    comparison unless ``keep_degenerate``."""
     if len(run_dirs) < 2:
         raise UserError("genies compare needs two or more run directories")
-    runs = [load_compared(Path(d)) for d in run_dirs]
+    runs = [load_compared(Path(d), keep_degenerate) for d in run_dirs]
     unique_labels(runs)
     shifts = [s for s in runs[0].shifts if all(s in run.shifts for run in runs[1:])]
     methods = [m for m in runs[0].methods if all(m in run.methods for run in runs[1:])]

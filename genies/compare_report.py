@@ -46,13 +46,13 @@ def check_out(out: Path, run_dirs: Sequence[Path]) -> None:
             raise UserError(f"--out {out}: is a sealed directory of something else (not `genies compare`)")
 
 
-def write_comparison(run_dirs: Sequence[Path], out: Path | None = None, *,
-                     n_bootstrap: int = N_BOOTSTRAP) -> tuple[Comparison, Path]:
+def write_comparison(run_dirs: Sequence[Path], out: Path | None = None, *, n_bootstrap: int = N_BOOTSTRAP,
+                     keep_degenerate: bool = False) -> tuple[Comparison, Path]:
     """Compare ``run_dirs`` and write OUT (default ``default_out``): compare.md, compare.csv, the plots."""
     run_dirs = [Path(d) for d in run_dirs]
     out = Path(out) if out is not None else default_out(run_dirs)
     check_out(out, run_dirs)
-    comparison = compare_runs_in(run_dirs, n_bootstrap=n_bootstrap)
+    comparison = compare_runs_in(run_dirs, n_bootstrap=n_bootstrap, keep_degenerate=keep_degenerate)
     with atomic_directory(out, {"kind": KIND, "runs": [str(d) for d in run_dirs]}) as staging:
         plots = []
         for pair in comparison.pairs:

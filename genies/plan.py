@@ -119,6 +119,8 @@ class RunConfig(Placement):
     prompt_reuse: bool = setting(True, "Extraction runs each token prefix its sequences share once (the prefix "
                                        "tree, on every device); --no-prompt-reuse runs every sequence whole.",
                                  option="--prompt-reuse/--no-prompt-reuse")
+    keep_degenerate: bool = setting(False, "The report counts degenerate fits in its means, differences and "
+                                           "correlations (default: listed, left out).")
     batch_tokens: int | None = setting(None, "Extraction: padded tokens per forward pass (default: 4096 on a CPU, "
                                              "on a GPU a budget scaled to its free memory).")
 

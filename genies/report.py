@@ -363,15 +363,25 @@ def degenerate_warnings(rows: Sequence[ResultRow]) -> list[str]:
             for method, source, why in found]
 
 
-def _degenerate_lines(warnings: list[str]) -> list[str]:
+def degenerate_counts(rows: Sequence[ResultRow]) -> dict[str, tuple[int, int]]:
+    """Per method with degenerate rows: (degenerate rows, all its rows)."""
+    return {method: (sum(1 for r in rows if r.method == method and r.degenerate),
+                     sum(1 for r in rows if r.method == method))
+            for method in methods_in_order(rows) if any(r.method == method and r.degenerate for r in rows)}
+
+
+def _degenerate_lines(warnings: list[str], counts: Mapping[str, tuple[int, int]], kept: bool) -> list[str]:
     if not warnings:
         return []
+    where = ("the means, differences and correlations above count them (`--keep-degenerate`), as the method's failure "
+             "there" if kept else "the means, differences and correlations above leave them out (`--keep-degenerate` "
+             "puts them back)")
+    per_method = ", ".join(f"{method} {n} of {total} shifts" for method, (n, total) in counts.items())
     return ["## Degenerate fits", "",
             f"**Warning: {len(warnings)} fit(s) are degenerate.** Constant scores tie every pair; a fit that does "
             "not separate its own training pairs points nowhere in particular; a calibration temperature at its "
             "bound makes every P(best) 0.5. The per-shift table marks them `degenerate` instead of showing them as "
-            "numbers; the means above still count them (as the method's failure there).", ""] + [
-        f"- {w}" for w in warnings] + [""]
+            f"numbers; {where}. Degenerate rows: {per_method}.", ""] + [f"- {w}" for w in warnings] + [""]
 
 
 def _sweep_lines(plots: Sequence[Path], run_dir: Path) -> list[str]:
@@ -435,25 +445,28 @@ NOTES = [
 ]
 
 
-def write_report(run_dir: Path, *, n_bootstrap: int = N_BOOTSTRAP) -> Report:
+def write_report(run_dir: Path, *, n_bootstrap: int = N_BOOTSTRAP, keep_degenerate: bool = False) -> Report:
     """(Re)build RUN_DIR/report.md and its plots from RUN_DIR/results.csv (and outcomes.json, if kept)."""
     run_dir = Path(run_dir)
-    return report_from_rows(run_dir, load_run(run_dir), read_row_evaluations(run_dir), n_bootstrap=n_bootstrap)
+    return report_from_rows(run_dir, load_run(run_dir), read_row_evaluations(run_dir), n_bootstrap=n_bootstrap,
+                            keep_degenerate=keep_degenerate)
 
 
 def report_from_rows(run_dir: Path, rows: Sequence[ResultRow],
                      evaluations: Mapping[tuple[str, str, str], RowEvaluations] | None, *,
-                     n_bootstrap: int = N_BOOTSTRAP) -> Report:
+                     n_bootstrap: int = N_BOOTSTRAP, keep_degenerate: bool = False) -> Report:
     """Write RUN_DIR/report.md and its plots from the rows of a run and their evaluations (None: no
-    per-example outcomes, so only shifts are resampled); `genies run` passes the rows it holds.
+    per-example outcomes, so only shifts are resampled); `genies run` passes the rows it holds. Means,
+    differences and correlations leave degenerate fits out unless ``keep_degenerate``.
 
     Deterministic: the bootstrap is seeded with the run's seed, so the same inputs give the same bytes."""
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
-    bootstrap = RunBootstrap(rows, evaluations, n_bootstrap=n_bootstrap, seed=int(info.get("seed", 0)))
-    summaries = method_summaries(rows)
-    paper = paper_comparisons(rows)
-    correlation = zero_shot_correlation(rows)
+    bootstrap = RunBootstrap(rows, evaluations, n_bootstrap=n_bootstrap, seed=int(info.get("seed", 0)),
+                             keep_degenerate=keep_degenerate)
+    summaries = method_summaries(bootstrap.counted)
+    paper = paper_comparisons(bootstrap.counted)
+    correlation = zero_shot_correlation(bootstrap.counted)
     correlation_interval = bootstrap.zero_shot_correlation()
     paper_correlation = paper_zero_shot_correlation(rows)
     paper_interval = shift_correlation(paper_points(rows), bootstrap.shifts, n_bootstrap=n_bootstrap, seed=bootstrap.seed)
@@ -484,7 +497,7 @@ def report_from_rows(run_dir: Path, rows: Sequence[ResultRow],
     ]
     warnings = layer_warnings(rows)
     degenerate = degenerate_warnings(rows)
-    lines += ttc_lines(rows) + _degenerate_lines(degenerate)
+    lines += ttc_lines(rows) + _degenerate_lines(degenerate, degenerate_counts(rows), keep_degenerate)
     lines += _layer_lines(rows, warnings, info.get("layer")) + _sweep_lines(sweeps, run_dir)
     lines += _shift_lines(rows, bootstrap) + NOTES
     unchecked = unchecked_records(run_dir)

@@ -146,7 +146,7 @@ def finish_run(run: PreparedRun, work: "Work", log: Callable[[str], None]) -> Ru
     write_run_info(out, settings, {**work.record(), "n_layers": n_layers, "wall_time_s": round(wall, 1),
                                    "data_fingerprints": dict(sorted(data.items())), **computed_with(plan, previous),
                                    RESULTS_CHECKSUM: file_sha256(out / RESULTS_FILE)})
-    report = report_from_rows(out, rows, evaluations)
+    report = report_from_rows(out, rows, evaluations, keep_degenerate=config.keep_degenerate)
     if not (plan.stores_to_extract or plan.fits_to_run or plan.evaluations_to_run):
         log(f"reused everything: no model loaded, no extraction, no fitting ({wall:.1f}s)")
     log(f"wrote {out / RESULTS_FILE} ({len(rows)} rows) and {report.path} in {wall:.1f}s")

@@ -139,9 +139,12 @@ class RunBootstrap:
     """Replicates of every row's accuracies and ratios, and intervals built from them."""
 
     def __init__(self, rows: Sequence[ResultRow], evaluations: Mapping[tuple[str, str, str], RowEvaluations] | None = None,
-                 *, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0):
+                 *, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0, keep_degenerate: bool = False):
+        """Means, differences and correlations count the rows of degenerate fits only with ``keep_degenerate``;
+        every row keeps its own interval."""
         self.n_bootstrap, self.seed = n_bootstrap, seed
         self.rows = list(rows)
+        self.counted = counted_rows(self.rows, keep_degenerate)
         self.shifts: list[Shift] = list(dict.fromkeys(r.shift for r in self.rows))
         self.methods = list(dict.fromkeys(r.method for r in self.rows))
         evaluations = evaluations or {}
@@ -186,7 +189,7 @@ class RunBootstrap:
         """(observed (S,), replicates (B, S)) over ``shifts``; NaN where the method lacks a shift.
 
         A row without outcomes contributes its observed value to every replicate."""
-        by_shift = {r.shift: r for r in self.rows if r.method == method}
+        by_shift = {r.shift: r for r in self.counted if r.method == method}
         observed = np.array([_value(by_shift.get(s), metric) for s in shifts])
         columns = [self._point(by_shift[s], metric) if s in by_shift else np.full(self.n_bootstrap, np.nan)
                    for s in shifts]
@@ -221,7 +224,7 @@ class RunBootstrap:
 
     def zero_shot_correlation(self) -> Interval:
         """Pearson r of generalization vs zero-shot over (shift, method) points, every method but zero-shot."""
-        points = [r for r in self.rows if r.method != ZERO_SHOT]
+        points = [r for r in self.counted if r.method != ZERO_SHOT]
         if len(points) < 2:
             return Interval(math.nan, math.nan, math.nan)
         x = np.stack([self._point(r, "zero_shot_accuracy") for r in points], axis=1)
@@ -236,6 +239,12 @@ class RunBootstrap:
         """The row's replicates of ``metric``; its observed value in every replicate when it kept no outcomes."""
         replicate = self._replicates[(row.shift, row.method)][metric]
         return np.full(self.n_bootstrap, _value(row, metric)) if np.isnan(replicate).all() else replicate
+
+
+def counted_rows(rows: Sequence[ResultRow], keep_degenerate: bool = False) -> list[ResultRow]:
+    """The rows that means, differences and correlations count: all but those of degenerate fits (whose numbers
+    sit at chance by construction), unless ``keep_degenerate``."""
+    return [r for r in rows if keep_degenerate or not r.degenerate]
 
 
 def shift_correlation(points: Sequence[tuple[Shift, float, float]], shifts: Sequence[Shift], *,

@@ -118,7 +118,8 @@ def test_a_planted_degenerate_fit_is_flagged_in_the_probe_results_csv_and_report
     from synthetic import planted
 
     data = planted(n_examples=30, layers=(0, 1), signal_layers=(1,), views=("plain",))
-    data.residual["plain"][0] = np.ones_like(data.residual["plain"][0])  # layer 0: every sequence alike
+    per_example = np.random.default_rng(1).standard_normal((30, data.residual["plain"][0].shape[1]))
+    data.residual["plain"][0] = np.repeat(per_example, 3, axis=0)  # layer 0: a prompt's responses alike
     flat = make_probe("mms", 0).fit(data.source())
     assert flat.notes_[DEGENERATE_NOTE].startswith("constant scores on its training pairs")
     assert DEGENERATE_NOTE not in make_probe("mms", 1).fit(data.source()).notes_
