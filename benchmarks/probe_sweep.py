@@ -1,4 +1,4 @@
-"""Time `probes sweep` at the size of the issue-4 benchmark, on synthetic stores of the real shape.
+"""Time `probes sweep` at the size of the real-store sweep in RESULTS.md, on synthetic stores of the real shape.
 
 alpaca_mmlu train (600 examples x 4 responses = 2400 sequences) and three 1000-sequence test
 stores (alpaca_mmlu, truthful_qa, spanish_output), SmolLM2-135M's shape (layers 0..30, d=576),

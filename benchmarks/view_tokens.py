@@ -4,8 +4,8 @@
         [--model smollm2-135m] [--json-out PATH]
 
 Counts real tokens (no timing; only the tokenizer runs), three ways: each view alone with every
-example's prompt once plus its responses (``alone``, the reuse of issue 3); the views together
-with the prompt once for all of them (``prompts_shared``, issue 14's first step); and the views
+example's prompt once plus its responses (``alone``, the first prompt reuse); the views together
+with the prompt once for all of them (``prompts_shared``); and the views
 together through the prefix tree that extraction runs now, each token run shared by any of an
 example's sequences computed once (``tree``, ``actstore.engine.prefix_tree``). Then the forward passes
 and padded token slots that extraction plans (``prefix_tree.plan_passes``, per block of
