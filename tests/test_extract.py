@@ -92,6 +92,8 @@ def test_tiny_parity_float32(tiny_model, data_dir, tmp_path, padding_side, batch
     [result] = extract(cfg, loaded=tiny_model)
     store = open_store(result.url)
     assert store.meta["layers"] == [0, 1, 2, 3, 4] and store.meta["complete"]
+    assert (store.meta["config"]["batch_tokens"], store.meta["completion"]["batch_tokens"]) == (batch_tokens,
+                                                                                                 batch_tokens)
     assert_matches_reference(store, reference(tiny_model, "plain"), "float32", loglik=True)
 
 
@@ -196,6 +198,9 @@ def test_resume_finishes_only_missing_blocks_and_equals_uninterrupted_run(tiny_m
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)  # bitwise: same blocks, same batches
     assert open_store(url).meta["completion"]["run_status"] == "resumed"
+    # not asked for: "auto" in the settings, and the budget the passes took (a CPU's 4096) where it was used
+    assert (open_store(url).meta["config"]["batch_tokens"], open_store(url).meta["completion"]["batch_tokens"]) == (
+        "auto", 4096)
 
 
 def test_rerun_is_a_no_op_without_loading_the_model(tiny_model, data_dir, tmp_path, monkeypatch):

@@ -126,7 +126,8 @@ def fill(pending: list[PendingStore], config: ExtractConfig, loaded: LoadedModel
             timings[f"{stage}_s"] += seconds
         # The views ran interleaved: each is charged its own stages and its share of the shared passes.
         seconds = sum(v for k, v in timings.items() if k != "write_background_s") if len(pending) > 1 else wall
-        results.append(_complete(target, todo[name], seconds, Timings(**timings), split, len(pending) > 1 and names))
+        results.append(_complete(target, todo[name], seconds, Timings(**timings), split, len(pending) > 1 and names,
+                                 budget))
     return results
 
 
@@ -137,7 +138,7 @@ def _capture_plan(layout: StoreLayout, n_blocks: int):
 
 
 def _complete(target: PendingStore, todo: set[int], seconds: float, timings: Timings, split: Split,
-              together: str | bool) -> StoreResult:
+              together: str | bool, batch_tokens: int) -> StoreResult:
     store, layout, view = target.store, target.store.layout, target.view
     computed = sum(layout.block_length(b) for b in todo)
     if not store.blocks_done().all():  # other processes still write their blocks; the last one marks it
@@ -145,6 +146,7 @@ def _complete(target: PendingStore, todo: set[int], seconds: float, timings: Tim
                            layout.n_blocks, computed, seconds, timings)
     extra = {"views_together": together} if together else {}
     store.mark_complete(run_status=target.status, blocks_computed=len(todo), sequences_computed=computed,
+                        batch_tokens=batch_tokens,
                         seconds=round(seconds, 3), sequences_per_second=round(computed / seconds, 3) if seconds else None,
                         timings={k: round(v, 3) for k, v in asdict(timings).items()}, **extra)
     return StoreResult(store.url, split.dataset, split.split, view.name, target.status, layout.n_sequences, len(todo),

@@ -67,7 +67,10 @@ def _float32_product(rows: torch.Tensor, weight: torch.Tensor, exact_bfloat16: b
     if exact_bfloat16 and rows.device.type == "cuda":
         try:
             return torch.mm(rows.bfloat16(), weight.bfloat16().T, out_dtype=torch.float32)
-        except (RuntimeError, NotImplementedError, TypeError):  # a torch without the float32-output GEMM
+        except TypeError as err:  # a torch whose torch.mm takes no out_dtype
+            if "out_dtype" not in str(err):
+                raise
+        except (RuntimeError, NotImplementedError):  # a device or build without the float32-output GEMM
             pass
     exact_on_cpu = exact_bfloat16 and rows.device.type == "cpu" and _has_bfloat16_arithmetic()
     with _bfloat16_arithmetic() if exact_on_cpu else nullcontext():

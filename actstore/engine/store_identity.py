@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 from common import UserError
 from distributions.split_file import Split
-from actstore.engine.batch_budget import batch_budget
 from actstore.engine.views import View
 from actstore.models import LoadedModel, model_fingerprint
 from actstore.store import ActivationStore, StoreLayout
@@ -123,7 +122,7 @@ def store_attributes(config: ExtractConfig, loaded: LoadedModel, split: Split, v
         "identity": identity,
         "software": software_versions(),
         "config": {
-            "batch_tokens": batch_budget(config.batch_tokens, loaded.model, loaded.input_device),
+            "batch_tokens": config.batch_tokens or "auto",  # what a pass took: the completion record's batch_tokens
             "prompt_reuse": config.prompt_reuse,
             "padding_side": config.padding_side,
             "compute_dtype": config.compute_dtype,
