@@ -202,12 +202,13 @@ def rows_with_evaluations(
     *,
     ineligible: Callable[[Evaluation], str | None] = lambda evaluation: None,
     n_layers: int | None = None,
+    ttc_methods: Iterable[str] | None = None,
 ) -> list[tuple[ResultRow, RowEvaluations]]:
     """One ResultRow per shift x method, from the runner's evaluations, with the evaluations it came from.
 
     ``training_set`` names what each method was fitted on for a shift (the source, or the source
-    mixed with a few target examples in the sensitivity analysis). TTC is taken over every
-    method that has an in-distribution evaluation on the reference, but those ``ineligible`` names a reason
+    mixed with a few target examples in the sensitivity analysis). TTC is taken over ``ttc_methods`` (None: every
+    method) that have an in-distribution evaluation on the reference, but those ``ineligible`` names a reason
     for (a live method that hardly trained) and degenerate ones. ``n_layers`` (the model's blocks) gives each
     row its relative depth.
     """
@@ -217,7 +218,7 @@ def rows_with_evaluations(
     for shift in shifts:
         reference = shift.reference
         in_distribution, excluded = {}, {}
-        for method in index.methods:
+        for method in index.methods if ttc_methods is None else list(ttc_methods):
             found = index.get(method, reference, reference)
             if found is not None:
                 in_distribution[method] = found.accuracy

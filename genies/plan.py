@@ -37,6 +37,13 @@ from manifests import Shift
 from registry import Kind
 
 DEFAULT_METHODS = (ZERO_SHOT, "mms", "lat", "ccs", "cra", "logreg", "random")
+# The target-tuned capability (what DE and El divide by): the best of these, trained and tested on each target
+# reference, whatever --methods asks for; the default methods that measure a capability from the plain stores
+# (ccs and cra would add the yes/no stores of every reference).
+DEFAULT_TTC_METHODS = (ZERO_SHOT, "mms", "lat", "logreg")
+TTC_HELP = ("Target-tuned capability: the best of these methods trained and tested on each target reference "
+            "(planned whatever --methods asks for, so DE and El do not change with it). Default: "
+            + ",".join(DEFAULT_TTC_METHODS) + ".")
 EVAL_SPLIT, TRAIN_SPLIT = "test", "train"
 # Names the layer rule (probes.sweep.LAYER_RULE), so fits whose layers an earlier rule chose are not reused.
 BEST_LAYER_TAG = "layer-best-1se"
@@ -93,6 +100,7 @@ class RunConfig(Placement):
     methods: tuple[str, ...] = setting(DEFAULT_METHODS, registry.benchmark_methods_help(),
                                        parse=registry.expand_methods)
     layer: int | float | str = setting("best", LAYER_HELP, parse=layer_choice)
+    ttc_methods: tuple[str, ...] = setting(DEFAULT_TTC_METHODS, TTC_HELP, parse=registry.expand_methods)
     model_name: str | None = setting(None, "Short model name for the run's reports, plots and comparisons (default: "
                                            "the alias, or a name derived from the model's config or file name).",
                                      parse=check_model_name)
@@ -132,6 +140,11 @@ class RunConfig(Placement):
             raise UserError(f"unknown method(s) {', '.join(unknown)} (choose from {', '.join(choices)})")
         if not self.methods:
             raise UserError("--methods is empty")
+        not_capabilities = [m for m in self.ttc_methods if m not in choices or not registry.get(m).counts_as_capability]
+        if not_capabilities or not self.ttc_methods:
+            raise UserError(f"--ttc-methods: {', '.join(not_capabilities) or 'empty'}: give methods that measure a "
+                            "capability (not chance baselines), from " + ", ".join(
+                                m for m in choices if registry.get(m).counts_as_capability))
         if self.batch_tokens is not None and self.batch_tokens < 1:
             raise UserError(f"--batch-tokens must be at least 1, got {self.batch_tokens}")
         if isinstance(self.layer, str) and self.layer != "best":
@@ -336,8 +349,10 @@ def run_paths(out: Path):
     return out / "fits", out / "evaluations"
 
 
-def needed_evaluations(shifts: Iterable[Shift], methods: Iterable[str], mix_target: int = 0) -> list[tuple[str, TrainingSet | None, str]]:
-    """(method, training set or None, tested_on) for every evaluation the result rows need, deduplicated."""
+def needed_evaluations(shifts: Iterable[Shift], methods: Iterable[str], mix_target: int = 0,
+                       ttc_methods: Iterable[str] = DEFAULT_TTC_METHODS) -> list[tuple[str, TrainingSet | None, str]]:
+    """(method, training set or None, tested_on) for every evaluation the result rows need, deduplicated:
+    each method's on the target and the source, and each TTC method's on the target reference."""
     methods = list(methods)
     wanted: dict[tuple[str, TrainingSet | None, str], None] = {}
 
@@ -351,9 +366,8 @@ def needed_evaluations(shifts: Iterable[Shift], methods: Iterable[str], mix_targ
             add(method, training, shift.target)
             add(method, training, shift.source)
         reference = TrainingSet(shift.reference)
-        for method in [ZERO_SHOT, *methods]:
-            if registry.get(method).counts_as_capability:
-                add(method, reference, shift.reference)
+        for method in ttc_methods:
+            add(method, reference, shift.reference)
     return list(wanted)
 
 
@@ -384,7 +398,7 @@ def build_plan(config: RunConfig, shifts: list[Shift], done: DoneChecks) -> Plan
                 if training.mixed_with:
                     need_store(training.mixed_with, TRAIN_SPLIT, view)
 
-    for method, training, tested_on in needed_evaluations(shifts, config.methods, config.mix_target):
+    for method, training, tested_on in needed_evaluations(shifts, config.methods, config.mix_target, config.ttc_methods):
         path = evals_dir / method / layer_tag(config, method) / (training.name if training else "untrained") / f"{tested_on}.json"
         depends_on = done.result_data(*evaluation_files(training, tested_on))
         step = EvalStep(method, training, tested_on, path, done.path_exists(path) and done.current(path, depends_on),

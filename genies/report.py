@@ -322,16 +322,21 @@ def run_label(run_dir: Path, info: Mapping) -> str:
     return model_name(str(info["model"])) if info.get("model") else Path(run_dir).name
 
 
-def ttc_lines(rows: Sequence[ResultRow]) -> list[str]:
-    """Per target reference: the method taken as its target-tuned capability, why, and which were left out."""
+def ttc_lines(rows: Sequence[ResultRow], ttc_methods: Sequence[str] | None = None) -> list[str]:
+    """Per target reference: the method taken as its target-tuned capability, why, and which were left out;
+    ``ttc_methods``: the candidates the run fixed (None: a run made before they were fixed, every method it ran)."""
+    candidates = (f"of a fixed set, the same whatever `--methods` asks for (`--ttc-methods`: "
+                  f"{', '.join(ttc_methods)})" if ttc_methods else
+                  "of the methods this run ran (made before the candidates were fixed: DE and El change with "
+                  "`--methods`)")
     lines = ["## Target-tuned capability (what DE and El divide by)", "",
-             "TTC is the best method trained and tested on the target reference's own splits. Not eligible: chance "
-             "baselines (they measure no capability), live methods whose final training loss stayed within "
-             f"{BARELY_TRAINED_MARGIN} of chance (ln 2), and degenerate fits (constant scores, no separation of their "
-             "own training pairs, a calibration temperature at its bound).", ""]
+             f"TTC is the best method, {candidates}, trained and tested on the target reference's own splits. Not "
+             "eligible: chance baselines (they measure no capability), live methods whose final training loss stayed "
+             f"within {BARELY_TRAINED_MARGIN} of chance (ln 2), and degenerate fits (constant scores, no separation of "
+             "their own training pairs, a calibration temperature at its bound).", ""]
     untrained_kinds = (registry.Kind.STORE_BASELINE, registry.Kind.LIVE_UNTRAINED)
     specs = registry.all_methods()
-    trained = [m for m in methods_in_order(rows) if m in specs and specs[m].counts_as_capability
+    trained = [m for m in (ttc_methods or methods_in_order(rows)) if m in specs and specs[m].counts_as_capability
                and specs[m].kind not in untrained_kinds]
     body, untrained = [], []
     for reference in dict.fromkeys(r.target_reference for r in rows):
@@ -497,7 +502,8 @@ def report_from_rows(run_dir: Path, rows: Sequence[ResultRow],
     ]
     warnings = layer_warnings(rows)
     degenerate = degenerate_warnings(rows)
-    lines += ttc_lines(rows) + _degenerate_lines(degenerate, degenerate_counts(rows), keep_degenerate)
+    lines += ttc_lines(rows, info.get("ttc_methods"))
+    lines += _degenerate_lines(degenerate, degenerate_counts(rows), keep_degenerate)
     lines += _layer_lines(rows, warnings, info.get("layer")) + _sweep_lines(sweeps, run_dir)
     lines += _shift_lines(rows, bootstrap) + NOTES
     unchecked = unchecked_records(run_dir)

@@ -133,7 +133,7 @@ def finish_run(run: PreparedRun, work: "Work", log: Callable[[str], None]) -> Ru
     n_layers = work.n_layers or _recorded_n_layers(plan, previous)
     hardly_trained = live_training_reasons(out / "fits", [m for m in config.methods
                                                           if registry.get(m).kind is Kind.LIVE_TRAINED])
-    found = rows_with_evaluations(shifts, evaluations, config.methods,
+    found = rows_with_evaluations(shifts, evaluations, config.methods, ttc_methods=config.ttc_methods,
                                   training_set=lambda shift: training_set_for(shift, config.mix_target).name,
                                   ineligible=lambda e: hardly_trained.get((e.method, e.trained_on)), n_layers=n_layers)
     evaluations = {row.key: e for row, e in found}
@@ -236,6 +236,7 @@ def _run_settings(config: RunConfig, command: str | None, started_at: str) -> di
         "model_name": config.label,
         "manifest": config.shifts,
         "methods": list(config.methods),
+        "ttc_methods": list(config.ttc_methods),
         "layer": config.layer,
         "mix_target": config.mix_target,
         "store_root": config.resolved_store_root,

@@ -91,8 +91,8 @@ def test_best_layer_is_chosen_on_source_validation_only(first_run):
     for method in ("mms", "logreg", "random"):
         candidates = [r for r in sweep if r.method == method]
         (best,) = best_layers(candidates, [make_probe(method)])  # the stated rule, on the saved validation rows
-        assert len(candidates) == 5  # tiny-random: embeddings + 4 blocks
-        expected = 2 if method == "random" else best.layer  # the chance baseline takes the middle layer
+        assert sorted(r.layer for r in candidates) == [1, 2, 3, 4]  # tiny-random's blocks; the embeddings are constant
+        expected = 3 if method == "random" else best.layer  # the chance baseline takes the middle layer
         assert {r.layer for r in first_run.rows if r.method == method and r.source == "easy"} == {expected}
     assert {(c.method, c.training) for c in first_run.chosen_layers} >= {("mms", "easy"), ("mms", "hard"), ("mms", "ref")}
 
@@ -401,3 +401,24 @@ def test_no_prompt_reuse_gives_the_same_results_within_float_rounding(benchmark,
             assert abs(a - b) <= 1e-6 or (a != a and b != b), (key, column, value, plain[key][column])
             compared += 1
     assert compared > 50
+
+
+def test_de_and_el_do_not_change_with_the_methods_asked_for(benchmark, first_run):
+    """The target-tuned capability comes from the fixed --ttc-methods: a run of fewer methods plans their reference
+    fits itself, and the methods both runs share get the same TTC, DE and El."""
+    root, _ = benchmark
+    fewer = run_benchmark(config_for(benchmark, methods=("mms", "logreg"), out=root / "run-fewer"),
+                          command="genies run (fewer)", log=lambda line: None)
+    every = {(r.source, r.target, r.method): r for r in first_run.rows}
+    for row in fewer.rows:
+        same = every[(row.source, row.target, row.method)]
+        assert (row.target_tuned_method, row.target_tuned_capability) == (same.target_tuned_method,
+                                                                          same.target_tuned_capability)
+        assert row.differential_elicitation == same.differential_elicitation and row.elicitation == same.elicitation
+    for candidate in ("lat",):  # not asked for, fitted on the reference all the same
+        assert list((root / "run-fewer" / "fits" / candidate).rglob("ref")), candidate
+    text = (root / "run-fewer" / "report.md").read_text()
+    assert ("of a fixed set, the same whatever `--methods` asks for (`--ttc-methods`: zero-shot, mms, lat, logreg)"
+            in text)
+    with pytest.raises(UserError, match="--ttc-methods: random: give methods that measure a capability"):
+        config_for(benchmark, ttc_methods=("mms", "random"))

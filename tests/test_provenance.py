@@ -99,7 +99,8 @@ def test_genies_run_redoes_exactly_what_an_edited_data_file_invalidates(tmp_path
     assert second.stores_extracted == 1  # hard/test's plain store, extracted again over the stale one
     assert any("the data file of hard/test changed" in line for line in lines)
     assert second.fits_run == 0  # no fit reads hard/test
-    assert second.evaluations_run == 3  # tested on hard/test: zero-shot, mms from easy, mms from hard (TTC)
+    # tested on hard/test: zero-shot, mms from easy, and the TTC methods trained on hard (mms, lat, logreg)
+    assert second.evaluations_run == 5
     before, after = rows_by_key(first), rows_by_key(second)
     for method in ("mms", "zero-shot"):
         assert after[("easy", "hard", method)] != before[("easy", "hard", method)]
@@ -141,10 +142,10 @@ def test_probe_fit_killed_while_saving_leaves_the_previous_probe_whole(extracted
     fit = ["fit", "--method", "mms", "--layer", "2", "--train", extracted["train"], "--bootstrap", "0"]
     assert CliRunner().invoke(probes, [*fit, "--out", str(out)]).exit_code == 0
     evaluated = CliRunner().invoke(probes, ["eval", str(out), "--eval", extracted["train"], "--json", "--bootstrap", "0"])
-    killed_while_sealing("probes", [*fit[:4], "0", *fit[5:], "--out", out], tmp_path)  # a layer-0 probe, killed
+    killed_while_sealing("probes", [fit[0], "--method", "logreg", *fit[3:], "--out", out], tmp_path)  # killed
     again = CliRunner().invoke(probes, ["eval", str(out), "--eval", extracted["train"], "--json", "--bootstrap", "0"])
-    assert again.exit_code == 0 and again.output == evaluated.output  # still the layer-2 probe, whole
-    assert json.loads((out / "probe.json").read_text())["config"]["layer"] == 2
+    assert again.exit_code == 0 and again.output == evaluated.output  # still the mms probe, whole
+    assert json.loads((out / "probe.json").read_text())["method"] == "mms"
 
 
 def test_finetune_train_killed_while_saving_leaves_the_previous_model_whole(tmp_path):
