@@ -222,9 +222,10 @@ class RunBootstrap:
         """Every pair of methods, in the order they first appear."""
         return [self.difference(a, b, metric) for i, a in enumerate(self.methods) for b in self.methods[i + 1:]]
 
-    def zero_shot_correlation(self) -> Interval:
-        """Pearson r of generalization vs zero-shot over (shift, method) points, every method but zero-shot."""
-        points = [r for r in self.counted if r.method != ZERO_SHOT]
+    def zero_shot_correlation(self, method: str | None = None) -> Interval:
+        """Pearson r of generalization vs zero-shot over (shift, method) points: one method's over shifts (the
+        paper's statistic), or (None) pooled over every method but zero-shot."""
+        points = [r for r in self.counted if r.method != ZERO_SHOT and method in (None, r.method)]
         if len(points) < 2:
             return Interval(math.nan, math.nan, math.nan)
         x = np.stack([self._point(r, "zero_shot_accuracy") for r in points], axis=1)

@@ -200,3 +200,20 @@ def test_a_live_method_whose_loss_stayed_near_chance_is_flagged():
     (line,) = barely_trained_lines("lora", [learned, stuck, stuck])
     assert line.startswith("- **warning: lora barely trained on 2 of 3 training sets**: their final training loss is "
                            "0.680-0.680, within 0.03 of chance (ln 2 = 0.693)")
+
+
+def test_the_correlation_with_zero_shot_is_named_per_method_and_pooled_apart(run_dir):
+    """The paper's statistic (one method's r over shifts, beside the paper's own for the same method) and the pooled
+    one, each labelled; the per-method r is the method's own, not the pooled one."""
+    report = write_report(run_dir)
+    text = report.path.read_text()
+    assert "**Per method (the paper's statistic: one method's r over shifts).**" in text
+    assert "**Pooled over methods (not the paper's statistic).**" in text
+    rows = synthetic_rows()
+    mms = [r for r in rows if r.method == "mms"]
+    expected = pearson([r.zero_shot_accuracy for r in mms], [r.generalization_accuracy for r in mms])
+    assert report.bootstrap.zero_shot_correlation("mms").estimate == pytest.approx(expected)
+    section = text.split("**Per method (the paper's statistic")[1].split("**Pooled over methods")[0]
+    line = next(line for line in section.splitlines() if line.startswith("| mms | 15 |"))
+    # the residual-stream mms is not the paper's (head-based) mms: no paper value is put beside it
+    assert f"{expected:.3f}" in line and line.endswith("| no counterpart |")
