@@ -93,7 +93,7 @@ def load_reward_model(directory: Path, *, device: str | torch.device | None = No
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from actstore.models import execution_device, model_fingerprint
+    from actstore.models import model_fingerprint
     from finetune.devices import check_adapter_placement
 
     directory = Path(directory)
@@ -120,7 +120,7 @@ def load_reward_model(directory: Path, *, device: str | torch.device | None = No
     head = nn.Linear(hidden, 1, bias=False)
     with torch.no_grad():
         head.weight.copy_(weight)
-    head.to(device=execution_device(DecoderParts.of(loaded.model).norm))
+    head.to(device=DecoderParts.of(loaded.model).output_device)
     model = RewardModel(peft_model, head, settings).eval()
     return LoadedRewardModel(model, loaded.tokenizer, record)
 

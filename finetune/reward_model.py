@@ -117,8 +117,6 @@ def new_reward_model(causal_lm: nn.Module, settings: AdapterSettings, *, seed: i
     The adapter and the head train in float32 whatever the frozen base model's dtype."""
     from peft import get_peft_model
 
-    from actstore.models import execution_device
-
     if settings.method == "lora" and not settings.lora_target_modules:
         settings = replace(settings, lora_target_modules=lora_targets(causal_lm.config))
     torch.manual_seed(seed)
@@ -126,7 +124,7 @@ def new_reward_model(causal_lm: nn.Module, settings: AdapterSettings, *, seed: i
         peft_model = get_peft_model(causal_lm, settings.peft_config(), autocast_adapter_dtype=True)
     head = nn.Linear(causal_lm.config.hidden_size, 1, bias=False)
     nn.init.zeros_(head.weight)
-    head.to(device=execution_device(DecoderParts.of(causal_lm).norm), dtype=torch.float32)
+    head.to(device=DecoderParts.of(causal_lm).output_device, dtype=torch.float32)
     return RewardModel(peft_model, head, settings)
 
 

@@ -31,9 +31,21 @@ SPECIAL_CASES: dict[str, dict] = {
     "cohere": dict(logit_scale=4.0),
     "starcoder2": dict(sliding_window=WINDOW),
     "falcon": dict(num_kv_heads=2, new_decoder_architecture=True),
+    "olmo3": dict(sliding_window=WINDOW, layer_types=MIXED),
+    "smollm3": dict(no_rope_layers=[1, 0, 1]),  # the middle block without rotary positions
+    "glm": dict(head_dim=16),
+    "glm4": dict(head_dim=16),
+    "cohere2": dict(sliding_window=WINDOW, layer_types=MIXED, logit_scale=4.0),
+    "exaone4": dict(sliding_window=WINDOW, layer_types=MIXED),
+    "gpt_oss": dict(sliding_window=WINDOW, layer_types=MIXED, num_local_experts=4, num_experts_per_tok=2, head_dim=16),
+    # multi-head latent attention (keys and values through a rank-16 latent), routed experts after a dense block
+    "deepseek_v3": dict(q_lora_rank=None, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
+                        n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, first_k_dense_replace=1,
+                        n_group=1, topk_group=1, num_key_value_heads=4),
+    "gptj": dict(rotary_dim=8),
 }
 # Where a family's logits are processed after the head, the test checks that the processing matters.
-PROCESSED_LOGITS = ("gemma2", "gemma3_text", "granite", "cohere")
+PROCESSED_LOGITS = ("gemma2", "gemma3_text", "granite", "cohere", "cohere2")
 
 
 def tiny_family_model(model_type: str, seed: int = 0) -> LoadedModel:

@@ -94,12 +94,12 @@ def test_tree_attention_under_flex_attention_equals_transformers(family_model):
     families together."""
     import copy
 
-    from actstore.models.attention import set_attention
+    from actstore.models.attention import attention_sinks, set_attention
     from common import UserError
 
     flex = copy.deepcopy(family_model.model)
     name = flex.config.model_type
-    if not flex._supports_flex_attn:
+    if not flex._supports_flex_attn or attention_sinks(flex):  # sinks: flex attention on GPUs only
         with pytest.raises(UserError, match=f"^{name}: --attention flex_attention is not available"):
             set_attention(flex, name, "flex_attention", "cpu", trains=False)
         return
@@ -305,10 +305,17 @@ PROVEN_ELSEWHERE = {"llama": "SmolLM2-135M end to end; 8-bit in tests/test_model
                     "gemma3_text": "the real Gemma 3 270M, `gemma3-270m` (tests/test_gemma3_real.py)"}
 
 
+DESCRIBED_CASES = ((("num_local_experts", "num_experts", "n_routed_experts"), "routed experts"),
+                   (("kv_lora_rank",), "multi-head latent attention"),
+                   (("no_rope_layers",), "a block without rotary positions"),
+                   (("rotary_dim",), "rotary positions on part of each head"))
+
+
 def supported_models_table() -> str:
     """docs/supported-models.md's table: what this file proves, family by family."""
     from model_families import SPECIAL_CASES
 
+    from actstore.models.attention import attention_sinks
     from actstore.models.families import sliding_layers
 
     lines = [PROVEN_EVERYWHERE, "", "| family | `model_type` | special cases in its test | also |",
@@ -318,6 +325,12 @@ def supported_models_table() -> str:
         cases = [f"sliding window on {'all' if all(window) else f'{sum(window)} of {len(window)}'} layers"] * any(window)
         special = SPECIAL_CASES.get(family.model_type, {})
         cases += [f"`{key}`" for key in ("final_logit_softcapping", "logits_scaling", "logit_scale") if key in special]
+        cases += [what for keys, what in DESCRIBED_CASES if any(key in special for key in keys)]
+        config = tiny_family_model(family.model_type).model.config
+        cases += ["multi-query attention"] * bool(getattr(config, "multi_query", False)
+                                                  and not getattr(config, "new_decoder_architecture", False))
+        cases += ["attention sinks (flex attention on GPUs only)"] * attention_sinks(tiny_family_model(
+            family.model_type).model)
         also = [] if family.model_type in QUANTIZED else ["4-bit not tested: bitsandbytes' CPU kernel refuses its "
                                                           "width-1 shared-expert gate"]
         also += [PROVEN_ELSEWHERE[family.model_type]] if family.model_type in PROVEN_ELSEWHERE else []

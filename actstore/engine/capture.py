@@ -57,6 +57,15 @@ class DecoderParts:
 
         return execution_device(self.body.get_input_embeddings())
 
+    @property
+    def output_device(self) -> torch.device:
+        """Where the final hidden states come out: the final norm's device, or the last block's where the norm
+        has no weights (OLMo's non-parametric layer norm)."""
+        from actstore.models import execution_device
+
+        has_weights = next(self.norm.parameters(), None) is not None
+        return execution_device(self.norm if has_weights else self.blocks[-1])
+
     @functools.cached_property
     def loglik_head(self):
         """The model's own logits in float32 for log-likelihoods (``actstore.engine.logits.ModelLogits``), made once."""

@@ -59,12 +59,22 @@ def flex_attention_available() -> bool:
     return is_torch_flex_attn_available() and has_triton()
 
 
+def attention_sinks(model) -> bool:
+    """Whether the model's attention has learned sinks (gpt-oss), which flex attention runs on GPUs only."""
+    return any(getattr(module, "sinks", None) is not None for module in model.modules())
+
+
 def set_attention(model, name: str, requested: str, device: str, *, trains: bool, several_gpus: bool = False,
                   tree_masks: bool = True) -> str:
     """Switch ``model`` (loaded in its family's own implementation) to the one ``requested`` resolves to,
     and return the implementation it runs. ``auto`` falls back to the family's own where the family lacks
     flex attention; a choice given explicitly that the model cannot take is refused in one line."""
     wanted = wanted_attention(requested, device, trains=trains, several_gpus=several_gpus, tree_masks=tree_masks)
+    if wanted == "flex_attention" and not str(device).startswith("cuda") and attention_sinks(model):
+        if requested != "auto":
+            raise UserError(f"{name}: --attention flex_attention is not available for {type(model).__name__} on "
+                            f"{device} (its attention sinks need flex attention's GPU kernels)")
+        wanted = None
     if wanted is not None and wanted != model.config._attn_implementation:
         try:
             with transformers_errors_only():  # the refusal below is our one line

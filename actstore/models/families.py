@@ -47,6 +47,19 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("falcon", "Falcon", final_norm="ln_f", attention_output="self_attention.dense"),
     Family("gpt_neox", "GPT-NeoX (Pythia)", final_norm="final_layer_norm", attention_output="attention.dense"),
     Family("gpt2", "GPT-2", final_norm="ln_f", attention_output="attn.c_proj"),
+    Family("olmo", "OLMo", lora_targets=("q_proj", "v_proj")),
+    Family("olmo3", "Olmo 3", mask_per_layer_type=True, lora_targets=("q_proj", "v_proj")),
+    Family("smollm3", "SmolLM3", lora_targets=("q_proj", "v_proj")),
+    Family("phi", "Phi (1, 1.5, 2)", final_norm="final_layernorm", attention_output="self_attn.dense"),
+    Family("glm", "GLM", lora_targets=("q_proj", "v_proj")),
+    Family("glm4", "GLM-4", lora_targets=("q_proj", "v_proj")),
+    Family("cohere2", "Cohere 2 (Command R7B)", mask_per_layer_type=True, lora_targets=("q_proj", "v_proj")),
+    Family("exaone4", "EXAONE 4", mask_per_layer_type=True, lora_targets=("q_proj", "v_proj")),
+    Family("nemotron", "Nemotron", lora_targets=("q_proj", "v_proj")),
+    Family("gpt_oss", "gpt-oss", mask_per_layer_type=True, lora_targets=("q_proj", "v_proj")),
+    Family("deepseek_v3", "DeepSeek-V3", lora_targets=("q_proj", "kv_a_proj_with_mqa")),
+    Family("gptj", "GPT-J", final_norm="ln_f", attention_output="attn.out_proj"),
+    Family("gpt_bigcode", "StarCoder (GPTBigCode)", final_norm="ln_f", attention_output="attn.c_proj"),
 )}
 
 
