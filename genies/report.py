@@ -12,13 +12,14 @@ import registry
 from common import UserError, write_text_atomic
 from genies.evaluations import ROW_OUTCOMES_FILE, read_row_evaluations
 from genies.generalization import ZERO_SHOT, ResultRow, RowEvaluations, excluded_methods
-from genies.paper import INTERVENTIONS, PAPER_MODEL, paper_figure, paper_rows
+from genies.paper import INTERVENTIONS, PAPER_MODEL, paper_figure
+from genies.paper_comparison import (PaperComparison, paper_comparisons, paper_method_correlation, paper_points,
+                                     paper_zero_shot_correlation)
 from genies.baselines import BARELY_TRAINED_MARGIN, CHANCE_LOSS
 from genies.plots import method_bars, sweep_plots, zero_shot_scatter
 from genies.results_csv import load_run, unchecked_records
 from genies.run_info import read_run_info
-from genies.summary import (Correlation, MethodSummary, mean, method_summaries, methods_in_order, pearson,
-                            zero_shot_correlation)
+from genies.summary import Correlation, MethodSummary, method_summaries, methods_in_order, zero_shot_correlation
 from genies.uncertainty import LEVEL, N_BOOTSTRAP, Interval, PairedDifference, RunBootstrap, shift_correlation
 from probes.sweep import LAYER_RULE, MIN_VALIDATION_PAIRS
 
@@ -26,15 +27,6 @@ REPORT_FILE = "report.md"
 SWEEPS_DIR = "sweeps"  # per training set: the layer sweep (CSV) that chose each method's layer, and its plot
 SCATTER_FILE = "generalization_vs_zero_shot.png"
 BARS_FILE = "methods.png"
-
-
-@dataclass(frozen=True)
-class PaperComparison:
-    method: str
-    intervention: str
-    n_shifts: int  # shifts of this run that the paper also reports for the intervention
-    generalization_accuracy: float
-    differential_elicitation: float
 
 
 @dataclass(frozen=True)
@@ -62,38 +54,6 @@ class Report:
         return rows
 
 
-def paper_comparisons(rows: Sequence[ResultRow]) -> dict[str, PaperComparison]:
-    """Per method: the paper's means over the same shifts, where the paper ran a counterpart."""
-    out = {}
-    for method in methods_in_order(rows):
-        shifts = dict.fromkeys((r.source, r.target) for r in rows if r.method == method)
-        found = [p for p in (paper_figure(s, t, method) for s, t in shifts) if p is not None]
-        if found:
-            out[method] = PaperComparison(
-                method, registry.paper_counterparts()[method], len(found),
-                mean(p.generalization_accuracy for p in found), mean(p.differential_elicitation for p in found))
-    return out
-
-
-def paper_points(rows: Sequence[ResultRow]) -> list[tuple[tuple[str, str], float, float]]:
-    """(shift, zero-shot, generalization) of the paper's interventions but zero_shot, on this run's shifts."""
-    shifts = {(r.source, r.target) for r in rows}
-    return [((p.source, p.target), p.zero_shot_accuracy, p.generalization_accuracy) for p in paper_rows(shifts)
-            if p.intervention != "zero_shot" and p.zero_shot_accuracy is not None]
-
-
-def paper_method_correlation(rows: Sequence[ResultRow], method: str) -> Correlation | None:
-    """The paper's r over shifts for the same method (its counterpart), on the shifts this run has for it; None
-    where the paper ran no counterpart."""
-    shifts = dict.fromkeys((r.source, r.target) for r in rows if r.method == method)
-    found = [p for p in (paper_figure(s, t, method) for s, t in shifts)
-             if p is not None and p.zero_shot_accuracy is not None]
-    if not found:
-        return None
-    return Correlation(method, len(found), pearson([p.zero_shot_accuracy for p in found],
-                                                   [p.generalization_accuracy for p in found]))
-
-
 def _per_method_correlation_lines(rows: Sequence[ResultRow], bootstrap: RunBootstrap) -> list[str]:
     """The paper's statistic: per method, r over shifts of generalization against zero-shot accuracy."""
     body = []
@@ -108,12 +68,6 @@ def _per_method_correlation_lines(rows: Sequence[ResultRow], bootstrap: RunBoots
             "56 shifts (0.699 from its published numbers); the paper column is the paper's own value for the same "
             "method on this run's shifts.", ""] + _table(["method", "shifts", "r [95% CI]", "paper, same method"],
                                                           body)
-
-
-def paper_zero_shot_correlation(rows: Sequence[ResultRow]) -> Correlation:
-    """The paper's generalization-vs-zero-shot r over this run's shifts, pooled over its interventions."""
-    points = paper_points(rows)
-    return Correlation("paper", len(points), pearson([p[1] for p in points], [p[2] for p in points]))
 
 
 def _num(value: float | None, signed: bool = False) -> str:
