@@ -116,6 +116,8 @@ def test_names_and_places_parse_to_what_they_say():
     recorded = {"model": "tiny-random", "dataset": "d", "split": "train", "view": "yes", "limit": 5,
                 "site": "heads", "prompt_format": "chat"}
     assert StoreName("tiny-random", "d", "train", "yes", 5, "heads", "chat").mismatches(recorded) == []
+    # a local model named by a relative path that is gone from here: known by its directory's name
+    assert StoreName("m", "d", "train").mismatches({"model": "models/m", "dataset": "d", "split": "train"}) == []
     for field, other in (("dataset", "e"), ("split", "test"), ("view", "no"), ("limit", None), ("site", "residual"),
                          ("prompt_format", "raw")):
         name = StoreName(**{**dict(model="tiny-random", dataset="d", split="train", view="yes", limit=5, site="heads",

@@ -129,7 +129,9 @@ class StoreName:
         """What the store's recorded attributes (``meta``) say that this name does not; a store made
         before an attribute was recorded is not held to it."""
         found = []
-        models = {model_slug(str(meta[key])) for key in ("model", "model_id") if meta.get(key)}
+        recorded_models = [str(meta[key]) for key in ("model", "model_id") if meta.get(key)]
+        # a local model named by a relative path that is gone from here: also by its directory's name
+        models = {model_slug(m) for m in recorded_models} | {model_slug("./" + Path(m).name) for m in recorded_models}
         if self.model is not None and models and self.model not in models:
             found.append(f"model {meta.get('model')} (the name says {self.model})")
         recorded = {"site": "residual", "prompt_format": "raw", **meta}
