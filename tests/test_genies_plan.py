@@ -21,16 +21,19 @@ def test_needed_evaluations_cover_generalization_source_zero_shot_and_ttc():
     assert len(needed) == len(as_names)  # deduplicated
     assert {("mms", "easy", "hard"), ("mms", "easy", "trap"), ("mms", "easy", "easy")} <= as_names
     assert {("zero-shot", "", "hard"), ("zero-shot", "", "trap"), ("zero-shot", "", "easy"), ("zero-shot", "", "ref")} <= as_names
-    # TTC: every method but the chance baseline, trained and tested on the reference
-    assert {("mms", "hard", "hard"), ("mms", "ref", "ref")} <= as_names
+    # TTC: the fixed candidates (default zero-shot, mms, lat, logreg), trained and tested on each reference,
+    # whatever methods were asked for; never the chance baseline
+    assert {("mms", "hard", "hard"), ("mms", "ref", "ref"), ("lat", "hard", "hard"), ("logreg", "ref", "ref")} <= as_names
     assert not any(m == "random" and t == d and t in ("hard", "ref") for m, t, d in as_names)
     # 4 zero-shot (hard, trap, easy, ref) + mms (easy->hard, easy->trap, easy, hard, ref) + random (hard, trap, easy)
-    assert len(needed) == 4 + 5 + 3
+    # + lat and logreg on the two references
+    assert len(needed) == 4 + 5 + 3 + 4
+    assert len(needed_evaluations(SHIFTS, ["zero-shot", "mms", "random"], ttc_methods=("zero-shot", "mms"))) == 4 + 5 + 3
 
 
 def test_fresh_plan_lists_every_store_and_fit(tmp_path):
     config = RunConfig(model="tiny-random", methods=("zero-shot", "ccs", "lora"), layer=3, limit=10, out=tmp_path,
-                       store_root=str(tmp_path / "stores"))
+                       store_root=str(tmp_path / "stores"), ttc_methods=("zero-shot", "ccs", "lora"))
     plan = build_plan(config, SHIFTS, nothing_done())
     stores = {(s.dataset, s.split, s.view) for s in plan.stores}
     assert {("easy", "train", "yes"), ("easy", "train", "no"), ("ref", "train", "yes"), ("hard", "test", "no"),
@@ -58,10 +61,12 @@ def test_second_plan_reuses_everything_and_needs_no_model(tmp_path):
 
 
 def test_random_under_layer_best_is_cached_apart_from_chosen_layers(tmp_path):
-    best = build_plan(RunConfig(model="m", methods=("mms", "random"), out=tmp_path), SHIFTS, nothing_done())
+    best = build_plan(RunConfig(model="m", methods=("mms", "random"), out=tmp_path, ttc_methods=("mms",)), SHIFTS,
+                      nothing_done())
     tags = {f.method: f.path.parent.name for f in best.fits}
     assert tags == {"mms": "layer-best-1se", "random": "layer-middle"}
-    fixed = build_plan(RunConfig(model="m", methods=("random",), layer=4, out=tmp_path), SHIFTS, nothing_done())
+    fixed = build_plan(RunConfig(model="m", methods=("random",), layer=4, out=tmp_path, ttc_methods=("zero-shot",)),
+                       SHIFTS, nothing_done())
     assert {f.path.parent.name for f in fixed.fits} == {"layer4"}
 
 
@@ -127,7 +132,8 @@ def test_evaluation_cache_round_trip_and_done_checks(tmp_path):
 def test_plan_store_urls_follow_actstore_layout(tmp_path):
     from actstore.store.locations import store_url
 
-    config = RunConfig(model="tiny-random", methods=("zero-shot",), limit=5, store_root=str(tmp_path), out=tmp_path / "run")
+    config = RunConfig(model="tiny-random", methods=("zero-shot",), limit=5, store_root=str(tmp_path), out=tmp_path / "run",
+                       ttc_methods=("zero-shot",))
     plan = build_plan(config, SHIFTS[:1], nothing_done())
     assert {s.url for s in plan.stores} == {store_url(tmp_path, "tiny-random", d, "test", "plain", limit=5)
                                             for d in ("easy", "hard")}

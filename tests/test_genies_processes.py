@@ -23,7 +23,7 @@ from manifests import Shift
 
 BIN = Path(sys.executable).parent
 RUN = ["run", "--model", "tiny-random", "--shifts", "demo", "--methods", "zero-shot,mms,lat,lora,random",
-       "--limit", "12", "--train-steps", "2", "--threads", "1"]
+       "--ttc-methods", "zero-shot,mms,lat,lora", "--limit", "12", "--train-steps", "2", "--threads", "1"]
 ENVIRONMENT = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "OMP_NUM_THREADS": "1"}
 
@@ -175,7 +175,7 @@ def test_a_stores_blocks_turn_over_the_processes_from_the_one_that_creates_it():
 @pytest.mark.parametrize("size", [1, 2, 3, 8])
 def test_every_unit_of_the_plan_goes_to_one_process_after_what_it_needs(tmp_path, size):
     config = RunConfig(model="tiny-random", methods=("zero-shot", "mms", "ccs", "lora", "random"), layer=3, out=tmp_path,
-                       store_root=str(tmp_path / "stores"))
+                       store_root=str(tmp_path / "stores"), ttc_methods=("zero-shot", "mms", "ccs", "lora"))
     shifts = [Shift("easy", "hard", "extreme", "difficulty"),
               Shift("easy", "trap", "probing", "unwanted_personas", target_reference="ref")]
     plan = build_plan(config, shifts, DoneChecks(store_complete=lambda url: False, path_exists=lambda path: False))
