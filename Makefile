@@ -24,7 +24,7 @@ demo: install
 	$(VENV)/bin/genies demo
 
 test: install
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q tests --durations=30
 
 # The documentation site from docs/ (mkdocs.yml) into site/; --strict: a broken link or reference fails.
 docs: install
