@@ -122,3 +122,26 @@ def test_loglik_head_keeps_no_float32_copy_and_chunks_the_vocabulary(monkeypatch
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
     exact = (hidden.double() @ lm_head.weight.double().T + lm_head.bias.double()).float()
     torch.testing.assert_close(chunked, exact, rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_loglik_head_on_cuda_takes_the_float32_output_gemm_and_equals_float64(monkeypatch):
+    """On a GPU the head's bfloat16 operands go through torch.mm with float32 output (no float32 copy of the
+    weight); its log-probabilities equal the float64 product's. Skipped where no CUDA GPU is at hand."""
+    from actstore.engine import logits
+    from actstore.engine.forward import token_logprobs
+    from actstore.engine.logits import Float32Head
+
+    torch.manual_seed(0)
+    lm_head = torch.nn.Linear(64, 1000, bias=False).to(torch.bfloat16).cuda()
+    with torch.no_grad():
+        lm_head.weight.mul_(40.0)
+    hidden = torch.randn(20, 64, device="cuda").to(torch.bfloat16)
+    targets = torch.randint(0, 1000, (20,), device="cuda")
+    exact = torch.log_softmax(hidden.double() @ lm_head.weight.double().T, dim=1)[torch.arange(20), targets]
+    calls = []
+    real_mm = torch.mm
+    monkeypatch.setattr(logits.torch, "mm", lambda *a, **k: calls.append(k.get("out_dtype")) or real_mm(*a, **k))
+    got = token_logprobs(hidden, targets, Float32Head(lm_head))
+    assert calls and set(calls) == {torch.float32}  # the float32-output GEMM ran, nothing fell back
+    torch.testing.assert_close(got.cpu(), exact.cpu(), rtol=0, atol=1e-3)

@@ -70,7 +70,7 @@ def _float32_product(rows: torch.Tensor, weight: torch.Tensor, exact_bfloat16: b
         except TypeError as err:  # a torch whose torch.mm takes no out_dtype
             if "out_dtype" not in str(err):
                 raise
-        except (RuntimeError, NotImplementedError):  # a device or build without the float32-output GEMM
+        except NotImplementedError:  # a backend without the float32-output GEMM (aten::mm.dtype); an OOM still raises
             pass
     exact_on_cpu = exact_bfloat16 and rows.device.type == "cpu" and _has_bfloat16_arithmetic()
     with _bfloat16_arithmetic() if exact_on_cpu else nullcontext():
