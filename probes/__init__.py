@@ -6,6 +6,7 @@
 
 - ``probes.estimator``: the scikit-learn-shaped estimators' base (``fit`` / ``decision_function`` /
   ``score`` / ``save``), ``make_probe(name, layer, **options)`` and ``load_probe(dir)``.
+- ``probes.arrays``: the contract of ``fit(X, y, groups)`` on arrays; ``probes.xy``: a method's arrays from stores.
 - ``probes.methods``: one module per method (its estimator and its registry entry; see the registry package).
 - ``common.metrics``: the one metrics module (pairs, margins, temperature, accuracy/AUROC/Brier/RMS CE).
 - ``probes.sources``: ``StoreSource`` (the view stores of one split), ``ArraySource`` (arrays in memory).
@@ -24,6 +25,7 @@ from probes.methods.logreg import LogReg
 from probes.methods.mms import MMS
 from probes.methods.random_direction import RandomDirection
 from probes.methods.zero_shot import ZeroShot
+from probes.xy import xy
 
 __all__ = ["CCS", "CRA", "CRAHeads", "LAT", "LatStim", "LogReg", "MMS", "MMSHeads", "RandomDirection", "ZeroShot",
-           "load_probe", "make_probe"]
+           "load_probe", "make_probe", "xy"]

@@ -1,9 +1,10 @@
-"""Probes as scikit-learn estimators: ``LAT(layer=20).fit(train).score(test) -> Metrics``.
+"""Probes as scikit-learn estimators, on arrays (``MMS().fit(X, y, groups=g).score(X2, y2, g2) -> float``,
+the contract in probes.arrays) or on stores (``LAT(layer=20).fit(train).score(test) -> Metrics``).
 
 ``__init__`` only stores parameters (so ``get_params``, ``set_params`` and ``sklearn.base.clone``
 work); ``fit`` fits the scorer and its temperature in one step and keeps them as one frozen
-``FittedProbe``. A fitted probe never changes: setting a parameter of one raises (``clone`` it).
-Every ``train`` / ``source`` is a store path or URL, an opened store, a list of one split's view
+``FittedProbe`` (fitting again replaces it). Setting a parameter of a fitted probe raises (``clone`` it).
+Every store ``train`` / ``source`` is a store path or URL, an opened store, a list of one split's view
 stores (paths, URLs or opened stores), or a ``FeatureSource``.
 
 P(best) = sigmoid(margin / T): T = 1 where score differences are logits already (logreg,
@@ -21,7 +22,9 @@ from sklearn.base import BaseEstimator
 
 import registry
 from common import UserError, format_layers
-from common.metrics import ExampleOutcomes, Metrics, compute_metrics, example_outcomes, fit_degeneracy, fit_temperature
+from common.metrics import (ExampleOutcomes, Metrics, compute_metrics, example_outcomes, fit_degeneracy, fit_temperature,
+                            pair_correctness)
+from probes.arrays import ArrayInputError, NotFitted, RowArrays, as_matrix, best_in_group, is_arrays, labels_of
 from probes.constant_layers import constant_layer_message, is_constant
 from probes.normalize import Normalizer
 from probes.probe import FittedProbe, provenance, read_fitted, save_fitted
@@ -62,17 +65,28 @@ class StoreProbe(BaseEstimator):
         raise NotImplementedError
 
     def __setattr__(self, name, value):
-        if getattr(self, "fitted_", None) is not None:
+        if getattr(self, "fitted_", None) is not None and not name.startswith("_"):
             raise UserError(f"a fitted {self.method} probe is immutable; clone it (sklearn.base.clone) to change {name}")
         super().__setattr__(name, value)
 
-    def fit(self, train, y=None) -> "StoreProbe":
-        """Fit on ``train`` (its labels only); ``y`` is unused (the stores hold the labels)."""
-        if getattr(self, "fitted_", None) is not None:
-            raise UserError(f"this {self.method} probe is fitted already and immutable; clone it to fit again")
-        source = as_source(train)
+    # With scikit-learn's metadata routing on, ``groups`` reaches fit and score without being asked for.
+    __metadata_request__fit = {"groups": True}
+    __metadata_request__score = {"groups": True}
+
+    def fit(self, X, y=None, groups=None) -> "StoreProbe":  # noqa: N803 - scikit-learn's names
+        """Fit on arrays ``X, y, groups`` (probes.arrays has the contract) or on a training store:
+        a path or URL, an opened store, a list of one split's view stores, or a source (the stores hold
+        the labels: no ``y``)."""
+        object.__setattr__(self, "fitted_", None)  # fitting again starts afresh, as scikit-learn's contract says
+        if is_arrays(X):
+            x = self._matrix(X)
+            source = RowArrays(x, self._array_views(), labels_of(y, groups, len(x), self.method))
+            object.__setattr__(self, "n_features_in_", x.shape[-1])
+        else:
+            source = as_source(X)
         spec = self.spec
-        source.require(spec.views, heads=spec.heads, loglik=spec.loglik)
+        source.require(self._array_views() if getattr(source, "layer_free", False) else spec.views,
+                       heads=spec.heads, loglik=spec.loglik)
         self._check_layer(source)
         draft = FittedProbe(self.method, self._fit_scorer(source), 1.0, provenance(source), self.get_params())
         margins = draft.margins(source)  # also checks that the training scores are finite
@@ -83,6 +97,26 @@ class StoreProbe(BaseEstimator):
         object.__setattr__(self, "fitted_", replace(draft, temperature=temperature, notes={**draft.notes, **notes}))
         return self
 
+    def _array_views(self) -> tuple[str, ...]:
+        return ("loglik",) if self.spec.loglik else self.spec.views
+
+    def _matrix(self, X) -> np.ndarray:  # noqa: N803
+        x = as_matrix(X, multi_site=not self.spec.takes_layer and not self.spec.loglik,
+                      n_views=len(self._array_views()), method=self.method)
+        width = getattr(self, "n_features_in_", None)
+        if width is not None and x.shape[-1] != width:
+            raise ArrayInputError(f"{self.method}: X has width {x.shape[-1]}, but the probe was fitted on width {width}")
+        return x
+
+    def _rows(self, X, y=None, groups=None) -> FeatureSource:  # noqa: N803
+        """Arrays to score (with labels where ``y`` is given), or a store as_source takes."""
+        if not is_arrays(X):
+            return as_source(X)
+        self.fitted  # a probe that is not fitted says so before the arrays are checked
+        x = self._matrix(X)
+        labels = None if y is None else labels_of(y, groups, len(x), self.method)
+        return RowArrays(x, self._array_views(), labels)
+
     def _check_layer(self, source: FeatureSource) -> None:
         """Per-layer probes check their layer (LayerProbe); the others choose their own sites."""
 
@@ -90,7 +124,7 @@ class StoreProbe(BaseEstimator):
     def fitted(self) -> FittedProbe:
         fitted = getattr(self, "fitted_", None)
         if fitted is None:
-            raise UserError(f"this {self.method} probe is not fitted yet: call fit(train) first")
+            raise NotFitted(f"this {self.method} probe is not fitted yet: call fit first")
         return fitted
 
     @property
@@ -109,15 +143,31 @@ class StoreProbe(BaseEstimator):
     def notes_(self) -> dict:
         return dict(self.fitted.notes)
 
-    def decision_function(self, source) -> np.ndarray:
-        """One score per sequence (higher: more preferred)."""
-        return self.fitted.score(as_source(source))
+    def decision_function(self, X) -> np.ndarray:  # noqa: N803
+        """One score per row or sequence (higher: more preferred)."""
+        return self.fitted.score(self._rows(X))
+
+    def predict(self, X, groups=None) -> np.ndarray:  # noqa: N803
+        """Per row: 1 for the response scored highest among its example's (``groups``), else 0."""
+        scores = self.decision_function(X)
+        if groups is None:
+            raise ArrayInputError(f"{self.method}: predict needs groups (each row's example id) to know "
+                                  "which responses compete")
+        return best_in_group(scores, groups)
 
     def margins(self, source) -> np.ndarray:
         return self.fitted.margins(as_source(source))
 
-    def score(self, source, y=None, *, calibration: str = "binned", n_bootstrap: int = 1000, seed: int = 0) -> Metrics:
-        return self.score_with_outcomes(source, calibration=calibration, n_bootstrap=n_bootstrap, seed=seed)[0]
+    def score(self, X, y=None, groups=None, *, calibration: str = "binned", n_bootstrap: int = 1000,  # noqa: N803
+              seed: int = 0):
+        """On arrays: the pair accuracy (a float, ties half), what scikit-learn's model selection maximizes.
+        On a store: every metric, with intervals (Metrics)."""
+        if is_arrays(X):
+            source = self._rows(X, y, groups)
+            if source.labels is None:
+                raise ArrayInputError(f"{self.method}: scoring arrays needs y (1.0 preferred, 0.0 other)")
+            return float(pair_correctness(source.labels.margins(self.fitted.score(source))).mean())
+        return self.score_with_outcomes(X, calibration=calibration, n_bootstrap=n_bootstrap, seed=seed)[0]
 
     def score_with_outcomes(self, source, *, calibration: str = "binned", n_bootstrap: int = 1000,
                             seed: int = 0) -> tuple[Metrics, ExampleOutcomes]:
@@ -156,6 +206,10 @@ class LayerProbe(StoreProbe):
         return x, Normalizer.fit(x, self.normalize)
 
     def _check_layer(self, source: FeatureSource) -> None:
+        if getattr(source, "layer_free", False):
+            if is_constant(source.residual(self.spec.views[0], self.layer)):
+                raise ArrayInputError(f"{self.method}: every row of X is the same; there is nothing to fit")
+            return
         if self.layer is None:
             raise UserError(f"{self.method} needs --layer")
         for view in self.spec.views:

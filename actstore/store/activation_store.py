@@ -79,6 +79,14 @@ class ActivationStore:
 
         return sequence_frame(self)
 
+    def xy(self, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(X, y, groups) for a probe's or any scikit-learn estimator's ``fit(X, y, groups=groups)``:
+        the residual stream at ``layer``, 1.0 for each example's preferred response (else 0.0), and the
+        example ids; each example's rows together, its preferred response first."""
+        from actstore.store.notebook import store_xy
+
+        return store_xy(self, layer)
+
     def to_xarray(self, layers=None):
         """Residual activations of ``layers`` (default: all) as an xarray DataArray (sequence, layer, hidden)."""
         from actstore.store.notebook import activation_array

@@ -24,6 +24,22 @@ def optional(module: str):
         raise UserError(f"this needs {module}, which is not installed: {NOTEBOOK_INSTALL}") from None
 
 
+def xy_order(example: np.ndarray, is_best: np.ndarray) -> np.ndarray:
+    """Rows ordered example by example (in order of first appearance), each example's preferred response first."""
+    _, first_seen, inverse = np.unique(example, return_index=True, return_inverse=True)
+    appearance = np.argsort(np.argsort(first_seen))[inverse]
+    return np.lexsort((~np.asarray(is_best, dtype=bool), appearance))
+
+
+def store_xy(store: "ActivationStore", layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, y, groups) for scikit-learn: the residual stream at ``layer`` one row per sequence, the response's
+    score (1.0 preferred, 0.0 other) and its example id, ordered by :func:`xy_order`."""
+    sequences = store.sequences()
+    y = (np.asarray(sequences["score"]) == 1.0).astype(np.float64)
+    order = xy_order(sequences["example"], y == 1.0)
+    return store.activations(layer)[order], y[order], np.asarray(sequences["example"])[order]
+
+
 def sequence_frame(store: "ActivationStore"):
     """One row per sequence: example, response, score, is_best, n_tokens, last_token, loglik
     (plain view) and the prompt and response texts."""
