@@ -2,15 +2,17 @@
 
 Three rooms: ``actstore.store`` (what is kept), ``actstore.models`` (what is loaded) and
 ``actstore.engine`` (what runs: extraction). Public API: ``open_store(url)`` -> ``ActivationStore``
-with ``.activations(layer)``, ``.sequences()``, ``.meta``; ``extract(ExtractConfig(...))`` (the engine,
+with ``.activations(layer)``, ``.sequences()``, ``.xy(layer)``, ``.meta``; ``write_store(url, arrays, ...)``
+(activations computed elsewhere, as a store); ``extract(ExtractConfig(...))`` (the engine,
 imported on first use).
 """
 
 __version__ = "0.1.0"
 
 from actstore.store import ActivationStore, open_store  # noqa: E402
+from actstore.store.from_arrays import write_store  # noqa: E402
 
-__all__ = ["ActivationStore", "ExtractConfig", "extract", "open_store", "__version__"]
+__all__ = ["ActivationStore", "ExtractConfig", "extract", "open_store", "write_store", "__version__"]
 
 
 def __getattr__(name: str):

@@ -29,6 +29,7 @@ class StoreInfo:
     dtype: str  # storage
     compute_dtype: str  # the model's, during extraction
     attention: str  # the model's attention implementation, during extraction
+    origin: str  # extracted here, or what computed the activations of a written store (write_store)
     sequences: int
     examples: int
     blocks_done: int
@@ -77,11 +78,18 @@ def store_info(url: str) -> StoreInfo:
         dataset=str(meta.get("dataset", "")), split=str(meta.get("split", "")), view=str(meta.get("view", "")),
         site=str(meta.get("site", "residual")), layers=format_layers(list(meta["layers"])),
         hidden_size=int(meta["hidden_size"]), dtype=str(meta["dtype"]),
-        compute_dtype=_recorded(meta, "compute_dtype"), attention=_recorded(meta, "attention"),
+        compute_dtype=_recorded(meta, "compute_dtype"), attention=_recorded(meta, "attention"), origin=_origin(meta),
         sequences=int(meta["n_sequences"]),
         examples=int(meta["n_examples"]), blocks_done=int(done.sum()), blocks=len(done),
         size_bytes=size_on_disk(url), complete=bool(meta.get("complete")),
     )
+
+
+def _origin(meta: dict) -> str:
+    if not meta.get("imported_from"):
+        return "extracted"
+    read = ", ".join(f"{key} {meta[key]}" for key in ("module", "position") if meta.get(key))
+    return f"written from {meta['imported_from']}" + (f" ({read})" if read else "")
 
 
 def _recorded(meta: dict, setting: str) -> str:
