@@ -73,7 +73,8 @@ def _store_name_options(command):
                               default="raw", show_default=True,
                               help="Store names refer to stores extracted with this --prompt-format.")(with_names)
     with_names = click.option("--limit", "names_limit", type=int,
-                              help="Store names refer to stores extracted with this --limit.")(with_names)
+                              help="Names refer to stores of at least N examples (and their earlier "
+                                   "names, <split>.limit<N>...).")(with_names)
     return click.option("--store-root", help="Where store names are looked up (default: the per-user store "
                                              "directory).")(with_names)
 
@@ -396,6 +397,23 @@ def actstore_ls(root):
     infos = list_stores(checked_store_root(root, "ROOT", writing=False))
     print_table([info.as_row() for info in infos], LS_COLUMNS)
     click.echo(f"{len(infos)} stores")
+
+
+@actstore.command("migrate")
+@click.argument("root", required=False)
+def actstore_migrate(root):
+    """Move stores named with their limit by earlier versions (<split>.limit<N>...) under ROOT (default: the
+    per-user store directory) to the one name of their split and view, where a larger --limit grows them."""
+    from actstore.store.migration import migrate
+    from actstore.store.roots import checked_store_root
+
+    place = checked_store_root(root, "ROOT", writing=True)
+    if "://" in place:
+        raise UserError(f"{place}: actstore migrate moves stores in a local directory")
+    moves = migrate(place)
+    for move in moves:
+        click.echo(f"{move.source} -> {move.target}" if move.moved else f"{move.source}: stays ({move.reason})")
+    click.echo(f"{sum(move.moved for move in moves)} stores moved")
 
 
 # ----------------------------------------------------------------------------- probes

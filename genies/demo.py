@@ -43,8 +43,8 @@ def layer_sweep_plot(config: RunConfig, out: Path) -> Path:
     source, target = SWEEP_SHIFT
 
     def store(dataset: str, split: str) -> StoreSource:
-        return StoreSource(store_url(config.resolved_store_root, config.model, dataset, split, "plain", limit=config.limit,
-                                     prompt_format=config.prompt_format))
+        return StoreSource(store_url(config.resolved_store_root, config.model, dataset, split, "plain",
+                                     prompt_format=config.prompt_format), config.limit)
 
     methods = [make_probe(m) for m in DEMO_METHODS if registry.get(m).takes_layer]
     train = store(source, "train")

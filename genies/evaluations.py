@@ -23,6 +23,7 @@ from genies.run_info import RESULTS_CHECKSUM
 from distributions.split_file import fingerprint
 from distributions.data import resolve_data_dir, split_path
 from actstore.store import find_store
+from actstore.store.growth import covers
 from genies.generalization import Evaluation, ResultRow, RowEvaluations
 from genies.plan import DataFingerprints, DoneChecks
 from common.metrics import ExampleOutcomes, Metrics
@@ -109,6 +110,7 @@ def store_conflict(url: str, expected: dict) -> str | None:
     if store is None or not store.meta.get("complete"):
         return None
     differing = _differing_settings(store, expected)
+    differing.pop("limit", None)  # fewer examples: extraction grows the store
     return "; ".join(f"{key}: stored {found!r}, this run {wanted!r}" for key, (found, wanted) in differing.items()) or None
 
 
@@ -118,6 +120,10 @@ def _differing_settings(store, expected: dict) -> dict[str, tuple]:
     identity = recorded_identity(store)
     differing = {}
     for key, value in expected.items():
+        if key == "limit":  # a store holds the first N examples and grows: enough of them is the same store
+            if not covers(store.meta, value):
+                differing[key] = (store.meta.get("limit"), value)
+            continue
         if key == "layers" and value == "all":
             value = list(range(int(store.meta.get("model_n_blocks", -1)) + 1))
         if identity.get(key) != value:

@@ -379,7 +379,7 @@ def build_plan(config: RunConfig, shifts: list[Shift], done: DoneChecks) -> Plan
 
     def need_store(dataset: str, split: str, view: str) -> None:
         if (dataset, split, view) not in stores:
-            url = store_url(config.resolved_store_root, config.model, dataset, split, view, limit=config.limit,
+            url = store_url(config.resolved_store_root, config.model, dataset, split, view,
                             prompt_format=config.prompt_format)
             complete = done.store_complete(url)
             current = complete and done.current(url, done.data((dataset, split)))

@@ -127,9 +127,9 @@ class Sources:
         key = (dataset, split, views)
         if key not in self._open:
             urls = [store_url(self.config.resolved_store_root, self.config.model, dataset, split, view,
-                              limit=self.config.limit, prompt_format=self.config.prompt_format) for view in views]
-            self._open[key] = _holding(StoreSource(urls), model=self.config.model, dataset=dataset, split=split,
-                                       limit=self.config.limit)
+                              prompt_format=self.config.prompt_format) for view in views]
+            self._open[key] = _holding(StoreSource(urls, self.config.limit), model=self.config.model, dataset=dataset,
+                                       split=split, limit=self.config.limit)
         return self._open[key]
 
     def training(self, training: TrainingSet, views: tuple[str, ...]) -> FeatureSource:

@@ -74,7 +74,7 @@ def open_source(spec: str, names: StoreNames = StoreNames()) -> StoreSource:
         url = checked_location(names.url(asked), "STORE")
         check_named(url, names.name(asked, url), asked)
         urls.append(url)
-    return StoreSource(urls)
+    return StoreSource(urls, names.limit)
 
 
 def evaluate_all(probe: StoreProbe, sources: list[tuple[str, FeatureSource]], *, calibration: str = "binned",

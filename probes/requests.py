@@ -30,7 +30,7 @@ class ProbeOptions:
     threads: int = setting(1, "BLAS threads while fitting (1 is fastest on a busy machine; 0 = library default).",
                            at_least=0, at_most=available_cpus)
     store_root: str | None = setting(None, "Where store names are looked up (default: the per-user store directory).")
-    names_limit: int | None = setting(None, "Store names refer to stores extracted with this --limit.",
+    names_limit: int | None = setting(None, "Read the first N examples of each store (it may hold more; extract with a larger --limit to grow one).",
                                       option="--limit")
     names_prompt_format: PromptFormat = setting("raw", "Store names refer to stores extracted with this "
                                                        "--prompt-format.", option="--prompt-format")

@@ -1,6 +1,6 @@
 """Where probes get activations: the sibling view stores of one dataset split, or arrays in memory.
 
-Extraction writes one store per view at ``ROOT/<model>/<dataset>/<split>[.limit<N>][.heads].<view>.zarr``
+Extraction writes one store per view at ``ROOT/<model>/<dataset>/<split>[.heads].<view>.zarr``
 (actstore/store/locations.py), so the views of a split are found from any one of them by swapping
 the ``.<view>.zarr`` suffix, its test split by swapping ``<split>`` (same extras), and its
 per-head store by adding ``.heads``; explicit URLs (one per view) work too. A method asks a source for ``residual(view, layer)``,
@@ -19,6 +19,7 @@ import numpy as np
 from distributions.split_file import check_data_unchanged
 from common import UserError
 from actstore.store.hints import extract_command
+from actstore.store.growth import covers
 from actstore.store.info import no_store_error
 from actstore.store.locations import name_of_place
 from probes.labels import Labels
@@ -86,10 +87,13 @@ def _find(url: str):
 class StoreSource(FeatureSource):
     """The view stores of one (model, dataset, split): one URL, or explicit URLs of several views."""
 
-    def __init__(self, urls: str | list[str]):
+    def __init__(self, urls: str | list[str], limit: int | None = None):
+        """``limit``: read the first ``limit`` examples (the stores may hold more); None: all they hold."""
         urls = [urls] if isinstance(urls, str) else list(urls)
         if not urls:
             raise UserError("no store given")
+        self.limit = limit
+        self._rows: int | None = None  # sequences of the first ``limit`` examples
         self._stores: dict[str, object] = {}
         self._urls: dict[str, str] = {}
         for url in urls:
@@ -103,6 +107,8 @@ class StoreSource(FeatureSource):
             self._add(view, url, store)
         self.primary_url = urls[0]
         self.meta = dict(self._stores[next(iter(self._stores))].meta)
+        if limit is not None:
+            self.meta.update(limit=limit, n_sequences=self._rows)
         self.labels = Labels.from_sequences(self._sequences(next(iter(self._stores))))
         try:
             self.labels.pairs
@@ -115,14 +121,22 @@ class StoreSource(FeatureSource):
         named = name_of_place(url)
         if named is not None:
             named.check(store.meta, url, url)
+        if self.limit is not None and not covers(store.meta, self.limit):
+            raise UserError(f"{url}: holds the first {store.meta['limit']} examples, not {self.limit}; grow it with: "
+                            f"{extract_command({**store.meta, 'limit': self.limit}, [view])}")
+        if self._rows is None and self.limit is not None:
+            self._rows = prefix_rows(store.sequences()["example"], self.limit)
         if self._stores:
             first = next(iter(self._stores.values()))
-            _check_siblings(first, store)
+            _check_siblings(first, store, self._rows)
         self._stores[view] = store
         self._urls[view] = url
 
+    def _prefix(self, values: np.ndarray) -> np.ndarray:
+        return values if self._rows is None else values[:self._rows]
+
     def _sequences(self, view: str) -> dict[str, np.ndarray]:
-        return self._stores[view].sequences()
+        return {name: self._prefix(values) for name, values in self._stores[view].sequences().items()}
 
     def _store(self, view: str):
         if view not in self._stores:
@@ -155,7 +169,7 @@ class StoreSource(FeatureSource):
         store = _find(url) if url and url != self._urls[view] else None
         if store is None or "heads" not in store.group:
             return False
-        _check_siblings(self._stores[view], store)
+        _check_siblings(self._stores[view], store, self._rows)
         self._stores[view], self._urls[view] = store, url
         self._cache.clear()
         return True
@@ -183,15 +197,16 @@ class StoreSource(FeatureSource):
         return self._cache[key]
 
     def residual(self, view: str, layer: int) -> np.ndarray:
-        return self._cached(("residual", view, layer), lambda: self._store(view).activations(layer))
+        return self._cached(("residual", view, layer), lambda: self._prefix(self._store(view).activations(layer)))
 
     def heads(self, view: str, layer: int) -> np.ndarray:
         self.require((view,), heads=True)
-        return self._cached(("heads", view, layer), lambda: self._store(view).head_activations(layer))
+        return self._cached(("heads", view, layer), lambda: self._prefix(self._store(view).head_activations(layer)))
 
     def loglik(self) -> np.ndarray:
         self.require(("plain",), loglik=True)
-        return self._cached(("loglik",), lambda: np.asarray(self._store("plain").sequences()["loglik"], dtype=np.float64))
+        return self._cached(("loglik",), lambda: np.asarray(self._sequences("plain")["loglik"],
+                                                                  dtype=np.float64))
 
     def layers(self, view: str) -> list[int]:
         return list(self._store(view).meta["layers"])
@@ -209,7 +224,7 @@ class StoreSource(FeatureSource):
         url = sibling_url(self.primary_url, split="test")
         if url is None or _find(url) is None:
             return None
-        test = StoreSource(url)
+        test = StoreSource(url, self.limit)
         _check_same_extraction(self, test)
         return test
 
@@ -226,10 +241,18 @@ def _check_same_extraction(train: StoreSource, test: StoreSource) -> None:
                             f"{key} {b.get(key, identity_b.get(key))!r} vs {a.get(key, identity_a.get(key))!r}")
 
 
-def _check_siblings(first, other) -> None:
-    """Views of one split must describe the same sequences, from the same model and the same data file."""
+def prefix_rows(example: np.ndarray, limit: int) -> int:
+    """How many of a store's sequences (ordered by example) belong to its first ``limit`` examples."""
+    starts = np.flatnonzero(np.r_[True, example[1:] != example[:-1]])
+    return int(starts[limit]) if limit < len(starts) else len(example)
+
+
+def _check_siblings(first, other, rows: int | None = None) -> None:
+    """Views of one split must describe the same sequences (the first ``rows`` of them, where a prefix is
+    read), from the same model and the same data file."""
     a, b = first.meta, other.meta
-    for key in ("n_sequences", "hidden_size", *MODEL_KEYS, "dataset", "split", "prompt_format", "limit"):
+    held = ("n_sequences", "limit") if rows is None else ()
+    for key in ("hidden_size", *MODEL_KEYS, "dataset", "split", "prompt_format", *held):
         if key in a and key in b and a[key] != b[key]:
             raise UserError(f"{other.url} does not match {first.url}: {key} {b[key]!r} vs {a[key]!r}")
     if a.get("fingerprint") and b.get("fingerprint") and a["fingerprint"] != b["fingerprint"]:
@@ -238,7 +261,7 @@ def _check_siblings(first, other) -> None:
                         "re-extract both views from the same file with --overwrite")
     sa, sb = first.sequences(), other.sequences()
     for key in ("example", "response", "score"):
-        if not np.array_equal(sa[key], sb[key]):
+        if not np.array_equal(sa[key][:rows], sb[key][:rows]):
             raise UserError(f"{other.url} does not match {first.url}: different {key} per sequence")
 
 

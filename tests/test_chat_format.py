@@ -215,7 +215,7 @@ def test_runner_with_chat_keeps_its_stores_and_run_dir_apart(chat_tiny, tmp_path
     result = run(genies_cli, *args, "--prompt-format", "chat")
     assert result.exit_code == 0, result.output
     stores = sorted(p.name for p in (tmp_path / "stores").rglob("*.zarr"))
-    assert stores and all(name.endswith(".limit3.chat.plain.zarr") for name in stores)
+    assert stores and all(name.endswith(".chat.plain.zarr") for name in stores)
     assert json.loads((tmp_path / "run" / "run.json").read_text())["prompt_format"] == "chat"
     assert (tmp_path / "run" / "results.csv").is_file()
     line = one_error_line(run(genies_cli, *args))  # the default raw format into the chat run's directory

@@ -80,8 +80,8 @@ def test_pad_batch_positions_and_last_token(side):
 def test_store_names_keep_the_view_last():
     assert store_name("test", "plain") == "test.plain.zarr"
     assert store_name("train", "yes", limit=62, site="heads") == "train.limit62.heads.yes.zarr"
-    url = store_url("memory://root/", "org/Model-7B", "alpaca_mmlu", "test", "yes", limit=5)
-    assert url == "memory://root/org--Model-7B/alpaca_mmlu/test.limit5.yes.zarr"
+    url = store_url("memory://root/", "org/Model-7B", "alpaca_mmlu", "test", "yes")
+    assert url == "memory://root/org--Model-7B/alpaca_mmlu/test.yes.zarr"  # the limit is not in the name
     assert model_slug("smollm2-135m") == "smollm2-135m"
 
 
@@ -89,7 +89,7 @@ def test_stores_are_named_model_dataset_split_view():
     root = "memory://root"
     assert store_location("smollm2-135m/alpaca_mmlu/train", root=root) == f"{root}/smollm2-135m/alpaca_mmlu/train.plain.zarr"
     assert store_location("smollm2-135m/alpaca_mmlu/test/yes", root=root, limit=20) == \
-        f"{root}/smollm2-135m/alpaca_mmlu/test.limit20.yes.zarr"
+        f"{root}/smollm2-135m/alpaca_mmlu/test.yes.zarr"
     assert store_location("org/Model-7B/alpaca_mmlu/test/no", root=root) == f"{root}/org--Model-7B/alpaca_mmlu/test.no.zarr"
     for as_is in ("s3://bucket/x/test.plain.zarr", "/abs/path", "./rel/a/b/test", "runs/a/test.plain.zarr"):
         assert store_location(as_is, root=root) == as_is

@@ -39,7 +39,7 @@ def test_fresh_plan_lists_every_store_and_fit(tmp_path):
     assert {("easy", "train", "yes"), ("easy", "train", "no"), ("ref", "train", "yes"), ("hard", "test", "no"),
             ("trap", "test", "plain"), ("ref", "test", "plain")} <= stores
     assert not any(s.split == "train" and s.view == "plain" for s in plan.stores)  # zero-shot and lora need none
-    assert all(s.url.endswith(f"{s.split}.limit10.{s.view}.zarr") and "/tiny-random/" in s.url for s in plan.stores)
+    assert all(s.url.endswith(f"/{s.split}.{s.view}.zarr") and "/tiny-random/" in s.url for s in plan.stores)
     fits = {(f.method, f.training.name, f.live) for f in plan.fits}
     assert fits == {("ccs", "easy", False), ("ccs", "hard", False), ("ccs", "ref", False),
                     ("lora", "easy", True), ("lora", "hard", True), ("lora", "ref", True)}
@@ -135,7 +135,7 @@ def test_plan_store_urls_follow_actstore_layout(tmp_path):
     config = RunConfig(model="tiny-random", methods=("zero-shot",), limit=5, store_root=str(tmp_path), out=tmp_path / "run",
                        ttc_methods=("zero-shot",))
     plan = build_plan(config, SHIFTS[:1], nothing_done())
-    assert {s.url for s in plan.stores} == {store_url(tmp_path, "tiny-random", d, "test", "plain", limit=5)
+    assert {s.url for s in plan.stores} == {store_url(tmp_path, "tiny-random", d, "test", "plain")
                                             for d in ("easy", "hard")}
     default = build_plan(RunConfig(model="m", methods=("zero-shot",)), SHIFTS[:1], nothing_done())
     assert not any(s.url.startswith("None") for s in default.stores)

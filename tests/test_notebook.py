@@ -22,7 +22,7 @@ def extracted(tmp_path_factory):
             "--layers", "0,2,4", "--limit", "4", "--views", "plain,yes,no", "--block-size", "4", "--no-progress"]
     result = CliRunner().invoke(actstore, args)
     assert result.exit_code == 0, result.output
-    return {"root": str(root / "s"), "url": f"{root}/s/tiny-random/good/train.limit4.plain.zarr"}
+    return {"root": str(root / "s"), "url": f"{root}/s/tiny-random/good/train.plain.zarr"}
 
 
 def test_probes_and_info_take_store_names(extracted):
@@ -35,15 +35,15 @@ def test_probes_and_info_take_store_names(extracted):
     assert by_name.exit_code == 0, by_name.output
     assert by_name.output == by_path.output
     info = CliRunner().invoke(actstore, ["info", "tiny-random/good/test/no", *named])
-    assert info.exit_code == 0 and "test.limit4.no.zarr" in info.output, info.output
+    assert info.exit_code == 0 and "test.no.zarr" in info.output, info.output
 
 
 def test_no_store_here_names_the_closest_ones(extracted):
-    fails(probes, ["fit", "--method", "mms", "--layer", "2", "--train", "tiny-random/good/train",
+    fails(probes, ["fit", "--method", "mms", "--layer", "2", "--train", "tiny-random/god/train",
                           "--store-root", extracted["root"], "--bootstrap", "0"],
-                 "train.plain.zarr: no activation store here", "closest under", "tiny-random/good/train.limit4.plain.zarr")
+                 "train.plain.zarr: no activation store here", "closest under", "tiny-random/good/train.plain.zarr")
     fails(actstore, ["info", "tiny-random/goood/test/yes", "--store-root", extracted["root"], "--limit", "4"],
-          "no activation store here", "tiny-random/good/test.limit4.yes.zarr")
+          "no activation store here", "tiny-random/good/test.yes.zarr")
 
 
 def test_store_as_frame_and_xarray_with_texts(extracted):

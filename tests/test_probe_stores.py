@@ -34,7 +34,7 @@ def test_sibling_url():
     assert sibling_url("/r/m/ds/train.plain.zarr", view="yes") == "/r/m/ds/train.yes.zarr"
     assert sibling_url("memory://r/m/ds/train.plain.zarr/", split="test") == "memory://r/m/ds/test.plain.zarr"
     assert sibling_url("/r/m/ds/train.plain.zarr", view="no", split="test") == "/r/m/ds/test.no.zarr"
-    # --limit / --site heads extractions keep their extras; the view is always last.
+    # --site heads extractions (and an earlier version's --limit) keep their extras; the view is always last.
     assert sibling_url("/r/m/ds/train.limit50.heads.plain.zarr", view="yes", split="test") == "/r/m/ds/test.limit50.heads.yes.zarr"
     assert sibling_url("/r/m/ds/train.limit50.plain.zarr", heads=True) == "/r/m/ds/train.limit50.heads.plain.zarr"
     assert sibling_url("/r/m/ds/train.heads.plain.zarr", heads=True) == "/r/m/ds/train.heads.plain.zarr"
@@ -44,11 +44,11 @@ def test_sibling_url():
 def test_matches_the_extraction_layout():
     from actstore.store.locations import store_url as extraction_url
 
-    url = extraction_url("/root", "smollm2-135m", "alpaca_mmlu", "train", "plain", limit=20, site="heads")
+    url = extraction_url("/root", "smollm2-135m", "alpaca_mmlu", "train", "plain", site="heads")
     assert sibling_url(url, view="stim") == extraction_url("/root", "smollm2-135m", "alpaca_mmlu", "train", "stim",
-                                                           limit=20, site="heads")
+                                                           site="heads")
     assert sibling_url(url, split="test") == extraction_url("/root", "smollm2-135m", "alpaca_mmlu", "test", "plain",
-                                                            limit=20, site="heads")
+                                                            site="heads")
     plain = extraction_url("/root", "smollm2-135m", "alpaca_mmlu", "train", "plain")
     assert sibling_url(plain, heads=True) == extraction_url("/root", "smollm2-135m", "alpaca_mmlu", "train", "plain",
                                                             site="heads")

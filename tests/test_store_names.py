@@ -1,4 +1,4 @@
-"""A store found by name holds what the name says: model, dataset, split, view, limit. A store put at
+"""A store found by name holds what the name says: model, dataset, split, view, enough examples. A store put at
 another store's name (by hand, by a copy, by a script) is refused in one line naming both, wherever
 a name is looked up: probes fit/eval/sweep, actstore info, a train store's own test split."""
 
@@ -18,16 +18,18 @@ HARD = [example(f"Multiply {i} by 7.\n### Response:\n", {f"{7 * i}": 1.0, f"{7 *
 
 @pytest.fixture(scope="module")
 def extracted(tmp_path_factory):
-    """A root with tiny-random's easy and hard (train, test), and easy/train with --limit 4."""
+    """A root with tiny-random's easy and hard (train, test), and easy/train's first 4 examples elsewhere."""
     base = tmp_path_factory.mktemp("names")
     data = write_distribution(base / "data", "easy", train=EASY)
     write_distribution(data, "hard", train=HARD)
     root = base / "stores"
-    for extra in ([], ["--limit", "4"]):
+    for out, extra in ((root, []), (base / "first4", ["--limit", "4"])):
         result = CliRunner().invoke(actstore, ["extract", "--model", "tiny-random", "--dataset", "easy,hard",
-                                               "--split", "train,test", "--data-dir", str(data), "--out", str(root),
+                                               "--split", "train,test", "--data-dir", str(data), "--out", str(out),
                                                "--block-size", "2", "--no-progress", *extra])
         assert result.exit_code == 0, result.output
+    shutil.copytree(base / "first4" / "tiny-random" / "easy" / "train.plain.zarr",
+                    root / "tiny-random" / "easy" / "first4.train.plain.zarr")
     return root
 
 
@@ -85,11 +87,14 @@ def test_a_test_split_at_the_train_name_is_refused_even_outside_a_root(root, tmp
     fails(actstore, ["info", elsewhere], "split test")
 
 
-def test_a_limited_store_at_another_limits_name_is_refused(root):
-    move(root, "tiny-random/easy/train.limit4.plain.zarr", "tiny-random/easy/train.limit6.plain.zarr")
-    fails(probes, fit(root, "tiny-random/easy/train", "--limit", "6"), "limit 4 (the name says 6)")
-    move(root, "tiny-random/easy/train.limit4.plain.zarr", "tiny-random/easy/train.plain.zarr")
-    fails(probes, fit(root, "tiny-random/easy/train"), "limit 4 (the name says None)")
+def test_a_store_of_fewer_examples_than_asked_for_is_refused(root):
+    first4 = "tiny-random/easy/first4.train.plain.zarr"
+    move(root, first4, "tiny-random/easy/train.limit6.plain.zarr")  # an earlier version's name, the wrong limit
+    shutil.rmtree(root / "tiny-random/easy/train.plain.zarr")
+    fails(probes, fit(root, "tiny-random/easy/train", "--limit", "6"), "only the first 4 examples (asked for 6)")
+    move(root, first4, "tiny-random/easy/train.plain.zarr")
+    fails(probes, fit(root, "tiny-random/easy/train", "--limit", "6"), "holds the first 4 examples, not 6; grow it with: "
+          "actstore extract --model tiny-random --dataset easy --split train --views plain --limit 6")
 
 
 def test_a_plain_store_at_a_views_name_is_refused(root):
@@ -107,19 +112,23 @@ def test_names_and_places_parse_to_what_they_say():
         StoreName("org--Model-7B", "arith", "test", "no", 3)
     assert parse_store_name("runs/a/test.plain.zarr") is None
     assert name_of_place("/r/m/d/train.limit5.heads.chat.yes.zarr", "/r") == \
-        StoreName("m", "d", "train", "yes", 5, "heads", "chat")
+        StoreName("m", "d", "train", "yes", 5, "heads", "chat")  # an earlier version's name: the limit was in it
     assert name_of_place("/elsewhere/d/test.no.zarr", "/r") == StoreName(None, None, "test", "no")
     assert name_of_place("/r/m/d/mine.zarr", "/r") is None
-    for place in ("/r/m/d/train.limit5.heads.chat.yes.zarr", "/r/org--M/d/test.plain.zarr"):
+    for place in ("/r/m/d/train.heads.chat.yes.zarr", "/r/org--M/d/test.plain.zarr"):
         name = name_of_place(place, "/r")
         assert name.url("/r") == place  # a place and the name it gives are one
+    legacy = name_of_place("/r/m/d/train.limit5.heads.chat.yes.zarr", "/r")
+    assert legacy.legacy_url("/r") == "/r/m/d/train.limit5.heads.chat.yes.zarr"
+    assert legacy.url("/r") == "/r/m/d/train.heads.chat.yes.zarr"
     recorded = {"model": "tiny-random", "dataset": "d", "split": "train", "view": "yes", "limit": 5,
                 "site": "heads", "prompt_format": "chat"}
     assert StoreName("tiny-random", "d", "train", "yes", 5, "heads", "chat").mismatches(recorded) == []
     # a local model named by a relative path that is gone from here: known by its directory's name
     assert StoreName("m", "d", "train").mismatches({"model": "models/m", "dataset": "d", "split": "train"}) == []
-    for field, other in (("dataset", "e"), ("split", "test"), ("view", "no"), ("limit", None), ("site", "residual"),
+    for field, other in (("dataset", "e"), ("split", "test"), ("view", "no"), ("limit", 6), ("site", "residual"),
                          ("prompt_format", "raw")):
         name = StoreName(**{**dict(model="tiny-random", dataset="d", split="train", view="yes", limit=5, site="heads",
                                    prompt_format="chat"), field: other})
-        assert [m.split(" ")[0] for m in name.mismatches(recorded)] == [field]
+        assert [m.split(" ")[0] for m in name.mismatches(recorded)] == [{"limit": "only"}.get(field, field)]
+    assert StoreName("tiny-random", "d", "train", "yes", 4, "heads", "chat").mismatches(recorded) == []  # a prefix

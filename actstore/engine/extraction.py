@@ -34,9 +34,11 @@ from actstore.models.placement import QuantizedPlacement
 from actstore.models.quantization import check_quantization
 from actstore.store import (DISK_FULL, ActivationStore, create_store, disk_full_message, find_store, open_for_writing,
                             open_store)
+from actstore.store.growth import covers, grow
 from actstore.store.layers import parse_layers
 from actstore.store.locations import store_url
 from actstore.store.lock import ExtractionLock
+from actstore.store.migration import adopt_legacy
 from actstore.store.roots import checked_store_root
 from actstore.store.sharding import Shard, wait_for_creation
 
@@ -61,7 +63,8 @@ class ExtractConfig(QuantizedPlacement):
     views: tuple[str, ...] = setting(("plain",), "plain, stim, yes, no (comma-separated).", parse=parse_list)
     layers: str = setting("all", "all, a list 0,10,20, or inclusive ranges 10:20 (0 = embeddings, l = output of "
                                  "block l-1).")
-    limit: int | None = setting(None, "Only the first N examples of each split.")
+    limit: int | None = setting(None, "Only the first N examples of each split. A store holding fewer grows to N "
+                                      "(only the missing examples are computed); one holding more stays as it is.")
     dtype: StorageDtype = setting("float16", "Storage dtype (see --compute-dtype for the model's).")
     compute_dtype: ComputeDtype = setting("auto", COMPUTE_DTYPE_HELP)
     prompt_reuse: bool = setting(
@@ -177,8 +180,7 @@ def extract_split(config: ExtractConfig, model: ModelOnDemand, split: Split, tab
         return _extract_split(config, model, split, table, views, starting, shard or Shard.from_environment())
     except OSError as err:
         if err.errno in DISK_FULL:
-            where = store_url(config.root, config.model, split.dataset, split.split, views[0].name, limit=config.limit,
-                              site=config.site, prompt_format=views[0].prompt_format)
+            where = store_url(config.root, config.model, split.dataset, split.split, views[0].name, site=config.site, prompt_format=views[0].prompt_format)
             raise UserError(disk_full_message(where)) from None
         raise
 
@@ -188,8 +190,8 @@ def _extract_split(config: ExtractConfig, model: ModelOnDemand, split: Split, ta
     with ExitStack() as locks:
         prepared = []
         for view in views:
-            url = store_url(config.root, config.model, split.dataset, split.split, view.name, limit=config.limit,
-                            site=config.site, prompt_format=view.prompt_format)
+            url = store_url(config.root, config.model, split.dataset, split.split, view.name, site=config.site,
+                            prompt_format=view.prompt_format)
             lock = locks.enter_context(ExtractionLock(url, shard))
             prepared.append(_prepare(url, shard, lock, config, model, split, table, view))
         pending = [p for p in prepared if isinstance(p, PendingStore)]
@@ -213,9 +215,13 @@ def _extract_split(config: ExtractConfig, model: ModelOnDemand, split: Split, ta
 
 def _prepare(url: str, shard: Shard, lock: ExtractionLock, config: ExtractConfig, model: ModelOnDemand,
              split: Split, table: SequenceTable, view: View) -> StoreResult | PendingStore:
+    if shard.creates:
+        moved = adopt_legacy(url)
+        if moved is not None:
+            print(f"moved {moved} (named by an earlier version with its --limit) to {url}", file=sys.stderr)
     existing = _existing_store(url, config.overwrite)
     repaired = False
-    if existing is not None and existing.meta.get("complete") and not model.is_loaded:
+    if existing is not None and existing.meta.get("complete") and not model.is_loaded and covers(existing.meta, config.limit):
         if matches_before_loading(existing, config, split, view):
             if config.repair:
                 repaired = True
@@ -230,8 +236,8 @@ def _prepare(url: str, shard: Shard, lock: ExtractionLock, config: ExtractConfig
     identity = store_identity(config, split, view, loaded.model_id, layers)
     check_context(table, loaded.tokenizer, view, max_tokens=getattr(loaded.model.config, "max_position_embeddings", None),
                   source=str(split.path))
-    if not shard.creates:  # rank 0 creates (or re-creates) the store; the others use it once it is this extraction
-        existing = wait_for_creation(url, lambda: _created_for(url, identity, config.overwrite), rank=shard.rank,
+    if not shard.creates:  # rank 0 creates (re-creates, grows) the store; the others use it once it is this extraction
+        existing = wait_for_creation(url, lambda: _created_for(url, identity, config), rank=shard.rank,
                                      main_gone=lock.main_rank_gone, creator=shard.first)
     if existing is not None and existing.meta.get("creating"):
         existing = None  # a creation that was killed: start again
@@ -241,6 +247,9 @@ def _prepare(url: str, shard: Shard, lock: ExtractionLock, config: ExtractConfig
         if config.repair and not repaired and shard.creates:
             repaired = _repair(url, table)
             existing = find_store(url)
+        if not covers(existing.meta, config.limit):  # (the other ranks waited for this)
+            grow(existing, table.labels(), config.limit)
+            return PendingStore(open_for_writing(url), "grown", view)
         if existing.meta.get("complete"):
             return finished(existing, url, split, view)
         return PendingStore(open_for_writing(url), "repaired" if repaired else "resumed", view)
@@ -267,15 +276,16 @@ def check_repaired(url: str) -> None:
                         "and --overwrite")
 
 
-def _created_for(url: str, identity: dict, overwrite: bool) -> ActivationStore | None:
-    """The store at ``url`` once it holds this extraction (a different one is refused without --overwrite)."""
+def _created_for(url: str, identity: dict, config: ExtractConfig) -> ActivationStore | None:
+    """The store at ``url`` once it holds this extraction of enough examples (a different one is refused
+    without --overwrite)."""
     try:
         store = find_store(url)
     except UserError:  # caught between rank 0 emptying the directory and writing the group
         return None
-    if store is None or store.meta.get("creating"):
+    if store is None or store.meta.get("creating") or not covers(store.meta, config.limit):
         return None
-    return store if same_extraction(store, identity, overwrite=overwrite) else None
+    return store if same_extraction(store, identity, overwrite=config.overwrite) else None
 
 
 def _existing_store(url: str, overwrite: bool) -> ActivationStore | None:

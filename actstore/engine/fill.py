@@ -9,6 +9,8 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from distributions.split_file import Split
 from actstore.engine.batch_budget import batch_budget
 from actstore.engine.sequence_table import SequenceTable, encode_rows
@@ -16,6 +18,7 @@ from actstore.engine.stage_clock import clock_for
 from actstore.engine.views import View
 from actstore.models import LoadedModel
 from actstore.store import ActivationStore, StoreLayout
+from actstore.store.growth import KEPT_ROWS, forget_kept_rows, kept_rows
 from actstore.store.sharding import Shard
 from actstore.store.writer import BackgroundWriter
 
@@ -38,7 +41,7 @@ class StoreResult:
     dataset: str
     split: str
     view: str
-    status: str  # "complete" (found finished, nothing done), "created", "resumed", "repaired" or "partial"
+    status: str  # "complete" (found finished, nothing done), "created", "resumed", "repaired", "grown" or "partial"
     n_sequences: int
     blocks_computed: int
     blocks_total: int
@@ -56,7 +59,7 @@ class PendingStore:
     """A store of this extraction that still misses blocks."""
 
     store: ActivationStore
-    status: str  # "created", "resumed" or "repaired"
+    status: str  # "created", "resumed", "repaired" or "grown"
     view: View
 
 
@@ -77,11 +80,15 @@ def fill(pending: list[PendingStore], config: ExtractConfig, loaded: LoadedModel
     max_tokens = getattr(loaded.model.config, "max_position_embeddings", None)
     budget = batch_budget(config.batch_tokens, loaded.model, device)
     layout = pending[0].store.layout  # the same sequences and blocks in every store given
-    todo, already = {}, 0
+    todo, already, kept = {}, 0, {}
+    used_kept: dict[str, set[int]] = {t.view.name: set() for t in pending}
     for target in pending:
         done = target.store.blocks_done()
-        todo[target.view.name] = {b for b in range(layout.n_blocks) if not done[b] and shard.owns(b)}
+        name = target.view.name
+        todo[name] = {b for b in range(layout.n_blocks) if not done[b] and shard.owns(b)}
         already += sum(layout.block_length(b) for b in range(layout.n_blocks) if done[b])
+        kept[name] = {b: rows for b in todo[name] if (rows := kept_rows(target.store, b)) is not None}
+        already += sum(len(rows["n_tokens"]) for rows in kept[name].values())
     captures = {t.view.name: LastTokenCapture(parts, _capture_plan(t.store.layout, parts.n_blocks),
                                               t.store.layout.n_heads) for t in pending}
     clocks = {t.view.name: clock_for(device) for t in pending}
@@ -97,11 +104,15 @@ def fill(pending: list[PendingStore], config: ExtractConfig, loaded: LoadedModel
         for block in sorted(set().union(*todo.values())):
             start, stop = layout.block_range(block)
             needing = [t for t in pending if block in todo[t.view.name]]
+            # a grown store's last block of before keeps its rows: only the new ones are computed (views apart)
+            firsts = {start + len(kept[t.view.name][block]["n_tokens"]) if block in kept[t.view.name] else start
+                      for t in needing}
+            first = firsts.pop() if len(firsts) == 1 else start
             views = []
             for target in needing:
                 name = target.view.name
                 with clocks[name].stage("tokenize"):
-                    sequences = encode_rows(table, start, stop, loaded.tokenizer, target.view, max_tokens=max_tokens,
+                    sequences = encode_rows(table, first, stop, loaded.tokenizer, target.view, max_tokens=max_tokens,
                                             source=str(split.path))
                 views.append(Responses(name, sequences, captures[name], target.store.layout.with_loglik, clocks[name]))
             before = dict(shared_clock.seconds)
@@ -112,11 +123,20 @@ def fill(pending: list[PendingStore], config: ExtractConfig, loaded: LoadedModel
                 name = target.view.name
                 for stage in shared[name]:
                     shared[name][stage] += (shared_clock.seconds[stage] - before[stage]) / len(needing)
+                computed = {f.name: getattr(outs[name], f.name) for f in fields(outs[name])}
+                if first > start:
+                    computed = with_kept_rows(kept[name][block], computed)
+                    used_kept[name].add(block)
+                elif block in kept[name]:
+                    bar.update(-len(kept[name][block]["n_tokens"]))  # counted as kept, computed after all
                 with clocks[name].stage("write"):  # only the wait for the previous block's write
-                    writer[name].submit(block, {f.name: getattr(outs[name], f.name) for f in fields(outs[name])})
+                    writer[name].submit(block, computed)
         for target in pending:
             with clocks[target.view.name].stage("write"):
                 writer[target.view.name].wait()
+            grown_from = target.store.meta.get(KEPT_ROWS)
+            if grown_from and grown_from["block"] in todo[target.view.name]:
+                forget_kept_rows(target.store)  # that block is whole again
     wall = time.perf_counter() - started
     results = []
     for target in pending:
@@ -126,8 +146,9 @@ def fill(pending: list[PendingStore], config: ExtractConfig, loaded: LoadedModel
             timings[f"{stage}_s"] += seconds
         # The views ran interleaved: each is charged its own stages and its share of the shared passes.
         seconds = sum(v for k, v in timings.items() if k != "write_background_s") if len(pending) > 1 else wall
+        kept_used = sum(len(rows["n_tokens"]) for block, rows in kept[name].items() if block in used_kept[name])
         results.append(_complete(target, todo[name], seconds, Timings(**timings), split, len(pending) > 1 and names,
-                                 budget))
+                                 budget, kept_used))
     return results
 
 
@@ -137,10 +158,17 @@ def _capture_plan(layout: StoreLayout, n_blocks: int):
     return CapturePlan.for_request(layout.layers, n_blocks, heads=bool(layout.n_heads), full_depth=layout.with_final_norm)
 
 
+def with_kept_rows(kept: dict[str, np.ndarray], computed: dict[str, np.ndarray | None]) -> dict[str, np.ndarray | None]:
+    """A block's kept rows, then its computed ones (residual and heads run along their second axis)."""
+    return {name: values if values is None or name not in kept else
+            np.concatenate([kept[name], values], axis=1 if name in ("residual", "heads") else 0)
+            for name, values in computed.items()}
+
+
 def _complete(target: PendingStore, todo: set[int], seconds: float, timings: Timings, split: Split,
-              together: str | bool, batch_tokens: int) -> StoreResult:
+              together: str | bool, batch_tokens: int, kept: int = 0) -> StoreResult:
     store, layout, view = target.store, target.store.layout, target.view
-    computed = sum(layout.block_length(b) for b in todo)
+    computed = sum(layout.block_length(b) for b in todo) - kept
     if not store.blocks_done().all():  # other processes still write their blocks; the last one marks it
         return StoreResult(store.url, split.dataset, split.split, view.name, "partial", layout.n_sequences, len(todo),
                            layout.n_blocks, computed, seconds, timings)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def store_identity(config: ExtractConfig, split: Split, view: View, model_id: str, layers: tuple[int, ...]) -> dict:
-    """What makes two extractions the same: a store is reused or resumed only when this matches.
+    """What makes two extractions the same: a store is reused, resumed or grown only when this matches.
     Quantized weights compute other activations; ``none`` is left out, so that stores made before
     quantization existed keep matching unquantized requests. A local model adds its content's
     fingerprint (``models.model_fingerprint``): the path alone does not say which weights it holds."""
@@ -39,15 +39,17 @@ def store_identity(config: ExtractConfig, split: Split, view: View, model_id: st
         "dtype": config.dtype,
         "compute_dtype": config.compute_dtype,
         "site": config.site,
-        "limit": config.limit,
         "skip_bad": config.skip_bad,
         **quantization,
     }
 
 
 def recorded_identity(store: ActivationStore) -> dict:
-    """The identity a store was extracted with; stores made before prompt formats existed are raw."""
-    return {"prompt_format": "raw", **(store.meta.get("identity") or {})}
+    """The identity a store was extracted with; stores made before prompt formats existed are raw. How
+    many examples it holds is not part of it (a store grows: its ``limit`` attribute says how many)."""
+    recorded = {"prompt_format": "raw", **(store.meta.get("identity") or {})}
+    recorded.pop("limit", None)
+    return recorded
 
 
 def matches_before_loading(store: ActivationStore, config: ExtractConfig, split: Split, view: View) -> bool:

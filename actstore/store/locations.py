@@ -1,19 +1,24 @@
-"""Where stores live: ``ROOT/<model-slug>/<dataset>/<split>[.limit<N>][.heads][.chat].<view>.zarr``.
+"""Where stores live: ``ROOT/<model-slug>/<dataset>/<split>[.heads][.chat].<view>.zarr``.
 
 The view is always the last part before ``.zarr``, so the sibling view of a store (the ``no``
 store of a ``yes`` store, for CCS) is found by replacing ``.<view>.zarr``; the extras that make
-two extractions different (``--limit``, ``--site heads``, ``--prompt-format chat``) come before it, so they never collide.
+two extractions different (``--site heads``, ``--prompt-format chat``) come before it, so they never collide.
 ROOT may be a local directory or an fsspec URL (``memory://``, ``s3://`` ...).
+
+``--limit`` is not part of the name: one store holds the first N examples of its split and grows
+when more are asked for (actstore/store/growth.py); a smaller limit reads a prefix. Stores named
+``<split>.limit<N>...`` by earlier versions are read where no store of the new name exists, and
+``actstore migrate`` renames them.
 
 Wherever a store is asked for, it may also be named ``MODEL/DATASET/SPLIT[/VIEW]`` (the view
 defaults to ``plain``; a hub id's ``/`` is part of MODEL), found under the store root with the
-``--limit`` and ``--prompt-format`` it was extracted with.
+``--prompt-format`` it was extracted with.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from common import UserError
@@ -54,9 +59,9 @@ def store_name(split: str, view: str, *, limit: int | None = None, site: str = "
     return ".".join(parts) + STORE_SUFFIX
 
 
-def store_url(root: str | Path, model: str, dataset: str, split: str, view: str, *, limit: int | None = None,
-              site: str = "residual", prompt_format: str = "raw") -> str:
-    return StoreName(model_slug(model), dataset, split, view, limit, site, prompt_format).url(root)
+def store_url(root: str | Path, model: str, dataset: str, split: str, view: str, *, site: str = "residual",
+              prompt_format: str = "raw") -> str:
+    return StoreName(model_slug(model), dataset, split, view, None, site, prompt_format).url(root)
 
 
 SPLITS = ("train", "test")
@@ -79,7 +84,7 @@ def store_location(spec: str, *, root: str | Path, limit: int | None = None, sit
                    prompt_format: str = "raw") -> str:
     """A store named ``MODEL/DATASET/SPLIT[/VIEW]`` as its URL under ``root``; a path or URL as it is."""
     name = parse_store_name(spec, limit=limit, site=site, prompt_format=prompt_format)
-    return name.url(root) if name else str(spec)
+    return name.url_found(root) if name else str(spec)
 
 
 PLACE = re.compile(r"^(?P<split>[^/.]+)(?:\.limit(?P<limit>\d+))?(?P<heads>\.heads)?(?:\.(?P<format>chat))?"
@@ -101,6 +106,15 @@ def name_of_place(url: str, root: str | Path | None = None) -> "StoreName | None
                      "heads" if match["heads"] else "residual", match["format"] or "raw")
 
 
+def _exists(url: str) -> bool:
+    from actstore.store.opening import find_store
+
+    try:
+        return find_store(url) is not None
+    except Exception:  # noqa: BLE001 - something else is there: the new name stands
+        return False
+
+
 def _comparable(place: str | Path) -> str:
     text = str(place)
     return text if "://" in text else str(Path(text).expanduser().absolute())
@@ -120,9 +134,24 @@ class StoreName:
     prompt_format: str = "raw"
 
     def url(self, root: str | Path) -> str:
+        """Where the store is made and grown (the limit is what is read of it, not part of its name)."""
+        return self._url(root, None)
+
+    def url_found(self, root: str | Path) -> str:
+        """``url``, or the legacy name of this limit where only a store of that name exists."""
+        url, legacy = self.url(root), self.legacy_url(root)
+        if legacy is not None and not _exists(url) and _exists(legacy):
+            return legacy
+        return url
+
+    def legacy_url(self, root: str | Path) -> str | None:
+        """Where an earlier version put the store of this limit (``<split>.limit<N>...``); None without a limit."""
+        return self._url(root, self.limit) if self.limit is not None else None
+
+    def _url(self, root: str | Path, limit: int | None) -> str:
         check_name(self.dataset)
         return "/".join([str(root).rstrip("/"), self.model, self.dataset,
-                         store_name(check_name(self.split, "split"), check_name(self.view, "view"), limit=self.limit,
+                         store_name(check_name(self.split, "split"), check_name(self.view, "view"), limit=limit,
                                     site=self.site, prompt_format=self.prompt_format)])
 
     def mismatches(self, meta: dict) -> list[str]:
@@ -135,10 +164,13 @@ class StoreName:
         if self.model is not None and models and self.model not in models:
             found.append(f"model {meta.get('model')} (the name says {self.model})")
         recorded = {"site": "residual", "prompt_format": "raw", **meta}
-        for key in ("dataset", "split", "view", "limit", "site", "prompt_format"):
+        for key in ("dataset", "split", "view", "site", "prompt_format"):
             unknown = key == "dataset" and self.dataset is None
             if key in recorded and not unknown and recorded[key] != getattr(self, key):
                 found.append(f"{key} {recorded[key]} (the name says {getattr(self, key)})")
+        held = recorded.get("limit")
+        if self.limit is not None and held is not None and held < self.limit:
+            found.append(f"only the first {held} examples (asked for {self.limit})")
         return found
 
     def check(self, meta: dict, url: str, asked: str) -> None:
@@ -168,6 +200,9 @@ class StoreNames:
         return store_location(spec, root=self.resolved_root, limit=self.limit, prompt_format=self.prompt_format)
 
     def name(self, spec: str, url: str) -> "StoreName | None":
-        """What ``spec`` (resolved to ``url``) says the store holds: its name, or its place under the root."""
-        return (parse_store_name(spec, limit=self.limit, prompt_format=self.prompt_format)
-                or name_of_place(url, self.resolved_root))
+        """What ``spec`` (resolved to ``url``) says the store holds: its name, or its place under the root. Only
+        an earlier version's name says how many examples (a store of the new name is read up to the limit)."""
+        name = parse_store_name(spec, limit=self.limit, prompt_format=self.prompt_format)
+        if name is not None and url != name.legacy_url(self.resolved_root):
+            name = replace(name, limit=None)
+        return name or name_of_place(url, self.resolved_root)
