@@ -10,6 +10,7 @@ page by `<!-- shown, not run: REASON -->` on the line above, and must be listed 
 
 from __future__ import annotations
 
+import linecache
 import os
 import re
 import shlex
@@ -19,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -164,7 +166,10 @@ def run_page(page: str, where: Path) -> dict:
         if block.shown_not_run or block.language == "text":
             continue
         if block.language == "python":
-            exec(compile(block.code, f"docs/{page}:{block.line}", "exec"), namespace)  # noqa: S102 - our own docs
+            where = f"docs/{page}:{block.line}"
+            # as a notebook cell's: libraries that read their caller's source (nnsight's traces) find it
+            linecache.cache[where] = (len(block.code), None, block.code.splitlines(keepends=True), where)
+            exec(compile(block.code, where, "exec"), namespace)  # noqa: S102 - our own docs
         else:
             for words in command_lines(block):
                 run_command(words, where)
@@ -193,6 +198,16 @@ def check_probes(where: Path, namespace: dict) -> None:  # the estimator example
     assert {best.method for best in sweep.best} == {"lat", "ccs", "logreg"}
     assert namespace["ccs"].get_params()["seed"] == 1 and namespace["ccs"].trained_on_["dataset"] == "arith_easy"
     assert (where / "lat-probe" / "probe.json").is_file() and (where / "sweep" / "sweep.png").is_file()
+
+
+def check_own_code(where: Path, namespace: dict) -> None:  # arrays, scikit-learn, a store written from nnsight
+    assert len(namespace["folds"]) == 5 and 0.0 <= namespace["accuracy"] <= 1.0
+    assert namespace["search"].best_params_["C"] in (0.01, 0.1, 1.0)
+    assert namespace["X_contrast"].shape[1] == 2 * namespace["X"].shape[1]
+    assert namespace["mine"].meta["imported_from"] == "nnsight" and namespace["mine"].verify() == []
+    scores = namespace["from_ours"].decision_function(namespace["test"])
+    gap = np.abs(namespace["from_nnsight"].decision_function(namespace["test"]) - scores).max()
+    assert gap <= 1e-4 * np.abs(scores).max()
 
 
 def check_finetune(where: Path, namespace: dict) -> None:
@@ -248,6 +263,7 @@ def check_reliability(where: Path, namespace: dict) -> None:
 
 
 CHECKS = {"getting-started.md": check_getting_started, "extraction.md": check_extraction, "probes.md": check_probes,
+          "own-code.md": check_own_code,
           "finetune.md": check_finetune, "benchmark.md": check_benchmark, "own-data.md": check_own_data,
           "several-processes.md": check_several_processes, "large-models.md": check_large_models,
           "reliability.md": check_reliability}

@@ -2,8 +2,6 @@
 refused in one line when the arrays are wrong, and, fed from an nnsight trace of the bundled model,
 the same probe as our own extraction."""
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
@@ -78,9 +76,7 @@ def test_a_store_written_from_an_nnsight_trace_fits_the_probe_our_extraction_fit
     ours = open_store(ours.url)
     texts, sequences = ours.texts(), ours.sequences()
     tokenizer = bundled_model.tokenizer
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # nnsight's notice of its newer class name
-        traced = nnsight.LanguageModel(bundled_model.model, tokenizer=tokenizer)
+    traced = nnsight.NNsight(bundled_model.model)
     rows = {layer: [] for layer in LAYERS}
     for prompt, response in zip(texts["prompt_text"], texts["response_text"]):
         prompt_ids, continuation_ids = encode(tokenizer, VIEWS["plain"], prompt, response)

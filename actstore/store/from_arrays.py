@@ -29,7 +29,7 @@ VIEWS = ("plain", "stim", "yes", "no")
 
 def write_store(url: str | Path, residual: Mapping[int, np.ndarray], *, example, response, score, model: str,
                 dataset: str, split: str, view: str = "plain", module: str | None = None, position: str = "last",
-                source: str = "arrays", prompt_text=None, response_text=None, loglik=None, dtype: str = "float32",
+                model_id: str | None = None, source: str = "arrays", prompt_text=None, response_text=None, loglik=None, dtype: str = "float32",
                 block_size: int = 512, overwrite: bool = False) -> ActivationStore:
     """Write a complete store at ``url`` (a local path) and return it opened.
 
@@ -39,6 +39,8 @@ def write_store(url: str | Path, residual: Mapping[int, np.ndarray], *, example,
     ``position`` say what the rows are (the module path whose output they are, as the library that ran the
     model names it; the token position) and are recorded with ``source`` (what computed them). ``prompt_text``/``response_text``: the texts the rows
     belong to, kept in the store when given. ``loglik``: per sequence, for the plain view's zero-shot.
+    ``model_id``: the exact model (``LoadedModel.model_id``) where ``model`` names it loosely; probes refuse to
+    score a store of another model id than they were fitted on.
     """
     place = Path(url)
     if place.exists() and not overwrite:
@@ -57,7 +59,7 @@ def write_store(url: str | Path, residual: Mapping[int, np.ndarray], *, example,
             raise UserError(f"{place}: log-likelihoods belong to the plain view, not {view!r}")
     if dtype not in ("float16", "float32"):
         raise UserError(f"{place}: dtype must be float16 or float32, got {dtype!r}")
-    meta = {"model": model, "model_id": model, "dataset": dataset, "split": split, "view": view, "site": "residual",
+    meta = {"model": model, "model_id": model_id or model, "dataset": dataset, "split": split, "view": view, "site": "residual",
             "module": module, "position": position, "imported_from": source, "prompt_format": "raw", "limit": None}
     named = name_of_place(str(place))
     if named is not None:
