@@ -198,6 +198,13 @@ class RunConfig(Placement):
         return self.store_root or str(default_store_root())
 
     @property
+    def store_site(self) -> str:
+        """What the run's stores keep: per-head outputs too (``--site heads``) when a method reads the heads
+        (mms-heads, cra-heads), so every method of the run reads one set of stores; else the residual stream."""
+        heads = any(registry.get(m).heads for m in (*self.methods, *self.ttc_methods))
+        return "heads" if heads else "residual"
+
+    @property
     def layer_tag(self) -> str:
         if self.layer == "best":
             return BEST_LAYER_TAG
@@ -379,7 +386,7 @@ def build_plan(config: RunConfig, shifts: list[Shift], done: DoneChecks) -> Plan
 
     def need_store(dataset: str, split: str, view: str) -> None:
         if (dataset, split, view) not in stores:
-            url = store_url(config.resolved_store_root, config.model, dataset, split, view,
+            url = store_url(config.resolved_store_root, config.model, dataset, split, view, site=config.store_site,
                             prompt_format=config.prompt_format)
             complete = done.store_complete(url)
             current = complete and done.current(url, done.data((dataset, split)))

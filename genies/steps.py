@@ -37,7 +37,7 @@ def store_settings(config: RunConfig) -> dict:
     defaults = extraction.ExtractConfig(model=config.model, datasets=("any",))
     named_dtype = {} if config.compute_dtype == "auto" else {"compute_dtype": config.compute_dtype}
     return {"layers": "all", "limit": config.limit, "prompt_format": config.prompt_format, "dtype": defaults.dtype,
-            "site": defaults.site, "skip_bad": defaults.skip_bad, "quantization": None,
+            "site": config.store_site, "skip_bad": defaults.skip_bad, "quantization": None,
             "model_fingerprint": config.model_fingerprint, **named_dtype}
 
 
@@ -58,6 +58,7 @@ def extract_stores(config: RunConfig, steps: list[StoreStep], model: ModelOnDema
         results = extraction.extract(
             extraction.ExtractConfig(model=config.model, datasets=(dataset,), splits=(split,), views=views,
                                      layers="all", limit=config.limit, out=config.resolved_store_root,
+                                     site=config.store_site,
                                      data_dir=config.data_dir, overwrite=bool(stale), progress=progress,
                                      prompt_format=config.prompt_format, compute_dtype=config.compute_dtype,
                                      device_map=config.device_map, prompt_reuse=config.prompt_reuse,
@@ -127,7 +128,7 @@ class Sources:
         key = (dataset, split, views)
         if key not in self._open:
             urls = [store_url(self.config.resolved_store_root, self.config.model, dataset, split, view,
-                              prompt_format=self.config.prompt_format) for view in views]
+                              site=self.config.store_site, prompt_format=self.config.prompt_format) for view in views]
             self._open[key] = _holding(StoreSource(urls, self.config.limit), model=self.config.model, dataset=dataset,
                                        split=split, limit=self.config.limit)
         return self._open[key]

@@ -72,8 +72,8 @@ class MethodSpec:
 
     @property
     def runs_in_benchmark(self) -> bool:
-        """`genies run` runs it (it extracts residual stores only, never per-head ones)."""
-        return self.site != "heads"
+        """`genies run` runs it (a run with a per-head method extracts its stores with per-head outputs)."""
+        return True
 
     @property
     def heads(self) -> bool:
@@ -131,14 +131,15 @@ def benchmark_methods() -> tuple[str, ...]:
 
 
 def paper_methods() -> tuple[str, ...]:
-    """`--methods paper`: for each of the paper's interventions, the method `genies run` runs for it: the same
-    method where there is one, else the one that stands in for it (the residual mms and cra for the per-head ones)."""
+    """`--methods paper`: for each of the paper's interventions, the same method (the per-head mms and cra
+    read the top attention heads, as the paper's do), and beside it the one that stands in for it where there
+    is one (the residual-stream mms and cra, under their own names)."""
     runnable = [_table()[name] for name in benchmark_methods()]
     chosen = []
     for intervention in PAPER_INTERVENTIONS:
-        same = [s.name for s in runnable if s.paper_intervention == intervention]
-        chosen += same[:1] or [s.name for s in runnable if s.stands_in_for == intervention][:1]
-    return tuple(chosen)
+        chosen += [s.name for s in runnable if s.paper_intervention == intervention][:1]
+        chosen += [s.name for s in runnable if s.stands_in_for == intervention][:1]
+    return tuple(dict.fromkeys(chosen))
 
 
 def paper_counterparts() -> dict[str, str]:

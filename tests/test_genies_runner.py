@@ -422,3 +422,21 @@ def test_de_and_el_do_not_change_with_the_methods_asked_for(benchmark, first_run
             in text)
     with pytest.raises(UserError, match="--ttc-methods: random: give methods that measure a capability"):
         config_for(benchmark, ttc_methods=("mms", "random"))
+
+
+def test_head_based_methods_run_from_per_head_stores_beside_the_residual_ones(benchmark, tmp_path):
+    """The paper's mms and cra read the top attention heads: a run asking for them extracts its stores with
+    per-head outputs, and every method of the run reads those stores."""
+    config = config_for(benchmark, methods=("mms-heads", "cra-heads", "mms"), ttc_methods=("mms",), layer=2,
+                        store_root=str(tmp_path / "stores"), out=tmp_path / "run")
+    assert config.store_site == "heads"
+    result = run_benchmark(config, command="genies run (test)", log=lambda line: None)
+    stores = sorted(p.name for p in (tmp_path / "stores").rglob("*.zarr"))
+    assert stores and all(".heads." in name for name in stores)
+    assert {"train.heads.plain.zarr", "train.heads.yes.zarr", "train.heads.no.zarr"} <= set(stores)
+    rows = {(row.method, row.shift) for row in result.rows}
+    assert {method for method, _ in rows} == {"mms-heads", "cra-heads", "mms"} and len(rows) == 3 * len(SHIFTS)
+    fit = json.loads(next((tmp_path / "run").rglob("mms-heads/**/probe.json")).read_text())
+    assert fit["scorer"] == "cosine" and fit["scorer_config"]["feature"]["site"] == "heads"
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "mms-heads" in report and "cra-heads" in report

@@ -128,7 +128,9 @@ def test_live_methods_train_with_their_registered_learning_rate():
 
 
 def test_method_sets_paper_and_all():
-    paper = ("zero-shot", "few-shot", "lora", "prompt-tuning", "mms", "lat-stim-1", "lat-stim", "cra", "ccs")
+    # the paper's head-based mms and cra, each beside the residual-stream method that stands in for it
+    paper = ("zero-shot", "few-shot", "lora", "prompt-tuning", "mms-heads", "mms", "lat-stim-1", "lat-stim",
+             "cra-heads", "cra", "ccs")
     assert registry.expand_methods("paper") == paper
     assert registry.expand_methods("all") == paper + ("lat", "logreg", "random") == registry.expand_methods("paper,lat,all")
     assert registry.expand_methods("mms, zero-shot,mms") == ("mms", "zero-shot")
@@ -136,7 +138,7 @@ def test_method_sets_paper_and_all():
     counterparts = registry.paper_counterparts()
     assert all((m in counterparts) != bool(registry.get(m).paper_note) for m in registry.benchmark_methods())
     assert {counterparts[m] for m in paper if m in counterparts} == {
-        "zero_shot", "few_shot", "lora_fine_tuning", "prompt_tuning", "lat_stim_1", "lat_stim_2"}
+        "zero_shot", "few_shot", "lora_fine_tuning", "prompt_tuning", "mms", "lat_stim_1", "lat_stim_2", "cra"}
     assert list(counterparts) == ["zero-shot", "few-shot", "lora", "prompt-tuning", "mms-heads", "lat-stim-1",
                                   "lat-stim", "cra-heads"]
     # a method that only stands in for the paper's says why its numbers are not the paper's
