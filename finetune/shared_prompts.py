@@ -67,10 +67,13 @@ def run_shared(
     its continuations share once), ``prefix_embeds`` (prompts, n, d) at the row's root (prompt
     tuning)."""
     n_virtual = 0 if prefix_embeds is None else prefix_embeds.shape[1]
-    sequences = [EncodedSequence(tuple(prompt_ids[row, :int(prompt_mask[row].sum())].tolist()),
-                                 tuple(continuation_ids[index, :int(continuation_mask[index].sum())].tolist()))
-                 for index, row in enumerate(group.tolist())]
-    members = [[index for index, row in enumerate(group.tolist()) if row == g] for g in range(len(prompt_ids))]
+    # the rows are planned on the host from one copy of the token ids (not one wait for the device per row)
+    ids, id_mask, more_ids, more_mask, rows_of = host_integers([prompt_ids, prompt_mask, continuation_ids,
+                                                                continuation_mask, group])
+    sequences = [EncodedSequence(tuple(ids[row, :id_mask[row].sum()].tolist()),
+                                 tuple(more_ids[index, :more_mask[index].sum()].tolist()))
+                 for index, row in enumerate(rows_of.tolist())]
+    members = [[index for index, row in enumerate(rows_of.tolist()) if row == g] for g in range(len(prompt_ids))]
     forest = build_forest(members, [ViewSequences("rewards", sequences, with_loglik=False, deep=True)])
     flat = [flatten_group(forest, root) for root in forest.roots]
     rows = row_tensors(flat, [[g] for g in range(len(flat))], pad_id=0, prefix=n_virtual)
@@ -87,6 +90,16 @@ def run_shared(
     mask = tree_attention_mask(body.config, rows.subtree_ends.to(device), positions, embeds.dtype)
     hidden = body(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False).last_hidden_state
     return hidden[group.to(hidden.device), lasts.to(hidden.device)]
+
+
+def host_integers(tensors: list[torch.Tensor]) -> list[np.ndarray]:
+    """Integer tensors of one device as numpy arrays, in one copy to the host."""
+    flat = torch.cat([tensor.reshape(-1).long() for tensor in tensors]).cpu().numpy()
+    out, start = [], 0
+    for tensor in tensors:
+        out.append(flat[start:start + tensor.numel()].reshape(tuple(tensor.shape)))
+        start += tensor.numel()
+    return out
 
 
 def score_grouped(

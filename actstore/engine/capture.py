@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 
@@ -98,6 +99,42 @@ class Captured:
     residual: dict[int, torch.Tensor] = field(default_factory=dict)
     heads: dict[int, torch.Tensor] = field(default_factory=dict)
     final_norm: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class HostCaptured:
+    """What a pass captured, on the host: every site in one device-to-host copy."""
+
+    layers: tuple[int, ...]
+    residual: np.ndarray  # (layers, points, hidden)
+    head_layers: tuple[int, ...]
+    heads: np.ndarray | None  # (head layers, points, n_heads, head_dim)
+    final_norm: np.ndarray | None  # (points, hidden)
+
+    @classmethod
+    def of(cls, captured: Captured) -> "HostCaptured":
+        layers, head_layers = tuple(captured.residual), tuple(captured.heads)
+        parts = [*(captured.residual[layer] for layer in layers), *(captured.heads[layer] for layer in head_layers),
+                 *([captured.final_norm] if captured.final_norm is not None else [])]
+        host = iter(to_host(parts))
+        residual = [next(host) for _ in layers]
+        heads = [next(host) for _ in head_layers]
+        return cls(layers, np.stack(residual) if layers else np.empty((0, 0, 0), dtype=np.float32),
+                   head_layers, np.stack(heads) if head_layers else None,
+                   next(host) if captured.final_norm is not None else None)
+
+
+def to_host(tensors: list[torch.Tensor]) -> list[np.ndarray]:
+    """``tensors`` (float32, one device, the same first dimension) on the host, in one copy."""
+    if not tensors:
+        return []
+    flat = torch.cat([tensor.reshape(len(tensor), -1) for tensor in tensors], dim=1).cpu().numpy()
+    out, start = [], 0
+    for tensor in tensors:
+        width = int(np.prod(tensor.shape[1:], dtype=np.int64))
+        out.append(flat[:, start:start + width].reshape(tuple(tensor.shape)))
+        start += width
+    return out
 
 
 class LastTokenCapture:

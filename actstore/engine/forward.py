@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from actstore.engine.batching import PaddedBatch
-from actstore.engine.capture import DecoderParts, LastTokenCapture, StopForward
+from actstore.engine.capture import DecoderParts, HostCaptured, LastTokenCapture, StopForward
 from actstore.engine.logits import ModelLogits
 from actstore.engine.stage_clock import StageClock
 
@@ -47,21 +47,21 @@ def run_batch(parts: DecoderParts, capture: LastTokenCapture, batch: PaddedBatch
         if with_loglik:
             if output is None:
                 raise RuntimeError("the log-likelihood needs the full forward pass; the capture plan stopped early")
-            loglik = continuation_loglik(output.last_hidden_state.to(device), input_ids, batch.offsets.to(device),
-                                         batch.prompt_lengths.to(device), batch.lengths.to(device), parts.loglik_head)
+            loglik = continuation_loglik(output.last_hidden_state.to(device), input_ids, batch.offsets,
+                                         batch.prompt_lengths, batch.lengths, parts.loglik_head)
         return collect(capture, batch, loglik)
 
 
 def collect(capture: LastTokenCapture, batch: PaddedBatch, loglik: np.ndarray | None) -> BatchActivations:
-    """The captured activations of one pass, on the host, with the per-sequence facts of ``batch``."""
-    plan, captured = capture.plan, capture.captured
+    """The captured activations of one pass, on the host (one copy), with the per-sequence facts of ``batch``."""
+    plan, host = capture.plan, HostCaptured.of(capture.captured)
     last = batch.last_positions
     return BatchActivations(
-        residual=torch.stack([captured.residual[layer] for layer in plan.layers]).cpu().numpy(),
+        residual=host.residual[[host.layers.index(layer) for layer in plan.layers]],
         n_tokens=batch.lengths.numpy().astype(np.int32),
         last_token=batch.input_ids[torch.arange(len(last)), batch.last_positions].numpy().astype(np.int32),
-        final_norm=captured.final_norm.cpu().numpy() if plan.final_norm else None,
-        heads=torch.stack([captured.heads[layer] for layer in plan.head_layers]).cpu().numpy() if plan.head_layers else None,
+        final_norm=host.final_norm if plan.final_norm else None,
+        heads=host.heads[[host.head_layers.index(layer) for layer in plan.head_layers]] if plan.head_layers else None,
         loglik=loglik,
     )
 
@@ -72,8 +72,10 @@ def continuation_loglik(final_hidden: torch.Tensor, input_ids: torch.Tensor, off
 
     The token at column ``c`` is predicted from the hidden state at ``c - 1``; only those
     hidden states are gathered and sent through the LM head (in chunks), never every position.
+    ``offsets``, ``prompt_lengths`` and ``lengths`` are the batch's, on the host: where the continuation
+    tokens lie is planned there, without waiting for the device.
     """
-    rows, predicted_columns = continuation_positions(offsets, prompt_lengths, lengths)
+    rows, predicted_columns = (t.to(final_hidden.device) for t in continuation_positions(offsets, prompt_lengths, lengths))
     hidden = final_hidden[rows, predicted_columns - 1]
     targets = input_ids[rows, predicted_columns]
     return summed_token_logprobs(hidden, targets, rows, len(lengths), head)
@@ -101,10 +103,11 @@ def summed_token_logprobs(hidden: torch.Tensor, targets: torch.Tensor, rows: tor
 
 def continuation_positions(offsets: torch.Tensor, prompt_lengths: torch.Tensor,
                            lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(row, column) of every continuation token in a padded batch, row-major."""
+    """(row, column) of every continuation token in a padded batch, row-major, planned on the host (the batch's
+    own tensors, before they go to the device)."""
+    offsets, prompt_lengths, lengths = (np.asarray(t.numpy(), dtype=np.int64) for t in (offsets, prompt_lengths, lengths))
     counts = lengths - prompt_lengths
-    rows = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), counts)
-    first = torch.repeat_interleave(offsets + prompt_lengths, counts)
-    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-    within = torch.arange(int(counts.sum()), device=lengths.device) - starts
-    return rows, first + within
+    rows = np.repeat(np.arange(len(lengths)), counts)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    columns = np.repeat(offsets + prompt_lengths, counts) + np.arange(int(counts.sum())) - starts
+    return torch.from_numpy(rows), torch.from_numpy(columns)

@@ -25,7 +25,7 @@ import torch
 
 from actstore.engine.attention_masks import decoder_attention_mask, new_cache, takes_tree_masks, tree_attention_mask
 from actstore.engine.batching import EncodedSequence, pad_batch, position_ids_from_mask
-from actstore.engine.capture import Captured, CapturePlan, DecoderParts, LastTokenCapture, StopForward
+from actstore.engine.capture import Captured, CapturePlan, DecoderParts, HostCaptured, LastTokenCapture, StopForward
 from actstore.engine.forward import BatchActivations, continuation_positions, token_logprobs
 from actstore.engine.logits import ModelLogits
 from actstore.engine.prefix_tree import PlannedPass, PrefixForest, ViewSequences, build_forest, plan_passes
@@ -213,7 +213,7 @@ class _RowRunner:
             output = _run(body, input_ids=rows.input_ids, position_ids=rows.positions, attention_mask=mask,
                           use_cache=False)
         with self.clock.stage("gather"):
-            loglik = self.point_logliks(rows, output) if rows.with_loglik else None
+            loglik = self.point_logliks(rows, output).cpu().numpy() if rows.with_loglik else None
             captured = HostCaptured.of(capture.captured)
             for key, (points, indices) in rows.ends.items():
                 yield key, indices, _activations(self.views[key], captured, points, indices, loglik)
@@ -243,14 +243,19 @@ class _RowRunner:
         node_sums = torch.zeros(len(rows.nodes), dtype=torch.float64, device=device)
         node_sums.index_add_(0, torch.tensor(target_nodes, dtype=torch.long, device=device),
                              token_logprobs(hidden, targets, self.parts.loglik_head))
-        sums = node_sums.cpu().tolist()
-        path_sums = [0.0] * len(rows.nodes)
-        by_point = [0.0] * len(rows.point_rows)
+        # a point's sum is that of the nodes on its path: which nodes those are is known on the host, so the
+        # sums stay on the device (no copy to the host and back)
+        on_path: list[list[int]] = []
+        path_points, path_nodes = [], []
         for index, placed in enumerate(rows.nodes):  # parents come first
-            path_sums[index] = sums[index] + (path_sums[placed.parent] if placed.parent >= 0 else 0.0)
+            on_path.append([*(on_path[placed.parent] if placed.parent >= 0 else []), index])
             if placed.point >= 0:
-                by_point[placed.point] = path_sums[index]
-        return torch.tensor(by_point, dtype=torch.float64, device=device)
+                path_points += [placed.point] * len(on_path[index])
+                path_nodes += on_path[index]
+        by_point = torch.zeros(len(rows.point_rows), dtype=torch.float64, device=device)
+        by_point.index_add_(0, torch.tensor(path_points, dtype=torch.long, device=device),
+                            node_sums[torch.tensor(path_nodes, dtype=torch.long, device=device)])
+        return by_point
 
 
 class _TreeRunner:
@@ -305,8 +310,8 @@ class _TreeRunner:
             loglik = None
             if with_loglik:
                 loglik = above.loglik[rows_above] + loglik_after_prompt(
-                    output.last_hidden_state, above.last_hidden[rows_above], ids, segments.offsets.to(device),
-                    segments.lengths.to(device), self.parts.loglik_head)
+                    output.last_hidden_state, above.last_hidden[rows_above], ids, segments.offsets, segments.lengths,
+                    self.parts.loglik_head)
             node_pass = TreePass(planned.nodes, cache, padding, positions, above.lengths[rows_above] + segments.lengths.to(device),
                                  _at(output, last) if deep else None, loglik)
         return node_pass, capture.captured
@@ -320,9 +325,10 @@ class _TreeRunner:
                 rows.append(row)
                 indices.append(index)
         host = HostCaptured.of(captured)
+        loglik = node_pass.loglik.cpu().numpy() if node_pass.loglik is not None else None
         for key, (rows, indices) in ending.items():
             with self.clock.stage("gather"):
-                yield key, indices, _activations(self.views[key], host, rows, indices, node_pass.loglik)
+                yield key, indices, _activations(self.views[key], host, rows, indices, loglik)
 
 
 def _at(output, positions: torch.Tensor) -> torch.Tensor:
@@ -331,28 +337,8 @@ def _at(output, positions: torch.Tensor) -> torch.Tensor:
     return output.last_hidden_state[torch.arange(len(positions), device=positions.device), positions]
 
 
-@dataclass(frozen=True)
-class HostCaptured:
-    """What a pass captured, on the host, each site stacked once for all the views that read it."""
-
-    layers: tuple[int, ...]
-    residual: np.ndarray  # (layers, points, hidden)
-    head_layers: tuple[int, ...]
-    heads: np.ndarray | None  # (head layers, points, n_heads, head_dim)
-    final_norm: np.ndarray | None  # (points, hidden)
-
-    @classmethod
-    def of(cls, captured: Captured) -> "HostCaptured":
-        layers, head_layers = tuple(captured.residual), tuple(captured.heads)
-        return cls(layers, torch.stack([captured.residual[layer] for layer in layers]).cpu().numpy() if layers
-                   else np.empty((0, 0, 0), dtype=np.float32),
-                   head_layers, torch.stack([captured.heads[layer] for layer in head_layers]).cpu().numpy()
-                   if head_layers else None,
-                   captured.final_norm.cpu().numpy() if captured.final_norm is not None else None)
-
-
 def _activations(view: Responses, captured: HostCaptured, rows: list[int], indices: list[int],
-                 loglik: torch.Tensor | None) -> BatchActivations:
+                 loglik: np.ndarray | None) -> BatchActivations:
     plan = view.capture.plan
     sequences = [view.sequences[i] for i in indices]
     residual = captured.residual[np.ix_([captured.layers.index(layer) for layer in plan.layers], rows)] \
@@ -364,7 +350,7 @@ def _activations(view: Responses, captured: HostCaptured, rows: list[int], indic
         final_norm=captured.final_norm[rows] if plan.final_norm else None,
         heads=captured.heads[np.ix_([captured.head_layers.index(layer) for layer in plan.head_layers], rows)]
         if plan.head_layers else None,
-        loglik=loglik[torch.tensor(rows, device=loglik.device)].cpu().numpy() if view.with_loglik else None,
+        loglik=loglik[rows] if view.with_loglik else None,
     )
 
 
@@ -394,10 +380,13 @@ def loglik_after_prompt(continuation_hidden: torch.Tensor, prompt_last_hidden: t
                         head: ModelLogits) -> torch.Tensor:
     """Per row, sum_t log p(continuation token t | prompt, tokens before t), float64: token 0 from the
     prompt's last hidden state (``prompt_last_hidden``, one per row), token t > 0 from continuation
-    position t - 1. ``offsets``: each row's first real column (0 for right padding). The store's
-    log-likelihood in the level-by-level tree comes from here."""
-    rows, columns = continuation_positions(offsets, torch.zeros_like(lengths), lengths)
-    first = columns == offsets[rows]
+    position t - 1. ``offsets``: each row's first real column (0 for right padding); ``offsets`` and ``lengths``
+    on the host, where the positions are planned. The store's log-likelihood in the level-by-level tree
+    comes from here."""
+    host_rows, host_columns = continuation_positions(offsets, torch.zeros_like(lengths), lengths)
+    device = continuation_hidden.device
+    first = (host_columns == offsets[host_rows]).to(device)
+    rows, columns = host_rows.to(device), host_columns.to(device)
     hidden = torch.where(first[:, None], prompt_last_hidden[rows], continuation_hidden[rows, (columns - 1).clamp(min=0)])
     totals = torch.zeros(len(lengths), dtype=torch.float64, device=hidden.device)
     return totals.index_add_(0, rows, token_logprobs(hidden, continuation_ids[rows, columns], head))
