@@ -44,7 +44,6 @@ from actstore.models.devices import default_device  # noqa: E402
 from distributions.data import load_split, resolve_data_dir  # noqa: E402
 from actstore.engine.extraction import ExtractConfig, extract  # noqa: E402
 from actstore.models import ModelSpec, load_model  # noqa: E402
-from actstore.engine.prompt_reuse import reuses_prompts  # noqa: E402
 from actstore.engine.sequence_table import sequence_table  # noqa: E402
 from actstore.engine.stage_clock import clock_for  # noqa: E402
 from actstore.engine.views import VIEWS, encode  # noqa: E402
@@ -202,13 +201,12 @@ def store_size(url: str) -> int:
 
 
 def run_extract(name: str, args, out_root: Path, device: torch.device, memory: PeakMemory, n_tokens: int,
-                computed_tokens: int, *, compute_dtype: str, prompt_reuse: bool | None) -> Run:
+                computed_tokens: int, *, compute_dtype: str, prompt_reuse: bool = True) -> Run:
     config = ExtractConfig(model=args.model, datasets=(args.dataset,), splits=(args.split,), views=("plain",),
                            limit=args.limit, data_dir=str(args.data_dir), out=str(out_root / slug(name)), device=str(device),
                            compute_dtype=compute_dtype, prompt_reuse=prompt_reuse, batch_tokens=args.batch_tokens,
                            progress=False)
     dtype = resolve_compute_dtype(compute_dtype, str(device))
-    prompt_reuse = reuses_prompts(prompt_reuse, str(device))
     rate_before = matmul_flops(torch_dtype(dtype), device)
     loaded = load(args, torch_dtype(dtype), device)
     parameters = body_parameters(loaded.model)
@@ -268,7 +266,7 @@ def multi_view(args, device: torch.device, out_root: Path) -> list[dict]:
              **{key: sum(row[key] for row in alone) for key in ("seconds", "cpu_seconds", "sequences", "passes",
                                                                  "token_slots")}}
     for row in (*alone, total, together):
-        row.update(dtype=dtype, prompt_reuse=reuses_prompts(None, str(device)))
+        row.update(dtype=dtype, prompt_reuse=True)
     together["x one at a time"] = {key: total[key] / together[key]
                                    for key in ("seconds", "cpu_seconds", "passes", "token_slots")}
     return [*alone, total, together]
@@ -371,11 +369,9 @@ def main(argv=None) -> dict:
                 memory.peak_rss(), memory.peak_gpu(), None, split_s)]
     del loaded
 
-    variants = [("actstore extract", "auto", None)]
+    variants = [("actstore extract", "auto", True)]  # the prefix tree, on every device
     if args.ablations:
-        other = not reuses_prompts(None, str(device))
-        variants += [("  --prompt-reuse" if other else "  --no-prompt-reuse", "auto", other),
-                     ("  float32, --no-prompt-reuse", "float32", False)]
+        variants += [("  --no-prompt-reuse", "auto", False), ("  float32, --no-prompt-reuse", "float32", False)]
     with tempfile.TemporaryDirectory(prefix="extract-bench-") as out_root:
         for name, compute_dtype, reuse in variants:
             runs.append(run_extract(name, args, Path(out_root), device, memory, n_tokens, computed_tokens,
@@ -392,10 +388,20 @@ def main(argv=None) -> dict:
     print(f"{args.model} on {device_name}: {args.dataset}/{args.split}, {len(encoded)} sequences, {n_tokens} tokens "
           f"({computed_tokens} with prompt reuse)")
     print(table(runs))
+    print("RESULT: " + "; ".join(result_line(run) for run in runs))  # benchmarks/gpu_check.sh's table
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(report, indent=1))
     return report
+
+
+def result_line(run: Run) -> str:
+    """One run in a few numbers: useful and computed tokens/s, the share of the matmul rate, peak memory."""
+    peak = run.peak_gpu_bytes if run.peak_gpu_bytes is not None else run.peak_memory_bytes
+    where = "GPU" if run.peak_gpu_bytes is not None else "RSS"
+    return (f"{run.name.strip()}: {run.tokens_per_second:.0f} tok/s useful, "
+            f"{run.computed_tokens / run.seconds:.0f} computed, {100 * run.computed_flops / run.matmul_flops:.1f}% "
+            f"of matmul, peak {where} {(peak or 0) / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":
