@@ -235,7 +235,7 @@ def check_several_processes(where: Path, namespace: dict) -> None:
     from common import default_store_root
 
     for dataset in ("arith_easy", "arith_hard"):
-        store = open_store(str(default_store_root() / "tiny-random" / dataset / "train.limit20.plain.zarr"))
+        store = open_store(str(default_store_root() / "tiny-random" / dataset / "train.plain.zarr"))
         assert store.meta["complete"] and store.meta["n_sequences"] == 60, dataset
     import json
 
@@ -253,14 +253,14 @@ def check_large_models(where: Path, namespace: dict) -> None:
     from actstore import open_store
 
     for root in ("offloaded", "quantized"):
-        assert open_store(str(where / root / "smollm2-135m/arith_easy/test.limit10.plain.zarr")).meta["complete"], root
+        assert open_store(str(where / root / "smollm2-135m/arith_easy/test.plain.zarr")).meta["complete"], root
 
 
 def check_reliability(where: Path, namespace: dict) -> None:
     from actstore import open_store
     from common import default_store_root
 
-    assert open_store(str(default_store_root() / "tiny-random/arith_easy/train.limit20.plain.zarr")).meta["complete"]
+    assert open_store(str(default_store_root() / "tiny-random/arith_easy/train.plain.zarr")).meta["complete"]
     assert namespace["train_url"].startswith("memory://stores/tiny-random/arith_easy/train")
 
 
