@@ -43,6 +43,7 @@ SPECIAL_CASES: dict[str, dict] = {
                         n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, first_k_dense_replace=1,
                         n_group=1, topk_group=1, num_key_value_heads=4),
     "gptj": dict(rotary_dim=8),
+    "opt": dict(ffn_dim=128, word_embed_proj_dim=64),  # learned positions, offset by 2
 }
 # Where a family's logits are processed after the head, the test checks that the processing matters.
 PROCESSED_LOGITS = ("gemma2", "gemma3_text", "granite", "cohere", "cohere2")

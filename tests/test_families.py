@@ -209,6 +209,8 @@ def test_an_unsupported_model_type_is_refused_in_one_line():
 
     with pytest.raises(UserError, match="model type 'bloom' is not supported \\(supported: llama, mistral"):
         family_of(AutoConfig.for_model("bloom"))
+    with pytest.raises(UserError, match="OPT with 32-wide embeddings projected to its width 64 .OPT-350m's shape. is not"):
+        family_of(AutoConfig.for_model("opt", hidden_size=64, word_embed_proj_dim=32))
 
 
 def saved(model_type: str, directory) -> str:
@@ -315,7 +317,8 @@ PROVEN_ELSEWHERE = {"llama": "SmolLM2-135M end to end; 8-bit in tests/test_model
 DESCRIBED_CASES = ((("num_local_experts", "num_experts", "n_routed_experts"), "routed experts"),
                    (("kv_lora_rank",), "multi-head latent attention"),
                    (("no_rope_layers",), "a block without rotary positions"),
-                   (("rotary_dim",), "rotary positions on part of each head"))
+                   (("rotary_dim",), "rotary positions on part of each head"),
+                   (("word_embed_proj_dim",), "learned absolute positions"))
 
 
 def supported_models_table() -> str:

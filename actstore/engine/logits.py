@@ -120,7 +120,10 @@ class ModelLogits:
         lm_head = causal_lm.get_output_embeddings()
         self.head = Float32Head(lm_head)
         self.head_name = next(name for name, module in causal_lm.named_children() if module is lm_head)
-        self.body_name = next(name for name, module in causal_lm.named_children() if module is causal_lm.base_model)
+        # the decoder the forward calls, where it sits (``model``; OPT's one level deeper: ``model.decoder``)
+        decoder = causal_lm.get_decoder()
+        path = next(name for name, module in causal_lm.named_modules() if module is decoder)
+        self.decoder_parent, _, self.decoder_name = path.rpartition(".")
 
     @property
     def vocab_size(self) -> int:
@@ -128,7 +131,8 @@ class ModelLogits:
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
         hidden = hidden.float()[None]
-        with _replaced(self.causal_lm, {self.body_name: _Given(hidden), self.head_name: self.head}):
+        parent = self.causal_lm.get_submodule(self.decoder_parent)
+        with _replaced(parent, {self.decoder_name: _Given(hidden)}), _replaced(self.causal_lm, {self.head_name: self.head}):
             # the class's forward, not the module's call: accelerate's hooks on the model stay out of it
             output = type(self.causal_lm).forward(self.causal_lm, inputs_embeds=hidden, use_cache=False)
         return output.logits[0].float()

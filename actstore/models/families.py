@@ -60,7 +60,20 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("deepseek_v3", "DeepSeek-V3", lora_targets=("q_proj", "kv_a_proj_with_mqa")),
     Family("gptj", "GPT-J", final_norm="ln_f", attention_output="attn.out_proj"),
     Family("gpt_bigcode", "StarCoder (GPTBigCode)", final_norm="ln_f", attention_output="attn.c_proj"),
+    Family("opt", "OPT", final_norm="final_layer_norm", attention_output="self_attn.out_proj"),
 )}
+
+
+def _projected_embeddings(config) -> str | None:
+    embeddings = getattr(config, "word_embed_proj_dim", None) or config.hidden_size
+    if embeddings == config.hidden_size:
+        return None
+    return (f"OPT with {embeddings}-wide embeddings projected to its width {config.hidden_size} (OPT-350m's shape) "
+            "is not supported: the head reads a projection of the final norm, not the final norm")
+
+
+# Shapes of a supported family that are not: a one-line reason
+UNSUPPORTED_SHAPES = {"opt": _projected_embeddings}
 
 
 def family_of(config, source: str = "model") -> Family:
@@ -69,6 +82,9 @@ def family_of(config, source: str = "model") -> Family:
     family = FAMILIES.get(model_type)
     if family is None:
         raise UserError(f"{source}: model type {model_type!r} is not supported (supported: {', '.join(FAMILIES)})")
+    problem = UNSUPPORTED_SHAPES[model_type](config) if model_type in UNSUPPORTED_SHAPES else None
+    if problem:
+        raise UserError(f"{source}: {problem}")
     return family
 
 
