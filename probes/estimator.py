@@ -79,7 +79,7 @@ class StoreProbe(BaseEstimator):
         the labels: no ``y``)."""
         object.__setattr__(self, "fitted_", None)  # fitting again starts afresh, as scikit-learn's contract says
         if is_arrays(X):
-            x = self._matrix(X)
+            x = self._matrix(X, fitting=True)
             source = RowArrays(x, self._array_views(), labels_of(y, groups, len(x), self.method))
             object.__setattr__(self, "n_features_in_", x.shape[-1])
         else:
@@ -100,11 +100,12 @@ class StoreProbe(BaseEstimator):
     def _array_views(self) -> tuple[str, ...]:
         return ("loglik",) if self.spec.loglik else self.spec.views
 
-    def _matrix(self, X) -> np.ndarray:  # noqa: N803
+    def _matrix(self, X, fitting: bool = False) -> np.ndarray:  # noqa: N803
+        """``X`` checked; scored, of the width it was fitted on."""
         x = as_matrix(X, multi_site=not self.spec.takes_layer and not self.spec.loglik,
                       n_views=len(self._array_views()), method=self.method)
         width = getattr(self, "n_features_in_", None)
-        if width is not None and x.shape[-1] != width:
+        if not fitting and width is not None and x.shape[-1] != width:
             raise ArrayInputError(f"{self.method}: X has width {x.shape[-1]}, but the probe was fitted on width {width}")
         return x
 
@@ -149,11 +150,11 @@ class StoreProbe(BaseEstimator):
 
     def predict(self, X, groups=None) -> np.ndarray:  # noqa: N803
         """Per row: 1 for the response scored highest among its example's (``groups``), else 0."""
-        scores = self.decision_function(X)
+        self.fitted  # a probe that is not fitted says so first
         if groups is None:
             raise ArrayInputError(f"{self.method}: predict needs groups (each row's example id) to know "
                                   "which responses compete")
-        return best_in_group(scores, groups)
+        return best_in_group(self.decision_function(X), groups)
 
     def margins(self, source) -> np.ndarray:
         return self.fitted.margins(as_source(source))

@@ -142,6 +142,8 @@ def test_clone_of_a_fitted_probe_is_unfitted_and_refits_the_same(stores):
     copy = clone(fitted)
     assert copy.get_params() == fitted.get_params() and getattr(copy, "fitted_", None) is None
     np.testing.assert_array_equal(copy.fit(X, y, groups=groups).decision_function(X), fitted.decision_function(X))
+    narrower = fitted.fit(X[:, :8], y, groups=groups)  # fitting again, on other features, starts afresh
+    assert narrower.n_features_in_ == 8 and narrower.decision_function(X[:, :8]).shape == (len(y),)
 
 
 # The checks that assume labels of any classification task (y in {0, 1, 2}, per-row predictions without
