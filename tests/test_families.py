@@ -55,15 +55,15 @@ def reference(model, sequence: EncodedSequence, heads_of) -> dict:
                for i, module in enumerate(heads_of)]
     try:
         with torch.no_grad():
-            out = model(torch.tensor([sequence.ids]), output_hidden_states=True)
+            out = model(torch.tensor([sequence.ids], device=model.device), output_hidden_states=True)
     finally:
         for handle in handles:
             handle.remove()
-    logprobs = torch.log_softmax(out.logits[0].float(), dim=-1)
+    logprobs = torch.log_softmax(out.logits[0].float(), dim=-1).cpu()
     start = len(sequence.prompt_ids)
     picked = logprobs[torch.arange(start - 1, len(sequence.ids) - 1), torch.tensor(sequence.continuation_ids)]
-    return {"hidden": torch.stack([h[0, -1] for h in out.hidden_states]), "heads": torch.stack(
-        [seen[i] for i in range(len(heads_of))]), "loglik": float(picked.double().sum())}
+    return {"hidden": torch.stack([h[0, -1] for h in out.hidden_states]).cpu(), "heads": torch.stack(
+        [seen[i] for i in range(len(heads_of))]).cpu(), "loglik": float(picked.double().sum())}
 
 
 def assert_close_per_layer(got: np.ndarray, want: torch.Tensor, what: str) -> None:
@@ -202,13 +202,22 @@ def test_one_training_step_equals_an_independent_loss(family_model, method):
     assert after != pytest.approx(float(loss.detach()), abs=1e-6)
 
 
-def test_an_unsupported_model_type_is_refused_in_one_line():
+@pytest.mark.parametrize("model_type", ["bloom", "mpt", "xglm", "codegen", "mamba", "rwkv", "jamba", "recurrent_gemma"])
+def test_an_unsupported_model_type_is_refused_in_one_line(model_type):
     from transformers import AutoConfig
 
     from common import UserError
 
-    with pytest.raises(UserError, match="model type 'bloom' is not supported \\(supported: llama, mistral"):
-        family_of(AutoConfig.for_model("bloom"))
+    with pytest.raises(UserError, match=f"model type '{model_type}' is not supported \\(supported: llama, mistral") as raised:
+        family_of(AutoConfig.for_model(model_type))
+    assert "\n" not in str(raised.value)
+
+
+def test_a_shape_of_a_supported_family_that_is_not_proven_is_refused_in_one_line():
+    from transformers import AutoConfig
+
+    from common import UserError
+
     with pytest.raises(UserError, match="OPT with 32-wide embeddings projected to its width 64 .OPT-350m's shape. is not"):
         family_of(AutoConfig.for_model("opt", hidden_size=64, word_embed_proj_dim=32))
 

@@ -76,3 +76,23 @@ def test_genies_run_under_torchrun_joins_over_nccl(data, tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=300, env=environment)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (tmp_path / "run" / "results.csv").is_file()
+
+
+def test_attention_sinks_under_flex_attention_equal_transformers_on_the_gpu():
+    """gpt-oss's sinks run under flex attention on GPUs only (refused on the CPU): the tree under it equals
+    transformers' own forward of the same model on the GPU, in float32."""
+    import copy
+
+    import torch
+
+    from actstore.models.attention import attention_sinks, set_attention
+    from model_families import tiny_family_model
+    from test_families import check_extraction
+
+    family_model = tiny_family_model("gpt_oss")
+    reference_model = family_model.model.cuda()
+    flex = copy.deepcopy(reference_model)
+    assert attention_sinks(flex)
+    assert set_attention(flex, "gpt_oss", "flex_attention", "cuda", trains=False) == "flex_attention"
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        check_extraction(flex, reference_model, family_model.tokenizer, prompt_reuse=True, padding_side="right")
