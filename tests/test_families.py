@@ -106,7 +106,7 @@ def test_tree_attention_under_flex_attention_equals_transformers(model_type):
     family_model = tiny_family_model(model_type)
     flex = copy.deepcopy(family_model.model)
     name = flex.config.model_type
-    if not flex._supports_flex_attn or attention_sinks(flex):  # sinks: flex attention on GPUs only
+    if not flex._supports_flex_attn or attention_sinks(flex):  # sinks under flex: not checked, refused
         with pytest.raises(UserError, match=f"^{name}: --attention flex_attention is not available"):
             set_attention(flex, name, "flex_attention", "cpu", trains=False)
         return
@@ -348,7 +348,7 @@ def supported_models_table() -> str:
         config = tiny_family_model(family.model_type).model.config
         cases += ["multi-query attention"] * bool(getattr(config, "multi_query", False)
                                                   and not getattr(config, "new_decoder_architecture", False))
-        cases += ["attention sinks (flex attention on GPUs only)"] * attention_sinks(tiny_family_model(
+        cases += ["attention sinks (flex attention refused)"] * attention_sinks(tiny_family_model(
             family.model_type).model)
         also = [] if family.model_type in QUANTIZED else ["4-bit not tested: bitsandbytes' CPU kernel refuses its "
                                                           "width-1 shared-expert gate"]

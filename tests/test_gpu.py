@@ -1,6 +1,7 @@
 """On a CUDA GPU (skipped elsewhere): extraction equals the CPU's float32 stores under sdpa and flex attention,
 with the prefix tree and without; a 4-bit load extracts; `genies run` under torchrun joins its processes over
-nccl. benchmarks/gpu_check.sh runs these first."""
+nccl; gpt-oss's attention sinks are refused under flex attention there too. benchmarks/gpu_check.sh runs these
+first."""
 
 import os
 import subprocess
@@ -78,21 +79,12 @@ def test_genies_run_under_torchrun_joins_over_nccl(data, tmp_path):
     assert (tmp_path / "run" / "results.csv").is_file()
 
 
-def test_attention_sinks_under_flex_attention_equal_transformers_on_the_gpu():
-    """gpt-oss's sinks run under flex attention on GPUs only (refused on the CPU): the tree under it equals
-    transformers' own forward of the same model on the GPU, in float32."""
-    import copy
-
-    import torch
-
-    from actstore.models.attention import attention_sinks, set_attention
+def test_attention_sinks_are_refused_under_flex_attention_on_the_gpu_too():
+    from actstore.models.attention import set_attention
+    from common import UserError
     from model_families import tiny_family_model
-    from test_families import check_extraction
 
-    family_model = tiny_family_model("gpt_oss")
-    reference_model = family_model.model.cuda()
-    flex = copy.deepcopy(reference_model)
-    assert attention_sinks(flex)
-    assert set_attention(flex, "gpt_oss", "flex_attention", "cuda", trains=False) == "flex_attention"
-    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
-        check_extraction(flex, reference_model, family_model.tokenizer, prompt_reuse=True, padding_side="right")
+    model = tiny_family_model("gpt_oss").model.cuda()
+    with pytest.raises(UserError, match="attention sinks under flex attention are not checked"):
+        set_attention(model, "gpt_oss", "flex_attention", "cuda", trains=False)
+    assert set_attention(model, "gpt_oss", "auto", "cuda", trains=False) != "flex_attention"

@@ -60,7 +60,8 @@ def flex_attention_available() -> bool:
 
 
 def attention_sinks(model) -> bool:
-    """Whether the model's attention has learned sinks (gpt-oss), which flex attention runs on GPUs only."""
+    """Whether the model's attention has learned sinks (gpt-oss). Flex attention runs them on GPUs only, and the
+    tree under it has not been checked there against transformers' forward: it is refused on every device."""
     return any(getattr(module, "sinks", None) is not None for module in model.modules())
 
 
@@ -70,10 +71,11 @@ def set_attention(model, name: str, requested: str, device: str, *, trains: bool
     and return the implementation it runs. ``auto`` falls back to the family's own where the family lacks
     flex attention; a choice given explicitly that the model cannot take is refused in one line."""
     wanted = wanted_attention(requested, device, trains=trains, several_gpus=several_gpus, tree_masks=tree_masks)
-    if wanted == "flex_attention" and not str(device).startswith("cuda") and attention_sinks(model):
+    if wanted == "flex_attention" and attention_sinks(model):
         if requested != "auto":
-            raise UserError(f"{name}: --attention flex_attention is not available for {type(model).__name__} on "
-                            f"{device} (its attention sinks need flex attention's GPU kernels)")
+            raise UserError(f"{name}: --attention flex_attention is not available for {type(model).__name__} "
+                            "(its attention sinks under flex attention are not checked against transformers' "
+                            "forward); use the family's own attention (--attention auto)")
         wanted = None
     if wanted is not None and wanted != model.config._attn_implementation:
         try:
