@@ -345,7 +345,8 @@ def actstore_extract(config):
 
     def report(result):
         rate = f", {result.sequences_per_second:.1f} seq/s" if result.sequences_per_second else ""
-        click.echo(f"{result.url}  ({result.status}: {result.n_sequences} sequences{rate})")
+        computed = f", {result.sequences_computed} computed" if result.status == "grown" else ""
+        click.echo(f"{result.url}  ({result.status}: {result.n_sequences} sequences{computed}{rate})")
 
     def starting(resolved):
         from actstore.models.devices import device_choice

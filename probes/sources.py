@@ -122,8 +122,9 @@ class StoreSource(FeatureSource):
         if named is not None:
             named.check(store.meta, url, url)
         if self.limit is not None and not covers(store.meta, self.limit):
-            raise UserError(f"{url}: holds the first {store.meta['limit']} examples, not {self.limit}; grow it with: "
-                            f"{extract_command({**store.meta, 'limit': self.limit}, [view])}")
+            root = str(url).rstrip("/").rsplit("/", 3)[0]
+            grow = extract_command({**store.meta, "limit": self.limit}, [view], exact=True, root=root)
+            raise UserError(f"{url}: holds the first {store.meta['limit']} examples, not {self.limit}; grow it with: {grow}")
         if self._rows is None and self.limit is not None:
             self._rows = prefix_rows(store.sequences()["example"], self.limit)
         if self._stores:

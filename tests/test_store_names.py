@@ -2,6 +2,7 @@
 another store's name (by hand, by a copy, by a script) is refused in one line naming both, wherever
 a name is looked up: probes fit/eval/sweep, actstore info, a train store's own test split."""
 
+import shlex
 import shutil
 
 import pytest
@@ -93,8 +94,11 @@ def test_a_store_of_fewer_examples_than_asked_for_is_refused(root):
     shutil.rmtree(root / "tiny-random/easy/train.plain.zarr")
     fails(probes, fit(root, "tiny-random/easy/train", "--limit", "6"), "only the first 4 examples (asked for 6)")
     move(root, first4, "tiny-random/easy/train.plain.zarr")
-    fails(probes, fit(root, "tiny-random/easy/train", "--limit", "6"), "holds the first 4 examples, not 6; grow it with: "
-          "actstore extract --model tiny-random --dataset easy --split train --views plain --limit 6")
+    line = fails(probes, fit(root, "tiny-random/easy/train", "--limit", "6"), "holds the first 4 examples, not 6; grow "
+                 "it with: actstore extract --model tiny-random --dataset easy --split train --views plain --limit 6")
+    grown = CliRunner().invoke(actstore, shlex.split(line.split("grow it with: ")[1])[1:] + ["--no-progress"])
+    assert grown.exit_code == 0 and "(grown: 12 sequences, 4 computed" in grown.output, grown.output
+    assert CliRunner().invoke(probes, [str(a) for a in fit(root, "tiny-random/easy/train", "--limit", "6")]).exit_code == 0
 
 
 def test_a_plain_store_at_a_views_name_is_refused(root):

@@ -6,9 +6,9 @@ from pathlib import Path
 
 
 def extract_command(meta: dict, views: tuple[str, ...] | list[str], *, heads: bool = False, root: str | None = None,
-                    repair: bool = False) -> str:
-    """The command that extracts ``views`` of the split ``meta`` describes; with ``repair``, the
-    exact settings recorded in the store (so the command resumes it instead of refusing it)."""
+                    repair: bool = False, exact: bool = False) -> str:
+    """The command that extracts ``views`` of the split ``meta`` describes; with ``exact`` (to grow the store)
+    or ``repair``, the settings recorded in the store, so that the command continues it instead of refusing it."""
     identity = meta.get("identity") or {}
     model = meta.get("model") or meta.get("model_id") or "MODEL"
     command = (f"actstore extract --model {model} --dataset {meta.get('dataset', 'DATASET')} "
@@ -19,7 +19,7 @@ def extract_command(meta: dict, views: tuple[str, ...] | list[str], *, heads: bo
         command += " --site heads"
     if meta.get("prompt_format", "raw") != "raw":
         command += f" --prompt-format {meta['prompt_format']}"
-    if not repair:
+    if not (repair or exact):
         return command
     if identity.get("layers"):
         command += f" --layers {layer_spec(identity['layers'])}"
@@ -33,7 +33,7 @@ def extract_command(meta: dict, views: tuple[str, ...] | list[str], *, heads: bo
         command += f" --data-dir {data_file.parent.parent.parent}"
     if root:
         command += f" --out {root}"
-    return command + " --repair"
+    return command + (" --repair" if repair else "")
 
 
 def layer_spec(layers: list[int]) -> str:
