@@ -24,7 +24,7 @@ demo: install
 	$(VENV)/bin/genies demo
 
 test: install
-	$(VENV)/bin/python -m pytest -q tests --durations=30
+	$(VENV)/bin/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile tests --durations=30
 
 # The documentation site from docs/ (mkdocs.yml) into site/; --strict: a broken link or reference fails.
 docs: install

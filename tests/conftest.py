@@ -14,6 +14,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "genies-data"
 
 
+def pytest_configure(config):
+    """Under several workers (pytest-xdist), the packaged model is converted into the model cache once, here,
+    before they start: never two processes converting it at once."""
+    if getattr(config, "workerinput", None) is None and config.getoption("numprocesses", default=None):
+        from actstore.models import load_model
+
+        load_model("smollm2-135m")
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Tiny models run fastest on one thread, and the machine's two cores are shared."""
