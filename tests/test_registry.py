@@ -109,7 +109,7 @@ def test_kinds_and_what_reads_them():
     assert {n for n, k in kinds.items() if k is Kind.LIVE_TRAINED} == {"lora", "prompt-tuning"}
     assert {n for n, k in kinds.items() if k is Kind.LIVE_UNTRAINED} == {"few-shot"}
     assert {n for n, k in kinds.items() if k is Kind.STORE_BASELINE} == {"zero-shot"}
-    assert set(registry.benchmark_methods()) == set(kinds) - {"mms-heads", "cra-heads"}
+    assert set(registry.benchmark_methods()) == set(kinds)  # per-head methods too: their runs extract heads
     assert [n for n, s in registry.all_methods().items() if not s.counts_as_capability] == ["random"]
     assert {n for n, s in registry.all_methods().items() if s.takes_layer} == {"mms", "lat", "ccs", "cra", "logreg",
                                                                                 "random"}
