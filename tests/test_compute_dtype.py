@@ -124,6 +124,29 @@ def test_loglik_head_keeps_no_float32_copy_and_chunks_the_vocabulary(monkeypatch
     torch.testing.assert_close(chunked, exact, rtol=1e-6, atol=1e-4)
 
 
+@pytest.mark.parametrize("failure, falls_back", [
+    (NotImplementedError("aten::mm.dtype has no kernel for this backend"), True),
+    (TypeError("mm() got an unexpected keyword argument 'out_dtype'"), True),
+    (TypeError("mm(): argument 'input' must be Tensor"), False),
+    (torch.OutOfMemoryError("CUDA out of memory"), False),
+])
+def test_the_float32_output_gemm_falls_back_only_where_torch_or_its_backend_lacks_it(monkeypatch, failure, falls_back):
+    """The CUDA head's bfloat16 GEMM with float32 output: None (the float32 path then) only where torch.mm takes no
+    out_dtype or the backend has no kernel for it; any other error, an out-of-memory above all, is raised."""
+    import actstore.engine.logits as logits_module
+
+    def failing(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(logits_module.torch, "mm", failing)
+    rows, weight = torch.randn(3, 8), torch.randn(5, 8)
+    if falls_back:
+        assert logits_module.float32_output_gemm(rows, weight) is None
+    else:
+        with pytest.raises(type(failure)):
+            logits_module.float32_output_gemm(rows, weight)
+
+
 @pytest.mark.gpu
 def test_loglik_head_on_cuda_takes_the_float32_output_gemm_and_equals_float64(monkeypatch):
     """On a GPU the head's bfloat16 operands go through torch.mm with float32 output (no float32 copy of the

@@ -12,7 +12,6 @@ from actstore import open_store
 from actstore.engine.extraction import ExtractConfig, extract
 from actstore.engine.sequence_table import sequence_table
 from actstore.store.growth import grow
-from actstore.store.migration import migrate
 from cli import actstore, probes
 from conftest import write_distribution
 from distributions.data import load_split

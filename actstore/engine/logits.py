@@ -65,16 +65,25 @@ def _compute_device(lm_head: torch.nn.Module, weight: torch.Tensor) -> torch.dev
 def _float32_product(rows: torch.Tensor, weight: torch.Tensor, exact_bfloat16: bool) -> torch.Tensor:
     """``rows @ weight.T`` in float32 (operands that hold bfloat16 values exactly on the bfloat16 units)."""
     if exact_bfloat16 and rows.device.type == "cuda":
-        try:
-            return torch.mm(rows.bfloat16(), weight.bfloat16().T, out_dtype=torch.float32)
-        except TypeError as err:  # a torch whose torch.mm takes no out_dtype
-            if "out_dtype" not in str(err):
-                raise
-        except NotImplementedError:  # a backend without the float32-output GEMM (aten::mm.dtype); an OOM still raises
-            pass
+        product = float32_output_gemm(rows, weight)
+        if product is not None:
+            return product
     exact_on_cpu = exact_bfloat16 and rows.device.type == "cpu" and _has_bfloat16_arithmetic()
     with _bfloat16_arithmetic() if exact_on_cpu else nullcontext():
         return torch.nn.functional.linear(rows.float(), weight.float())
+
+
+def float32_output_gemm(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
+    """``rows @ weight.T`` from bfloat16 operands with float32 output, or None where this torch has no such GEMM
+    (no ``out_dtype``) or the backend lacks it (``aten::mm.dtype``); any other error, an out-of-memory too, raises."""
+    try:
+        return torch.mm(rows.bfloat16(), weight.bfloat16().T, out_dtype=torch.float32)
+    except TypeError as err:
+        if "out_dtype" not in str(err):
+            raise
+    except NotImplementedError:
+        pass
+    return None
 
 
 def _exactly_bfloat16(tensor: torch.Tensor) -> bool:
