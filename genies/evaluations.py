@@ -17,6 +17,8 @@ import math
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
+
 from common.atomic import is_complete, read_marker
 from common import UserError, write_text_atomic
 from genies.run_info import RESULTS_CHECKSUM
@@ -24,37 +26,49 @@ from distributions.split_file import fingerprint
 from distributions.data import resolve_data_dir, split_path
 from actstore.store import find_store
 from actstore.store.growth import covers
-from genies.generalization import Evaluation, ResultRow, RowEvaluations
+from genies.generalization import DIRECTIONS, Evaluation, ResultRow, RowEvaluations
 from genies.plan import DataFingerprints, DoneChecks
 from common.metrics import ExampleOutcomes, Metrics
 
 OUTCOMES_KEY = "outcomes"
+REFIT_OUTCOMES_KEY = "refit_outcomes"
 DATA_KEY = "data"  # the data fingerprints an evaluation was computed from
 CHECKSUM_KEY = "checksum"  # sha256 of the rest of the record: an edited or damaged file is never used
 
 
 def evaluation_from_metrics(method: str, trained_on: str, tested_on: str, metrics: Metrics, layer: int | None = None,
                             outcomes: ExampleOutcomes | None = None, validation_pairs: int | None = None,
-                            compute_dtype: str | None = None, degenerate: str | None = None) -> Evaluation:
-    """The shared metrics module's result (common.metrics.compute_metrics) as one Evaluation."""
-    return Evaluation(method=method, trained_on=trained_on, tested_on=tested_on, accuracy=metrics.accuracy, layer=layer,
+                            compute_dtype: str | None = None, degenerate: str | None = None,
+                            refit_outcomes: tuple[ExampleOutcomes, ...] | None = None,
+                            refits: str | None = None) -> Evaluation:
+    """The shared metrics module's result (common.metrics.compute_metrics) as one Evaluation. A chance baseline's
+    directions (``refits`` "directions"): its accuracy is their mean, the fit's own among them."""
+    accuracy = metrics.accuracy
+    if refits == DIRECTIONS and refit_outcomes:
+        accuracy = float(np.mean([accuracy, *(o.accuracy for o in refit_outcomes)]))
+    return Evaluation(method=method, trained_on=trained_on, tested_on=tested_on, accuracy=accuracy, layer=layer,
                       auroc=metrics.auroc, brier=metrics.brier, rms_calibration_error=metrics.rms_calibration_error,
                       outcomes=outcomes, validation_pairs=validation_pairs, compute_dtype=compute_dtype,
-                      degenerate=degenerate)
+                      degenerate=degenerate, refit_outcomes=refit_outcomes, refits=refits)
 
 
 def evaluation_record(evaluation: Evaluation) -> dict:
     """JSON-ready: NaN -> null, outcomes as lists."""
-    record = {f.name: getattr(evaluation, f.name) for f in fields(evaluation) if f.name != OUTCOMES_KEY}
+    record = {f.name: getattr(evaluation, f.name) for f in fields(evaluation)
+              if f.name not in (OUTCOMES_KEY, REFIT_OUTCOMES_KEY)}
     record = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
     if evaluation.outcomes is not None:
         record[OUTCOMES_KEY] = evaluation.outcomes.as_dict()
+    if evaluation.refit_outcomes is not None:
+        record[REFIT_OUTCOMES_KEY] = [outcomes.as_dict() for outcomes in evaluation.refit_outcomes]
     return record
 
 
 def evaluation_from_record(record: dict) -> Evaluation:
-    outcomes = record.get(OUTCOMES_KEY)
-    return Evaluation(**{**record, OUTCOMES_KEY: None if outcomes is None else ExampleOutcomes.from_dict(outcomes)})
+    outcomes, refits = record.get(OUTCOMES_KEY), record.get(REFIT_OUTCOMES_KEY)
+    return Evaluation(**{**record, OUTCOMES_KEY: None if outcomes is None else ExampleOutcomes.from_dict(outcomes),
+                         REFIT_OUTCOMES_KEY: None if refits is None else tuple(ExampleOutcomes.from_dict(o)
+                                                                                for o in refits)})
 
 
 def save_evaluation(path: Path, evaluation: Evaluation, data: DataFingerprints | None = None) -> Path:

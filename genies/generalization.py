@@ -26,6 +26,8 @@ from common.metrics import ExampleOutcomes
 
 ZERO_SHOT = "zero-shot"
 UNTRAINED = ""
+REFITS = "refits"  # Evaluation.refits: refits on resampled training data (genies/refits.py); the point is the fit's
+DIRECTIONS = "directions"  # Evaluation.refits: a chance baseline's directions; the point is their mean
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class Evaluation:
     validation_pairs: int | None = None  # pairs of the validation split that chose the layer
     compute_dtype: str | None = None  # what the model computed in: the scored stores', or the live model's
     degenerate: str | None = None  # why the fit or its scores are degenerate (never an ordinary number), or None
+    refit_outcomes: tuple[ExampleOutcomes, ...] | None = None  # the outcomes of each refit (genies/refits.py)
+    refits: str | None = None  # what the refits are: "refits" (of the fit on resampled data) or "directions"
 
     @property
     def key(self) -> str:
@@ -81,6 +85,7 @@ class ResultRow:
     n_layers: int | None = None  # the model's blocks (layers 0..n_layers)
     degenerate: str = ""  # why this row's fit or scores are degenerate ("" when they are not)
     target_tuned_excluded: str = ""  # methods on the reference left out of the TTC, and why
+    interval_covers: str = ""  # what the row's intervals resample (interval_covers())
     generalization_accuracy_low: float | None = None
     generalization_accuracy_high: float | None = None
     source_accuracy_low: float | None = None
@@ -118,6 +123,19 @@ class RowEvaluations:
     source: Evaluation
     zero_shot: Evaluation
     target_tuned: Evaluation
+
+
+def interval_covers(evaluation: Evaluation) -> str:
+    """What the intervals of a row whose generalization is ``evaluation`` resample, beside the shifts of means."""
+    refits = len(evaluation.refit_outcomes or ())
+    if evaluation.refits == DIRECTIONS:
+        return f"test examples + {refits + 1} random directions"
+    if refits:
+        return f"test examples + {refits} refits on resampled training data"
+    spec = registry.all_methods().get(evaluation.method)
+    if spec is not None and spec.kind in (registry.Kind.PROBE, registry.Kind.LIVE_TRAINED):
+        return "test examples only (the fit is not repeated)"
+    return "test examples"
 
 
 def differential_elicitation(generalization: float, zero_shot: float, target_tuned_capability: float) -> float:
@@ -245,6 +263,6 @@ def rows_with_evaluations(
                 target_tuned_method=ttc_method, validation_pairs=target.validation_pairs,
                 depth=relative_depth(target.layer, n_layers), n_layers=n_layers if target.layer is not None else None,
                 degenerate=target.degenerate or source.degenerate or "",
-                target_tuned_excluded=excluded_text(excluded),
+                target_tuned_excluded=excluded_text(excluded), interval_covers=interval_covers(target),
             ), RowEvaluations(target, source, zero_shot_evaluation, ttc_evaluation)))
     return rows

@@ -181,11 +181,22 @@ def _uncertainty_line(bootstrap: RunBootstrap) -> str:
     what = (f"- uncertainty: [low, high] = {LEVEL:.0%} percentile bootstrap interval, {bootstrap.n_bootstrap} "
             f"replicates, seed {bootstrap.seed}; ")
     if bootstrap.example_level:
-        return what + "per shift: test examples resampled; means over shifts: shifts, then examples, resampled."
+        return (what + "per shift: test examples resampled; means over shifts: shifts, then examples, resampled. "
+                + "Each row's interval holds " + _covers_text(bootstrap.rows) + ".")
     return what + (f"**only {bootstrap.rows_with_outcomes} of {len(bootstrap.rows)} rows kept per-example outcomes** "
                    f"(`{ROW_OUTCOMES_FILE}`; runs made before they were kept): per-shift intervals are unknown for "
                    "the others, and means over shifts resample shifts only there, so those intervals are too narrow. "
                    "Rerunning the same `genies run` command recomputes the evaluations (no extraction) and adds them.")
+
+
+def _covers_text(rows: Sequence[ResultRow]) -> str:
+    """'test examples + 8 refits on resampled training data (mms, lat); test examples (zero-shot)'."""
+    by_cover: dict[str, list[str]] = {}
+    for row in rows:
+        methods = by_cover.setdefault(row.interval_covers or "test examples", [])
+        if row.method not in methods:
+            methods.append(row.method)
+    return "; ".join(f"{cover} ({', '.join(methods)})" for cover, methods in by_cover.items())
 
 
 MEAN_COLUMNS = (("generalization", "generalization_accuracy", False), ("source", "source_accuracy", False),
@@ -424,7 +435,12 @@ NOTES = [
     "the target; its live methods ran on llama-30b in 4-bit with their own step counts; its TTC is re-derived as a "
     "best-of-interventions maximum (see manifests/README.md).",
     "- Intervals (genies/uncertainty.py): every evaluation on one test split uses the same example resamples, so "
-    "methods on a shift, and generalization with zero-shot in DE, are compared example by example; TTC keeps the "
+    "methods on a shift, and generalization with zero-shot in DE, are compared example by example. A method fitted "
+    "from stores is refitted `--train-replicates` times on its training examples drawn with replacement, with seeds "
+    "of its own (validation split, layer choice, initialisations); each replicate draws one refit per fit and adds "
+    "its deviation from the refits' mean to the fit's resampled accuracy, so intervals and paired differences hold "
+    "the fit's own variability. random is the mean over its directions, each replicate drawing one: it beats no "
+    "method by luck of one direction. Live methods are not refitted (their rows say so). TTC keeps the "
     "method that was best on the full data and resamples the reference's test examples. Means resample shifts, "
     "then examples. AUROC, Brier and RMS calibration error are point estimates (no interval); the paper's figures "
     "have no per-example outcomes, so only shifts are resampled for its r.",

@@ -40,7 +40,7 @@ COLUMNS = _column_order()
 TEXT_COLUMNS = ("source", "target", "target_reference", "label", "category", "method")
 FLOAT_COLUMNS = INTERVAL_METRICS
 OPTIONAL_FLOAT_COLUMNS = ("auroc", "brier", "rms_calibration_error", "depth", *INTERVAL_COLUMNS)
-OPTIONAL_TEXT_COLUMNS = ("target_tuned_method", "degenerate", "target_tuned_excluded")
+OPTIONAL_TEXT_COLUMNS = ("target_tuned_method", "degenerate", "target_tuned_excluded", "interval_covers")
 # Files written by other tools (or before these were kept) may omit these; everything else is required.
 OPTIONAL_COLUMNS = (*OPTIONAL_TEXT_COLUMNS, "validation_pairs", "n_layers", *INTERVAL_COLUMNS, "depth")
 

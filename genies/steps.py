@@ -7,6 +7,7 @@ are looked up at call time, so a test can make any model work fail loudly.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,10 +21,12 @@ from actstore.store.sharding import Shard
 from genies.evaluations import evaluation_from_metrics, save_evaluation
 from genies.generalization import Evaluation
 from genies.mixing import MixedSource, write_mixed_distribution
+from genies.refits import refit_count, refit_kind, refit_paths, refit_seed
 from common.metrics import score_degeneracy
 from genies.plan import EVAL_SPLIT, TRAIN_SPLIT, EvalStep, FitStep, RunConfig, StoreStep, TrainingSet, depth_layer
 from probes.estimator import DEGENERATE_NOTE, StoreProbe, load_probe, make_probe
 from probes.labels import split_by_example
+from probes.resample import resampled
 from probes.sources import FeatureSource, StoreSource
 from probes.sweep import MIN_VALIDATION_PAIRS, SweepConfig, SweepRow, read_csv, run_sweep, sweep_layers, write_csv
 from registry import Kind
@@ -158,7 +161,8 @@ class ChosenLayer:
 
 def fit_probes(config: RunConfig, steps: list[FitStep], sweeps_dir: Path, log: Log) -> list[ChosenLayer]:
     """Fit every probe step; with ``--layer best`` one sweep per training set picks each method's
-    layer on a validation split carved from that training set (never from any test split)."""
+    layer on a validation split carved from that training set (never from any test split). Each fit's
+    refits (genies/refits.py) are saved before the fit itself, so that a sealed fit has all of them."""
     by_training: dict[TrainingSet, list[FitStep]] = {}
     for step in steps:
         by_training.setdefault(step.training, []).append(step)
@@ -170,6 +174,7 @@ def fit_probes(config: RunConfig, steps: list[FitStep], sweeps_dir: Path, log: L
         train = sources.training(training, views)
         layers = _layers(config, training, group, train, sweeps_dir, chosen, log)
         validation_pairs = {c.method: c.validation_pairs for c in chosen if c.training == training.name}
+        _fit_refits(config, group, train, layers, log)
         for step in group:
             probe = _probe(config, step.method, layers.get(step.method)).fit(train)
             pairs = (validation_pairs.get(step.method) if registry.get(step.method).takes_layer
@@ -178,6 +183,32 @@ def fit_probes(config: RunConfig, steps: list[FitStep], sweeps_dir: Path, log: L
                        notes={VALIDATION_PAIRS: pairs} if pairs is not None else None)
         sources.release()
     return chosen
+
+
+def _fit_refits(config: RunConfig, group: list[FitStep], train: FeatureSource, layers: dict[str, int | None],
+                log: Log) -> None:
+    """Refit r of every method of ``group`` that has one, on training set r (the examples drawn with replacement);
+    with ``--layer best`` a sweep on that resample chooses its layers, as the fit's own sweep did. A chance
+    baseline keeps the fit's layer (it is never chosen on labels)."""
+    counts = {step.method: refit_count(config, step.method) for step in group}
+    if not any(counts.values()):
+        return
+    began = time.perf_counter()
+    for refit in range(1, max(counts.values()) + 1):
+        seed = refit_seed(config.seed, refit)
+        resample = resampled(train, seed)
+        due = [step for step in group if counts[step.method] >= refit]
+        swept = [s.method for s in due if registry.get(s.method).takes_layer and not registry.get(s.method).chance_baseline]
+        refit_layers = dict(layers)
+        if config.layer == "best" and swept:
+            methods = [make_probe(m, seed=seed) for m in swept]
+            sweep = run_sweep(resample, [], methods, sweep_layers(resample, methods), SweepConfig(seed=seed))
+            refit_layers.update({best.method: best.layer for best in sweep.best})
+        for step in due:
+            path = refit_paths(step.path, counts[step.method])[refit - 1]
+            make_probe(step.method, refit_layers.get(step.method), seed=seed).fit(resample).save(
+                path, record={"data": step.data, "refit": refit})
+    log(f"    refits: {', '.join(f'{m} {n}' for m, n in counts.items() if n)} in {time.perf_counter() - began:.1f}s")
 
 
 def _probe(config: RunConfig, method: str, layer: int | None = None) -> StoreProbe:
@@ -276,15 +307,27 @@ def _evaluate(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingS
                  else _fit_for(step, fits[(step.method, step.training)], config, n_blocks(test)))
         # No per-evaluation CI: results.csv and the report bootstrap the kept per-example outcomes instead.
         metrics, outcomes = probe.score_with_outcomes(test, n_bootstrap=0, seed=config.seed)
+        refit_outcomes = _refit_outcomes(config, step, fits, test)
         degenerate = None if spec.chance_baseline or spec.kind is not Kind.PROBE else (
             probe.notes_.get(DEGENERATE_NOTE) or score_degeneracy(probe.margins(test), probe.temperature_))
         return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, metrics,
                                        probe.fitted.params.get("layer"), outcomes, probe.notes_.get(VALIDATION_PAIRS),
                                        compute_dtype=(test.meta.get("identity") or {}).get("compute_dtype"),
-                                       degenerate=degenerate)
+                                       degenerate=degenerate, refit_outcomes=refit_outcomes,
+                                       refits=refit_kind(step.method) if refit_outcomes else None)
     result = _live_result(config, step, fits, model)
     return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, result.metrics,
                                    outcomes=result.outcomes, compute_dtype=model.get().compute_dtype)
+
+
+def _refit_outcomes(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path],
+                    test: FeatureSource) -> tuple | None:
+    """Each refit of the step's fit scored on ``test`` (None: the method has no refits)."""
+    count = refit_count(config, step.method) if step.training is not None else 0
+    if not count:
+        return None
+    paths = refit_paths(fits[(step.method, step.training)], count)
+    return tuple(load_probe(path).score_with_outcomes(test, n_bootstrap=0, seed=config.seed)[1] for path in paths)
 
 
 def _live_result(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path], model: ModelOnDemand):

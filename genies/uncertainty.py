@@ -29,7 +29,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from genies.generalization import INTERVAL_METRICS, ZERO_SHOT, Evaluation, ResultRow, RowEvaluations
+from genies.generalization import DIRECTIONS, INTERVAL_METRICS, ZERO_SHOT, Evaluation, ResultRow, RowEvaluations
 from common.metrics import percentile_interval
 
 N_BOOTSTRAP = 2000
@@ -50,7 +50,8 @@ def resample_counts(rng: np.random.Generator, n: int, n_bootstrap: int) -> np.nd
 
 
 def example_replicates(evaluations: Iterable[Evaluation], n_bootstrap: int = N_BOOTSTRAP, seed: int = 0) -> dict[str, np.ndarray]:
-    """Accuracy of every evaluation (by ``Evaluation.key``) on each example resample of its dataset.
+    """Accuracy of every evaluation (by ``Evaluation.key``) on each example resample of its dataset, with the
+    fit's own variability where the evaluation has refits (``with_refits``).
 
     Evaluations without outcomes are left out. Datasets are resampled one at a time, so memory
     holds one dataset's resample counts at once.
@@ -62,16 +63,46 @@ def example_replicates(evaluations: Iterable[Evaluation], n_bootstrap: int = N_B
     out: dict[str, np.ndarray] = {}
     for dataset in sorted(by_dataset):
         group = by_dataset[dataset]
-        ids = np.unique(np.concatenate([e.outcomes.example for e in group.values()]))
+        columns = [(key, outcomes) for key, e in group.items() for outcomes in (e.outcomes, *(e.refit_outcomes or ()))]
+        ids = np.unique(np.concatenate([outcomes.example for _, outcomes in columns]))
         draws = resample_counts(rng_for(seed, "examples", dataset), ids.size, n_bootstrap)
-        sums, sizes = np.zeros((ids.size, len(group))), np.zeros((ids.size, len(group)))
-        for column, evaluation in enumerate(group.values()):
-            where = np.searchsorted(ids, evaluation.outcomes.example)
-            sums[where, column], sizes[where, column] = evaluation.outcomes.correct, evaluation.outcomes.pairs
+        sums, sizes = np.zeros((ids.size, len(columns))), np.zeros((ids.size, len(columns)))
+        for column, (_, outcomes) in enumerate(columns):
+            where = np.searchsorted(ids, outcomes.example)
+            sums[where, column], sizes[where, column] = outcomes.correct, outcomes.pairs
         numerator, denominator = draws @ sums, draws @ sizes  # one matrix product for all of the dataset's evaluations
         ratios = np.divide(numerator, denominator, out=np.full(numerator.shape, np.nan), where=denominator > 0)
-        out.update({key: ratios[:, column] for column, key in enumerate(group)})
+        start = 0
+        for key, evaluation in group.items():
+            width = 1 + len(evaluation.refit_outcomes or ())
+            out[key] = with_refits(evaluation, ratios[:, start:start + width], seed)
+            start += width
     return out
+
+
+def with_refits(evaluation: Evaluation, ratios: np.ndarray, seed: int) -> np.ndarray:
+    """(B,) replicates of one evaluation from ``ratios`` (B, 1 + refits): the fit's, then each refit's accuracy on
+    each example resample.
+
+    Replicate b draws refit r(b), the same draw for every evaluation of one fit (method, training set), so that
+    its source and target accuracies move together. Refits on resampled training data: the fit's accuracy plus
+    refit r(b)'s deviation from the refits' mean on the same resample (scaled by sqrt(R / (R - 1)), the spread of
+    R refits about their own mean being that much narrower), so that the interval widens by the fit's
+    variability without shifting to where fits on fewer distinct examples land (clipped to [0, 1], as accuracies
+    are). A chance baseline's directions:
+    direction r(b) itself (the fit's among them), whose mean is the point value.
+    """
+    n_refits = ratios.shape[1] - 1
+    if not n_refits:
+        return ratios[:, 0]
+    rows = np.arange(ratios.shape[0])
+    if evaluation.refits == DIRECTIONS:
+        drawn = rng_for(seed, "refits", evaluation.method, evaluation.trained_on).integers(0, n_refits + 1, ratios.shape[0])
+        return ratios[rows, drawn]
+    drawn = rng_for(seed, "refits", evaluation.method, evaluation.trained_on).integers(0, n_refits, ratios.shape[0])
+    refits = ratios[:, 1:]
+    deviation = refits[rows, drawn] - refits.mean(axis=1)
+    return np.clip(ratios[:, 0] + deviation * math.sqrt(n_refits / (n_refits - 1)), 0.0, 1.0)
 
 
 def shift_counts(n_shifts: int, n_bootstrap: int, seed: int, name: str) -> np.ndarray:

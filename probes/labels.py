@@ -16,6 +16,7 @@ class Labels:
 
     example: np.ndarray
     is_best: np.ndarray
+    origin: np.ndarray | None = None  # per sequence, the example it was copied from (a resample); None: its own
 
     @classmethod
     def from_sequences(cls, sequences: dict[str, np.ndarray]) -> "Labels":
@@ -39,16 +40,22 @@ class Labels:
         return scores[best] - scores[other]
 
     def subset(self, rows: np.ndarray) -> "Labels":
-        return Labels(self.example[rows], self.is_best[rows])
+        return Labels(self.example[rows], self.is_best[rows], None if self.origin is None else self.origin[rows])
+
+    @property
+    def origins(self) -> np.ndarray:
+        """The example each sequence comes from: copies of one example in a resample share it."""
+        return self.example if self.origin is None else self.origin
 
 
 def split_by_example(labels: Labels, val_fraction: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Sequence rows of a seeded (fit, validation) split that keeps each example's responses together."""
-    examples = np.unique(labels.example)
+    """Sequence rows of a seeded (fit, validation) split that keeps each example's responses together (and the
+    copies of one example in a resample: ``Labels.origins``)."""
+    examples = np.unique(labels.origins)
     if len(examples) < 2:
         raise ValueError("a validation split needs at least 2 examples")
     n_val = min(max(1, round(val_fraction * len(examples))), len(examples) - 1)
     val_examples = np.random.default_rng(seed).choice(examples, size=n_val, replace=False)
-    is_val = np.isin(labels.example, val_examples)
+    is_val = np.isin(labels.origins, val_examples)
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
