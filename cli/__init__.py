@@ -218,7 +218,8 @@ def print_report_summary(report) -> None:
     print_table([{"method": r["method"], "shifts": r["n_shifts"],
                   **{short: with_interval(r[name], r[f"{name}_low"], r[f"{name}_high"]) for short, name in metrics}}
                  for r in rows])
-    click.echo("[low, high]: 95% bootstrap interval (shifts, then test examples, resampled)")
+    click.echo("[low, high]: 95% bootstrap interval (shifts, then test examples, and the refits of fitted methods "
+               "or random's directions, resampled; report.md says which for each method)")
     r = report.correlation_interval
     click.echo(f"generalization vs zero-shot: Pearson r = {with_interval(r.estimate, r.low, r.high) if r.estimate == r.estimate else 'n/a'} "
                f"(n = {report.correlation.n}; 95% bootstrap interval)")

@@ -100,10 +100,14 @@ def test_run_config_and_settings_checks(tmp_path):
         RunConfig(model="m", layer="top")
     with pytest.raises(UserError, match="--mix-target"):
         RunConfig(model="m", mix_target=-1)
+    with pytest.raises(UserError, match="--train-replicates: 0, or at least 2"):
+        RunConfig(model="m", train_replicates=1)
     config = RunConfig(model="m", limit=100, out=tmp_path)
-    check_reusable({"model": "m", "limit": 100}, config)
+    check_reusable({"model": "m", "limit": 100, "train_replicates": 8}, config)
     with pytest.raises(UserError, match=r"limit 50 \(now 100\)"):
-        check_reusable({"model": "m", "limit": 50}, config)
+        check_reusable({"model": "m", "limit": 50, "train_replicates": 8}, config)
+    with pytest.raises(UserError, match=r"train_replicates 0 \(now 8\)"):  # a run made before refits: none
+        check_reusable({"model": "m", "limit": 100}, config)
 
 
 def test_evaluation_cache_round_trip_and_done_checks(tmp_path):

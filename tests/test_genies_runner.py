@@ -4,6 +4,7 @@ import csv
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 import actstore.engine.extraction
@@ -173,7 +174,8 @@ def test_fixed_layer_with_mixed_target_examples(benchmark, first_run):
     mms = [r for r in summary.rows if r.method == "mms"]
     assert len(mms) == len(SHIFTS) and {r.layer for r in mms} == {2}
     fits = {p.name for p in (summary.run_dir / "fits" / "mms" / "layer2").iterdir()}
-    assert fits == {"easy+3xhard", "easy+3xtrap", "hard", "ref"}
+    trained_on = {"easy+3xhard", "easy+3xtrap", "hard", "ref"}
+    assert fits == trained_on | {f"{name}.refits" for name in trained_on}
 
 
 def test_run_dir_of_other_settings_is_refused(benchmark, first_run):
@@ -354,10 +356,12 @@ def test_a_run_dir_made_before_a_setting_existed_refuses_another_value_of_it(tmp
     from genies.plan import check_reusable
 
     recorded = {"model": "tiny-random", "limit": None, "seed": 0, "data_dir": None}
-    check_reusable(recorded, RunConfig(model="tiny-random", out=tmp_path))
-    for setting, value in (("compute_dtype", "float32"), ("train_steps", 30), ("prompt_format", "chat")):
+    check_reusable(recorded, RunConfig(model="tiny-random", out=tmp_path, train_replicates=0))
+    for setting, value in (("compute_dtype", "float32"), ("train_steps", 30), ("prompt_format", "chat"),
+                           ("train_replicates", 8)):
         with pytest.raises(UserError, match=rf"made with different settings: {setting} .* \(now {value!r}\)"):
-            check_reusable(recorded, RunConfig(model="tiny-random", out=tmp_path, **{setting: value}))
+            check_reusable(recorded, RunConfig(model="tiny-random", out=tmp_path, train_replicates=0,
+                                               **{setting: value}))
     check_reusable({}, RunConfig(model="other", out=tmp_path))  # a new run directory
 
 
@@ -440,3 +444,49 @@ def test_head_based_methods_run_from_per_head_stores_beside_the_residual_ones(be
     assert fit["scorer"] == "cosine" and fit["scorer_config"]["feature"]["site"] == "heads"
     report = (tmp_path / "run" / "report.md").read_text()
     assert "mms-heads" in report and "cra-heads" in report
+
+
+def test_fitted_methods_are_refitted_and_random_is_the_mean_of_its_directions(first_run):
+    """The default --train-replicates: 8 sealed refits per probe fit, each with its own seed, scored on every test
+    split; random's 32 directions; rows say what their intervals hold, and random's contain chance."""
+    from common.atomic import is_complete, read_marker
+    from genies.evaluations import read_row_evaluations
+    from genies.plan import CHANCE_DIRECTIONS, DEFAULT_TRAIN_REPLICATES
+    from genies.refits import refit_paths
+    from probes.estimator import load_probe
+
+    found = read_row_evaluations(first_run.run_dir)
+    refits_moved = False
+    for (_, _, method), evaluations in found.items():
+        generalization = evaluations.generalization
+        if method == "zero-shot":
+            assert generalization.refit_outcomes is None
+            continue
+        directions = method == "random"
+        expected = CHANCE_DIRECTIONS - 1 if directions else DEFAULT_TRAIN_REPLICATES
+        assert len(generalization.refit_outcomes) == expected
+        assert generalization.refits == ("directions" if directions else "refits")
+        accuracies = [o.accuracy for o in generalization.refit_outcomes]
+        if directions:
+            assert generalization.accuracy == pytest.approx(np.mean([generalization.outcomes.accuracy, *accuracies]))
+        else:
+            assert generalization.accuracy == generalization.outcomes.accuracy
+            refits_moved |= len(set(accuracies)) > 1
+    assert refits_moved  # refits on other training draws and seeds do not all land on one accuracy
+
+    paths = refit_paths(first_run.run_dir / "fits" / "logreg" / "layer-best-1se" / "easy", DEFAULT_TRAIN_REPLICATES)
+    assert [read_marker(path)["refit"] for path in paths if is_complete(path)] == list(range(1, len(paths) + 1))
+    random_fit = first_run.run_dir / "fits" / "random" / "layer-middle" / "easy"
+    seeds = {load_probe(path).seed for path in [random_fit, *refit_paths(random_fit, CHANCE_DIRECTIONS - 1)]}
+    assert len(seeds) == CHANCE_DIRECTIONS
+
+    rows = [r for r in first_run.rows]
+    for row in rows:
+        if row.method == "random":
+            assert row.interval_covers == f"test examples + {CHANCE_DIRECTIONS} random directions"
+            assert row.generalization_accuracy_low <= 0.5 <= row.generalization_accuracy_high
+        elif row.method != "zero-shot":
+            assert row.interval_covers == f"test examples + {DEFAULT_TRAIN_REPLICATES} refits on resampled training data"
+    with first_run.results_path.open() as handle:
+        assert {r["interval_covers"] for r in csv.DictReader(handle) if r["method"] == "zero-shot"} == {"test examples"}
+    assert "refits on resampled training data (mms, logreg)" in (first_run.run_dir / "report.md").read_text()
