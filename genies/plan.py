@@ -53,7 +53,11 @@ TRAIN_REPLICATES_HELP = (
     "Refits of every method fitted from stores, each on the training examples drawn with replacement and with "
     "seeds of its own (validation split, layer choice, initialisations): every interval and paired comparison "
     "then holds the fit's own variability beside the test examples' and the shifts'. 0: intervals hold test "
-    "examples and shifts only. Live methods (lora, prompt-tuning) and zero-shot are not refitted.")
+    "examples and shifts only. Live methods: --live-replicates.")
+LIVE_REPLICATES_HELP = (
+    "Retrainings of each live reward model (lora, prompt-tuning), each on its training examples drawn with "
+    "replacement and with seeds of its own, so that their intervals hold the training's own variability (each "
+    "costs a full training). 0: their intervals hold test examples and shifts only, and their rows say so.")
 
 
 LAYER_HELP = ("Probe layer: an integer is a layer number (0 = embeddings, N = the last block's output); a decimal "
@@ -135,6 +139,7 @@ class RunConfig(Placement):
                                        "tree, on every device); --no-prompt-reuse runs every sequence whole.",
                                  option="--prompt-reuse/--no-prompt-reuse")
     train_replicates: int = setting(DEFAULT_TRAIN_REPLICATES, TRAIN_REPLICATES_HELP, at_least=0, at_most=1000)
+    live_replicates: int = setting(0, LIVE_REPLICATES_HELP, at_least=0, at_most=100)
     keep_degenerate: bool = setting(False, "The report counts degenerate fits in its means, differences and "
                                            "correlations (default: listed, left out).")
     batch_tokens: int | None = setting(None, "Extraction: padded tokens per forward pass (default: 4096 on a CPU, "
@@ -153,8 +158,9 @@ class RunConfig(Placement):
             raise UserError(f"--ttc-methods: {', '.join(not_capabilities) or 'empty'}: give methods that measure a "
                             "capability (not chance baselines), from " + ", ".join(
                                 m for m in choices if registry.get(m).counts_as_capability))
-        if self.train_replicates == 1:
-            raise UserError("--train-replicates: 0, or at least 2 (one refit cannot show how much a refit moves)")
+        for option, value in (("--train-replicates", self.train_replicates), ("--live-replicates", self.live_replicates)):
+            if value == 1:
+                raise UserError(f"{option}: 0, or at least 2 (one refit cannot show how much a refit moves)")
         if self.batch_tokens is not None and self.batch_tokens < 1:
             raise UserError(f"--batch-tokens must be at least 1, got {self.batch_tokens}")
         if isinstance(self.layer, str) and self.layer != "best":
@@ -455,10 +461,11 @@ def layer_tag(config: RunConfig, method: str) -> str:
 
 
 RESULT_SETTINGS = ("model", "model_fingerprint", "limit", "seed", "data_dir", "prompt_format", "compute_dtype",
-                   "train_steps", "layer", "mix_target", "train_replicates")
+                   "train_steps", "layer", "mix_target", "train_replicates",
+                   "live_replicates")
 # Settings a RUN_DIR made before they existed was made with: such a run is refused a different value too.
 SETTINGS_ADDED_LATER = {"prompt_format": "raw", "compute_dtype": "auto", "train_steps": None, "model_fingerprint": None,
-                         "train_replicates": 0}
+                         "train_replicates": 0, "live_replicates": 0}
 
 
 RUN_SETTINGS_KEY = "run_settings"

@@ -440,7 +440,8 @@ NOTES = [
     "of its own (validation split, layer choice, initialisations); each replicate draws one refit per fit and adds "
     "its deviation from the refits' mean to the fit's resampled accuracy, so intervals and paired differences hold "
     "the fit's own variability. random is the mean over its directions, each replicate drawing one: it beats no "
-    "method by luck of one direction. Live methods are not refitted (their rows say so). TTC keeps the "
+    "method by luck of one direction. Live methods are retrained only with `--live-replicates` (their rows "
+    "say which). TTC keeps the "
     "method that was best on the full data and resamples the reference's test examples. Means resample shifts, "
     "then examples. AUROC, Brier and RMS calibration error are point estimates (no interval); the paper's figures "
     "have no per-example outcomes, so only shifts are resampled for its r.",

@@ -21,7 +21,7 @@ from actstore.store.sharding import Shard
 from genies.evaluations import evaluation_from_metrics, save_evaluation
 from genies.generalization import Evaluation
 from genies.mixing import MixedSource, write_mixed_distribution
-from genies.refits import refit_count, refit_kind, refit_paths, refit_seed
+from genies.refits import refit_count, refit_kind, refit_paths, refit_seed, write_resampled_distribution
 from common.metrics import score_degeneracy
 from genies.plan import EVAL_SPLIT, TRAIN_SPLIT, EvalStep, FitStep, RunConfig, StoreStep, TrainingSet, depth_layer
 from probes.estimator import DEGENERATE_NOTE, StoreProbe, load_probe, make_probe
@@ -257,20 +257,29 @@ def train_live(config: RunConfig, steps: list[FitStep], mixed_data_dir: Path, mo
     """LoRA / prompt-tuning reward models via finetune, on the run's model (each adapter is taken out again).
     ``together``: every process of the launch trains each set at once, each step's pairs split over them (DDP:
     genies/train_layout.py); rank 0 saves it."""
+    from distributions.data import resolve_data_dir
     from finetune.train import TrainConfig, train_reward_model
 
     for index, step in enumerate(steps, start=1):
         log(f"[train {index}/{len(steps)}] {step.method} on {step.training.name}")
         dataset, data_dir, limit = _live_training_data(config, step.training, mixed_data_dir)
-        result = train_reward_model(TrainConfig(method=step.method, model=config.model, dataset=dataset,
-                                                data_dir=data_dir, out=str(step.path), limit=limit, seed=config.seed,
-                                                prompt_format=config.prompt_format,
-                                                precision=config.training_precision,
-                                                steps=config.train_steps, max_tokens=config.train_max_tokens,
-                                                split_steps=together),
-                                    progress=False, loaded=model.get(), seal={"data": step.data})
-        log(f"    {result.steps} steps, loss {result.mean_loss('first'):.3f} -> {result.mean_loss('last'):.3f}, "
-            f"{result.total_seconds:.0f}s")
+        runs = [(step.path, dataset, data_dir, limit, config.seed)]
+        for refit, path in enumerate(refit_paths(step.path, refit_count(config, step.method)), start=1):
+            seed = refit_seed(config.seed, refit)
+            name = write_resampled_distribution(resolve_data_dir(data_dir), dataset, limit, seed, mixed_data_dir,
+                                                f"{step.training.name}.refit{refit}")
+            runs.insert(-1, (path, name, str(mixed_data_dir), None, seed))  # the refits first: a sealed fit has them
+        for path, dataset, data_dir, limit, seed in runs:
+            result = train_reward_model(TrainConfig(method=step.method, model=config.model, dataset=dataset,
+                                                    data_dir=data_dir, out=str(path), limit=limit, seed=seed,
+                                                    prompt_format=config.prompt_format,
+                                                    precision=config.training_precision,
+                                                    steps=config.train_steps, max_tokens=config.train_max_tokens,
+                                                    split_steps=together),
+                                        progress=False, loaded=model.get(), seal={"data": step.data})
+            what = "" if path == step.path else f" (refit on {dataset})"
+            log(f"    {result.steps} steps, loss {result.mean_loss('first'):.3f} -> {result.mean_loss('last'):.3f}, "
+                f"{result.total_seconds:.0f}s{what}")
 
 
 def _live_training_data(config: RunConfig, training: TrainingSet, mixed_data_dir: Path) -> tuple[str, str | None, int | None]:
@@ -315,9 +324,13 @@ def _evaluate(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingS
                                        compute_dtype=(test.meta.get("identity") or {}).get("compute_dtype"),
                                        degenerate=degenerate, refit_outcomes=refit_outcomes,
                                        refits=refit_kind(step.method) if refit_outcomes else None)
-    result = _live_result(config, step, fits, model)
+    live_fit = fits[(step.method, step.training)] if spec.kind is Kind.LIVE_TRAINED else None
+    result = _live_result(config, step, live_fit, model)
+    refits = refit_paths(live_fit, refit_count(config, step.method)) if live_fit else []
+    refit_outcomes = tuple(_live_result(config, step, path, model).outcomes for path in refits) or None
     return evaluation_from_metrics(step.method, step.trained_on, step.tested_on, result.metrics,
-                                   outcomes=result.outcomes, compute_dtype=model.get().compute_dtype)
+                                   outcomes=result.outcomes, compute_dtype=model.get().compute_dtype,
+                                   refit_outcomes=refit_outcomes, refits=refit_kind(step.method) if refits else None)
 
 
 def _refit_outcomes(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path],
@@ -330,12 +343,13 @@ def _refit_outcomes(config: RunConfig, step: EvalStep, fits: dict[tuple[str, Tra
     return tuple(load_probe(path).score_with_outcomes(test, n_bootstrap=0, seed=config.seed)[1] for path in paths)
 
 
-def _live_result(config: RunConfig, step: EvalStep, fits: dict[tuple[str, TrainingSet], Path], model: ModelOnDemand):
+def _live_result(config: RunConfig, step: EvalStep, run_dir: Path | None, model: ModelOnDemand):
+    """The trained reward model in ``run_dir`` (or few-shot, with ``run_dir`` None) scored on the step's test split."""
     from finetune.eval_request import EvalRequest, run_eval
 
-    if registry.get(step.method).kind is Kind.LIVE_TRAINED:
-        request = EvalRequest(dataset=step.tested_on, run_dir=fits[(step.method, step.training)],
-                              data_dir=config.data_dir, limit=config.limit, seed=config.seed)
+    if run_dir is not None:
+        request = EvalRequest(dataset=step.tested_on, run_dir=run_dir, data_dir=config.data_dir, limit=config.limit,
+                              seed=config.seed)
     else:  # few-shot: the training set gives the shots (the runner refuses it with --mix-target)
         request = EvalRequest(dataset=step.tested_on, method="few-shot", model=config.model,
                               shots_from=step.training.dataset, data_dir=config.data_dir, limit=config.limit,

@@ -211,6 +211,8 @@ def test_live_methods_run_through_the_runner_and_are_reused(benchmark, monkeypat
     assert len(rows) == 3 * len(SHIFTS)
     for row in rows.values():
         assert 0.0 <= row.generalization_accuracy <= 1.0 and 0.0 <= row.source_accuracy <= 1.0
+    assert {r.interval_covers for r in rows.values() if r.method == "lora"} == {
+        "test examples only (the fit is not repeated)"}
     assert (root / "live-run" / "results.csv").is_file()
     report = (root / "live-run" / "report.md").read_text()
     assert "- lora: LoRA r 64, alpha 16, dropout 0.1 on q_proj/v_proj, lr 0.0002," in report
@@ -490,3 +492,27 @@ def test_fitted_methods_are_refitted_and_random_is_the_mean_of_its_directions(fi
     with first_run.results_path.open() as handle:
         assert {r["interval_covers"] for r in csv.DictReader(handle) if r["method"] == "zero-shot"} == {"test examples"}
     assert "refits on resampled training data (mms, logreg)" in (first_run.run_dir / "report.md").read_text()
+
+
+def test_live_replicates_retrain_on_resampled_training_examples(benchmark):
+    """--live-replicates 2: each lora fit is trained twice more, on its training examples drawn with replacement
+    and other seeds, and every evaluation scores the retrainings too."""
+    from common.atomic import is_complete
+    from distributions.split_file import read_examples
+    from genies.evaluations import read_row_evaluations
+    from genies.refits import refit_paths
+
+    root, _ = benchmark
+    summary = run_benchmark(config_for(benchmark, methods=("zero-shot", "lora"), live_replicates=2, train_steps=4,
+                                       out=root / "live-replicates"), log=lambda line: None)
+    lora = [r for r in summary.rows if r.method == "lora"]
+    assert {r.interval_covers for r in lora} == {"test examples + 2 refits on resampled training data"}
+    for (_, _, method), found in read_row_evaluations(summary.run_dir).items():
+        if method == "lora":
+            assert len(found.generalization.refit_outcomes) == 2 and found.generalization.refits == "refits"
+    fit = summary.run_dir / "fits" / "lora" / "easy"
+    assert all(is_complete(path) and (path / "finetune.json").is_file() for path in refit_paths(fit, 2))
+    drawn, _ = read_examples(summary.run_dir / "mixed-data" / "distributions" / "easy.refit1" / "train.json")
+    original, _ = read_examples(root / "data" / "distributions" / "easy" / "train.json")
+    prompts = [e["prompt"] for e in drawn]
+    assert len(drawn) == len(original) and set(prompts) < {e["prompt"] for e in original}  # with replacement
