@@ -13,6 +13,10 @@ Two levels, as the data were sampled: shifts, then test examples within a shift.
   those counts. One draw per set of shifts, shared by every method: method means and their paired
   differences come from the same resamples.
 
+- Refits: an evaluation with refits (genies/refits.py) draws one of them per replicate, the same one for every
+  evaluation of its fit, and carries it through the same example and shift resamples (``with_refits``), so that
+  intervals and paired differences hold the fit's own variability; a chance baseline's draws are its directions.
+
 TTC is the accuracy of the method that was best on the reference, resampled over the reference's
 test examples; which method that is stays fixed (re-taking the maximum per replicate would bias
 it upwards). Intervals are percentile intervals at ``LEVEL``. A row whose evaluations kept no
