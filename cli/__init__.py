@@ -359,6 +359,16 @@ def actstore_extract(config):
     extract(config, on_result=report, on_start=starting)
 
 
+@actstore.command("plan", cls=Configured, config="actstore.engine.resource_plan:PlanRequest")
+def actstore_plan(config):
+    """What an extraction of MODEL needs, from its config alone (nothing loads): its weights and where they go,
+    one pass's memory beside them, the stores' sizes, and whether it fits (if not, the smallest change that would)."""
+    from actstore.engine.resource_plan import plan_extraction, plan_lines
+
+    for line in plan_lines(plan_extraction(config)):
+        click.echo(line)
+
+
 @actstore.command("info")
 @click.argument("store", metavar="STORE")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

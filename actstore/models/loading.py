@@ -236,14 +236,19 @@ def load_tokenizer(name: str):
         raise UserError(f"{name}: cannot load its tokenizer ({describe(err)})") from None
 
 
-def model_n_blocks(name: str) -> int | None:
-    """The model's number of blocks (layers 0..n) from its config alone, no weights read; None when no config
+def model_config(name: str):
+    """The model's transformers config, read alone (no weights): an alias's converted copy, a local directory or
+    GGUF file (its header), a cached hub id, or a named shape (actstore/models/shapes.py). None when no config
     can be read here (a packaged alias never converted, a hub id not in the cache)."""
     from transformers import AutoConfig
 
+    from actstore.models.shapes import SHAPES, config_of
+
     aliases = model_aliases()
     if _is_builtin(name, aliases):
-        return TINY_RANDOM_BLOCKS
+        return tiny_random_llama().model.config
+    if name in SHAPES and not Path(name).expanduser().exists():
+        return config_of(name)
     if name in aliases:
         source, kwargs = default_model_cache() / name, {}
         if not (source / "config.json").is_file():
@@ -252,8 +257,18 @@ def model_n_blocks(name: str) -> int | None:
         source, kwargs = _model_source(name)
     try:
         with transformers_errors_only():
-            config = AutoConfig.from_pretrained(source, **{"local_files_only": True, **kwargs})
+            return AutoConfig.from_pretrained(source, **{"local_files_only": True, **kwargs})
     except (*UNREADABLE, KeyError, UserError):
+        return None
+
+
+def model_n_blocks(name: str) -> int | None:
+    """The model's number of blocks (layers 0..n) from its config alone, no weights read; None when no config
+    can be read here."""
+    if _is_builtin(name):
+        return TINY_RANDOM_BLOCKS
+    config = model_config(name)
+    if config is None:
         return None
     config = getattr(config, "text_config", None) or config
     found = getattr(config, "num_hidden_layers", None)
