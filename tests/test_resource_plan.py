@@ -79,3 +79,18 @@ def test_a_model_without_a_config_here_is_one_line():
     result = CliRunner().invoke(cli.actstore, ["plan", "--model", "no-such-model"])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "no config can be read here" in result.output
+
+
+def test_tokens_planned_are_the_ones_the_extractions_tree_computes(tmp_path, monkeypatch):
+    import actstore.engine.prompt_reuse as prompt_reuse
+
+    built, real_build = [], prompt_reuse.build_forest
+    monkeypatch.setattr(prompt_reuse, "build_forest", lambda *a, **k: built.append(real_build(*a, **k)) or built[-1])
+    views = ("plain", "yes", "no")
+    extract(ExtractConfig(model="tiny-random", datasets=("arith_easy",), data_dir="demo", splits=("test",),
+                          views=views, limit=9, block_size=8, out=str(tmp_path), progress=False))
+    plan = plan_extraction(PlanRequest(model="tiny-random", datasets=("arith_easy",), data_dir="demo",
+                                       splits=("test",), views=views, limit=9, block_size=8))
+    [count] = plan.tokens
+    assert count.tree == sum(forest.computed_tokens() for forest in built) and len(built) >= 2
+    assert count.whole > 2 * count.tree  # three views of one response share its prompt and the response

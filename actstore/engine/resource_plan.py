@@ -69,6 +69,35 @@ class StoreSize:
     bytes: int
 
 
+@dataclass(frozen=True)
+class TokenCount:
+    """Tokens the model computes for one split's views: each sequence whole, and once per shared prefix."""
+
+    dataset: str
+    split: str
+    whole: int
+    tree: int
+
+
+def token_count(dataset: str, split: str, table, tokenizer, views, block_size: int) -> TokenCount:
+    """Tokens of ``table``'s sequences in every view, whole and through the prefix tree of each block (the
+    extraction's own tree: its prompt groups, in blocks of ``block_size`` sequences)."""
+    from actstore.engine.prefix_tree import ViewSequences, build_forest
+    from actstore.engine.prompt_reuse import group_by_prompt
+    from actstore.engine.sequence_table import encode_rows
+
+    whole = tree = 0
+    for first in range(0, len(table), block_size):
+        stop = min(first + block_size, len(table))
+        encoded = [encode_rows(table, first, stop, tokenizer, view, max_tokens=None, source=dataset) for view in views]
+        whole += sum(len(s.prompt_ids) + len(s.continuation_ids) for sequences in encoded for s in sequences)
+        forest = build_forest([g.members for g in group_by_prompt(encoded[0])],
+                              [ViewSequences(view.name, sequences, view.name == "plain", True)
+                               for view, sequences in zip(views, encoded)])
+        tree += forest.computed_tokens()
+    return TokenCount(dataset, split, whole, tree)
+
+
 def meta_model(config):
     """The model of ``config`` on the meta device: its modules and parameter shapes, no memory."""
     from accelerate import init_empty_weights
@@ -288,6 +317,7 @@ class ExtractionPlan:
     one_pass: PassFootprint
     budgets: dict[str, int]
     stores: list[StoreSize]
+    tokens: list[TokenCount]
     problems: list[str]
     change: str | None
 
@@ -330,26 +360,46 @@ def plan_extraction(request: PlanRequest) -> ExtractionPlan:
         problems.append(f"{footprint.bytes_by_device['disk'] / GIB:.1f} GiB of weights fit no device and would "
                         "be read from disk (--offload-dir) at every pass")
     change = smallest_change(config, dtype, request.quantize, one_pass, budgets, computing) if problems else None
-    stores = _store_sizes(request, len(stored), footprint.hidden_size)
-    return ExtractionPlan(request, dtype, computing, footprint, one_pass, budgets, stores, problems, change)
+    stores, tokens = _data_sizes(request, len(stored), footprint.hidden_size)
+    return ExtractionPlan(request, dtype, computing, footprint, one_pass, budgets, stores, tokens, problems, change)
 
 
-def _store_sizes(request: PlanRequest, stored_layers: int, hidden_size: int) -> list[StoreSize]:
+def _data_sizes(request: PlanRequest, stored_layers: int, hidden_size: int) -> tuple[list[StoreSize], list[TokenCount]]:
+    """The stores' sizes, and the tokens computed (where the model's tokenizer can be read here)."""
     from distributions.data import load_split, resolve_data_dir
+    from actstore.engine.sequence_table import sequence_table
+    from actstore.engine.views import parse_views
 
-    sizes = []
-    data_dir = resolve_data_dir(request.data_dir) if request.datasets else None
+    sizes, tokens = [], []
+    if not request.datasets:
+        return sizes, tokens
+    data_dir = resolve_data_dir(request.data_dir)
+    tokenizer = _tokenizer(request.model)
     for dataset in request.datasets:
         for split in request.splits:
-            examples = load_split(data_dir, dataset, split).examples
-            examples = examples if request.limit is None else examples[:request.limit]
-            n = sum(len(e.responses) for e in examples)
-            texts = sum(len(e.prompt.encode()) * len(e.responses) + sum(len(r.encode()) for r in e.responses)
-                        for e in examples) + 8 * n  # UTF-8, and a 4-byte length per text
+            table = sequence_table(load_split(data_dir, dataset, split), request.limit)
+            n = len(table)
+            texts = sum(len(text.encode()) + 4 for text in (*table.prompts, *table.responses))  # UTF-8, its length
             for view in request.views:
                 sizes.append(StoreSize(dataset, split, view, n, store_bytes(
                     n, stored_layers, hidden_size, request.dtype, loglik=view == "plain", text_bytes=texts)))
-    return sizes
+            if tokenizer is not None:
+                tokens.append(token_count(dataset, split, table, tokenizer, parse_views(",".join(request.views)),
+                                          request.block_size))
+    return sizes, tokens
+
+
+def _tokenizer(model: str):
+    """The model's tokenizer, or None where it cannot be read here (a named shape)."""
+    from actstore.models import load_tokenizer
+    from actstore.models.shapes import SHAPES
+
+    if model in SHAPES:
+        return None
+    try:
+        return load_tokenizer(model)
+    except UserError:
+        return None
 
 
 def plan_lines(plan: ExtractionPlan) -> list[str]:
@@ -373,6 +423,9 @@ def plan_lines(plan: ExtractionPlan) -> list[str]:
                          f"{_gib(store.bytes)} before compression")
         lines.append(f"stores: {_gib(sum(s.bytes for s in plan.stores))} in all (real activations compress to "
                      "about 0.96x)")
+    for count in plan.tokens:
+        lines.append(f"tokens {count.dataset}/{count.split} ({', '.join(plan.request.views)}): {count.tree:,} computed "
+                     f"through the prefix tree, {count.whole:,} run whole ({count.whole / max(count.tree, 1):.2f}x)")
     if plan.fits:
         lines.append("fits")
     else:
