@@ -150,12 +150,11 @@ def model_footprint(config, dtype: str, quantize: str = "none", max_memory: dict
     placement, by_device = {}, {"all": sum(sizes.values())}
     if max_memory:
         from accelerate import infer_auto_device_map
-
         from accelerate.utils import CustomDtype
 
         weights_dtype = {"4bit": CustomDtype.INT4, "8bit": torch.int8}.get(quantize, getattr(torch, dtype))
         kept = {} if quantize == "none" else {  # what bitsandbytes leaves in the compute dtype
-            name: getattr(torch, dtype) for name, tensor in model.named_parameters()
+            name: getattr(torch, dtype) for name, _ in model.named_parameters()
             if not (name.endswith(".weight") and quantized_linear(name.removesuffix(".weight"),
                                                                   model.get_submodule(name.removesuffix(".weight"))))}
         with _quiet_accelerate():  # it warns of devices this machine lacks: the plan is for another
