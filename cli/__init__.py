@@ -190,8 +190,15 @@ def genies_run(config):
     """Run the benchmark: plan, extract, fit, evaluate; write RUN_DIR/results.csv and report.md."""
     import shlex
 
-    from genies.runner import run_benchmark
+    from genies.runner import resolve_config, run_benchmark
 
+    if config.plan_only:
+        from actstore.engine.resource_plan import plan_lines
+        from genies.resources import run_resource_plan
+
+        for line in plan_lines(run_resource_plan(resolve_config(config))):
+            click.echo(line)
+        return
     command = "genies " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = run_benchmark(config, command=command, log=click.echo)
     if summary is None:  # a process other than rank 0 of a launch in several processes: rank 0 reports

@@ -140,6 +140,9 @@ class RunConfig(Placement):
                                  option="--prompt-reuse/--no-prompt-reuse")
     train_replicates: int = setting(DEFAULT_TRAIN_REPLICATES, TRAIN_REPLICATES_HELP, at_least=0, at_most=1000)
     live_replicates: int = setting(0, LIVE_REPLICATES_HELP, at_least=0, at_most=100)
+    plan_only: bool = setting(False, "Print what the run's extraction needs (actstore plan: weights, placement, one "
+                                     "pass's memory, the stores' sizes and tokens, whether it fits) and stop: "
+                                     "nothing loads, nothing is written.", option="--plan")
     keep_degenerate: bool = setting(False, "The report counts degenerate fits in its means, differences and "
                                            "correlations (default: listed, left out).")
     batch_tokens: int | None = setting(None, "Extraction: padded tokens per forward pass (default: 4096 on a CPU, "

@@ -94,3 +94,21 @@ def test_tokens_planned_are_the_ones_the_extractions_tree_computes(tmp_path, mon
     [count] = plan.tokens
     assert count.tree == sum(forest.computed_tokens() for forest in built) and len(built) >= 2
     assert count.whole > 2 * count.tree  # three views of one response share its prompt and the response
+
+
+def test_genies_run_plan_sizes_the_stores_the_run_would_extract_and_writes_nothing(tmp_path):
+    from genies.plan import RunConfig
+    from genies.resources import run_resource_plan
+    from genies.runner import resolve_config
+
+    config = resolve_config(RunConfig(model="tiny-random", shifts="demo", limit=6, store_root=str(tmp_path / "stores"),
+                                      out=tmp_path / "run", methods=("zero-shot", "mms", "ccs")))
+    plan = run_resource_plan(config)
+    assert plan.fits and not (tmp_path / "run").exists() and not (tmp_path / "stores").exists()
+    assert {s.view for s in plan.stores} == {"plain", "yes", "no"} and len(plan.tokens) > 3
+    result = CliRunner().invoke(cli.genies, ["run", "--model", "tiny-random", "--shifts", "demo", "--limit", "6",
+                                             "--store-root", str(tmp_path / "stores"), "--out", str(tmp_path / "run"),
+                                             "--methods", "zero-shot,mms,ccs", "--plan"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("fits") and f"stores: {len(plan.stores)}, " in result.output
+    assert not (tmp_path / "run").exists()

@@ -77,6 +77,7 @@ class TokenCount:
     split: str
     whole: int
     tree: int
+    views: tuple[str, ...] = ()
 
 
 def token_count(dataset: str, split: str, table, tokenizer, views, block_size: int) -> TokenCount:
@@ -95,7 +96,7 @@ def token_count(dataset: str, split: str, table, tokenizer, views, block_size: i
                               [ViewSequences(view.name, sequences, view.name == "plain", True)
                                for view, sequences in zip(views, encoded)])
         tree += forest.computed_tokens()
-    return TokenCount(dataset, split, whole, tree)
+    return TokenCount(dataset, split, whole, tree, tuple(view.name for view in views))
 
 
 def meta_model(config):
@@ -325,7 +326,9 @@ class ExtractionPlan:
         return not self.problems
 
 
-def plan_extraction(request: PlanRequest) -> ExtractionPlan:
+def plan_extraction(request: PlanRequest, splits: list[tuple[str, str, tuple[str, ...]]] | None = None) -> ExtractionPlan:
+    """The plan of ``request``'s extraction; ``splits``: (dataset, split, views) to size instead of every
+    dataset x split x view of the request (`genies run --plan` passes the stores its run would extract)."""
     from accelerate.utils import convert_file_size_to_int
 
     from actstore.models import parse_max_memory
@@ -359,32 +362,34 @@ def plan_extraction(request: PlanRequest) -> ExtractionPlan:
         problems.append(f"{footprint.bytes_by_device['disk'] / GIB:.1f} GiB of weights fit no device and would "
                         "be read from disk (--offload-dir) at every pass")
     change = smallest_change(config, dtype, request.quantize, one_pass, budgets, computing) if problems else None
-    stores, tokens = _data_sizes(request, len(stored), footprint.hidden_size)
+    if splits is None:
+        splits = [(dataset, split, request.views) for dataset in request.datasets for split in request.splits]
+    stores, tokens = _data_sizes(request, splits, len(stored), footprint.hidden_size)
     return ExtractionPlan(request, dtype, computing, footprint, one_pass, budgets, stores, tokens, problems, change)
 
 
-def _data_sizes(request: PlanRequest, stored_layers: int, hidden_size: int) -> tuple[list[StoreSize], list[TokenCount]]:
+def _data_sizes(request: PlanRequest, splits: list[tuple[str, str, tuple[str, ...]]], stored_layers: int,
+                hidden_size: int) -> tuple[list[StoreSize], list[TokenCount]]:
     """The stores' sizes, and the tokens computed (where the model's tokenizer can be read here)."""
     from distributions.data import load_split, resolve_data_dir
     from actstore.engine.sequence_table import sequence_table
     from actstore.engine.views import parse_views
 
     sizes, tokens = [], []
-    if not request.datasets:
+    if not splits:
         return sizes, tokens
     data_dir = resolve_data_dir(request.data_dir)
     tokenizer = _tokenizer(request.model)
-    for dataset in request.datasets:
-        for split in request.splits:
-            table = sequence_table(load_split(data_dir, dataset, split), request.limit)
-            n = len(table)
-            texts = sum(len(text.encode()) + 4 for text in (*table.prompts, *table.responses))  # UTF-8, its length
-            for view in request.views:
-                sizes.append(StoreSize(dataset, split, view, n, store_bytes(
-                    n, stored_layers, hidden_size, request.dtype, loglik=view == "plain", text_bytes=texts)))
-            if tokenizer is not None:
-                tokens.append(token_count(dataset, split, table, tokenizer, parse_views(",".join(request.views)),
-                                          request.block_size))
+    for dataset, split, views in splits:
+        table = sequence_table(load_split(data_dir, dataset, split), request.limit)
+        n = len(table)
+        texts = sum(len(text.encode()) + 4 for text in (*table.prompts, *table.responses))  # UTF-8, its length
+        for view in views:
+            sizes.append(StoreSize(dataset, split, view, n, store_bytes(
+                n, stored_layers, hidden_size, request.dtype, loglik=view == "plain", text_bytes=texts)))
+        if tokenizer is not None:
+            tokens.append(token_count(dataset, split, table, tokenizer, parse_views(",".join(views)),
+                                      request.block_size))
     return sizes, tokens
 
 
@@ -407,7 +412,8 @@ def plan_lines(plan: ExtractionPlan) -> list[str]:
     lines = [f"model {plan.request.model}: {model.parameters / 1e9:.2f} B parameters, {model.n_blocks} blocks, "
              f"width {model.hidden_size}, vocabulary {model.vocab_size}",
              f"weights in {plan.compute_dtype}" + (f", {plan.request.quantize}" if plan.request.quantize != "none" else "")
-             + f": {_gib(model.weight_bytes)} (LM head {_gib(model.head_bytes)})"]
+             + f": {_gib(model.weight_bytes)} (LM head "
+             + (f"{_gib(model.head_bytes)})" if model.head_bytes else "tied to the embeddings)")]
     where = ", ".join(f"{device}: {_gib(size)}" for device, size in model.bytes_by_device.items())
     lines.append(f"placement: {where}" + (" (accelerate's, over --max-memory's devices)" if model.placement else ""))
     lines.append(f"one pass on {plan.computing}: {one_pass.batch_tokens} tokens, activations {_gib(one_pass.activation_bytes)}, "
@@ -417,13 +423,18 @@ def plan_lines(plan: ExtractionPlan) -> list[str]:
         need = model.bytes_by_device.get(device, 0) + (one_pass.total if device == plan.computing else 0)
         lines.append(f"  {device}: {_gib(need)} of {_gib(budget)}")
     if plan.stores:
-        for store in plan.stores:
-            lines.append(f"store {store.dataset}/{store.split}.{store.view}: {store.n_sequences} sequences, "
-                         f"{_gib(store.bytes)} before compression")
-        lines.append(f"stores: {_gib(sum(s.bytes for s in plan.stores))} in all (real activations compress to "
-                     "about 0.96x)")
-    for count in plan.tokens:
-        lines.append(f"tokens {count.dataset}/{count.split} ({', '.join(plan.request.views)}): {count.tree:,} computed "
+        if len(plan.stores) <= 12:
+            for store in plan.stores:
+                lines.append(f"store {store.dataset}/{store.split}.{store.view}: {store.n_sequences} sequences, "
+                             f"{_gib(store.bytes)} before compression")
+        lines.append(f"stores: {len(plan.stores)}, {_gib(sum(s.bytes for s in plan.stores))} in all (real activations "
+                     "compress to about 0.96x)")
+    if len(plan.tokens) > 1:
+        whole, tree = sum(c.whole for c in plan.tokens), sum(c.tree for c in plan.tokens)
+        lines.append(f"tokens over {len(plan.tokens)} splits: {tree:,} computed through the prefix tree, {whole:,} run "
+                     f"whole ({whole / max(tree, 1):.2f}x)")
+    for count in plan.tokens if len(plan.tokens) <= 12 else ():
+        lines.append(f"tokens {count.dataset}/{count.split} ({', '.join(count.views)}): {count.tree:,} computed "
                      f"through the prefix tree, {count.whole:,} run whole ({count.whole / max(count.tree, 1):.2f}x)")
     if plan.fits:
         lines.append("fits")
