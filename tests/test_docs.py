@@ -280,9 +280,22 @@ def runnable(page: str) -> bool:
     return any(block.language in ("python", "bash") and not block.shown_not_run for block in page_blocks(page))
 
 
-@pytest.mark.parametrize("page", [pytest.param(page, marks=[pytest.mark.bundled] * uses_the_bundled_model(page))
-                                  for page in PAGES if runnable(page)])
+# The heaviest pages run from tests/test_docs_heavy_pages.py: a file of their own, so that the suite's parallel
+# workers (one test file each at a time) share the pages.
+HEAVY_PAGES = ("benchmark.md", "several-processes.md")
+
+
+def page_params(pages) -> list:
+    return [pytest.param(page, marks=[pytest.mark.bundled] * uses_the_bundled_model(page)) for page in pages]
+
+
+@pytest.mark.parametrize("page", page_params(p for p in PAGES if runnable(p) and p not in HEAVY_PAGES))
 def test_the_pages_code_runs_as_written(page, tmp_path, monkeypatch, request):
+    run_page_as_written(page, tmp_path, monkeypatch, request)
+
+
+def run_page_as_written(page, tmp_path, monkeypatch, request) -> None:
+    """Run ``page``'s blocks in a fresh directory and home (the model cache shared), then its checks."""
     from common import default_model_cache
 
     if uses_the_bundled_model(page):

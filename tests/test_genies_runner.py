@@ -362,8 +362,8 @@ def test_a_run_dir_made_before_a_setting_existed_refuses_another_value_of_it(tmp
     for setting, value in (("compute_dtype", "float32"), ("train_steps", 30), ("prompt_format", "chat"),
                            ("train_replicates", 8)):
         with pytest.raises(UserError, match=rf"made with different settings: {setting} .* \(now {value!r}\)"):
-            check_reusable(recorded, RunConfig(model="tiny-random", out=tmp_path, train_replicates=0,
-                                               **{setting: value}))
+            check_reusable(recorded, RunConfig(model="tiny-random", out=tmp_path,
+                                               **{"train_replicates": 0, setting: value}))
     check_reusable({}, RunConfig(model="other", out=tmp_path))  # a new run directory
 
 
