@@ -67,11 +67,11 @@ def example_replicates(evaluations: Iterable[Evaluation], n_bootstrap: int = N_B
     out: dict[str, np.ndarray] = {}
     for dataset in sorted(by_dataset):
         group = by_dataset[dataset]
-        columns = [(key, outcomes) for key, e in group.items() for outcomes in (e.outcomes, *(e.refit_outcomes or ()))]
-        ids = np.unique(np.concatenate([outcomes.example for _, outcomes in columns]))
+        columns = [outcomes for e in group.values() for outcomes in (e.outcomes, *(e.refit_outcomes or ()))]
+        ids = np.unique(np.concatenate([outcomes.example for outcomes in columns]))
         draws = resample_counts(rng_for(seed, "examples", dataset), ids.size, n_bootstrap)
         sums, sizes = np.zeros((ids.size, len(columns))), np.zeros((ids.size, len(columns)))
-        for column, (_, outcomes) in enumerate(columns):
+        for column, outcomes in enumerate(columns):
             where = np.searchsorted(ids, outcomes.example)
             sums[where, column], sizes[where, column] = outcomes.correct, outcomes.pairs
         numerator, denominator = draws @ sums, draws @ sizes  # one matrix product for all of the dataset's evaluations
@@ -106,7 +106,8 @@ def with_refits(evaluation: Evaluation, ratios: np.ndarray, seed: int) -> np.nda
     drawn = rng_for(seed, "refits", evaluation.method, evaluation.trained_on).integers(0, n_refits, ratios.shape[0])
     refits = ratios[:, 1:]
     deviation = refits[rows, drawn] - refits.mean(axis=1)
-    return np.clip(ratios[:, 0] + deviation * math.sqrt(n_refits / (n_refits - 1)), 0.0, 1.0)
+    scale = math.sqrt(n_refits / (n_refits - 1)) if n_refits > 1 else 0.0  # one refit shows no spread
+    return np.clip(ratios[:, 0] + deviation * scale, 0.0, 1.0)
 
 
 def shift_counts(n_shifts: int, n_bootstrap: int, seed: int, name: str) -> np.ndarray:
