@@ -110,6 +110,19 @@ def test_the_site_builds_with_strict_and_holds_every_page_the_plots_and_the_api_
     assert 'id="actstore.store.open_store"' in (site / "api" / "actstore.html").read_text()
     assert 'id="probes.estimator.StoreProbe.fit"' in (site / "api" / "probes.html").read_text()
     assert not any(":::" in (site / "api" / name).read_text() for name in os.listdir(site / "api"))
+    # search from the file system (site/index.html opened as a file): the offline plugin's index as a script
+    assert (site / "search" / "search_index.js").stat().st_size > 1000
+
+
+INTERNAL = re.compile(r"issue #?\d+|DESIGN §|genies-reference\.md|/work/|/tmp/fresh")
+
+
+def test_the_hand_written_pages_speak_of_the_product_only():
+    """No issue numbers, internal design documents or development paths (the example runs' own reports are
+    generated files, not checked here)."""
+    found = [f"{path.name}: {match.group(0)}" for path in sorted(DOCS.glob("*.md"))
+             for match in INTERNAL.finditer(path.read_text(encoding="utf-8"))]
+    assert found == []
 
 
 def test_every_page_is_in_the_navigation_and_linked_from_the_readme():
