@@ -114,13 +114,14 @@ def test_the_site_builds_with_strict_and_holds_every_page_the_plots_and_the_api_
     assert (site / "search" / "search_index.js").stat().st_size > 1000
 
 
-INTERNAL = re.compile(r"issue #?\d+|DESIGN §|genies-reference\.md|/work/|/tmp/fresh")
+INTERNAL = re.compile(r"issue #?\d+|DESIGN §|genies-reference\.md|/work/|/tmp/")
 
 
-def test_the_hand_written_pages_speak_of_the_product_only():
-    """No issue numbers, internal design documents or development paths (the example runs' own reports are
-    generated files, not checked here)."""
-    found = [f"{path.name}: {match.group(0)}" for path in sorted(DOCS.glob("*.md"))
+def test_the_pages_and_example_runs_speak_of_the_product_only():
+    """No issue numbers, internal design documents or development paths, in the pages and in the example runs'
+    reports and run.json (their commands show portable paths: $GENIES_DATA, runs/...)."""
+    files = [*DOCS.rglob("*.md"), *DOCS.rglob("run.json")]
+    found = [f"{path.relative_to(DOCS)}: {match.group(0)}" for path in sorted(files)
              for match in INTERNAL.finditer(path.read_text(encoding="utf-8"))]
     assert found == []
 
